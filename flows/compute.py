@@ -1,0 +1,282 @@
+"""Desired flow rules of one switch, computed from plain inputs.
+
+No I/O, no clock, no Ryu: the controller core builds the plans below from its
+state and gets back the complete set of rules the switch should hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ryu_dsr.flows.pipeline import (
+    REG_PINNED,
+    REG_POOL,
+    REG_SLOT,
+    REG_VIP,
+    SLOT_BITS,
+    Kind,
+    Priority,
+    Table,
+    owner,
+    pin_cookie,
+)
+from ryu_dsr.flows.rules import (
+    Action,
+    LearnPin,
+    Move,
+    Multipath,
+    Output,
+    Resubmit,
+    Rule,
+    SetField,
+    match_items,
+)
+
+ETH_IP = 0x0800
+ETH_ARP = 0x0806
+ARP_REQUEST = 1
+ARP_REPLY = 2
+L4_DST = {6: "tcp_dst", 17: "udp_dst"}
+MULTIPATH_FIELDS = {"source_ip": "nw_src", "5tuple": "l3l4"}
+CONTROLLER_PEEK = 128  # bytes of a packet sent to the controller for learning
+
+
+@dataclass(frozen=True)
+class VipPlan:
+    uid: int
+    ip: str
+    mac: str
+    ip_proto: int
+    port: int | None
+    hash: str
+    pool_uid: int
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """The backend a slot sends to."""
+
+    mac: str
+    backend_uid: int
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    uid: int
+    slots: tuple[SlotTarget | None, ...]
+    protocols: frozenset[int]
+
+
+@dataclass(frozen=True)
+class SwitchPlan:
+    mode: str  # 'ovs' (Nicira extensions) or 'plain' (OpenFlow 1.3 only)
+    l2: str  # 'learning' (rules per learned host) or 'normal' (OFPP_NORMAL)
+    hosts: tuple[tuple[str, int], ...]  # (mac, port) learned on this switch
+    probe_mac: str
+    pin_idle_timeout: int = 300
+    pin_fin_timeout: int = 5
+
+
+def plain_slot_bits(n_slots: int) -> int:
+    bits = n_slots.bit_length() - 1
+    if n_slots != 1 << bits:
+        raise ValueError("plain mode needs a power-of-two slot count")
+    return bits
+
+
+def _int_to_ipv4(value: int) -> str:
+    return ".".join(str((value >> shift) & 0xFF) for shift in (24, 16, 8, 0))
+
+
+def base_rules(switch: SwitchPlan) -> list[Rule]:
+    """Rules every switch has whatever the VIPs: probes, misses, L2."""
+    base = owner(Kind.BASE)
+    rules = [
+        Rule(
+            Table.INGRESS,
+            Priority.CONTROL,
+            match_items(eth_type=ETH_ARP, eth_dst=switch.probe_mac),
+            (Output("controller"),),
+            owner=base,
+        ),
+        Rule(Table.INGRESS, Priority.MISS, (), goto=Table.ETH_SRC, owner=base),
+    ]
+    if switch.mode == "ovs":
+        rules.append(
+            Rule(Table.DECIDE, Priority.PINNED, match_items(**{REG_PINNED: (1, 1)}), goto=Table.ETH_SRC, owner=base)
+        )
+    if switch.l2 == "normal":
+        rules.append(Rule(Table.ETH_SRC, Priority.MISS, (), (Output("normal"),), owner=base))
+        return rules
+    rules += [
+        Rule(
+            Table.ETH_SRC,
+            Priority.MISS,
+            (),
+            (Output("controller", CONTROLLER_PEEK),),
+            goto=Table.ETH_DST,
+            owner=base,
+        ),
+        Rule(Table.ETH_DST, Priority.MISS, (), (Output("flood"),), owner=base),
+    ]
+    host = owner(Kind.HOST)
+    for mac, port in sorted(switch.hosts):
+        rules.append(
+            Rule(Table.ETH_SRC, Priority.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host)
+        )
+        rules.append(Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host))
+    return rules
+
+
+def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
+    """Turn an ARP request for ``ip`` into the reply, in the switch."""
+    return (
+        Move("eth_src", "eth_dst", 48),
+        SetField("eth_src", mac),
+        SetField("arp_op", ARP_REPLY),
+        Move("arp_sha", "arp_tha", 48),
+        Move("arp_spa", "arp_tpa", 32),
+        SetField("arp_sha", mac),
+        SetField("arp_spa", ip),
+        Output("in_port"),
+    )
+
+
+def vip_address_rules(switch: SwitchPlan, vips: Sequence[VipPlan]) -> list[Rule]:
+    """ARP and catch-all rules, one set per VIP address (VIPs may share an
+    address on different ports; the lowest uid owns the shared rules)."""
+    rules = []
+    by_ip: dict[str, VipPlan] = {}
+    for vip in sorted(vips, key=lambda v: v.uid):
+        by_ip.setdefault(vip.ip, vip)
+    for ip, vip in by_ip.items():
+        vip_owner = owner(Kind.VIP, vip.uid)
+        if switch.mode == "ovs":
+            answer = arp_responder_actions(ip, vip.mac)
+        else:
+            answer = (Output("controller"),)
+        rules += [
+            # A host that claims the VIP by ARP (a backend without
+            # arp_announce, say) is not heard: the switch alone answers.
+            Rule(Table.INGRESS, Priority.VIP_ARP_GUARD, match_items(eth_type=ETH_ARP, arp_spa=ip), (), owner=vip_owner),
+            Rule(
+                Table.INGRESS,
+                Priority.VIP_ARP,
+                match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+                answer,
+                owner=vip_owner,
+            ),
+            # IP for the VIP that no VIP serves is dropped, not flooded.
+            Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(eth_type=ETH_IP, ipv4_dst=ip), (), owner=vip_owner),
+        ]
+    return rules
+
+
+def vip_rules(switch: SwitchPlan, vip: VipPlan, n_slots: int) -> list[Rule]:
+    """The entry of one VIP's traffic into the balancing pipeline."""
+    vip_owner = owner(Kind.VIP, vip.uid)
+    fields = {"eth_type": ETH_IP, "ipv4_dst": vip.ip, "ip_proto": vip.ip_proto}
+    priority = Priority.VIP_ALL_PORTS
+    if vip.port is not None:
+        fields[L4_DST[vip.ip_proto]] = vip.port
+        priority = Priority.VIP_PORT
+    if switch.mode == "plain":
+        return [
+            Rule(
+                Table.INGRESS,
+                priority,
+                match_items(**fields),
+                write_metadata=(vip.pool_uid, 0xFFFFFFFF),
+                goto=Table.SLOTS,
+                owner=vip_owner,
+            )
+        ]
+    return [
+        Rule(
+            Table.INGRESS,
+            priority,
+            match_items(**fields),
+            (SetField(REG_VIP, vip.uid), Resubmit(Table.PINS)),
+            goto=Table.DECIDE,
+            owner=vip_owner,
+        ),
+        Rule(
+            Table.DECIDE,
+            Priority.SLOT,
+            match_items(**{REG_VIP: vip.uid}),
+            (
+                Multipath(MULTIPATH_FIELDS[vip.hash], n_slots, REG_SLOT, SLOT_BITS),
+                SetField(REG_POOL, vip.pool_uid),
+            ),
+            goto=Table.SLOTS,
+            owner=vip_owner,
+        ),
+    ]
+
+
+def slot_rules(switch: SwitchPlan, pool: PoolPlan) -> list[Rule]:
+    """Slot -> backend rules of one pool (the consistent-hash table)."""
+    pool_owner = owner(Kind.POOL, pool.uid)
+    rules = []
+    if switch.mode == "plain":
+        bits = plain_slot_bits(len(pool.slots))
+        mask = _int_to_ipv4((1 << bits) - 1)
+        for slot, target in enumerate(pool.slots):
+            if target is None:
+                continue
+            match = match_items(eth_type=ETH_IP, metadata=pool.uid, ipv4_src=(_int_to_ipv4(slot), mask))
+            rules.append(
+                Rule(
+                    Table.SLOTS,
+                    Priority.SLOT,
+                    match,
+                    (SetField("eth_dst", target.mac),),
+                    goto=Table.ETH_SRC,
+                    owner=pool_owner,
+                )
+            )
+        return rules
+    for ip_proto in sorted(pool.protocols):
+        for slot, target in enumerate(pool.slots):
+            if target is None:
+                continue
+            match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **{REG_POOL: pool.uid, REG_SLOT: slot})
+            pin = LearnPin(
+                table=Table.PINS,
+                ip_proto=ip_proto,
+                cookie=pin_cookie(target.backend_uid),
+                idle_timeout=switch.pin_idle_timeout,
+                fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
+                flag_reg=REG_PINNED,
+                priority=Priority.PIN,
+            )
+            rules.append(
+                Rule(
+                    Table.SLOTS,
+                    Priority.SLOT,
+                    match,
+                    (SetField("eth_dst", target.mac), pin),
+                    goto=Table.ETH_SRC,
+                    owner=pool_owner,
+                )
+            )
+    return rules
+
+
+def switch_rules(
+    switch: SwitchPlan, vips: Iterable[VipPlan], pools: Iterable[PoolPlan], n_slots: int
+) -> dict[tuple, Rule]:
+    """Every rule the switch should hold, by key."""
+    vips = list(vips)
+    rules = base_rules(switch) + vip_address_rules(switch, vips)
+    for vip in vips:
+        rules += vip_rules(switch, vip, n_slots)
+    for pool in pools:
+        rules += slot_rules(switch, pool)
+    by_key: dict[tuple, Rule] = {}
+    for rule in rules:
+        if rule.key in by_key:
+            raise ValueError(f"two rules with one key: {rule.key}")
+        by_key[rule.key] = rule
+    return by_key

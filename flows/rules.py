@@ -1,0 +1,182 @@
+"""Plain, hashable descriptions of OpenFlow rules.
+
+Everything in ``flows`` speaks this small vocabulary instead of Ryu message
+objects, so rules can be computed, compared and diffed without a datapath.
+``ryu_dsr.ofp`` translates them to OpenFlow 1.3 (with Nicira extensions) at
+send time, and ``tests/simulator.py`` executes them.
+
+Match values use one canonical form each, the same one Ryu's parser returns,
+so a flow read back from a switch compares equal to the rule that made it:
+IPv4 and MAC addresses as lower-case strings, everything else as ints, a
+masked field as ``(value, mask)`` with the value already masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+MatchValue = Union[int, str, tuple]
+
+
+def match_items(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
+    """A match as a sorted tuple of (field, value) pairs (hashable, ordered)."""
+    return tuple(sorted(fields.items()))
+
+
+# --- actions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """Send the packet out of a port: an int, or 'in_port', 'flood',
+    'controller', 'normal'."""
+
+    port: int | str
+    max_len: int = 0xFFE5  # OFPCML_NO_BUFFER for the controller
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: int | str
+
+
+@dataclass(frozen=True)
+class Move:
+    """Nicira register move: copy all bits of ``src`` into ``dst``."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Nicira resubmit: look the packet up in ``table`` and come back."""
+
+    table: int
+
+
+@dataclass(frozen=True)
+class Multipath:
+    """Nicira multipath: ``dst`` = hash(fields) modulo ``n_links``."""
+
+    fields: str  # 'nw_src' or 'l3l4' (symmetric 5-tuple, udp too)
+    n_links: int
+    dst: str
+    n_bits: int = 16
+    basis: int = 0
+
+
+@dataclass(frozen=True)
+class LearnPin:
+    """Nicira learn: install an exact 5-tuple flow in ``table`` that loads the
+    packet's current eth_dst and sets bit 0 of ``flag_reg``.
+
+    This is the only shape of learn the pipeline needs, so it is one action
+    rather than a general learn-spec language.
+    """
+
+    table: int
+    ip_proto: int
+    cookie: int
+    idle_timeout: int
+    fin_idle_timeout: int
+    flag_reg: str
+    priority: int = 100
+
+
+@dataclass(frozen=True)
+class Drop:
+    """An explicit empty action list (readability only)."""
+
+
+Action = Union[Output, SetField, Move, Resubmit, Multipath, LearnPin, Drop]
+
+
+# --- rules -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One flow entry.
+
+    ``key`` (table, priority, match) identifies the entry on the switch; the
+    body is what it does. The cookie is computed, not given: owner bits from
+    ``owner`` and a digest of the rest, so a flow read back from a switch can
+    be compared with the desired one by key and cookie alone.
+    """
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, MatchValue], ...]
+    actions: tuple[Action, ...] = ()
+    goto: int | None = None
+    write_metadata: tuple[int, int] | None = None
+    owner: int = 0  # cookie bits 63..32: kind and owner uid, see flows.cookies
+    idle_timeout: int = 0
+    cookie: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(repr(self._body_and_key()).encode(), digest_size=4).digest()
+        object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
+
+    def _body_and_key(self) -> tuple[Any, ...]:
+        return (
+            self.table,
+            self.priority,
+            self.match,
+            self.actions,
+            self.goto,
+            self.write_metadata,
+            self.idle_timeout,
+        )
+
+    @property
+    def key(self) -> tuple[int, int, tuple]:
+        return (self.table, self.priority, self.match)
+
+    def match_dict(self) -> dict[str, MatchValue]:
+        return dict(self.match)
+
+
+# --- commands for a switch -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowAdd:
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class FlowDelete:
+    """Delete exactly one entry (strict: table, priority, match)."""
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, MatchValue], ...]
+
+
+@dataclass(frozen=True)
+class FlowDeleteByCookie:
+    """Delete every entry in every table whose cookie matches under mask."""
+
+    cookie: int
+    mask: int
+
+
+@dataclass(frozen=True)
+class PacketOut:
+    data: bytes
+    port: int | str  # where to send; 'flood' floods
+    in_port: int | str = "controller"
+
+
+@dataclass(frozen=True)
+class Barrier:
+    pass
+
+
+Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Barrier]

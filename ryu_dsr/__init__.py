@@ -1,0 +1,165 @@
+"""ryu_dsr: Direct Server Return load balancing in OpenFlow switches.
+
+``ryu-manager ryu_dsr`` loads the ``DsrApp`` below (ryu-manager only takes
+RyuApp classes defined in the module it is named, hence here). It is a thin
+shell: OpenFlow events and REST requests go to ``ryu_dsr.core.Balancer``,
+whose commands go back to the switches through ``ryu_dsr.ofp``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ryu_dsr import ofp
+
+LOG = logging.getLogger("ryu_dsr")
+TICK_SECONDS = 0.2
+
+
+def _register_options():
+    """The [dsr] section of ryu-manager's config file, from ryu_dsr.settings."""
+    from ryu_dsr.settings import OPTIONS
+
+    cfg = ofp.cfg
+    kinds = {str: cfg.StrOpt, int: cfg.IntOpt, float: cfg.FloatOpt}
+    opts = [kinds[o.kind](o.name, default=o.default, help=o.help) for o in OPTIONS]
+    cfg.CONF.register_opts(opts, group="dsr")  # registering the same options again is a no-op
+    return cfg.CONF
+
+
+class _RestController(ofp.ControllerBase):
+    """Hands every request under /v1 to the framework-free DsrApi."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+        self.api = data["api"]
+
+    @ofp.route("dsr", "/v1/{path}", requirements={"path": ".*"})
+    def dispatch(self, req, **_kwargs):
+        return self.api.handle(req)
+
+
+class DsrApp(ofp.RyuApp):
+    OFP_VERSIONS = [ofp.OF_VERSION]
+    _CONTEXTS = {"wsgi": ofp.WSGIApplication}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from ryu_dsr.core import Balancer
+        from ryu_dsr.model import InvalidInput
+        from ryu_dsr.rest.api import DsrApi
+        from ryu_dsr.settings import OPTIONS, Settings
+        from ryu_dsr.store import StateFileError, Store, load_declared
+
+        conf = _register_options()
+        try:
+            settings = Settings.from_mapping({o.name: getattr(conf.dsr, o.name) for o in OPTIONS})
+            store = Store(settings.state_file or None)
+            saved = store.load()
+            state = load_declared(saved, settings.declared_file)
+            if state is not saved:
+                store.save(state)
+        except (InvalidInput, StateFileError) as error:
+            LOG.error("ryu_dsr cannot start: %s", error)
+            sys.exit(f"ryu_dsr: {error}")
+        self.datapaths = {}
+        self.connecting = {}  # dpid -> {"desc", "ports_down", "installed"}
+        self.balancer = Balancer(settings, store, self._send, state=state)
+        LOG.info(
+            "ryu_dsr: %d pools, %d VIPs; state file %s",
+            len(state.pools),
+            len(state.vips),
+            settings.state_file or "(none)",
+        )
+        kwargs["wsgi"].register(_RestController, {"api": DsrApi(self.balancer)})
+        self.ticker = ofp.hub.spawn(self._tick_forever)
+
+    # -- output --
+
+    def _send(self, dpid, commands):
+        datapath = self.datapaths.get(dpid)
+        if datapath is None:
+            return
+        for command in commands:
+            datapath.send_msg(ofp.to_message(command, datapath))
+
+    def _tick_forever(self):
+        while True:
+            ofp.hub.sleep(TICK_SECONDS)
+            try:
+                self.balancer.tick()
+            except Exception:  # keep ticking whatever one tick did
+                LOG.exception("ryu_dsr: periodic work failed")
+
+    # -- connection: features, then desc, ports and flows, then hand over --
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPSwitchFeatures, ofp.CONFIG_DISPATCHER)
+    def _features(self, ev):
+        datapath = ev.msg.datapath
+        self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "installed": {}}
+        self.datapaths[datapath.id] = datapath
+        for request in (ofp.desc_stats_request, ofp.port_desc_request, ofp.flow_stats_request):
+            datapath.send_msg(request(datapath))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPDescStatsReply, ofp.MAIN_DISPATCHER)
+    def _desc(self, ev):
+        pending = self.connecting.get(ev.msg.datapath.id)
+        if pending is not None:
+            pending["desc"] = ev.msg.body
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortDescStatsReply, ofp.MAIN_DISPATCHER)
+    def _ports(self, ev):
+        pending = self.connecting.get(ev.msg.datapath.id)
+        if pending is not None:
+            pending["ports_down"].update(p.port_no for p in ev.msg.body if ofp.port_is_down(p))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
+    def _flows(self, ev):
+        dpid = ev.msg.datapath.id
+        pending = self.connecting.get(dpid)
+        if pending is None:
+            return
+        for stat in ev.msg.body:
+            key, cookie = ofp.installed_key(stat)
+            pending["installed"][key] = cookie
+        if ofp.more_replies(ev.msg):
+            return
+        del self.connecting[dpid]
+        desc = pending["desc"]
+        ovs = desc is not None and ofp.is_ovs(desc)
+        description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
+        self.balancer.switch_connected(
+            dpid, "ovs" if ovs else "plain", pending["installed"], description, pending["ports_down"]
+        )
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
+    def _gone(self, ev):
+        datapath = ev.datapath
+        if datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
+            del self.datapaths[datapath.id]
+            self.connecting.pop(datapath.id, None)
+            self.balancer.switch_disconnected(datapath.id)
+
+    # -- events --
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPacketIn, ofp.MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        self.balancer.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortStatus, ofp.MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, not ofp.port_status_down(msg))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
+    def _error(self, ev):
+        msg = ev.msg
+        LOG.error(
+            "switch %016x refused a message: type %d code %d: %s",
+            msg.datapath.id,
+            msg.type,
+            msg.code,
+            bytes(msg.data[:64]).hex(),
+        )

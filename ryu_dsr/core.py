@@ -1,0 +1,476 @@
+"""The balancer's logic, free of Ryu: events in, commands for switches out.
+
+The Ryu shell (``ryu_dsr/__init__.py``) turns OpenFlow events into calls on
+``Balancer`` and hands it a ``send(dpid, commands)`` function; the REST API
+calls the service methods. Time comes from an injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx
+
+from ryu_dsr.flows.compute import PoolPlan, SlotTarget, SwitchPlan, VipPlan, switch_rules
+from ryu_dsr.flows.diff import diff
+from ryu_dsr.flows.maglev import rebalance
+from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
+from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
+from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
+from ryu_dsr.model import Conflict, InvalidInput, NotFound, State, parse_backend, parse_pool, parse_vip
+from ryu_dsr.store import Store
+
+LOG = logging.getLogger("ryu_dsr")
+ALL_ONES = (1 << 64) - 1
+REPROBE_SECONDS = 30.0  # a found backend is asked again this often, to notice a new MAC
+
+Send = Callable[[int, list], None]
+
+
+@dataclass
+class Location:
+    """Where a backend was found: its MAC and the switch port behind it."""
+
+    mac: str
+    dpid: int | None
+    port: int | None
+    since: float
+
+
+@dataclass
+class Switch:
+    dpid: int
+    mode: str  # 'ovs' or 'plain'
+    description: str = ""
+    ports_down: set[int] = field(default_factory=set)
+    hosts: OrderedDict[str, int] = field(default_factory=OrderedDict)  # mac -> port, oldest first
+    installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
+
+
+class Balancer:
+    """Desired state, what each switch holds, and how to get from one to the other."""
+
+    def __init__(
+        self,
+        settings: Any,
+        store: Store,
+        send: Send,
+        clock: Callable[[], float] = time.monotonic,
+        state: State | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.send = send
+        self.clock = clock
+        self.state = state if state is not None else store.load()
+        self.switches: dict[int, Switch] = {}
+        self.topology = networkx.Graph()  # switches and the hosts seen on their ports
+        # backend ip -> where ARP found it; starts from the saved state
+        self.found: dict[str, Location] = {
+            ip: Location(where["mac"], where["dpid"], where["port"], self.clock())
+            for ip, where in self.state.found.items()
+        }
+        self.last_probe: dict[str, float] = {}
+        self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
+        self.timed_out_drains: set[int] = set()
+        self.pinned_backends: set[int] = set()  # uids whose pins may exist on switches
+
+    # ------------------------------------------------------------------ state
+
+    def replace_state(self, new: State) -> None:
+        """Accept a checked state: save it first, then program the switches.
+        If saving fails, nothing changes and the error goes to the caller."""
+        new.found = self._found_json()
+        self.store.save(new)
+        self.state = new
+        self.sync_all()
+        self.probe_backends()
+
+    # ----------------------------------------------------------- REST service
+
+    def list_pools(self) -> list[dict]:
+        return [self.pool_json(name) for name in self.state.pools]
+
+    def pool_json(self, name: str) -> dict:
+        pool = self.state.pool(name)
+        out = pool.to_json()
+        out["backends"] = [self.backend_json(name, ip) for ip in pool.backends]
+        return out
+
+    def backend_json(self, pool_name: str, ip: str) -> dict:
+        backend = self.state.backend(pool_name, ip)
+        out = backend.to_json()
+        out["status"] = self.backend_status(pool_name, ip)
+        return out
+
+    def backend_status(self, pool_name: str, ip: str) -> dict:
+        backend = self.state.backend(pool_name, ip)
+        mac, dpid, port = self._where(backend)
+        table = self.state.pools[pool_name].slot_tables.get(self.settings.table_size) or []
+        if mac is None:
+            state = "unresolved"
+        elif not self._link_up(dpid, port):
+            state = "down"
+        elif backend.weight == 0:
+            state = "draining"
+        else:
+            state = "up"
+        return {
+            "state": state,
+            "resolved": mac is not None,
+            "mac": mac,
+            "location": None if dpid is None else {"dpid": dpid, "port": port},
+            "slots": sum(1 for owner in table if owner == ip),
+        }
+
+    def create_pool(self, body: Any) -> dict:
+        pool = parse_pool(body)
+        self.replace_state(self.state.with_pool(pool))
+        return self.pool_json(pool.name)
+
+    def patch_pool(self, name: str, body: Any) -> dict:
+        self.replace_state(self.state.with_pool_patch(name, body))
+        return self.pool_json(name)
+
+    def delete_pool(self, name: str) -> None:
+        self.replace_state(self.state.without_pool(name))
+
+    def list_backends(self, pool_name: str) -> list[dict]:
+        return [self.backend_json(pool_name, ip) for ip in self.state.pool(pool_name).backends]
+
+    def add_backend(self, pool_name: str, body: Any) -> dict:
+        self.state.pool(pool_name)
+        backend = parse_backend(body)
+        self.replace_state(self.state.with_backend(pool_name, backend))
+        return self.backend_json(pool_name, backend.ip)
+
+    def patch_backend(self, pool_name: str, ip: str, body: Any) -> dict:
+        self.replace_state(self.state.with_backend_patch(pool_name, ip, body))
+        return self.backend_json(pool_name, ip)
+
+    def delete_backend(self, pool_name: str, ip: str) -> None:
+        self.replace_state(self.state.without_backend(pool_name, ip))
+
+    def list_vips(self) -> list[dict]:
+        return [self.vip_json(name) for name in self.state.vips]
+
+    def vip_json(self, name: str) -> dict:
+        vip = self.state.vip(name)
+        out = vip.to_json()
+        pool = self.state.pools[vip.pool]
+        up = [ip for ip in pool.backends if self.backend_status(vip.pool, ip)["state"] == "up"]
+        out["status"] = {"backends_up": len(up), "backends": len(pool.backends)}
+        return out
+
+    def create_vip(self, body: Any) -> dict:
+        vip = parse_vip(body)
+        self.replace_state(self.state.with_vip(vip))
+        return self.vip_json(vip.name)
+
+    def patch_vip(self, name: str, body: Any) -> dict:
+        self.replace_state(self.state.with_vip_patch(name, body))
+        return self.vip_json(name)
+
+    def delete_vip(self, name: str) -> None:
+        self.replace_state(self.state.without_vip(name))
+
+    def list_switches(self) -> list[dict]:
+        return [
+            {
+                "dpid": sw.dpid,
+                "mode": sw.mode,
+                "description": sw.description,
+                "flows": len(sw.installed),
+                "hosts": len(sw.hosts),
+                "ports_down": sorted(sw.ports_down),
+            }
+            for sw in self.switches.values()
+        ]
+
+    # --------------------------------------------------------------- switches
+
+    def switch_connected(
+        self, dpid: int, mode: str, installed: dict[tuple, int], description: str = "", ports_down: Iterable[int] = ()
+    ) -> None:
+        """A switch (re)connected; ``installed`` is what it holds now (key ->
+        cookie). Only the differences are sent, so a reconnect is hitless."""
+        if self.settings.hash_mode != "auto":
+            mode = self.settings.hash_mode
+        switch = Switch(dpid, mode, description, set(ports_down), installed=dict(installed))
+        self.switches[dpid] = switch
+        self.topology.add_node(("switch", dpid))
+        # Hosts this switch already forwards to stay learned: a restarted
+        # controller changes nothing that is still right.
+        for (table, _priority, match), cookie in installed.items():
+            fields = dict(match)
+            if kind_of(cookie) == Kind.HOST and table == Table.ETH_SRC and "eth_src" in fields and "in_port" in fields:
+                self._learn_host(switch, fields["eth_src"], fields["in_port"])
+        LOG.info(
+            "switch %016x connected: %s, hashing in %s mode, %d flows found", dpid, description, mode, len(installed)
+        )
+        self.sync_all()
+        self.probe_backends(force=True)
+
+    def switch_disconnected(self, dpid: int) -> None:
+        if self.switches.pop(dpid, None) is not None:
+            self.topology.remove_node(("switch", dpid))
+            LOG.info("switch %016x disconnected", dpid)
+
+    def port_changed(self, dpid: int, port: int, up: bool) -> None:
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        if up:
+            switch.ports_down.discard(port)
+        else:
+            switch.ports_down.add(port)
+            for mac in [mac for mac, p in switch.hosts.items() if p == port]:
+                self._forget_host(switch, mac)
+        LOG.info("switch %016x port %d %s", dpid, port, "up" if up else "down")
+        self.sync_all()
+
+    def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
+        switch = self.switches.get(dpid)
+        eth = parse_ethernet(data)
+        if switch is None or eth is None:
+            return
+        learned = self._learn_host(switch, eth.src, in_port)
+        arp = parse_arp(data)
+        changed = False
+        if arp is not None and arp.op == 2 and eth.dst == self.settings.probe_mac:
+            changed = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
+        elif arp is not None and arp.op == 1:
+            self._answer_vip_arp(switch, in_port, arp)
+        if changed:
+            self.sync_all()
+        elif learned:
+            self.sync_switch(switch)
+
+    def tick(self) -> None:
+        """Periodic work: find unresolved backends, end overdue drains."""
+        self.probe_backends()
+        self._expire_drains()
+
+    # ------------------------------------------------------------ internals
+
+    def _learn_host(self, switch: Switch, mac: str, port: int) -> bool:
+        if int(mac[:2], 16) & 1 or mac == self.settings.probe_mac:
+            return False
+        if switch.hosts.get(mac) == port:
+            switch.hosts.move_to_end(mac)
+            return False
+        switch.hosts[mac] = port
+        switch.hosts.move_to_end(mac)
+        self.topology.add_edge(("switch", switch.dpid), ("host", mac), port=port)
+        while len(switch.hosts) > self.settings.max_hosts:
+            self._forget_host(switch, next(iter(switch.hosts)))
+        return True
+
+    def _forget_host(self, switch: Switch, mac: str) -> None:
+        switch.hosts.pop(mac, None)
+        if self.topology.has_edge(("switch", switch.dpid), ("host", mac)):
+            self.topology.remove_edge(("switch", switch.dpid), ("host", mac))
+
+    def _backend_ips(self) -> set[str]:
+        return {ip for pool in self.state.pools.values() for ip in pool.backends}
+
+    def _backend_answered(self, ip: str, mac: str, dpid: int, port: int) -> bool:
+        if ip not in self._backend_ips():
+            return False
+        old = self.found.get(ip)
+        if old and (old.mac, old.dpid, old.port) == (mac, dpid, port):
+            return False
+        self.found[ip] = Location(mac, dpid, port, self.clock())
+        LOG.info("backend %s found at %s on switch %016x port %d", ip, mac, dpid, port)
+        self.state.found = self._found_json()
+        self.store.save(self.state)
+        return True
+
+    def _found_json(self) -> dict[str, dict]:
+        backends = self._backend_ips()
+        return {
+            ip: {"mac": at.mac, "dpid": at.dpid, "port": at.port}
+            for ip, at in sorted(self.found.items())
+            if ip in backends
+        }
+
+    def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
+        """Plain mode: the switch sends ARP for a VIP here; answer it."""
+        for vip in self.state.vips.values():
+            if vip.ip == arp.tpa:
+                self.send(switch.dpid, [PacketOut(arp_reply(arp, vip.mac), in_port)])
+                return
+
+    def probe_backends(self, force: bool = False) -> None:
+        """ARP for backends without a configured MAC: often while not found,
+        now and then once found."""
+        if not self.switches:
+            return
+        now = self.clock()
+        for ip in sorted(self._backend_ips()):
+            if self._configured_mac(ip):
+                continue
+            interval = REPROBE_SECONDS if ip in self.found else self.settings.resolve_interval
+            if not force and now - self.last_probe.get(ip, -1e9) < interval:
+                continue
+            self.last_probe[ip] = now
+            frame = arp_probe(self.settings.probe_mac, ip)
+            for dpid in self.switches:
+                self.send(dpid, [PacketOut(frame, "flood")])
+
+    def _configured_mac(self, ip: str) -> str | None:
+        for pool in self.state.pools.values():
+            backend = pool.backends.get(ip)
+            if backend is not None and backend.mac:
+                return backend.mac
+        return None
+
+    def _where(self, backend) -> tuple[str | None, int | None, int | None]:
+        """MAC, dpid and port of a backend: configured values win."""
+        found = self.found.get(backend.ip)
+        mac = backend.mac or (found.mac if found else None)
+        if backend.dpid is not None:
+            return mac, backend.dpid, backend.port
+        if found and found.mac == mac:
+            return mac, found.dpid, found.port
+        return mac, None, None
+
+    def _link_up(self, dpid: int | None, port: int | None) -> bool:
+        switch = self.switches.get(dpid) if dpid is not None else None
+        return switch is None or port not in switch.ports_down
+
+    def _usable(self, backend) -> bool:
+        mac, dpid, port = self._where(backend)
+        return mac is not None and self._link_up(dpid, port)
+
+    def _expire_drains(self) -> None:
+        timeout = self.settings.drain_timeout
+        if not timeout:
+            return
+        now = self.clock()
+        for uid, since in list(self.draining_since.items()):
+            if uid not in self.timed_out_drains and now - since >= timeout:
+                self.timed_out_drains.add(uid)
+                LOG.info("backend uid %d drained for %ds: its remaining connections move on", uid, timeout)
+                self._delete_pins({uid})
+                self.pinned_backends.discard(uid)
+
+    def _delete_pins(self, uids: set[int]) -> None:
+        for dpid in self.switches:
+            self.send(dpid, [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(uids)] + [Barrier()])
+
+    def _slot_sizes(self) -> set[int]:
+        sizes = {self.settings.table_size}
+        if any(sw.mode == "plain" for sw in self.switches.values()):
+            sizes.add(1 << self.settings.plain_slot_bits)
+        return sizes
+
+    def _plan(self) -> tuple[list[VipPlan], dict[int, list[PoolPlan]]]:
+        """VIP plans, and pool plans by slot count; updates slot tables and
+        drain bookkeeping, and deletes pins of backends that are gone."""
+        now = self.clock()
+        state = self.state
+        tables_changed = False
+        pools_by_size: dict[int, list[PoolPlan]] = {}
+        pinnable: set[int] = set()
+        used_protocols: dict[str, set[int]] = {}
+        for vip in state.vips.values():
+            used_protocols.setdefault(vip.pool, set()).add(vip.ip_proto)
+        for pool in state.pools.values():
+            weights = {}
+            targets = {}
+            for backend in pool.backends.values():
+                if not self._usable(backend):
+                    continue
+                if backend.weight == 0:
+                    self.draining_since.setdefault(backend.uid, now)
+                    if backend.uid not in self.timed_out_drains:
+                        pinnable.add(backend.uid)
+                    continue
+                self.draining_since.pop(backend.uid, None)
+                self.timed_out_drains.discard(backend.uid)
+                pinnable.add(backend.uid)
+                weights[backend.ip] = backend.weight
+                targets[backend.ip] = SlotTarget(self._where(backend)[0], backend.uid)
+            for size in self._slot_sizes():
+                table = rebalance(pool.slot_tables.get(size), weights, size)
+                if table != pool.slot_tables.get(size):
+                    moved = sum(1 for a, b in zip(pool.slot_tables.get(size) or [None] * size, table) if a != b)
+                    LOG.info(
+                        "pool %s: %d of %d slots move (backends %s)",
+                        pool.name,
+                        moved,
+                        size,
+                        ", ".join(f"{ip}={w}" for ip, w in sorted(weights.items())) or "none",
+                    )
+                    pool.slot_tables[size] = table
+                    tables_changed = True
+                slots = tuple(targets[ip] if ip is not None else None for ip in table)
+                pools_by_size.setdefault(size, []).append(
+                    PoolPlan(pool.uid, slots, frozenset(used_protocols.get(pool.name, ())))
+                )
+        gone = self.pinned_backends - pinnable
+        if gone:
+            self._delete_pins(gone)
+        self.pinned_backends = pinnable
+        for uid in list(self.draining_since):
+            if uid not in pinnable and uid not in self.timed_out_drains:
+                self.draining_since.pop(uid)
+        if tables_changed:
+            self.store.save(state)
+        vips = [
+            VipPlan(v.uid, v.ip, v.mac, v.ip_proto, v.port, v.hash, state.pools[v.pool].uid)
+            for v in state.vips.values()
+        ]
+        return vips, pools_by_size
+
+    def _switch_plan(self, switch: Switch) -> SwitchPlan:
+        hosts = dict(switch.hosts)
+        for pool in self.state.pools.values():
+            for backend in pool.backends.values():
+                mac, dpid, port = self._where(backend)
+                if mac and dpid == switch.dpid and port is not None and port not in switch.ports_down:
+                    hosts[mac] = port
+        return SwitchPlan(
+            mode=switch.mode,
+            l2=self.settings.l2_mode,
+            hosts=tuple(sorted(hosts.items())),
+            probe_mac=self.settings.probe_mac,
+            pin_idle_timeout=self.settings.pin_idle_timeout,
+            pin_fin_timeout=self.settings.pin_fin_timeout,
+        )
+
+    def sync_all(self) -> None:
+        vips, pools_by_size = self._plan()
+        for switch in self.switches.values():
+            self._sync(switch, vips, pools_by_size)
+
+    def sync_switch(self, switch: Switch) -> None:
+        vips, pools_by_size = self._plan()
+        self._sync(switch, vips, pools_by_size)
+
+    def _sync(self, switch: Switch, vips: list[VipPlan], pools_by_size: dict[int, list[PoolPlan]]) -> None:
+        if switch.mode == "plain":
+            size = 1 << self.settings.plain_slot_bits
+        else:
+            size = self.settings.table_size
+        desired = switch_rules(self._switch_plan(switch), vips, pools_by_size.get(size, []), size)
+        commands: list[Command] = diff(desired, switch.installed)
+        if not commands:
+            return
+        for command in commands:
+            if isinstance(command, FlowAdd):
+                switch.installed[command.rule.key] = command.rule.cookie
+            elif isinstance(command, FlowDelete):
+                switch.installed.pop((command.table, command.priority, command.match), None)
+        n_add = sum(isinstance(c, FlowAdd) for c in commands)
+        LOG.info("switch %016x: %d flows added or changed, %d deleted", switch.dpid, n_add, len(commands) - n_add)
+        self.send(switch.dpid, commands + [Barrier()])
+
+
+__all__ = ["Balancer", "Conflict", "InvalidInput", "NotFound"]

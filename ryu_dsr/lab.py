@@ -1,0 +1,312 @@
+"""A lab on this machine: Open vSwitch in userspace and hosts in network
+namespaces. Used by the demo, the integration tests and the benchmarks.
+
+Everything a lab creates carries its prefix (namespaces ``PREFIX-NAME``,
+veths ``PREFIX-NAME``, bridge ``PREFIX-br0``) and lives in one run directory,
+so ``Lab.destroy`` and ``Lab.clear_leftovers`` can remove exactly that, even
+after an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def sh(*args: str, check: bool = True, env: dict | None = None, timeout: float = 60) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    ip: str
+    mac: str
+    ofport: int
+    veth: str
+
+
+class Lab:
+    def __init__(self, prefix: str = "dsr", run_dir: str | os.PathLike | None = None, subnet: str = "10.0.0") -> None:
+        self.prefix = prefix
+        self.run_dir = Path(run_dir or f"/run/ryu_dsr-lab-{prefix}")
+        self.subnet = subnet
+        self.bridge = f"{prefix}-br0"
+        self.hosts: dict[str, Host] = {}
+        self.env = dict(
+            os.environ, OVS_RUNDIR=str(self.run_dir), OVS_LOGDIR=str(self.run_dir), OVS_DBDIR=str(self.run_dir)
+        )
+        self.procs: list[subprocess.Popen] = []
+
+    # ---------------------------------------------------------- Open vSwitch
+
+    def ovs(self, *args: str, check: bool = True) -> str:
+        return sh(*args, check=check, env=self.env)
+
+    def vsctl(self, *args: str) -> str:
+        return self.ovs("ovs-vsctl", f"--db=unix:{self.run_dir}/db.sock", "--timeout=20", *args)
+
+    def ofctl(self, *args: str) -> str:
+        return self.ovs("ovs-ofctl", "-O", "OpenFlow13", *args)
+
+    def start_switch(self, controller_port: int = 6653, dpid: int = 1) -> None:
+        """Start ovsdb-server and ovs-vswitchd (userspace datapath) and one
+        bridge that answers to the controller at 127.0.0.1:controller_port."""
+        self.clear_leftovers()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        d = self.run_dir
+        self.ovs("ovsdb-tool", "create", f"{d}/conf.db", OVS_SCHEMA)
+        self.ovs(
+            "ovsdb-server",
+            f"{d}/conf.db",
+            f"--remote=punix:{d}/db.sock",
+            f"--pidfile={d}/ovsdb-server.pid",
+            "--detach",
+            f"--log-file={d}/ovsdb-server.log",
+        )
+        self.vsctl("--no-wait", "init")
+        self.ovs(
+            "ovs-vswitchd",
+            f"unix:{d}/db.sock",
+            f"--pidfile={d}/ovs-vswitchd.pid",
+            "--detach",
+            f"--log-file={d}/ovs-vswitchd.log",
+        )
+        self.vsctl(
+            "add-br",
+            self.bridge,
+            "--",
+            "set",
+            "bridge",
+            self.bridge,
+            "datapath_type=netdev",
+            "protocols=OpenFlow13",
+            "fail_mode=secure",
+            f"other-config:datapath-id={dpid:016x}",
+        )
+        self.vsctl("set-controller", self.bridge, f"tcp:127.0.0.1:{controller_port}")
+        # Connection to the controller: retry fast so restarts are short.
+        self.vsctl("set", "controller", self.bridge, "max_backoff=1000", "inactivity_probe=5000")
+
+    def add_host(self, name: str, ip_last: int, mac: str | None = None) -> Host:
+        """A namespace with one veth into the bridge, at SUBNET.ip_last/24."""
+        ns = f"{self.prefix}-{name}"
+        veth = f"{self.prefix}-{name}"[:15]
+        peer = f"{veth[:12]}-p"
+        mac = mac or f"02:00:00:00:{ip_last // 256:02x}:{ip_last % 256:02x}"
+        ip = f"{self.subnet}.{ip_last}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", peer, "netns", ns)
+        self.in_ns(ns, "ip", "link", "set", peer, "name", "eth0")
+        self.in_ns(ns, "ip", "link", "set", "eth0", "address", mac)
+        self.in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self.in_ns(ns, "ip", "link", "set", "eth0", "up")
+        self.in_ns(ns, "ip", "link", "set", "lo", "up")
+        sh("ip", "link", "set", veth, "up")
+        # Userspace datapath: checksums must be computed by the kernel.
+        sh("ethtool", "-K", veth, "tx", "off", check=False)
+        self.in_ns(ns, "ethtool", "-K", "eth0", "tx", "off", check=False)
+        ofport = len(self.hosts) + 1
+        self.vsctl("add-port", self.bridge, veth, "--", "set", "interface", veth, f"ofport_request={ofport}")
+        host = Host(name, ns, ip, mac, ofport, veth)
+        self.hosts[name] = host
+        return host
+
+    def in_ns(self, ns: str, *args: str, check: bool = True, timeout: float = 60) -> str:
+        return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+
+    def run(self, host: str, *args: str, check: bool = True, timeout: float = 60) -> str:
+        return self.in_ns(self.hosts[host].ns, *args, check=check, timeout=timeout)
+
+    def spawn(self, host: str, *args: str, log: str | None = None) -> subprocess.Popen:
+        out = open(self.run_dir / (log or f"{host}.log"), "ab")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.hosts[host].ns, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def requests(self, host: str, url: str, count: int, *extra: str, timeout: float = 120) -> dict:
+        """``count`` GETs of ``url`` from ``host`` (tools/dsr_client.py),
+        each on a new connection; returns its JSON report."""
+        out = self.run(
+            host, sys.executable, str(TOOLS / "dsr_client.py"), url, "--count", str(count), *extra, timeout=timeout
+        )
+        return json.loads(out)
+
+    def set_link(self, host: str, up: bool) -> None:
+        sh("ip", "link", "set", self.hosts[host].veth, "up" if up else "down")
+
+    def make_backend(self, host: str, vips: list[str]) -> None:
+        """DSR set-up of a backend host with the project's own tool."""
+        self.run(host, sys.executable, str(TOOLS / "dsr_backend.py"), "apply", *[f"--vip={v}" for v in vips])
+
+    def serve_http(self, host: str, port: int = 80, bind: str = "0.0.0.0") -> subprocess.Popen:
+        proc = self.spawn(
+            host, sys.executable, str(TOOLS / "echo_server.py"), host, str(port), bind, log=f"{host}-http.log"
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if f":{port} " in self.run(host, "ss", "-ltnH", check=False):
+                return proc
+            time.sleep(0.05)
+        raise RuntimeError(f"HTTP server on {host} did not start")
+
+    # ---------------------------------------------------------- controller
+
+    def start_controller(
+        self, conf: dict[str, object], rest_port: int = 8080, of_port: int = 6653, log_name: str = "ryu-manager.log"
+    ) -> subprocess.Popen:
+        """``ryu-manager --config-file FILE ryu_dsr`` with a [dsr] section
+        from ``conf``; returns once the REST API answers."""
+        conf_file = self.run_dir / "ryu_dsr.conf"
+        lines = [
+            "[DEFAULT]",
+            "wsapi_host = 127.0.0.1",
+            f"wsapi_port = {rest_port}",
+            f"ofp_tcp_listen_port = {of_port}",
+            "",
+            "[dsr]",
+        ]
+        lines += [f"{key} = {value}" for key, value in conf.items()]
+        conf_file.write_text("\n".join(lines) + "\n")
+        ryu_manager = shutil.which("ryu-manager") or "ryu-manager"
+        out = open(self.run_dir / log_name, "ab")
+        proc = subprocess.Popen(
+            [ryu_manager, "--config-file", str(conf_file), "ryu_dsr"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(self.run_dir),
+        )
+        self.procs.append(proc)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ryu-manager exited with {proc.returncode}; see {self.run_dir / log_name}")
+            try:
+                rest(f"http://127.0.0.1:{rest_port}", "GET", "/v1/vips")
+                return proc
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("ryu-manager did not start its REST API in 30 s")
+
+    def wait_connected(self, timeout: float = 15) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.vsctl("get", "controller", self.bridge, "is_connected").strip() == "true":
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the bridge did not connect to the controller")
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    # ---------------------------------------------------------- teardown
+
+    def destroy(self) -> None:
+        for proc in self.procs:
+            self.stop(proc)
+        self.procs.clear()
+        self.clear_leftovers()
+
+    def clear_leftovers(self) -> None:
+        """Remove whatever a lab of this prefix left: processes in its
+        namespaces, veths, namespaces, OVS daemons, the run directory."""
+        namespaces = [line.split()[0] for line in sh("ip", "netns", "list", check=False).splitlines() if line.strip()]
+        mine = [ns for ns in namespaces if ns.startswith(f"{self.prefix}-")]
+        for ns in mine:
+            for pid in sh("ip", "netns", "pids", ns, check=False).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for line in sh("pgrep", "-f", f"{self.run_dir}/", check=False).split():
+            if int(line) != os.getpid():
+                try:
+                    os.kill(int(line), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        links = sh("ip", "-o", "link", "show", check=False).splitlines()
+        for line in links:
+            name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+            if name.startswith(f"{self.prefix}-"):
+                sh("ip", "link", "del", name, check=False)
+        for ns in mine:
+            sh("ip", "netns", "del", ns, check=False)
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            pidfile = self.run_dir / f"{daemon}.pid"
+            if pidfile.exists():
+                try:
+                    pid = int(pidfile.read_text().strip())
+                    os.kill(pid, signal.SIGTERM)
+                    for _ in range(50):
+                        os.kill(pid, 0)
+                        time.sleep(0.05)
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        """What of this lab still exists (for tests of the stop command)."""
+        found = []
+        for line in sh("ip", "netns", "list", check=False).splitlines():
+            if line.startswith(f"{self.prefix}-"):
+                found.append(f"namespace {line.split()[0]}")
+        for line in sh("ip", "-o", "link", "show", check=False).splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+            if name.startswith(f"{self.prefix}-"):
+                found.append(f"link {name}")
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            if (self.run_dir / f"{daemon}.pid").exists():
+                found.append(f"{daemon} pid file")
+        out = sh("pgrep", "-af", str(self.run_dir), check=False)
+        found += [f"process {line}" for line in out.splitlines() if line.strip() and "pgrep" not in line]
+        return found
+
+
+def rest(base: str, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object]:
+    """One JSON request; returns (status, decoded body or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None

@@ -1,0 +1,207 @@
+"""Every Ryu import of the project, and the translation between the plain
+rules of ``ryu_dsr.flows`` and OpenFlow 1.3 messages with Nicira extensions."""
+
+from __future__ import annotations
+
+import warnings
+
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # Ryu's hub imports eventlet
+
+from ryu import cfg  # noqa: F401  (ryu-manager's own ConfigOpts: cfg.CONF)
+from ryu.app.wsgi import ControllerBase, WSGIApplication, route  # noqa: F401  (re-exported for the shell)
+from ryu.base.app_manager import RyuApp  # noqa: F401
+from ryu.controller import ofp_event  # noqa: F401
+from ryu.controller.handler import (  # noqa: F401
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from ryu.lib import hub  # noqa: F401
+from ryu.ofproto import nicira_ext
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from ryu_dsr.flows.rules import (
+    Barrier,
+    Command,
+    Drop,
+    FlowAdd,
+    FlowDelete,
+    FlowDeleteByCookie,
+    LearnPin,
+    Move,
+    Multipath,
+    Output,
+    PacketOut,
+    Resubmit,
+    Rule,
+    SetField,
+    match_items,
+)
+
+OF_VERSION = ofp.OFP_VERSION
+SPECIAL_PORTS = {
+    "in_port": ofp.OFPP_IN_PORT,
+    "flood": ofp.OFPP_FLOOD,
+    "controller": ofp.OFPP_CONTROLLER,
+    "normal": ofp.OFPP_NORMAL,
+    "all": ofp.OFPP_ALL,
+}
+# Open vSwitch's nx_hash_fields (Ryu 4.34 names only the first two).
+HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "l3l4": 3, "nw_src": 4}
+L4_NXM = {6: ("tcp_src_nxm", "tcp_dst_nxm"), 17: ("udp_src_nxm", "udp_dst_nxm")}
+
+
+def _port(port) -> int:
+    return SPECIAL_PORTS[port] if isinstance(port, str) else port
+
+
+def to_match(items) -> parser.OFPMatch:
+    return parser.OFPMatch(**dict(items))
+
+
+def to_action(action):
+    if isinstance(action, Output):
+        max_len = action.max_len if action.port == "controller" else 0
+        return parser.OFPActionOutput(_port(action.port), max_len)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
+    if isinstance(action, Resubmit):
+        return parser.NXActionResubmitTable(table_id=action.table)  # in_port: OF1.0 IN_PORT, "keep"
+    if isinstance(action, Multipath):
+        return parser.NXActionMultipath(
+            fields=HASH_FIELDS[action.fields],
+            basis=action.basis,
+            algorithm=nicira_ext.NX_MP_ALG_MODULO_N,
+            max_link=action.n_links - 1,
+            arg=0,
+            ofs_nbits=nicira_ext.ofs_nbits(0, action.n_bits - 1),
+            dst=action.dst,
+        )
+    if isinstance(action, LearnPin):
+        l4_src, l4_dst = L4_NXM[action.ip_proto]
+        specs = [
+            parser.NXFlowSpecMatch(src=0x0800, dst=("eth_type_nxm", 0), n_bits=16),
+            parser.NXFlowSpecMatch(src=action.ip_proto, dst=("ip_proto_nxm", 0), n_bits=8),
+            parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
+            parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
+            parser.NXFlowSpecMatch(src=(l4_src, 0), dst=(l4_src, 0), n_bits=16),
+            parser.NXFlowSpecMatch(src=(l4_dst, 0), dst=(l4_dst, 0), n_bits=16),
+            parser.NXFlowSpecLoad(src=("eth_dst_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48),
+            parser.NXFlowSpecLoad(src=1, dst=(action.flag_reg, 0), n_bits=1),
+        ]
+        return parser.NXActionLearn(
+            table_id=action.table,
+            specs=specs,
+            idle_timeout=action.idle_timeout,
+            hard_timeout=0,
+            priority=action.priority,
+            cookie=action.cookie,
+            flags=0,
+            fin_idle_timeout=action.fin_idle_timeout,
+            fin_hard_timeout=0,
+        )
+    raise TypeError(f"no OpenFlow form for {action!r}")
+
+
+def to_instructions(rule: Rule) -> list:
+    instructions = []
+    actions = [to_action(a) for a in rule.actions if not isinstance(a, Drop)]
+    if actions:
+        instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+    if rule.write_metadata is not None:
+        instructions.append(parser.OFPInstructionWriteMetadata(*rule.write_metadata))
+    if rule.goto is not None:
+        instructions.append(parser.OFPInstructionGotoTable(rule.goto))
+    return instructions
+
+
+def to_message(command: Command, datapath=None):
+    """One OpenFlow message for a command; ``datapath`` may be None in tests."""
+    if isinstance(command, FlowAdd):
+        rule = command.rule
+        return parser.OFPFlowMod(
+            datapath,
+            cookie=rule.cookie,
+            table_id=rule.table,
+            command=ofp.OFPFC_ADD,
+            idle_timeout=rule.idle_timeout,
+            priority=rule.priority,
+            match=to_match(rule.match),
+            instructions=to_instructions(rule),
+        )
+    if isinstance(command, FlowDelete):
+        return parser.OFPFlowMod(
+            datapath,
+            table_id=command.table,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=command.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=to_match(command.match),
+        )
+    if isinstance(command, FlowDeleteByCookie):
+        return parser.OFPFlowMod(
+            datapath,
+            cookie=command.cookie,
+            cookie_mask=command.mask,
+            table_id=ofp.OFPTT_ALL,
+            command=ofp.OFPFC_DELETE,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=parser.OFPMatch(),
+        )
+    if isinstance(command, PacketOut):
+        return parser.OFPPacketOut(
+            datapath,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            in_port=_port(command.in_port),
+            actions=[parser.OFPActionOutput(_port(command.port), 0)],
+            data=command.data,
+        )
+    if isinstance(command, Barrier):
+        return parser.OFPBarrierRequest(datapath)
+    raise TypeError(f"no OpenFlow form for {command!r}")
+
+
+def installed_key(stat) -> tuple[tuple, int]:
+    """(rule key, cookie) of one flow-stats entry read from a switch, in the
+    canonical form ``flows.rules`` uses."""
+    fields = {name: value for name, value in stat.match._fields2}
+    return (stat.table_id, stat.priority, match_items(**fields)), stat.cookie
+
+
+def flow_stats_request(datapath):
+    return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+
+
+def desc_stats_request(datapath):
+    return parser.OFPDescStatsRequest(datapath, 0)
+
+
+def port_desc_request(datapath):
+    return parser.OFPPortDescStatsRequest(datapath, 0)
+
+
+def more_replies(msg) -> bool:
+    return bool(msg.flags & ofp.OFPMPF_REPLY_MORE)
+
+
+def port_is_down(port) -> bool:
+    return bool(port.state & ofp.OFPPS_LINK_DOWN) or bool(port.config & ofp.OFPPC_PORT_DOWN)
+
+
+def port_status_down(msg) -> bool:
+    return msg.reason == ofp.OFPPR_DELETE or port_is_down(msg.desc)
+
+
+def is_ovs(desc) -> bool:
+    text = f"{desc.mfr_desc} {desc.hw_desc}".lower()
+    return "nicira" in text or "open vswitch" in text
+
+
+def text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

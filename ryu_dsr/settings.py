@@ -1,0 +1,130 @@
+"""Operator settings: defaults, types and rules in one table.
+
+``ryu_dsr/__init__.py`` registers each entry as an option of the ``[dsr]``
+section of a ryu-manager config file (``--config-file conf/ryu_dsr.conf``);
+``Settings.from_mapping`` checks the values with a message per rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, make_dataclass
+from typing import Any
+
+from ryu_dsr.flows.maglev import DEFAULT_TABLE_SIZE
+from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
+from ryu_dsr.model import InvalidInput, parse_int, parse_mac
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+
+
+OPTIONS = (
+    Option("state_file", str, "/var/lib/ryu_dsr/state.json", "where accepted changes are saved; empty: not saved"),
+    Option("declared_file", str, "", "JSON file of pools and VIPs applied at start (same shape as REST bodies)"),
+    Option(
+        "l2_mode",
+        str,
+        "learning",
+        "L2 forwarding: 'learning' (rules per learned host) or 'normal' (OFPP_NORMAL)",
+        ("learning", "normal"),
+    ),
+    Option(
+        "hash_mode",
+        str,
+        "auto",
+        "'ovs' (Nicira multipath + learned pins), 'plain' (OpenFlow 1.3 masks), or 'auto' by switch",
+        ("auto", "ovs", "plain"),
+    ),
+    Option(
+        "table_size",
+        int,
+        DEFAULT_TABLE_SIZE,
+        "consistent-hash slots per pool in ovs mode (a prime is best)",
+        low=1,
+        high=MAX_SLOTS_OVS,
+    ),
+    Option(
+        "plain_slot_bits",
+        int,
+        10,
+        "plain mode: low bits of the client address used as slot (2^bits slots)",
+        low=1,
+        high=16,
+    ),
+    Option(
+        "pin_idle_timeout",
+        int,
+        300,
+        "seconds an idle connection keeps its backend after the hash changes",
+        low=1,
+        high=65535,
+    ),
+    Option("pin_fin_timeout", int, 5, "seconds a TCP connection keeps its pin after FIN or RST", low=0, high=65535),
+    Option(
+        "drain_timeout",
+        int,
+        0,
+        "seconds a draining backend (weight 0) keeps its connections; 0: until they end",
+        low=0,
+        high=86400,
+    ),
+    Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
+    Option(
+        "resolve_interval", float, 1.0, "seconds between ARP probes for a backend not yet found", low=0.1, high=3600
+    ),
+    Option("max_hosts", int, 4096, "learned MAC addresses kept per switch", low=16, high=1 << 20),
+)
+
+
+class _SettingsMethods:
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Any:
+        """Checked settings; unknown names and broken rules raise InvalidInput
+        naming the option."""
+        known = {option.name: option for option in OPTIONS}
+        for name in values:
+            if name not in known:
+                raise InvalidInput(f"dsr.{name}", "unknown option")
+        checked = {}
+        for name, value in values.items():
+            option = known[name]
+            where = f"dsr.{name}"
+            if option.kind is int:
+                value = parse_int(value, where, int(option.low), int(option.high))
+            elif option.kind is float:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not option.low <= value <= option.high
+                ):
+                    raise InvalidInput(where, f"must be a number from {option.low} to {option.high}")
+                value = float(value)
+            elif not isinstance(value, str):
+                raise InvalidInput(where, "must be a string")
+            if option.choices and value not in option.choices:
+                raise InvalidInput(where, f"must be one of: {', '.join(option.choices)}")
+            if name == "probe_mac":
+                value = parse_mac(value, where)
+            checked[name] = value
+        return cls(**checked)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# One frozen dataclass field per option, its default from the table above.
+Settings = make_dataclass(
+    "Settings",
+    [(option.name, option.kind, option.default) for option in OPTIONS],
+    bases=(_SettingsMethods,),
+    frozen=True,
+)

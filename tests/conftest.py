@@ -1,0 +1,83 @@
+"""Shared fixtures: a Balancer wired to in-memory switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from ryu_dsr.flows.packets import build_arp
+
+from ryu_dsr.core import Balancer
+from ryu_dsr.settings import Settings
+from ryu_dsr.store import Store
+from tests.simulator import FakeSwitch
+
+CLIENT_MAC = "02:00:00:00:00:01"
+BACKENDS = {
+    "10.0.0.11": ("02:00:00:00:00:0b", 2),
+    "10.0.0.12": ("02:00:00:00:00:0c", 3),
+    "10.0.0.13": ("02:00:00:00:00:0d", 4),
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    balancer: Balancer
+    clock: Clock
+    switches: dict[int, FakeSwitch] = field(default_factory=dict)
+    sent: list = field(default_factory=list)
+
+    def connect(self, dpid: int = 1, mode: str = "ovs") -> FakeSwitch:
+        switch = self.switches.setdefault(dpid, FakeSwitch())
+        self.balancer.switch_connected(dpid, mode, switch.installed())
+        return switch
+
+    def answer_arp(self, ip: str, mac: str, port: int, dpid: int = 1) -> None:
+        probe = self.balancer.settings.probe_mac
+        self.balancer.packet_in(dpid, port, build_arp(2, mac, probe, mac, ip, probe, "0.0.0.0"))
+
+    def learn(self, mac: str, port: int, dpid: int = 1) -> None:
+        """A frame from ``mac`` reached the controller (an L2 table miss)."""
+        frame = bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "0800") + bytes(46)
+        self.balancer.packet_in(dpid, port, frame)
+
+    def resolve_all(self, dpid: int = 1) -> None:
+        for ip, (mac, port) in BACKENDS.items():
+            self.answer_arp(ip, mac, port, dpid)
+
+    def setup_web(self, hash_fields: str = "5tuple", protocol: str = "tcp", port: int | None = 80) -> None:
+        self.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
+        self.balancer.create_vip(
+            {"name": "web", "ip": "10.0.0.100", "protocol": protocol, "port": port, "pool": "web", "hash": hash_fields}
+        )
+
+
+def make_rig(tmp_path, clock: Clock | None = None, **settings) -> Rig:
+    clock = clock or Clock()
+    values = {"state_file": str(tmp_path / "state.json")}
+    values.update(settings)
+    rig_ref: dict = {}
+
+    def send(dpid, commands):
+        rig_ref["rig"].sent.append((dpid, list(commands)))
+        switch = rig_ref["rig"].switches.get(dpid)
+        if switch is not None:
+            switch.apply(commands)
+
+    balancer = Balancer(Settings.from_mapping(values), Store(values["state_file"]), send, clock=clock)
+    rig = Rig(balancer, clock)
+    rig_ref["rig"] = rig
+    return rig
+
+
+@pytest.fixture
+def rig(tmp_path) -> Rig:
+    return make_rig(tmp_path)

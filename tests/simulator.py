@@ -1,0 +1,270 @@
+"""An in-memory OpenFlow switch that runs the plain rules of ryu_dsr.flows.
+
+It applies the commands the controller sends (adds, strict deletes, deletes
+by cookie) and walks a packet (a dict of header fields) through the tables:
+highest priority wins, apply-actions run in order, then write-metadata and
+goto. It knows the Nicira extensions the pipeline uses: register moves,
+resubmit (a nested lookup whose miss does nothing), multipath (a
+deterministic hash of the chosen fields, modulo n) and learn (installs the
+5-tuple pin). The pipeline uses no OpenFlow groups: hashing is done by
+multipath into a slot register, so there is no SELECT group to model.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+
+from ryu_dsr.flows.rules import (
+    Barrier,
+    Drop,
+    FlowAdd,
+    FlowDelete,
+    FlowDeleteByCookie,
+    LearnPin,
+    Move,
+    Multipath,
+    Output,
+    PacketOut,
+    Resubmit,
+    Rule,
+    SetField,
+    match_items,
+)
+
+IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
+MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
+L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
+
+
+def _as_int(name: str, value) -> int:
+    if name in IP_FIELDS:
+        return int(ipaddress.IPv4Address(value))
+    if name in MAC_FIELDS:
+        return int(value.replace(":", ""), 16)
+    return int(value)
+
+
+def _matches(packet: dict, match) -> bool:
+    for name, want in match:
+        if name == "in_port":
+            if packet.get("in_port") != want:
+                return False
+            continue
+        have = packet.get(name, 0 if name.startswith("reg") or name == "metadata" else None)
+        if have is None:
+            return False
+        if isinstance(want, tuple):
+            value, mask = (_as_int(name, want[0]), _as_int(name, want[1]))
+            if _as_int(name, have) & mask != value & mask:
+                return False
+        elif _as_int(name, have) != _as_int(name, want):
+            return False
+    return True
+
+
+def _index_rule(index: dict, rule: Rule) -> None:
+    """Index by every field: exact ones by value, masked ones by value & mask."""
+    names = tuple((name, _as_int(name, value[1]) if isinstance(value, tuple) else None) for name, value in rule.match)
+    match = {name: value[0] if isinstance(value, tuple) else value for name, value in rule.match}
+    values = tuple(_key_value(name, match, mask) for name, mask in names)
+    index.setdefault(names, {}).setdefault(values, []).append(rule)
+
+
+def _key_value(name: str, packet: dict, mask: int | None = None):
+    if name == "in_port":
+        return packet.get("in_port")
+    have = packet.get(name, 0 if name.startswith("reg") or name == "metadata" else None)
+    if have is None:
+        return None
+    return _as_int(name, have) if mask is None else _as_int(name, have) & mask
+
+
+def multipath_hash(packet: dict, fields: str, n_links: int) -> int:
+    if fields == "nw_src":
+        key = packet["ipv4_src"]
+    else:  # symmetric 5-tuple
+        ports = L4.get(packet.get("ip_proto"), ("", ""))
+        addresses = sorted([packet["ipv4_src"], packet["ipv4_dst"]])
+        l4 = sorted([packet.get(ports[0], 0), packet.get(ports[1], 0)])
+        key = f"{addresses}{packet.get('ip_proto')}{l4}"
+    return zlib.crc32(key.encode()) % n_links
+
+
+@dataclass
+class Emitted:
+    port: object  # an int, or 'controller', 'flood', 'normal'
+    packet: dict
+
+
+@dataclass
+class FakeSwitch:
+    ports: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    tables: dict[int, dict[tuple, Rule]] = field(default_factory=dict)
+    packet_outs: list[PacketOut] = field(default_factory=list)
+    learned: int = 0
+    _indexes: dict = field(default_factory=dict)
+    _versions: dict = field(default_factory=dict)  # table -> changes, to keep indexes fresh
+
+    # -- controller side --
+
+    def _touch(self, table: int) -> None:
+        self._versions[table] = self._versions.get(table, 0) + 1
+
+    def apply(self, commands) -> None:
+        for table in list(self.tables):
+            self._touch(table)
+        for command in commands:
+            if isinstance(command, FlowAdd):
+                self._touch(command.rule.table)
+            if isinstance(command, FlowAdd):
+                self.tables.setdefault(command.rule.table, {})[command.rule.key] = command.rule
+            elif isinstance(command, FlowDelete):
+                key = (command.table, command.priority, command.match)
+                self.tables.get(command.table, {}).pop(key, None)
+            elif isinstance(command, FlowDeleteByCookie):
+                for table in self.tables.values():
+                    for key in [
+                        k for k, r in table.items() if r.cookie & command.mask == command.cookie & command.mask
+                    ]:
+                        del table[key]
+            elif isinstance(command, PacketOut):
+                self.packet_outs.append(command)
+            elif not isinstance(command, Barrier):
+                raise TypeError(command)
+
+    def installed(self) -> dict[tuple, int]:
+        """key -> cookie, as a flow dump reads it."""
+        return {key: rule.cookie for table in self.tables.values() for key, rule in table.items()}
+
+    def rules(self, table: int | None = None) -> list[Rule]:
+        return [r for t, rules in sorted(self.tables.items()) if table in (None, t) for r in rules.values()]
+
+    # -- data plane --
+
+    def lookup(self, table: int, packet: dict) -> Rule | None:
+        """Highest-priority match; rules are indexed by their exact fields so
+        a 4099-slot table is not scanned rule by rule."""
+        best = None
+        for names, by_values in self._index(table).items():
+            values = tuple(_key_value(name, packet, mask) for name, mask in names)
+            for rule in by_values.get(values, ()):
+                if _matches(packet, rule.match) and (best is None or rule.priority > best.priority):
+                    best = rule
+        return best
+
+    def _index(self, table: int) -> dict:
+        rules = self.tables.get(table, {})
+        cached = self._indexes.get(table)
+        if cached is not None and cached[0] == self._versions.get(table, 0) and cached[1] is rules:
+            return cached[2]
+        index: dict[tuple, dict[tuple, list[Rule]]] = {}
+        for rule in rules.values():
+            _index_rule(index, rule)
+        self._indexes[table] = (self._versions.get(table, 0), rules, index)
+        return index
+
+    def send(self, packet: dict, in_port: int) -> list[Emitted]:
+        """Walk one packet from ``in_port``; returns what leaves the switch."""
+        packet = dict(packet, in_port=in_port)
+        out: list[Emitted] = []
+        table = 0
+        while table is not None:
+            rule = self.lookup(table, packet)
+            if rule is None:
+                break
+            self._run(rule.actions, packet, out)
+            if rule.write_metadata is not None:
+                value, mask = rule.write_metadata
+                packet["metadata"] = (packet.get("metadata", 0) & ~mask) | (value & mask)
+            table = rule.goto
+        return out
+
+    def _run(self, actions, packet: dict, out: list[Emitted]) -> None:
+        for action in actions:
+            if isinstance(action, Output):
+                self._output(action.port, packet, out)
+            elif isinstance(action, SetField):
+                packet[action.field] = action.value
+            elif isinstance(action, Move):
+                packet[action.dst] = packet[action.src]
+            elif isinstance(action, Resubmit):
+                rule = self.lookup(action.table, packet)
+                if rule is not None:
+                    self._run(rule.actions, packet, out)
+            elif isinstance(action, Multipath):
+                packet[action.dst] = multipath_hash(packet, action.fields, action.n_links)
+            elif isinstance(action, LearnPin):
+                self._learn(action, packet)
+            elif not isinstance(action, Drop):
+                raise TypeError(action)
+
+    def _output(self, port, packet: dict, out: list[Emitted]) -> None:
+        view = {k: v for k, v in packet.items() if not k.startswith("reg") and k not in ("metadata", "in_port")}
+        if port == "in_port":
+            out.append(Emitted(packet["in_port"], copy.deepcopy(view)))
+        elif port == "flood":
+            out += [Emitted(p, copy.deepcopy(view)) for p in self.ports if p != packet["in_port"]]
+        else:
+            out.append(Emitted(port, copy.deepcopy(view)))
+
+    def _learn(self, pin: LearnPin, packet: dict) -> None:
+        l4_src, l4_dst = L4[pin.ip_proto]
+        match = match_items(
+            eth_type=0x0800,
+            ip_proto=pin.ip_proto,
+            ipv4_src=packet["ipv4_src"],
+            ipv4_dst=packet["ipv4_dst"],
+            **{l4_src: packet[l4_src], l4_dst: packet[l4_dst]},
+        )
+        rule = Rule(
+            pin.table,
+            pin.priority,
+            match,
+            (SetField("eth_dst", packet["eth_dst"]), SetField(pin.flag_reg, 1)),
+        )
+        object.__setattr__(rule, "cookie", pin.cookie)
+        table = self.tables.setdefault(pin.table, {})
+        replaced = rule.key in table
+        table[rule.key] = rule
+        cached = self._indexes.get(pin.table)
+        if replaced or cached is None or cached[1] is not table:
+            self._touch(pin.table)
+        else:
+            _index_rule(cached[2], rule)  # keep the index fresh without rebuilding it
+        self.learned += 1
+
+
+def tcp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst: str) -> dict:
+    return {
+        "eth_src": eth_src,
+        "eth_dst": eth_dst,
+        "eth_type": 0x0800,
+        "ipv4_src": src_ip,
+        "ipv4_dst": dst_ip,
+        "ip_proto": 6,
+        "tcp_src": sport,
+        "tcp_dst": dport,
+    }
+
+
+def udp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst: str) -> dict:
+    packet = tcp(src_ip, dst_ip, sport, dport, eth_src, eth_dst)
+    del packet["tcp_src"], packet["tcp_dst"]
+    packet.update(ip_proto=17, udp_src=sport, udp_dst=dport)
+    return packet
+
+
+def arp_request(sha: str, spa: str, tpa: str) -> dict:
+    return {
+        "eth_src": sha,
+        "eth_dst": "ff:ff:ff:ff:ff:ff",
+        "eth_type": 0x0806,
+        "arp_op": 1,
+        "arp_sha": sha,
+        "arp_spa": spa,
+        "arp_tha": "00:00:00:00:00:00",
+        "arp_tpa": tpa,
+    }

@@ -1,0 +1,236 @@
+"""Forwarding behaviour of the computed rules, walked through the simulator."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ryu_dsr.flows.pipeline import Kind, Table, kind_of
+from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
+
+from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
+from tests.simulator import arp_request, tcp, udp
+
+VIP = "10.0.0.100"
+VIP_MAC = "02:d5:0a:00:00:64"
+BACKEND_MACS = {mac: ip for ip, (mac, _port) in BACKENDS.items()}
+BACKEND_PORTS = {mac: port for _ip, (mac, port) in BACKENDS.items()}
+
+
+def ready(tmp_path, mode="ovs", **kwargs):
+    rig = make_rig(tmp_path)
+    switch = rig.connect(mode=mode)
+    rig.setup_web(**kwargs)
+    rig.resolve_all()
+    rig.learn(CLIENT_MAC, 1)
+    return rig, switch
+
+
+def backend_of(outputs) -> str:
+    """The backend a VIP packet was sent to: exactly one output, to the
+    backend's port, addressed to the backend's MAC."""
+    assert len(outputs) == 1, outputs
+    mac = outputs[0].packet["eth_dst"]
+    assert outputs[0].port == BACKEND_PORTS[mac]
+    return BACKEND_MACS[mac]
+
+
+def test_vip_traffic_reaches_every_backend_and_only_eth_dst_changes(tmp_path):
+    rig, switch = ready(tmp_path)
+    reached = Counter()
+    for sport in range(1000, 1300):
+        packet = tcp("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC)
+        outputs = switch.send(packet, in_port=1)
+        reached[backend_of(outputs)] += 1
+        changed = {k for k in packet if outputs[0].packet[k] != packet[k]}
+        assert changed == {"eth_dst"}
+    assert set(reached) == set(BACKENDS)
+    assert min(reached.values()) > 60  # 300 connections over 3 equal backends
+
+
+def test_source_ip_hash_keeps_a_client_on_one_backend(tmp_path):
+    rig, switch = ready(tmp_path, hash_fields="source_ip")
+    per_client = {}
+    for client in range(1, 60):
+        ip = f"10.0.1.{client}"
+        backends = {
+            backend_of(switch.send(tcp(ip, VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1)) for sport in range(5000, 5010)
+        }
+        assert len(backends) == 1
+        per_client[ip] = backends.pop()
+    assert len(set(per_client.values())) == 3
+
+
+def test_arp_for_the_vip_is_answered_by_the_switch(tmp_path):
+    rig, switch = ready(tmp_path)
+    outputs = switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), in_port=1)
+    assert len(outputs) == 1
+    reply = outputs[0]
+    assert reply.port == 1
+    assert reply.packet["arp_op"] == 2
+    assert (reply.packet["arp_sha"], reply.packet["arp_spa"]) == (VIP_MAC, VIP)
+    assert (reply.packet["arp_tha"], reply.packet["arp_tpa"]) == (CLIENT_MAC, "10.0.0.1")
+    assert (reply.packet["eth_src"], reply.packet["eth_dst"]) == (VIP_MAC, CLIENT_MAC)
+
+
+def test_a_backend_claiming_the_vip_by_arp_is_not_heard(tmp_path):
+    rig, switch = ready(tmp_path)
+    gratuitous = arp_request("02:00:00:00:00:0b", VIP, VIP)
+    assert switch.send(gratuitous, in_port=2) == []
+    claim = dict(arp_request("02:00:00:00:00:0b", VIP, "10.0.0.1"), arp_op=2)
+    assert switch.send(claim, in_port=2) == []
+
+
+def test_other_traffic_is_forwarded_by_l2(tmp_path):
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    # an unknown source is shown to the controller; an unknown destination flooded
+    first = switch.send(tcp("10.0.0.1", "10.0.0.11", 4000, 22, CLIENT_MAC, "02:00:00:00:00:0b"), in_port=1)
+    assert [o.port for o in first] == ["controller", 2, 3, 4, 5]
+    rig.learn(CLIENT_MAC, 1)
+    rig.learn("02:00:00:00:00:0b", 2)
+    again = switch.send(tcp("10.0.0.1", "10.0.0.11", 4000, 22, CLIENT_MAC, "02:00:00:00:00:0b"), in_port=1)
+    assert [o.port for o in again] == [2]
+    back = switch.send(tcp("10.0.0.11", "10.0.0.1", 22, 4000, "02:00:00:00:00:0b", CLIENT_MAC), in_port=2)
+    assert [(o.port, o.packet["eth_dst"]) for o in back] == [(1, CLIENT_MAC)]
+    # ARP between hosts is flooded
+    flooded = switch.send(arp_request(CLIENT_MAC, "10.0.0.1", "10.0.0.11"), in_port=1)
+    assert sorted(o.port for o in flooded) == [2, 3, 4, 5]
+
+
+def test_other_ip_for_the_vip_is_dropped_and_udp_is_not_tcp(tmp_path):
+    rig, switch = ready(tmp_path)
+    assert switch.send(udp("10.0.0.1", VIP, 1000, 80, CLIENT_MAC, VIP_MAC), 1) == []
+    assert switch.send(tcp("10.0.0.1", VIP, 1000, 443, CLIENT_MAC, VIP_MAC), 1) == []
+
+
+def test_udp_vip_on_all_ports(tmp_path):
+    rig, switch = ready(tmp_path, protocol="udp", port=None)
+    reached = {
+        backend_of(switch.send(udp("10.0.0.1", VIP, s, d, CLIENT_MAC, VIP_MAC), 1))
+        for s in range(2000, 2030)
+        for d in (53, 5000)
+    }
+    assert reached == set(BACKENDS)
+
+
+def test_established_connections_stay_when_a_backend_is_added(tmp_path):
+    rig, switch = ready(tmp_path)
+    before = {
+        s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3400)
+    }
+    assert switch.learned == 400
+    rig.balancer.add_backend("web", {"ip": "10.0.0.14", "mac": "02:00:00:00:00:0e", "location": {"dpid": 1, "port": 5}})
+    BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"] = "10.0.0.14", 5
+    try:
+        after = {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before}
+        assert after == before
+        new = Counter(backend_of(switch.send(tcp("10.0.0.2", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(400))
+        assert new["10.0.0.14"] > 60
+    finally:
+        del BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"]
+
+
+def test_removing_a_backend_deletes_its_pins_and_moves_its_connections(tmp_path):
+    rig, switch = ready(tmp_path)
+    before = {
+        s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3300)
+    }
+    rig.sent.clear()
+    rig.balancer.delete_backend("web", "10.0.0.12")
+    deletes = [c for _, commands in rig.sent for c in commands if isinstance(c, FlowDeleteByCookie)]
+    assert len(deletes) == 1 and kind_of(deletes[0].cookie) == Kind.PIN
+    after = {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before}
+    assert "10.0.0.12" not in after.values()
+    assert all(after[s] == b for s, b in before.items() if b != "10.0.0.12")
+
+
+def test_draining_backend_keeps_its_connections_but_gets_no_new_ones(tmp_path):
+    rig, switch = ready(tmp_path)
+    before = {
+        s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3300)
+    }
+    rig.sent.clear()
+    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
+    assert not [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDeleteByCookie)]
+    assert {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before} == before
+    fresh = {backend_of(switch.send(tcp("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
+    assert fresh == {"10.0.0.11", "10.0.0.13"}
+    assert rig.balancer.backend_json("web", "10.0.0.12")["status"]["state"] == "draining"
+
+
+def test_drain_timeout_ends_remaining_connections(tmp_path):
+    rig = make_rig(tmp_path, drain_timeout=30)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    rig.learn(CLIENT_MAC, 1)
+    for s in range(3000, 3100):
+        switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)
+    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
+    pins = len(switch.rules(Table.PINS))
+    rig.clock.now += 29
+    rig.balancer.tick()
+    assert len(switch.rules(Table.PINS)) == pins
+    rig.clock.now += 2
+    rig.balancer.tick()
+    remaining = switch.rules(Table.PINS)
+    assert 0 < len(remaining) < pins
+    assert all(r.actions[0].value != "02:00:00:00:00:0c" for r in remaining)
+
+
+def test_port_down_takes_the_backend_out_of_the_hash(tmp_path):
+    rig, switch = ready(tmp_path)
+    rig.balancer.port_changed(1, 3, up=False)  # 10.0.0.12's port
+    reached = {backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
+    assert reached == {"10.0.0.11", "10.0.0.13"}
+    assert rig.balancer.backend_json("web", "10.0.0.12")["status"]["state"] == "down"
+
+
+def test_plain_openflow_mode_balances_by_client_address_without_extensions(tmp_path):
+    rig, switch = ready(tmp_path, mode="plain")
+    from ryu_dsr.flows.rules import LearnPin, Move, Multipath, Resubmit
+
+    extensions = (Move, Resubmit, Multipath, LearnPin)
+    assert not [r for r in switch.rules() if any(isinstance(a, extensions) for a in r.actions)]
+    reached = Counter(
+        backend_of(switch.send(tcp(f"10.0.{c // 250}.{c % 250 + 1}", VIP, 999, 80, CLIENT_MAC, VIP_MAC), 1))
+        for c in range(600)
+    )
+    assert set(reached) == set(BACKENDS)
+    # ARP for the VIP goes to the controller, which answers
+    assert [o.port for o in switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), 1)] == ["controller"]
+    rig.sent.clear()
+    from ryu_dsr.flows.packets import build_arp, parse_arp
+
+    rig.balancer.packet_in(
+        1, 1, build_arp(1, CLIENT_MAC, "ff:ff:ff:ff:ff:ff", CLIENT_MAC, "10.0.0.1", "00:00:00:00:00:00", VIP)
+    )
+    outs = [c for _, cs in rig.sent for c in cs if isinstance(c, PacketOut)]
+    assert len(outs) == 1 and outs[0].port == 1
+    answer = parse_arp(outs[0].data)
+    assert (answer.op, answer.sha, answer.spa, answer.tpa) == (2, VIP_MAC, VIP, "10.0.0.1")
+
+
+def test_a_change_sends_only_what_differs(tmp_path):
+    rig, switch = ready(tmp_path)
+    rig.sent.clear()
+    rig.balancer.patch_pool("web", {"description": "front end"})
+    assert [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))] == []
+    table = list(rig.balancer.state.pools["web"].slot_tables[4099])
+    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    new_table = rig.balancer.state.pools["web"].slot_tables[4099]
+    moved = sum(1 for a, b in zip(table, new_table) if a != b)
+    sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
+    assert len(sent) == moved
+    assert all(isinstance(c, FlowAdd) and c.rule.table == Table.SLOTS for c in sent)
+    assert abs(moved - 4099 * (1 / 3 - 50 / 250)) <= 2  # 13 gives up exactly its surplus share
+
+
+def test_vip_delete_removes_its_rules_and_keeps_the_rest(tmp_path):
+    rig, switch = ready(tmp_path)
+    rig.balancer.delete_vip("web")
+    outputs = switch.send(tcp("10.0.0.1", VIP, 1000, 80, CLIENT_MAC, VIP_MAC), 1)
+    assert outputs and all(o.packet["eth_dst"] == VIP_MAC for o in outputs)  # plain L2 now, no backend chosen
+    kinds = {kind_of(r.cookie) for r in switch.rules()}
+    assert Kind.VIP not in kinds
+    assert switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), 1)[0].port != 1  # flooded, not answered

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Prepare a Linux host to be a DSR backend (standard library only: copy this
+one file to the host and run it as root).
+
+    dsr_backend.py apply --vip 10.0.0.100 [--vip ...] [--rp-filter loose]
+    dsr_backend.py check --vip 10.0.0.100 [--vip ...]
+    dsr_backend.py undo  --vip 10.0.0.100 [--vip ...]
+
+A DSR backend must accept packets addressed to the VIP and answer from it, but
+never answer ARP for it (the switch does; a backend that answers steals the
+VIP's traffic). So: each VIP as a /32 on ``lo``; ``arp_ignore=1`` (answer ARP
+only for addresses on the receiving interface); ``arp_announce=2`` (never use
+the VIP as the source of ARP requests). ``--rp-filter loose`` sets reverse
+path filtering to loose mode, needed when client traffic arrives on an
+interface other than the route back to the client.
+
+``apply`` is idempotent and remembers the sysctl values it replaced, so
+``undo`` restores them. ``check`` changes nothing; exit status 0 means ready,
+1 means something is missing (each item is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SYSCTLS = {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
+RP_FILTER = ("net.ipv4.conf.all.rp_filter", "2")
+SAVED_DIR = Path(os.environ.get("DSR_BACKEND_STATE", "/var/lib/dsr-backend"))
+
+
+def sysctl_path(name: str) -> Path:
+    return Path("/proc/sys") / name.replace(".", "/")
+
+
+def read_sysctl(name: str) -> str:
+    return sysctl_path(name).read_text().strip()
+
+
+def write_sysctl(name: str, value: str) -> None:
+    sysctl_path(name).write_text(value + "\n")
+
+
+def lo_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
+    return {line.split()[3] for line in out.stdout.splitlines() if "inet" in line}
+
+
+def saved_file() -> Path:
+    """Per network namespace, so backends sharing a filesystem don't clash."""
+    return SAVED_DIR / f"netns-{os.stat('/proc/self/ns/net').st_ino}.json"
+
+
+def wanted_sysctls(args) -> dict[str, str]:
+    wanted = dict(SYSCTLS)
+    if args.rp_filter == "loose":
+        wanted[RP_FILTER[0]] = RP_FILTER[1]
+    return wanted
+
+
+def check(args) -> int:
+    missing = 0
+    have = lo_addresses()
+    for vip in args.vip:
+        if f"{vip}/32" in have:
+            print(f"ok: {vip}/32 on lo")
+        else:
+            print(f"missing: {vip}/32 on lo")
+            missing += 1
+    for name, value in wanted_sysctls(args).items():
+        current = read_sysctl(name)
+        if current == value:
+            print(f"ok: {name} = {value}")
+        else:
+            print(f"missing: {name} = {value} (now {current})")
+            missing += 1
+    print("ready" if not missing else f"not ready: {missing} item(s) missing")
+    return 0 if not missing else 1
+
+
+def apply(args) -> int:
+    path = saved_file()
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    for name, value in wanted_sysctls(args).items():
+        current = read_sysctl(name)
+        if current != value:
+            saved.setdefault(name, current)
+            write_sysctl(name, value)
+            print(f"changed: {name} = {value} (was {current})")
+        else:
+            print(f"ok: {name} = {value}")
+    have = lo_addresses()
+    for vip in args.vip:
+        if f"{vip}/32" in have:
+            print(f"ok: {vip}/32 on lo")
+        else:
+            subprocess.run(["ip", "addr", "add", f"{vip}/32", "dev", "lo"], check=True)
+            print(f"changed: {vip}/32 added to lo")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if saved:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(saved))
+    return 0
+
+
+def undo(args) -> int:
+    have = lo_addresses()
+    for vip in args.vip:
+        if f"{vip}/32" in have:
+            subprocess.run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"], check=True)
+            print(f"changed: {vip}/32 removed from lo")
+    path = saved_file()
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    for name, value in saved.items():
+        write_sysctl(name, value)
+        print(f"changed: {name} = {value} (restored)")
+    if path.exists():
+        path.unlink()
+    return 0
+
+
+def parse_vip(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--vip: {text!r} is not an IPv4 address") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("apply", "check", "undo"))
+    parser.add_argument("--vip", action="append", type=parse_vip, required=True, help="a VIP this host serves")
+    parser.add_argument("--rp-filter", choices=("keep", "loose"), default="keep")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0 and args.action != "check":
+        print("dsr_backend: must run as root", file=sys.stderr)
+        return 2
+    return {"apply": apply, "check": check, "undo": undo}[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

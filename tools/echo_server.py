@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""A small HTTP server for DSR tests and the demo (standard library only).
+
+    echo_server.py NAME [PORT] [BIND]
+
+GET /            -> "NAME CLIENT_IP"  (which backend answered, and whom it saw)
+GET /stream?n=N&ms=M -> N lines "NAME i", one every M ms (a long-lived connection)
+"""
+
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+def main() -> None:
+    name = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 80
+    bind = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):  # noqa: N802
+            url = urlparse(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            if url.path == "/stream":
+                query = parse_qs(url.query)
+                lines = int(query.get("n", ["50"])[0])
+                pause = int(query.get("ms", ["100"])[0]) / 1000
+                for i in range(lines):
+                    self.wfile.write(f"{name} {i}\n".encode())
+                    self.wfile.flush()
+                    time.sleep(pause)
+                return
+            self.wfile.write(f"{name} {self.client_address[0]}\n".encode())
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256
+
+    Server((bind, port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
