@@ -15,6 +15,8 @@ from ryu_dsr import ofp
 
 LOG = logging.getLogger("ryu_dsr")
 TICK_SECONDS = 0.2
+SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
+_FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
 
 
 def _register_options():
@@ -34,10 +36,16 @@ class _RestController(ofp.ControllerBase):
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
         self.api = data["api"]
+        self.app = data["app"]
 
     @ofp.route("dsr", "/v1/{path}", requirements={"path": ".*"})
     def dispatch(self, req, **_kwargs):
-        return self.api.handle(req)
+        response = self.api.handle(req)
+        if req.method in ("POST", "PATCH", "DELETE") and response.status_int < 300:
+            # Answer once the switches hold the change: after a DELETE of a
+            # backend returns, no new connection goes to it.
+            self.app.wait_settled(SETTLE_SECONDS)
+        return response
 
 
 class DsrApp(ofp.RyuApp):
@@ -64,25 +72,74 @@ class DsrApp(ofp.RyuApp):
             LOG.error("ryu_dsr cannot start: %s", error)
             sys.exit(f"ryu_dsr: {error}")
         self.datapaths = {}
+        self.outboxes = {}  # dpid -> queue of command lists, written by one green thread each
         self.connecting = {}  # dpid -> {"desc", "ports_down", "installed"}
-        self.balancer = Balancer(settings, store, self._send, state=state)
+        self.balancer = Balancer(settings, store, self._send, state=state, wake=self._wake)
         LOG.info(
             "ryu_dsr: %d pools, %d VIPs; state file %s",
             len(state.pools),
             len(state.vips),
             settings.state_file or "(none)",
         )
-        kwargs["wsgi"].register(_RestController, {"api": DsrApi(self.balancer)})
+        self.busy = set()  # dpids whose sender is writing
+        self.barriers = {}  # dpid -> xid of the last barrier not yet answered
+        kwargs["wsgi"].register(_RestController, {"api": DsrApi(self.balancer), "app": self})
         self.ticker = ofp.hub.spawn(self._tick_forever)
 
     # -- output --
 
     def _send(self, dpid, commands):
-        datapath = self.datapaths.get(dpid)
-        if datapath is None:
-            return
-        for command in commands:
-            datapath.send_msg(ofp.to_message(command, datapath))
+        """Queue commands for a switch without yielding: the balancer computes
+        a change and queues it in one step, so changes computed one after the
+        other reach the switch in that order even while an earlier batch is
+        still being written (Ryu's send queue blocks when full)."""
+        outbox = self.outboxes.get(dpid)
+        if outbox is not None:
+            outbox.put(list(commands))
+
+    def _wake(self, dpid):
+        outbox = self.outboxes.get(dpid)
+        if outbox is not None:
+            outbox.put(_FLUSH)
+
+    def _drain(self, datapath, outbox):
+        """The one green thread that writes to a switch."""
+        dpid = datapath.id
+        while True:
+            commands = outbox.get()
+            if commands is None:
+                return
+            self.busy.add(dpid)
+            try:
+                if commands is _FLUSH:
+                    commands = self.balancer.flush(dpid)
+                for command in commands:
+                    message = ofp.to_message(command, datapath)
+                    if not datapath.send_msg(message):
+                        return
+                    if isinstance(command, ofp.Barrier):
+                        self.barriers[dpid] = message.xid
+            finally:
+                self.busy.discard(dpid)
+
+    def settled(self) -> bool:
+        """Every change computed so far is written and confirmed by a barrier."""
+        if self.balancer.dirty or self.busy or self.barriers:
+            return False
+        return all(outbox.qsize() == 0 for outbox in self.outboxes.values())
+
+    def wait_settled(self, timeout: float) -> bool:
+        waited = 0.0
+        while not self.settled() and waited < timeout:
+            ofp.hub.sleep(0.005)
+            waited += 0.005
+        return self.settled()
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPBarrierReply, ofp.MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        dpid = ev.msg.datapath.id
+        if self.barriers.get(dpid) is not None and ev.msg.xid >= self.barriers[dpid]:
+            del self.barriers[dpid]
 
     def _tick_forever(self):
         while True:
@@ -99,6 +156,11 @@ class DsrApp(ofp.RyuApp):
         datapath = ev.msg.datapath
         self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "installed": {}}
         self.datapaths[datapath.id] = datapath
+        old = self.outboxes.pop(datapath.id, None)
+        if old is not None:
+            old.put(None)
+        outbox = self.outboxes[datapath.id] = ofp.hub.Queue()
+        ofp.hub.spawn(self._drain, datapath, outbox)
         for request in (ofp.desc_stats_request, ofp.port_desc_request, ofp.flow_stats_request):
             datapath.send_msg(request(datapath))
 
@@ -139,6 +201,11 @@ class DsrApp(ofp.RyuApp):
         if datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
             del self.datapaths[datapath.id]
             self.connecting.pop(datapath.id, None)
+            outbox = self.outboxes.pop(datapath.id, None)
+            if outbox is not None:
+                outbox.put(None)
+            self.barriers.pop(datapath.id, None)
+            self.busy.discard(datapath.id)
             self.balancer.switch_disconnected(datapath.id)
 
     # -- events --

@@ -50,6 +50,7 @@ class Switch:
     ports_down: set[int] = field(default_factory=set)
     hosts: OrderedDict[str, int] = field(default_factory=OrderedDict)  # mac -> port, oldest first
     installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
+    pins_to_delete: set[int] = field(default_factory=set)  # backend uids
 
 
 class Balancer:
@@ -62,7 +63,11 @@ class Balancer:
         send: Send,
         clock: Callable[[], float] = time.monotonic,
         state: State | None = None,
+        wake: Callable[[int], None] | None = None,
     ) -> None:
+        """``send(dpid, commands)`` delivers commands in order. ``wake(dpid)``,
+        if given, asks the caller to call ``flush(dpid)`` when that switch's
+        sender is free; without it every change is flushed at once."""
         self.settings = settings
         self.store = store
         self.send = send
@@ -79,6 +84,9 @@ class Balancer:
         self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
         self.timed_out_drains: set[int] = set()
         self.pinned_backends: set[int] = set()  # uids whose pins may exist on switches
+        self.wake = wake
+        self.dirty: set[int] = set()  # switches waiting for a flush
+        self.plan: tuple[list[VipPlan], dict[int, list[PoolPlan]]] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -217,6 +225,7 @@ class Balancer:
         self.probe_backends(force=True)
 
     def switch_disconnected(self, dpid: int) -> None:
+        self.dirty.discard(dpid)
         if self.switches.pop(dpid, None) is not None:
             self.topology.remove_node(("switch", dpid))
             LOG.info("switch %016x disconnected", dpid)
@@ -361,8 +370,10 @@ class Balancer:
                 self.pinned_backends.discard(uid)
 
     def _delete_pins(self, uids: set[int]) -> None:
-        for dpid in self.switches:
-            self.send(dpid, [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(uids)] + [Barrier()])
+        """Queue the deletion of these backends' pins on every switch."""
+        for switch in self.switches.values():
+            switch.pins_to_delete |= uids
+            self._request_flush(switch)
 
     def _slot_sizes(self) -> set[int]:
         sizes = {self.settings.table_size}
@@ -415,8 +426,8 @@ class Balancer:
                     PoolPlan(pool.uid, slots, frozenset(used_protocols.get(pool.name, ())))
                 )
         gone = self.pinned_backends - pinnable
-        if gone:
-            self._delete_pins(gone)
+        for switch in self.switches.values():
+            switch.pins_to_delete |= gone  # sent by the next flush, after the new slot rules
         self.pinned_backends = pinnable
         for uid in list(self.draining_since):
             if uid not in pinnable and uid not in self.timed_out_drains:
@@ -446,31 +457,53 @@ class Balancer:
         )
 
     def sync_all(self) -> None:
-        vips, pools_by_size = self._plan()
+        """Recompute the plan (slot tables, pins to delete) and ask for every
+        switch to be brought in line with it."""
+        self.plan = self._plan()
         for switch in self.switches.values():
-            self._sync(switch, vips, pools_by_size)
+            self._request_flush(switch)
 
     def sync_switch(self, switch: Switch) -> None:
-        vips, pools_by_size = self._plan()
-        self._sync(switch, vips, pools_by_size)
+        """Bring one switch in line with the current plan (its hosts changed)."""
+        self._request_flush(switch)
 
-    def _sync(self, switch: Switch, vips: list[VipPlan], pools_by_size: dict[int, list[PoolPlan]]) -> None:
-        if switch.mode == "plain":
-            size = 1 << self.settings.plain_slot_bits
-        else:
-            size = self.settings.table_size
+    def _request_flush(self, switch: Switch) -> None:
+        if self.wake is None:
+            commands = self.flush(switch.dpid)
+            if commands:
+                self.send(switch.dpid, commands)
+            return
+        if switch.dpid not in self.dirty:
+            self.dirty.add(switch.dpid)
+            self.wake(switch.dpid)
+
+    def flush(self, dpid: int) -> list[Command]:
+        """The commands that bring one switch from what it holds to the plan,
+        computed now. Called by the sender of that switch when it is free, so
+        a burst of changes costs one diff, and batches never interleave."""
+        self.dirty.discard(dpid)
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return []
+        if self.plan is None:
+            self.plan = self._plan()
+        vips, pools_by_size = self.plan
+        size = (1 << self.settings.plain_slot_bits) if switch.mode == "plain" else self.settings.table_size
         desired = switch_rules(self._switch_plan(switch), vips, pools_by_size.get(size, []), size)
         commands: list[Command] = diff(desired, switch.installed)
-        if not commands:
-            return
         for command in commands:
             if isinstance(command, FlowAdd):
                 switch.installed[command.rule.key] = command.rule.cookie
             elif isinstance(command, FlowDelete):
                 switch.installed.pop((command.table, command.priority, command.match), None)
-        n_add = sum(isinstance(c, FlowAdd) for c in commands)
-        LOG.info("switch %016x: %d flows added or changed, %d deleted", switch.dpid, n_add, len(commands) - n_add)
-        self.send(switch.dpid, commands + [Barrier()])
+        if commands:
+            n_add = sum(isinstance(c, FlowAdd) for c in commands)
+            LOG.info("switch %016x: %d flows added or changed, %d deleted", dpid, n_add, len(commands) - n_add)
+        # Pins go after the slot rules that stop making new ones.
+        pins = switch.pins_to_delete
+        switch.pins_to_delete = set()
+        commands += [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(pins)]
+        return commands + [Barrier()] if commands else []
 
 
 __all__ = ["Balancer", "Conflict", "InvalidInput", "NotFound"]

@@ -1,0 +1,29 @@
+# The two commands of README.rst: `make demo` and `make test`.
+PY ?= python3
+
+.PHONY: setup demo demo-stop test lint unit integration bench
+
+setup:
+	./tools/setup
+
+demo: setup
+	$(PY) -m ryu_dsr.demo
+
+demo-stop:
+	$(PY) -m ryu_dsr.demo --stop
+
+test: setup lint
+	$(PY) -m pytest -p no:cacheprovider tests
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+unit:
+	$(PY) -m pytest tests/unit
+
+integration:
+	$(PY) -m pytest tests/integration
+
+bench: setup
+	$(PY) bench/hash_table.py

@@ -1,0 +1,183 @@
+"""The demo fabric: `make demo` (or ``python -m ryu_dsr.demo``).
+
+Builds, on this machine, one Open vSwitch bridge (userspace datapath), two
+clients and three DSR backends in network namespaces, starts
+``ryu-manager ryu_dsr``, creates a pool and a VIP with the REST calls the
+README shows, drives real requests and prints what happened. Then it stays
+up for your own curl and REST calls until Ctrl-C or ``make demo-stop``.
+
+    python -m ryu_dsr.demo [--exit-after-report] [--stop] [--rest-port 8080] [--of-port 6653]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from ryu_dsr.lab import Lab, rest
+
+PREFIX = "dsrdemo"
+VIP = "10.0.0.100"
+CLIENTS = {"c1": 1, "c2": 2}
+BACKENDS = {"b1": 11, "b2": 12, "b3": 13}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def curl(method: str, path: str, body: dict | None, port: int) -> str:
+    data = f" -d '{json.dumps(body)}'" if body is not None else ""
+    return f"curl -X {method} http://127.0.0.1:{port}{path}{data}"
+
+
+def api(base_port: int, method: str, path: str, body: dict | None = None):
+    say(f"  $ {curl(method, path, body, base_port)}")
+    status, answer = rest(f"http://127.0.0.1:{base_port}", method, path, body)
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {answer}")
+    say(f"    -> {status}")
+    return answer
+
+
+def build(lab: Lab, rest_port: int, of_port: int) -> None:
+    say("== Open vSwitch (userspace datapath) and hosts in network namespaces")
+    lab.start_switch(controller_port=of_port)
+    for name, last in CLIENTS.items():
+        host = lab.add_host(name, last)
+        say(f"  client  {name}: {host.ip} {host.mac} (switch port {host.ofport})")
+    for name, last in BACKENDS.items():
+        host = lab.add_host(name, last)
+        lab.make_backend(name, [VIP])
+        lab.serve_http(name)
+        say(
+            f"  backend {name}: {host.ip} {host.mac} (switch port {host.ofport}); VIP {VIP} on lo, "
+            "arp_ignore=1, arp_announce=2, HTTP on :80"
+        )
+    say("== ryu-manager ryu_dsr")
+    lab.start_controller({"state_file": str(lab.run_dir / "state.json")}, rest_port=rest_port, of_port=of_port)
+    lab.wait_connected()
+    say(f"  controller up: OpenFlow on 127.0.0.1:{of_port}, REST on 127.0.0.1:{rest_port}")
+
+
+def configure(rest_port: int) -> None:
+    say("== REST: a pool of three backends (by IP only) and a VIP")
+    backends = [{"ip": f"10.0.0.{last}"} for last in BACKENDS.values()]
+    api(rest_port, "POST", "/v1/pools", {"name": "web", "backends": backends})
+    api(
+        rest_port,
+        "POST",
+        "/v1/vips",
+        {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+    )
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        pool = rest(f"http://127.0.0.1:{rest_port}", "GET", "/v1/pools/web")[1]
+        if all(b["status"]["state"] == "up" for b in pool["backends"]):
+            break
+        time.sleep(0.2)
+    for backend in pool["backends"]:
+        status = backend["status"]
+        where = status["location"] or {}
+        say(
+            f"  {backend['ip']}: {status['state']}, found by ARP at {status['mac']} on switch port "
+            f"{where.get('port')}, {status['slots']} of 4099 slots"
+        )
+
+
+def drive(lab: Lab, per_client: int) -> dict:
+    say(f"== {per_client} HTTP requests from each client to http://{VIP}/ (a new connection each)")
+    capture = lab.spawn(
+        "c1", "tcpdump", "-l", "-e", "-n", "-i", "eth0", f"tcp and src host {VIP}", log="c1-tcpdump.log"
+    )
+    time.sleep(1.0)
+    reports = {name: lab.requests(name, f"http://{VIP}/", per_client) for name in CLIENTS}
+    time.sleep(0.3)
+    lab.stop(capture, signal.SIGINT)
+    replies = [line for line in (lab.run_dir / "c1-tcpdump.log").read_text().splitlines() if f"{VIP}.80 >" in line]
+    macs = {lab.hosts[name].mac: name for name in BACKENDS}
+    reply_sources = sorted({macs.get(line.split()[1], line.split()[1]) for line in replies})
+    by_backend = {name: sum(r["by_backend"].get(name, 0) for r in reports.values()) for name in BACKENDS}
+    return {
+        "requests": sum(r["ok"] + r["failed"] for r in reports.values()),
+        "failed": sum(r["failed"] for r in reports.values()),
+        "by_backend": by_backend,
+        "clients_seen_by_backends": sorted({ip for r in reports.values() for ip in r["clients_seen"]}),
+        "reply_packets_seen_at_c1": len(replies),
+        "reply_source_ip": VIP if replies else None,
+        "reply_source_macs_are_backends": reply_sources,
+    }
+
+
+def show(report: dict, rest_port: int) -> None:
+    say("== What happened")
+    say(f"  {'backend':8} {'requests':>8}")
+    for name, count in report["by_backend"].items():
+        say(f"  {name:8} {count:>8}")
+    say(f"  {'failed':8} {report['failed']:>8}")
+    say("  DSR evidence:")
+    say(f"   - the backends saw the clients' own addresses: {', '.join(report['clients_seen_by_backends'])}")
+    say(
+        f"   - {report['reply_packets_seen_at_c1']} reply packets reached c1 from {report['reply_source_ip']} with the "
+        f"source MAC of backend(s) {', '.join(report['reply_source_macs_are_backends'])}: straight from the "
+        "backends, no balancer on the way back"
+    )
+    say("REPORT " + json.dumps(report))
+
+
+def how_to_try(rest_port: int) -> None:
+    say("== Try it yourself (in another terminal)")
+    say(f"  ip netns exec {PREFIX}-c2 curl -s http://{VIP}/            # which backend answers, whom it saw")
+    say(f"  curl -s http://127.0.0.1:{rest_port}/v1/pools/web             # backends, where they are, their slots")
+    say(
+        f"  curl -s -X PATCH http://127.0.0.1:{rest_port}/v1/pools/web/backends/10.0.0.12 -d '{{\"weight\": 0}}'  # drain"
+    )
+    say(f"  ip netns exec {PREFIX}-c1 ping -c1 10.0.0.11                   # ordinary traffic keeps working")
+    say(f"  OVS_RUNDIR={Lab(PREFIX).run_dir} ovs-ofctl -O OpenFlow13 dump-flows {PREFIX}-br0")
+    say("  make demo-stop                                                   # remove everything")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ryu_dsr.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--exit-after-report", action="store_true", help="leave the fabric up and exit after the report"
+    )
+    parser.add_argument("--stop", action="store_true", help="remove everything a demo created")
+    parser.add_argument("--requests", type=int, default=30, help="requests per client")
+    parser.add_argument("--rest-port", type=int, default=8080)
+    parser.add_argument("--of-port", type=int, default=6653)
+    args = parser.parse_args(argv)
+    lab = Lab(PREFIX)
+    if args.stop:
+        lab.clear_leftovers()
+        left = lab.leftovers()
+        say("demo stopped; nothing left" if not left else f"demo stopped; still there: {left}")
+        return 0 if not left else 1
+    try:
+        build(lab, args.rest_port, args.of_port)
+        configure(args.rest_port)
+        report = drive(lab, args.requests)
+        show(report, args.rest_port)
+        how_to_try(args.rest_port)
+    except BaseException:
+        say(f"demo failed; logs in {lab.run_dir}; removing the fabric")
+        lab.destroy()
+        raise
+    if args.exit_after_report:
+        return 0
+    say("== Up; Ctrl-C here (or make demo-stop) removes everything")
+    try:
+        while lab.run_dir.exists():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    lab.destroy()
+    say("demo stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

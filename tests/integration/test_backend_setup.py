@@ -1,0 +1,72 @@
+"""The backend set-up tool (tools/dsr_backend.py) in a namespace: apply,
+check, apply twice, undo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = str(Path(__file__).resolve().parents[2] / "tools" / "dsr_backend.py")
+NS = "dsrbk-host"
+
+
+@pytest.fixture
+def namespace(tmp_path):
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    yield tmp_path
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def tool(state_dir, *args):
+    env_cmd = ["env", f"DSR_BACKEND_STATE={state_dir}", sys.executable, TOOL, *args]
+    return subprocess.run(["ip", "netns", "exec", NS, *env_cmd], capture_output=True, text=True)
+
+
+def sysctl(name):
+    path = "/proc/sys/" + name.replace(".", "/")
+    return subprocess.run(["ip", "netns", "exec", NS, "cat", path], capture_output=True, text=True).stdout.strip()
+
+
+def test_apply_check_apply_again_undo(namespace):
+    vips = ["--vip", "10.0.0.100", "--vip", "10.0.0.101"]
+    before = tool(namespace, "check", *vips)
+    assert before.returncode == 1
+    assert (
+        "missing: 10.0.0.100/32 on lo" in before.stdout and "missing: net.ipv4.conf.all.arp_ignore = 1" in before.stdout
+    )
+
+    applied = tool(namespace, "apply", *vips)
+    assert applied.returncode == 0, applied.stderr
+    assert "changed: 10.0.0.101/32 added to lo" in applied.stdout
+    assert (sysctl("net.ipv4.conf.all.arp_ignore"), sysctl("net.ipv4.conf.all.arp_announce")) == ("1", "2")
+    check = tool(namespace, "check", *vips)
+    assert check.returncode == 0 and "ready" in check.stdout
+
+    again = tool(namespace, "apply", *vips)
+    assert again.returncode == 0 and "changed" not in again.stdout
+    addresses = subprocess.run(
+        ["ip", "netns", "exec", NS, "ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True
+    ).stdout
+    assert addresses.count("10.0.0.100/32") == 1
+
+    undone = tool(namespace, "undo", *vips)
+    assert undone.returncode == 0
+    assert (sysctl("net.ipv4.conf.all.arp_ignore"), sysctl("net.ipv4.conf.all.arp_announce")) == ("0", "0")
+    assert tool(namespace, "check", *vips).returncode == 1
+    assert (
+        "10.0.0.100"
+        not in subprocess.run(
+            ["ip", "netns", "exec", NS, "ip", "addr", "show", "dev", "lo"], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_rp_filter_loose_and_bad_input(namespace):
+    applied = tool(namespace, "apply", "--vip", "10.0.0.100", "--rp-filter", "loose")
+    assert applied.returncode == 0 and sysctl("net.ipv4.conf.all.rp_filter") == "2"
+    bad = tool(namespace, "apply", "--vip", "10.0.0.300")
+    assert bad.returncode == 2 and "--vip: '10.0.0.300' is not an IPv4 address" in bad.stderr

@@ -1,0 +1,98 @@
+"""Issue: `ryu-manager ryu_dsr` balances a VIP over a pool on one Open vSwitch,
+managed over REST. Real OVS, namespaces, ryu-manager, HTTP servers."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from tests.integration.conftest import BACKENDS, VIP, Fabric, wait_for
+
+URL = f"http://{VIP}/"
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    fabric = Fabric("dsrf", rest_port=18090, of_port=16690)
+    yield fabric
+    fabric.lab.destroy()
+
+
+def test_pool_by_ip_only_and_vip_over_rest(fabric):
+    status, pool = fabric.api(
+        "POST", "/v1/pools", {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()]}
+    )
+    assert status == 201
+    status, vip = fabric.api(
+        "POST", "/v1/vips", {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
+    )
+    assert status == 201
+    fabric.wait_backends_up()
+    _, pool = fabric.api("GET", "/v1/pools/web")
+    found = {b["ip"]: (b["status"]["mac"], b["status"]["location"]["port"]) for b in pool["backends"]}
+    expected = {h.ip: (h.mac, h.ofport) for n, h in fabric.lab.hosts.items() if n in BACKENDS}
+    assert found == expected  # MAC and switch port found by ARP from the switch
+
+
+def test_requests_reach_every_backend_and_replies_come_straight_from_it(fabric):
+    capture = fabric.lab.spawn(
+        "c1", "tcpdump", "-l", "-e", "-n", "-i", "eth0", f"tcp and src host {VIP}", log="c1-tcpdump.log"
+    )
+    time.sleep(1.0)
+    report = fabric.lab.requests("c1", URL, 60)
+    time.sleep(0.5)
+    fabric.lab.stop(capture, signal.SIGINT)
+    assert report["failed"] == 0
+    assert set(report["by_backend"]) == set(BACKENDS)
+    # each backend saw the client's real address, not a balancer's
+    assert report["clients_seen"] == {"10.0.0.1": 60}
+    lines = (fabric.lab.run_dir / "c1-tcpdump.log").read_text().splitlines()
+    replies = [line for line in lines if f"{VIP}.80 > 10.0.0.1." in line]
+    assert len(replies) >= 60
+    source_macs = {line.split()[1] for line in replies}
+    backend_macs = {fabric.mac_of(n) for n in BACKENDS}
+    # from the VIP's address, from the backends' own MACs: no balancer on the way back
+    assert source_macs == backend_macs
+
+
+def test_hosts_ping_each_other(fabric):
+    for name in BACKENDS:
+        fabric.lab.run("c1", "ping", "-c", "1", "-W", "2", fabric.lab.hosts[name].ip)
+    fabric.lab.run("b11", "ping", "-c", "1", "-W", "2", "10.0.0.12")
+
+
+def test_deleting_a_backend_stops_new_requests_to_it(fabric):
+    assert fabric.api("DELETE", "/v1/pools/web/backends/10.0.0.12")[0] == 204
+    report = fabric.lab.requests("c1", URL, 60)
+    assert report["failed"] == 0
+    assert set(report["by_backend"]) == {"b11", "b13"}
+
+
+def test_the_vip_is_served_while_the_controller_is_down_and_after_it_restarts(fabric):
+    fabric.lab.stop(fabric.controller)
+    down = fabric.lab.requests("c1", URL, 20)
+    assert down["failed"] == 0 and set(down["by_backend"]) <= {"b11", "b13"}
+    log_before = len(fabric.log())
+    fabric.controller = fabric.start_controller()
+    status, vip = fabric.api("GET", "/v1/vips/www")
+    assert status == 200 and vip["ip"] == VIP and vip["status"]["backends_up"] == 2
+    after = fabric.lab.requests("c1", URL, 40)
+    assert after["failed"] == 0 and set(after["by_backend"]) == {"b11", "b13"}
+    connected = wait_for(
+        lambda: re.search(r"connected: .* (\d+) flows found", fabric.log()[log_before:]), what="reconnect"
+    )
+    assert int(connected.group(1)) > 10
+    time.sleep(1.0)  # its ARP probes are answered meanwhile, by the same backends
+    restart_log = fabric.log()[log_before:]
+    # restarted from its state file, it found the switch already right: nothing re-sent
+    assert "flows added or changed" not in restart_log, restart_log[-2000:]
+
+
+def test_the_client_learned_the_vip_mac_from_the_switch(fabric):
+    fabric.lab.run("c1", "ip", "neigh", "flush", "dev", "eth0")
+    assert fabric.lab.requests("c1", URL, 1)["failed"] == 0
+    neigh = fabric.lab.run("c1", "ip", "neigh", "show", VIP)
+    assert "02:d5:0a:00:00:64" in neigh, neigh

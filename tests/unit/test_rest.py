@@ -1,0 +1,244 @@
+"""The REST API in-process: webob requests against the WSGI application."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from ryu_dsr.rest.api import DsrApi, openapi_document
+from webob import Request
+
+from tests.conftest import make_rig
+
+
+@pytest.fixture
+def api(tmp_path):
+    rig = make_rig(tmp_path)
+    rig.connect()
+    app = DsrApi(rig.balancer)
+    app.rig = rig
+    app.state_file = tmp_path / "state.json"
+    return app
+
+
+def call(app, method, path, body=None, raw=None):
+    request = Request.blank(path, method=method)
+    if body is not None or raw is not None:
+        request.body = raw if raw is not None else json.dumps(body).encode()
+        request.content_type = "application/json"
+    response = request.get_response(app)
+    payload = json.loads(response.body) if response.body else None
+    return response.status_int, payload
+
+
+def populate(app):
+    assert call(app, "POST", "/v1/pools", {"name": "web", "backends": [{"ip": "10.0.0.11"}]})[0] == 201
+    assert call(app, "POST", "/v1/pools/web/backends", {"ip": "10.0.0.12", "weight": 50})[0] == 201
+    status, vip = call(
+        app, "POST", "/v1/vips", {"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"}
+    )
+    assert status == 201
+    return vip
+
+
+def snapshot(app):
+    return (
+        app.state_file.read_bytes(),
+        json.dumps(call(app, "GET", "/v1/pools")[1]),
+        json.dumps(call(app, "GET", "/v1/vips")[1]),
+    )
+
+
+def test_pools_backends_vips_round_trip(api):
+    vip = populate(api)
+    assert vip["mac"] == "02:d5:0a:00:00:64" and vip["hash"] == "source_ip"
+    status, pool = call(api, "GET", "/v1/pools/web")
+    assert status == 200
+    assert [(b["ip"], b["weight"]) for b in pool["backends"]] == [("10.0.0.11", 100), ("10.0.0.12", 50)]
+    assert pool["backends"][0]["status"]["state"] == "unresolved"
+    assert call(api, "GET", "/v1/pools/web/backends")[1][1]["ip"] == "10.0.0.12"
+    assert call(api, "GET", "/v1/pools/web/backends/10.0.0.12")[1]["weight"] == 50
+    assert call(api, "PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[1]["weight"] == 0
+    assert call(api, "PATCH", "/v1/pools/web", {"description": "front"})[1]["description"] == "front"
+    status, changed = call(api, "PATCH", "/v1/vips/www", {"port": None, "hash": "5tuple"})
+    assert status == 200 and changed["port"] is None and changed["hash"] == "5tuple"
+    assert [v["name"] for v in call(api, "GET", "/v1/vips")[1]] == ["www"]
+    assert call(api, "GET", "/v1/vips/www")[1]["status"] == {"backends_up": 0, "backends": 2}
+    assert call(api, "GET", "/v1/switches")[1][0]["dpid"] == 1
+    assert call(api, "DELETE", "/v1/pools/web/backends/10.0.0.11") == (204, None)
+    assert call(api, "DELETE", "/v1/vips/www") == (204, None)
+    assert call(api, "DELETE", "/v1/pools/web") == (204, None)
+    assert call(api, "GET", "/v1/pools") == (200, [])
+
+
+def test_backend_status_shows_where_arp_found_it(api):
+    populate(api)
+    api.rig.answer_arp("10.0.0.11", "02:00:00:00:00:0b", 2)
+    status = call(api, "GET", "/v1/pools/web/backends/10.0.0.11")[1]["status"]
+    assert status["state"] == "up" and status["resolved"] and status["mac"] == "02:00:00:00:00:0b"
+    assert status["location"] == {"dpid": 1, "port": 2}
+    assert status["slots"] == 4099  # the only backend up holds every slot
+
+
+INVALID = [
+    ("POST", "/v1/pools", None, b"{not json", "body"),
+    ("POST", "/v1/pools", None, b"", "body"),
+    ("POST", "/v1/pools", ["web"], None, "body"),
+    ("POST", "/v1/pools", {"name": "bad name!"}, None, "name"),
+    ("POST", "/v1/pools", {"name": "p", "colour": "red"}, None, "colour"),
+    ("POST", "/v1/pools", {"name": "p", "backends": [{"ip": "10.0.0.300"}]}, None, "backends[0].ip"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "mac": "zz:00:00:00:00:01"}, None, "mac"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "weight": -1}, None, "weight"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "weight": 1001}, None, "weight"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "weight": True}, None, "weight"),
+    ("POST", "/v1/pools/web/backends", {"ip": "224.0.0.1"}, None, "ip"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "location": {"dpid": 1}}, None, "location"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "status": {}}, None, "status"),
+    ("POST", "/v1/pools/web/backends", {"weight": 3}, None, "ip"),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.101", "protocol": "sctp", "pool": "web"}, None, "protocol"),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.101", "protocol": "tcp", "port": 0, "pool": "web"}, None, "port"),
+    (
+        "POST",
+        "/v1/vips",
+        {"name": "v2", "ip": "10.0.0.101", "protocol": "tcp", "port": 65536, "pool": "web"},
+        None,
+        "port",
+    ),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.101", "protocol": "tcp", "pool": "nope"}, None, "pool"),
+    (
+        "POST",
+        "/v1/vips",
+        {"name": "v2", "ip": "10.0.0.101", "protocol": "tcp", "pool": "web", "hash": "md5"},
+        None,
+        "hash",
+    ),
+    (
+        "POST",
+        "/v1/vips",
+        {"name": "v2", "ip": "10.0.0.101", "protocol": "tcp", "pool": "web", "mac": "01:00:5e:00:00:01"},
+        None,
+        "mac",
+    ),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.101", "pool": "web"}, None, "protocol"),
+    ("PATCH", "/v1/vips/www", {"name": "other"}, None, "name"),
+    ("PATCH", "/v1/vips/www", {"port": "80"}, None, "port"),
+    ("PATCH", "/v1/pools/web", {"name": "x"}, None, "name"),
+    ("PATCH", "/v1/pools/web", {"backends": []}, None, "backends"),
+    ("PATCH", "/v1/pools/web/backends/10.0.0.11", {"ip": "10.0.0.99"}, None, "ip"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "raw", "field"), INVALID)
+def test_invalid_input_is_400_naming_the_field_and_changes_nothing(api, method, path, body, raw, field):
+    populate(api)
+    before = snapshot(api)
+    status, error = call(api, method, path, body, raw)
+    assert status == 400, error
+    assert error["error"] == "invalid" and error["field"] == field
+    assert error["message"].startswith(f"{field}:") and len(error["message"]) > len(field) + 5
+    assert snapshot(api) == before
+
+
+CONFLICTS = [
+    ("POST", "/v1/pools", {"name": "web"}, "exists"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.11"}, "already"),
+    ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.100"}, "is a backend"),
+    ("POST", "/v1/vips", {"name": "www", "ip": "10.0.0.102", "protocol": "tcp", "pool": "web"}, "exists"),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"}, "overlaps"),
+    ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.100", "protocol": "tcp", "pool": "web"}, "overlaps"),
+    (
+        "POST",
+        "/v1/vips",
+        {"name": "v2", "ip": "10.0.0.11", "protocol": "tcp", "port": 80, "pool": "web"},
+        "is a backend",
+    ),
+    (
+        "POST",
+        "/v1/vips",
+        {"name": "v2", "ip": "10.0.0.100", "protocol": "tcp", "port": 443, "pool": "web", "mac": "02:00:00:00:99:99"},
+        "answer ARP",
+    ),
+    ("DELETE", "/v1/pools/web", None, "used by"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "words"), CONFLICTS)
+def test_conflicts_are_409_and_change_nothing(api, method, path, body, words):
+    populate(api)
+    before = snapshot(api)
+    status, error = call(api, method, path, body)
+    assert status == 409, error
+    assert error["error"] == "conflict" and words in error["message"]
+    assert snapshot(api) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/pools/nope", None),
+        ("PATCH", "/v1/pools/nope", {"description": "x"}),
+        ("DELETE", "/v1/pools/nope", None),
+        ("GET", "/v1/pools/nope/backends", None),
+        ("POST", "/v1/pools/nope/backends", {"ip": "10.0.0.30"}),
+        ("GET", "/v1/pools/web/backends/10.0.0.99", None),
+        ("PATCH", "/v1/pools/web/backends/10.0.0.99", {"weight": 1}),
+        ("DELETE", "/v1/pools/web/backends/10.0.0.99", None),
+        ("GET", "/v1/vips/nope", None),
+        ("PATCH", "/v1/vips/nope", {"port": 1}),
+        ("DELETE", "/v1/vips/nope", None),
+        ("GET", "/v2/other", None),
+    ],
+)
+def test_unknown_ids_are_404_and_change_nothing(api, method, path, body):
+    populate(api)
+    before = snapshot(api)
+    status, error = call(api, method, path, body)
+    assert status == 404 and error["error"] == "not_found"
+    assert snapshot(api) == before
+
+
+def test_wrong_method_is_405_with_allow(api):
+    request = Request.blank("/v1/pools", method="PUT")
+    response = request.get_response(api)
+    assert response.status_int == 405
+    assert set(response.allow) == {"GET", "POST"}
+
+
+def test_a_failed_save_is_500_and_changes_nothing(api, monkeypatch):
+    populate(api)
+    before = snapshot(api)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(api.rig.balancer.store, "save", broken)
+    status, error = call(api, "POST", "/v1/pools", {"name": "other"})
+    assert status == 500 and "disk full" in error["message"]
+    monkeypatch.undo()
+    assert snapshot(api) == before
+
+
+def test_openapi_document_is_served_and_lists_every_route(api):
+    status, document = call(api, "GET", "/v1/openapi.json")
+    assert status == 200 and document == openapi_document()
+    documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops if m != "parameters"}
+    routed = {(method, pattern) for method, pattern, _regex, _handler in api.routes}
+    assert documented == routed
+
+
+def test_openapi_document_is_valid():
+    from openapi_spec_validator import validate
+
+    validate(openapi_document())
+
+
+def test_every_documented_error_field_rule_exists():
+    """Each schema's enum in the document matches the code's own rules."""
+    from ryu_dsr import model
+
+    schemas = openapi_document()["components"]["schemas"]
+    assert schemas["VipInput"]["properties"]["protocol"]["enum"] == list(model.PROTOCOLS)
+    assert schemas["VipInput"]["properties"]["hash"]["enum"] == list(model.HASH_FIELDS)
+    assert schemas["BackendInput"]["properties"]["weight"]["maximum"] == model.MAX_WEIGHT
+    assert re.fullmatch(schemas["Name"]["pattern"], "web-1.a_b")
