@@ -5,8 +5,8 @@ A pool's first table is built by weighted Maglev (Eisenbud et al., NSDI 2016).
 Each backend has a permutation of the table's slots, derived from two hashes
 of its key (offset and skip). Backends take turns claiming the next free slot
 of their own permutation until the table is full. Turns are handed out by
-smooth weighted round robin, so after every turn each backend has claimed its
-weight's share of the slots, to within one slot.
+smooth weighted round robin, and each stops at its exact share of the slots
+(largest-remainder apportionment of the weights).
 
 Maglev alone moves noticeably more than the ideal share of slots once a pool
 has more than a handful of backends (about 1.5x the ideal at N=32 with 4099
@@ -56,16 +56,20 @@ def build_table(weights: Mapping[str, int], size: int = DEFAULT_TABLE_SIZE) -> l
     table: list[str | None] = [None] * size
     if not active:
         return table
-    total = sum(weights[k] for k in active)
+    targets = apportion(weights, size)
     perms = {k: permutation(k, size) for k in active}
     walked = dict.fromkeys(active, 0)
     credit = dict.fromkeys(active, 0)
+    held = dict.fromkeys(active, 0)
     filled = 0
     while filled < size:
-        # smooth weighted round robin: the backend with the most credit claims
-        for k in active:
+        # smooth weighted round robin among backends short of their exact
+        # share (apportion): the one with the most credit claims a slot
+        open_keys = [k for k in active if held[k] < targets[k]]
+        total = sum(weights[k] for k in open_keys)
+        for k in open_keys:
             credit[k] += weights[k]
-        turn = max(active, key=lambda k: credit[k])
+        turn = max(open_keys, key=lambda k: credit[k])
         credit[turn] -= total
         offset, skip = perms[turn]
         while True:
@@ -73,14 +77,18 @@ def build_table(weights: Mapping[str, int], size: int = DEFAULT_TABLE_SIZE) -> l
             walked[turn] += 1
             if table[slot] is None:
                 table[slot] = turn
+                held[turn] += 1
                 filled += 1
                 break
     return table
 
 
-def apportion(weights: Mapping[str, int], size: int) -> dict[str, int]:
-    """Slots per backend by largest remainder (Hamilton): exact shares of
-    ``size`` in proportion to positive weights; ties go to the smaller key."""
+def apportion(weights: Mapping[str, int], size: int, held: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Slots per backend: each gets the floor of its exact share of ``size``
+    and the slots left over go one each to backends that already ``held``
+    more than their floor, then by largest remainder. Every count stays
+    within one slot of the exact share, and rounding moves nothing that
+    need not move."""
     active = sorted(k for k, w in weights.items() if w > 0)
     if not active:
         return {}
@@ -88,7 +96,9 @@ def apportion(weights: Mapping[str, int], size: int) -> dict[str, int]:
     quotas = {k: size * weights[k] / total for k in active}
     counts = {k: int(q) for k, q in quotas.items()}
     left = size - sum(counts.values())
-    for k in sorted(active, key=lambda k: (-(quotas[k] - counts[k]), k))[:left]:
+    held = held or {}
+    order = sorted(active, key=lambda k: (held.get(k, 0) <= counts[k], -(quotas[k] - counts[k]), k))
+    for k in order[:left]:
         counts[k] += 1
     return counts
 
@@ -99,7 +109,11 @@ def rebalance(
     """The next table after ``previous`` for new ``weights``, moving only slots
     whose owner must change. Falls back to ``build_table`` when there is no
     usable previous table (none, another size, or none of its owners left)."""
-    targets = apportion(weights, size)
+    held_before: dict[str, int] = {}
+    for key in previous or ():
+        if key is not None:
+            held_before[key] = held_before.get(key, 0) + 1
+    targets = apportion(weights, size, held_before)
     if not targets:
         return [None] * size
     if previous is None or len(previous) != size or not any(k in targets for k in previous):

@@ -69,6 +69,16 @@ class Lab:
         """Start ovsdb-server and ovs-vswitchd (userspace datapath) and one
         bridge that answers to the controller at 127.0.0.1:controller_port."""
         self.clear_leftovers()
+        # The userspace datapath owns one tap device per machine (ovs-netdev):
+        # a second ovs-vswitchd cannot create its bridges, and a killed one
+        # may leave the device behind.
+        running = sh("pgrep", "-a", "-x", "ovs-vswitchd", check=False).strip()
+        if running:
+            raise RuntimeError(
+                f"another Open vSwitch is running on this machine ({running}); userspace datapaths cannot share "
+                "it: stop that one first (for the demo: make demo-stop)"
+            )
+        sh("ip", "link", "del", "ovs-netdev", check=False)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         d = self.run_dir
         self.ovs("ovsdb-tool", "create", f"{d}/conf.db", OVS_SCHEMA)

@@ -172,3 +172,11 @@ def test_hosts_learned_on_a_switch_are_bounded(tmp_path):
     assert len(rig.balancer.switches[1].hosts) == 16
     assert len([r for r in switch.rules(5) if r.priority == 100]) == 16
     assert isinstance(switch, FakeSwitch)
+
+
+def test_the_shipped_example_config_is_valid(capsys):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "conf" / "dsr.example.json"
+    assert check_main([str(example)]) == 0
+    assert "ok: 1 pools, 1 VIPs" in capsys.readouterr().out

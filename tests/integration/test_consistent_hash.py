@@ -1,0 +1,76 @@
+"""Issue: consistent hashing in the switch; no established connection broken
+by a pool change. Long-lived TCP connections through real Open vSwitch while
+a backend is added, weights change and a backend is drained."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from ryu_dsr.lab import TOOLS
+from tests.integration.conftest import VIP, Fabric, wait_for
+
+STREAMS = 24
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    fabric = Fabric("dsrh", rest_port=18091, of_port=16691)
+    yield fabric
+    fabric.lab.destroy()
+
+
+def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
+    assert (
+        fabric.api("POST", "/v1/pools", {"name": "web", "backends": [{"ip": "10.0.0.11"}, {"ip": "10.0.0.12"}]})[0]
+        == 201
+    )
+    assert (
+        fabric.api(
+            "POST",
+            "/v1/vips",
+            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+        )[0]
+        == 201
+    )
+    fabric.wait_backends_up(count=2)
+    report_file = fabric.lab.run_dir / "streams.json"
+    streams = fabric.lab.spawn(
+        "c1",
+        sys.executable,
+        str(TOOLS / "dsr_client.py"),
+        f"http://{VIP}/",
+        "--streams",
+        str(STREAMS),
+        "--lines",
+        "70",
+        "--ms",
+        "100",
+        "--timeout",
+        "5",
+        log="streams.json",
+    )
+    time.sleep(1.0)  # every connection is established and transferring
+    assert fabric.api("POST", "/v1/pools/web/backends", {"ip": "10.0.0.13"})[0] == 201
+    wait_for(lambda: fabric.api("GET", "/v1/pools/web/backends/10.0.0.13")[1]["status"]["state"] == "up", what="b13 up")
+    time.sleep(1.0)
+    assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.11", {"weight": 300})[0] == 200
+    time.sleep(1.0)
+    assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[0] == 200
+    assert streams.wait(60) == 0
+    report = json.loads(report_file.read_text().strip().splitlines()[-1])
+    broken = [r for r in report["results"] if not r["intact"]]
+    assert report["intact"] == STREAMS, broken
+    assert set(report["by_backend"]) == {"b11", "b12"}  # they started before b13 existed
+
+    # the table moved: new connections follow it, and the drained backend gets none
+    _, pool = fabric.api("GET", "/v1/pools/web")
+    slots = {b["ip"]: b["status"]["slots"] for b in pool["backends"]}
+    assert slots["10.0.0.12"] == 0 and slots["10.0.0.11"] == 3074 and slots["10.0.0.13"] == 1025
+    after = fabric.lab.requests("c1", f"http://{VIP}/", 120)
+    assert after["failed"] == 0
+    assert "b12" not in after["by_backend"]
+    assert after["by_backend"]["b11"] > after["by_backend"]["b13"] > 10
