@@ -91,6 +91,12 @@ def parse_dpid(value: Any, where: str) -> int:
     return parse_int(value, where, 1, (1 << 64) - 1)
 
 
+def parse_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInput(where, f"must be one of: {', '.join(choices)}")
+    return value
+
+
 def parse_text(value: Any, where: str) -> str:
     if not isinstance(value, str) or len(value) > 200:
         raise InvalidInput(where, "must be a string of at most 200 characters")
@@ -236,17 +242,13 @@ def _apply_vip_fields(vip: Vip, body: dict, where: str) -> None:
     if "ip" in body:
         vip.ip = parse_ipv4(body["ip"], _where(where, "ip"))
     if "protocol" in body:
-        if body["protocol"] not in PROTOCOLS:
-            raise InvalidInput(_where(where, "protocol"), f"must be one of: {', '.join(PROTOCOLS)}")
-        vip.protocol = body["protocol"]
+        vip.protocol = parse_choice(body["protocol"], _where(where, "protocol"), tuple(PROTOCOLS))
     if "port" in body:
         vip.port = None if body["port"] is None else parse_int(body["port"], _where(where, "port"), 1, 65535)
     if "pool" in body:
         vip.pool = parse_name(body["pool"], _where(where, "pool"))
     if "hash" in body:
-        if body["hash"] not in HASH_FIELDS:
-            raise InvalidInput(_where(where, "hash"), f"must be one of: {', '.join(HASH_FIELDS)}")
-        vip.hash = body["hash"]
+        vip.hash = parse_choice(body["hash"], _where(where, "hash"), HASH_FIELDS)
     if "mac" in body:
         vip.mac = "" if body["mac"] is None else parse_mac(body["mac"], _where(where, "mac"))
     if "description" in body:

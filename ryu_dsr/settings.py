@@ -13,7 +13,7 @@ from typing import Any
 
 from ryu_dsr.flows.maglev import DEFAULT_TABLE_SIZE
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
-from ryu_dsr.model import InvalidInput, parse_int, parse_mac
+from ryu_dsr.model import InvalidInput, parse_choice, parse_int, parse_mac
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ class _SettingsMethods:
                 value = float(value)
             elif not isinstance(value, str):
                 raise InvalidInput(where, "must be a string")
-            if option.choices and value not in option.choices:
-                raise InvalidInput(where, f"must be one of: {', '.join(option.choices)}")
+            if option.choices:
+                value = parse_choice(value, where, option.choices)
             if name == "probe_mac":
                 value = parse_mac(value, where)
             checked[name] = value
