@@ -64,6 +64,7 @@ class Balancer:
         clock: Callable[[], float] = time.monotonic,
         state: State | None = None,
         wake: Callable[[int], None] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """``send(dpid, commands)`` delivers commands in order. ``wake(dpid)``,
         if given, asks the caller to call ``flush(dpid)`` when that switch's
@@ -85,6 +86,8 @@ class Balancer:
         self.timed_out_drains: set[int] = set()
         self.pinned_backends: set[int] = set()  # uids whose pins may exist on switches
         self.wake = wake
+        self.wall = wall
+        self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.dirty: set[int] = set()  # switches waiting for a flush
         self.plan: tuple[list[VipPlan], dict[int, list[PoolPlan]]] | None = None
 
@@ -116,25 +119,59 @@ class Balancer:
         out["status"] = self.backend_status(pool_name, ip)
         return out
 
+    def backend_state(self, backend) -> tuple[str, str]:
+        """(state, reason) of a backend now."""
+        mac, dpid, port = self._where(backend)
+        if mac is None:
+            return "unresolved", "no answer to ARP from the switch yet"
+        if not self._link_up(dpid, port):
+            return "down", f"switch {dpid:016x} port {port} is down"
+        if backend.weight == 0:
+            return "draining", "weight 0: no new connections"
+        how = "configured" if backend.mac else "found by ARP"
+        where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
+        return "up", f"{how}: {mac}{where}"
+
     def backend_status(self, pool_name: str, ip: str) -> dict:
         backend = self.state.backend(pool_name, ip)
         mac, dpid, port = self._where(backend)
         table = self.state.pools[pool_name].slot_tables.get(self.settings.table_size) or []
-        if mac is None:
-            state = "unresolved"
-        elif not self._link_up(dpid, port):
-            state = "down"
-        elif backend.weight == 0:
-            state = "draining"
-        else:
-            state = "up"
+        state, reason = self.backend_state(backend)
+        change = self.transitions.get((pool_name, ip))
         return {
             "state": state,
+            "reason": reason,
+            "since": change[2] if change and change[0] == state else None,
             "resolved": mac is not None,
             "mac": mac,
             "location": None if dpid is None else {"dpid": dpid, "port": port},
             "slots": sum(1 for owner in table if owner == ip),
         }
+
+    def _note_transitions(self) -> None:
+        """Log every change of a backend's state, and remember when it was."""
+        seen = set()
+        for pool in self.state.pools.values():
+            for backend in pool.backends.values():
+                key = (pool.name, backend.ip)
+                seen.add(key)
+                state, reason = self.backend_state(backend)
+                old = self.transitions.get(key)
+                if old is None or old[0] != state:
+                    now = self.wall()
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+                    self.transitions[key] = (state, reason, stamp)
+                    LOG.info(
+                        "pool %s backend %s: %s -> %s (%s)",
+                        pool.name,
+                        backend.ip,
+                        old[0] if old else "new",
+                        state,
+                        reason,
+                    )
+        for key in set(self.transitions) - seen:
+            LOG.info("pool %s backend %s: removed", *key)
+            del self.transitions[key]
 
     def create_pool(self, body: Any) -> dict:
         pool = parse_pool(body)
@@ -460,6 +497,7 @@ class Balancer:
         """Recompute the plan (slot tables, pins to delete) and ask for every
         switch to be brought in line with it."""
         self.plan = self._plan()
+        self._note_transitions()
         for switch in self.switches.values():
             self._request_flush(switch)
 

@@ -234,3 +234,23 @@ def test_vip_delete_removes_its_rules_and_keeps_the_rest(tmp_path):
     kinds = {kind_of(r.cookie) for r in switch.rules()}
     assert Kind.VIP not in kinds
     assert switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), 1)[0].port != 1  # flooded, not answered
+
+
+def test_backend_transitions_are_logged_with_reason_and_time(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ryu_dsr")
+    rig, switch = ready(tmp_path)
+    status = rig.balancer.backend_json("web", "10.0.0.12")["status"]
+    assert (
+        status["state"] == "up"
+        and "found by ARP: 02:00:00:00:00:0c on switch 0000000000000001 port 3" == status["reason"]
+    )
+    assert status["since"].endswith("Z")
+    rig.balancer.port_changed(1, 3, up=False)
+    status = rig.balancer.backend_json("web", "10.0.0.12")["status"]
+    assert status["state"] == "down" and "port 3 is down" in status["reason"]
+    assert "pool web backend 10.0.0.12: up -> down (switch 0000000000000001 port 3 is down)" in caplog.text
+    rig.balancer.port_changed(1, 3, up=True)
+    assert rig.balancer.backend_json("web", "10.0.0.12")["status"]["state"] == "up"
+    assert "10.0.0.12: down -> up" in caplog.text

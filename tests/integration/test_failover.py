@@ -1,0 +1,85 @@
+"""Issue (health and failover), the part done: a backend whose switch port
+goes down leaves the hash at once, without waiting for probes, and comes
+back when the link does."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import sys
+import time
+
+import pytest
+
+from ryu_dsr.lab import TOOLS
+from tests.integration.conftest import VIP, Fabric, wait_for
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    fabric = Fabric("dsrl", rest_port=18092, of_port=16692)
+    yield fabric
+    fabric.lab.destroy()
+
+
+def parse_since(text: str) -> float:
+    seconds, millis = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
+
+
+def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric):
+    backends = [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]
+    assert fabric.api("POST", "/v1/pools", {"name": "web", "backends": backends})[0] == 201
+    assert (
+        fabric.api(
+            "POST",
+            "/v1/vips",
+            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+        )[0]
+        == 201
+    )
+    fabric.wait_backends_up()
+    log = fabric.lab.run_dir / "failover.json"
+    client = fabric.lab.spawn(
+        "c1",
+        sys.executable,
+        str(TOOLS / "dsr_client.py"),
+        f"http://{VIP}/",
+        "--count",
+        "150",
+        "--interval",
+        "0.02",
+        "--timeout",
+        "1",
+        "--timeline",
+        log="failover.json",
+    )
+    time.sleep(1.0)
+    cut = time.time()
+    fabric.lab.set_link("b12", up=False)
+
+    def b12_down():
+        status = fabric.api("GET", "/v1/pools/web/backends/10.0.0.12")[1]["status"]
+        return status if status["state"] == "down" else None
+
+    status = wait_for(b12_down, timeout=5, interval=0.01, what="b12 down")
+    handled = parse_since(status["since"]) - cut
+    print(f"link down handled by the controller {handled * 1000:.0f} ms after the cut")
+    assert handled < 1.0
+    assert f"port {fabric.lab.hosts['b12'].ofport} is down" in status["reason"] and status["slots"] == 0
+    assert client.wait(60) == 0
+    report = json.loads(log.read_text().strip().splitlines()[-1])
+    assert report["ok"] > 100
+    # requests failed only in the moment of the cut, none after the table changed
+    assert report["failed"] <= 3, report["errors"]
+    late = [t for t, b in report["timeline"] if b is None]
+    assert all(abs(t - late[0]) < 2.0 for t in late)
+
+    fabric.lab.set_link("b12", up=True)
+    wait_for(
+        lambda: fabric.api("GET", "/v1/pools/web/backends/10.0.0.12")[1]["status"]["state"] == "up",
+        timeout=5,
+        what="b12 back up",
+    )
+    again = fabric.lab.requests("c1", f"http://{VIP}/", 60)
+    assert again["failed"] == 0 and set(again["by_backend"]) == {"b11", "b12", "b13"}
