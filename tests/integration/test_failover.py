@@ -76,10 +76,17 @@ def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric
     assert all(abs(t - late[0]) < 2.0 for t in late)
 
     fabric.lab.set_link("b12", up=True)
+
+    def b12_back():
+        status = fabric.api("GET", "/v1/pools/web/backends/10.0.0.12")[1]["status"]
+        return status["state"] == "up" and status["slots"] > 1000
+
+    wait_for(b12_back, timeout=10, what="b12 back up with its share of slots")
+    b12_mac = fabric.mac_of("b12")
     wait_for(
-        lambda: fabric.api("GET", "/v1/pools/web/backends/10.0.0.12")[1]["status"]["state"] == "up",
-        timeout=5,
-        what="b12 back up",
+        lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, "table=3"),
+        timeout=10,
+        what="b12's slot rules on the switch",
     )
     again = fabric.lab.requests("c1", f"http://{VIP}/", 60)
     assert again["failed"] == 0 and set(again["by_backend"]) == {"b11", "b12", "b13"}
