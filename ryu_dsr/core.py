@@ -97,6 +97,7 @@ class Balancer:
         """Accept a checked state: save it first, then program the switches.
         If saving fails, nothing changes and the error goes to the caller."""
         new.found = self._found_json()
+        self._refresh_tables(new)  # saved with the change: one write
         self.store.save(new)
         self.state = new
         self.sync_all()
@@ -418,19 +419,45 @@ class Balancer:
             sizes.add(1 << self.settings.plain_slot_bits)
         return sizes
 
+    def _weights(self, pool) -> dict[str, int]:
+        """Backends that take new connections: usable, weight above 0."""
+        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(b)}
+
+    def _refresh_tables(self, state: State) -> bool:
+        """Bring every pool's slot tables in ``state`` up to date; True if any
+        slot moved."""
+        changed = False
+        for pool in state.pools.values():
+            weights = self._weights(pool)
+            for size in self._slot_sizes():
+                old = pool.slot_tables.get(size)
+                table = rebalance(old, weights, size)
+                if table != old:
+                    moved = sum(1 for a, b in zip(old or [None] * size, table) if a != b)
+                    LOG.info(
+                        "pool %s: %d of %d slots move (backends %s)",
+                        pool.name,
+                        moved,
+                        size,
+                        ", ".join(f"{ip}={w}" for ip, w in sorted(weights.items())) or "none",
+                    )
+                    pool.slot_tables[size] = table
+                    changed = True
+        return changed
+
     def _plan(self) -> tuple[list[VipPlan], dict[int, list[PoolPlan]]]:
         """VIP plans, and pool plans by slot count; updates slot tables and
         drain bookkeeping, and deletes pins of backends that are gone."""
         now = self.clock()
         state = self.state
-        tables_changed = False
+        if self._refresh_tables(state):
+            self.store.save(state)  # runtime change (a backend found, a port down)
         pools_by_size: dict[int, list[PoolPlan]] = {}
         pinnable: set[int] = set()
         used_protocols: dict[str, set[int]] = {}
         for vip in state.vips.values():
             used_protocols.setdefault(vip.pool, set()).add(vip.ip_proto)
         for pool in state.pools.values():
-            weights = {}
             targets = {}
             for backend in pool.backends.values():
                 if not self._usable(backend):
@@ -443,21 +470,9 @@ class Balancer:
                 self.draining_since.pop(backend.uid, None)
                 self.timed_out_drains.discard(backend.uid)
                 pinnable.add(backend.uid)
-                weights[backend.ip] = backend.weight
                 targets[backend.ip] = SlotTarget(self._where(backend)[0], backend.uid)
             for size in self._slot_sizes():
-                table = rebalance(pool.slot_tables.get(size), weights, size)
-                if table != pool.slot_tables.get(size):
-                    moved = sum(1 for a, b in zip(pool.slot_tables.get(size) or [None] * size, table) if a != b)
-                    LOG.info(
-                        "pool %s: %d of %d slots move (backends %s)",
-                        pool.name,
-                        moved,
-                        size,
-                        ", ".join(f"{ip}={w}" for ip, w in sorted(weights.items())) or "none",
-                    )
-                    pool.slot_tables[size] = table
-                    tables_changed = True
+                table = pool.slot_tables[size]
                 slots = tuple(targets[ip] if ip is not None else None for ip in table)
                 pools_by_size.setdefault(size, []).append(
                     PoolPlan(pool.uid, slots, frozenset(used_protocols.get(pool.name, ())))
@@ -469,8 +484,6 @@ class Balancer:
         for uid in list(self.draining_since):
             if uid not in pinnable and uid not in self.timed_out_drains:
                 self.draining_since.pop(uid)
-        if tables_changed:
-            self.store.save(state)
         vips = [
             VipPlan(v.uid, v.ip, v.mac, v.ip_proto, v.port, v.hash, state.pools[v.pool].uid)
             for v in state.vips.values()

@@ -36,6 +36,18 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1, what: str 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def fabric_fixture(prefix: str, rest_port: int, of_port: int):
+    """A module-scoped fixture with its own fabric, destroyed after the module."""
+
+    @pytest.fixture(scope="module")
+    def fabric():
+        built = Fabric(prefix, rest_port=rest_port, of_port=of_port)
+        yield built
+        built.lab.destroy()
+
+    return fabric
+
+
 class Fabric:
     """One switch, clients and DSR backends serving VIP, and the controller."""
 
@@ -61,6 +73,15 @@ class Fabric:
 
     def api(self, method, path, body=None):
         return rest(self.base, method, path, body)
+
+    def create_web(self, backends=(11, 12, 13), hash_fields="5tuple"):
+        """Pool "web" of the given backends (by IP only) and VIP "www" on
+        VIP:80; returns once every backend is up."""
+        pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in backends]}
+        assert self.api("POST", "/v1/pools", pool)[0] == 201
+        vip = {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": hash_fields}
+        assert self.api("POST", "/v1/vips", vip)[0] == 201
+        self.wait_backends_up(count=len(backends))
 
     def wait_backends_up(self, pool="web", count=3, timeout=15):
         def up():

@@ -8,35 +8,17 @@ import json
 import sys
 import time
 
-import pytest
-
 from ryu_dsr.lab import TOOLS
-from tests.integration.conftest import VIP, Fabric, wait_for
+from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 STREAMS = 24
 
 
-@pytest.fixture(scope="module")
-def fabric():
-    fabric = Fabric("dsrh", rest_port=18091, of_port=16691)
-    yield fabric
-    fabric.lab.destroy()
+fabric = fabric_fixture("dsrh", rest_port=18091, of_port=16691)
 
 
 def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
-    assert (
-        fabric.api("POST", "/v1/pools", {"name": "web", "backends": [{"ip": "10.0.0.11"}, {"ip": "10.0.0.12"}]})[0]
-        == 201
-    )
-    assert (
-        fabric.api(
-            "POST",
-            "/v1/vips",
-            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
-        )[0]
-        == 201
-    )
-    fabric.wait_backends_up(count=2)
+    fabric.create_web(backends=(11, 12))
     report_file = fabric.lab.run_dir / "streams.json"
     streams = fabric.lab.spawn(
         "c1",

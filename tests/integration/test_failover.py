@@ -9,17 +9,10 @@ import json
 import sys
 import time
 
-import pytest
-
 from ryu_dsr.lab import TOOLS
-from tests.integration.conftest import VIP, Fabric, wait_for
+from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
-
-@pytest.fixture(scope="module")
-def fabric():
-    fabric = Fabric("dsrl", rest_port=18092, of_port=16692)
-    yield fabric
-    fabric.lab.destroy()
+fabric = fabric_fixture("dsrl", rest_port=18092, of_port=16692)
 
 
 def parse_since(text: str) -> float:
@@ -28,17 +21,7 @@ def parse_since(text: str) -> float:
 
 
 def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric):
-    backends = [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]
-    assert fabric.api("POST", "/v1/pools", {"name": "web", "backends": backends})[0] == 201
-    assert (
-        fabric.api(
-            "POST",
-            "/v1/vips",
-            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
-        )[0]
-        == 201
-    )
-    fabric.wait_backends_up()
+    fabric.create_web()
     log = fabric.lab.run_dir / "failover.json"
     client = fabric.lab.spawn(
         "c1",

@@ -7,30 +7,16 @@ import re
 import signal
 import time
 
-import pytest
-
-from tests.integration.conftest import BACKENDS, VIP, Fabric, wait_for
+from tests.integration.conftest import BACKENDS, VIP, fabric_fixture, wait_for
 
 URL = f"http://{VIP}/"
 
 
-@pytest.fixture(scope="module")
-def fabric():
-    fabric = Fabric("dsrf", rest_port=18090, of_port=16690)
-    yield fabric
-    fabric.lab.destroy()
+fabric = fabric_fixture("dsrf", rest_port=18090, of_port=16690)
 
 
 def test_pool_by_ip_only_and_vip_over_rest(fabric):
-    status, pool = fabric.api(
-        "POST", "/v1/pools", {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()]}
-    )
-    assert status == 201
-    status, vip = fabric.api(
-        "POST", "/v1/vips", {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
-    )
-    assert status == 201
-    fabric.wait_backends_up()
+    fabric.create_web(backends=tuple(BACKENDS.values()))
     _, pool = fabric.api("GET", "/v1/pools/web")
     found = {b["ip"]: (b["status"]["mac"], b["status"]["location"]["port"]) for b in pool["backends"]}
     expected = {h.ip: (h.mac, h.ofport) for n, h in fabric.lab.hosts.items() if n in BACKENDS}

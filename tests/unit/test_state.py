@@ -180,3 +180,16 @@ def test_the_shipped_example_config_is_valid(capsys):
     example = Path(__file__).resolve().parents[2] / "conf" / "dsr.example.json"
     assert check_main([str(example)]) == 0
     assert "ok: 1 pools, 1 VIPs" in capsys.readouterr().out
+
+
+def test_a_change_that_moves_slots_writes_the_state_file_once(tmp_path, monkeypatch):
+    rig = make_rig(tmp_path)
+    rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    saves = []
+    original = rig.balancer.store.save
+    monkeypatch.setattr(rig.balancer.store, "save", lambda state: (saves.append(1), original(state)))
+    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 50})
+    assert len(saves) == 1
+    assert Store(tmp_path / "state.json").load().pools["web"].slot_tables == rig.balancer.state.pools["web"].slot_tables
