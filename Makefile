@@ -27,3 +27,4 @@ integration:
 
 bench: setup
 	$(PY) bench/hash_table.py
+	$(PY) bench/failover.py

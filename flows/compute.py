@@ -74,6 +74,7 @@ class SwitchPlan:
     l2: str  # 'learning' (rules per learned host) or 'normal' (OFPP_NORMAL)
     hosts: tuple[tuple[str, int], ...]  # (mac, port) learned on this switch
     probe_mac: str
+    probe_ip: str | None = None  # answered by ARP in the switch, for health probes
     pin_idle_timeout: int = 300
     pin_fin_timeout: int = 5
 
@@ -96,12 +97,27 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         Rule(
             Table.INGRESS,
             Priority.CONTROL,
-            match_items(eth_type=ETH_ARP, eth_dst=switch.probe_mac),
+            match_items(eth_dst=switch.probe_mac),  # answers to the controller's probes
             (Output("controller"),),
             owner=base,
         ),
         Rule(Table.INGRESS, Priority.MISS, (), goto=Table.ETH_SRC, owner=base),
     ]
+    if switch.probe_ip:
+        answer = (
+            arp_responder_actions(switch.probe_ip, switch.probe_mac)
+            if switch.mode == "ovs"
+            else (Output("controller"),)
+        )
+        rules.append(
+            Rule(
+                Table.INGRESS,
+                Priority.VIP_ARP,
+                match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=switch.probe_ip),
+                answer,
+                owner=base,
+            )
+        )
     if switch.mode == "ovs":
         rules.append(
             Rule(Table.DECIDE, Priority.PINNED, match_items(**{REG_PINNED: (1, 1)}), goto=Table.ETH_SRC, owner=base)

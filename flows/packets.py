@@ -80,3 +80,78 @@ def arp_probe(probe_mac: str, target_ip: str) -> bytes:
 def arp_reply(request: Arp, mac: str) -> bytes:
     """The reply to ``request`` saying its target address is at ``mac``."""
     return build_arp(2, mac, request.sha, mac, request.tpa, request.sha, request.spa)
+
+
+# --- IPv4 and TCP, for the controller's own health probes ----------------------
+
+ETH_IP = 0x0800
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+_IP = struct.Struct("!BBHHHBBH4s4s")
+_TCP = struct.Struct("!HHIIBBHHH")
+
+
+@dataclass(frozen=True)
+class Tcp:
+    eth_src: str
+    eth_dst: str
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    payload: bytes
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_tcp(segment: Tcp, ttl: int = 64) -> bytes:
+    """An Ethernet frame carrying one TCP segment, checksums computed."""
+    src, dst = ipaddress.IPv4Address(segment.src).packed, ipaddress.IPv4Address(segment.dst).packed
+    window = 65535
+    header = _TCP.pack(segment.sport, segment.dport, segment.seq, segment.ack, 5 << 4, segment.flags, window, 0, 0)
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(header) + len(segment.payload))
+    checksum = _checksum(pseudo + header + segment.payload)
+    header = header[:16] + struct.pack("!H", checksum) + header[18:]
+    total = _IP.size + len(header) + len(segment.payload)
+    ip = _IP.pack(0x45, 0, total, 0, 0x4000, ttl, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    frame = _ETH.pack(mac_bytes(segment.eth_dst), mac_bytes(segment.eth_src), ETH_IP) + ip + header + segment.payload
+    return frame.ljust(60, b"\x00")
+
+
+def parse_tcp(data: bytes) -> Tcp | None:
+    """The TCP segment of an untagged Ethernet/IPv4 frame, or None."""
+    eth = parse_ethernet(data)
+    if eth is None or eth.ethertype != ETH_IP or len(data) < _ETH.size + _IP.size:
+        return None
+    version_ihl, _tos, total, _id, _frag, _ttl, proto, _sum, src, dst = _IP.unpack_from(data, _ETH.size)
+    ihl = (version_ihl & 0x0F) * 4
+    if version_ihl >> 4 != 4 or proto != 6:
+        return None
+    start = _ETH.size + ihl
+    if len(data) < start + _TCP.size:
+        return None
+    sport, dport, seq, ack, offset, flags, _win, _sum, _urg = _TCP.unpack_from(data, start)
+    end = min(len(data), _ETH.size + total)
+    payload = data[start + (offset >> 4) * 4 : end]
+    return Tcp(
+        eth.src,
+        eth.dst,
+        str(ipaddress.IPv4Address(src)),
+        str(ipaddress.IPv4Address(dst)),
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        bytes(payload),
+    )

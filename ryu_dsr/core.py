@@ -22,6 +22,8 @@ from ryu_dsr.flows.maglev import rebalance
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
 from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
+from ryu_dsr.health import HealthChecker
+from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.model import Conflict, InvalidInput, NotFound, State, parse_backend, parse_pool, parse_vip
 from ryu_dsr.store import Store
 
@@ -87,6 +89,8 @@ class Balancer:
         self.pinned_backends: set[int] = set()  # uids whose pins may exist on switches
         self.wake = wake
         self.wall = wall
+        self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
+        self.health_reasons: dict[tuple[str, str], str] = {}  # why a backend became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.dirty: set[int] = set()  # switches waiting for a flush
         self.plan: tuple[list[VipPlan], dict[int, list[PoolPlan]]] | None = None
@@ -96,6 +100,13 @@ class Balancer:
     def replace_state(self, new: State) -> None:
         """Accept a checked state: save it first, then program the switches.
         If saving fails, nothing changes and the error goes to the caller."""
+        for pool in new.pools.values():
+            if pool.health_check.kind in ("tcp", "http") and not self.settings.probe_ip:
+                raise InvalidInput(
+                    "health_check.kind",
+                    f"{pool.health_check.kind} checks need the dsr.probe_ip setting "
+                    "(an unused address in the backends' subnet)",
+                )
         new.found = self._found_json()
         self._refresh_tables(new)  # saved with the change: one write
         self.store.save(new)
@@ -120,13 +131,15 @@ class Balancer:
         out["status"] = self.backend_status(pool_name, ip)
         return out
 
-    def backend_state(self, backend) -> tuple[str, str]:
-        """(state, reason) of a backend now."""
+    def backend_state(self, pool_name: str, backend) -> tuple[str, str]:
+        """(state, reason) of a backend of a pool now."""
         mac, dpid, port = self._where(backend)
         if mac is None:
             return "unresolved", "no answer to ARP from the switch yet"
         if not self._link_up(dpid, port):
             return "down", f"switch {dpid:016x} port {port} is down"
+        if not self.health.healthy(pool_name, backend.ip):
+            return "unhealthy", self.health_reasons.get((pool_name, backend.ip), "health checks failed")
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
         how = "configured" if backend.mac else "found by ARP"
@@ -137,12 +150,18 @@ class Balancer:
         backend = self.state.backend(pool_name, ip)
         mac, dpid, port = self._where(backend)
         table = self.state.pools[pool_name].slot_tables.get(self.settings.table_size) or []
-        state, reason = self.backend_state(backend)
+        state, reason = self.backend_state(pool_name, backend)
         change = self.transitions.get((pool_name, ip))
+        health = self.health.status(pool_name, ip)
         return {
             "state": state,
             "reason": reason,
             "since": change[2] if change and change[0] == state else None,
+            "health": {
+                "check": self.state.pools[pool_name].health_check.kind,
+                "healthy": health.healthy if health else True,
+                "last_result": health.last_result if health else "not checked yet",
+            },
             "resolved": mac is not None,
             "mac": mac,
             "location": None if dpid is None else {"dpid": dpid, "port": port},
@@ -156,7 +175,7 @@ class Balancer:
             for backend in pool.backends.values():
                 key = (pool.name, backend.ip)
                 seen.add(key)
-                state, reason = self.backend_state(backend)
+                state, reason = self.backend_state(pool.name, backend)
                 old = self.transitions.get(key)
                 if old is None or old[0] != state:
                     now = self.wall()
@@ -293,15 +312,53 @@ class Balancer:
             changed = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
         elif arp is not None and arp.op == 1:
             self._answer_vip_arp(switch, in_port, arp)
+        self._apply_health(*self.health.packet_in(self.clock(), data))
         if changed:
             self.sync_all()
         elif learned:
             self.sync_switch(switch)
 
     def tick(self) -> None:
-        """Periodic work: find unresolved backends, end overdue drains."""
+        """Periodic work: find unresolved backends, check health, end
+        overdue drains."""
         self.probe_backends()
+        self._apply_health(*self.health.tick(self.clock(), self._health_targets()))
         self._expire_drains()
+
+    def _health_targets(self) -> list[HealthTarget]:
+        """Every backend whose pool has a check, located and with its link up
+        (a backend not found or behind a down port is out anyway)."""
+        targets = []
+        for pool in self.state.pools.values():
+            check = pool.health_check
+            if check.kind == "none" or (check.kind in ("tcp", "http") and not self.settings.probe_ip):
+                continue
+            vips = sorted((v for v in self.state.vips.values() if v.pool == pool.name), key=lambda v: v.name)
+            for backend in pool.backends.values():
+                mac, dpid, port = self._where(backend)
+                if mac is None or dpid not in self.switches or not self._link_up(dpid, port):
+                    continue
+                address = vips[0].ip if check.target == "vip" and vips else backend.ip
+                targets.append(HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address))
+        return targets
+
+    def _apply_health(self, sends, transitions) -> None:
+        for send in sends:
+            self.send(send.dpid, [PacketOut(send.frame, send.port if send.port is not None else "flood")])
+        for change in transitions:
+            if change.healthy:
+                self.health_reasons.pop((change.pool, change.ip), None)
+            else:
+                self.health_reasons[(change.pool, change.ip)] = change.reason
+            LOG.info(
+                "pool %s backend %s: health %s (%s)",
+                change.pool,
+                change.ip,
+                "passed" if change.healthy else "failed",
+                change.reason,
+            )
+        if transitions:
+            self.sync_all()
 
     # ------------------------------------------------------------ internals
 
@@ -347,7 +404,11 @@ class Balancer:
         }
 
     def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
-        """Plain mode: the switch sends ARP for a VIP here; answer it."""
+        """Plain mode: the switch sends ARP for a VIP (or the probe address)
+        here; answer it."""
+        if self.settings.probe_ip and arp.tpa == self.settings.probe_ip:
+            self.send(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
+            return
         for vip in self.state.vips.values():
             if vip.ip == arp.tpa:
                 self.send(switch.dpid, [PacketOut(arp_reply(arp, vip.mac), in_port)])
@@ -391,9 +452,9 @@ class Balancer:
         switch = self.switches.get(dpid) if dpid is not None else None
         return switch is None or port not in switch.ports_down
 
-    def _usable(self, backend) -> bool:
+    def _usable(self, pool_name: str, backend) -> bool:
         mac, dpid, port = self._where(backend)
-        return mac is not None and self._link_up(dpid, port)
+        return mac is not None and self._link_up(dpid, port) and self.health.healthy(pool_name, backend.ip)
 
     def _expire_drains(self) -> None:
         timeout = self.settings.drain_timeout
@@ -421,7 +482,7 @@ class Balancer:
 
     def _weights(self, pool) -> dict[str, int]:
         """Backends that take new connections: usable, weight above 0."""
-        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(b)}
+        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(pool.name, b)}
 
     def _refresh_tables(self, state: State) -> bool:
         """Bring every pool's slot tables in ``state`` up to date; True if any
@@ -460,7 +521,7 @@ class Balancer:
         for pool in state.pools.values():
             targets = {}
             for backend in pool.backends.values():
-                if not self._usable(backend):
+                if not self._usable(pool.name, backend):
                     continue
                 if backend.weight == 0:
                     self.draining_since.setdefault(backend.uid, now)
@@ -502,6 +563,7 @@ class Balancer:
             l2=self.settings.l2_mode,
             hosts=tuple(sorted(hosts.items())),
             probe_mac=self.settings.probe_mac,
+            probe_ip=self.settings.probe_ip or None,
             pin_idle_timeout=self.settings.pin_idle_timeout,
             pin_fin_timeout=self.settings.pin_fin_timeout,
         )

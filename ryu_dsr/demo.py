@@ -21,6 +21,7 @@ from ryu_dsr.lab import Lab, rest
 
 PREFIX = "dsrdemo"
 VIP = "10.0.0.100"
+PROBE_IP = "10.0.0.250"  # source of the controller's HTTP health probes
 CLIENTS = {"c1": 1, "c2": 2}
 BACKENDS = {"b1": 11, "b2": 12, "b3": 13}
 
@@ -58,15 +59,18 @@ def build(lab: Lab, rest_port: int, of_port: int) -> None:
             "arp_ignore=1, arp_announce=2, HTTP on :80"
         )
     say("== ryu-manager ryu_dsr")
-    lab.start_controller({"state_file": str(lab.run_dir / "state.json")}, rest_port=rest_port, of_port=of_port)
+    lab.start_controller(
+        {"state_file": str(lab.run_dir / "state.json"), "probe_ip": PROBE_IP}, rest_port=rest_port, of_port=of_port
+    )
     lab.wait_connected()
     say(f"  controller up: OpenFlow on 127.0.0.1:{of_port}, REST on 127.0.0.1:{rest_port}")
 
 
 def configure(rest_port: int) -> None:
-    say("== REST: a pool of three backends (by IP only) and a VIP")
+    say("== REST: a pool of three backends (by IP only, HTTP health checks) and a VIP")
     backends = [{"ip": f"10.0.0.{last}"} for last in BACKENDS.values()]
-    api(rest_port, "POST", "/v1/pools", {"name": "web", "backends": backends})
+    check = {"kind": "http", "port": 80, "path": "/"}
+    api(rest_port, "POST", "/v1/pools", {"name": "web", "backends": backends, "health_check": check})
     api(
         rest_port,
         "POST",
@@ -136,6 +140,9 @@ def how_to_try(rest_port: int) -> None:
         f"  curl -s -X PATCH http://127.0.0.1:{rest_port}/v1/pools/web/backends/10.0.0.12 -d '{{\"weight\": 0}}'  # drain"
     )
     say(f"  ip netns exec {PREFIX}-c1 ping -c1 10.0.0.11                   # ordinary traffic keeps working")
+    say(
+        "  kill $(pgrep -f 'echo_server.py b2')                               # b2's server dies: out in under a second"
+    )
     say(f"  OVS_RUNDIR={Lab(PREFIX).run_dir} ovs-ofctl -O OpenFlow13 dump-flows {PREFIX}-br0")
     say("  make demo-stop                                                   # remove everything")
 

@@ -139,24 +139,99 @@ class Backend:
         return {"ip": self.ip, "weight": self.weight, "mac": self.mac, "location": location}
 
 
+HEALTH_KINDS = ("arp", "tcp", "http", "none")
+HEALTH_TARGETS = ("backend", "vip")
+
+
+@dataclass
+class HealthCheck:
+    """How a pool's backends are checked, from the switch (in-band).
+
+    The defaults take a dead backend out within about a second: a probe
+    every 0.3 s, a 0.25 s timeout, out after 2 failures, back after 2
+    successes. ``target: vip`` sends TCP and HTTP probes to the VIP's address
+    with the backend's MAC, proving the backend really serves the VIP.
+    """
+
+    kind: str = "arp"
+    port: int | None = None
+    path: str = "/"
+    expect_status: int = 200
+    interval: float = 0.3
+    timeout: float = 0.25
+    rise: int = 2
+    fall: int = 2
+    target: str = "backend"
+
+    FIELDS = ("kind", "port", "path", "expect_status", "interval", "timeout", "rise", "fall", "target")
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def parse_number(value: Any, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidInput(where, f"must be a number from {low} to {high}")
+    return float(value)
+
+
+def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -> HealthCheck:
+    """A health check from JSON; fields not given keep ``base``'s values."""
+    _check_object(body, where, set(HealthCheck.FIELDS))
+    check = copy.copy(base) if base is not None else HealthCheck()
+    at = lambda name: _where(where, name)  # noqa: E731
+    if "kind" in body:
+        check.kind = parse_choice(body["kind"], at("kind"), HEALTH_KINDS)
+    if "port" in body:
+        check.port = None if body["port"] is None else parse_int(body["port"], at("port"), 1, 65535)
+    if "path" in body:
+        path = body["path"]
+        if not isinstance(path, str) or not path.startswith("/") or len(path) > 200 or any(c in path for c in " \r\n"):
+            raise InvalidInput(
+                at("path"), "must start with '/' and have no spaces or line breaks (at most 200 characters)"
+            )
+        check.path = path
+    if "expect_status" in body:
+        check.expect_status = parse_int(body["expect_status"], at("expect_status"), 100, 599)
+    if "interval" in body:
+        check.interval = parse_number(body["interval"], at("interval"), 0.05, 3600)
+    if "timeout" in body:
+        check.timeout = parse_number(body["timeout"], at("timeout"), 0.01, 60)
+    if "rise" in body:
+        check.rise = parse_int(body["rise"], at("rise"), 1, 100)
+    if "fall" in body:
+        check.fall = parse_int(body["fall"], at("fall"), 1, 100)
+    if "target" in body:
+        check.target = parse_choice(body["target"], at("target"), HEALTH_TARGETS)
+    if check.timeout > check.interval:
+        raise InvalidInput(at("timeout"), f"must not exceed the interval ({check.interval} s)")
+    if check.kind in ("tcp", "http") and check.port is None:
+        raise InvalidInput(at("port"), f"is required for a {check.kind} check")
+    if check.kind in ("arp", "none") and check.target == "vip":
+        raise InvalidInput(at("target"), f"vip needs a tcp or http check, not {check.kind}")
+    return check
+
+
 @dataclass
 class Pool:
     name: str
     description: str = ""
     backends: dict[str, Backend] = field(default_factory=dict)
     uid: int = 0
+    health_check: HealthCheck = field(default_factory=HealthCheck)
     # Slot tables last programmed, by table size (backend ip per slot):
     # runtime data, persisted so a restart reproduces them and a change moves
     # only the slots that must move.
     slot_tables: dict[int, list[str | None]] = field(default_factory=dict)
 
-    FIELDS = {"name", "description", "backends"}
-    MUTABLE = {"description"}
+    FIELDS = {"name", "description", "backends", "health_check"}
+    MUTABLE = {"description", "health_check"}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
+            "health_check": self.health_check.to_json(),
             "backends": [b.to_json() for b in self.backends.values()],
         }
 
@@ -227,6 +302,8 @@ def parse_pool(body: Any, where: str = "") -> Pool:
     pool = Pool(name=parse_name(body["name"], _where(where, "name")))
     if "description" in body:
         pool.description = parse_text(body["description"], _where(where, "description"))
+    if "health_check" in body:
+        pool.health_check = parse_health_check(body["health_check"], _where(where, "health_check"))
     backends = body.get("backends", [])
     if not isinstance(backends, list):
         raise InvalidInput(_where(where, "backends"), "must be a list")
@@ -353,6 +430,10 @@ class State:
         new = self.copy()
         if "description" in body:
             new.pools[pool.name].description = parse_text(body["description"], "description")
+        if "health_check" in body:
+            new.pools[pool.name].health_check = parse_health_check(
+                body["health_check"], "health_check", pool.health_check
+            )
         new.check()
         return new
 

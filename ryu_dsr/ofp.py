@@ -22,7 +22,7 @@ from ryu.ofproto import nicira_ext
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier re-exported for the shell)
+from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported for the shell)
     Barrier,
     Command,
     Drop,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ryu_dsr.flows.maglev import DEFAULT_TABLE_SIZE
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
-from ryu_dsr.model import InvalidInput, parse_choice, parse_int, parse_mac
+from ryu_dsr.model import InvalidInput, parse_choice, parse_int, parse_ipv4, parse_mac
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,13 @@ OPTIONS = (
     ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
+        "probe_ip",
+        str,
+        "",
+        "source address of TCP/HTTP health probes: an unused address in the backends' subnet "
+        "(the switch answers ARP for it); empty: only ARP checks",
+    ),
+    Option(
         "resolve_interval", float, 1.0, "seconds between ARP probes for a backend not yet found", low=0.1, high=3600
     ),
     Option("max_hosts", int, 4096, "learned MAC addresses kept per switch", low=16, high=1 << 20),
@@ -114,6 +121,8 @@ class _SettingsMethods:
                 value = parse_choice(value, where, option.choices)
             if name == "probe_mac":
                 value = parse_mac(value, where)
+            if name == "probe_ip" and value:
+                value = parse_ipv4(value, where)
             checked[name] = value
         return cls(**checked)
 

@@ -12,6 +12,7 @@ import pytest
 from ryu_dsr.lab import Lab, rest
 
 VIP = "10.0.0.100"
+PROBE_IP = "10.0.0.250"  # source of the controller's TCP/HTTP health probes
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
 
 
@@ -55,15 +56,16 @@ class Fabric:
         self.lab = Lab(prefix)
         self.rest_port, self.of_port = rest_port, of_port
         self.base = f"http://127.0.0.1:{rest_port}"
-        self.settings = {"state_file": str(self.lab.run_dir / "state.json")}
+        self.settings = {"state_file": str(self.lab.run_dir / "state.json"), "probe_ip": PROBE_IP}
         self.settings.update(settings or {})
+        self.servers = {}
         self.lab.start_switch(controller_port=of_port)
         for i, name in enumerate(clients):
             self.lab.add_host(name, 1 + i)
         for name, last in BACKENDS.items():
             self.lab.add_host(name, last)
             self.lab.make_backend(name, [VIP])
-            self.lab.serve_http(name)
+            self.servers[name] = self.lab.serve_http(name)
         self.controller = self.start_controller()
 
     def start_controller(self):
@@ -74,10 +76,12 @@ class Fabric:
     def api(self, method, path, body=None):
         return rest(self.base, method, path, body)
 
-    def create_web(self, backends=(11, 12, 13), hash_fields="5tuple"):
+    def create_web(self, backends=(11, 12, 13), hash_fields="5tuple", health_check=None):
         """Pool "web" of the given backends (by IP only) and VIP "www" on
         VIP:80; returns once every backend is up."""
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in backends]}
+        if health_check is not None:
+            pool["health_check"] = health_check
         assert self.api("POST", "/v1/pools", pool)[0] == 201
         vip = {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": hash_fields}
         assert self.api("POST", "/v1/vips", vip)[0] == 201

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""How fast a dead backend leaves the hash, and what clients lose meanwhile.
+
+On this machine: Open vSwitch (userspace), a client and three DSR backends
+in namespaces, ryu-manager. The client makes one HTTP request every 20 ms
+(new connection each, 5-tuple hash) while one backend's HTTP server is
+killed, or its link is cut. For each setting, prints the time from the kill
+to the backend being out of the hash (as the REST API reports it) and the
+requests that failed. Then the backend is restored before the next row.
+
+Run as root:  python3 bench/failover.py [--intervals 0.1,0.3,1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import sys
+import time
+
+from ryu_dsr.lab import TOOLS, Lab, rest
+
+VIP = "10.0.0.100"
+BASE = "http://127.0.0.1:18094"
+
+
+def wait_state(ip: str, state: str, since: float | None = None, timeout: float = 15.0) -> float:
+    """Seconds from ``since`` to the controller's change of state (its own
+    timestamp of the transition, not when this poll saw it)."""
+    started = time.time()
+    while time.time() - started < timeout:
+        status = rest(BASE, "GET", f"/v1/pools/web/backends/{ip}")[1]["status"]
+        if status["state"] == state:
+            if since is None:
+                return 0.0
+            seconds, millis = status["since"].rstrip("Z").split(".")
+            return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000 - since
+        time.sleep(0.005)
+    raise RuntimeError(f"{ip} did not become {state} in {timeout} s")
+
+
+def run_case(lab: Lab, servers: dict, label: str, fail, restore) -> tuple[str, float, int, int]:
+    wait_state("10.0.0.12", "up")
+    time.sleep(1.0)
+    log = f"bench-{len(lab.procs)}.json"
+    client = lab.spawn(
+        "c1",
+        sys.executable,
+        str(TOOLS / "dsr_client.py"),
+        f"http://{VIP}/",
+        "--count",
+        "150",
+        "--interval",
+        "0.02",
+        "--timeout",
+        "1",
+        log=log,
+    )
+    time.sleep(1.0)
+    failed_at = time.time()
+    fail()
+    detected = wait_state("10.0.0.12", "down" if "link" in label else "unhealthy", since=failed_at)
+    client.wait(120)
+    report = json.loads((lab.run_dir / log).read_text().strip().splitlines()[-1])
+    restore()
+    return label, detected, report["failed"], report["ok"] + report["failed"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--intervals", default="0.1,0.3,1.0")
+    args = parser.parse_args()
+    lab = Lab("dsrfail")
+    servers = {}
+    try:
+        lab.start_switch(controller_port=16694)
+        lab.add_host("c1", 1)
+        for name, last in (("b11", 11), ("b12", 12), ("b13", 13)):
+            lab.add_host(name, last)
+            lab.make_backend(name, [VIP])
+            servers[name] = lab.serve_http(name)
+        lab.start_controller(
+            {"state_file": str(lab.run_dir / "state.json"), "probe_ip": "10.0.0.250"}, rest_port=18094, of_port=16694
+        )
+        lab.wait_connected()
+        rest(BASE, "POST", "/v1/pools", {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]})
+        rest(
+            BASE,
+            "POST",
+            "/v1/vips",
+            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+        )
+        rows = []
+
+        def kill():
+            lab.stop(servers["b12"])
+
+        def restart():
+            servers["b12"] = lab.serve_http("b12")
+
+        for interval in [float(x) for x in args.intervals.split(",")]:
+            timeout = round(min(0.25, interval * 0.8), 3)
+            check = {"kind": "http", "port": 80, "interval": interval, "timeout": timeout, "rise": 2, "fall": 2}
+            rest(BASE, "PATCH", "/v1/pools/web", {"health_check": check})
+            label = f"http check every {interval:g} s, timeout {timeout:g} s, fall 2"
+            rows.append(run_case(lab, servers, label, kill, restart))
+        rows.append(
+            run_case(
+                lab,
+                servers,
+                "link cut (port status, no probe)",
+                lambda: lab.set_link("b12", False),
+                lambda: lab.set_link("b12", True),
+            )
+        )
+    finally:
+        lab.destroy()
+    header = f"{'case':<46} | {'out of the hash after':>21} | {'failed requests':>15}"
+    print(header)
+    print("-" * len(header))
+    for label, detected, failed, total in rows:
+        print(f"{label:<46} | {detected * 1000:18.0f} ms | {failed:>6} of {total:<6}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""In-band health checks: probes leave through the switch (packet-out) and
+answers come back to the controller (packet-in), so the controller needs no
+address on the data network. Pure: time comes in, frames and transitions go
+out.
+
+Kinds: ``arp`` (the backend answers ARP for its address), ``tcp`` (a SYN is
+answered by SYN-ACK; RST means refused) and ``http`` (after the handshake a
+GET is answered with the expected status). With ``target: vip`` TCP and HTTP
+probes go to the VIP's address with the backend's MAC, so a backend that lost
+the VIP from its loopback fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ryu_dsr.flows.packets import (
+    TCP_ACK,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    Tcp,
+    build_arp,
+    build_tcp,
+    parse_arp,
+    parse_tcp,
+)
+from ryu_dsr.model import HealthCheck
+
+LOG = logging.getLogger("ryu_dsr.health")
+FIRST_PORT, LAST_PORT = 40000, 59999
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend to check, where the switch can reach it."""
+
+    pool: str
+    ip: str
+    mac: str
+    dpid: int
+    port: int | None  # switch port; None: flood
+    check: HealthCheck
+    address: str  # where probes go: the backend's own IP, or the VIP's
+
+
+@dataclass
+class Health:
+    """What the checks say of one backend of one pool."""
+
+    healthy: bool = True  # a backend is trusted until it fails `fall` times
+    successes: int = 0
+    failures: int = 0
+    last_result: str = "not checked yet"
+    checked_at: float | None = None
+
+    def to_json(self) -> dict:
+        return {"healthy": self.healthy, "last_result": self.last_result}
+
+
+@dataclass
+class Probe:
+    target: Target
+    started: float
+    deadline: float
+    sport: int = 0
+    seq: int = 0
+    stage: str = "sent"  # tcp/http: "syn" then "request"
+    response: bytes = b""
+
+
+@dataclass
+class Send:
+    dpid: int
+    port: int | None
+    frame: bytes
+
+
+@dataclass
+class Transition:
+    pool: str
+    ip: str
+    healthy: bool
+    reason: str
+
+
+@dataclass
+class HealthChecker:
+    probe_mac: str
+    probe_ip: str | None
+    health: dict[tuple[str, str], Health] = field(default_factory=dict)
+    probes: dict[tuple[str, str], Probe] = field(default_factory=dict)
+    next_due: dict[tuple[str, str], float] = field(default_factory=dict)
+    by_sport: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _next_sport: int = FIRST_PORT
+
+    def status(self, pool: str, ip: str) -> Health | None:
+        return self.health.get((pool, ip))
+
+    def healthy(self, pool: str, ip: str) -> bool:
+        state = self.health.get((pool, ip))
+        return state is None or state.healthy
+
+    # ----------------------------------------------------------- scheduling
+
+    def tick(self, now: float, targets: list[Target]) -> tuple[list[Send], list[Transition]]:
+        """Time out overdue probes, forget backends no longer checked, start
+        the probes that are due."""
+        sends: list[Send] = []
+        transitions: list[Transition] = []
+        wanted = {(t.pool, t.ip): t for t in targets}
+        for key in list(self.probes):
+            probe = self.probes[key]
+            if key not in wanted:
+                self._drop(key)
+            elif now >= probe.deadline:
+                sends += self._abort(probe)
+                transitions += self._result(
+                    key, probe.target.check, False, f"no answer in {probe.target.check.timeout:g} s", now
+                )
+        for key in [k for k in self.health if k not in wanted]:
+            del self.health[key]
+            self.next_due.pop(key, None)
+        for key, target in wanted.items():
+            if key in self.probes or now < self.next_due.get(key, 0.0):
+                continue
+            self.next_due[key] = now + target.check.interval
+            sends += self._start(key, target, now)
+        return sends, transitions
+
+    def _start(self, key, target: Target, now: float) -> list[Send]:
+        probe = Probe(target, now, now + target.check.timeout)
+        self.probes[key] = probe
+        if target.check.kind == "arp":
+            frame = build_arp(1, self.probe_mac, target.mac, self.probe_mac, "0.0.0.0", "00:00:00:00:00:00", target.ip)
+            return [Send(target.dpid, target.port, frame)]
+        probe.sport = self._take_sport()
+        probe.seq = (int(now * 1e6) * 2654435761) & 0xFFFFFFFF
+        probe.stage = "syn"
+        self.by_sport[probe.sport] = key
+        return [Send(target.dpid, target.port, build_tcp(self._segment(probe, TCP_SYN, probe.seq, 0)))]
+
+    def _take_sport(self) -> int:
+        while True:
+            sport = self._next_sport
+            self._next_sport = FIRST_PORT if sport >= LAST_PORT else sport + 1
+            if sport not in self.by_sport:
+                return sport
+
+    def _segment(self, probe: Probe, flags: int, seq: int, ack: int, payload: bytes = b"") -> Tcp:
+        target = probe.target
+        return Tcp(
+            self.probe_mac,
+            target.mac,
+            self.probe_ip or "0.0.0.0",
+            target.address,
+            probe.sport,
+            target.check.port or 0,
+            seq,
+            ack,
+            flags,
+            payload,
+        )
+
+    def _abort(self, probe: Probe) -> list[Send]:
+        """Reset a half-done TCP probe so the backend frees its side."""
+        key = (probe.target.pool, probe.target.ip)
+        self._drop(key)
+        if probe.target.check.kind == "arp" or probe.stage == "syn":
+            return []
+        rst = self._segment(
+            probe, TCP_RST, probe.seq + 1 + (len(self._request(probe)) if probe.stage == "request" else 0), 0
+        )
+        return [Send(probe.target.dpid, probe.target.port, build_tcp(rst))]
+
+    def _drop(self, key) -> None:
+        probe = self.probes.pop(key, None)
+        if probe is not None and probe.sport:
+            self.by_sport.pop(probe.sport, None)
+
+    @staticmethod
+    def _request(probe: Probe) -> bytes:
+        host = probe.target.address
+        return f"GET {probe.target.check.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ryu_dsr-health\r\n\r\n".encode()
+
+    # ------------------------------------------------------------- answers
+
+    def packet_in(self, now: float, data: bytes) -> tuple[list[Send], list[Transition]]:
+        arp = parse_arp(data)
+        if arp is not None:
+            return self._arp_answer(now, arp)
+        segment = parse_tcp(data)
+        if segment is None or segment.eth_dst != self.probe_mac or segment.dport not in self.by_sport:
+            return [], []
+        key = self.by_sport[segment.dport]
+        probe = self.probes.get(key)
+        if probe is None or segment.src != probe.target.address:
+            return [], []
+        return self._tcp_answer(now, key, probe, segment)
+
+    def _arp_answer(self, now: float, arp) -> tuple[list[Send], list[Transition]]:
+        if arp.op != 2 or arp.tha != self.probe_mac:
+            return [], []
+        transitions: list[Transition] = []
+        for key, probe in list(self.probes.items()):
+            if probe.target.check.kind == "arp" and probe.target.ip == arp.spa:
+                self._drop(key)
+                ok = arp.sha == probe.target.mac
+                reason = "answered ARP" if ok else f"ARP answered by another MAC, {arp.sha}"
+                transitions += self._result(key, probe.target.check, ok, reason, now)
+        return [], transitions
+
+    def _tcp_answer(self, now, key, probe: Probe, segment: Tcp) -> tuple[list[Send], list[Transition]]:
+        check = probe.target.check
+        where = f"{probe.target.address}:{check.port}"
+        if segment.flags & TCP_RST:
+            self._drop(key)
+            return [], self._result(key, check, False, f"connection to {where} refused", now)
+        if probe.stage == "syn" and segment.flags & TCP_SYN and segment.flags & TCP_ACK:
+            if segment.ack != (probe.seq + 1) & 0xFFFFFFFF:
+                return [], []
+            server_seq = (segment.seq + 1) & 0xFFFFFFFF
+            if check.kind == "tcp":
+                self._drop(key)
+                rst = build_tcp(self._segment(probe, TCP_RST, probe.seq + 1, 0))
+                return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
+                    key, check, True, f"{where} accepted a connection", now
+                )
+            probe.stage = "request"
+            request = self._request(probe)
+            frame = build_tcp(self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request))
+            return [Send(probe.target.dpid, probe.target.port, frame)], []
+        if probe.stage == "request" and segment.payload:
+            probe.response += segment.payload
+            line = probe.response.split(b"\r\n", 1)[0]
+            if b"\r\n" not in probe.response and len(probe.response) < 64:
+                return [], []  # the status line is not complete yet
+            self._drop(key)
+            sent = len(self._request(probe))
+            rst = build_tcp(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0))
+            parts = line.split()
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            ok = status == check.expect_status
+            reason = f"GET {check.path} on {where} answered {status}" if status else f"{where} sent no HTTP status line"
+            if not ok and status:
+                reason += f", expected {check.expect_status}"
+            return [Send(probe.target.dpid, probe.target.port, rst)], self._result(key, check, ok, reason, now)
+        return [], []
+
+    # -------------------------------------------------------------- results
+
+    def _result(self, key, check: HealthCheck, ok: bool, reason: str, now: float) -> list[Transition]:
+        state = self.health.setdefault(key, Health())
+        state.last_result = ("ok: " if ok else "failed: ") + reason
+        state.checked_at = now
+        if ok:
+            state.successes, state.failures = state.successes + 1, 0
+            if not state.healthy and state.successes >= check.rise:
+                state.healthy = True
+                return [Transition(key[0], key[1], True, f"{check.rise} check(s) passed: {reason}")]
+        else:
+            state.failures, state.successes = state.failures + 1, 0
+            if state.healthy and state.failures >= check.fall:
+                state.healthy = False
+                return [Transition(key[0], key[1], False, f"{check.fall} check(s) failed: {reason}")]
+        return []

@@ -1,0 +1,89 @@
+"""Issue: health checks and fast failover, on real Open vSwitch. A client sends
+requests continuously while one backend's server is killed, then restarted;
+a VIP-targeted check catches a backend that lost the VIP from its loopback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ryu_dsr.lab import TOOLS
+from tests.integration.conftest import VIP, fabric_fixture, wait_for
+
+fabric = fabric_fixture("dsrk", rest_port=18093, of_port=16693)
+
+
+def backend(fabric, ip):
+    return fabric.api("GET", f"/v1/pools/web/backends/{ip}")[1]["status"]
+
+
+def test_a_killed_server_leaves_within_a_second_and_returns_after_restart(fabric):
+    fabric.create_web(health_check={"kind": "http", "port": 80, "path": "/"})  # default interval, timeout, rise, fall
+    wait_for(
+        lambda: backend(fabric, "10.0.0.12")["health"]["last_result"].startswith("ok: GET / on 10.0.0.12:80"),
+        what="a passing HTTP check",
+    )
+    report_file = fabric.lab.run_dir / "health-client.json"
+    client = fabric.lab.spawn(
+        "c1",
+        sys.executable,
+        str(TOOLS / "dsr_client.py"),
+        f"http://{VIP}/",
+        "--count",
+        "200",
+        "--interval",
+        "0.02",
+        "--timeout",
+        "1",
+        "--timeline",
+        log="health-client.json",
+    )
+    time.sleep(1.0)
+    fabric.lab.stop(fabric.servers["b12"])
+    killed_at = time.time()  # relative to the client's clock below
+    status = wait_for(
+        lambda: (s := backend(fabric, "10.0.0.12"))["state"] == "unhealthy" and s,
+        timeout=5,
+        interval=0.02,
+        what="b12 unhealthy",
+    )
+    detected = time.time() - killed_at
+    print(f"killed server taken out {detected * 1000:.0f} ms after the kill ({status['reason']})")
+    assert detected < 1.0
+    assert "refused" in status["reason"] and status["slots"] == 0
+    assert client.wait(60) == 0
+    report = json.loads(report_file.read_text().strip().splitlines()[-1])
+    failed = [t for t, b in report["timeline"] if b is None]
+    print(f"{len(failed)} of {len(report['timeline'])} requests failed, all within the detection window")
+    # failures only while the dead backend was still in the table: one window
+    # no longer than the detection time, and nothing went to it after that
+    assert failed and max(failed) - min(failed) <= detected + 0.3
+    after = [b for t, b in report["timeline"] if t > max(failed)]
+    assert len(after) > 50 and None not in after and "b12" not in after
+
+    fabric.servers["b12"] = fabric.lab.serve_http("b12")
+    wait_for(lambda: backend(fabric, "10.0.0.12")["state"] == "up", timeout=5, what="b12 healthy again")
+    b12_mac = fabric.mac_of("b12")
+    wait_for(lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, "table=3"), what="b12 slots")
+    again = fabric.lab.requests("c1", f"http://{VIP}/", 60)
+    assert again["failed"] == 0 and set(again["by_backend"]) == {"b11", "b12", "b13"}
+
+
+def test_a_vip_check_catches_a_backend_that_lost_the_vip(fabric):
+    assert (
+        fabric.api("PATCH", "/v1/pools/web", {"health_check": {"kind": "tcp", "port": 80, "target": "vip"}})[0] == 200
+    )
+    wait_for(
+        lambda: backend(fabric, "10.0.0.13")["health"]["last_result"].startswith(f"ok: {VIP}:80 accepted"),
+        what="a passing VIP check",
+    )
+    fabric.lab.run("b13", "ip", "addr", "del", f"{VIP}/32", "dev", "lo")
+    status = wait_for(
+        lambda: (s := backend(fabric, "10.0.0.13"))["state"] == "unhealthy" and s, timeout=5, what="b13 unhealthy"
+    )
+    assert "no answer" in status["reason"] or "refused" in status["reason"]
+    report = fabric.lab.requests("c1", f"http://{VIP}/", 60)
+    assert report["failed"] == 0 and "b13" not in report["by_backend"]
+    fabric.lab.run("b13", "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+    wait_for(lambda: backend(fabric, "10.0.0.13")["state"] == "up", timeout=5, what="b13 back")

@@ -1,0 +1,217 @@
+"""In-band health checks: probes out by packet-out, answers in by packet-in."""
+
+from __future__ import annotations
+
+import pytest
+from ryu_dsr.flows.packets import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp, build_arp, build_tcp, parse_arp, parse_tcp
+from ryu_dsr.flows.pipeline import Kind, kind_of
+from ryu_dsr.flows.rules import FlowDeleteByCookie, PacketOut
+
+from ryu_dsr.model import InvalidInput
+from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
+from tests.simulator import arp_request, tcp
+
+PROBE_IP = "10.0.0.250"
+PROBE_MAC = "02:d4:00:00:00:01"
+VIP, VIP_MAC = "10.0.0.100", "02:d5:0a:00:00:64"
+
+
+def checked(tmp_path, check, **settings):
+    rig = make_rig(tmp_path, probe_ip=PROBE_IP, **settings)
+    switch = rig.connect()
+    rig.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS], "health_check": check})
+    rig.balancer.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
+    rig.resolve_all()
+    rig.learn(CLIENT_MAC, 1)
+    return rig, switch
+
+
+def probes(rig):
+    """Packet-outs sent since the last call, parsed."""
+    out = [c for _, commands in rig.sent for c in commands if isinstance(c, PacketOut)]
+    rig.sent.clear()
+    return [(c.port, parse_tcp(c.data) or parse_arp(c.data)) for c in out]
+
+
+def tick(rig, seconds):
+    rig.clock.now += seconds
+    rig.balancer.tick()
+
+
+def answer(rig, syn: Tcp, flags, payload=b"", seq=1000):
+    mac, port = BACKENDS[syn.dst] if syn.dst in BACKENDS else (syn.eth_dst, 2)
+    reply = Tcp(
+        syn.eth_dst,
+        PROBE_MAC,
+        syn.dst,
+        syn.src,
+        syn.dport,
+        syn.sport,
+        seq,
+        (syn.seq + 1) & 0xFFFFFFFF if flags & TCP_SYN else syn.seq,
+        flags,
+        payload,
+    )
+    rig.balancer.packet_in(1, BACKENDS.get(syn.dst, (mac, port))[1], build_tcp(reply))
+
+
+def state(rig, ip):
+    return rig.balancer.backend_json("web", ip)["status"]
+
+
+def test_tcp_check_takes_a_refusing_backend_out_and_brings_it_back(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80})
+    tick(rig, 0.01)
+    sent = probes(rig)
+    syns = {p.dst: (port, p) for port, p in sent if isinstance(p, Tcp)}
+    assert set(syns) == set(BACKENDS)
+    for ip, (port, syn) in syns.items():
+        assert port == BACKENDS[ip][1] and syn.flags == TCP_SYN and syn.dport == 80
+        assert (syn.src, syn.eth_src, syn.eth_dst) == (PROBE_IP, PROBE_MAC, BACKENDS[ip][0])
+    # .11 accepts (answered by RST from us), .12 refuses
+    answer(rig, syns["10.0.0.11"][1], TCP_SYN | TCP_ACK)
+    assert [p.flags for _, p in probes(rig)] == [TCP_RST]
+    answer(rig, syns["10.0.0.12"][1], TCP_RST | TCP_ACK)
+    assert state(rig, "10.0.0.12")["state"] == "up"  # one failure is not enough (fall 2)
+    assert state(rig, "10.0.0.12")["health"]["last_result"] == "failed: connection to 10.0.0.12:80 refused"
+    tick(rig, 0.3)
+    again = {p.dst: p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN}
+    rig.sent.clear()
+    answer(rig, again["10.0.0.12"], TCP_RST | TCP_ACK)
+    status = state(rig, "10.0.0.12")
+    assert status["state"] == "unhealthy" and "2 check(s) failed" in status["reason"] and status["slots"] == 0
+    # its connections move on: its pins are deleted
+    assert any(isinstance(c, FlowDeleteByCookie) and kind_of(c.cookie) == Kind.PIN for _, cs in rig.sent for c in cs)
+    for _ in range(2):
+        tick(rig, 0.3)
+        syn = next(p for _, p in probes(rig) if isinstance(p, Tcp) and p.dst == "10.0.0.12" and p.flags == TCP_SYN)
+        answer(rig, syn, TCP_SYN | TCP_ACK)
+    assert state(rig, "10.0.0.12")["state"] == "up" and state(rig, "10.0.0.12")["slots"] > 1000
+
+
+def test_an_unanswered_probe_fails_at_its_timeout(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2})
+    for _ in range(2):
+        tick(rig, 0.05)
+        tick(rig, 0.25)  # the probe times out; the next one starts
+    assert state(rig, "10.0.0.13")["state"] == "unhealthy"
+    assert "no answer in 0.2 s" in state(rig, "10.0.0.13")["reason"]
+
+
+def test_arp_check_is_the_default_and_needs_no_probe_address(tmp_path):
+    rig = make_rig(tmp_path)
+    rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    tick(rig, 0.01)
+    arps = [(port, p) for port, p in probes(rig) if not isinstance(p, Tcp)]
+    checks = [(port, p) for port, p in arps if port != "flood"]  # resolution probes are flooded
+    assert {p.tpa for _, p in checks} == set(BACKENDS) and len(checks) == 3
+    assert all(port == BACKENDS[p.tpa][1] and p.spa == "0.0.0.0" for port, p in checks)  # to the backend's port
+    for ip, (mac, port) in BACKENDS.items():
+        if ip != "10.0.0.11":
+            rig.answer_arp(ip, mac, port)
+    tick(rig, 0.3)
+    tick(rig, 0.3)
+    assert state(rig, "10.0.0.11")["state"] == "unhealthy"
+    assert state(rig, "10.0.0.12")["state"] == "up"
+    assert rig.balancer.pool_json("web")["health_check"]["kind"] == "arp"
+
+
+def test_http_check_wants_the_expected_status(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "http", "port": 80, "path": "/health", "fall": 1})
+    tick(rig, 0.01)
+    syn = next(p for _, p in probes(rig) if isinstance(p, Tcp) and p.dst == "10.0.0.11")
+    answer(rig, syn, TCP_SYN | TCP_ACK, seq=5000)
+    request = next(p for _, p in probes(rig) if isinstance(p, Tcp))
+    assert request.flags == TCP_ACK | TCP_PSH and request.ack == 5001
+    assert request.payload.startswith(b"GET /health HTTP/1.0\r\n")
+    response = Tcp(
+        BACKENDS["10.0.0.11"][0],
+        PROBE_MAC,
+        "10.0.0.11",
+        PROBE_IP,
+        80,
+        request.sport,
+        5001,
+        request.seq + len(request.payload),
+        TCP_ACK | TCP_PSH,
+        b"HTTP/1.0 503 Service Unavailable\r\n\r\n",
+    )
+    rig.balancer.packet_in(1, 2, build_tcp(response))
+    status = state(rig, "10.0.0.11")
+    assert status["state"] == "unhealthy"
+    assert "GET /health on 10.0.0.11:80 answered 503, expected 200" in status["reason"]
+
+
+def test_vip_target_probes_the_vip_address_with_the_backend_mac(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "target": "vip"})
+    tick(rig, 0.01)
+    syns = [p for _, p in probes(rig) if isinstance(p, Tcp)]
+    assert {p.dst for p in syns} == {VIP}
+    assert {p.eth_dst for p in syns} == {mac for mac, _ in BACKENDS.values()}
+
+
+def test_the_switch_answers_arp_for_the_probe_address(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80})
+    reply = switch.send(arp_request("02:00:00:00:00:0b", "10.0.0.11", PROBE_IP), in_port=2)
+    assert len(reply) == 1 and reply[0].port == 2
+    assert (reply[0].packet["arp_sha"], reply[0].packet["arp_spa"]) == (PROBE_MAC, PROBE_IP)
+    # and answers to the probe address reach the controller
+    syn_ack = tcp("10.0.0.11", PROBE_IP, 80, 40000, "02:00:00:00:00:0b", PROBE_MAC)
+    assert [o.port for o in switch.send(syn_ack, in_port=2)] == ["controller"]
+    assert VIP_MAC  # the VIP keeps its own ARP answer
+    assert switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), 1)[0].packet["arp_sha"] == VIP_MAC
+
+
+def test_a_stale_or_foreign_answer_changes_nothing(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "fall": 1})
+    tick(rig, 0.01)
+    syn = next(p for _, p in probes(rig) if isinstance(p, Tcp) and p.dst == "10.0.0.11")
+    wrong_ack = Tcp(syn.eth_dst, PROBE_MAC, syn.dst, syn.src, 80, syn.sport, 1, syn.seq + 7, TCP_RST, b"")
+    rig.balancer.packet_in(1, 2, build_tcp(wrong_ack.__class__(**{**wrong_ack.__dict__, "src": "10.0.0.99"})))
+    rig.balancer.packet_in(
+        1, 2, build_arp(2, "02:00:00:00:00:99", PROBE_MAC, "02:00:00:00:00:99", "10.0.0.77", PROBE_MAC, "0.0.0.0")
+    )
+    assert state(rig, "10.0.0.11")["state"] == "up"
+
+
+@pytest.mark.parametrize(
+    ("check", "words"),
+    [
+        ({"kind": "icmp"}, "health_check.kind: must be one of: arp, tcp, http, none"),
+        ({"kind": "tcp"}, "health_check.port: is required for a tcp check"),
+        ({"kind": "tcp", "port": 70000}, "health_check.port: must be an integer from 1 to 65535"),
+        ({"kind": "http", "port": 80, "path": "health"}, "health_check.path: must start with '/'"),
+        ({"kind": "http", "port": 80, "expect_status": 99}, "health_check.expect_status"),
+        ({"interval": 0.01}, "health_check.interval: must be a number from 0.05 to 3600"),
+        ({"interval": 0.3, "timeout": 0.5}, "health_check.timeout: must not exceed the interval"),
+        ({"rise": 0}, "health_check.rise"),
+        ({"fall": 101}, "health_check.fall"),
+        ({"kind": "arp", "target": "vip"}, "health_check.target: vip needs a tcp or http check"),
+        ({"colour": 1}, "health_check.colour: unknown field"),
+    ],
+)
+def test_health_check_rules(tmp_path, check, words):
+    rig = make_rig(tmp_path, probe_ip=PROBE_IP)
+    with pytest.raises(InvalidInput) as error:
+        rig.balancer.create_pool({"name": "web", "health_check": check})
+    assert words in str(error.value)
+    assert rig.balancer.list_pools() == []
+
+
+def test_tcp_checks_need_a_probe_address(tmp_path):
+    rig = make_rig(tmp_path)
+    with pytest.raises(InvalidInput, match="need the dsr.probe_ip setting"):
+        rig.balancer.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 80}})
+    rig.balancer.create_pool({"name": "web"})
+    with pytest.raises(InvalidInput, match="health_check.kind"):
+        rig.balancer.patch_pool("web", {"health_check": {"kind": "http", "port": 80}})
+    assert rig.balancer.pool_json("web")["health_check"]["kind"] == "arp"
+
+
+def test_patching_a_check_keeps_the_fields_not_given(tmp_path):
+    rig = make_rig(tmp_path, probe_ip=PROBE_IP)
+    rig.balancer.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 8080, "fall": 3}})
+    changed = rig.balancer.patch_pool("web", {"health_check": {"interval": 1.0}})["health_check"]
+    assert (changed["kind"], changed["port"], changed["fall"], changed["interval"]) == ("tcp", 8080, 3, 1.0)
