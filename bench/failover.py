@@ -14,12 +14,10 @@ Run as root:  python3 bench/failover.py [--intervals 0.1,0.3,1.0]
 from __future__ import annotations
 
 import argparse
-import calendar
-import json
 import sys
 import time
 
-from ryu_dsr.lab import TOOLS, Lab, rest
+from ryu_dsr.lab import Lab, parse_stamp, rest
 
 VIP = "10.0.0.100"
 BASE = "http://127.0.0.1:18094"
@@ -34,8 +32,7 @@ def wait_state(ip: str, state: str, since: float | None = None, timeout: float =
         if status["state"] == state:
             if since is None:
                 return 0.0
-            seconds, millis = status["since"].rstrip("Z").split(".")
-            return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000 - since
+            return parse_stamp(status["since"]) - since
         time.sleep(0.005)
     raise RuntimeError(f"{ip} did not become {state} in {timeout} s")
 
@@ -44,25 +41,13 @@ def run_case(lab: Lab, servers: dict, label: str, fail, restore) -> tuple[str, f
     wait_state("10.0.0.12", "up")
     time.sleep(1.0)
     log = f"bench-{len(lab.procs)}.json"
-    client = lab.spawn(
-        "c1",
-        sys.executable,
-        str(TOOLS / "dsr_client.py"),
-        f"http://{VIP}/",
-        "--count",
-        "150",
-        "--interval",
-        "0.02",
-        "--timeout",
-        "1",
-        log=log,
-    )
+    client = lab.spawn_client("c1", f"http://{VIP}/", "--count", "150", "--interval", "0.02", "--timeout", "1", log=log)
     time.sleep(1.0)
     failed_at = time.time()
     fail()
     detected = wait_state("10.0.0.12", "down" if "link" in label else "unhealthy", since=failed_at)
     client.wait(120)
-    report = json.loads((lab.run_dir / log).read_text().strip().splitlines()[-1])
+    report = lab.client_report(log)
     restore()
     return label, detected, report["failed"], report["ok"] + report["failed"]
 

@@ -9,6 +9,7 @@ after an interrupted run.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import shutil
@@ -164,6 +165,14 @@ class Lab:
         )
         return json.loads(out)
 
+    def spawn_client(self, host: str, url: str, *args: str, log: str) -> subprocess.Popen:
+        """tools/dsr_client.py in the background; ``client_report(log)`` reads
+        its JSON report once it has exited."""
+        return self.spawn(host, sys.executable, str(TOOLS / "dsr_client.py"), url, *args, log=log)
+
+    def client_report(self, log: str) -> dict:
+        return json.loads((self.run_dir / log).read_text().strip().splitlines()[-1])
+
     def set_link(self, host: str, up: bool) -> None:
         sh("ip", "link", "set", self.hosts[host].veth, "up" if up else "down")
 
@@ -305,6 +314,12 @@ class Lab:
         out = sh("pgrep", "-af", str(self.run_dir), check=False)
         found += [f"process {line}" for line in out.splitlines() if line.strip() and "pgrep" not in line]
         return found
+
+
+def parse_stamp(text: str) -> float:
+    """Seconds since the epoch of a REST time stamp like 2026-11-26T10:00:00.123Z."""
+    seconds, millis = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
 
 
 def rest(base: str, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object]:

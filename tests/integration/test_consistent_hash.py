@@ -4,11 +4,8 @@ a backend is added, weights change and a backend is drained."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
-from ryu_dsr.lab import TOOLS
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 STREAMS = 24
@@ -19,11 +16,8 @@ fabric = fabric_fixture("dsrh", rest_port=18091, of_port=16691)
 
 def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     fabric.create_web(backends=(11, 12))
-    report_file = fabric.lab.run_dir / "streams.json"
-    streams = fabric.lab.spawn(
+    streams = fabric.lab.spawn_client(
         "c1",
-        sys.executable,
-        str(TOOLS / "dsr_client.py"),
         f"http://{VIP}/",
         "--streams",
         str(STREAMS),
@@ -43,7 +37,7 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     time.sleep(1.0)
     assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[0] == 200
     assert streams.wait(60) == 0
-    report = json.loads(report_file.read_text().strip().splitlines()[-1])
+    report = fabric.lab.client_report("streams.json")
     broken = [r for r in report["results"] if not r["intact"]]
     assert report["intact"] == STREAMS, broken
     assert set(report["by_backend"]) == {"b11", "b12"}  # they started before b13 existed

@@ -4,29 +4,18 @@ back when the link does."""
 
 from __future__ import annotations
 
-import calendar
-import json
-import sys
 import time
 
-from ryu_dsr.lab import TOOLS
+from ryu_dsr.lab import parse_stamp
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 fabric = fabric_fixture("dsrl", rest_port=18092, of_port=16692)
 
 
-def parse_since(text: str) -> float:
-    seconds, millis = text.rstrip("Z").split(".")
-    return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
-
-
 def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric):
     fabric.create_web()
-    log = fabric.lab.run_dir / "failover.json"
-    client = fabric.lab.spawn(
+    client = fabric.lab.spawn_client(
         "c1",
-        sys.executable,
-        str(TOOLS / "dsr_client.py"),
         f"http://{VIP}/",
         "--count",
         "150",
@@ -46,12 +35,12 @@ def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric
         return status if status["state"] == "down" else None
 
     status = wait_for(b12_down, timeout=5, interval=0.01, what="b12 down")
-    handled = parse_since(status["since"]) - cut
+    handled = parse_stamp(status["since"]) - cut
     print(f"link down handled by the controller {handled * 1000:.0f} ms after the cut")
     assert handled < 1.0
     assert f"port {fabric.lab.hosts['b12'].ofport} is down" in status["reason"] and status["slots"] == 0
     assert client.wait(60) == 0
-    report = json.loads(log.read_text().strip().splitlines()[-1])
+    report = fabric.lab.client_report("failover.json")
     assert report["ok"] > 100
     # requests failed only in the moment of the cut, none after the table changed
     assert report["failed"] <= 3, report["errors"]

@@ -4,11 +4,8 @@ a VIP-targeted check catches a backend that lost the VIP from its loopback."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
-from ryu_dsr.lab import TOOLS
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 fabric = fabric_fixture("dsrk", rest_port=18093, of_port=16693)
@@ -24,11 +21,8 @@ def test_a_killed_server_leaves_within_a_second_and_returns_after_restart(fabric
         lambda: backend(fabric, "10.0.0.12")["health"]["last_result"].startswith("ok: GET / on 10.0.0.12:80"),
         what="a passing HTTP check",
     )
-    report_file = fabric.lab.run_dir / "health-client.json"
-    client = fabric.lab.spawn(
+    client = fabric.lab.spawn_client(
         "c1",
-        sys.executable,
-        str(TOOLS / "dsr_client.py"),
         f"http://{VIP}/",
         "--count",
         "200",
@@ -53,7 +47,7 @@ def test_a_killed_server_leaves_within_a_second_and_returns_after_restart(fabric
     assert detected < 1.0
     assert "refused" in status["reason"] and status["slots"] == 0
     assert client.wait(60) == 0
-    report = json.loads(report_file.read_text().strip().splitlines()[-1])
+    report = fabric.lab.client_report("health-client.json")
     failed = [t for t, b in report["timeline"] if b is None]
     print(f"{len(failed)} of {len(report['timeline'])} requests failed, all within the detection window")
     # failures only while the dead backend was still in the table: one window
