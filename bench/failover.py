@@ -66,7 +66,7 @@ def main() -> int:
             lab.make_backend(name, [VIP])
             servers[name] = lab.serve_http(name)
         lab.start_controller(
-            {"state_file": str(lab.run_dir / "state.json"), "probe_ip": "10.0.0.250"}, rest_port=18094, of_port=16694
+            {"state_file": str(lab.run_dir / "state.db"), "probe_ip": "10.0.0.250"}, rest_port=18094, of_port=16694
         )
         lab.wait_connected()
         rest(BASE, "POST", "/v1/pools", {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]})

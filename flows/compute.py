@@ -6,7 +6,6 @@ state and gets back the complete set of rules the switch should hold.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ryu_dsr.flows.pipeline import (
@@ -18,6 +17,7 @@ from ryu_dsr.flows.pipeline import (
     Kind,
     Priority,
     Table,
+    check_rule,
     owner,
     pin_cookie,
 )
@@ -51,6 +51,7 @@ class VipPlan:
     port: int | None
     hash: str
     pool_uid: int
+    n_slots: int  # size of the pool's slot table this VIP hashes into
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ class PoolPlan:
 
 @dataclass(frozen=True)
 class SwitchPlan:
+    """What a switch's rules depend on besides VIPs, pools and hosts."""
+
     mode: str  # 'ovs' (Nicira extensions) or 'plain' (OpenFlow 1.3 only)
     l2: str  # 'learning' (rules per learned host) or 'normal' (OFPP_NORMAL)
-    hosts: tuple[tuple[str, int], ...]  # (mac, port) learned on this switch
     probe_mac: str
     probe_ip: str | None = None  # answered by ARP in the switch, for health probes
     pin_idle_timeout: int = 300
@@ -136,13 +138,18 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         ),
         Rule(Table.ETH_DST, Priority.MISS, (), (Output("flood"),), owner=base),
     ]
-    host = owner(Kind.HOST)
-    for mac, port in sorted(switch.hosts):
-        rules.append(
-            Rule(Table.ETH_SRC, Priority.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host)
-        )
-        rules.append(Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host))
     return rules
+
+
+def host_rules(switch: SwitchPlan, mac: str, port: int | None) -> list[Rule]:
+    """L2 forwarding to and learning of one host (none in normal mode)."""
+    if switch.l2 == "normal" or port is None:
+        return []
+    host = owner(Kind.HOST)
+    return [
+        Rule(Table.ETH_SRC, Priority.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host),
+        Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host),
+    ]
 
 
 def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
@@ -159,37 +166,30 @@ def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
     )
 
 
-def vip_address_rules(switch: SwitchPlan, vips: Sequence[VipPlan]) -> list[Rule]:
-    """ARP and catch-all rules, one set per VIP address (VIPs may share an
-    address on different ports; the lowest uid owns the shared rules)."""
-    rules = []
-    by_ip: dict[str, VipPlan] = {}
-    for vip in sorted(vips, key=lambda v: v.uid):
-        by_ip.setdefault(vip.ip, vip)
-    for ip, vip in by_ip.items():
-        vip_owner = owner(Kind.VIP, vip.uid)
-        if switch.mode == "ovs":
-            answer = arp_responder_actions(ip, vip.mac)
-        else:
-            answer = (Output("controller"),)
-        rules += [
-            # A host that claims the VIP by ARP (a backend without
-            # arp_announce, say) is not heard: the switch alone answers.
-            Rule(Table.INGRESS, Priority.VIP_ARP_GUARD, match_items(eth_type=ETH_ARP, arp_spa=ip), (), owner=vip_owner),
-            Rule(
-                Table.INGRESS,
-                Priority.VIP_ARP,
-                match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
-                answer,
-                owner=vip_owner,
-            ),
-            # IP for the VIP that no VIP serves is dropped, not flooded.
-            Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(eth_type=ETH_IP, ipv4_dst=ip), (), owner=vip_owner),
-        ]
-    return rules
+def vip_address_rules(switch: SwitchPlan, ip: str, mac: str | None) -> list[Rule]:
+    """ARP answer, ARP guard and catch-all of one VIP address (VIPs may share
+    an address on different ports); none when no VIP uses the address."""
+    if mac is None:
+        return []
+    address_owner = owner(Kind.ADDRESS)
+    answer = arp_responder_actions(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
+    return [
+        # A host that claims the VIP by ARP (a backend without
+        # arp_announce, say) is not heard: the switch alone answers.
+        Rule(Table.INGRESS, Priority.VIP_ARP_GUARD, match_items(eth_type=ETH_ARP, arp_spa=ip), (), owner=address_owner),
+        Rule(
+            Table.INGRESS,
+            Priority.VIP_ARP,
+            match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+            answer,
+            owner=address_owner,
+        ),
+        # IP for the VIP that no VIP serves is dropped, not flooded.
+        Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(eth_type=ETH_IP, ipv4_dst=ip), (), owner=address_owner),
+    ]
 
 
-def vip_rules(switch: SwitchPlan, vip: VipPlan, n_slots: int) -> list[Rule]:
+def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     """The entry of one VIP's traffic into the balancing pipeline."""
     vip_owner = owner(Kind.VIP, vip.uid)
     fields = {"eth_type": ETH_IP, "ipv4_dst": vip.ip, "ip_proto": vip.ip_proto}
@@ -222,7 +222,7 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan, n_slots: int) -> list[Rule]:
             Priority.SLOT,
             match_items(**{REG_VIP: vip.uid}),
             (
-                Multipath(MULTIPATH_FIELDS[vip.hash], n_slots, REG_SLOT, SLOT_BITS),
+                Multipath(MULTIPATH_FIELDS[vip.hash], vip.n_slots, REG_SLOT, SLOT_BITS),
                 SetField(REG_POOL, vip.pool_uid),
             ),
             goto=Table.SLOTS,
@@ -280,19 +280,12 @@ def slot_rules(switch: SwitchPlan, pool: PoolPlan) -> list[Rule]:
     return rules
 
 
-def switch_rules(
-    switch: SwitchPlan, vips: Iterable[VipPlan], pools: Iterable[PoolPlan], n_slots: int
-) -> dict[tuple, Rule]:
-    """Every rule the switch should hold, by key."""
-    vips = list(vips)
-    rules = base_rules(switch) + vip_address_rules(switch, vips)
-    for vip in vips:
-        rules += vip_rules(switch, vip, n_slots)
-    for pool in pools:
-        rules += slot_rules(switch, pool)
-    by_key: dict[tuple, Rule] = {}
+def checked(rules: list[Rule]) -> list[Rule]:
+    """``rules``, each held to its table's contract, keys unique."""
+    keys = set()
     for rule in rules:
-        if rule.key in by_key:
+        check_rule(rule)
+        if rule.key in keys:
             raise ValueError(f"two rules with one key: {rule.key}")
-        by_key[rule.key] = rule
-    return by_key
+        keys.add(rule.key)
+    return rules

@@ -1,4 +1,5 @@
-"""The pipeline as data: tables, priority bands, registers and cookie owners.
+"""The pipeline as data: tables and their contract, priority bands,
+registers and cookie owners.
 
 Open vSwitch mode (Nicira extensions)::
 
@@ -11,11 +12,17 @@ Plain OpenFlow 1.3 mode::
 
     INGRESS --VIP traffic: write_metadata(pool)--> SLOTS (masked ipv4_src bits) --> ETH_SRC --> ETH_DST
        +--ARP for a VIP: to the controller, which answers
+
+``CONTRACT`` writes down, once, what each table may match, which tables it
+may go to and what happens on a miss; ``check_rule`` holds every computed
+rule to it (in the manner of Faucet's ``faucet_pipeline.py``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class Table(IntEnum):
@@ -54,19 +61,78 @@ SLOT_BITS = 16
 MAX_SLOTS_OVS = 1 << SLOT_BITS
 
 
+@dataclass(frozen=True)
+class TableContract:
+    """What one table may hold."""
+
+    matches: frozenset[str]  # fields a rule of this table may match
+    next_tables: frozenset[int]  # where a rule may go (goto or resubmit)
+    miss: str  # what a packet that matches nothing gets
+
+
+_L3L4 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
+_ARP = {"arp_op", "arp_spa", "arp_tpa"}
+
+CONTRACT: dict[int, TableContract] = {
+    Table.INGRESS: TableContract(
+        frozenset(_L3L4 | _ARP | {"eth_dst"}),
+        frozenset({Table.PINS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC}),
+        "to ETH_SRC (a MISS rule)",
+    ),
+    Table.PINS: TableContract(frozenset(_L3L4), frozenset(), "nothing: resubmit returns"),
+    Table.DECIDE: TableContract(
+        frozenset({REG_VIP, REG_PINNED}), frozenset({Table.SLOTS, Table.ETH_SRC}), "drop (no rule for the VIP)"
+    ),
+    Table.SLOTS: TableContract(
+        frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", REG_POOL, REG_SLOT}),
+        frozenset({Table.ETH_SRC}),
+        "drop (a slot with no backend)",
+    ),
+    Table.ETH_SRC: TableContract(
+        frozenset({"in_port", "eth_src"}), frozenset({Table.ETH_DST}), "learning: to the controller and ETH_DST"
+    ),
+    Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
+}
+
+
+def check_rule(rule: Any) -> None:
+    """Raise ValueError if ``rule`` breaks its table's contract."""
+    contract = CONTRACT.get(rule.table)
+    if contract is None:
+        raise ValueError(f"rule in unknown table {rule.table}")
+    extra = {name for name, _value in rule.match} - contract.matches
+    if extra:
+        raise ValueError(f"table {Table(rule.table).name} does not match on {', '.join(sorted(extra))}")
+    targets = {rule.goto} if rule.goto is not None else set()
+    targets |= {action.table for action in rule.actions if type(action).__name__ == "Resubmit"}
+    wrong = targets - contract.next_tables
+    if wrong:
+        names = ", ".join(Table(t).name for t in sorted(wrong))
+        raise ValueError(f"table {Table(rule.table).name} may not go to {names}")
+
+
 class Kind(IntEnum):
     """Cookie bits 63..56: what kind of owner a flow has."""
 
     BASE = 0x01  # table-miss and control rules
-    VIP = 0x02  # everything one VIP owns (ARP, ingress, decide)
+    VIP = 0x02  # one VIP's entry and decide rules
     POOL = 0x03  # slot rules of one pool
     PIN = 0x04  # learned pins of one backend (never diffed, only deleted)
-    HOST = 0x05  # L2 forwarding for one learned host
+    HOST = 0x05  # L2 forwarding for one host (owner: its MAC, read from the match)
+    ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
 
 
 OWNER_UID_BITS = 24
 KIND_MASK = 0xFF << 56
 OWNER_MASK = KIND_MASK | (((1 << OWNER_UID_BITS) - 1) << 32)
+
+# What the controller diffs by: (kind, id). The id is a uid for VIPs and
+# pools, the MAC for hosts, the address for VIP addresses.
+Owner = tuple[Kind, Any]
+BASE_OWNER: Owner = (Kind.BASE, 0)
+# Order in which dirty owners are written: slot rules before the VIP rules
+# that hash into them, so a table that grows is complete before a VIP uses it.
+PHASE = {Kind.POOL: 0, Kind.VIP: 1, Kind.ADDRESS: 2, Kind.HOST: 3, Kind.BASE: 4}
 
 
 def owner(kind: Kind, uid: int = 0) -> int:
@@ -83,3 +149,27 @@ def pin_cookie(backend_uid: int) -> int:
 
 def kind_of(cookie: int) -> int:
     return (cookie >> 56) & 0xFF
+
+
+def uid_of(cookie: int) -> int:
+    return (cookie >> 32) & ((1 << OWNER_UID_BITS) - 1)
+
+
+def owner_of(key: tuple, cookie: int) -> Owner | None:
+    """The owner of a flow read from a switch; None for learned pins (never
+    diffed). A flow whose cookie names no known kind belongs to no one and
+    is removed by the next resync."""
+    kind = kind_of(cookie)
+    _table, _priority, match = key
+    fields = dict(match)
+    if kind == Kind.PIN:
+        return None
+    if kind == Kind.HOST:
+        return (Kind.HOST, fields.get("eth_src") or fields.get("eth_dst"))
+    if kind == Kind.ADDRESS:
+        return (Kind.ADDRESS, fields.get("arp_spa") or fields.get("arp_tpa") or fields.get("ipv4_dst"))
+    if kind in (Kind.VIP, Kind.POOL):
+        return (Kind(kind), uid_of(cookie))
+    if kind == Kind.BASE:
+        return BASE_OWNER
+    return (Kind.BASE, "unknown")

@@ -13,14 +13,16 @@ import re
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
+from ryu_dsr.rest import views
 from webob import Request, Response
 
 from ryu_dsr.model import Conflict, InvalidInput, NotFound
 
 LOG = logging.getLogger("ryu_dsr.rest")
 NAME = r"(?P<{}>[^/]+)"
-MAX_BODY = 1 << 20
+MAX_BODY = 64 << 20  # a PUT /v1/config of 10,000 VIPs is a few MB
 
 
 def _route(pattern: str) -> re.Pattern:
@@ -28,43 +30,78 @@ def _route(pattern: str) -> re.Pattern:
     return re.compile(f"^{regex}$")
 
 
-class DsrApi:
-    """Routes: (method, path pattern) -> handler(balancer, body, **params)."""
+class Call:
+    """One request as a handler sees it."""
 
-    def __init__(self, balancer: Any) -> None:
+    def __init__(self, body: Any, query: dict[str, str], who: str) -> None:
+        self.body = body
+        self.query = query
+        self.who = who
+
+
+class DsrApi:
+    """Routes: (method, path pattern) -> handler(call, **params).
+
+    ``settle()``, if given, waits until the switches hold an accepted change
+    and returns the switches that did not confirm it (dpid -> why); a change
+    they did not confirm is answered 503 naming them."""
+
+    def __init__(self, balancer: Any, settle: Callable[[], dict[int, str]] | None = None) -> None:
         self.balancer = balancer
+        self.settle = settle
         b = balancer
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
-        add("GET", "/v1/openapi.json", lambda body: (200, openapi_document()))
-        add("GET", "/v1/pools", lambda body: (200, b.list_pools()))
-        add("POST", "/v1/pools", lambda body: (201, b.create_pool(body)))
-        add("GET", "/v1/pools/{pool}", lambda body, pool: (200, b.pool_json(pool)))
-        add("PATCH", "/v1/pools/{pool}", lambda body, pool: (200, b.patch_pool(pool, body)))
-        add("DELETE", "/v1/pools/{pool}", lambda body, pool: (204, b.delete_pool(pool)))
-        add("GET", "/v1/pools/{pool}/backends", lambda body, pool: (200, b.list_backends(pool)))
-        add("POST", "/v1/pools/{pool}/backends", lambda body, pool: (201, b.add_backend(pool, body)))
+        add("GET", "/v1/openapi.json", lambda c: (200, openapi_document()))
+        add("GET", "/v1/config", lambda c: (200, b.config.document()))
+        add("PUT", "/v1/config", lambda c: (200, b.apply_document(c.body, _dry_run(c.query), c.who)))
+        add("GET", "/v1/pools", lambda c: _paged(views.list_pools(b, c.query)))
+        add("POST", "/v1/pools", lambda c: (201, views.pool_json(b, b.create_pool(c.body, c.who).name)))
+        add("GET", "/v1/pools/{pool}", lambda c, pool: (200, views.pool_json(b, pool)))
+        add(
+            "PATCH",
+            "/v1/pools/{pool}",
+            lambda c, pool: (200, _then(b.patch_pool(pool, c.body, c.who), views.pool_json(b, pool))),
+        )
+        add("DELETE", "/v1/pools/{pool}", lambda c, pool: (204, b.delete_pool(pool, c.who)))
+        add(
+            "GET",
+            "/v1/pools/{pool}/backends",
+            lambda c, pool: (200, [views.backend_json(b, pool, ip) for ip in b.config.pool(pool).backends]),
+        )
+        add(
+            "POST",
+            "/v1/pools/{pool}/backends",
+            lambda c, pool: (201, views.backend_json(b, pool, b.add_backend(pool, c.body, c.who).ip)),
+        )
         add(
             "GET",
             "/v1/pools/{pool}/backends/{backend}",
-            lambda body, pool, backend: (200, b.backend_json(pool, backend)),
+            lambda c, pool, backend: (200, views.backend_json(b, pool, backend)),
         )
         add(
             "PATCH",
             "/v1/pools/{pool}/backends/{backend}",
-            lambda body, pool, backend: (200, b.patch_backend(pool, backend, body)),
+            lambda c, pool, backend: (
+                200,
+                _then(b.patch_backend(pool, backend, c.body, c.who), views.backend_json(b, pool, backend)),
+            ),
         )
         add(
             "DELETE",
             "/v1/pools/{pool}/backends/{backend}",
-            lambda body, pool, backend: (204, b.delete_backend(pool, backend)),
+            lambda c, pool, backend: (204, b.delete_backend(pool, backend, c.who)),
         )
-        add("GET", "/v1/vips", lambda body: (200, b.list_vips()))
-        add("POST", "/v1/vips", lambda body: (201, b.create_vip(body)))
-        add("GET", "/v1/vips/{vip}", lambda body, vip: (200, b.vip_json(vip)))
-        add("PATCH", "/v1/vips/{vip}", lambda body, vip: (200, b.patch_vip(vip, body)))
-        add("DELETE", "/v1/vips/{vip}", lambda body, vip: (204, b.delete_vip(vip)))
-        add("GET", "/v1/switches", lambda body: (200, b.list_switches()))
+        add("GET", "/v1/vips", lambda c: _paged(views.list_vips(b, c.query)))
+        add("POST", "/v1/vips", lambda c: (201, views.vip_json(b, b.create_vip(c.body, c.who).name)))
+        add("GET", "/v1/vips/{vip}", lambda c, vip: (200, views.vip_json(b, vip)))
+        add(
+            "PATCH",
+            "/v1/vips/{vip}",
+            lambda c, vip: (200, _then(b.patch_vip(vip, c.body, c.who), views.vip_json(b, vip))),
+        )
+        add("DELETE", "/v1/vips/{vip}", lambda c, vip: (204, b.delete_vip(vip, c.who)))
+        add("GET", "/v1/switches", lambda c: (200, views.switches_json(b)))
 
     def _add(self, method: str, pattern: str, handler: Callable[..., tuple[int, Any]]) -> None:
         self.routes.append((method, pattern, _route(pattern), handler))
@@ -83,8 +120,9 @@ class DsrApi:
             if method != request.method:
                 continue
             try:
-                body = self._body(request) if method in ("POST", "PATCH") else None
-                status, result = handler(body, **found.groupdict())
+                body = self._body(request) if method in ("POST", "PATCH", "PUT") else None
+                call = Call(body, dict(request.GET), request.client_addr or "local")
+                result = handler(call, **found.groupdict())
             except InvalidInput as error:
                 return _error(400, "invalid", str(error), error.field)
             except NotFound as error:
@@ -94,9 +132,26 @@ class DsrApi:
             except OSError as error:
                 LOG.error("cannot save state: %s", error)
                 return _error(500, "not_saved", f"the change was not saved, nothing changed: {error}")
+            status, payload = result[0], result[1]
+            writes = method != "GET" and not (method == "PUT" and payload.get("dry_run"))
+            if writes and self.settle is not None:
+                unconfirmed = self.settle()
+                if unconfirmed:
+                    names = "; ".join(f"switch {dpid:016x}: {why}" for dpid, why in sorted(unconfirmed.items()))
+                    return _error(
+                        503,
+                        "not_confirmed",
+                        f"the change is saved but not confirmed by every switch ({names}); "
+                        "it is applied when the switch is back in line",
+                    )
             if status == 204:
                 return Response(status=204)
-            return _json(status, result)
+            response = _json(status, payload)
+            if len(result) > 2 and result[2]:
+                response.headers["X-Next-Cursor"] = result[2]
+                query = dict(request.GET, cursor=result[2])
+                response.headers["Link"] = f'<{request.path_info}?{urlencode(query)}>; rel="next"'
+            return response
         if allowed:
             response = _error(
                 405, "method_not_allowed", f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
@@ -116,6 +171,22 @@ class DsrApi:
             return json.loads(raw)
         except ValueError as error:
             raise InvalidInput("body", f"is not valid JSON: {error}") from None
+
+
+def _then(_done: Any, value: Any) -> Any:
+    return value
+
+
+def _paged(listed: tuple[list, Any]) -> tuple[int, list, str | None]:
+    items, page = listed
+    return 200, items, page.next
+
+
+def _dry_run(query: dict[str, str]) -> bool:
+    value = query.get("dry_run", "false")
+    if value not in ("true", "false"):
+        raise InvalidInput("dry_run", "must be true or false")
+    return value == "true"
 
 
 def _json(status: int, payload: Any) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
 
 from ryu_dsr import ofp
 
@@ -17,6 +18,7 @@ LOG = logging.getLogger("ryu_dsr")
 TICK_SECONDS = 0.05  # health probes are scheduled on this grain
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
 _FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
+SENT_REMEMBERED = 100000  # flow mods remembered by xid, to name what a switch refused
 
 
 def _register_options():
@@ -36,16 +38,10 @@ class _RestController(ofp.ControllerBase):
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
         self.api = data["api"]
-        self.app = data["app"]
 
     @ofp.route("dsr", "/v1/{path}", requirements={"path": ".*"})
     def dispatch(self, req, **_kwargs):
-        response = self.api.handle(req)
-        if req.method in ("POST", "PATCH", "DELETE") and response.status_int < 300:
-            # Answer once the switches hold the change: after a DELETE of a
-            # backend returns, no new connection goes to it.
-            self.app.wait_settled(SETTLE_SECONDS)
-        return response
+        return self.api.handle(req)
 
 
 class DsrApp(ofp.RyuApp):
@@ -58,32 +54,37 @@ class DsrApp(ofp.RyuApp):
         from ryu_dsr.model import InvalidInput
         from ryu_dsr.rest.api import DsrApi
         from ryu_dsr.settings import OPTIONS, Settings
-        from ryu_dsr.store import StateFileError, Store, load_declared
+        from ryu_dsr.store import StateFileError, open_store, plan_declared
 
         conf = _register_options()
         try:
             settings = Settings.from_mapping({o.name: getattr(conf.dsr, o.name) for o in OPTIONS})
-            store = Store(settings.state_file or None)
+            store = open_store(settings.state_file or None)
             saved = store.load()
-            state = load_declared(saved, settings.declared_file)
-            if state is not saved:
-                store.save(state)
+            declared = plan_declared(saved.config, settings.declared_file)
+            self.datapaths = {}
+            self.outboxes = {}  # dpid -> queue of command lists, written by one green thread each
+            self.connecting = {}  # dpid -> {"desc", "ports_down", "installed"}
+            self.reading = {}  # dpid -> flows read so far for a resync
+            self.sent = {}  # dpid -> OrderedDict xid -> what it was, to name what a switch refused
+            self.balancer = Balancer(
+                settings, store, self._send, saved=saved, wake=self._wake, read_flows=self._read_flows
+            )
+            if declared:
+                self.balancer.commit(declared, who="declared file")
         except (InvalidInput, StateFileError) as error:
             LOG.error("ryu_dsr cannot start: %s", error)
             sys.exit(f"ryu_dsr: {error}")
-        self.datapaths = {}
-        self.outboxes = {}  # dpid -> queue of command lists, written by one green thread each
-        self.connecting = {}  # dpid -> {"desc", "ports_down", "installed"}
-        self.balancer = Balancer(settings, store, self._send, state=state, wake=self._wake)
         LOG.info(
             "ryu_dsr: %d pools, %d VIPs; state file %s",
-            len(state.pools),
-            len(state.vips),
+            len(self.balancer.config.pools),
+            len(self.balancer.config.vips),
             settings.state_file or "(none)",
         )
         self.busy = set()  # dpids whose sender is writing
         self.barriers = {}  # dpid -> xid of the last barrier not yet answered
-        kwargs["wsgi"].register(_RestController, {"api": DsrApi(self.balancer), "app": self})
+        api = DsrApi(self.balancer, settle=lambda: self.wait_settled(SETTLE_SECONDS))
+        kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
 
     # -- output --
@@ -106,8 +107,21 @@ class DsrApp(ofp.RyuApp):
 
     def _wake(self, dpid):
         outbox = self.outboxes.get(dpid)
-        if outbox is not None:
+        if outbox is not None and dpid not in self.busy:
             outbox.put(_FLUSH)
+
+    def _transmit(self, datapath, command):
+        message = ofp.to_message(command, datapath)
+        if not datapath.send_msg(message):
+            raise ConnectionError("the switch connection is closed")
+        sent = self.sent.setdefault(datapath.id, OrderedDict())
+        if isinstance(command, ofp.Barrier):
+            self.barriers[datapath.id] = message.xid
+            ofp.hub.sleep(0)  # a step is written: let REST and events run
+        else:
+            sent[message.xid] = ofp.describe(command)
+            while len(sent) > SENT_REMEMBERED:
+                sent.popitem(last=False)
 
     def _drain(self, datapath, outbox):
         """The one green thread that writes to a switch."""
@@ -119,28 +133,45 @@ class DsrApp(ofp.RyuApp):
             self.busy.add(dpid)
             try:
                 if commands is _FLUSH:
-                    commands = self.balancer.flush(dpid)
-                for command in commands:
-                    message = ofp.to_message(command, datapath)
-                    if not datapath.send_msg(message):
-                        return
-                    if isinstance(command, ofp.Barrier):
-                        self.barriers[dpid] = message.xid
+                    self.balancer.write(dpid, lambda command: self._transmit(datapath, command))
+                else:
+                    for command in commands:
+                        self._transmit(datapath, command)
+            except Exception as error:  # never end the writer: resync the switch instead
+                LOG.exception("switch %016x: write failed", dpid)
+                self.balancer.write_failed(dpid, f"{type(error).__name__}: {error}")
             finally:
                 self.busy.discard(dpid)
+            if self.balancer.pending(dpid):
+                outbox.put(_FLUSH)
+
+    def _read_flows(self, dpid):
+        datapath = self.datapaths.get(dpid)
+        if datapath is not None:
+            self.reading[dpid] = {}
+            datapath.send_msg(ofp.flow_stats_request(datapath))
 
     def settled(self) -> bool:
         """Every change computed so far is written and confirmed by a barrier."""
-        if self.balancer.dirty or self.busy or self.barriers:
+        if self.busy or self.barriers or any(self.balancer.pending(d) for d in self.datapaths):
             return False
         return all(outbox.qsize() == 0 for outbox in self.outboxes.values())
 
-    def wait_settled(self, timeout: float) -> bool:
+    def wait_settled(self, timeout: float) -> dict:
+        """Wait until the switches hold every change; the ones that did not
+        confirm in time, and why."""
         waited = 0.0
         while not self.settled() and waited < timeout:
+            if any(sw.failure for sw in self.balancer.switches.values()):
+                break
             ofp.hub.sleep(0.005)
             waited += 0.005
-        return self.settled()
+        if self.settled() and not self.balancer.unconfirmed():
+            return {}
+        late = self.balancer.unconfirmed()
+        for dpid in set(self.barriers) | self.busy:
+            late.setdefault(dpid, f"no barrier reply within {timeout:g} s")
+        return late or {0: f"not confirmed within {timeout:g} s"}
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPBarrierReply, ofp.MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
@@ -187,12 +218,17 @@ class DsrApp(ofp.RyuApp):
     def _flows(self, ev):
         dpid = ev.msg.datapath.id
         pending = self.connecting.get(dpid)
-        if pending is None:
+        installed = pending["installed"] if pending is not None else self.reading.get(dpid)
+        if installed is None:
             return
         for stat in ev.msg.body:
             key, cookie = ofp.installed_key(stat)
-            pending["installed"][key] = cookie
+            installed[key] = cookie
         if ofp.more_replies(ev.msg):
+            return
+        if pending is None:
+            del self.reading[dpid]
+            self.balancer.flows_read(dpid, installed)
             return
         del self.connecting[dpid]
         desc = pending["desc"]
@@ -208,6 +244,8 @@ class DsrApp(ofp.RyuApp):
         if datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
             del self.datapaths[datapath.id]
             self.connecting.pop(datapath.id, None)
+            self.reading.pop(datapath.id, None)
+            self.sent.pop(datapath.id, None)
             outbox = self.outboxes.pop(datapath.id, None)
             if outbox is not None:
                 outbox.put(None)
@@ -230,10 +268,6 @@ class DsrApp(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
     def _error(self, ev):
         msg = ev.msg
-        LOG.error(
-            "switch %016x refused a message: type %d code %d: %s",
-            msg.datapath.id,
-            msg.type,
-            msg.code,
-            bytes(msg.data[:64]).hex(),
-        )
+        dpid = msg.datapath.id
+        what = self.sent.get(dpid, {}).get(msg.xid, f"message xid {msg.xid}")
+        self.balancer.openflow_error(dpid, f"{what}: error type {msg.type} code {msg.code}")

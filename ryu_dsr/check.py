@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ryu_dsr.store import StateFileError, Store, load_declared
+from ryu_dsr.store import StateFileError, open_store, plan_declared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,11 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", help="a saved state file to check, and to apply the declared file on")
     args = parser.parse_args(argv)
     try:
-        state = load_declared(Store(args.state).load(), args.declared)
+        config = open_store(args.state).load().config if args.state else None
+        if config is None:
+            from ryu_dsr.model import Config
+
+            config = Config()
+        change = plan_declared(config, args.declared)
     except StateFileError as error:
         print(f"invalid: {error}")
         return 1
-    print(f"ok: {len(state.pools)} pools, {len(state.vips)} VIPs")
+    config.apply(change)
+    print(f"ok: {len(config.pools)} pools, {len(config.vips)} VIPs")
     return 0
 
 

@@ -2,138 +2,260 @@
 
 The Ryu shell (``ryu_dsr/__init__.py``) turns OpenFlow events into calls on
 ``Balancer`` and hands it a ``send(dpid, commands)`` function; the REST API
-calls the service methods. Time comes from an injected clock.
+(``ryu_dsr.rest``) calls the service methods. Time comes from an injected
+clock.
+
+Every change costs what it touches: a REST change is planned against the
+desired state's indexes (``model.Config``), saved as the rows it changes
+(``store``), and marks the rule owners it touches dirty on each switch
+(``sync``); a learned host marks its own L2 rules, a health transition or a
+backend found by ARP its pool's slot rules. The jobs live in their own
+modules: ``slots`` (slot tables), ``locator`` (where backends are),
+``health`` (checks), ``switches`` and ``sync`` (what each switch holds).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import networkx
 
-from ryu_dsr.flows.compute import PoolPlan, SlotTarget, SwitchPlan, VipPlan, switch_rules
-from ryu_dsr.flows.diff import diff
-from ryu_dsr.flows.maglev import rebalance
+from ryu_dsr.flows.compute import (
+    PoolPlan,
+    SlotTarget,
+    SwitchPlan,
+    VipPlan,
+    base_rules,
+    checked,
+    host_rules,
+    slot_rules,
+    vip_address_rules,
+    vip_rules,
+)
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
-from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
-from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
+from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, owner_of
+from ryu_dsr.flows.rules import Command, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
-from ryu_dsr.model import Conflict, InvalidInput, NotFound, State, parse_backend, parse_pool, parse_vip
-from ryu_dsr.store import Store
+from ryu_dsr.locator import BackendLocator, Location
+from ryu_dsr.model import Backend, Change, Config, Conflict, InvalidInput, NotFound, Pool
+from ryu_dsr.slots import SlotPlanner
+from ryu_dsr.store import MemoryStore, Saved, Store
+from ryu_dsr.switches import Switch
 
 LOG = logging.getLogger("ryu_dsr")
-ALL_ONES = (1 << 64) - 1
-REPROBE_SECONDS = 30.0  # a found backend is asked again this often, to notice a new MAC
 
 Send = Callable[[int, list], None]
 
 
-@dataclass
-class Location:
-    """Where a backend was found: its MAC and the switch port behind it."""
-
-    mac: str
-    dpid: int | None
-    port: int | None
-    since: float
-
-
-@dataclass
-class Switch:
-    dpid: int
-    mode: str  # 'ovs' or 'plain'
-    description: str = ""
-    ports_down: set[int] = field(default_factory=set)
-    hosts: OrderedDict[str, int] = field(default_factory=OrderedDict)  # mac -> port, oldest first
-    installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
-    pins_to_delete: set[int] = field(default_factory=set)  # backend uids
+def utc_stamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 class Balancer:
-    """Desired state, what each switch holds, and how to get from one to the other."""
+    """Desired state, runtime data, what each switch holds, and how to get
+    from one to the other."""
 
     def __init__(
         self,
         settings: Any,
-        store: Store,
-        send: Send,
+        store: Store | None = None,
+        send: Send | None = None,
         clock: Callable[[], float] = time.monotonic,
-        state: State | None = None,
+        saved: Saved | None = None,
         wake: Callable[[int], None] | None = None,
         wall: Callable[[], float] = time.time,
+        read_flows: Callable[[int], None] | None = None,
     ) -> None:
         """``send(dpid, commands)`` delivers commands in order. ``wake(dpid)``,
-        if given, asks the caller to call ``flush(dpid)`` when that switch's
-        sender is free; without it every change is flushed at once."""
+        if given, asks the caller to run ``write(dpid, ...)`` when that
+        switch's writer is free; without it every change is flushed through
+        ``send`` at once. ``read_flows(dpid)`` asks for the switch's flow
+        table (answered by ``flows_read``), for a resync."""
         self.settings = settings
-        self.store = store
-        self.send = send
+        self.store = store if store is not None else MemoryStore()
+        self.send = send or (lambda dpid, commands: None)
         self.clock = clock
-        self.state = state if state is not None else store.load()
+        self.wall = wall
+        self.wake = wake
+        self.read_flows = read_flows
+        saved = saved if saved is not None else self.store.load()
+        self.config: Config = saved.config
         self.switches: dict[int, Switch] = {}
         self.topology = networkx.Graph()  # switches and the hosts seen on their ports
-        # backend ip -> where ARP found it; starts from the saved state
-        self.found: dict[str, Location] = {
-            ip: Location(where["mac"], where["dpid"], where["port"], self.clock())
-            for ip, where in self.state.found.items()
-        }
-        self.last_probe: dict[str, float] = {}
-        self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
-        self.timed_out_drains: set[int] = set()
-        self.pinned_backends: set[int] = set()  # uids whose pins may exist on switches
-        self.wake = wake
-        self.wall = wall
+        self.planner = SlotPlanner(settings.table_size, 1 << settings.plain_slot_bits)
+        self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
         self.health_reasons: dict[tuple[str, str], str] = {}  # why a backend became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
-        self.dirty: set[int] = set()  # switches waiting for a flush
-        self.plan: tuple[list[VipPlan], dict[int, list[PoolPlan]]] | None = None
+        self.pinnable: dict[str, set[int]] = {}  # pool -> backend uids whose pins may exist
+        self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
+        self.timed_out_drains: set[int] = set()
+        self.pool_names: dict[int, str] = {}  # uid -> name
+        self.vip_names: dict[int, str] = {}
+        self.at: dict[str, tuple[str | None, int | None, int | None]] = {}  # backend ip -> mac, dpid, port
+        self.ips_by_mac: dict[str, set[str]] = {}
+        self.ips_at: dict[tuple[int | None, int | None], set[str]] = {}
+        self.counters = {"changes": 0, "rules_computed": 0, "write_failures": 0, "openflow_errors": 0}
+        now = self.clock()
+        for ip, where in saved.found.items():
+            self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now)
+        for name, body in saved.slots.items():
+            try:
+                self.planner.restore(name, body)
+            except InvalidInput as error:
+                LOG.warning("slot tables of pool %s not used (%s): rebuilt", name, error)
+        for name, pool in self.config.pools.items():
+            self.pool_names[pool.uid] = name
+            for ip in pool.backends:
+                self._locate(ip)
+        for name, vip in self.config.vips.items():
+            self.vip_names[vip.uid] = name
+        for name in self.config.pools:
+            self._refresh_pool(name, resize=name not in saved.slots)
 
-    # ------------------------------------------------------------------ state
+    # ================================================================ changes
 
-    def replace_state(self, new: State) -> None:
-        """Accept a checked state: save it first, then program the switches.
-        If saving fails, nothing changes and the error goes to the caller."""
-        for pool in new.pools.values():
-            if pool.health_check.kind in ("tcp", "http") and not self.settings.probe_ip:
+    def commit(self, change: Change, who: str = "") -> None:
+        """Accept a checked change: save it (with the slot tables it makes),
+        then apply it and mark what it touches. If saving fails, nothing
+        changes and the error goes to the caller."""
+        self._check_settings(change)
+        planned = {}
+        for name, pool in change.pools.items():
+            if pool is not None:
+                planned[name] = self._plan_tables(pool)
+        slots = {name: _saved_tables(plan) for name, plan in planned.items() if plan is not None}
+        self.store.write(change, slots)
+        old_pools = {name: self.config.pools.get(name) for name in change.pools}
+        old_vips = {name: self.config.vips.get(name) for name in change.vips}
+        self.config.apply(change)
+        self.counters["changes"] += 1
+        touched: set[Owner] = set()
+        for name, old in old_vips.items():
+            new = change.vips[name]
+            for vip in (old, new):
+                if vip is not None:
+                    touched |= {
+                        (Kind.VIP, vip.uid),
+                        (Kind.ADDRESS, vip.ip),
+                        (Kind.POOL, self.config_pool_uid(vip.pool)),
+                    }
+            if old is not None and (new is None or new.uid != old.uid):
+                self.vip_names.pop(old.uid, None)
+            if new is not None:
+                self.vip_names[new.uid] = name
+        for name, old in old_pools.items():
+            new = change.pools[name]
+            if old is not None:
+                touched.add((Kind.POOL, old.uid))
+                self.pool_names.pop(old.uid, None)
+            if new is None:
+                self.planner.forget(name)
+                self._pool_gone(name, old)
+                continue
+            self.pool_names[new.uid] = name
+            if planned.get(name) is not None:
+                self.planner.install(name, planned[name])
+            for ip in set(new.backends) | set(old.backends if old else ()):
+                touched |= self._locate(ip)
+            if old is not None:
+                for ip in set(old.backends) - set(new.backends):
+                    self.health.forget((name, ip))
+                    self.transitions.pop((name, ip), None)
+                    LOG.info("pool %s backend %s: removed", name, ip)
+            touched |= self._refresh_pool(name, save=False)
+            touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
+        touched.discard((Kind.POOL, None))
+        if who:
+            LOG.info("change by %s: %s", who, change.summary(self.config))
+        self._mark(touched)
+        self._probe(force=False)
+
+    def config_pool_uid(self, name: str) -> int | None:
+        pool = self.config.pools.get(name)
+        return pool.uid if pool else None
+
+    def _check_settings(self, change: Change) -> None:
+        for name, pool in change.pools.items():
+            if pool is not None and pool.health_check.kind in ("tcp", "http") and not self.settings.probe_ip:
                 raise InvalidInput(
                     "health_check.kind",
-                    f"{pool.health_check.kind} checks need the dsr.probe_ip setting "
+                    f"pool {name}: {pool.health_check.kind} checks need the dsr.probe_ip setting "
                     "(an unused address in the backends' subnet)",
                 )
-        new.found = self._found_json()
-        self._refresh_tables(new)  # saved with the change: one write
-        self.store.save(new)
-        self.state = new
-        self.sync_all()
-        self.probe_backends()
+
+    def _pool_gone(self, name: str, old: Pool | None) -> None:
+        if old is None:
+            return
+        for ip in old.backends:
+            self.health.forget((name, ip))
+            self.transitions.pop((name, ip), None)
+            self._locate(ip)
+        gone = self.pinnable.pop(name, set())
+        self._delete_pins(gone)
 
     # ----------------------------------------------------------- REST service
 
-    def list_pools(self) -> list[dict]:
-        return [self.pool_json(name) for name in self.state.pools]
+    def create_pool(self, body: Any, who: str = "") -> Pool:
+        from ryu_dsr.model import parse_pool
 
-    def pool_json(self, name: str) -> dict:
-        pool = self.state.pool(name)
-        out = pool.to_json()
-        out["backends"] = [self.backend_json(name, ip) for ip in pool.backends]
-        return out
+        pool = parse_pool(body)
+        self.commit(self.config.plan_pool(pool), who)
+        return pool
 
-    def backend_json(self, pool_name: str, ip: str) -> dict:
-        backend = self.state.backend(pool_name, ip)
-        out = backend.to_json()
-        out["status"] = self.backend_status(pool_name, ip)
-        return out
+    def patch_pool(self, name: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_pool_patch(name, body), who)
 
-    def backend_state(self, pool_name: str, backend) -> tuple[str, str]:
+    def delete_pool(self, name: str, who: str = "") -> None:
+        self.commit(self.config.plan_pool_delete(name), who)
+
+    def add_backend(self, pool_name: str, body: Any, who: str = "") -> Backend:
+        from ryu_dsr.model import parse_backend
+
+        self.config.pool(pool_name)
+        backend = parse_backend(body)
+        self.commit(self.config.plan_backend(pool_name, backend), who)
+        return backend
+
+    def patch_backend(self, pool_name: str, ip: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_backend_patch(pool_name, ip, body), who)
+
+    def delete_backend(self, pool_name: str, ip: str, who: str = "") -> None:
+        self.commit(self.config.plan_backend_delete(pool_name, ip), who)
+
+    def create_vip(self, body: Any, who: str = "") -> None:
+        from ryu_dsr.model import parse_vip
+
+        vip = parse_vip(body)
+        self.commit(self.config.plan_vip(vip), who)
+        return vip
+
+    def patch_vip(self, name: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_vip_patch(name, body), who)
+
+    def delete_vip(self, name: str, who: str = "") -> None:
+        self.commit(self.config.plan_vip_delete(name), who)
+
+    def apply_document(self, body: Any, dry_run: bool = False, who: str = "") -> dict:
+        """``PUT /v1/config``: make the desired state equal to the document
+        in one transaction and one diff; with ``dry_run`` only say what
+        would change."""
+        change = self.config.plan_document(body)
+        self._check_settings(change)
+        summary = change.summary(self.config)
+        if not dry_run and change:
+            self.commit(change, who)
+        return {"dry_run": dry_run, "changes": summary}
+
+    # --------------------------------------------------------------- status
+
+    def backend_state(self, pool_name: str, backend: Backend) -> tuple[str, str]:
         """(state, reason) of a backend of a pool now."""
-        mac, dpid, port = self._where(backend)
+        mac, dpid, port = self.locator.where(backend)
         if mac is None:
             return "unresolved", "no answer to ARP from the switch yet"
         if not self._link_up(dpid, port):
@@ -147,9 +269,9 @@ class Balancer:
         return "up", f"{how}: {mac}{where}"
 
     def backend_status(self, pool_name: str, ip: str) -> dict:
-        backend = self.state.backend(pool_name, ip)
-        mac, dpid, port = self._where(backend)
-        table = self.state.pools[pool_name].slot_tables.get(self.settings.table_size) or []
+        backend = self.config.backend(pool_name, ip)
+        mac, dpid, port = self.locator.where(backend)
+        table = self.planner.table(pool_name)
         state, reason = self.backend_state(pool_name, backend)
         change = self.transitions.get((pool_name, ip))
         health = self.health.status(pool_name, ip)
@@ -158,106 +280,28 @@ class Balancer:
             "reason": reason,
             "since": change[2] if change and change[0] == state else None,
             "health": {
-                "check": self.state.pools[pool_name].health_check.kind,
+                "check": self.config.pools[pool_name].health_check.kind,
                 "healthy": health.healthy if health else True,
                 "last_result": health.last_result if health else "not checked yet",
             },
             "resolved": mac is not None,
             "mac": mac,
             "location": None if dpid is None else {"dpid": dpid, "port": port},
-            "slots": sum(1 for owner in table if owner == ip),
+            "slots": table.count(ip),
         }
 
-    def _note_transitions(self) -> None:
-        """Log every change of a backend's state, and remember when it was."""
-        seen = set()
-        for pool in self.state.pools.values():
-            for backend in pool.backends.values():
-                key = (pool.name, backend.ip)
-                seen.add(key)
-                state, reason = self.backend_state(pool.name, backend)
-                old = self.transitions.get(key)
-                if old is None or old[0] != state:
-                    now = self.wall()
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-                    self.transitions[key] = (state, reason, stamp)
-                    LOG.info(
-                        "pool %s backend %s: %s -> %s (%s)",
-                        pool.name,
-                        backend.ip,
-                        old[0] if old else "new",
-                        state,
-                        reason,
-                    )
-        for key in set(self.transitions) - seen:
-            LOG.info("pool %s backend %s: removed", *key)
-            del self.transitions[key]
-
-    def create_pool(self, body: Any) -> dict:
-        pool = parse_pool(body)
-        self.replace_state(self.state.with_pool(pool))
-        return self.pool_json(pool.name)
-
-    def patch_pool(self, name: str, body: Any) -> dict:
-        self.replace_state(self.state.with_pool_patch(name, body))
-        return self.pool_json(name)
-
-    def delete_pool(self, name: str) -> None:
-        self.replace_state(self.state.without_pool(name))
-
-    def list_backends(self, pool_name: str) -> list[dict]:
-        return [self.backend_json(pool_name, ip) for ip in self.state.pool(pool_name).backends]
-
-    def add_backend(self, pool_name: str, body: Any) -> dict:
-        self.state.pool(pool_name)
-        backend = parse_backend(body)
-        self.replace_state(self.state.with_backend(pool_name, backend))
-        return self.backend_json(pool_name, backend.ip)
-
-    def patch_backend(self, pool_name: str, ip: str, body: Any) -> dict:
-        self.replace_state(self.state.with_backend_patch(pool_name, ip, body))
-        return self.backend_json(pool_name, ip)
-
-    def delete_backend(self, pool_name: str, ip: str) -> None:
-        self.replace_state(self.state.without_backend(pool_name, ip))
-
-    def list_vips(self) -> list[dict]:
-        return [self.vip_json(name) for name in self.state.vips]
-
-    def vip_json(self, name: str) -> dict:
-        vip = self.state.vip(name)
-        out = vip.to_json()
-        pool = self.state.pools[vip.pool]
-        up = [ip for ip in pool.backends if self.backend_status(vip.pool, ip)["state"] == "up"]
-        out["status"] = {"backends_up": len(up), "backends": len(pool.backends)}
+    def unconfirmed(self) -> dict[int, str]:
+        """Switches whose rules are not yet in line with the desired state,
+        and why (for a REST change that could not be confirmed)."""
+        out = {}
+        for dpid, switch in self.switches.items():
+            if switch.failure:
+                out[dpid] = f"its last write failed ({switch.failure}); resyncing"
+            elif switch.rules.pending or switch.resyncing:
+                out[dpid] = "still writing"
         return out
 
-    def create_vip(self, body: Any) -> dict:
-        vip = parse_vip(body)
-        self.replace_state(self.state.with_vip(vip))
-        return self.vip_json(vip.name)
-
-    def patch_vip(self, name: str, body: Any) -> dict:
-        self.replace_state(self.state.with_vip_patch(name, body))
-        return self.vip_json(name)
-
-    def delete_vip(self, name: str) -> None:
-        self.replace_state(self.state.without_vip(name))
-
-    def list_switches(self) -> list[dict]:
-        return [
-            {
-                "dpid": sw.dpid,
-                "mode": sw.mode,
-                "description": sw.description,
-                "flows": len(sw.installed),
-                "hosts": len(sw.hosts),
-                "ports_down": sorted(sw.ports_down),
-            }
-            for sw in self.switches.values()
-        ]
-
-    # --------------------------------------------------------------- switches
+    # ============================================================== switches
 
     def switch_connected(
         self, dpid: int, mode: str, installed: dict[tuple, int], description: str = "", ports_down: Iterable[int] = ()
@@ -266,23 +310,33 @@ class Balancer:
         cookie). Only the differences are sent, so a reconnect is hitless."""
         if self.settings.hash_mode != "auto":
             mode = self.settings.hash_mode
-        switch = Switch(dpid, mode, description, set(ports_down), installed=dict(installed))
+        first_plain = mode == "plain" and not self._plain_switches()
+        switch = Switch(dpid, mode, description, set(ports_down))
         self.switches[dpid] = switch
         self.topology.add_node(("switch", dpid))
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
         for (table, _priority, match), cookie in installed.items():
             fields = dict(match)
-            if kind_of(cookie) == Kind.HOST and table == Table.ETH_SRC and "eth_src" in fields and "in_port" in fields:
-                self._learn_host(switch, fields["eth_src"], fields["in_port"])
+            if owner_of((table, _priority, match), cookie) == (Kind.HOST, fields.get("eth_src")):
+                if table == Table.ETH_SRC and "in_port" in fields:
+                    self._learn(switch, fields["eth_src"], fields["in_port"])
         LOG.info(
             "switch %016x connected: %s, hashing in %s mode, %d flows found", dpid, description, mode, len(installed)
         )
-        self.sync_all()
-        self.probe_backends(force=True)
+        touched: set[Owner] = set()
+        if first_plain:
+            for name in self.config.pools:
+                touched |= self._refresh_pool(name)
+        else:
+            for name in {n for ip in self._ips_on(dpid) for n in self.config.pools_by_backend.get(ip, ())}:
+                touched |= self._refresh_pool(name)
+        switch.rules.load(installed, self._all_owners(switch))
+        self._mark(touched)
+        self._request_flush(switch)
+        self._probe(force=True)
 
     def switch_disconnected(self, dpid: int) -> None:
-        self.dirty.discard(dpid)
         if self.switches.pop(dpid, None) is not None:
             self.topology.remove_node(("switch", dpid))
             LOG.info("switch %016x disconnected", dpid)
@@ -291,60 +345,386 @@ class Balancer:
         switch = self.switches.get(dpid)
         if switch is None:
             return
+        touched: set[Owner] = set()
         if up:
             switch.ports_down.discard(port)
         else:
             switch.ports_down.add(port)
             for mac in [mac for mac, p in switch.hosts.items() if p == port]:
                 self._forget_host(switch, mac)
+                switch.rules.mark([(Kind.HOST, mac)])
         LOG.info("switch %016x port %d %s", dpid, port, "up" if up else "down")
-        self.sync_all()
+        for ip in self.ips_at.get((dpid, port), ()):
+            mac = self.at[ip][0]
+            switch.rules.mark([(Kind.HOST, mac)])
+            for name in self.config.pools_by_backend.get(ip, ()):
+                touched |= self._refresh_pool(name)
+        self._mark(touched)
+        self._request_flush(switch)
 
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         switch = self.switches.get(dpid)
         eth = parse_ethernet(data)
         if switch is None or eth is None:
             return
-        learned = self._learn_host(switch, eth.src, in_port)
+        learned = self._learn(switch, eth.src, in_port)
+        if learned:
+            switch.rules.mark((Kind.HOST, mac) for mac in learned)
         arp = parse_arp(data)
-        changed = False
+        touched: set[Owner] = set()
         if arp is not None and arp.op == 2 and eth.dst == self.settings.probe_mac:
-            changed = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
+            touched = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
         elif arp is not None and arp.op == 1:
             self._answer_vip_arp(switch, in_port, arp)
-        self._apply_health(*self.health.packet_in(self.clock(), data))
-        if changed:
-            self.sync_all()
-        elif learned:
-            self.sync_switch(switch)
+        touched |= self._apply_health(*self.health.packet_in(self.clock(), data))
+        self._mark(touched)
+        if learned:
+            self._request_flush(switch)
 
     def tick(self) -> None:
         """Periodic work: find unresolved backends, check health, end
         overdue drains."""
-        self.probe_backends()
-        self._apply_health(*self.health.tick(self.clock(), self._health_targets()))
+        self._probe(force=False)
+        self._mark(self._apply_health(*self.health.tick(self.clock())))
         self._expire_drains()
 
-    def _health_targets(self) -> list[HealthTarget]:
-        """Every backend whose pool has a check, located and with its link up
-        (a backend not found or behind a down port is out anyway)."""
-        targets = []
-        for pool in self.state.pools.values():
-            check = pool.health_check
-            if check.kind == "none" or (check.kind in ("tcp", "http") and not self.settings.probe_ip):
-                continue
-            vips = sorted((v for v in self.state.vips.values() if v.pool == pool.name), key=lambda v: v.name)
-            for backend in pool.backends.values():
-                mac, dpid, port = self._where(backend)
-                if mac is None or dpid not in self.switches or not self._link_up(dpid, port):
-                    continue
-                address = vips[0].ip if check.target == "vip" and vips else backend.ip
-                targets.append(HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address))
-        return targets
+    # -- writing to a switch --
 
-    def _apply_health(self, sends, transitions) -> None:
+    def flush(self, dpid: int) -> list[Command]:
+        """The next step of commands that bring one switch in line: only the
+        owners marked dirty are computed. Call while ``pending(dpid)``."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return []
+        commands = switch.rules.step(lambda who: self._rules_of(switch, who))
+        if commands:
+            n = len(commands) - 1
+            LOG.debug("switch %016x: %d commands", dpid, n)
+        return commands
+
+    def pending(self, dpid: int) -> bool:
+        switch = self.switches.get(dpid)
+        return switch is not None and switch.rules.pending and not switch.resyncing
+
+    def write(self, dpid: int, transmit: Callable[[Command], None]) -> None:
+        """The switch writer's loop: compute and transmit steps until the
+        switch is in line. A failure is logged, counted and answered by a
+        resync from the switch's flow table; it never ends the writer."""
+        try:
+            while self.pending(dpid):
+                for command in self.flush(dpid):
+                    transmit(command)
+        except Exception as error:  # noqa: BLE001  (any failure: resync, never stop)
+            LOG.exception("switch %016x: write failed", dpid)
+            self.write_failed(dpid, f"{type(error).__name__}: {error}")
+
+    def write_failed(self, dpid: int, reason: str) -> None:
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        switch.errors += 1
+        switch.failure = reason
+        self.counters["write_failures"] += 1
+        self._resync(switch)
+
+    def openflow_error(self, dpid: int, what: str) -> None:
+        """The switch refused a message (matched to it by xid): log, count,
+        resync."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        LOG.error("switch %016x refused %s", dpid, what)
+        switch.errors += 1
+        switch.failure = f"the switch refused {what}"
+        self.counters["openflow_errors"] += 1
+        self._resync(switch)
+
+    def _resync(self, switch: Switch) -> None:
+        if switch.resyncing:
+            return
+        switch.resyncing = True
+        switch.resyncs += 1
+        LOG.warning("switch %016x: resync from its flow table", switch.dpid)
+        if self.read_flows is not None:
+            self.read_flows(switch.dpid)
+
+    def flows_read(self, dpid: int, installed: dict[tuple, int]) -> None:
+        """The switch's flow table, read for a resync: compare everything."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        switch.rules.load(installed, self._all_owners(switch))
+        switch.resyncing = False
+        switch.failure = None
+        self._request_flush(switch)
+
+    # ============================================================ internals
+
+    def _all_owners(self, switch: Switch) -> set[Owner]:
+        owners: set[Owner] = {BASE_OWNER}
+        owners |= {(Kind.POOL, p.uid) for p in self.config.pools.values()}
+        owners |= {(Kind.VIP, v.uid) for v in self.config.vips.values()}
+        owners |= {(Kind.ADDRESS, ip) for ip in self.config.vips_by_ip}
+        owners |= {(Kind.HOST, mac) for mac in switch.hosts}
+        owners |= {(Kind.HOST, mac) for mac in self.ips_by_mac}
+        return owners
+
+    def _mark(self, owners: set[Owner]) -> None:
+        if not owners:
+            return
+        for switch in self.switches.values():
+            switch.rules.mark(owners)
+            self._request_flush(switch)
+
+    def _request_flush(self, switch: Switch) -> None:
+        if not switch.rules.pending:
+            return
+        if self.wake is None:
+            while self.pending(switch.dpid):
+                commands = self.flush(switch.dpid)
+                if commands:
+                    self.send(switch.dpid, commands)
+            return
+        self.wake(switch.dpid)
+
+    def _switch_plan(self, switch: Switch) -> SwitchPlan:
+        return SwitchPlan(
+            mode=switch.mode,
+            l2=self.settings.l2_mode,
+            probe_mac=self.settings.probe_mac,
+            probe_ip=self.settings.probe_ip or None,
+            pin_idle_timeout=self.settings.pin_idle_timeout,
+            pin_fin_timeout=self.settings.pin_fin_timeout,
+        )
+
+    def _rules_of(self, switch: Switch, who: Owner) -> list[Rule]:
+        """Every rule one owner should have on one switch."""
+        kind, ident = who
+        plan = self._switch_plan(switch)
+        if kind == Kind.POOL:
+            name = self.pool_names.get(ident)
+            return checked(slot_rules(plan, self._pool_plan(name, switch.mode))) if name else []
+        if kind == Kind.VIP:
+            name = self.vip_names.get(ident)
+            return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
+        if kind == Kind.ADDRESS:
+            vips = self.config.address_vips(ident)
+            return checked(vip_address_rules(plan, ident, vips[0].mac if vips else None))
+        if kind == Kind.HOST:
+            return checked(host_rules(plan, ident, self._host_port(switch, ident)))
+        if who == BASE_OWNER:
+            return checked(base_rules(plan))
+        return []
+
+    def _slot_size(self, pool: str, mode: str) -> int:
+        return self.planner.plain_size if mode == "plain" else self.planner.size(pool)
+
+    def _pool_plan(self, name: str, mode: str) -> PoolPlan:
+        pool = self.config.pools[name]
+        targets = {}
+        for backend in pool.backends.values():
+            if backend.weight > 0 and self._usable(name, backend):
+                targets[backend.ip] = SlotTarget(self.locator.where(backend)[0], backend.uid)
+        table = self.planner.table(name, self._slot_size(name, mode))
+        protocols = frozenset(self.config.vips[v].ip_proto for v in self.config.vips_by_pool.get(name, ()))
+        return PoolPlan(pool.uid, tuple(targets.get(ip) if ip else None for ip in table), protocols)
+
+    def _vip_plan(self, name: str, mode: str) -> VipPlan:
+        vip = self.config.vips[name]
+        pool = self.config.pools[vip.pool]
+        n_slots = self._slot_size(vip.pool, mode)
+        return VipPlan(vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots)
+
+    def _host_port(self, switch: Switch, mac: str) -> int | None:
+        """Where a MAC is forwarded on this switch: a backend's own location
+        wins over learning."""
+        for ip in self.ips_by_mac.get(mac, ()):
+            _mac, dpid, port = self.at[ip]
+            if dpid == switch.dpid and port is not None and switch.link_up(port):
+                return port
+        return switch.hosts.get(mac)
+
+    # -- backends: where they are and whether they take traffic --
+
+    def _locate(self, ip: str) -> set[Owner]:
+        """Recompute where a backend is (configured or found); index it; the
+        host owners whose forwarding changes."""
+        pools = self.config.pools_by_backend.get(ip)
+        old = self.at.get(ip)
+        if not pools:
+            new = None
+            self.locator.want(ip, False, self.clock())
+            self.locator.forget(ip)
+        else:
+            backends = [self.config.pools[name].backends[ip] for name in sorted(pools)]
+            self.locator.want(ip, not any(b.mac for b in backends), self.clock())
+            configured = next((b for b in backends if b.mac or b.dpid is not None), backends[0])
+            new = self.locator.where(configured)
+        if old == new:
+            return set()
+        touched: set[Owner] = set()
+        if old is not None:
+            self.at.pop(ip)
+            if old[0]:
+                self.ips_by_mac[old[0]].discard(ip)
+                if not self.ips_by_mac[old[0]]:
+                    del self.ips_by_mac[old[0]]
+                touched.add((Kind.HOST, old[0]))
+            self.ips_at[(old[1], old[2])].discard(ip)
+            if not self.ips_at[(old[1], old[2])]:
+                del self.ips_at[(old[1], old[2])]
+        if new is not None:
+            self.at[ip] = new
+            if new[0]:
+                self.ips_by_mac.setdefault(new[0], set()).add(ip)
+                touched.add((Kind.HOST, new[0]))
+            self.ips_at.setdefault((new[1], new[2]), set()).add(ip)
+        return touched
+
+    def _ips_on(self, dpid: int) -> set[str]:
+        return {ip for (at_dpid, _port), ips in self.ips_at.items() if at_dpid == dpid for ip in ips}
+
+    def _link_up(self, dpid: int | None, port: int | None) -> bool:
+        switch = self.switches.get(dpid) if dpid is not None else None
+        return switch is None or switch.link_up(port)
+
+    def _usable(self, pool_name: str, backend: Backend) -> bool:
+        mac, dpid, port = self.locator.where(backend)
+        return mac is not None and self._link_up(dpid, port) and self.health.healthy(pool_name, backend.ip)
+
+    def _weights(self, pool: Pool) -> dict[str, int]:
+        """Backends that take new connections: usable, weight above 0."""
+        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(pool.name, b)}
+
+    def _plain_switches(self) -> bool:
+        return any(sw.mode == "plain" for sw in self.switches.values())
+
+    def _plan_tables(self, pool: Pool):
+        return self.planner.plan(pool.name, len(pool.backends), self._weights(pool), self._plain_switches())
+
+    def _refresh_pool(self, name: str, save: bool = True, resize: bool = True) -> set[Owner]:
+        """Bring one pool's runtime data up to date (slot tables, drains,
+        pins, health targets, states); the owners whose rules change."""
+        pool = self.config.pools[name]
+        touched: set[Owner] = {(Kind.POOL, pool.uid)}
+        planned = self._plan_tables(pool)
+        if planned is not None:
+            resized = planned[0] != self.planner.sizes.get(name)
+            self.planner.install(name, planned)
+            if save:
+                self.store.write(slots={name: self.planner.saved(name)})
+            if resized:
+                touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
+        now = self.clock()
+        pinnable: set[int] = set()
+        for backend in pool.backends.values():
+            if not self._usable(name, backend):
+                continue
+            if backend.weight == 0:
+                self.draining_since.setdefault(backend.uid, now)
+                if backend.uid not in self.timed_out_drains:
+                    pinnable.add(backend.uid)
+                continue
+            self.draining_since.pop(backend.uid, None)
+            self.timed_out_drains.discard(backend.uid)
+            pinnable.add(backend.uid)
+        before = self.pinnable.get(name, set())
+        self.pinnable[name] = pinnable
+        for uid in before - pinnable:
+            if uid not in self.timed_out_drains:
+                self.draining_since.pop(uid, None)
+        self._delete_pins(before - pinnable)
+        self._update_health_targets(pool)
+        self._note_transitions(pool)
+        return touched
+
+    def _delete_pins(self, uids: set[int]) -> None:
+        """Queue the deletion of these backends' pins on every switch (sent
+        after the slot rules that stop making new ones)."""
+        if not uids:
+            return
+        for switch in self.switches.values():
+            switch.rules.pins_to_delete |= uids
+            self._request_flush(switch)
+
+    def _update_health_targets(self, pool: Pool) -> None:
+        check = pool.health_check
+        enabled = check.kind != "none" and (check.kind not in ("tcp", "http") or self.settings.probe_ip)
+        vips = sorted(self.config.vips_by_pool.get(pool.name, ()))
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            if not enabled:
+                self.health.forget(key)
+                continue
+            mac, dpid, port = self.locator.where(backend)
+            if mac is None or dpid not in self.switches or not self._link_up(dpid, port):
+                self.health.set_target(key, None)
+                continue
+            address = self.config.vips[vips[0]].ip if check.target == "vip" and vips else backend.ip
+            self.health.set_target(key, HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address))
+
+    def _note_transitions(self, pool: Pool) -> None:
+        """Log every change of a backend's state, and remember when it was."""
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            state, reason = self.backend_state(pool.name, backend)
+            old = self.transitions.get(key)
+            if old is None or old[0] != state:
+                self.transitions[key] = (state, reason, utc_stamp(self.wall()))
+                LOG.info(
+                    "pool %s backend %s: %s -> %s (%s)", pool.name, backend.ip, old[0] if old else "new", state, reason
+                )
+
+    def _learn(self, switch: Switch, mac: str, port: int) -> list[str]:
+        if int(mac[:2], 16) & 1 or mac == self.settings.probe_mac:
+            return []
+        changed = switch.learn(mac, port, self.settings.max_hosts)
+        for each in changed:
+            if each in switch.hosts:
+                self.topology.add_edge(("switch", switch.dpid), ("host", each), port=switch.hosts[each])
+            elif self.topology.has_edge(("switch", switch.dpid), ("host", each)):
+                self.topology.remove_edge(("switch", switch.dpid), ("host", each))
+        return changed
+
+    def _forget_host(self, switch: Switch, mac: str) -> None:
+        switch.hosts.pop(mac, None)
+        if self.topology.has_edge(("switch", switch.dpid), ("host", mac)):
+            self.topology.remove_edge(("switch", switch.dpid), ("host", mac))
+
+    def _backend_answered(self, ip: str, mac: str, dpid: int, port: int) -> set[Owner]:
+        if not self.locator.answered(ip, mac, dpid, port, self.clock()):
+            return set()
+        LOG.info("backend %s found at %s on switch %016x port %d", ip, mac, dpid, port)
+        self.store.write(found={ip: {"mac": mac, "dpid": dpid, "port": port}})
+        touched = self._locate(ip)
+        for name in self.config.pools_by_backend.get(ip, ()):
+            touched |= self._refresh_pool(name)
+        return touched
+
+    def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
+        """Plain mode: the switch sends ARP for a VIP (or the probe address)
+        here; answer it."""
+        if self.settings.probe_ip and arp.tpa == self.settings.probe_ip:
+            self.send(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
+            return
+        vips = self.config.address_vips(arp.tpa)
+        if vips:
+            self.send(switch.dpid, [PacketOut(arp_reply(arp, vips[0].mac), in_port)])
+
+    def _probe(self, force: bool) -> None:
+        """ARP for backends without a configured MAC: often while not found,
+        now and then once found."""
+        if not self.switches:
+            return
+        for ip in self.locator.due(self.clock(), force):
+            frame = arp_probe(self.settings.probe_mac, ip)
+            for dpid in self.switches:
+                self.send(dpid, [PacketOut(frame, "flood")])
+
+    def _apply_health(self, sends, transitions) -> set[Owner]:
         for send in sends:
             self.send(send.dpid, [PacketOut(send.frame, send.port if send.port is not None else "flood")])
+        touched: set[Owner] = set()
         for change in transitions:
             if change.healthy:
                 self.health_reasons.pop((change.pool, change.ip), None)
@@ -357,104 +737,9 @@ class Balancer:
                 "passed" if change.healthy else "failed",
                 change.reason,
             )
-        if transitions:
-            self.sync_all()
-
-    # ------------------------------------------------------------ internals
-
-    def _learn_host(self, switch: Switch, mac: str, port: int) -> bool:
-        if int(mac[:2], 16) & 1 or mac == self.settings.probe_mac:
-            return False
-        if switch.hosts.get(mac) == port:
-            switch.hosts.move_to_end(mac)
-            return False
-        switch.hosts[mac] = port
-        switch.hosts.move_to_end(mac)
-        self.topology.add_edge(("switch", switch.dpid), ("host", mac), port=port)
-        while len(switch.hosts) > self.settings.max_hosts:
-            self._forget_host(switch, next(iter(switch.hosts)))
-        return True
-
-    def _forget_host(self, switch: Switch, mac: str) -> None:
-        switch.hosts.pop(mac, None)
-        if self.topology.has_edge(("switch", switch.dpid), ("host", mac)):
-            self.topology.remove_edge(("switch", switch.dpid), ("host", mac))
-
-    def _backend_ips(self) -> set[str]:
-        return {ip for pool in self.state.pools.values() for ip in pool.backends}
-
-    def _backend_answered(self, ip: str, mac: str, dpid: int, port: int) -> bool:
-        if ip not in self._backend_ips():
-            return False
-        old = self.found.get(ip)
-        if old and (old.mac, old.dpid, old.port) == (mac, dpid, port):
-            return False
-        self.found[ip] = Location(mac, dpid, port, self.clock())
-        LOG.info("backend %s found at %s on switch %016x port %d", ip, mac, dpid, port)
-        self.state.found = self._found_json()
-        self.store.save(self.state)
-        return True
-
-    def _found_json(self) -> dict[str, dict]:
-        backends = self._backend_ips()
-        return {
-            ip: {"mac": at.mac, "dpid": at.dpid, "port": at.port}
-            for ip, at in sorted(self.found.items())
-            if ip in backends
-        }
-
-    def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
-        """Plain mode: the switch sends ARP for a VIP (or the probe address)
-        here; answer it."""
-        if self.settings.probe_ip and arp.tpa == self.settings.probe_ip:
-            self.send(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
-            return
-        for vip in self.state.vips.values():
-            if vip.ip == arp.tpa:
-                self.send(switch.dpid, [PacketOut(arp_reply(arp, vip.mac), in_port)])
-                return
-
-    def probe_backends(self, force: bool = False) -> None:
-        """ARP for backends without a configured MAC: often while not found,
-        now and then once found."""
-        if not self.switches:
-            return
-        now = self.clock()
-        for ip in sorted(self._backend_ips()):
-            if self._configured_mac(ip):
-                continue
-            interval = REPROBE_SECONDS if ip in self.found else self.settings.resolve_interval
-            if not force and now - self.last_probe.get(ip, -1e9) < interval:
-                continue
-            self.last_probe[ip] = now
-            frame = arp_probe(self.settings.probe_mac, ip)
-            for dpid in self.switches:
-                self.send(dpid, [PacketOut(frame, "flood")])
-
-    def _configured_mac(self, ip: str) -> str | None:
-        for pool in self.state.pools.values():
-            backend = pool.backends.get(ip)
-            if backend is not None and backend.mac:
-                return backend.mac
-        return None
-
-    def _where(self, backend) -> tuple[str | None, int | None, int | None]:
-        """MAC, dpid and port of a backend: configured values win."""
-        found = self.found.get(backend.ip)
-        mac = backend.mac or (found.mac if found else None)
-        if backend.dpid is not None:
-            return mac, backend.dpid, backend.port
-        if found and found.mac == mac:
-            return mac, found.dpid, found.port
-        return mac, None, None
-
-    def _link_up(self, dpid: int | None, port: int | None) -> bool:
-        switch = self.switches.get(dpid) if dpid is not None else None
-        return switch is None or port not in switch.ports_down
-
-    def _usable(self, pool_name: str, backend) -> bool:
-        mac, dpid, port = self._where(backend)
-        return mac is not None and self._link_up(dpid, port) and self.health.healthy(pool_name, backend.ip)
+            if change.pool in self.config.pools:
+                touched |= self._refresh_pool(change.pool)
+        return touched
 
     def _expire_drains(self) -> None:
         timeout = self.settings.drain_timeout
@@ -466,157 +751,13 @@ class Balancer:
                 self.timed_out_drains.add(uid)
                 LOG.info("backend uid %d drained for %ds: its remaining connections move on", uid, timeout)
                 self._delete_pins({uid})
-                self.pinned_backends.discard(uid)
+                for pinnable in self.pinnable.values():
+                    pinnable.discard(uid)
 
-    def _delete_pins(self, uids: set[int]) -> None:
-        """Queue the deletion of these backends' pins on every switch."""
-        for switch in self.switches.values():
-            switch.pins_to_delete |= uids
-            self._request_flush(switch)
 
-    def _slot_sizes(self) -> set[int]:
-        sizes = {self.settings.table_size}
-        if any(sw.mode == "plain" for sw in self.switches.values()):
-            sizes.add(1 << self.settings.plain_slot_bits)
-        return sizes
-
-    def _weights(self, pool) -> dict[str, int]:
-        """Backends that take new connections: usable, weight above 0."""
-        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(pool.name, b)}
-
-    def _refresh_tables(self, state: State) -> bool:
-        """Bring every pool's slot tables in ``state`` up to date; True if any
-        slot moved."""
-        changed = False
-        for pool in state.pools.values():
-            weights = self._weights(pool)
-            for size in self._slot_sizes():
-                old = pool.slot_tables.get(size)
-                table = rebalance(old, weights, size)
-                if table != old:
-                    moved = sum(1 for a, b in zip(old or [None] * size, table) if a != b)
-                    LOG.info(
-                        "pool %s: %d of %d slots move (backends %s)",
-                        pool.name,
-                        moved,
-                        size,
-                        ", ".join(f"{ip}={w}" for ip, w in sorted(weights.items())) or "none",
-                    )
-                    pool.slot_tables[size] = table
-                    changed = True
-        return changed
-
-    def _plan(self) -> tuple[list[VipPlan], dict[int, list[PoolPlan]]]:
-        """VIP plans, and pool plans by slot count; updates slot tables and
-        drain bookkeeping, and deletes pins of backends that are gone."""
-        now = self.clock()
-        state = self.state
-        if self._refresh_tables(state):
-            self.store.save(state)  # runtime change (a backend found, a port down)
-        pools_by_size: dict[int, list[PoolPlan]] = {}
-        pinnable: set[int] = set()
-        used_protocols: dict[str, set[int]] = {}
-        for vip in state.vips.values():
-            used_protocols.setdefault(vip.pool, set()).add(vip.ip_proto)
-        for pool in state.pools.values():
-            targets = {}
-            for backend in pool.backends.values():
-                if not self._usable(pool.name, backend):
-                    continue
-                if backend.weight == 0:
-                    self.draining_since.setdefault(backend.uid, now)
-                    if backend.uid not in self.timed_out_drains:
-                        pinnable.add(backend.uid)
-                    continue
-                self.draining_since.pop(backend.uid, None)
-                self.timed_out_drains.discard(backend.uid)
-                pinnable.add(backend.uid)
-                targets[backend.ip] = SlotTarget(self._where(backend)[0], backend.uid)
-            for size in self._slot_sizes():
-                table = pool.slot_tables[size]
-                slots = tuple(targets[ip] if ip is not None else None for ip in table)
-                pools_by_size.setdefault(size, []).append(
-                    PoolPlan(pool.uid, slots, frozenset(used_protocols.get(pool.name, ())))
-                )
-        gone = self.pinned_backends - pinnable
-        for switch in self.switches.values():
-            switch.pins_to_delete |= gone  # sent by the next flush, after the new slot rules
-        self.pinned_backends = pinnable
-        for uid in list(self.draining_since):
-            if uid not in pinnable and uid not in self.timed_out_drains:
-                self.draining_since.pop(uid)
-        vips = [
-            VipPlan(v.uid, v.ip, v.mac, v.ip_proto, v.port, v.hash, state.pools[v.pool].uid)
-            for v in state.vips.values()
-        ]
-        return vips, pools_by_size
-
-    def _switch_plan(self, switch: Switch) -> SwitchPlan:
-        hosts = dict(switch.hosts)
-        for pool in self.state.pools.values():
-            for backend in pool.backends.values():
-                mac, dpid, port = self._where(backend)
-                if mac and dpid == switch.dpid and port is not None and port not in switch.ports_down:
-                    hosts[mac] = port
-        return SwitchPlan(
-            mode=switch.mode,
-            l2=self.settings.l2_mode,
-            hosts=tuple(sorted(hosts.items())),
-            probe_mac=self.settings.probe_mac,
-            probe_ip=self.settings.probe_ip or None,
-            pin_idle_timeout=self.settings.pin_idle_timeout,
-            pin_fin_timeout=self.settings.pin_fin_timeout,
-        )
-
-    def sync_all(self) -> None:
-        """Recompute the plan (slot tables, pins to delete) and ask for every
-        switch to be brought in line with it."""
-        self.plan = self._plan()
-        self._note_transitions()
-        for switch in self.switches.values():
-            self._request_flush(switch)
-
-    def sync_switch(self, switch: Switch) -> None:
-        """Bring one switch in line with the current plan (its hosts changed)."""
-        self._request_flush(switch)
-
-    def _request_flush(self, switch: Switch) -> None:
-        if self.wake is None:
-            commands = self.flush(switch.dpid)
-            if commands:
-                self.send(switch.dpid, commands)
-            return
-        if switch.dpid not in self.dirty:
-            self.dirty.add(switch.dpid)
-            self.wake(switch.dpid)
-
-    def flush(self, dpid: int) -> list[Command]:
-        """The commands that bring one switch from what it holds to the plan,
-        computed now. Called by the sender of that switch when it is free, so
-        a burst of changes costs one diff, and batches never interleave."""
-        self.dirty.discard(dpid)
-        switch = self.switches.get(dpid)
-        if switch is None:
-            return []
-        if self.plan is None:
-            self.plan = self._plan()
-        vips, pools_by_size = self.plan
-        size = (1 << self.settings.plain_slot_bits) if switch.mode == "plain" else self.settings.table_size
-        desired = switch_rules(self._switch_plan(switch), vips, pools_by_size.get(size, []), size)
-        commands: list[Command] = diff(desired, switch.installed)
-        for command in commands:
-            if isinstance(command, FlowAdd):
-                switch.installed[command.rule.key] = command.rule.cookie
-            elif isinstance(command, FlowDelete):
-                switch.installed.pop((command.table, command.priority, command.match), None)
-        if commands:
-            n_add = sum(isinstance(c, FlowAdd) for c in commands)
-            LOG.info("switch %016x: %d flows added or changed, %d deleted", dpid, n_add, len(commands) - n_add)
-        # Pins go after the slot rules that stop making new ones.
-        pins = switch.pins_to_delete
-        switch.pins_to_delete = set()
-        commands += [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(pins)]
-        return commands + [Barrier()] if commands else []
+def _saved_tables(planned) -> dict:
+    size, tables = planned
+    return {"size": size, "tables": {str(k): v for k, v in tables.items()}}
 
 
 __all__ = ["Balancer", "Conflict", "InvalidInput", "NotFound"]

@@ -60,7 +60,7 @@ def build(lab: Lab, rest_port: int, of_port: int) -> None:
         )
     say("== ryu-manager ryu_dsr")
     lab.start_controller(
-        {"state_file": str(lab.run_dir / "state.json"), "probe_ip": PROBE_IP}, rest_port=rest_port, of_port=of_port
+        {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP}, rest_port=rest_port, of_port=of_port
     )
     lab.wait_connected()
     say(f"  controller up: OpenFlow on 127.0.0.1:{of_port}, REST on 127.0.0.1:{rest_port}")
@@ -88,7 +88,7 @@ def configure(rest_port: int) -> None:
         where = status["location"] or {}
         say(
             f"  {backend['ip']}: {status['state']}, found by ARP at {status['mac']} on switch port "
-            f"{where.get('port')}, {status['slots']} of 4099 slots"
+            f"{where.get('port')}, {status['slots']} slots"
         )
 
 

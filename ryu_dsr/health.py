@@ -93,7 +93,25 @@ class HealthChecker:
     probes: dict[tuple[str, str], Probe] = field(default_factory=dict)
     next_due: dict[tuple[str, str], float] = field(default_factory=dict)
     by_sport: dict[int, tuple[str, str]] = field(default_factory=dict)
+    targets: dict[tuple[str, str], Target] = field(default_factory=dict)
     _next_sport: int = FIRST_PORT
+
+    def set_target(self, key: tuple[str, str], target: Target | None) -> None:
+        """Check this backend of this pool as ``target`` says; None stops
+        checking it (not found, link down) but keeps what checks said, so a
+        backend that was unhealthy does not come back without ``rise``
+        passing checks."""
+        if target is None:
+            self.targets.pop(key, None)
+            self._drop(key)
+        else:
+            self.targets[key] = target
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The backend left the pool (or its pool stopped checking)."""
+        self.set_target(key, None)
+        self.health.pop(key, None)
+        self.next_due.pop(key, None)
 
     def status(self, pool: str, ip: str) -> Health | None:
         return self.health.get((pool, ip))
@@ -104,12 +122,11 @@ class HealthChecker:
 
     # ----------------------------------------------------------- scheduling
 
-    def tick(self, now: float, targets: list[Target]) -> tuple[list[Send], list[Transition]]:
-        """Time out overdue probes, forget backends no longer checked, start
-        the probes that are due."""
+    def tick(self, now: float) -> tuple[list[Send], list[Transition]]:
+        """Time out overdue probes, start the probes that are due."""
         sends: list[Send] = []
         transitions: list[Transition] = []
-        wanted = {(t.pool, t.ip): t for t in targets}
+        wanted = self.targets
         for key in list(self.probes):
             probe = self.probes[key]
             if key not in wanted:
@@ -119,9 +136,6 @@ class HealthChecker:
                 transitions += self._result(
                     key, probe.target.check, False, f"no answer in {probe.target.check.timeout:g} s", now
                 )
-        for key in [k for k in self.health if k not in wanted]:
-            del self.health[key]
-            self.next_due.pop(key, None)
         for key, target in wanted.items():
             if key in self.probes or now < self.next_due.get(key, 0.0):
                 continue

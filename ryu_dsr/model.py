@@ -1,9 +1,10 @@
 """Desired state (pools, backends, VIPs) and the one place it is validated.
 
-REST bodies, the declared-config file and the saved state file all go through
-the parsers here, so every input gets the same rules and the same messages.
-Every change is made on a copy and checked whole before it is accepted, so an
-invalid request changes nothing.
+REST bodies, the declared-config file, ``PUT /v1/config`` and the saved state
+all go through the parsers here, so every input gets the same rules and the
+same messages. A change is planned first (``Config.plan_*``: parsed and
+checked against indexes, costing what it touches), saved, and only then
+applied, so an invalid or unsaved request changes nothing.
 """
 
 from __future__ import annotations
@@ -219,10 +220,6 @@ class Pool:
     backends: dict[str, Backend] = field(default_factory=dict)
     uid: int = 0
     health_check: HealthCheck = field(default_factory=HealthCheck)
-    # Slot tables last programmed, by table size (backend ip per slot):
-    # runtime data, persisted so a restart reproduces them and a change moves
-    # only the slots that must move.
-    slot_tables: dict[int, list[str | None]] = field(default_factory=dict)
 
     FIELDS = {"name", "description", "backends", "health_check"}
     MUTABLE = {"description", "health_check"}
@@ -342,51 +339,47 @@ def parse_vip(body: Any, where: str = "") -> Vip:
     return vip
 
 
-# --- the whole state -----------------------------------------------------------
+# --- the desired state --------------------------------------------------------
 
 
 @dataclass
-class State:
-    pools: dict[str, Pool] = field(default_factory=dict)
-    vips: dict[str, Vip] = field(default_factory=dict)
+class Change:
+    """A checked change of the desired state: the new version of every pool
+    and VIP it touches (None: deleted)."""
+
+    pools: dict[str, Pool | None] = field(default_factory=dict)
+    vips: dict[str, Vip | None] = field(default_factory=dict)
     next_uid: int = 1
-    # Where ARP last found each backend (ip -> {"mac", "dpid", "port"}):
-    # runtime data, saved so a restarted controller programs the same slots
-    # at once instead of dropping traffic until its probes are answered.
-    found: dict[str, dict] = field(default_factory=dict)
 
-    def copy(self) -> State:
-        return copy.deepcopy(self)
+    def __bool__(self) -> bool:
+        return bool(self.pools or self.vips)
 
-    def take_uid(self) -> int:
-        uid = self.next_uid
-        self.next_uid += 1
-        return uid
+    def summary(self, config: Config) -> dict[str, dict[str, list[str]]]:
+        """Names created, changed and deleted against ``config`` (not yet
+        applied), for dry runs and logs."""
 
-    # -- invariants over the whole state, checked after every change --
+        def split(items: dict, existing: dict) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {"create": [], "change": [], "delete": []}
+            for name, value in sorted(items.items()):
+                out["delete" if value is None else "change" if name in existing else "create"].append(name)
+            return out
 
-    def check(self) -> None:
-        backend_ips = {}
-        for pool in self.pools.values():
-            for ip in pool.backends:
-                backend_ips.setdefault(ip, pool.name)
-        vip_macs: dict[str, str] = {}
-        seen: dict[tuple, str] = {}
-        for vip in self.vips.values():
-            if vip.pool not in self.pools:
-                raise InvalidInput("pool", f"no pool named {vip.pool!r}")
-            if vip.ip in backend_ips:
-                raise Conflict(f"VIP {vip.name} ip {vip.ip} is a backend of pool {backend_ips[vip.ip]}")
-            other_mac = vip_macs.setdefault(vip.ip, vip.mac)
-            if other_mac != vip.mac:
-                raise Conflict(f"VIP {vip.name} mac {vip.mac}: other VIPs on {vip.ip} answer ARP with {other_mac}")
-            for (ip, proto, port), name in seen.items():
-                if ip == vip.ip and proto == vip.protocol and (port is None or vip.port is None or port == vip.port):
-                    what = "all ports" if vip.port is None or port is None else f"port {vip.port}"
-                    raise Conflict(f"VIP {vip.name} overlaps VIP {name}: {vip.ip} {vip.protocol} {what}")
-            seen[(vip.ip, vip.protocol, vip.port)] = vip.name
+        return {"pools": split(self.pools, config.pools), "vips": split(self.vips, config.vips)}
 
-    # -- operations (each returns a new, checked state; self is untouched) --
+
+class Config:
+    """What the operator said: pools (with backends) and VIPs, with the
+    indexes every check needs, so no check walks every VIP."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, Pool] = {}
+        self.vips: dict[str, Vip] = {}
+        self.next_uid = 1
+        self.vips_by_ip: dict[str, dict[str, Vip]] = {}
+        self.vips_by_pool: dict[str, set[str]] = {}
+        self.pools_by_backend: dict[str, set[str]] = {}
+
+    # -- lookups --
 
     def pool(self, name: str) -> Pool:
         if name not in self.pools:
@@ -404,22 +397,60 @@ class State:
             raise NotFound(f"pool {pool!r} has no backend {ip}")
         return backends[ip]
 
-    def with_pool(self, pool: Pool, replace: bool = False) -> State:
-        if pool.name in self.pools and not replace:
-            raise Conflict(f"a pool named {pool.name!r} exists")
-        new = self.copy()
-        old = new.pools.get(pool.name)
-        pool.uid = old.uid if old else new.take_uid()
-        if old:
-            pool.slot_tables = old.slot_tables
-        for backend in pool.backends.values():
-            previous = old.backends.get(backend.ip) if old else None
-            backend.uid = previous.uid if previous else new.take_uid()
-        new.pools[pool.name] = pool
-        new.check()
-        return new
+    def address_vips(self, ip: str) -> list[Vip]:
+        """The VIPs on one address, lowest uid first."""
+        return sorted(self.vips_by_ip.get(ip, {}).values(), key=lambda v: v.uid)
 
-    def with_pool_patch(self, name: str, body: Any) -> State:
+    # -- checks of one object against the indexes --
+
+    def _check_vip(self, vip: Vip, change: Change) -> None:
+        pools = change.pools
+        if vip.pool not in self.pools and not pools.get(vip.pool):
+            raise InvalidInput("pool", f"no pool named {vip.pool!r}")
+        if vip.pool in pools and pools[vip.pool] is None:
+            raise InvalidInput("pool", f"no pool named {vip.pool!r}")
+        owners = self.pools_by_backend.get(vip.ip, set()) - set(pools)
+        owners |= {name for name, pool in pools.items() if pool is not None and vip.ip in pool.backends}
+        if owners:
+            raise Conflict(f"VIP {vip.name} ip {vip.ip} is a backend of pool {sorted(owners)[0]}")
+        for other in self.vips_by_ip.get(vip.ip, {}).values():
+            if other.name == vip.name or other.name in change.vips:
+                continue
+            if other.mac != vip.mac:
+                raise Conflict(f"VIP {vip.name} mac {vip.mac}: other VIPs on {vip.ip} answer ARP with {other.mac}")
+            if other.protocol == vip.protocol and (other.port is None or vip.port is None or other.port == vip.port):
+                what = "all ports" if vip.port is None or other.port is None else f"port {vip.port}"
+                raise Conflict(f"VIP {vip.name} overlaps VIP {other.name}: {vip.ip} {vip.protocol} {what}")
+
+    def _check_backend_ip(self, pool_name: str, ip: str) -> None:
+        if self.vips_by_ip.get(ip):
+            name = min(self.vips_by_ip[ip])
+            raise Conflict(f"VIP {name} ip {ip} is a backend of pool {pool_name}")
+
+    def _take_uid(self, change: Change) -> int:
+        uid = change.next_uid
+        if uid >= 1 << 24:
+            raise Conflict("no object ids left (2^24 used); restart from an exported config")
+        change.next_uid += 1
+        return uid
+
+    def _new_change(self) -> Change:
+        return Change(next_uid=self.next_uid)
+
+    # -- planning: each returns a checked Change; self is untouched --
+
+    def plan_pool(self, pool: Pool) -> Change:
+        if pool.name in self.pools:
+            raise Conflict(f"a pool named {pool.name!r} exists")
+        change = self._new_change()
+        pool.uid = self._take_uid(change)
+        for backend in pool.backends.values():
+            self._check_backend_ip(pool.name, backend.ip)
+            backend.uid = self._take_uid(change)
+        change.pools[pool.name] = pool
+        return change
+
+    def plan_pool_patch(self, name: str, body: Any) -> Change:
         pool = self.pool(name)
         _check_object(body, "", Pool.FIELDS, {"uid"})
         for key in body:
@@ -427,175 +458,279 @@ class State:
                 raise InvalidInput(
                     key, "cannot be changed; use the backends endpoints" if key == "backends" else "cannot be changed"
                 )
-        new = self.copy()
+        new = copy.copy(pool)
         if "description" in body:
-            new.pools[pool.name].description = parse_text(body["description"], "description")
+            new.description = parse_text(body["description"], "description")
         if "health_check" in body:
-            new.pools[pool.name].health_check = parse_health_check(
-                body["health_check"], "health_check", pool.health_check
-            )
-        new.check()
-        return new
+            new.health_check = parse_health_check(body["health_check"], "health_check", pool.health_check)
+        change = self._new_change()
+        change.pools[name] = new
+        return change
 
-    def without_pool(self, name: str) -> State:
+    def plan_pool_delete(self, name: str) -> Change:
         self.pool(name)
-        users = sorted(v.name for v in self.vips.values() if v.pool == name)
+        users = sorted(self.vips_by_pool.get(name, ()))
         if users:
             raise Conflict(f"pool {name!r} is used by VIP(s): {', '.join(users)}")
-        new = self.copy()
-        del new.pools[name]
-        return new
+        change = self._new_change()
+        change.pools[name] = None
+        return change
 
-    def with_backend(self, pool_name: str, backend: Backend) -> State:
+    def _with_backends(self, pool: Pool, backends: dict[str, Backend]) -> Change:
+        new = copy.copy(pool)
+        new.backends = backends
+        change = self._new_change()
+        change.pools[pool.name] = new
+        return change
+
+    def plan_backend(self, pool_name: str, backend: Backend) -> Change:
         pool = self.pool(pool_name)
         if backend.ip in pool.backends:
             raise Conflict(f"pool {pool_name!r} has a backend {backend.ip} already")
-        new = self.copy()
-        backend.uid = new.take_uid()
-        new.pools[pool_name].backends[backend.ip] = backend
-        new.check()
-        return new
+        self._check_backend_ip(pool_name, backend.ip)
+        change = self._with_backends(pool, dict(pool.backends))
+        backend.uid = self._take_uid(change)
+        change.pools[pool_name].backends[backend.ip] = backend
+        return change
 
-    def with_backend_patch(self, pool_name: str, ip: str, body: Any) -> State:
-        self.backend(pool_name, ip)
+    def plan_backend_patch(self, pool_name: str, ip: str, body: Any) -> Change:
+        old = self.backend(pool_name, ip)
         _check_object(body, "", Backend.FIELDS, {"status", "uid"})
         for key in body:
             if key not in Backend.MUTABLE:
                 raise InvalidInput(key, "cannot be changed; delete and add the backend instead")
-        new = self.copy()
-        _apply_backend_fields(new.pools[pool_name].backends[ip], body, "")
-        new.check()
-        return new
+        patched = copy.copy(old)
+        _apply_backend_fields(patched, body, "")
+        pool = self.pools[pool_name]
+        backends = dict(pool.backends)
+        backends[ip] = patched
+        return self._with_backends(pool, backends)
 
-    def without_backend(self, pool_name: str, ip: str) -> State:
+    def plan_backend_delete(self, pool_name: str, ip: str) -> Change:
         self.backend(pool_name, ip)
-        new = self.copy()
-        del new.pools[pool_name].backends[ip]
-        return new
+        pool = self.pools[pool_name]
+        backends = dict(pool.backends)
+        del backends[ip]
+        return self._with_backends(pool, backends)
 
-    def with_vip(self, vip: Vip, replace: bool = False) -> State:
-        if vip.name in self.vips and not replace:
+    def plan_vip(self, vip: Vip) -> Change:
+        if vip.name in self.vips:
             raise Conflict(f"a VIP named {vip.name!r} exists")
-        if vip.pool not in self.pools:
-            raise InvalidInput("pool", f"no pool named {vip.pool!r}")
-        new = self.copy()
-        old = new.vips.get(vip.name)
-        vip.uid = old.uid if old else new.take_uid()
+        change = self._new_change()
         if not vip.mac:
             vip.mac = default_vip_mac(vip.ip)
-        new.vips[vip.name] = vip
-        new.check()
-        return new
+        self._check_vip(vip, change)
+        vip.uid = self._take_uid(change)
+        change.vips[vip.name] = vip
+        return change
 
-    def with_vip_patch(self, name: str, body: Any) -> State:
+    def plan_vip_patch(self, name: str, body: Any) -> Change:
         vip = self.vip(name)
         _check_object(body, "", Vip.FIELDS, {"uid", "status"})
         for key in body:
             if key not in Vip.MUTABLE:
                 raise InvalidInput(key, "cannot be changed")
-        patched = copy.deepcopy(vip)
+        patched = copy.copy(vip)
         derived_mac = vip.mac == default_vip_mac(vip.ip)
         _apply_vip_fields(patched, body, "")
-        if derived_mac and "ip" in body and "mac" not in body:
-            patched.mac = ""  # follow the new address
-        return self.with_vip(patched, replace=True)
+        if (derived_mac and "ip" in body and "mac" not in body) or not patched.mac:
+            patched.mac = default_vip_mac(patched.ip)  # follow the new address
+        change = self._new_change()
+        self._check_vip(patched, change)
+        change.vips[name] = patched
+        return change
 
-    def without_vip(self, name: str) -> State:
+    def plan_vip_delete(self, name: str) -> Change:
         self.vip(name)
-        new = self.copy()
-        del new.vips[name]
-        return new
+        change = self._new_change()
+        change.vips[name] = None
+        return change
 
-    # -- serialisation of the saved state --
+    def plan_document(self, data: Any, replace: bool = True) -> Change:
+        """The change that makes the desired state equal to a config document
+        ``{"pools": [...], "vips": [...]}`` (REST shapes). With ``replace``
+        False (a declared file at start) objects not named are kept. The
+        whole document is checked before anything is planned; objects that
+        are already as declared are not part of the change."""
+        pools, vips = parse_document(data)
+        if not replace:
+            pools = {**{n: (f"pool {n}", _clone_pool(p)) for n, p in self.pools.items()}, **pools}
+            vips = {**{n: (f"VIP {n}", copy.copy(v)) for n, v in self.vips.items()}, **vips}
+        scratch = Config()
+        for where, pool in pools.values():
+            try:
+                scratch.apply(scratch.plan_pool(pool))
+            except (InvalidInput, Conflict) as error:
+                raise _located(error, where) from None
+        for where, vip in vips.values():
+            try:
+                scratch.apply(scratch.plan_vip(vip))
+            except (InvalidInput, Conflict) as error:
+                raise _located(error, where) from None
+        change = self._new_change()
+        for name, pool in scratch.pools.items():
+            old = self.pools.get(name)
+            if old is not None and _pool_json(old) == _pool_json(pool):
+                continue
+            pool.uid = old.uid if old else self._take_uid(change)
+            for backend in pool.backends.values():
+                previous = old.backends.get(backend.ip) if old else None
+                backend.uid = previous.uid if previous else self._take_uid(change)
+            change.pools[name] = pool
+        for name, vip in scratch.vips.items():
+            old = self.vips.get(name)
+            if old is not None and old.to_json() == vip.to_json():
+                continue
+            vip.uid = old.uid if old else self._take_uid(change)
+            change.vips[name] = vip
+        for name in self.pools:
+            if name not in scratch.pools:
+                change.pools[name] = None
+        for name in self.vips:
+            if name not in scratch.vips:
+                change.vips[name] = None
+        return change
 
-    def to_saved(self) -> dict[str, Any]:
-        pools = []
-        for pool in self.pools.values():
-            entry = pool.to_json()
-            entry["uid"] = pool.uid
-            for item, backend in zip(entry["backends"], pool.backends.values()):
-                item["uid"] = backend.uid
-            if pool.slot_tables:
-                entry["slot_tables"] = {str(size): table for size, table in pool.slot_tables.items()}
-            pools.append(entry)
-        vips = [dict(v.to_json(), uid=v.uid) for v in self.vips.values()]
-        return {"version": 1, "next_uid": self.next_uid, "pools": pools, "vips": vips, "found": self.found}
+    # -- applying a planned change --
+
+    def apply(self, change: Change) -> None:
+        for name, vip in change.vips.items():
+            old = self.vips.pop(name, None)
+            if old is not None:
+                self.vips_by_ip[old.ip].pop(name, None)
+                if not self.vips_by_ip[old.ip]:
+                    del self.vips_by_ip[old.ip]
+                self.vips_by_pool[old.pool].discard(name)
+        for name, pool in change.pools.items():
+            old = self.pools.pop(name, None)
+            if old is not None:
+                for ip in old.backends:
+                    self.pools_by_backend[ip].discard(name)
+                    if not self.pools_by_backend[ip]:
+                        del self.pools_by_backend[ip]
+            if pool is not None:
+                self.pools[name] = pool
+                self.vips_by_pool.setdefault(name, set())
+                for ip in pool.backends:
+                    self.pools_by_backend.setdefault(ip, set()).add(name)
+            elif not self.vips_by_pool.get(name):
+                self.vips_by_pool.pop(name, None)
+        for name, vip in change.vips.items():
+            if vip is not None:
+                self.vips[name] = vip
+                self.vips_by_ip.setdefault(vip.ip, {})[name] = vip
+                self.vips_by_pool.setdefault(vip.pool, set()).add(name)
+        self.next_uid = max(self.next_uid, change.next_uid)
+
+    # -- export and the saved form --
+
+    def document(self) -> dict[str, list]:
+        """The desired state in the shape of ``PUT /v1/config``."""
+        return {
+            "pools": [_pool_json(p) for p in self.pools.values()],
+            "vips": [v.to_json() for v in self.vips.values()],
+        }
+
+    @staticmethod
+    def saved_pool(pool: Pool) -> dict[str, Any]:
+        entry = _pool_json(pool)
+        entry["uid"] = pool.uid
+        for item, backend in zip(entry["backends"], pool.backends.values()):
+            item["uid"] = backend.uid
+        return entry
+
+    @staticmethod
+    def saved_vip(vip: Vip) -> dict[str, Any]:
+        return dict(vip.to_json(), uid=vip.uid)
 
     @classmethod
-    def from_saved(cls, data: Any) -> State:
-        """Rebuild a saved state; runs every rule again, so a hand-edited file
-        that breaks one is refused with the field named."""
-        _check_object(data, "state", {"version", "next_uid", "pools", "vips", "found"})
-        if data.get("version") != 1:
-            raise InvalidInput("state.version", "must be 1")
-        state = cls(next_uid=parse_int(data.get("next_uid", 1), "state.next_uid", 1, (1 << 24) - 1))
-        for i, item in enumerate(data.get("pools", [])):
+    def from_saved(cls, pools: list, vips: list, next_uid: Any) -> Config:
+        """Rebuild saved objects, running every rule again, so a hand-edited
+        store that breaks one is refused with the field named."""
+        config = cls()
+        change = Change(next_uid=parse_int(next_uid, "state.next_uid", 1, (1 << 24) - 1))
+        uids: set[int] = set()
+
+        def take(value: Any, where: str) -> int:
+            uid = parse_int(value, where, 1, change.next_uid - 1)
+            if uid in uids:
+                raise InvalidInput(where, f"uid {uid} is used twice")
+            uids.add(uid)
+            return uid
+
+        for i, item in enumerate(pools):
             where = f"pools[{i}]"
-            _check_object(item, where, Pool.FIELDS | {"uid", "slot_tables"})
-            plain = {k: v for k, v in item.items() if k not in ("uid", "slot_tables")}
-            plain["backends"] = [{k: v for k, v in b.items() if k != "uid"} for b in item.get("backends", [])]
+            _check_object(item, where, Pool.FIELDS | {"uid"})
+            plain = {k: v for k, v in item.items() if k != "uid"}
+            backends = item.get("backends", [])
+            if isinstance(backends, list):
+                plain["backends"] = [
+                    {k: v for k, v in b.items() if k != "uid"} if isinstance(b, dict) else b for b in backends
+                ]
             pool = parse_pool(plain, where)
-            pool.uid = parse_int(item.get("uid"), f"{where}.uid", 1, state.next_uid - 1)
-            for j, (b_item, backend) in enumerate(zip(item.get("backends", []), pool.backends.values())):
-                backend.uid = parse_int(b_item.get("uid"), f"{where}.backends[{j}].uid", 1, state.next_uid - 1)
-            tables = item.get("slot_tables", {})
-            if not isinstance(tables, dict):
-                raise InvalidInput(f"{where}.slot_tables", "must be an object of size: table")
-            for size, table in tables.items():
-                ok = size.isdigit() and isinstance(table, list) and len(table) == int(size)
-                if not ok or not all(x is None or isinstance(x, str) for x in table):
-                    raise InvalidInput(
-                        f"{where}.slot_tables.{size}", "must be a list of backend IPs or nulls, as long as its size"
-                    )
-                pool.slot_tables[int(size)] = table
-            if pool.name in state.pools:
+            pool.uid = take(item.get("uid"), f"{where}.uid")
+            for j, (b_item, backend) in enumerate(zip(backends, pool.backends.values())):
+                backend.uid = take(b_item.get("uid"), f"{where}.backends[{j}].uid")
+            if pool.name in change.pools:
                 raise InvalidInput(f"{where}.name", f"pool {pool.name!r} is listed twice")
-            state.pools[pool.name] = pool
-        for i, item in enumerate(data.get("vips", [])):
+            change.pools[pool.name] = pool
+        config.apply(change)
+        change = Change(next_uid=change.next_uid)
+        for i, item in enumerate(vips):
             where = f"vips[{i}]"
             _check_object(item, where, Vip.FIELDS | {"uid"})
             vip = parse_vip({k: v for k, v in item.items() if k != "uid"}, where)
-            vip.uid = parse_int(item.get("uid"), f"{where}.uid", 1, state.next_uid - 1)
+            vip.uid = take(item.get("uid"), f"{where}.uid")
             if not vip.mac:
                 vip.mac = default_vip_mac(vip.ip)
-            if vip.name in state.vips:
+            if vip.name in change.vips:
                 raise InvalidInput(f"{where}.name", f"VIP {vip.name!r} is listed twice")
-            state.vips[vip.name] = vip
-        found = data.get("found", {})
-        if not isinstance(found, dict):
-            raise InvalidInput("state.found", "must be an object of ip: location")
-        for ip, where in found.items():
-            at = f"state.found.{ip}"
-            _check_object(where, at, {"mac", "dpid", "port"})
-            state.found[parse_ipv4(ip, at)] = {
-                "mac": parse_mac(where.get("mac"), f"{at}.mac"),
-                "dpid": None if where.get("dpid") is None else parse_dpid(where["dpid"], f"{at}.dpid"),
-                "port": None if where.get("port") is None else parse_int(where["port"], f"{at}.port", 1, 0xFFFFFF00),
-            }
-        uids = [p.uid for p in state.pools.values()] + [v.uid for v in state.vips.values()]
-        uids += [b.uid for p in state.pools.values() for b in p.backends.values()]
-        if len(set(uids)) != len(uids):
-            raise InvalidInput("state", "uids must be unique")
-        state.check()
-        return state
+            try:
+                config._check_vip(vip, change)
+            except (InvalidInput, Conflict) as error:
+                raise _located(error, where) from None
+            change.vips[vip.name] = vip
+            config.apply(change)
+            change = Change(next_uid=change.next_uid)
+        return config
 
 
-def apply_declared(state: State, data: Any) -> State:
-    """Upsert the pools and VIPs of a declared-config document (the same
-    shape as POST bodies) into ``state``; all or nothing."""
-    _check_object(data, "", {"pools", "vips"})
-    pools = data.get("pools", [])
-    vips = data.get("vips", [])
-    if not isinstance(pools, list):
-        raise InvalidInput("pools", "must be a list")
-    if not isinstance(vips, list):
-        raise InvalidInput("vips", "must be a list")
-    new = state
-    for i, item in enumerate(pools):
-        new = new.with_pool(parse_pool(item, f"pools[{i}]"), replace=True)
-    for i, item in enumerate(vips):
-        vip = parse_vip(item, f"vips[{i}]")
-        if vip.pool not in new.pools:
-            raise InvalidInput(f"vips[{i}].pool", f"no pool named {vip.pool!r}")
-        new = new.with_vip(vip, replace=True)
+def _pool_json(pool: Pool) -> dict[str, Any]:
+    return pool.to_json()
+
+
+def _clone_pool(pool: Pool) -> Pool:
+    new = copy.copy(pool)
+    new.backends = {ip: copy.copy(b) for ip, b in pool.backends.items()}
     return new
+
+
+def _located(error: Exception, where: str) -> Exception:
+    """The same error, its field placed inside the document."""
+    if isinstance(error, InvalidInput):
+        return InvalidInput(_where(where, error.field), error.rule)
+    return Conflict(f"{where}: {error}")
+
+
+def parse_document(data: Any) -> tuple[dict[str, tuple[str, Pool]], dict[str, tuple[str, Vip]]]:
+    """Pools and VIPs of a config document, by name, with where each was."""
+    _check_object(data, "", {"pools", "vips"})
+    pools_in = data.get("pools", [])
+    vips_in = data.get("vips", [])
+    if not isinstance(pools_in, list):
+        raise InvalidInput("pools", "must be a list")
+    if not isinstance(vips_in, list):
+        raise InvalidInput("vips", "must be a list")
+    pools: dict[str, tuple[str, Pool]] = {}
+    for i, item in enumerate(pools_in):
+        pool = parse_pool(item, f"pools[{i}]")
+        if pool.name in pools:
+            raise InvalidInput(f"pools[{i}].name", f"pool {pool.name!r} is listed twice")
+        pools[pool.name] = (f"pools[{i}]", pool)
+    vips: dict[str, tuple[str, Vip]] = {}
+    for i, item in enumerate(vips_in):
+        vip = parse_vip(item, f"vips[{i}]")
+        if vip.name in vips:
+            raise InvalidInput(f"vips[{i}].name", f"VIP {vip.name!r} is listed twice")
+        vips[vip.name] = (f"vips[{i}]", vip)
+    return pools, vips

@@ -205,3 +205,15 @@ def is_ovs(desc) -> bool:
 
 def text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def describe(command: Command) -> str:
+    """A short text naming a command, for errors the switch reports."""
+    if isinstance(command, FlowAdd):
+        rule = command.rule
+        return f"flow add table {rule.table} priority {rule.priority} cookie {rule.cookie:#x} match {dict(rule.match)}"
+    if isinstance(command, FlowDelete):
+        return f"flow delete table {command.table} priority {command.priority} match {dict(command.match)}"
+    if isinstance(command, FlowDeleteByCookie):
+        return f"flow delete cookie {command.cookie:#x}"
+    return type(command).__name__

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
 
-from ryu_dsr.flows.maglev import DEFAULT_TABLE_SIZE
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
 from ryu_dsr.model import InvalidInput, parse_choice, parse_int, parse_ipv4, parse_mac
 
@@ -28,7 +27,12 @@ class Option:
 
 
 OPTIONS = (
-    Option("state_file", str, "/var/lib/ryu_dsr/state.json", "where accepted changes are saved; empty: not saved"),
+    Option(
+        "state_file",
+        str,
+        "/var/lib/ryu_dsr/state.db",
+        "SQLite file where accepted changes are saved (a 0.1 JSON state file there is imported); empty: not saved",
+    ),
     Option("declared_file", str, "", "JSON file of pools and VIPs applied at start (same shape as REST bodies)"),
     Option(
         "l2_mode",
@@ -47,8 +51,8 @@ OPTIONS = (
     Option(
         "table_size",
         int,
-        DEFAULT_TABLE_SIZE,
-        "consistent-hash slots per pool in ovs mode (a prime is best)",
+        4096,
+        "most consistent-hash slots per pool in ovs mode; a pool's table has 64 per backend, rounded up to a power of two",
         low=1,
         high=MAX_SLOTS_OVS,
     ),

@@ -1,74 +1,251 @@
-"""The state file: written by atomic replace, read back with every rule."""
+"""Where accepted changes are kept: SQLite from the standard library, a row
+per object, one transaction per change.
+
+The store holds the desired state (a row per pool with its backends, a row
+per VIP) and the runtime data that makes a restart hitless (a row per pool's
+slot tables, a row per backend found by ARP). A write costs what the change
+touches. SQLite in WAL mode with ``synchronous=FULL`` commits durably: a
+change that was acknowledged survives kill -9 and power loss, and a crash at
+any moment leaves the last committed state readable.
+
+``Store`` is the small interface the controller uses; ``SqliteStore`` is the
+embedded default, ``MemoryStore`` keeps nothing (``state_file`` empty). The
+JSON document of ``GET/PUT /v1/config`` is the import/export format; a
+state file of ryu_dsr 0.1 (one JSON file) is imported on first start.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ryu_dsr.model import State, apply_declared
+from ryu_dsr.model import (
+    Change,
+    Config,
+    Conflict,
+    InvalidInput,
+    _check_object,
+    parse_dpid,
+    parse_int,
+    parse_ipv4,
+    parse_mac,
+)
 
 
 class StateFileError(Exception):
     """The saved or declared state cannot be used; the message says why."""
 
 
+@dataclass
+class Saved:
+    """Everything a store holds."""
+
+    config: Config = field(default_factory=Config)
+    slots: dict[str, Any] = field(default_factory=dict)  # pool name -> saved slot tables
+    found: dict[str, dict] = field(default_factory=dict)  # backend ip -> {"mac", "dpid", "port"}
+
+
 class Store:
-    """Saves accepted states to one JSON file.
+    """The interface: load everything once, then write changes."""
 
-    Each save writes a temporary file in the same directory, fsyncs it and
-    renames it over the old one, then fsyncs the directory: a crash at any
-    moment leaves either the old or the new file, whole.
-    """
+    def load(self) -> Saved:
+        return Saved()
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
-        self.path = Path(path) if path else None
+    def write(
+        self,
+        change: Change | None = None,
+        slots: dict[str, Any] | None = None,
+        found: dict[str, dict | None] | None = None,
+    ) -> None:
+        """Save a desired-state change and runtime rows (None deletes a row)
+        in one transaction: all of it or none."""
 
-    def load(self) -> State:
-        if self.path is None or not self.path.exists():
-            return State()
+    def close(self) -> None:
+        pass
+
+
+class MemoryStore(Store):
+    """Keeps nothing: every start begins empty (or from the declared file)."""
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS vips (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS slot_tables (pool TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS found (ip TEXT PRIMARY KEY, body TEXT NOT NULL)",
+)
+SCHEMA_VERSION = "2"
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        legacy = _read_legacy(self.path)
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as error:
-            raise StateFileError(f"state file {self.path}: cannot read JSON: {error}") from None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if legacy is not None:
+                os.replace(self.path, self.path.with_name(self.path.name + ".v1.json"))
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            for statement in SCHEMA:
+                self.db.execute(statement)
+            version = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except (OSError, sqlite3.Error) as error:
+            raise StateFileError(f"state file {self.path}: cannot open it as SQLite: {error}") from None
+        if version is not None and version[0] != SCHEMA_VERSION:
+            raise StateFileError(f"state file {self.path}: schema {version[0]}, this ryu_dsr reads {SCHEMA_VERSION}")
+        if legacy is not None:
+            self._import_legacy(legacy)
+
+    # -- reading --
+
+    def load(self) -> Saved:
         try:
-            return State.from_saved(data)
-        except Exception as error:  # InvalidInput or Conflict: the message names the field
+            rows = {
+                table: self.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()  # noqa: S608
+                for table in ("meta", "pools", "vips", "slot_tables", "found")
+            }
+        except sqlite3.Error as error:
+            raise StateFileError(f"state file {self.path}: cannot read it: {error}") from None
+        try:
+            meta = dict(rows["meta"])
+            pools = [_body(name, text, "pools") for name, text in rows["pools"]]
+            vips = [_body(name, text, "vips") for name, text in rows["vips"]]
+            config = Config.from_saved(pools, vips, int(meta.get("next_uid", "1")))
+            saved = Saved(config)
+            for name, text in rows["slot_tables"]:
+                if name in config.pools:
+                    saved.slots[name] = _body(name, text, "slot_tables")
+            for ip, text in rows["found"]:
+                saved.found[ip] = parse_found(ip, _body(ip, text, "found"))
+        except (InvalidInput, Conflict, ValueError) as error:
             raise StateFileError(f"state file {self.path}: {error}") from None
+        return saved
 
-    def save(self, state: State) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(state.to_saved(), indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
+    # -- writing --
+
+    def write(
+        self,
+        change: Change | None = None,
+        slots: dict[str, Any] | None = None,
+        found: dict[str, dict | None] | None = None,
+    ) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            if change is not None:
+                for name, pool in change.pools.items():
+                    if pool is None:
+                        db.execute("DELETE FROM pools WHERE name = ?", (name,))
+                        db.execute("DELETE FROM slot_tables WHERE pool = ?", (name,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO pools VALUES (?, ?)", (name, json.dumps(Config.saved_pool(pool)))
+                        )
+                for name, vip in change.vips.items():
+                    if vip is None:
+                        db.execute("DELETE FROM vips WHERE name = ?", (name,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO vips VALUES (?, ?)", (name, json.dumps(Config.saved_vip(vip)))
+                        )
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('next_uid', ?)", (str(change.next_uid),))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            for name, body in (slots or {}).items():
+                if body is None:
+                    db.execute("DELETE FROM slot_tables WHERE pool = ?", (name,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO slot_tables VALUES (?, ?)", (name, json.dumps(body)))
+            for ip, where in (found or {}).items():
+                if where is None:
+                    db.execute("DELETE FROM found WHERE ip = ?", (ip,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO found VALUES (?, ?)", (ip, json.dumps(where)))
+            db.execute("COMMIT")
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            db.execute("ROLLBACK")
             raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- ryu_dsr 0.1's JSON state file --
+
+    def _import_legacy(self, data: dict) -> None:
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            _check_object(data, "state", {"version", "next_uid", "pools", "vips", "found"})
+            pools = [{k: v for k, v in item.items() if k != "slot_tables"} for item in data.get("pools", [])]
+            config = Config.from_saved(pools, data.get("vips", []), data.get("next_uid", 1))
+            found = {ip: parse_found(ip, where) for ip, where in (data.get("found") or {}).items()}
+        except (InvalidInput, Conflict, AttributeError, TypeError) as error:
+            raise StateFileError(f"state file {self.path}.v1.json (ryu_dsr 0.1): {error}") from None
+        change = Change(pools=dict(config.pools), vips=dict(config.vips), next_uid=config.next_uid)
+        slots = {}
+        for item in data.get("pools", []):
+            tables = item.get("slot_tables") or {}
+            if tables:
+                sizes = sorted(int(size) for size in tables)
+                slots[item["name"]] = {"size": sizes[-1], "tables": tables}
+        self.write(change, slots, found)
 
 
-def load_declared(state: State, path: str | os.PathLike | None) -> State:
-    """Apply a declared-config file (JSON: {"pools": [...], "vips": [...]})."""
-    if not path:
-        return state
+def _read_legacy(path: Path) -> dict | None:
+    """The JSON of a ryu_dsr 0.1 state file at ``path``, or None."""
     try:
-        data = json.loads(Path(path).read_text())
+        with open(path, "rb") as handle:
+            head = handle.read(1)
+            if head != b"{":
+                return None
+            return json.loads(head + handle.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise StateFileError(f"state file {path}: cannot read JSON: {error}") from None
+
+
+def _body(name: str, text: str, table: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{table} row {name!r} is not JSON: {error}") from None
+
+
+def parse_found(ip: str, where: Any) -> dict:
+    at = f"state.found.{ip}"
+    parse_ipv4(ip, at)
+    _check_object(where, at, {"mac", "dpid", "port"})
+    return {
+        "mac": parse_mac(where.get("mac"), f"{at}.mac"),
+        "dpid": None if where.get("dpid") is None else parse_dpid(where["dpid"], f"{at}.dpid"),
+        "port": None if where.get("port") is None else parse_int(where["port"], f"{at}.port", 1, 0xFFFFFF00),
+    }
+
+
+def open_store(path: str | os.PathLike | None) -> Store:
+    return SqliteStore(path) if path else MemoryStore()
+
+
+def read_document(path: str | os.PathLike) -> Any:
+    """A JSON config document from a file, with a clear error."""
+    try:
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise StateFileError(f"declared config {path}: cannot read JSON: {error}") from None
+
+
+def plan_declared(config: Config, path: str | os.PathLike | None) -> Change:
+    """The change a declared-config file makes at start (pools and VIPs
+    upserted; others kept)."""
+    if not path:
+        return Change(next_uid=config.next_uid)
+    data = read_document(path)
     try:
-        return apply_declared(state, data)
-    except Exception as error:  # InvalidInput, Conflict: the message names the field
+        return config.plan_document(data, replace=False)
+    except (InvalidInput, Conflict) as error:
         raise StateFileError(f"declared config {path}: {error}") from None

@@ -9,7 +9,7 @@ from ryu_dsr.flows.packets import build_arp
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.settings import Settings
-from ryu_dsr.store import Store
+from ryu_dsr.store import SqliteStore
 from tests.simulator import FakeSwitch
 
 CLIENT_MAC = "02:00:00:00:00:01"
@@ -62,7 +62,7 @@ class Rig:
 
 def make_rig(tmp_path, clock: Clock | None = None, **settings) -> Rig:
     clock = clock or Clock()
-    values = {"state_file": str(tmp_path / "state.json")}
+    values = {"state_file": str(tmp_path / "state.db")}
     values.update(settings)
     rig_ref: dict = {}
 
@@ -72,7 +72,7 @@ def make_rig(tmp_path, clock: Clock | None = None, **settings) -> Rig:
         if switch is not None:
             switch.apply(commands)
 
-    balancer = Balancer(Settings.from_mapping(values), Store(values["state_file"]), send, clock=clock)
+    balancer = Balancer(Settings.from_mapping(values), SqliteStore(values["state_file"]), send, clock=clock)
     rig = Rig(balancer, clock)
     rig_ref["rig"] = rig
     return rig

@@ -56,7 +56,7 @@ class Fabric:
         self.lab = Lab(prefix)
         self.rest_port, self.of_port = rest_port, of_port
         self.base = f"http://127.0.0.1:{rest_port}"
-        self.settings = {"state_file": str(self.lab.run_dir / "state.json"), "probe_ip": PROBE_IP}
+        self.settings = {"state_file": str(self.lab.run_dir / "state.db"), "probe_ip": PROBE_IP}
         self.settings.update(settings or {})
         self.servers = {}
         self.lab.start_switch(controller_port=of_port)

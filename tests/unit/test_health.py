@@ -6,6 +6,7 @@ import pytest
 from ryu_dsr.flows.packets import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp, build_arp, build_tcp, parse_arp, parse_tcp
 from ryu_dsr.flows.pipeline import Kind, kind_of
 from ryu_dsr.flows.rules import FlowDeleteByCookie, PacketOut
+from ryu_dsr.rest import views
 
 from ryu_dsr.model import InvalidInput
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
@@ -56,7 +57,7 @@ def answer(rig, syn: Tcp, flags, payload=b"", seq=1000):
 
 
 def state(rig, ip):
-    return rig.balancer.backend_json("web", ip)["status"]
+    return views.backend_json(rig.balancer, "web", ip)["status"]
 
 
 def test_tcp_check_takes_a_refusing_backend_out_and_brings_it_back(tmp_path):
@@ -86,7 +87,7 @@ def test_tcp_check_takes_a_refusing_backend_out_and_brings_it_back(tmp_path):
         tick(rig, 0.3)
         syn = next(p for _, p in probes(rig) if isinstance(p, Tcp) and p.dst == "10.0.0.12" and p.flags == TCP_SYN)
         answer(rig, syn, TCP_SYN | TCP_ACK)
-    assert state(rig, "10.0.0.12")["state"] == "up" and state(rig, "10.0.0.12")["slots"] > 1000
+    assert state(rig, "10.0.0.12")["state"] == "up" and state(rig, "10.0.0.12")["slots"] > 60
 
 
 def test_an_unanswered_probe_fails_at_its_timeout(tmp_path):
@@ -115,7 +116,7 @@ def test_arp_check_is_the_default_and_needs_no_probe_address(tmp_path):
     tick(rig, 0.3)
     assert state(rig, "10.0.0.11")["state"] == "unhealthy"
     assert state(rig, "10.0.0.12")["state"] == "up"
-    assert rig.balancer.pool_json("web")["health_check"]["kind"] == "arp"
+    assert views.pool_json(rig.balancer, "web")["health_check"]["kind"] == "arp"
 
 
 def test_http_check_wants_the_expected_status(tmp_path):
@@ -197,7 +198,7 @@ def test_health_check_rules(tmp_path, check, words):
     with pytest.raises(InvalidInput) as error:
         rig.balancer.create_pool({"name": "web", "health_check": check})
     assert words in str(error.value)
-    assert rig.balancer.list_pools() == []
+    assert list(rig.balancer.config.pools) == []
 
 
 def test_tcp_checks_need_a_probe_address(tmp_path):
@@ -207,11 +208,12 @@ def test_tcp_checks_need_a_probe_address(tmp_path):
     rig.balancer.create_pool({"name": "web"})
     with pytest.raises(InvalidInput, match="health_check.kind"):
         rig.balancer.patch_pool("web", {"health_check": {"kind": "http", "port": 80}})
-    assert rig.balancer.pool_json("web")["health_check"]["kind"] == "arp"
+    assert views.pool_json(rig.balancer, "web")["health_check"]["kind"] == "arp"
 
 
 def test_patching_a_check_keeps_the_fields_not_given(tmp_path):
     rig = make_rig(tmp_path, probe_ip=PROBE_IP)
     rig.balancer.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 8080, "fall": 3}})
-    changed = rig.balancer.patch_pool("web", {"health_check": {"interval": 1.0}})["health_check"]
+    rig.balancer.patch_pool("web", {"health_check": {"interval": 1.0}})
+    changed = views.pool_json(rig.balancer, "web")["health_check"]
     assert (changed["kind"], changed["port"], changed["fall"], changed["interval"]) == ("tcp", 8080, 3, 1.0)

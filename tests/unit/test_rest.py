@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 import pytest
 from ryu_dsr.rest.api import DsrApi, openapi_document
@@ -18,7 +19,7 @@ def api(tmp_path):
     rig.connect()
     app = DsrApi(rig.balancer)
     app.rig = rig
-    app.state_file = tmp_path / "state.json"
+    app.state_file = tmp_path / "state.db"
     return app
 
 
@@ -42,9 +43,15 @@ def populate(app):
     return vip
 
 
+def saved_rows(path) -> list[str]:
+    """Everything the store holds, as SQL text."""
+    with sqlite3.connect(str(path)) as db:
+        return list(db.iterdump())
+
+
 def snapshot(app):
     return (
-        app.state_file.read_bytes(),
+        saved_rows(app.state_file),
         json.dumps(call(app, "GET", "/v1/pools")[1]),
         json.dumps(call(app, "GET", "/v1/vips")[1]),
     )
@@ -78,7 +85,7 @@ def test_backend_status_shows_where_arp_found_it(api):
     status = call(api, "GET", "/v1/pools/web/backends/10.0.0.11")[1]["status"]
     assert status["state"] == "up" and status["resolved"] and status["mac"] == "02:00:00:00:00:0b"
     assert status["location"] == {"dpid": 1, "port": 2}
-    assert status["slots"] == 4099  # the only backend up holds every slot
+    assert status["slots"] == 128  # the only backend up holds every slot of a 2-backend table
 
 
 INVALID = [
@@ -212,7 +219,7 @@ def test_a_failed_save_is_500_and_changes_nothing(api, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(api.rig.balancer.store, "save", broken)
+    monkeypatch.setattr(api.rig.balancer.store, "write", broken)
     status, error = call(api, "POST", "/v1/pools", {"name": "other"})
     assert status == 500 and "disk full" in error["message"]
     monkeypatch.undo()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
+import sqlite3
+import subprocess
+import sys
 
 import pytest
+from ryu_dsr.rest import views
 
 from ryu_dsr.check import main as check_main
 from ryu_dsr.core import Balancer
-from ryu_dsr.model import InvalidInput, State
+from ryu_dsr.model import Config, InvalidInput
 from ryu_dsr.settings import Settings
-from ryu_dsr.store import StateFileError, Store, load_declared
+from ryu_dsr.store import SqliteStore, StateFileError, plan_declared
 from tests.conftest import make_rig
 from tests.simulator import FakeSwitch
 
@@ -22,30 +25,77 @@ DECLARED = {
 
 
 def test_save_and_load_round_trip(tmp_path):
-    store = Store(tmp_path / "state.json")
-    state = load_declared(State(), None)
-    state = state.with_pool(__import__("ryu_dsr.model", fromlist=["parse_pool"]).parse_pool(DECLARED["pools"][0]))
-    store.save(state)
-    loaded = store.load()
-    assert loaded.to_saved() == state.to_saved()
+    rig = make_rig(tmp_path)
+    rig.setup_web()
+    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 7})
+    loaded = SqliteStore(tmp_path / "state.db").load()
+    assert loaded.config.document() == rig.balancer.config.document()
+    assert [p.uid for p in loaded.config.pools.values()] == [p.uid for p in rig.balancer.config.pools.values()]
+    assert loaded.config.next_uid == rig.balancer.config.next_uid
 
 
-def test_a_crash_while_saving_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    path = tmp_path / "state.json"
+def test_a_crash_in_the_middle_of_a_write_leaves_the_last_commit(tmp_path, monkeypatch):
+    """A failure at any statement of a transaction leaves what was committed
+    before it, readable."""
     rig = make_rig(tmp_path)
     rig.balancer.create_pool({"name": "web"})
-    before = path.read_bytes()
+    store = rig.balancer.store
+    real = store.db
+    calls = []
 
-    def crash(*args):
-        raise KeyboardInterrupt  # killed between writing and renaming
+    class Dying:
+        def execute(self, sql, *args):
+            calls.append(sql)
+            if sql.startswith("INSERT OR REPLACE INTO meta"):
+                raise KeyboardInterrupt  # killed after the pool row, before the commit
+            return real.execute(sql, *args)
 
-    monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(store, "db", Dying())
     with pytest.raises(KeyboardInterrupt):
         rig.balancer.create_pool({"name": "other"})
     monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary left behind
-    assert list(Store(path).load().pools) == ["web"]
+    assert any(sql.startswith("INSERT OR REPLACE INTO pools") for sql in calls)
+    assert list(rig.balancer.config.pools) == ["web"]  # nothing applied either
+    assert list(SqliteStore(tmp_path / "state.db").load().config.pools) == ["web"]
+
+
+def test_an_acknowledged_change_survives_kill_9(tmp_path):
+    """A child process commits and is killed at once; the change is there."""
+    path = tmp_path / "state.db"
+    code = (
+        "import os, signal, sys; from ryu_dsr.store import SqliteStore; from ryu_dsr.model import Config, parse_pool;"
+        f"store = SqliteStore({str(path)!r}); config = Config();"
+        "change = config.plan_pool(parse_pool({'name': 'web', 'backends': [{'ip': '10.0.0.11'}]}));"
+        "store.write(change); print('acknowledged', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "acknowledged" and result.returncode == -9
+    assert list(SqliteStore(path).load().config.pools["web"].backends) == ["10.0.0.11"]
+
+
+def test_a_state_file_of_version_0_1_is_imported(tmp_path):
+    path = tmp_path / "state.db"
+    legacy = {
+        "version": 1,
+        "next_uid": 4,
+        "pools": [
+            {
+                "name": "web",
+                "uid": 1,
+                "description": "",
+                "backends": [{"ip": "10.0.0.11", "weight": 100, "mac": None, "location": None, "uid": 2}],
+                "slot_tables": {"4099": ["10.0.0.11"] * 4099},
+            }
+        ],
+        "vips": [{"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web", "uid": 3}],
+        "found": {"10.0.0.11": {"mac": "02:00:00:00:00:0b", "dpid": 1, "port": 2}},
+    }
+    path.write_text(json.dumps(legacy))
+    saved = SqliteStore(path).load()
+    assert saved.config.vips["www"].uid == 3 and saved.config.pools["web"].backends["10.0.0.11"].uid == 2
+    assert saved.slots["web"]["size"] == 4099  # kept: no flow moves on upgrade
+    assert saved.found["10.0.0.11"]["port"] == 2
+    assert json.loads((tmp_path / "state.db.v1.json").read_text()) == legacy
 
 
 def test_restart_restores_state_and_changes_no_flow(tmp_path):
@@ -56,20 +106,27 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     rig.learn("02:00:00:00:00:01", 1)
     before = switch.installed()
     sent = []
-    restarted = Balancer(rig.balancer.settings, Store(tmp_path / "state.json"), lambda d, c: sent.extend(c))
+    rig.balancer.store.close()
+    restarted = Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), lambda d, c: sent.extend(c))
     restarted.switch_connected(1, "ovs", switch.installed())
     assert [c for c in sent if type(c).__name__ in ("FlowAdd", "FlowDelete", "FlowDeleteByCookie")] == []
     assert switch.installed() == before
-    assert restarted.backend_json("web", "10.0.0.11")["status"]["state"] == "up"
+    assert views.backend_json(restarted, "web", "10.0.0.11")["status"]["state"] == "up"
+
+
+def declared(config, path):
+    change = plan_declared(config, path)
+    config.apply(change)
+    return change
 
 
 def test_declared_file_is_applied_at_start_with_the_rest_rules(tmp_path):
     path = tmp_path / "dsr.json"
     path.write_text(json.dumps(DECLARED))
-    state = load_declared(State(), path)
-    assert list(state.vips) == ["www"] and state.pools["web"].backends["10.0.0.12"].weight == 10
-    again = load_declared(state, path)  # applying twice changes nothing
-    assert again.to_saved() == state.to_saved()
+    config = Config()
+    declared(config, path)
+    assert list(config.vips) == ["www"] and config.pools["web"].backends["10.0.0.12"].weight == 10
+    assert not declared(config, path)  # applying twice changes nothing
 
 
 @pytest.mark.parametrize(
@@ -92,7 +149,7 @@ def test_declared_file_errors_name_the_field(tmp_path, document, words):
     path = tmp_path / "dsr.json"
     path.write_text(document if isinstance(document, str) else json.dumps(document))
     with pytest.raises(StateFileError) as error:
-        load_declared(State(), path)
+        plan_declared(Config(), path)
     assert words in str(error.value) and str(path) in str(error.value)
 
 
@@ -108,33 +165,43 @@ def test_check_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("edit", "words"),
+    ("sql", "words"),
     [
-        (lambda d: d.update(version=2), "state.version"),
-        (lambda d: d["pools"][0].update(uid="x"), "pools[0].uid"),
-        (lambda d: d["pools"][0].update(slot_tables={"7": [None]}), "pools[0].slot_tables.7"),
-        (lambda d: d["vips"][0].update(protocol="icmp"), "vips[0].protocol"),
-        (lambda d: d.update(found={"10.0.0.11": {"mac": "bad"}}), "state.found.10.0.0.11.mac"),
-        (lambda d: d["pools"][0]["backends"][0].update(uid=d["pools"][0]["uid"]), "uids must be unique"),
+        ("UPDATE pools SET body = json_set(body, '$.uid', 'x')", "pools[0].uid"),
+        ('UPDATE slot_tables SET body = \'{"size": 7, "tables": {"7": [null]}}\'', None),
+        ("UPDATE vips SET body = json_set(body, '$.protocol', 'icmp')", "vips[0].protocol"),
+        ("INSERT OR REPLACE INTO found VALUES ('10.0.0.11', '{\"mac\": \"bad\"}')", "state.found.10.0.0.11.mac"),
+        ("UPDATE vips SET body = json_set(body, '$.uid', 1)", "uid 1 is used twice"),
+        ("UPDATE pools SET body = 'not json'", "pools row 'web' is not JSON"),
+        ("UPDATE meta SET value = '9' WHERE key = 'schema'", "schema 9"),
     ],
 )
-def test_a_broken_state_file_is_refused_naming_the_field(tmp_path, edit, words):
+def test_a_broken_state_file_is_refused_naming_the_field(tmp_path, sql, words):
     rig = make_rig(tmp_path)
+    rig.connect()
     rig.setup_web()
-    path = tmp_path / "state.json"
-    data = json.loads(path.read_text())
-    edit(data)
-    path.write_text(json.dumps(data))
+    rig.resolve_all()
+    rig.balancer.store.close()
+    path = tmp_path / "state.db"
+    with sqlite3.connect(str(path)) as db:
+        db.execute(sql)
+    if words is None:  # a broken slot table is rebuilt, not fatal: the desired state is intact
+        restarted = Balancer(rig.balancer.settings, SqliteStore(path))
+        assert len(restarted.planner.table("web")) == 256
+        return
     with pytest.raises(StateFileError) as error:
-        Store(path).load()
+        SqliteStore(path).load()
     assert words in str(error.value)
 
 
 def test_an_unreadable_state_file_is_refused(tmp_path):
-    path = tmp_path / "state.json"
+    path = tmp_path / "state.db"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(200))
+    with pytest.raises(StateFileError, match="state file"):
+        SqliteStore(path).load()
     path.write_text('{"version": 1, "pools": [')
     with pytest.raises(StateFileError, match="cannot read JSON"):
-        Store(path).load()
+        SqliteStore(path)
 
 
 @pytest.mark.parametrize(
@@ -182,14 +249,19 @@ def test_the_shipped_example_config_is_valid(capsys):
     assert "ok: 1 pools, 1 VIPs" in capsys.readouterr().out
 
 
-def test_a_change_that_moves_slots_writes_the_state_file_once(tmp_path, monkeypatch):
+def test_a_change_that_moves_slots_is_one_transaction_of_the_rows_it_touches(tmp_path, monkeypatch):
     rig = make_rig(tmp_path)
     rig.connect()
     rig.setup_web()
     rig.resolve_all()
-    saves = []
-    original = rig.balancer.store.save
-    monkeypatch.setattr(rig.balancer.store, "save", lambda state: (saves.append(1), original(state)))
+    for i in range(20):  # other pools, which the change must not rewrite
+        rig.balancer.create_pool({"name": f"other{i}", "backends": [{"ip": f"10.0.1.{i + 1}"}]})
+    writes = []
+    original = rig.balancer.store.write
+    monkeypatch.setattr(rig.balancer.store, "write", lambda *a, **k: (writes.append((a, k)), original(*a, **k)))
     rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 50})
-    assert len(saves) == 1
-    assert Store(tmp_path / "state.json").load().pools["web"].slot_tables == rig.balancer.state.pools["web"].slot_tables
+    assert len(writes) == 1
+    (change, slots), _ = writes[0]
+    assert list(change.pools) == ["web"] and not change.vips and list(slots) == ["web"]
+    saved = SqliteStore(tmp_path / "state.db").load()
+    assert saved.slots["web"]["tables"]["256"] == rig.balancer.planner.table("web")

@@ -1,0 +1,105 @@
+"""JSON views of the balancer's objects for the REST API, and list paging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ryu_dsr.model import InvalidInput, parse_int, parse_ipv4, parse_name
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+
+
+def backend_json(balancer: Any, pool_name: str, ip: str) -> dict:
+    backend = balancer.config.backend(pool_name, ip)
+    out = backend.to_json()
+    out["status"] = balancer.backend_status(pool_name, ip)
+    return out
+
+
+def pool_json(balancer: Any, name: str) -> dict:
+    pool = balancer.config.pool(name)
+    out = pool.to_json()
+    out["backends"] = [backend_json(balancer, name, ip) for ip in pool.backends]
+    out["slots"] = len(balancer.planner.table(name))
+    return out
+
+
+def vip_json(balancer: Any, name: str) -> dict:
+    vip = balancer.config.vip(name)
+    out = vip.to_json()
+    pool = balancer.config.pools[vip.pool]
+    up = sum(1 for b in pool.backends.values() if balancer.backend_state(vip.pool, b)[0] == "up")
+    out["status"] = {"backends_up": up, "backends": len(pool.backends)}
+    return out
+
+
+def switches_json(balancer: Any) -> list[dict]:
+    return [
+        {
+            "dpid": sw.dpid,
+            "mode": sw.mode,
+            "description": sw.description,
+            "flows": len(sw.rules.installed),
+            "hosts": len(sw.hosts),
+            "ports_down": sorted(sw.ports_down),
+            "errors": sw.errors,
+            "resyncs": sw.resyncs,
+            "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
+        }
+        for sw in balancer.switches.values()
+    ]
+
+
+class Page:
+    """``limit`` and ``cursor`` query parameters: names after the cursor,
+    in name order."""
+
+    def __init__(self, query: dict[str, str]) -> None:
+        self.limit = parse_int(_int(query.get("limit", str(DEFAULT_LIMIT)), "limit"), "limit", 1, MAX_LIMIT)
+        cursor = query.get("cursor")
+        self.cursor = parse_name(cursor, "cursor") if cursor is not None else None
+        self.next: str | None = None
+
+    def take(self, names: Iterable[str]) -> list[str]:
+        chosen = sorted(n for n in names if self.cursor is None or n > self.cursor)
+        if len(chosen) > self.limit:
+            chosen = chosen[: self.limit]
+            self.next = chosen[-1]
+        return chosen
+
+
+def _int(value: str, where: str) -> int:
+    if not value.isdigit():
+        raise InvalidInput(where, "must be a positive integer")
+    return int(value)
+
+
+def list_pools(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
+    _only(query, {"limit", "cursor", "backend"})
+    page = Page(query)
+    config = balancer.config
+    names: Iterable[str] = config.pools
+    if "backend" in query:
+        names = config.pools_by_backend.get(parse_ipv4(query["backend"], "backend"), ())
+    return [pool_json(balancer, n) for n in page.take(names)], page
+
+
+def list_vips(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
+    _only(query, {"limit", "cursor", "pool", "ip"})
+    page = Page(query)
+    config = balancer.config
+    names: set[str] | Iterable[str] = config.vips
+    if "pool" in query:
+        names = set(config.vips_by_pool.get(parse_name(query["pool"], "pool"), ()))
+    if "ip" in query:
+        on_ip = set(config.vips_by_ip.get(parse_ipv4(query["ip"], "ip"), {}))
+        names = on_ip if "pool" not in query else set(names) & on_ip
+    return [vip_json(balancer, n) for n in page.take(names)], page
+
+
+def _only(query: dict[str, str], allowed: set[str]) -> None:
+    for key in query:
+        if key not in allowed:
+            raise InvalidInput(key, f"unknown query parameter; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,100 @@
+"""Switch sync: what one switch holds, indexed by owner, and the minimal
+commands that bring the owners marked dirty in line with their rules.
+
+A change marks the owners it touches (a pool, a VIP, a VIP address, a host,
+the base rules); only those are recomputed and diffed. A resync (switch
+connect, a failed write) marks every owner, desired or installed. Work is
+done in steps of a bounded number of rules, so a large change does not hold
+the controller's single thread for long; deletes wait for the last step, so
+a key that moves from one owner to another is replaced in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ryu_dsr.flows.pipeline import PHASE, Owner, owner_of, pin_cookie
+from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
+
+ALL_ONES = (1 << 64) - 1
+STEP_RULES = 4000  # rules computed and diffed per step
+
+
+@dataclass
+class RuleSync:
+    installed: dict[tuple, int] = field(default_factory=dict)  # key -> cookie, as on the switch
+    owner_keys: dict[Owner, set[tuple]] = field(default_factory=dict)
+    key_owner: dict[tuple, Owner] = field(default_factory=dict)
+    dirty: set[Owner] = field(default_factory=set)
+    dropped: set[tuple] = field(default_factory=set)  # keys no owner wants any more: deleted at the end
+    pins_to_delete: set[int] = field(default_factory=set)  # backend uids
+    rules_computed: int = 0  # for tests and stats: how much work changes cost
+
+    def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner]) -> None:
+        """Start over from what the switch holds now; every owner, installed
+        or desired, is dirty."""
+        self.installed = {}
+        self.owner_keys = {}
+        self.key_owner = {}
+        self.dropped = set()
+        for key, cookie in installed.items():
+            who = owner_of(key, cookie)
+            if who is None:
+                continue  # learned pins are never diffed
+            self.installed[key] = cookie
+            self.owner_keys.setdefault(who, set()).add(key)
+            self.key_owner[key] = who
+        self.dirty = set(self.owner_keys) | set(desired_owners)
+
+    def mark(self, owners: Iterable[Owner]) -> None:
+        self.dirty.update(owners)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.dirty or self.dropped or self.pins_to_delete)
+
+    def step(self, rules_of: Callable[[Owner], list[Rule]], budget: int = STEP_RULES) -> list[Command]:
+        """Commands for some dirty owners (slot rules first), ending with a
+        barrier; [] if they changed nothing. Call while ``pending``."""
+        adds: list[FlowAdd] = []
+        computed = 0
+        for who in sorted(self.dirty, key=lambda o: (PHASE.get(o[0], 9), str(o[1]))):
+            if computed >= budget:
+                break
+            self.dirty.discard(who)
+            rules = rules_of(who)
+            computed += len(rules) + 1
+            wanted = set()
+            for rule in rules:
+                wanted.add(rule.key)
+                if self.installed.get(rule.key) != rule.cookie:
+                    adds.append(FlowAdd(rule))
+                    self.installed[rule.key] = rule.cookie
+                previous = self.key_owner.get(rule.key)
+                if previous is not None and previous != who:
+                    self.owner_keys.get(previous, set()).discard(rule.key)
+                self.key_owner[rule.key] = who
+                self.dropped.discard(rule.key)
+            for key in self.owner_keys.get(who, set()) - wanted:
+                if self.key_owner.get(key) == who:
+                    del self.key_owner[key]
+                    self.dropped.add(key)
+            if wanted:
+                self.owner_keys[who] = wanted
+            else:
+                self.owner_keys.pop(who, None)
+        self.rules_computed += computed
+        adds.sort(key=lambda command: -command.rule.table)  # slot rules before what leads to them
+        commands: list[Command] = list(adds)
+        if not self.dirty:
+            for key in sorted(self.dropped, key=repr):
+                if key not in self.key_owner:
+                    self.installed.pop(key, None)
+                    table, priority, match = key
+                    commands.append(FlowDelete(table, priority, match))
+            self.dropped = set()
+            # Pins go after the slot rules that stop making new ones.
+            commands += [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(self.pins_to_delete)]
+            self.pins_to_delete = set()
+        return commands + [Barrier()] if commands else []
