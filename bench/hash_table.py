@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """How well backends share a pool, and how much a change of pool moves.
 
-For N = 2..64 equal backends and the default table of 4099 slots, prints:
+For N = 2..64 equal backends, with each pool's table sized as ryu_dsr sizes
+it (64 slots per backend, a power of two, at most ``--cap``), prints:
 
 - balance: most slots any backend holds, over the ideal size/N (1.000 is perfect);
-- moved on add (N -> N+1) and on remove (N -> N-1), as a fraction of all slots
-  (flows), beside the ideal 1/(N+1) and 1/N;
+- moved on add (N -> N+1) and on remove (N -> N-1), as a fraction of flows
+  (``hash mod size`` for every hash), beside the ideal 1/(N+1) and 1/N; an
+  add that crosses a size step doubles the table (the moves then include
+  that step: doubling alone moves nothing);
 
 for ryu_dsr's tables (Maglev first, then minimal-move rebalance), for plain
 Maglev rebuilt from scratch on every change (what a stateless Maglev does),
@@ -28,9 +31,10 @@ import sys
 import time
 from collections import Counter
 
-from ryu_dsr.flows.maglev import DEFAULT_TABLE_SIZE, build_table, changed_slots, rebalance
+from ryu_dsr.flows.maglev import build_table, changed_slots
 
 from ryu_dsr.lab import Lab
+from ryu_dsr.slots import SlotPlanner
 
 
 def keys(n: int) -> dict[str, int]:
@@ -42,25 +46,59 @@ def balance(table: list) -> float:
     return max(counts.values()) / (len(table) / len(counts))
 
 
-def table_numbers(n: int, size: int) -> dict[str, tuple[float, float, float]]:
+def moved_flows(old: list, new: list) -> float:
+    """Share of flows whose backend differs: a flow with hash h goes to slot
+    h mod len(table); one size divides the other, so the larger table's
+    slots cover every residue class once."""
+    big, small = (new, old) if len(new) >= len(old) else (old, new)
+    return sum(1 for s, key in enumerate(big) if key != small[s % len(small)]) / len(big)
+
+
+def planned(planner: SlotPlanner, weights: dict[str, int]) -> list:
+    planner.install("pool", planner.plan("pool", len(weights), weights, False))
+    return planner.table("pool")
+
+
+def table_numbers(n: int, cap: int) -> dict[str, tuple[int, float, float, float]]:
     pool = keys(n)
     added = dict(pool, **{"10.9.9.9": 100})
     removed = dict(list(pool.items())[:-1])
-    ours = rebalance(None, pool, size)
+    results = []
+    for after in (added, removed):
+        planner = SlotPlanner(cap, 1024)
+        ours = list(planned(planner, pool))
+        results.append((ours, planned(planner, after)))
+    ours = results[0][0]
+    size = len(ours)
     maglev = build_table(pool, size)
-    out = {
+    return {
         "ryu_dsr": (
+            size,
             balance(ours),
-            len(changed_slots(ours, rebalance(ours, added, size))) / size,
-            len(changed_slots(ours, rebalance(ours, removed, size))) / size if n > 1 else 0.0,
+            moved_flows(ours, results[0][1]),
+            moved_flows(ours, results[1][1]) if n > 1 else 0.0,
         ),
         "maglev": (
+            size,
             balance(maglev),
             len(changed_slots(maglev, build_table(added, size))) / size,
             len(changed_slots(maglev, build_table(removed, size))) / size if n > 1 else 0.0,
         ),
     }
-    return out
+
+
+def size_steps(cap: int) -> list[tuple[int, int, int, float]]:
+    """(N, size before, size after, share of flows moved) at every add that
+    doubles the table."""
+    steps = []
+    planner = SlotPlanner(cap, 1024)
+    before = planned(planner, keys(1))
+    for n in range(2, 70):
+        after = planned(planner, keys(n))
+        if len(after) != len(before):
+            steps.append((n, len(before), len(after), moved_flows(before, after)))
+        before = list(after)
+    return steps
 
 
 # ---------------------------------------------------------------- Open vSwitch
@@ -121,7 +159,7 @@ class OvsSelectGroup:
             self.set_buckets(n - 1, "mod-group")
             removed = self.mapping()
             moved_remove = sum(1 for p, b in base.items() if p in removed and removed[p] != b) / len(base)
-        return bal, moved_add, moved_remove
+        return 0, bal, moved_add, moved_remove
 
     def close(self) -> None:
         self.lab.destroy()
@@ -145,8 +183,8 @@ def send_flows(count: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="2,4,8,16,32,64")
-    parser.add_argument("--slots", type=int, default=DEFAULT_TABLE_SIZE)
+    parser.add_argument("--sizes", default="2,3,4,5,8,10,12,16,32,64")
+    parser.add_argument("--cap", type=int, default=4096, help="the table_size setting: most slots per pool")
     parser.add_argument("--flows", type=int, default=8192)
     parser.add_argument("--no-ovs", action="store_true")
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
@@ -156,21 +194,32 @@ def main() -> int:
         return 0
     sizes = [int(n) for n in args.sizes.split(",")]
     ovs = None if args.no_ovs else OvsSelectGroup(args.flows)
-    print(f"slots per pool: {args.slots}; OVS select group measured with {args.flows} TCP connections")
-    header = f"{'N':>3} | {'method':<16} | {'balance':>7} | {'moved on add':>12} | {'ideal':>6} | {'moved on remove':>15} | {'ideal':>6}"
+    print(
+        f"slots per pool: 64 per backend, a power of two, at most {args.cap}; OVS select group measured with {args.flows} TCP connections"
+    )
+    header = (
+        f"{'N':>3} | {'method':<16} | {'slots':>5} | {'balance':>7} | {'moved on add':>12} | {'ideal':>6} | "
+        f"{'moved on remove':>15} | {'ideal':>6}"
+    )
     print(header)
     print("-" * len(header))
     try:
         for n in sizes:
-            rows = table_numbers(n, args.slots)
+            rows = table_numbers(n, args.cap)
             if ovs is not None:
                 rows["ovs select group"] = ovs.numbers(n)
-            for name, (bal, add, remove) in rows.items():
+            for name, (slots, bal, add, remove) in rows.items():
                 ideal_remove = f"{1 / n:6.4f}" if n > 1 else "   -  "
                 print(
-                    f"{n:>3} | {name:<16} | {bal:7.3f} | {add:12.4f} | {1 / (n + 1):6.4f} | {remove:15.4f} | {ideal_remove}"
+                    f"{n:>3} | {name:<16} | {slots or '-':>5} | {bal:7.3f} | {add:12.4f} | {1 / (n + 1):6.4f} | "
+                    f"{remove:15.4f} | {ideal_remove}"
                 )
             print("-" * len(header))
+        print()
+        print("size steps (ryu_dsr, a backend added at a time): the add that doubles the table")
+        print(f"{'N':>3} | {'slots':>11} | {'moved':>6} | {'ideal 1/N':>9}")
+        for n, before, after, moved in size_steps(args.cap):
+            print(f"{n:>3} | {before:>4} -> {after:<4} | {moved:6.4f} | {1 / n:9.4f}")
     finally:
         if ovs is not None:
             ovs.close()

@@ -13,9 +13,10 @@ masked field as ``(value, mask)`` with the value already masked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Union
 
 MatchValue = Union[int, str, tuple]
 
@@ -96,6 +97,13 @@ class Drop:
 Action = Union[Output, SetField, Move, Resubmit, Multipath, LearnPin, Drop]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _action_text(action: Action) -> str:
+    """An action's repr, cached: slot rules repeat a few actions thousands
+    of times and a dataclass repr is slow."""
+    return repr(action)
+
+
 # --- rules -------------------------------------------------------------------
 
 
@@ -120,19 +128,12 @@ class Rule:
     cookie: int = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        digest = hashlib.blake2b(repr(self._body_and_key()).encode(), digest_size=4).digest()
-        object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
-
-    def _body_and_key(self) -> tuple[Any, ...]:
-        return (
-            self.table,
-            self.priority,
-            self.match,
-            self.actions,
-            self.goto,
-            self.write_metadata,
-            self.idle_timeout,
+        text = (
+            f"{self.table}|{self.priority}|{self.match!r}|{'|'.join(map(_action_text, self.actions))}"
+            f"|{self.goto}|{self.write_metadata}|{self.idle_timeout}"
         )
+        digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+        object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
 
     @property
     def key(self) -> tuple[int, int, tuple]:

@@ -46,6 +46,7 @@ def switches_json(balancer: Any) -> list[dict]:
             "ports_down": sorted(sw.ports_down),
             "errors": sw.errors,
             "resyncs": sw.resyncs,
+            "flow_mods": sw.flow_mods,
             "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
         }
         for sw in balancer.switches.values()

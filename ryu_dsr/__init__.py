@@ -111,15 +111,21 @@ class DsrApp(ofp.RyuApp):
             outbox.put(_FLUSH)
 
     def _transmit(self, datapath, command):
-        message = ofp.to_message(command, datapath)
-        if not datapath.send_msg(message):
+        if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
+            datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+            ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
+        else:
+            message = ofp.to_message(command, datapath)
+            ok = datapath.send_msg(message)
+            xid = message.xid
+        if not ok:
             raise ConnectionError("the switch connection is closed")
         sent = self.sent.setdefault(datapath.id, OrderedDict())
         if isinstance(command, ofp.Barrier):
-            self.barriers[datapath.id] = message.xid
+            self.barriers[datapath.id] = xid
             ofp.hub.sleep(0)  # a step is written: let REST and events run
         else:
-            sent[message.xid] = ofp.describe(command)
+            sent[xid] = ofp.describe(command)
             while len(sent) > SENT_REMEMBERED:
                 sent.popitem(last=False)
 
@@ -157,15 +163,25 @@ class DsrApp(ofp.RyuApp):
             return False
         return all(outbox.qsize() == 0 for outbox in self.outboxes.values())
 
+    def _progress(self):
+        return tuple((sw.flow_mods, sw.rules.rules_computed) for sw in self.balancer.switches.values()), tuple(
+            self.barriers.items()
+        )
+
     def wait_settled(self, timeout: float) -> dict:
         """Wait until the switches hold every change; the ones that did not
-        confirm in time, and why."""
-        waited = 0.0
-        while not self.settled() and waited < timeout:
+        confirm, and why. A large change (a PUT of thousands of VIPs) may
+        take longer than ``timeout`` as long as the writers keep making
+        progress; ``timeout`` without progress is a failure."""
+        idle = 0.0
+        last = self._progress()
+        while not self.settled() and idle < timeout:
             if any(sw.failure for sw in self.balancer.switches.values()):
                 break
             ofp.hub.sleep(0.005)
-            waited += 0.005
+            now = self._progress()
+            idle = 0.0 if now != last else idle + 0.005
+            last = now
         if self.settled() and not self.balancer.unconfirmed():
             return {}
         late = self.balancer.unconfirmed()

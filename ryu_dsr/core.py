@@ -37,7 +37,7 @@ from ryu_dsr.flows.compute import (
 )
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
 from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, owner_of
-from ryu_dsr.flows.rules import Command, PacketOut, Rule
+from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
@@ -155,10 +155,12 @@ class Balancer:
                 self.pool_names.pop(old.uid, None)
             if new is None:
                 self.planner.forget(name)
-                self._pool_gone(name, old)
+                touched |= self._pool_gone(name, old)
                 continue
             self.pool_names[new.uid] = name
             if planned.get(name) is not None:
+                if planned[name][0] != self.planner.sizes.get(name):  # resized: its VIPs hash anew
+                    touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
                 self.planner.install(name, planned[name])
             for ip in set(new.backends) | set(old.backends if old else ()):
                 touched |= self._locate(ip)
@@ -168,7 +170,6 @@ class Balancer:
                     self.transitions.pop((name, ip), None)
                     LOG.info("pool %s backend %s: removed", name, ip)
             touched |= self._refresh_pool(name, save=False)
-            touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
         touched.discard((Kind.POOL, None))
         if who:
             LOG.info("change by %s: %s", who, change.summary(self.config))
@@ -188,15 +189,16 @@ class Balancer:
                     "(an unused address in the backends' subnet)",
                 )
 
-    def _pool_gone(self, name: str, old: Pool | None) -> None:
+    def _pool_gone(self, name: str, old: Pool | None) -> set[Owner]:
+        touched: set[Owner] = set()
         if old is None:
-            return
+            return touched
         for ip in old.backends:
             self.health.forget((name, ip))
             self.transitions.pop((name, ip), None)
-            self._locate(ip)
-        gone = self.pinnable.pop(name, set())
-        self._delete_pins(gone)
+            touched |= self._locate(ip)
+        self._delete_pins(self.pinnable.pop(name, set()))
+        return touched
 
     # ----------------------------------------------------------- REST service
 
@@ -397,9 +399,7 @@ class Balancer:
         if switch is None:
             return []
         commands = switch.rules.step(lambda who: self._rules_of(switch, who))
-        if commands:
-            n = len(commands) - 1
-            LOG.debug("switch %016x: %d commands", dpid, n)
+        switch.flow_mods += sum(1 for c in commands if isinstance(c, (FlowAdd, FlowDelete, FlowDeleteByCookie)))
         return commands
 
     def pending(self, dpid: int) -> bool:

@@ -594,7 +594,7 @@ class Config:
     # -- applying a planned change --
 
     def apply(self, change: Change) -> None:
-        for name, vip in change.vips.items():
+        for name in change.vips:
             old = self.vips.pop(name, None)
             if old is not None:
                 self.vips_by_ip[old.ip].pop(name, None)

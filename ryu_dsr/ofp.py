@@ -3,6 +3,8 @@ rules of ``ryu_dsr.flows`` and OpenFlow 1.3 messages with Nicira extensions."""
 
 from __future__ import annotations
 
+import functools
+import struct
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # Ryu's hub imports eventlet
@@ -57,11 +59,26 @@ def _port(port) -> int:
     return SPECIAL_PORTS[port] if isinstance(port, str) else port
 
 
+_FIELD_ORDER: dict[tuple[str, ...], list[int]] = {}
+
+
 def to_match(items) -> parser.OFPMatch:
-    return parser.OFPMatch(**dict(items))
+    """An OFPMatch from canonical (field, value) pairs. Ryu's keyword form
+    normalises and re-sorts every field of every message (most of the cost
+    of a flow mod); the canonical values already are Ryu's user form, so
+    only the OXM order of each set of field names is worked out, once."""
+    names = tuple(name for name, _value in items)
+    order = _FIELD_ORDER.get(names)
+    if order is None:
+        sorted_names = [name for name, _value in parser.OFPMatch(**dict(items))._fields2]
+        order = _FIELD_ORDER[names] = [names.index(name) for name in sorted_names]
+    return parser.OFPMatch(_ordered_fields=[items[i] for i in order])
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def to_action(action):
+    """The Ryu action of a (frozen, so cacheable) action: slot rules repeat
+    a few actions thousands of times."""
     if isinstance(action, Output):
         max_len = action.max_len if action.port == "controller" else 0
         return parser.OFPActionOutput(_port(action.port), max_len)
@@ -217,3 +234,41 @@ def describe(command: Command) -> str:
     if isinstance(command, FlowDeleteByCookie):
         return f"flow delete cookie {command.cookie:#x}"
     return type(command).__name__
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _instruction_bytes(actions: tuple, goto: int | None, write_metadata: tuple | None) -> bytes:
+    """The encoded instructions of a rule body, cached: Ryu's encoding of a
+    learn action costs far more than everything else in a flow mod, and
+    every slot rule of a backend has the same one."""
+    rule = Rule(0, 0, (), actions, goto=goto, write_metadata=write_metadata)
+    buf = bytearray()
+    for instruction in to_instructions(rule):
+        instruction.serialize(buf, len(buf))
+    return bytes(buf)
+
+
+def encode_flow_add(rule: Rule, xid: int) -> bytes:
+    """An OFPT_FLOW_MOD (add) for ``rule``, byte for byte what Ryu's
+    OFPFlowMod would encode (tests compare them), at a fraction of the cost."""
+    buf = bytearray(ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE)
+    struct.pack_into(
+        ofp.OFP_FLOW_MOD_PACK_STR0,
+        buf,
+        ofp.OFP_HEADER_SIZE,
+        rule.cookie,
+        0,
+        rule.table,
+        ofp.OFPFC_ADD,
+        rule.idle_timeout,
+        0,
+        rule.priority,
+        ofp.OFP_NO_BUFFER,
+        0,
+        0,
+        0,
+    )
+    to_match(rule.match).serialize(buf, len(buf))
+    buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata)
+    struct.pack_into(ofp.OFP_HEADER_PACK_STR, buf, 0, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(buf), xid)
+    return bytes(buf)

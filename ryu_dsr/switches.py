@@ -21,6 +21,7 @@ class Switch:
     resyncing: bool = False
     errors: int = 0  # writes that failed and OpenFlow errors
     resyncs: int = 0
+    flow_mods: int = 0  # flow adds and deletes sent since it connected
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:
         """Learn ``mac`` on ``port``: the MACs whose forwarding changed

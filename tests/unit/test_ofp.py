@@ -64,3 +64,12 @@ def test_learned_pin_and_multipath_encode_the_open_vswitch_extensions(tmp_path):
     decide = next(r for r in rules if r.table == 2 and r.priority == 100)
     multipath = ofp.to_action(decide.actions[0])
     assert multipath.max_link == 30 and multipath.fields == ofp.HASH_FIELDS["l3l4"]
+
+
+@pytest.mark.parametrize("mode", ["ovs", "plain"])
+def test_the_fast_flow_add_encoding_is_byte_for_byte_ryus(tmp_path, mode):
+    for rule in all_rules(tmp_path, mode):
+        message = ofp.to_message(FlowAdd(rule), DATAPATH)
+        message.set_xid(77)
+        message.serialize()
+        assert ofp.encode_flow_add(rule, 77) == bytes(message.buf), rule

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Control-plane scale on real Open vSwitch: thousands of VIPs over REST.
+
+On this machine: one userspace Open vSwitch bridge and ryu-manager ryu_dsr
+(with its SQLite store). Backends have configured MACs and locations and no
+health checks, so no hosts are needed: what is measured is the controller.
+
+  (a) 1,000 VIPs, each with its own pool of 4 backends: made one REST call
+      at a time (POST pool with its backends, POST VIP), then deleted, then
+      made again as one PUT /v1/config;
+  (b) 10,000 VIPs over 100 pools of 10 backends: one PUT /v1/config, then
+      100 single-object changes (a backend's weight);
+  and a controller restart at 10,000 VIPs.
+
+Each REST change returns once the switch confirmed it (barrier), so a
+call's time is the time until the switch holds the change. Beside each bulk
+load, in the same run: ``ovs-ofctl add-flows`` of the same flows (dumped
+from the switch) into an empty bridge. Prints a table.
+
+Run as root:  python3 bench/scale.py [--small N]   (N VIPs for (a), for a quick look)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ryu_dsr.lab import Lab, rest
+
+REST_PORT, OF_PORT = 18095, 16695
+BASE = f"http://127.0.0.1:{REST_PORT}"
+
+
+def call(method: str, path: str, body: object = None, timeout: float = 900) -> tuple[float, object]:
+    started = time.perf_counter()
+    status, answer = rest(BASE, method, path, body, timeout=timeout)
+    took = time.perf_counter() - started
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {answer}")
+    return took, answer
+
+
+def pool_body(name: str, index: int, n_backends: int) -> dict:
+    """A pool whose backends have configured MACs and switch ports."""
+    backends = [
+        {
+            "ip": f"10.{64 + index // 250}.{index % 250}.{b + 1}",
+            "mac": f"02:0b:{index // 250:02x}:{index % 250:02x}:00:{b + 1:02x}",
+            "location": {"dpid": 1, "port": 10 + b},
+        }
+        for b in range(n_backends)
+    ]
+    return {"name": name, "backends": backends, "health_check": {"kind": "none"}}
+
+
+def vip_body(index: int, pool: str) -> dict:
+    return {
+        "name": f"vip{index}",
+        "ip": f"172.{16 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}",
+        "protocol": "tcp",
+        "port": 80,
+        "pool": pool,
+        "hash": "5tuple",
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def ms(values: list[float]) -> str:
+    return f"{1000 * percentile(values, 0.5):.0f} / {1000 * percentile(values, 0.99):.0f}"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.lab = Lab("dsrscale")
+        self.lab.start_switch(controller_port=OF_PORT)
+        self.settings = {"state_file": str(self.lab.run_dir / "state.db"), "hash_mode": "ovs"}
+        self.controller = self.start()
+        self.rows: list[tuple[str, str]] = []
+
+    def start(self):
+        proc = self.lab.start_controller(self.settings, rest_port=REST_PORT, of_port=OF_PORT)
+        self.lab.wait_connected(60)
+        return proc
+
+    def flows(self) -> int:
+        return sum(
+            1 for line in self.lab.ofctl("dump-flows", "--no-stats", self.lab.bridge).splitlines() if "actions" in line
+        )
+
+    def ofctl_add_flows(self) -> float:
+        """Seconds ``ovs-ofctl add-flows`` takes to load the switch's own flows
+        into an empty bridge."""
+        dump = self.lab.ofctl("dump-flows", "--no-stats", self.lab.bridge)
+        path = self.lab.run_dir / "flows.txt"
+        path.write_text("\n".join(line.strip() for line in dump.splitlines() if "actions" in line) + "\n")
+        bridge = "dsrscale-cmp"
+        self.lab.vsctl(
+            "--may-exist", "add-br", bridge, "--", "set", "bridge", bridge,
+            "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure",
+        )  # fmt: skip
+        try:
+            started = time.perf_counter()
+            self.lab.ofctl("add-flows", bridge, str(path))
+            return time.perf_counter() - started
+        finally:
+            self.lab.vsctl("--if-exists", "del-br", bridge)
+
+    def row(self, label: str, value: str) -> None:
+        self.rows.append((label, value))
+        print(f"  {label:<62} {value}", flush=True)
+
+    def weight_changes(self, pools: list[str], n: int, per_pool: int) -> list[float]:
+        took = []
+        for i in range(n):
+            pool = pools[i % len(pools)]
+            index = int(pool.removeprefix("pool"))
+            ip = f"10.{64 + index // 250}.{index % 250}.{1 + i % per_pool}"
+            took.append(
+                call("PATCH", f"/v1/pools/{pool}/backends/{ip}", {"weight": 50 + (i // len(pools)) % 2 * 50})[0]
+            )
+        return took
+
+    def case_a(self, n: int) -> None:
+        print(f"(a) {n} VIPs, each its own pool of 4 backends", flush=True)
+        started = time.perf_counter()
+        latencies = []
+        for i in range(n):
+            latencies.append(call("POST", "/v1/pools", pool_body(f"pool{i}", i, 4))[0])
+            latencies.append(call("POST", "/v1/vips", vip_body(i, f"pool{i}"))[0])
+        total = time.perf_counter() - started
+        flows = self.flows()
+        self.row(f"one call at a time: {2 * n} calls, until the switch confirmed", f"{total:.1f} s")
+        self.row("  REST p50 / p99 of the first 50 calls (ms)", ms(latencies[:50]))
+        self.row("  REST p50 / p99 of the last 50 calls (ms)", ms(latencies[-50:]))
+        self.row("  flows on the switch / per VIP", f"{flows} / {flows / n:.1f}")
+        document = call("GET", "/v1/config")[1]
+        call("PUT", "/v1/config", {"pools": [], "vips": []})
+        took = call("PUT", "/v1/config", document)[0]
+        self.row("one PUT /v1/config of the same, until the switch confirmed", f"{took:.2f} s")
+        self.row("  ovs-ofctl add-flows of the same flows into an empty bridge", f"{self.ofctl_add_flows():.2f} s")
+        self.row("  controller RSS", f"{rss_mb(self.controller.pid):.0f} MB")
+        call("PUT", "/v1/config", {"pools": [], "vips": []})
+
+    def case_b(self, n_vips: int, n_pools: int, per_pool: int) -> None:
+        print(f"(b) {n_vips} VIPs over {n_pools} pools of {per_pool} backends", flush=True)
+        small = {"pools": [pool_body("pool0", 0, per_pool)], "vips": [vip_body(i, "pool0") for i in range(10)]}
+        call("PUT", "/v1/config", small)
+        at_ten = self.weight_changes(["pool0"], 100, per_pool)
+        self.row("  100 single changes at 10 VIPs: REST p50 / p99 (ms)", ms(at_ten))
+        pools = [pool_body(f"pool{p}", p, per_pool) for p in range(n_pools)]
+        vips = [vip_body(i, f"pool{i % n_pools}") for i in range(n_vips)]
+        took = call("PUT", "/v1/config", {"pools": pools, "vips": vips})[0]
+        flows = self.flows()
+        self.row("one PUT /v1/config, until the switch confirmed", f"{took:.2f} s")
+        self.row("  ovs-ofctl add-flows of the same flows into an empty bridge", f"{self.ofctl_add_flows():.2f} s")
+        self.row("  flows on the switch / per VIP", f"{flows} / {flows / n_vips:.1f}")
+        at_many = self.weight_changes([f"pool{p}" for p in range(n_pools)], 100, per_pool)
+        self.row(f"  100 single changes at {n_vips} VIPs: REST p50 / p99 (ms)", ms(at_many))
+        self.row("  p99 at many VIPs / p99 at 10 VIPs", f"{percentile(at_many, 0.99) / percentile(at_ten, 0.99):.2f}x")
+        self.row("  controller RSS", f"{rss_mb(self.controller.pid):.0f} MB")
+        self.restart()
+
+    def restart(self) -> None:
+        flows_before = self.flows()
+        self.lab.stop(self.controller)
+        started = time.perf_counter()
+        self.controller = self.start()
+        serving = time.perf_counter() - started
+        while True:
+            switches = call("GET", "/v1/switches")[1]
+            if switches and switches[0]["in_line"]:
+                break
+            time.sleep(0.1)
+        in_line = time.perf_counter() - started
+        self.row("controller restart: REST answering after", f"{serving:.1f} s")
+        self.row("  switch compared and in line after", f"{in_line:.1f} s")
+        self.row("  flow changes sent on reconnect", str(switches[0]["flow_mods"]))
+        self.row("  flows before / after", f"{flows_before} / {self.flows()}")
+
+    def close(self) -> None:
+        self.lab.destroy()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=0, help="a quick run: this many VIPs in (a), 10x in (b)")
+    args = parser.parse_args()
+    n_a = args.small or 1000
+    n_b = args.small * 10 if args.small else 10000
+    bench = Bench()
+    try:
+        bench.case_a(n_a)
+        bench.case_b(n_b, max(1, n_b // 100), 10)
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
