@@ -28,3 +28,4 @@ integration:
 bench: setup
 	$(PY) bench/hash_table.py
 	$(PY) bench/failover.py
+	$(PY) bench/scale.py
