@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import PHASE, Owner, owner_of, pin_cookie
+from ryu_dsr.flows.pipeline import OWNER_MASK, PHASE, Kind, Owner, owner, owner_of, pin_cookie
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
@@ -28,6 +28,7 @@ class RuleSync:
     key_owner: dict[tuple, Owner] = field(default_factory=dict)
     dirty: set[Owner] = field(default_factory=set)
     dropped: set[tuple] = field(default_factory=set)  # keys no owner wants any more: deleted at the end
+    gone: set[Owner] = field(default_factory=set)  # owners with no rules left: deleted by cookie
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
     rules_computed: int = 0  # for tests and stats: how much work changes cost
 
@@ -38,6 +39,7 @@ class RuleSync:
         self.owner_keys = {}
         self.key_owner = {}
         self.dropped = set()
+        self.gone = set()
         for key, cookie in installed.items():
             who = owner_of(key, cookie)
             if who is None:
@@ -52,7 +54,7 @@ class RuleSync:
 
     @property
     def pending(self) -> bool:
-        return bool(self.dirty or self.dropped or self.pins_to_delete)
+        return bool(self.dirty or self.dropped or self.gone or self.pins_to_delete)
 
     def step(self, rules_of: Callable[[Owner], list[Rule]], budget: int = STEP_RULES) -> list[Command]:
         """Commands for some dirty owners (slot rules first), ending with a
@@ -76,24 +78,39 @@ class RuleSync:
                     self.owner_keys.get(previous, set()).discard(rule.key)
                 self.key_owner[rule.key] = who
                 self.dropped.discard(rule.key)
+            whole = not wanted and who[0] in (Kind.POOL, Kind.VIP)  # its cookie names it alone
             for key in self.owner_keys.get(who, set()) - wanted:
                 if self.key_owner.get(key) == who:
                     del self.key_owner[key]
-                    self.dropped.add(key)
+                    if whole:
+                        self.installed.pop(key, None)
+                    else:
+                        self.dropped.add(key)
+            if whole and who in self.owner_keys:
+                self.gone.add(who)
             if wanted:
                 self.owner_keys[who] = wanted
+                self.gone.discard(who)
             else:
                 self.owner_keys.pop(who, None)
         self.rules_computed += computed
         adds.sort(key=lambda command: -command.rule.table)  # slot rules before what leads to them
         commands: list[Command] = list(adds)
         if not self.dirty:
-            for key in sorted(self.dropped, key=repr):
+            # Deletes come last, so a key another owner took is replaced in
+            # place; an owner with nothing left goes by one delete of its
+            # cookie, the rest by strict deletes, a budget per step.
+            for who in sorted(self.gone, key=repr):
+                commands.append(FlowDeleteByCookie(owner(who[0], who[1]) << 32, OWNER_MASK))
+            self.gone = set()
+            for key in sorted(self.dropped, key=repr)[: max(budget - computed, 0) or budget]:
+                self.dropped.discard(key)
                 if key not in self.key_owner:
                     self.installed.pop(key, None)
                     table, priority, match = key
                     commands.append(FlowDelete(table, priority, match))
-            self.dropped = set()
+            if self.dropped:
+                return commands + [Barrier()]
             # Pins go after the slot rules that stop making new ones.
             commands += [FlowDeleteByCookie(pin_cookie(uid), ALL_ONES) for uid in sorted(self.pins_to_delete)]
             self.pins_to_delete = set()
