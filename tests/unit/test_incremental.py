@@ -258,3 +258,20 @@ def test_a_step_is_bounded_and_ends_with_a_barrier(tmp_path):
     batches = [commands for _dpid, commands in rig.sent if any(isinstance(c, FlowAdd) for c in commands)]
     assert len(batches) > 2 and all(isinstance(b[-1], Barrier) for b in batches)
     assert max(sum(isinstance(c, (FlowAdd, FlowDelete)) for c in b) for b in batches) <= 4000 + 300
+
+
+def test_a_deleted_pool_and_vip_go_by_one_delete_of_their_cookie(tmp_path):
+    from ryu_dsr.flows.rules import FlowDeleteByCookie
+
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    many_vips(rig, 3)
+    rig.sent.clear()
+    rig.balancer.delete_vip("vip1")
+    rig.balancer.delete_pool("pool1")
+    deletes = [c for _dpid, commands in rig.sent for c in commands if isinstance(c, (FlowDelete, FlowDeleteByCookie))]
+    by_cookie = [c for c in deletes if isinstance(c, FlowDeleteByCookie) and c.cookie >> 56 != Kind.PIN]
+    assert sorted(c.cookie >> 56 for c in by_cookie) == [Kind.VIP, Kind.POOL]
+    assert len(deletes) - len(by_cookie) <= 3 + 8 + 4  # the address's 3, host rules, the backends' pins
+    assert not any(r.match_dict().get("ipv4_dst") == "172.16.0.2" for r in switch.rules(0))
+    assert any(r.match_dict().get("ipv4_dst") == "172.16.0.3" for r in switch.rules(0))
