@@ -11,10 +11,11 @@ a key that moves from one owner to another is replaced in place.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import OWNER_MASK, PHASE, Kind, Owner, owner, owner_of, pin_cookie
+from ryu_dsr.flows.pipeline import PHASE, Owner, owner_of, pin_cookie
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
@@ -27,8 +28,7 @@ class RuleSync:
     owner_keys: dict[Owner, set[tuple]] = field(default_factory=dict)
     key_owner: dict[tuple, Owner] = field(default_factory=dict)
     dirty: set[Owner] = field(default_factory=set)
-    dropped: set[tuple] = field(default_factory=set)  # keys no owner wants any more: deleted at the end
-    gone: set[Owner] = field(default_factory=set)  # owners with no rules left: deleted by cookie
+    dropped: dict[tuple, None] = field(default_factory=dict)  # keys no owner wants any more, in order
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
     rules_computed: int = 0  # for tests and stats: how much work changes cost
 
@@ -38,8 +38,7 @@ class RuleSync:
         self.installed = {}
         self.owner_keys = {}
         self.key_owner = {}
-        self.dropped = set()
-        self.gone = set()
+        self.dropped = {}
         for key, cookie in installed.items():
             who = owner_of(key, cookie)
             if who is None:
@@ -54,7 +53,7 @@ class RuleSync:
 
     @property
     def pending(self) -> bool:
-        return bool(self.dirty or self.dropped or self.gone or self.pins_to_delete)
+        return bool(self.dirty or self.dropped or self.pins_to_delete)
 
     def step(self, rules_of: Callable[[Owner], list[Rule]], budget: int = STEP_RULES) -> list[Command]:
         """Commands for some dirty owners (slot rules first), ending with a
@@ -77,20 +76,13 @@ class RuleSync:
                 if previous is not None and previous != who:
                     self.owner_keys.get(previous, set()).discard(rule.key)
                 self.key_owner[rule.key] = who
-                self.dropped.discard(rule.key)
-            whole = not wanted and who[0] in (Kind.POOL, Kind.VIP)  # its cookie names it alone
+                self.dropped.pop(rule.key, None)
             for key in self.owner_keys.get(who, set()) - wanted:
                 if self.key_owner.get(key) == who:
                     del self.key_owner[key]
-                    if whole:
-                        self.installed.pop(key, None)
-                    else:
-                        self.dropped.add(key)
-            if whole and who in self.owner_keys:
-                self.gone.add(who)
+                    self.dropped[key] = None
             if wanted:
                 self.owner_keys[who] = wanted
-                self.gone.discard(who)
             else:
                 self.owner_keys.pop(who, None)
         self.rules_computed += computed
@@ -98,13 +90,10 @@ class RuleSync:
         commands: list[Command] = list(adds)
         if not self.dirty:
             # Deletes come last, so a key another owner took is replaced in
-            # place; an owner with nothing left goes by one delete of its
-            # cookie, the rest by strict deletes, a budget per step.
-            for who in sorted(self.gone, key=repr):
-                commands.append(FlowDeleteByCookie(owner(who[0], who[1]) << 32, OWNER_MASK))
-            self.gone = set()
-            for key in sorted(self.dropped, key=repr)[: max(budget - computed, 0) or budget]:
-                self.dropped.discard(key)
+            # place; strict deletes (cheap for the switch, unlike a delete by
+            # cookie mask, which scans every flow), a budget per step.
+            for key in list(itertools.islice(self.dropped, max(budget - computed, 0) or budget)):
+                del self.dropped[key]
                 if key not in self.key_owner:
                     self.installed.pop(key, None)
                     table, priority, match = key
