@@ -63,13 +63,6 @@ class SlotTarget:
 
 
 @dataclass(frozen=True)
-class PoolPlan:
-    uid: int
-    slots: tuple[SlotTarget | None, ...]
-    protocols: frozenset[int]
-
-
-@dataclass(frozen=True)
 class SwitchPlan:
     """What a switch's rules depend on besides VIPs, pools and hosts."""
 
@@ -231,52 +224,50 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     ]
 
 
-def slot_rules(switch: SwitchPlan, pool: PoolPlan) -> list[Rule]:
-    """Slot -> backend rules of one pool (the consistent-hash table)."""
-    pool_owner = owner(Kind.POOL, pool.uid)
-    rules = []
+def slot_rules(
+    switch: SwitchPlan, pool_uid: int, slot: int, n_slots: int, target: SlotTarget | None, protocols: frozenset[int]
+) -> list[Rule]:
+    """The rules of one slot of a pool's consistent-hash table (slot ->
+    backend): none for a slot with no backend; in Open vSwitch mode one per
+    protocol the pool's VIPs use, each learning the connection's pin."""
+    if target is None:
+        return []
+    pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
-        bits = plain_slot_bits(len(pool.slots))
-        mask = _int_to_ipv4((1 << bits) - 1)
-        for slot, target in enumerate(pool.slots):
-            if target is None:
-                continue
-            match = match_items(eth_type=ETH_IP, metadata=pool.uid, ipv4_src=(_int_to_ipv4(slot), mask))
-            rules.append(
-                Rule(
-                    Table.SLOTS,
-                    Priority.SLOT,
-                    match,
-                    (SetField("eth_dst", target.mac),),
-                    goto=Table.ETH_SRC,
-                    owner=pool_owner,
-                )
+        mask = _int_to_ipv4((1 << plain_slot_bits(n_slots)) - 1)
+        match = match_items(eth_type=ETH_IP, metadata=pool_uid, ipv4_src=(_int_to_ipv4(slot), mask))
+        return [
+            Rule(
+                Table.SLOTS,
+                Priority.SLOT,
+                match,
+                (SetField("eth_dst", target.mac),),
+                goto=Table.ETH_SRC,
+                owner=pool_owner,
             )
-        return rules
-    for ip_proto in sorted(pool.protocols):
-        for slot, target in enumerate(pool.slots):
-            if target is None:
-                continue
-            match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **{REG_POOL: pool.uid, REG_SLOT: slot})
-            pin = LearnPin(
-                table=Table.PINS,
-                ip_proto=ip_proto,
-                cookie=pin_cookie(target.backend_uid),
-                idle_timeout=switch.pin_idle_timeout,
-                fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
-                flag_reg=REG_PINNED,
-                priority=Priority.PIN,
+        ]
+    rules = []
+    for ip_proto in sorted(protocols):
+        match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **{REG_POOL: pool_uid, REG_SLOT: slot})
+        pin = LearnPin(
+            table=Table.PINS,
+            ip_proto=ip_proto,
+            cookie=pin_cookie(target.backend_uid),
+            idle_timeout=switch.pin_idle_timeout,
+            fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
+            flag_reg=REG_PINNED,
+            priority=Priority.PIN,
+        )
+        rules.append(
+            Rule(
+                Table.SLOTS,
+                Priority.SLOT,
+                match,
+                (SetField("eth_dst", target.mac), pin),
+                goto=Table.ETH_SRC,
+                owner=pool_owner,
             )
-            rules.append(
-                Rule(
-                    Table.SLOTS,
-                    Priority.SLOT,
-                    match,
-                    (SetField("eth_dst", target.mac), pin),
-                    goto=Table.ETH_SRC,
-                    owner=pool_owner,
-                )
-            )
+        )
     return rules
 
 

@@ -126,8 +126,10 @@ OWNER_UID_BITS = 24
 KIND_MASK = 0xFF << 56
 OWNER_MASK = KIND_MASK | (((1 << OWNER_UID_BITS) - 1) << 32)
 
-# What the controller diffs by: (kind, id). The id is a uid for VIPs and
-# pools, the MAC for hosts, the address for VIP addresses.
+# What the controller diffs by: (kind, id). The id is the uid for VIPs,
+# (pool uid, slot) for one slot of a pool's table (a change of pool touches
+# only the slots that move), the MAC for hosts, the address for VIP
+# addresses.
 Owner = tuple[Kind, Any]
 BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
@@ -168,8 +170,14 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
         return (Kind.HOST, fields.get("eth_src") or fields.get("eth_dst"))
     if kind == Kind.ADDRESS:
         return (Kind.ADDRESS, fields.get("arp_spa") or fields.get("arp_tpa") or fields.get("ipv4_dst"))
-    if kind in (Kind.VIP, Kind.POOL):
-        return (Kind(kind), uid_of(cookie))
+    if kind == Kind.VIP:
+        return (Kind.VIP, uid_of(cookie))
+    if kind == Kind.POOL:
+        slot = fields.get(REG_SLOT)
+        if slot is None:  # plain mode: the slot is the masked client address
+            address = fields.get("ipv4_src", ("0.0.0.0", None))[0]
+            slot = sum(int(part) << shift for part, shift in zip(address.split("."), (24, 16, 8, 0)))
+        return (Kind.POOL, (uid_of(cookie), slot))
     if kind == Kind.BASE:
         return BASE_OWNER
     return (Kind.BASE, "unknown")

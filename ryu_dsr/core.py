@@ -24,7 +24,6 @@ from typing import Any
 import networkx
 
 from ryu_dsr.flows.compute import (
-    PoolPlan,
     SlotTarget,
     SwitchPlan,
     VipPlan,
@@ -92,6 +91,7 @@ class Balancer:
         self.health_reasons: dict[tuple[str, str], str] = {}  # why a backend became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.pinnable: dict[str, set[int]] = {}  # pool -> backend uids whose pins may exist
+        self.protocols: dict[str, frozenset[int]] = {}  # pool -> protocols of its VIPs
         self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
         self.timed_out_drains: set[int] = set()
         self.pool_names: dict[int, str] = {}  # uid -> name
@@ -115,7 +115,8 @@ class Balancer:
         for name, vip in self.config.vips.items():
             self.vip_names[vip.uid] = name
         for name in self.config.pools:
-            self._refresh_pool(name, resize=name not in saved.slots)
+            self._update_protocols(name)
+            self._refresh_pool(name)
 
     # ================================================================ changes
 
@@ -135,15 +136,13 @@ class Balancer:
         self.config.apply(change)
         self.counters["changes"] += 1
         touched: set[Owner] = set()
+        protocol_pools: set[str] = set()  # pools whose VIPs' protocols may have changed
         for name, old in old_vips.items():
             new = change.vips[name]
             for vip in (old, new):
                 if vip is not None:
-                    touched |= {
-                        (Kind.VIP, vip.uid),
-                        (Kind.ADDRESS, vip.ip),
-                        (Kind.POOL, self.config_pool_uid(vip.pool)),
-                    }
+                    touched |= {(Kind.VIP, vip.uid), (Kind.ADDRESS, vip.ip)}
+                    protocol_pools.add(vip.pool)
             if old is not None and (new is None or new.uid != old.uid):
                 self.vip_names.pop(old.uid, None)
             if new is not None:
@@ -151,34 +150,40 @@ class Balancer:
         for name, old in old_pools.items():
             new = change.pools[name]
             if old is not None:
-                touched.add((Kind.POOL, old.uid))
                 self.pool_names.pop(old.uid, None)
+                if new is None or new.uid != old.uid:
+                    touched |= self._pool_owners(name, uid=old.uid)
             if new is None:
                 self.planner.forget(name)
+                self.protocols.pop(name, None)
                 touched |= self._pool_gone(name, old)
                 continue
             self.pool_names[new.uid] = name
+            protocol_pools.add(name)
             if planned.get(name) is not None:
-                if planned[name][0] != self.planner.sizes.get(name):  # resized: its VIPs hash anew
-                    touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
-                self.planner.install(name, planned[name])
-            for ip in set(new.backends) | set(old.backends if old else ()):
+                touched |= self._install_tables(name, planned[name])
+            moved = set(new.backends) ^ set(old.backends if old else ())
+            changed = {  # backends configured at another MAC or place: their slots' rules change
+                ip
+                for ip, backend in new.backends.items()
+                if old and ip in old.backends and _placed(old.backends[ip]) != _placed(backend)
+            }
+            for ip in moved | changed:
                 touched |= self._locate(ip)
+            touched |= self._slots_of(name, changed)
             if old is not None:
                 for ip in set(old.backends) - set(new.backends):
                     self.health.forget((name, ip))
                     self.transitions.pop((name, ip), None)
                     LOG.info("pool %s backend %s: removed", name, ip)
-            touched |= self._refresh_pool(name, save=False)
-        touched.discard((Kind.POOL, None))
+            touched |= self._refresh_pool(name, save=False, plan=False)
+        for name in protocol_pools:
+            if name in self.config.pools and self._update_protocols(name):
+                touched |= self._pool_owners(name)
         if who:
             LOG.info("change by %s: %s", who, change.summary(self.config))
         self._mark(touched)
         self._probe(force=False)
-
-    def config_pool_uid(self, name: str) -> int | None:
-        pool = self.config.pools.get(name)
-        return pool.uid if pool else None
 
     def _check_settings(self, change: Change) -> None:
         for name, pool in change.pools.items():
@@ -462,7 +467,8 @@ class Balancer:
 
     def _all_owners(self, switch: Switch) -> set[Owner]:
         owners: set[Owner] = {BASE_OWNER}
-        owners |= {(Kind.POOL, p.uid) for p in self.config.pools.values()}
+        for name, pool in self.config.pools.items():
+            owners |= {(Kind.POOL, (pool.uid, slot)) for slot in range(self._slot_size(name, switch.mode))}
         owners |= {(Kind.VIP, v.uid) for v in self.config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in self.config.vips_by_ip}
         owners |= {(Kind.HOST, mac) for mac in switch.hosts}
@@ -502,8 +508,14 @@ class Balancer:
         kind, ident = who
         plan = self._switch_plan(switch)
         if kind == Kind.POOL:
-            name = self.pool_names.get(ident)
-            return checked(slot_rules(plan, self._pool_plan(name, switch.mode))) if name else []
+            uid, slot = ident
+            name = self.pool_names.get(uid)
+            if name is None:
+                return []
+            size = self._slot_size(name, switch.mode)
+            table = self.planner.table(name, size)
+            target = self._slot_target(name, table[slot]) if slot < len(table) else None
+            return checked(slot_rules(plan, uid, slot, size, target, self.protocols.get(name, frozenset())))
         if kind == Kind.VIP:
             name = self.vip_names.get(ident)
             return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
@@ -519,15 +531,13 @@ class Balancer:
     def _slot_size(self, pool: str, mode: str) -> int:
         return self.planner.plain_size if mode == "plain" else self.planner.size(pool)
 
-    def _pool_plan(self, name: str, mode: str) -> PoolPlan:
-        pool = self.config.pools[name]
-        targets = {}
-        for backend in pool.backends.values():
-            if backend.weight > 0 and self._usable(name, backend):
-                targets[backend.ip] = SlotTarget(self.locator.where(backend)[0], backend.uid)
-        table = self.planner.table(name, self._slot_size(name, mode))
-        protocols = frozenset(self.config.vips[v].ip_proto for v in self.config.vips_by_pool.get(name, ()))
-        return PoolPlan(pool.uid, tuple(targets.get(ip) if ip else None for ip in table), protocols)
+    def _slot_target(self, name: str, ip: str | None) -> SlotTarget | None:
+        """Where a slot holding backend ``ip`` sends: None if it takes no new
+        connections."""
+        backend = self.config.pools[name].backends.get(ip) if ip else None
+        if backend is None or backend.weight == 0 or not self._usable(name, backend):
+            return None
+        return SlotTarget(self.locator.where(backend)[0], backend.uid)
 
     def _vip_plan(self, name: str, mode: str) -> VipPlan:
         vip = self.config.vips[name]
@@ -599,22 +609,64 @@ class Balancer:
     def _plain_switches(self) -> bool:
         return any(sw.mode == "plain" for sw in self.switches.values())
 
+    def _install_tables(self, name: str, planned) -> set[Owner]:
+        """Install a pool's new tables; the owners of the slots that change
+        (every slot, and the pool's VIPs, when the table grows)."""
+        old_size = self.planner.sizes.get(name)
+        old_tables = self.planner.tables.get(name, {})
+        self.planner.install(name, planned)
+        size, tables = planned
+        if old_size != size:
+            vips = self.config.vips_by_pool.get(name, ())
+            return self._pool_owners(name) | {(Kind.VIP, self.config.vips[v].uid) for v in vips}
+        uid = self.config.pools[name].uid
+        touched: set[Owner] = set()
+        for each, table in tables.items():
+            old = old_tables.get(each)
+            if old is None or len(old) != len(table):
+                touched |= {(Kind.POOL, (uid, slot)) for slot in range(len(table))}
+            else:
+                touched |= {(Kind.POOL, (uid, slot)) for slot, (a, b) in enumerate(zip(old, table)) if a != b}
+        return touched
+
+    def _pool_owners(self, name: str, uid: int | None = None) -> set[Owner]:
+        """Every slot owner of a pool (of its current uid, or ``uid``)."""
+        uid = self.config.pools[name].uid if uid is None else uid
+        size = max(self.planner.sizes.get(name, 0), self.planner.plain_size if self._plain_switches() else 0)
+        return {(Kind.POOL, (uid, slot)) for slot in range(size)}
+
+    def _slots_of(self, name: str, ips: set[str]) -> set[Owner]:
+        """The slot owners that send to these backends (their MAC changed)."""
+        if not ips:
+            return set()
+        uid = self.config.pools[name].uid
+        touched: set[Owner] = set()
+        for table in self.planner.tables.get(name, {}).values():
+            touched |= {(Kind.POOL, (uid, slot)) for slot, ip in enumerate(table) if ip in ips}
+        return touched
+
+    def _update_protocols(self, name: str) -> bool:
+        """The protocols of the VIPs using a pool (a slot has a rule for
+        each); True if they changed."""
+        protocols = frozenset(self.config.vips[v].ip_proto for v in self.config.vips_by_pool.get(name, ()))
+        changed = self.protocols.get(name) != protocols
+        self.protocols[name] = protocols
+        return changed
+
     def _plan_tables(self, pool: Pool):
         return self.planner.plan(pool.name, len(pool.backends), self._weights(pool), self._plain_switches())
 
-    def _refresh_pool(self, name: str, save: bool = True, resize: bool = True) -> set[Owner]:
-        """Bring one pool's runtime data up to date (slot tables, drains,
-        pins, health targets, states); the owners whose rules change."""
+    def _refresh_pool(self, name: str, save: bool = True, plan: bool = True) -> set[Owner]:
+        """Bring one pool's runtime data up to date (slot tables unless
+        ``plan`` is False, drains, pins, health targets, states); the owners
+        whose rules change."""
         pool = self.config.pools[name]
-        touched: set[Owner] = {(Kind.POOL, pool.uid)}
-        planned = self._plan_tables(pool)
+        touched: set[Owner] = set()
+        planned = self._plan_tables(pool) if plan else None
         if planned is not None:
-            resized = planned[0] != self.planner.sizes.get(name)
-            self.planner.install(name, planned)
+            touched |= self._install_tables(name, planned)
             if save:
                 self.store.write(slots={name: self.planner.saved(name)})
-            if resized:
-                touched |= {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
         now = self.clock()
         pinnable: set[int] = set()
         for backend in pool.backends.values():
@@ -698,7 +750,7 @@ class Balancer:
         self.store.write(found={ip: {"mac": mac, "dpid": dpid, "port": port}})
         touched = self._locate(ip)
         for name in self.config.pools_by_backend.get(ip, ()):
-            touched |= self._refresh_pool(name)
+            touched |= self._refresh_pool(name) | self._slots_of(name, {ip})  # its MAC may be new
         return touched
 
     def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
@@ -753,6 +805,10 @@ class Balancer:
                 self._delete_pins({uid})
                 for pinnable in self.pinnable.values():
                     pinnable.discard(uid)
+
+
+def _placed(backend: Backend) -> tuple:
+    return backend.mac, backend.dpid, backend.port
 
 
 def _saved_tables(planned) -> dict:

@@ -269,6 +269,9 @@ def encode_flow_add(rule: Rule, xid: int) -> bytes:
         0,
     )
     to_match(rule.match).serialize(buf, len(buf))
-    buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata)
+    if any(isinstance(action, LearnPin) for action in rule.actions):  # slot rules: shared by many
+        buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata)
+    else:  # one rule's own instructions: not worth a cache entry
+        buf += _instruction_bytes.__wrapped__(rule.actions, rule.goto, rule.write_metadata)
     struct.pack_into(ofp.OFP_HEADER_PACK_STR, buf, 0, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(buf), xid)
     return bytes(buf)

@@ -25,9 +25,9 @@ STEP_RULES = 4000  # rules computed and diffed per step
 @dataclass
 class RuleSync:
     installed: dict[tuple, int] = field(default_factory=dict)  # key -> cookie, as on the switch
-    owner_keys: dict[Owner, set[tuple]] = field(default_factory=dict)
+    owner_keys: dict[Owner, tuple[tuple, ...]] = field(default_factory=dict)
     key_owner: dict[tuple, Owner] = field(default_factory=dict)
-    dirty: set[Owner] = field(default_factory=set)
+    dirty: dict[int, set[Owner]] = field(default_factory=dict)  # phase -> owners to recompute
     dropped: dict[tuple, None] = field(default_factory=dict)  # keys no owner wants any more, in order
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
     rules_computed: int = 0  # for tests and stats: how much work changes cost
@@ -39,31 +39,46 @@ class RuleSync:
         self.owner_keys = {}
         self.key_owner = {}
         self.dropped = {}
+        keys: dict[Owner, list[tuple]] = {}
         for key, cookie in installed.items():
             who = owner_of(key, cookie)
             if who is None:
                 continue  # learned pins are never diffed
             self.installed[key] = cookie
-            self.owner_keys.setdefault(who, set()).add(key)
+            keys.setdefault(who, []).append(key)
             self.key_owner[key] = who
-        self.dirty = set(self.owner_keys) | set(desired_owners)
+        self.owner_keys = {who: tuple(found) for who, found in keys.items()}
+        self.dirty = {}
+        self.mark(self.owner_keys)
+        self.mark(desired_owners)
 
     def mark(self, owners: Iterable[Owner]) -> None:
-        self.dirty.update(owners)
+        for who in owners:
+            self.dirty.setdefault(PHASE.get(who[0], 9), set()).add(who)
 
     @property
     def pending(self) -> bool:
         return bool(self.dirty or self.dropped or self.pins_to_delete)
+
+    def _next_dirty(self) -> Owner | None:
+        """A dirty owner of the earliest phase (slot rules first)."""
+        for phase in sorted(self.dirty):
+            owners = self.dirty[phase]
+            who = owners.pop()
+            if not owners:
+                del self.dirty[phase]  # a drained big set would make every later pop scan its table
+            return who
+        return None
 
     def step(self, rules_of: Callable[[Owner], list[Rule]], budget: int = STEP_RULES) -> list[Command]:
         """Commands for some dirty owners (slot rules first), ending with a
         barrier; [] if they changed nothing. Call while ``pending``."""
         adds: list[FlowAdd] = []
         computed = 0
-        for who in sorted(self.dirty, key=lambda o: (PHASE.get(o[0], 9), str(o[1]))):
-            if computed >= budget:
+        while computed < budget:
+            who = self._next_dirty()
+            if who is None:
                 break
-            self.dirty.discard(who)
             rules = rules_of(who)
             computed += len(rules) + 1
             wanted = set()
@@ -72,17 +87,14 @@ class RuleSync:
                 if self.installed.get(rule.key) != rule.cookie:
                     adds.append(FlowAdd(rule))
                     self.installed[rule.key] = rule.cookie
-                previous = self.key_owner.get(rule.key)
-                if previous is not None and previous != who:
-                    self.owner_keys.get(previous, set()).discard(rule.key)
-                self.key_owner[rule.key] = who
+                self.key_owner[rule.key] = who  # a key another owner had is now this one's
                 self.dropped.pop(rule.key, None)
-            for key in self.owner_keys.get(who, set()) - wanted:
-                if self.key_owner.get(key) == who:
+            for key in self.owner_keys.get(who, ()):
+                if key not in wanted and self.key_owner.get(key) == who:
                     del self.key_owner[key]
                     self.dropped[key] = None
             if wanted:
-                self.owner_keys[who] = wanted
+                self.owner_keys[who] = tuple(wanted)
             else:
                 self.owner_keys.pop(who, None)
         self.rules_computed += computed
