@@ -23,6 +23,7 @@ Run as root:  python3 bench/scale.py [--small N]   (N VIPs for (a), for a quick 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,20 @@ def percentile(values: list[float], q: float) -> float:
 
 def ms(values: list[float]) -> str:
     return f"{1000 * percentile(values, 0.5):.0f} / {1000 * percentile(values, 0.99):.0f}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int, seconds: float = 5.0) -> float:
+    """Share of one core the process uses while nothing changes (its
+    periodic work: health checks, ARP probes, drains)."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
 
 
 def rss_mb(pid: int) -> float:
@@ -171,6 +186,7 @@ class Bench:
         self.row(f"  100 single changes at {n_vips} VIPs: REST p50 / p99 (ms)", ms(at_many))
         self.row("  p99 at many VIPs / p99 at 10 VIPs", f"{percentile(at_many, 0.99) / percentile(at_ten, 0.99):.2f}x")
         self.row("  controller RSS", f"{rss_mb(self.controller.pid):.0f} MB")
+        self.row("  controller CPU while idle (share of a core)", f"{idle_cpu(self.controller.pid):.3f}")
         self.restart()
 
     def restart(self) -> None:
@@ -189,6 +205,7 @@ class Bench:
         self.row("  switch compared and in line after", f"{in_line:.1f} s")
         self.row("  flow changes sent on reconnect", str(switches[0]["flow_mods"]))
         self.row("  flows before / after", f"{flows_before} / {self.flows()}")
+        self.row("  controller RSS after the restart", f"{rss_mb(self.controller.pid):.0f} MB")
 
     def close(self) -> None:
         self.lab.destroy()

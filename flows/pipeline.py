@@ -127,14 +127,20 @@ KIND_MASK = 0xFF << 56
 OWNER_MASK = KIND_MASK | (((1 << OWNER_UID_BITS) - 1) << 32)
 
 # What the controller diffs by: (kind, id). The id is the uid for VIPs,
-# (pool uid, slot) for one slot of a pool's table (a change of pool touches
-# only the slots that move), the MAC for hosts, the address for VIP
+# ``slot_owner(pool uid, slot)`` for one slot of a pool's table (a change of
+# pool touches only the slots that move), the MAC for hosts, the address for VIP
 # addresses.
 Owner = tuple[Kind, Any]
 BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
 # that hash into them, so a table that grows is complete before a VIP uses it.
 PHASE = {Kind.POOL: 0, Kind.VIP: 1, Kind.ADDRESS: 2, Kind.HOST: 3, Kind.BASE: 4}
+
+
+def slot_owner(pool_uid: int, slot: int) -> int:
+    """The owner id of one slot of a pool's table: one int, not a pair,
+    since a switch holds a hundred thousand of them."""
+    return pool_uid * MAX_SLOTS_OVS + slot
 
 
 def owner(kind: Kind, uid: int = 0) -> int:
@@ -177,7 +183,7 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
         if slot is None:  # plain mode: the slot is the masked client address
             address = fields.get("ipv4_src", ("0.0.0.0", None))[0]
             slot = sum(int(part) << shift for part, shift in zip(address.split("."), (24, 16, 8, 0)))
-        return (Kind.POOL, (uid_of(cookie), slot))
+        return (Kind.POOL, slot_owner(uid_of(cookie), slot))
     if kind == Kind.BASE:
         return BASE_OWNER
     return (Kind.BASE, "unknown")

@@ -21,9 +21,17 @@ from typing import Union
 MatchValue = Union[int, str, tuple]
 
 
+_PAIRS: dict[tuple[str, MatchValue], tuple[str, MatchValue]] = {}
+MAX_PAIRS = 1 << 20
+
+
 def match_items(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
-    """A match as a sorted tuple of (field, value) pairs (hashable, ordered)."""
-    return tuple(sorted(fields.items()))
+    """A match as a sorted tuple of (field, value) pairs (hashable, ordered).
+    Pairs are shared between matches (every pool's slot 5 matches
+    ``("reg0", 5)``): a switch's flow index holds a few hundred thousand."""
+    if len(_PAIRS) > MAX_PAIRS:
+        _PAIRS.clear()
+    return tuple(_PAIRS.setdefault(pair, pair) for pair in sorted(fields.items()))
 
 
 # --- actions -----------------------------------------------------------------
@@ -126,18 +134,18 @@ class Rule:
     owner: int = 0  # cookie bits 63..32: kind and owner uid, see flows.cookies
     idle_timeout: int = 0
     cookie: int = field(init=False, compare=False)
+    # (table, priority, match): the entry's identity on the switch. One tuple
+    # per rule, shared by every index that holds it.
+    key: tuple[int, int, tuple] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.table, self.priority, self.match))
         text = (
             f"{self.table}|{self.priority}|{self.match!r}|{'|'.join(map(_action_text, self.actions))}"
             f"|{self.goto}|{self.write_metadata}|{self.idle_timeout}"
         )
         digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
         object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
-
-    @property
-    def key(self) -> tuple[int, int, tuple]:
-        return (self.table, self.priority, self.match)
 
     def match_dict(self) -> dict[str, MatchValue]:
         return dict(self.match)

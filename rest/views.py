@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,8 +64,13 @@ class Page:
         self.cursor = parse_name(cursor, "cursor") if cursor is not None else None
         self.next: str | None = None
 
-    def take(self, names: Iterable[str]) -> list[str]:
-        chosen = sorted(n for n in names if self.cursor is None or n > self.cursor)
+    def take(self, names: Iterable[str], ordered: list[str] | None = None) -> list[str]:
+        """A page of ``names`` (a filter's few), or of ``ordered`` (every
+        name, kept sorted by the config: no pass over all of them)."""
+        if ordered is None:
+            ordered = sorted(names)
+        start = bisect.bisect_right(ordered, self.cursor) if self.cursor is not None else 0
+        chosen = ordered[start : start + self.limit + 1]
         if len(chosen) > self.limit:
             chosen = chosen[: self.limit]
             self.next = chosen[-1]
@@ -81,23 +87,24 @@ def list_pools(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
     _only(query, {"limit", "cursor", "backend"})
     page = Page(query)
     config = balancer.config
-    names: Iterable[str] = config.pools
     if "backend" in query:
-        names = config.pools_by_backend.get(parse_ipv4(query["backend"], "backend"), ())
-    return [pool_json(balancer, n) for n in page.take(names)], page
+        names = page.take(config.pools_by_backend.get(parse_ipv4(query["backend"], "backend"), ()))
+    else:
+        names = page.take((), config.pool_order)
+    return [pool_json(balancer, n) for n in names], page
 
 
 def list_vips(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
     _only(query, {"limit", "cursor", "pool", "ip"})
     page = Page(query)
     config = balancer.config
-    names: set[str] | Iterable[str] = config.vips
+    filters = []
     if "pool" in query:
-        names = set(config.vips_by_pool.get(parse_name(query["pool"], "pool"), ()))
+        filters.append(set(config.vips_by_pool.get(parse_name(query["pool"], "pool"), ())))
     if "ip" in query:
-        on_ip = set(config.vips_by_ip.get(parse_ipv4(query["ip"], "ip"), {}))
-        names = on_ip if "pool" not in query else set(names) & on_ip
-    return [vip_json(balancer, n) for n in page.take(names)], page
+        filters.append(set(config.vips_by_ip.get(parse_ipv4(query["ip"], "ip"), {})))
+    names = page.take(set.intersection(*filters)) if filters else page.take((), config.vip_order)
+    return [vip_json(balancer, n) for n in names], page
 
 
 def _only(query: dict[str, str], allowed: set[str]) -> None:

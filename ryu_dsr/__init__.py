@@ -8,6 +8,7 @@ whose commands go back to the switches through ``ryu_dsr.ofp``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections import OrderedDict
@@ -18,6 +19,7 @@ LOG = logging.getLogger("ryu_dsr")
 TICK_SECONDS = 0.05  # health probes are scheduled on this grain
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
 _FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
+BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
 SENT_REMEMBERED = 100000  # flow mods remembered by xid, to name what a switch refused
 
 
@@ -139,7 +141,7 @@ class DsrApp(ofp.RyuApp):
             self.busy.add(dpid)
             try:
                 if commands is _FLUSH:
-                    self.balancer.write(dpid, lambda command: self._transmit(datapath, command))
+                    self._write(datapath)
                 else:
                     for command in commands:
                         self._transmit(datapath, command)
@@ -150,6 +152,16 @@ class DsrApp(ofp.RyuApp):
                 self.busy.discard(dpid)
             if self.balancer.pending(dpid):
                 outbox.put(_FLUSH)
+
+    def _write(self, datapath):
+        switch = self.balancer.switches.get(datapath.id)
+        before = switch.flow_mods if switch else 0
+        self.balancer.write(datapath.id, lambda command: self._transmit(datapath, command))
+        if switch is not None and switch.flow_mods - before > BULK_FLOW_MODS:
+            # A bulk load leaves a million long-lived objects (the switch's
+            # flow index): keep the collector from walking them again and
+            # again, which made single changes wait up to half a second.
+            gc.freeze()
 
     def _read_flows(self, dpid):
         datapath = self.datapaths.get(dpid)

@@ -35,12 +35,24 @@ from ryu_dsr.flows.compute import (
     vip_rules,
 )
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, owner_of
+from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, Table, owner_of, slot_owner
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
-from ryu_dsr.model import Backend, Change, Config, Conflict, InvalidInput, NotFound, Pool
+from ryu_dsr.model import (
+    Backend,
+    Change,
+    Config,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Pool,
+    Vip,
+    parse_backend,
+    parse_pool,
+    parse_vip,
+)
 from ryu_dsr.slots import SlotPlanner
 from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch
@@ -208,8 +220,6 @@ class Balancer:
     # ----------------------------------------------------------- REST service
 
     def create_pool(self, body: Any, who: str = "") -> Pool:
-        from ryu_dsr.model import parse_pool
-
         pool = parse_pool(body)
         self.commit(self.config.plan_pool(pool), who)
         return pool
@@ -221,8 +231,6 @@ class Balancer:
         self.commit(self.config.plan_pool_delete(name), who)
 
     def add_backend(self, pool_name: str, body: Any, who: str = "") -> Backend:
-        from ryu_dsr.model import parse_backend
-
         self.config.pool(pool_name)
         backend = parse_backend(body)
         self.commit(self.config.plan_backend(pool_name, backend), who)
@@ -234,9 +242,7 @@ class Balancer:
     def delete_backend(self, pool_name: str, ip: str, who: str = "") -> None:
         self.commit(self.config.plan_backend_delete(pool_name, ip), who)
 
-    def create_vip(self, body: Any, who: str = "") -> None:
-        from ryu_dsr.model import parse_vip
-
+    def create_vip(self, body: Any, who: str = "") -> Vip:
         vip = parse_vip(body)
         self.commit(self.config.plan_vip(vip), who)
         return vip
@@ -468,7 +474,7 @@ class Balancer:
     def _all_owners(self, switch: Switch) -> set[Owner]:
         owners: set[Owner] = {BASE_OWNER}
         for name, pool in self.config.pools.items():
-            owners |= {(Kind.POOL, (pool.uid, slot)) for slot in range(self._slot_size(name, switch.mode))}
+            owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self._slot_size(name, switch.mode))}
         owners |= {(Kind.VIP, v.uid) for v in self.config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in self.config.vips_by_ip}
         owners |= {(Kind.HOST, mac) for mac in switch.hosts}
@@ -508,7 +514,7 @@ class Balancer:
         kind, ident = who
         plan = self._switch_plan(switch)
         if kind == Kind.POOL:
-            uid, slot = ident
+            uid, slot = divmod(ident, MAX_SLOTS_OVS)
             name = self.pool_names.get(uid)
             if name is None:
                 return []
@@ -624,16 +630,16 @@ class Balancer:
         for each, table in tables.items():
             old = old_tables.get(each)
             if old is None or len(old) != len(table):
-                touched |= {(Kind.POOL, (uid, slot)) for slot in range(len(table))}
+                touched |= {(Kind.POOL, slot_owner(uid, slot)) for slot in range(len(table))}
             else:
-                touched |= {(Kind.POOL, (uid, slot)) for slot, (a, b) in enumerate(zip(old, table)) if a != b}
+                touched |= {(Kind.POOL, slot_owner(uid, slot)) for slot, (a, b) in enumerate(zip(old, table)) if a != b}
         return touched
 
     def _pool_owners(self, name: str, uid: int | None = None) -> set[Owner]:
         """Every slot owner of a pool (of its current uid, or ``uid``)."""
         uid = self.config.pools[name].uid if uid is None else uid
         size = max(self.planner.sizes.get(name, 0), self.planner.plain_size if self._plain_switches() else 0)
-        return {(Kind.POOL, (uid, slot)) for slot in range(size)}
+        return {(Kind.POOL, slot_owner(uid, slot)) for slot in range(size)}
 
     def _slots_of(self, name: str, ips: set[str]) -> set[Owner]:
         """The slot owners that send to these backends (their MAC changed)."""
@@ -642,7 +648,7 @@ class Balancer:
         uid = self.config.pools[name].uid
         touched: set[Owner] = set()
         for table in self.planner.tables.get(name, {}).values():
-            touched |= {(Kind.POOL, (uid, slot)) for slot, ip in enumerate(table) if ip in ips}
+            touched |= {(Kind.POOL, slot_owner(uid, slot)) for slot, ip in enumerate(table) if ip in ips}
         return touched
 
     def _update_protocols(self, name: str) -> bool:
@@ -702,7 +708,9 @@ class Balancer:
     def _update_health_targets(self, pool: Pool) -> None:
         check = pool.health_check
         enabled = check.kind != "none" and (check.kind not in ("tcp", "http") or self.settings.probe_ip)
-        vips = sorted(self.config.vips_by_pool.get(pool.name, ()))
+        address = None
+        if check.target == "vip" and self.config.vips_by_pool.get(pool.name):
+            address = self.config.vips[min(self.config.vips_by_pool[pool.name])].ip  # the first VIP by name
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
             if not enabled:
@@ -712,8 +720,8 @@ class Balancer:
             if mac is None or dpid not in self.switches or not self._link_up(dpid, port):
                 self.health.set_target(key, None)
                 continue
-            address = self.config.vips[vips[0]].ip if check.target == "vip" and vips else backend.ip
-            self.health.set_target(key, HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address))
+            target = HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address or backend.ip)
+            self.health.set_target(key, target)
 
     def _note_transitions(self, pool: Pool) -> None:
         """Log every change of a backend's state, and remember when it was."""

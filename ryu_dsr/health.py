@@ -12,6 +12,7 @@ the VIP from its loopback fails.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass, field
 
@@ -94,6 +95,7 @@ class HealthChecker:
     next_due: dict[tuple[str, str], float] = field(default_factory=dict)
     by_sport: dict[int, tuple[str, str]] = field(default_factory=dict)
     targets: dict[tuple[str, str], Target] = field(default_factory=dict)
+    _due: list[tuple[float, tuple[str, str]]] = field(default_factory=list)  # heap of (when, key)
     _next_sport: int = FIRST_PORT
 
     def set_target(self, key: tuple[str, str], target: Target | None) -> None:
@@ -105,6 +107,8 @@ class HealthChecker:
             self.targets.pop(key, None)
             self._drop(key)
         else:
+            if key not in self.targets:
+                self._schedule(key, self.next_due.get(key, 0.0))
             self.targets[key] = target
 
     def forget(self, key: tuple[str, str]) -> None:
@@ -136,12 +140,21 @@ class HealthChecker:
                 transitions += self._result(
                     key, probe.target.check, False, f"no answer in {probe.target.check.timeout:g} s", now
                 )
-        for key, target in wanted.items():
-            if key in self.probes or now < self.next_due.get(key, 0.0):
+        while self._due and self._due[0][0] <= now:  # only the checks that are due: no pass over all
+            when, key = heapq.heappop(self._due)
+            target = wanted.get(key)
+            if target is None or when != self.next_due.get(key, 0.0):
+                continue  # no longer checked, or rescheduled
+            if key in self.probes:  # the last probe is still out: look again when it ends
+                self._schedule(key, max(self.probes[key].deadline, now + 0.001))
                 continue
-            self.next_due[key] = now + target.check.interval
+            self._schedule(key, now + target.check.interval)
             sends += self._start(key, target, now)
         return sends, transitions
+
+    def _schedule(self, key: tuple[str, str], when: float) -> None:
+        self.next_due[key] = when
+        heapq.heappush(self._due, (when, key))
 
     def _start(self, key, target: Target, now: float) -> list[Send]:
         probe = Probe(target, now, now + target.check.timeout)

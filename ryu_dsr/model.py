@@ -9,6 +9,7 @@ applied, so an invalid or unsaved request changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import ipaddress
 import re
@@ -378,6 +379,8 @@ class Config:
         self.vips_by_ip: dict[str, dict[str, Vip]] = {}
         self.vips_by_pool: dict[str, set[str]] = {}
         self.pools_by_backend: dict[str, set[str]] = {}
+        self.pool_order: list[str] = []  # names, sorted: a page of a list costs its size
+        self.vip_order: list[str] = []
 
     # -- lookups --
 
@@ -596,6 +599,7 @@ class Config:
     def apply(self, change: Change) -> None:
         for name in change.vips:
             old = self.vips.pop(name, None)
+            _reorder(self.vip_order, name, change.vips[name] is not None)
             if old is not None:
                 self.vips_by_ip[old.ip].pop(name, None)
                 if not self.vips_by_ip[old.ip]:
@@ -603,6 +607,7 @@ class Config:
                 self.vips_by_pool[old.pool].discard(name)
         for name, pool in change.pools.items():
             old = self.pools.pop(name, None)
+            _reorder(self.pool_order, name, pool is not None)
             if old is not None:
                 for ip in old.backends:
                     self.pools_by_backend[ip].discard(name)
@@ -695,6 +700,16 @@ class Config:
         return config
 
 
+def _reorder(order: list[str], name: str, present: bool) -> None:
+    """Keep a sorted list of names in step with one name's presence."""
+    at = bisect.bisect_left(order, name)
+    there = at < len(order) and order[at] == name
+    if present and not there:
+        order.insert(at, name)
+    elif not present and there:
+        del order[at]
+
+
 def _pool_json(pool: Pool) -> dict[str, Any]:
     return pool.to_json()
 
@@ -715,22 +730,20 @@ def _located(error: Exception, where: str) -> Exception:
 def parse_document(data: Any) -> tuple[dict[str, tuple[str, Pool]], dict[str, tuple[str, Vip]]]:
     """Pools and VIPs of a config document, by name, with where each was."""
     _check_object(data, "", {"pools", "vips"})
-    pools_in = data.get("pools", [])
-    vips_in = data.get("vips", [])
-    if not isinstance(pools_in, list):
-        raise InvalidInput("pools", "must be a list")
-    if not isinstance(vips_in, list):
-        raise InvalidInput("vips", "must be a list")
-    pools: dict[str, tuple[str, Pool]] = {}
-    for i, item in enumerate(pools_in):
-        pool = parse_pool(item, f"pools[{i}]")
-        if pool.name in pools:
-            raise InvalidInput(f"pools[{i}].name", f"pool {pool.name!r} is listed twice")
-        pools[pool.name] = (f"pools[{i}]", pool)
-    vips: dict[str, tuple[str, Vip]] = {}
-    for i, item in enumerate(vips_in):
-        vip = parse_vip(item, f"vips[{i}]")
-        if vip.name in vips:
-            raise InvalidInput(f"vips[{i}].name", f"VIP {vip.name!r} is listed twice")
-        vips[vip.name] = (f"vips[{i}]", vip)
+    pools = _parse_named(data, "pools", parse_pool, "pool")
+    vips = _parse_named(data, "vips", parse_vip, "VIP")
     return pools, vips
+
+
+def _parse_named(data: dict, where: str, parse: Any, what: str) -> dict[str, tuple[str, Any]]:
+    """One list of a config document, by name, with where each item was."""
+    items = data.get(where, [])
+    if not isinstance(items, list):
+        raise InvalidInput(where, "must be a list")
+    out: dict[str, tuple[str, Any]] = {}
+    for i, item in enumerate(items):
+        parsed = parse(item, f"{where}[{i}]")
+        if parsed.name in out:
+            raise InvalidInput(f"{where}[{i}].name", f"{what} {parsed.name!r} is listed twice")
+        out[parsed.name] = (f"{where}[{i}]", parsed)
+    return out

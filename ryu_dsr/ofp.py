@@ -75,7 +75,7 @@ def to_match(items) -> parser.OFPMatch:
     return parser.OFPMatch(_ordered_fields=[items[i] for i in order])
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 10)
 def to_action(action):
     """The Ryu action of a (frozen, so cacheable) action: slot rules repeat
     a few actions thousands of times."""
