@@ -35,7 +35,7 @@ from ryu_dsr.flows.compute import (
     vip_rules,
 )
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, Table, owner_of, slot_owner
+from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, Table, kind_of, slot_owner
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
@@ -330,9 +330,9 @@ class Balancer:
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
         for (table, _priority, match), cookie in installed.items():
-            fields = dict(match)
-            if owner_of((table, _priority, match), cookie) == (Kind.HOST, fields.get("eth_src")):
-                if table == Table.ETH_SRC and "in_port" in fields:
+            if table == Table.ETH_SRC and kind_of(cookie) == Kind.HOST:
+                fields = dict(match)
+                if "in_port" in fields and "eth_src" in fields:
                     self._learn(switch, fields["eth_src"], fields["in_port"])
         LOG.info(
             "switch %016x connected: %s, hashing in %s mode, %d flows found", dpid, description, mode, len(installed)

@@ -73,3 +73,32 @@ def test_the_fast_flow_add_encoding_is_byte_for_byte_ryus(tmp_path, mode):
         message.set_xid(77)
         message.serialize()
         assert ofp.encode_flow_add(rule, 77) == bytes(message.buf), rule
+
+
+@pytest.mark.parametrize("mode", ["ovs", "plain"])
+def test_flow_stats_read_lazily_equal_ryus_own_parse(tmp_path, mode):
+    """The switch's flows read on connect: same key, cookie and (when read)
+    instructions as Ryu's full parse."""
+    import struct
+
+    for rule in all_rules(tmp_path, mode):
+        body = ofp.encode_flow_add(rule, 1)[48:]  # match and instructions of the flow mod
+        head = struct.pack(
+            ofproto_v1_3.OFP_FLOW_STATS_0_PACK_STR,
+            ofproto_v1_3.OFP_FLOW_STATS_0_SIZE + len(body),
+            rule.table,
+            1,
+            2,
+            rule.priority,
+            rule.idle_timeout,
+            0,
+            0,
+            rule.cookie,
+            3,
+            4,
+        )
+        lazy = ofp.LazyFlowStats.parser(head + body, 0)
+        full = ofproto_v1_3_parser.OFPFlowStats.parser(head + body, 0)
+        assert ofp.installed_key(lazy) == ofp.installed_key(full) == (rule.key, rule.cookie)
+        assert [i.to_jsondict() for i in lazy.instructions] == [i.to_jsondict() for i in full.instructions]
+    assert ofproto_v1_3_parser.OFPFlowStatsReply.cls_stats_body_cls is ofp.LazyFlowStats
