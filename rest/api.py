@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -110,7 +111,23 @@ class DsrApi:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, request: Request) -> Response:
-        path = request.path_info.rstrip("/") or "/"
+        """The response to one request; no exception and no traceback ever
+        leaves: an unexpected error is logged with an id and answered 500
+        with that id."""
+        try:
+            return self._handle(request)
+        except Exception:  # noqa: BLE001  (the last line of defence)
+            incident = uuid.uuid4().hex[:12]
+            LOG.exception("REST %s %s failed (error id %s)", request.method, request.environ.get("PATH_INFO"), incident)
+            return _error(
+                500, "internal", f"the controller failed to answer; the log has the details under id {incident}"
+            )
+
+    def _handle(self, request: Request) -> Response:
+        try:
+            path = request.path_info.rstrip("/") or "/"
+        except UnicodeDecodeError:
+            return _error(400, "invalid", "the path is not valid UTF-8 after percent-decoding", "path")
         allowed = []
         for method, _pattern, regex, handler in self.routes:
             found = regex.match(path)
@@ -119,6 +136,15 @@ class DsrApi:
             allowed.append(method)
             if method != request.method:
                 continue
+            if method in ("POST", "PATCH", "PUT") and request.content_type != "application/json":
+                # A browser may send a cross-site "simple" request as
+                # text/plain or a form without asking first: only JSON is taken.
+                return _error(
+                    415,
+                    "unsupported_media_type",
+                    f"the body must be sent as Content-Type: application/json, not {request.content_type or 'none'}",
+                    "Content-Type",
+                )
             try:
                 body = self._body(request) if method in ("POST", "PATCH", "PUT") else None
                 call = Call(body, dict(request.GET), request.client_addr or "local")
@@ -171,6 +197,8 @@ class DsrApi:
             return json.loads(raw)
         except ValueError as error:
             raise InvalidInput("body", f"is not valid JSON: {error}") from None
+        except RecursionError:
+            raise InvalidInput("body", "is nested too deeply") from None
 
 
 def _then(_done: Any, value: Any) -> Any:

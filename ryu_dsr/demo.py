@@ -31,7 +31,7 @@ def say(text: str = "") -> None:
 
 
 def curl(method: str, path: str, body: dict | None, port: int) -> str:
-    data = f" -d '{json.dumps(body)}'" if body is not None else ""
+    data = f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
     return f"curl -X {method} http://127.0.0.1:{port}{path}{data}"
 
 

@@ -49,7 +49,7 @@ def _where(prefix: str, name: str) -> str:
 
 
 def parse_name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME_RULE.match(value):
+    if not isinstance(value, str) or not NAME_RULE.fullmatch(value):  # fullmatch: "$" lets "web\n" through
         raise InvalidInput(
             where, "must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
         )
@@ -69,7 +69,7 @@ def parse_ipv4(value: Any, where: str) -> str:
 
 
 def parse_mac(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not MAC_RULE.match(value.lower()):
+    if not isinstance(value, str) or not MAC_RULE.fullmatch(value.lower()):
         raise InvalidInput(where, 'must be a MAC address like "02:00:00:00:00:01"')
     mac = value.lower()
     if int(mac[:2], 16) & 1:

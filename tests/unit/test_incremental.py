@@ -129,12 +129,14 @@ def test_an_invalid_document_changes_nothing_and_names_the_field(tmp_path):
     before = (rig.switches[1].installed(), rig.balancer.config.document())
     bad = document(3)
     bad["vips"][2]["ip"] = bad["vips"][0]["ip"]  # overlaps vip0
-    request = Request.blank("/v1/config", method="PUT", body=json.dumps(bad).encode())
+    request = Request.blank("/v1/config", method="PUT", body=json.dumps(bad).encode(), content_type="application/json")
     response = request.get_response(app)
     assert response.status_int == 409 and "vips[2]" in response.json["message"]
     bad = document(3)
     bad["pools"][1]["backends"][0]["weight"] = -1
-    response = Request.blank("/v1/config", method="PUT", body=json.dumps(bad).encode()).get_response(app)
+    response = Request.blank(
+        "/v1/config", method="PUT", body=json.dumps(bad).encode(), content_type="application/json"
+    ).get_response(app)
     assert response.status_int == 400 and response.json["field"] == "pools[1].backends[0].weight"
     assert (rig.switches[1].installed(), rig.balancer.config.document()) == before
     exported = Request.blank("/v1/config").get_response(app).json
@@ -197,9 +199,9 @@ def test_a_failing_switch_write_is_logged_counted_resynced_and_reported(tmp_path
     rig.balancer.send = lambda dpid, commands: None
     rig.balancer.wake = lambda dpid: rig.balancer.write(dpid, lambda command: failing(dpid, [command]))
     body = json.dumps({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]}).encode()
-    Request.blank("/v1/pools", method="POST", body=body).get_response(app)
+    Request.blank("/v1/pools", method="POST", body=body, content_type="application/json").get_response(app)
     body = json.dumps({"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"}).encode()
-    response = Request.blank("/v1/vips", method="POST", body=body).get_response(app)
+    response = Request.blank("/v1/vips", method="POST", body=body, content_type="application/json").get_response(app)
     assert response.status_int == 503
     assert "switch 0000000000000001" in response.json["message"] and "ConnectionResetError" in response.json["message"]
     assert reads == [1] and rig.balancer.counters["write_failures"] >= 1

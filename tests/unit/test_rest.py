@@ -249,3 +249,49 @@ def test_every_documented_error_field_rule_exists():
     assert schemas["VipInput"]["properties"]["hash"]["enum"] == list(model.HASH_FIELDS)
     assert schemas["BackendInput"]["properties"]["weight"]["maximum"] == model.MAX_WEIGHT
     assert re.fullmatch(schemas["Name"]["pattern"], "web-1.a_b")
+
+
+def test_a_name_or_mac_with_a_line_break_is_refused(api):
+    populate(api)
+    before = snapshot(api)
+    status, error = call(api, "POST", "/v1/pools", {"name": "web\n"})
+    assert status == 400 and error["field"] == "name"
+    status, error = call(api, "POST", "/v1/pools/web/backends", {"ip": "10.0.0.40", "mac": "02:00:00:00:00:01\n"})
+    assert status == 400 and error["field"] == "mac"
+    assert snapshot(api) == before
+
+
+def test_a_write_that_is_not_json_is_415_and_changes_nothing(api):
+    """A web page can POST text/plain cross-site without a preflight."""
+    populate(api)
+    before = snapshot(api)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        request = Request.blank("/v1/pools", method="POST", body=b'{"name": "evil"}')
+        if content_type:
+            request.content_type = content_type
+        else:
+            request.environ.pop("CONTENT_TYPE", None)
+        response = request.get_response(api)
+        assert response.status_int == 415 and response.json["field"] == "Content-Type"
+    assert snapshot(api) == before
+
+
+def test_deep_json_and_bad_path_encoding_are_400_without_a_traceback(api):
+    populate(api)
+    status, error = call(api, "POST", "/v1/pools", raw=b"[" * 100000 + b"]" * 100000)
+    assert status == 400 and error["field"] == "body" and "nested" in error["message"]
+    response = Request.blank("/v1/pools/%ff").get_response(api)
+    assert response.status_int == 400 and response.json["field"] == "path"
+    assert b"Traceback" not in response.body
+
+
+def test_an_unexpected_error_is_500_with_an_id_in_the_log(api, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api.rig.balancer, "create_pool", broken)
+    status, error = call(api, "POST", "/v1/pools", {"name": "web"})
+    assert status == 500 and error["error"] == "internal"
+    incident = error["message"].rsplit(" ", 1)[1]
+    assert "Traceback" not in json.dumps(error) and "a bug" not in json.dumps(error)
+    assert incident in caplog.text and "RuntimeError: a bug" in caplog.text
