@@ -103,6 +103,7 @@ class DsrApi:
         )
         add("DELETE", "/v1/vips/{vip}", lambda c, vip: (204, b.delete_vip(vip, c.who)))
         add("GET", "/v1/switches", lambda c: (200, views.switches_json(b)))
+        add("POST", "/v1/state/adopt", lambda c: (200, b.adopt_state(c.body, c.who)))
 
     def _add(self, method: str, pattern: str, handler: Callable[..., tuple[int, Any]]) -> None:
         self.routes.append((method, pattern, _route(pattern), handler))

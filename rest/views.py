@@ -48,6 +48,7 @@ def switches_json(balancer: Any) -> list[dict]:
             "errors": sw.errors,
             "resyncs": sw.resyncs,
             "flow_mods": sw.flow_mods,
+            "kept_owners": len(sw.kept),
             "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
         }
         for sw in balancer.switches.values()

@@ -55,12 +55,12 @@ class DsrApp(ofp.RyuApp):
         from ryu_dsr.core import Balancer
         from ryu_dsr.model import InvalidInput
         from ryu_dsr.rest.api import DsrApi
-        from ryu_dsr.settings import OPTIONS, Settings
+        from ryu_dsr.settings import Settings
         from ryu_dsr.store import StateFileError, open_store, plan_declared
 
         conf = _register_options()
         try:
-            settings = Settings.from_mapping({o.name: getattr(conf.dsr, o.name) for o in OPTIONS})
+            settings = Settings.from_files(list(conf.config_file or []))
             store = open_store(settings.state_file or None)
             saved = store.load()
             declared = plan_declared(saved.config, settings.declared_file)

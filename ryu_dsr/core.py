@@ -35,7 +35,17 @@ from ryu_dsr.flows.compute import (
     vip_rules,
 )
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, Table, kind_of, slot_owner
+from ryu_dsr.flows.pipeline import (
+    BASE_OWNER,
+    MAX_SLOTS_OVS,
+    Kind,
+    Owner,
+    Table,
+    kind_of,
+    owner_of,
+    slot_owner,
+    uid_of,
+)
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
@@ -49,6 +59,7 @@ from ryu_dsr.model import (
     NotFound,
     Pool,
     Vip,
+    _check_object,
     parse_backend,
     parse_pool,
     parse_vip,
@@ -111,6 +122,13 @@ class Balancer:
         self.at: dict[str, tuple[str | None, int | None, int | None]] = {}  # backend ip -> mac, dpid, port
         self.ips_by_mac: dict[str, set[str]] = {}
         self.ips_at: dict[tuple[int | None, int | None], set[str]] = {}
+        # Started with no saved state: rules a switch holds for VIPs are
+        # somebody's lost state, kept until the operator adopts (remembered
+        # across restarts until then).
+        fresh = self.store.fresh and not self.config.pools and settings.on_empty_state == "keep"
+        self.keep_foreign = fresh or saved.flags.get("keep_foreign") == "yes"
+        if fresh:
+            self.store.write(flags={"keep_foreign": "yes"})
         self.counters = {"changes": 0, "rules_computed": 0, "write_failures": 0, "openflow_errors": 0}
         now = self.clock()
         for ip, where in saved.found.items():
@@ -344,7 +362,9 @@ class Balancer:
         else:
             for name in {n for ip in self._ips_on(dpid) for n in self.config.pools_by_backend.get(ip, ())}:
                 touched |= self._refresh_pool(name)
-        switch.rules.load(installed, self._all_owners(switch))
+        desired = self._all_owners(switch)
+        switch.kept = self._foreign_owners(switch, installed, desired)
+        switch.rules.load(installed, desired, keep=switch.kept)
         self._mark(touched)
         self._request_flush(switch)
         self._probe(force=True)
@@ -464,10 +484,51 @@ class Balancer:
         switch = self.switches.get(dpid)
         if switch is None:
             return
-        switch.rules.load(installed, self._all_owners(switch))
+        switch.rules.load(installed, self._all_owners(switch), keep=switch.kept)
         switch.resyncing = False
         switch.failure = None
         self._request_flush(switch)
+
+    def _foreign_owners(self, switch: Switch, installed: dict[tuple, int], desired: set[Owner]) -> set[Owner]:
+        """While the controller started with no saved state (and nothing
+        was made since), the VIP, address and slot rules a switch already
+        holds are somebody's lost state: they are kept, and new objects get
+        ids above theirs, until the operator adopts the empty state."""
+        if not self.keep_foreign:
+            return set()
+        kept: set[Owner] = set()
+        highest = 0
+        for key, cookie in installed.items():
+            kind = kind_of(cookie)
+            if kind in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN):
+                highest = max(highest, uid_of(cookie))
+                who = owner_of(key, cookie)
+                if who is not None and who not in desired:
+                    kept.add(who)
+        if kept:
+            self.config.next_uid = max(self.config.next_uid, highest + 1)
+            LOG.warning(
+                "switch %016x holds rules of %d VIPs, addresses or slots this controller does not know "
+                "(it started with no saved state): they are kept until POST /v1/state/adopt",
+                switch.dpid,
+                len(kept),
+            )
+        return kept
+
+    def adopt_state(self, body: Any, who: str = "") -> dict:
+        """The operator accepts the controller's state as it is: rules kept
+        from a lost state are removed."""
+        _check_object(body, "", set())
+        self.store.write(flags={"keep_foreign": "no"})
+        self.keep_foreign = False
+        removed = 0
+        for switch in self.switches.values():
+            removed += len(switch.kept)
+            switch.rules.mark(switch.kept)
+            switch.kept = set()
+            self._request_flush(switch)
+        LOG.warning("state adopted by %s: rules of %d unknown owners are removed", who or "an operator", removed)
+        return {"adopted": True, "owners_removed": removed}
 
     # ============================================================ internals
 

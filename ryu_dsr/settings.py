@@ -7,6 +7,8 @@ section of a ryu-manager config file (``--config-file conf/ryu_dsr.conf``);
 
 from __future__ import annotations
 
+import configparser
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
@@ -93,6 +95,14 @@ OPTIONS = (
         "resolve_interval", float, 1.0, "seconds between ARP probes for a backend not yet found", low=0.1, high=3600
     ),
     Option("max_hosts", int, 4096, "learned MAC addresses kept per switch", low=16, high=1 << 20),
+    Option(
+        "on_empty_state",
+        str,
+        "keep",
+        "a start with no saved state finds VIP rules on a switch: 'keep' them until POST /v1/state/adopt, "
+        "or 'adopt' the empty state (delete them)",
+        ("keep", "adopt"),
+    ),
 )
 
 
@@ -130,8 +140,46 @@ class _SettingsMethods:
             checked[name] = value
         return cls(**checked)
 
+    @classmethod
+    def from_files(cls, paths: list[str]) -> Any:
+        """Checked settings from the ``[dsr]`` sections of ryu-manager's
+        config files (later files win), every value read as text and held
+        to its option's rule: a misspelled option or a value of the wrong
+        kind stops the start with one line naming it."""
+        values: dict[str, Any] = {}
+        known = {option.name: option for option in OPTIONS}
+        for path in paths:
+            # no default section: [DEFAULT] (ryu-manager's own options) stays apart from [dsr]
+            parser = configparser.ConfigParser(interpolation=None, strict=False, default_section="\x00")
+            try:
+                with open(path) as handle:
+                    parser.read_file(handle)
+            except (OSError, configparser.Error) as error:
+                raise InvalidInput(str(path), f"cannot read the config file: {error}".replace("\n", " ")) from None
+            if not parser.has_section("dsr"):
+                continue
+            for name in parser.options("dsr"):
+                option = known.get(name)
+                if option is None:
+                    raise InvalidInput(f"dsr.{name}", f"unknown option (in {path})")
+                values[name] = _from_text(option, parser.get("dsr", name, raw=True).strip(), f"dsr.{name}")
+        return cls.from_mapping(values)
+
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _from_text(option: Option, text: str, where: str) -> Any:
+    if option.kind is int:
+        if not re.fullmatch(r"-?[0-9]+", text):
+            raise InvalidInput(where, f"must be an integer from {int(option.low)} to {int(option.high)}, not {text!r}")
+        return int(text)
+    if option.kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidInput(where, f"must be a number from {option.low} to {option.high}, not {text!r}") from None
+    return text
 
 
 # One frozen dataclass field per option, its default from the table above.

@@ -47,10 +47,13 @@ class Saved:
     config: Config = field(default_factory=Config)
     slots: dict[str, Any] = field(default_factory=dict)  # pool name -> saved slot tables
     found: dict[str, dict] = field(default_factory=dict)  # backend ip -> {"mac", "dpid", "port"}
+    flags: dict[str, str] = field(default_factory=dict)  # controller-wide runtime flags
 
 
 class Store:
     """The interface: load everything once, then write changes."""
+
+    fresh = True  # nothing was saved before this start (a new path, a lost disk)
 
     def load(self) -> Saved:
         return Saved()
@@ -60,6 +63,7 @@ class Store:
         change: Change | None = None,
         slots: dict[str, Any] | None = None,
         found: dict[str, dict | None] | None = None,
+        flags: dict[str, str] | None = None,
     ) -> None:
         """Save a desired-state change and runtime rows (None deletes a row)
         in one transaction: all of it or none."""
@@ -85,6 +89,7 @@ SCHEMA_VERSION = "2"
 class SqliteStore(Store):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.fresh = not self.path.exists()
         legacy = _read_legacy(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +124,7 @@ class SqliteStore(Store):
             vips = [_body(name, text, "vips") for name, text in rows["vips"]]
             config = Config.from_saved(pools, vips, int(meta.get("next_uid", "1")))
             saved = Saved(config)
+            saved.flags = {k[5:]: v for k, v in meta.items() if k.startswith("flag.")}
             for name, text in rows["slot_tables"]:
                 if name in config.pools:
                     saved.slots[name] = _body(name, text, "slot_tables")
@@ -135,6 +141,7 @@ class SqliteStore(Store):
         change: Change | None = None,
         slots: dict[str, Any] | None = None,
         found: dict[str, dict | None] | None = None,
+        flags: dict[str, str] | None = None,
     ) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -162,6 +169,8 @@ class SqliteStore(Store):
                     db.execute("DELETE FROM slot_tables WHERE pool = ?", (name,))
                 else:
                     db.execute("INSERT OR REPLACE INTO slot_tables VALUES (?, ?)", (name, json.dumps(body)))
+            for name, value in (flags or {}).items():
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"flag.{name}", value))
             for ip, where in (found or {}).items():
                 if where is None:
                     db.execute("DELETE FROM found WHERE ip = ?", (ip,))

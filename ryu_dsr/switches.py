@@ -22,6 +22,7 @@ class Switch:
     errors: int = 0  # writes that failed and OpenFlow errors
     resyncs: int = 0
     flow_mods: int = 0  # flow adds and deletes sent since it connected
+    kept: set = field(default_factory=set)  # owners of rules from a lost state, left alone until adopted
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:
         """Learn ``mac`` on ``port``: the MACs whose forwarding changed

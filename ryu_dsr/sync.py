@@ -32,9 +32,9 @@ class RuleSync:
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
     rules_computed: int = 0  # for tests and stats: how much work changes cost
 
-    def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner]) -> None:
+    def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner], keep: Iterable[Owner] = ()) -> None:
         """Start over from what the switch holds now; every owner, installed
-        or desired, is dirty."""
+        or desired, is dirty, but those in ``keep`` (left alone)."""
         self.installed = {}
         self.owner_keys = {}
         self.key_owner = {}
@@ -49,8 +49,9 @@ class RuleSync:
             self.key_owner[key] = who
         self.owner_keys = {who: tuple(found) for who, found in keys.items()}
         self.dirty = {}
-        self.mark(self.owner_keys)
-        self.mark(desired_owners)
+        kept = set(keep)
+        self.mark(who for who in self.owner_keys if who not in kept)
+        self.mark(who for who in desired_owners if who not in kept)
 
     def mark(self, owners: Iterable[Owner]) -> None:
         for who in owners:

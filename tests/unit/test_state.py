@@ -265,3 +265,66 @@ def test_a_change_that_moves_slots_is_one_transaction_of_the_rows_it_touches(tmp
     assert list(change.pools) == ["web"] and not change.vips and list(slots) == ["web"]
     saved = SqliteStore(tmp_path / "state.db").load()
     assert saved.slots["web"]["tables"]["256"] == rig.balancer.planner.table("web")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("tabel_size = 100", "dsr.tabel_size: unknown option"),
+        ("table_size = abc", "dsr.table_size: must be an integer from 1 to 65536, not 'abc'"),
+        ("resolve_interval = soon", "dsr.resolve_interval: must be a number"),
+        ("hash_mode = fast", "dsr.hash_mode: must be one of: auto, ovs, plain"),
+    ],
+)
+def test_a_config_file_with_a_bad_option_is_refused_naming_it(tmp_path, text, words):
+    path = tmp_path / "ryu_dsr.conf"
+    path.write_text(f"[DEFAULT]\nwsapi_port = 8080\n\n[dsr]\nstate_file =\n{text}\n")
+    with pytest.raises(InvalidInput) as error:
+        Settings.from_files([str(path)])
+    assert words in str(error.value)
+
+
+def test_the_shipped_config_file_is_read_with_its_values(tmp_path):
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "conf" / "ryu_dsr.conf"
+    settings = Settings.from_files([str(shipped)])
+    assert settings.table_size == 4096 and settings.state_file == "/var/lib/ryu_dsr/state.db"
+
+
+def test_a_start_without_the_state_file_deletes_no_vip_rule_until_adopted(tmp_path):
+    from ryu_dsr.flows.rules import FlowDelete, FlowDeleteByCookie
+
+    from ryu_dsr.store import SqliteStore as Sqlite
+    from tests.simulator import tcp
+
+    first = make_rig(tmp_path / "first")
+    switch = first.connect()
+    first.setup_web()
+    first.resolve_all()
+    first.learn("02:00:00:00:00:01", 1)
+    vip_packet = tcp("10.0.0.1", "10.0.0.100", 4000, 80, "02:00:00:00:00:01", "02:d5:0a:00:00:64")
+    reached = switch.send(vip_packet, in_port=1)[0].packet["eth_dst"]
+    old_uids = {c >> 32 & 0xFFFFFF for c in switch.installed().values()}
+    # a second controller, its state file lost: same switch
+    sent = []
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    second = Balancer(
+        first.balancer.settings, Sqlite(lost / "state.db"), lambda d, c: (sent.extend(c), switch.apply(c))
+    )
+    second.switch_connected(1, "ovs", switch.installed())
+    assert not [c for c in sent if isinstance(c, (FlowDelete, FlowDeleteByCookie))]
+    assert switch.send(vip_packet, in_port=1)[0].packet["eth_dst"] == reached  # the VIP is still served
+    assert views.switches_json(second)[0]["kept_owners"] > 0
+    # new objects do not take the ids of the kept rules
+    second.create_pool({"name": "new", "backends": [{"ip": "10.0.0.61", "mac": "02:00:00:00:00:61"}]})
+    assert second.config.pools["new"].uid > max(old_uids)
+    # still kept after a restart of the second controller (not yet adopted)
+    second.store.close()
+    third = Balancer(first.balancer.settings, Sqlite(lost / "state.db"), lambda d, c: (sent.extend(c), switch.apply(c)))
+    third.switch_connected(1, "ovs", switch.installed())
+    assert switch.send(vip_packet, in_port=1)[0].packet["eth_dst"] == reached
+    # the operator adopts: the unknown VIP's rules go
+    assert third.adopt_state({})["owners_removed"] > 0
+    assert not any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
