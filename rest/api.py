@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from ryu_dsr.rest import views
 from webob import Request, Response
 
+from ryu_dsr.auth import token_holder
 from ryu_dsr.model import Conflict, InvalidInput, NotFound
 
 LOG = logging.getLogger("ryu_dsr.rest")
@@ -47,9 +48,19 @@ class DsrApi:
     and returns the switches that did not confirm it (dpid -> why); a change
     they did not confirm is answered 503 naming them."""
 
-    def __init__(self, balancer: Any, settle: Callable[[], dict[int, str]] | None = None) -> None:
+    def __init__(
+        self,
+        balancer: Any,
+        settle: Callable[[], dict[int, str]] | None = None,
+        tokens: dict[str, str] | None = None,
+        token_file: str = "",
+    ) -> None:
+        """``tokens`` (name -> token): changes need one as a bearer token;
+        None: no authentication (``auth = none``)."""
         self.balancer = balancer
         self.settle = settle
+        self.tokens = tokens
+        self.token_file = token_file
         b = balancer
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
@@ -137,6 +148,19 @@ class DsrApi:
             allowed.append(method)
             if method != request.method:
                 continue
+            who = request.client_addr or "local"
+            if method != "GET" and self.tokens is not None:
+                holder = token_holder(self.tokens, request.headers.get("Authorization"))
+                if holder is None:
+                    response = _error(
+                        401,
+                        "unauthorized",
+                        "this change needs the header Authorization: Bearer TOKEN "
+                        f"(the controller's token file: {self.token_file or 'see dsr.token_file'})",
+                    )
+                    response.www_authenticate = ("Bearer", {"realm": "ryu_dsr"})
+                    return response
+                who = f"token {holder} from {who}"
             if method in ("POST", "PATCH", "PUT") and request.content_type != "application/json":
                 # A browser may send a cross-site "simple" request as
                 # text/plain or a form without asking first: only JSON is taken.
@@ -148,7 +172,7 @@ class DsrApi:
                 )
             try:
                 body = self._body(request) if method in ("POST", "PATCH", "PUT") else None
-                call = Call(body, dict(request.GET), request.client_addr or "local")
+                call = Call(body, dict(request.GET), who)
                 result = handler(call, **found.groupdict())
             except InvalidInput as error:
                 return _error(400, "invalid", str(error), error.field)

@@ -34,6 +34,11 @@ def _register_options():
     return cfg.CONF
 
 
+# The REST API listens on loopback unless the operator says otherwise
+# (ryu-manager's own default is every address).
+ofp.cfg.CONF.set_default("wsapi_host", "127.0.0.1")
+
+
 class _RestController(ofp.ControllerBase):
     """Hands every request under /v1 to the framework-free DsrApi."""
 
@@ -52,6 +57,7 @@ class DsrApp(ofp.RyuApp):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        from ryu_dsr.auth import load_tokens
         from ryu_dsr.core import Balancer
         from ryu_dsr.model import InvalidInput
         from ryu_dsr.rest.api import DsrApi
@@ -85,7 +91,21 @@ class DsrApp(ofp.RyuApp):
         )
         self.busy = set()  # dpids whose sender is writing
         self.barriers = {}  # dpid -> xid of the last barrier not yet answered
-        api = DsrApi(self.balancer, settle=lambda: self.wait_settled(SETTLE_SECONDS))
+        tokens = None
+        if settings.auth == "none":
+            LOG.warning("auth = none: anyone who reaches the REST port can change or delete every VIP")
+        else:
+            try:
+                tokens = load_tokens(settings.token_file)
+            except InvalidInput as error:
+                LOG.error("ryu_dsr cannot start: %s", error)
+                sys.exit(f"ryu_dsr: {error}")
+        api = DsrApi(
+            self.balancer,
+            settle=lambda: self.wait_settled(SETTLE_SECONDS),
+            tokens=tokens,
+            token_file=settings.token_file,
+        )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
 

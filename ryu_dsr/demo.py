@@ -30,9 +30,15 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def token_header() -> str:
+    """The header a change needs, reading the demo controller's token file."""
+    return f'-H "Authorization: Bearer $(cut -d: -f2 {Lab(PREFIX).run_dir / "api-token"})"'
+
+
 def curl(method: str, path: str, body: dict | None, port: int) -> str:
     data = f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
-    return f"curl -X {method} http://127.0.0.1:{port}{path}{data}"
+    auth = f" {token_header()}" if method != "GET" else ""
+    return f"curl -X {method}{auth} http://127.0.0.1:{port}{path}{data}"
 
 
 def api(base_port: int, method: str, path: str, body: dict | None = None):
@@ -137,7 +143,8 @@ def how_to_try(rest_port: int) -> None:
     say(f"  ip netns exec {PREFIX}-c2 curl -s http://{VIP}/            # which backend answers, whom it saw")
     say(f"  curl -s http://127.0.0.1:{rest_port}/v1/pools/web             # backends, where they are, their slots")
     say(
-        f"  curl -s -X PATCH http://127.0.0.1:{rest_port}/v1/pools/web/backends/10.0.0.12 -d '{{\"weight\": 0}}'  # drain"
+        f"  curl -s -X PATCH {token_header()} -H 'Content-Type: application/json' "
+        f"http://127.0.0.1:{rest_port}/v1/pools/web/backends/10.0.0.12 -d '{{\"weight\": 0}}'  # drain"
     )
     say(f"  ip netns exec {PREFIX}-c1 ping -c1 10.0.0.11                   # ordinary traffic keeps working")
     say(

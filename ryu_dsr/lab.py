@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ryu_dsr.auth import read_token
+
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -207,6 +209,7 @@ class Lab:
             "",
             "[dsr]",
         ]
+        conf = {"token_file": str(self.run_dir / "api-token"), **conf}
         lines += [f"{key} = {value}" for key, value in conf.items()]
         conf_file.write_text("\n".join(lines) + "\n")
         ryu_manager = shutil.which("ryu-manager") or "ryu-manager"
@@ -225,6 +228,11 @@ class Lab:
                 raise RuntimeError(f"ryu-manager exited with {proc.returncode}; see {self.run_dir / log_name}")
             try:
                 rest(f"http://127.0.0.1:{rest_port}", "GET", "/v1/vips")
+                token = read_token(conf["token_file"]) if conf.get("auth", "token") == "token" else None
+                if token:
+                    TOKENS[f"http://127.0.0.1:{rest_port}"] = token
+                else:
+                    TOKENS.pop(f"http://127.0.0.1:{rest_port}", None)
                 return proc
             except OSError:
                 time.sleep(0.1)
@@ -322,12 +330,17 @@ def parse_stamp(text: str) -> float:
     return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
 
 
+TOKENS: dict[str, str] = {}  # REST base URL -> bearer token of the controller there
+
+
 def rest(base: str, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object]:
-    """One JSON request; returns (status, decoded body or None)."""
+    """One JSON request (with the controller's token, if the lab started
+    it); returns (status, decoded body or None)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if base in TOKENS:
+        headers["Authorization"] = f"Bearer {TOKENS[base]}"
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()

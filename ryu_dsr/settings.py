@@ -96,6 +96,15 @@ OPTIONS = (
     ),
     Option("max_hosts", int, 4096, "learned MAC addresses kept per switch", low=16, high=1 << 20),
     Option(
+        "auth",
+        str,
+        "token",
+        "'token': REST changes need Authorization: Bearer <token from token_file>; 'none': anyone who reaches "
+        "the REST port may change everything (logged as a warning at every start)",
+        ("token", "none"),
+    ),
+    Option("token_file", str, "/var/lib/ryu_dsr/api-token", "bearer tokens (NAME:TOKEN per line); made at first start"),
+    Option(
         "on_empty_state",
         str,
         "keep",

@@ -4,6 +4,7 @@ every backend served and the DSR evidence, and the stop command leaves nothing."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,7 +36,11 @@ def test_demo_reports_dsr_then_stop_leaves_nothing():
         assert report["clients_seen_by_backends"] == ["10.0.0.1", "10.0.0.2"]
         assert report["reply_source_ip"] == "10.0.0.100"
         assert report["reply_source_macs_are_backends"] == ["b1", "b2", "b3"]
-        assert "curl -X POST http://127.0.0.1:18097/v1/vips" in first.stdout  # the README's own calls
+        # the README's own calls, with the token the demo controller made
+        assert re.search(
+            r"curl -X POST -H \"Authorization: Bearer \$\(cut .*api-token\)\" http://127.0.0.1:18097/v1/vips",
+            first.stdout,
+        )
         assert "make demo-stop" in first.stdout
         # still up after the report: the user can try it
         assert lab.in_ns("dsrdemo-c2", "curl", "-s", "--max-time", "3", "http://10.0.0.100/").split()[1] == "10.0.0.2"

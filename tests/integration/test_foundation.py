@@ -103,3 +103,27 @@ def test_a_start_without_the_state_file_keeps_the_vip_until_the_state_is_adopted
         fabric.lab.stop(fabric.controller)
         fabric.settings["state_file"] = saved
         fabric.controller = fabric.start_controller()
+
+
+def test_a_change_without_the_token_is_401_and_changes_nothing(fabric):
+    import json
+    import urllib.error
+    import urllib.request
+
+    before = fabric.api("GET", "/v1/config")[1]
+    for headers in ({}, {"Authorization": "Bearer not-the-token-at-all-0000"}):
+        request = urllib.request.Request(
+            fabric.base + "/v1/pools",
+            data=json.dumps({"name": "intruder"}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", **headers},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError("accepted without the token")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401
+    assert fabric.api("GET", "/v1/config")[1] == before
+    token_file = fabric.lab.run_dir / "api-token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert token_file.read_text().split(":", 1)[1].strip() not in fabric.log()

@@ -295,3 +295,36 @@ def test_an_unexpected_error_is_500_with_an_id_in_the_log(api, monkeypatch, capl
     incident = error["message"].rsplit(" ", 1)[1]
     assert "Traceback" not in json.dumps(error) and "a bug" not in json.dumps(error)
     assert incident in caplog.text and "RuntimeError: a bug" in caplog.text
+
+
+def test_changes_need_a_bearer_token_and_the_audit_names_it(tmp_path, caplog):
+    import logging
+    import os
+    import stat
+
+    from ryu_dsr.auth import load_tokens, read_token
+
+    token_file = tmp_path / "api-token"
+    tokens = load_tokens(token_file)  # first start: made, root only
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    token = read_token(token_file)
+    assert tokens == {"admin": token} and len(token) >= 32 and token not in caplog.text
+    rig = make_rig(tmp_path)
+    app = DsrApi(rig.balancer, tokens=tokens, token_file=str(token_file))
+    app.state_file = tmp_path / "state.db"
+    rig.balancer.create_pool({"name": "web"})
+    before = snapshot(app)
+    for header in (None, "Bearer wrong-token-of-some-length", f"Basic {token}", f"Bearer {token}x"):
+        request = Request.blank("/v1/pools/web", method="DELETE")
+        if header:
+            request.headers["Authorization"] = header
+        response = request.get_response(app)
+        assert response.status_int == 401 and "Authorization: Bearer" in response.json["message"]
+        assert response.www_authenticate
+    assert snapshot(app) == before
+    assert Request.blank("/v1/pools").get_response(app).status_int == 200  # reading needs no token
+    caplog.set_level(logging.INFO, logger="ryu_dsr")
+    request = Request.blank("/v1/pools", method="POST", body=b'{"name": "api"}', content_type="application/json")
+    request.headers["Authorization"] = f"Bearer {token}"
+    assert request.get_response(app).status_int == 201
+    assert "change by token admin from" in caplog.text and token not in caplog.text
