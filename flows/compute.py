@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ryu_dsr.flows.pipeline import (
-    REG_PINNED,
+    HASH_GROUP,
+    REG_CHOSEN,
     REG_POOL,
     REG_SLOT,
     REG_VIP,
     SLOT_BITS,
+    TCP_SYN,
     Kind,
     Priority,
     Table,
@@ -23,6 +25,8 @@ from ryu_dsr.flows.pipeline import (
 )
 from ryu_dsr.flows.rules import (
     Action,
+    Group,
+    GroupAdd,
     LearnPin,
     Move,
     Multipath,
@@ -38,7 +42,6 @@ ETH_ARP = 0x0806
 ARP_REQUEST = 1
 ARP_REPLY = 2
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
-MULTIPATH_FIELDS = {"source_ip": "nw_src", "5tuple": "l3l4"}
 CONTROLLER_PEEK = 128  # bytes of a packet sent to the controller for learning
 
 
@@ -63,6 +66,16 @@ class SlotTarget:
 
 
 @dataclass(frozen=True)
+class Handover:
+    """A slot whose backend moved, during its handover windows: packets the
+    switch cannot tell as a new connection's still go to ``old``."""
+
+    old: SlotTarget
+    tcp: bool  # TCP window open: SYN to the new backend, the rest to the old
+    udp: bool  # UDP window open: every unpinned datagram to the old backend
+
+
+@dataclass(frozen=True)
 class SwitchPlan:
     """What a switch's rules depend on besides VIPs, pools and hosts."""
 
@@ -72,6 +85,7 @@ class SwitchPlan:
     probe_ip: str | None = None  # answered by ARP in the switch, for health probes
     pin_idle_timeout: int = 300
     pin_fin_timeout: int = 5
+    pin_limit: int = 0  # pins per backend on a switch; 0: no limit
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -115,7 +129,7 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         )
     if switch.mode == "ovs":
         rules.append(
-            Rule(Table.DECIDE, Priority.PINNED, match_items(**{REG_PINNED: (1, 1)}), goto=Table.ETH_SRC, owner=base)
+            Rule(Table.CHOSEN, Priority.CHOSEN, match_items(**{REG_CHOSEN: (1, 1)}), goto=Table.ETH_SRC, owner=base)
         )
     if switch.l2 == "normal":
         rules.append(Rule(Table.ETH_SRC, Priority.MISS, (), (Output("normal"),), owner=base))
@@ -201,39 +215,56 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
                 owner=vip_owner,
             )
         ]
+    bits = vip.n_slots.bit_length() - 1
+    if vip.hash == "source_ip":  # hashed in the slow path, once per client address (megaflows match it)
+        enter: tuple[Action, ...] = (SetField(REG_VIP, vip.uid),)
+        goto: int | None = Table.DECIDE
+        pick: Action = Multipath("nw_src", vip.n_slots, REG_SLOT, SLOT_BITS)
+    else:  # the datapath hashes the 5-tuple; megaflows match hash bits, not connections
+        enter, goto = (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
+        pick = Move("dp_hash", REG_SLOT, bits)
     return [
-        Rule(
-            Table.INGRESS,
-            priority,
-            match_items(**fields),
-            (SetField(REG_VIP, vip.uid), Resubmit(Table.PINS)),
-            goto=Table.DECIDE,
-            owner=vip_owner,
-        ),
+        Rule(Table.INGRESS, priority, match_items(**fields), enter, goto=goto, owner=vip_owner),
         Rule(
             Table.DECIDE,
             Priority.SLOT,
             match_items(**{REG_VIP: vip.uid}),
-            (
-                Multipath(MULTIPATH_FIELDS[vip.hash], vip.n_slots, REG_SLOT, SLOT_BITS),
-                SetField(REG_POOL, vip.pool_uid),
-            ),
-            goto=Table.SLOTS,
+            (pick, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
+            goto=Table.CHOSEN,
             owner=vip_owner,
         ),
     ]
 
 
+def hash_group() -> GroupAdd:
+    """The select group of Open vSwitch mode: one bucket, so Open vSwitch's
+    default selection method (dp_hash over the symmetric 5-tuple, computed
+    in the datapath) hashes and recirculates, and the bucket goes on to
+    DECIDE with the hash in ``dp_hash``."""
+    return GroupAdd(HASH_GROUP, (Resubmit(Table.DECIDE),))
+
+
 def slot_rules(
-    switch: SwitchPlan, pool_uid: int, slot: int, n_slots: int, target: SlotTarget | None, protocols: frozenset[int]
+    switch: SwitchPlan,
+    pool_uid: int,
+    slot: int,
+    n_slots: int,
+    target: SlotTarget | None,
+    protocols: frozenset[int],
+    handover: Handover | None = None,
 ) -> list[Rule]:
-    """The rules of one slot of a pool's consistent-hash table (slot ->
-    backend): none for a slot with no backend; in Open vSwitch mode one per
-    protocol the pool's VIPs use, each learning the connection's pin."""
-    if target is None:
-        return []
+    """The rules of one slot of a pool's consistent-hash table.
+
+    Open vSwitch mode, steady: one rule, slot -> backend, no per-connection
+    work. During a handover (the slot's backend moved and the old one still
+    holds connections): a TCP SYN goes to the new backend, other TCP packets
+    (and, in the UDP window, every datagram) to the old one, each pinning
+    its connection there by ``learn``. Plain mode: one rule per slot of
+    masked client-address bits, no handovers."""
     pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
+        if target is None:
+            return []
         mask = _int_to_ipv4((1 << plain_slot_bits(n_slots)) - 1)
         match = match_items(eth_type=ETH_IP, metadata=pool_uid, ipv4_src=(_int_to_ipv4(slot), mask))
         return [
@@ -246,29 +277,43 @@ def slot_rules(
                 owner=pool_owner,
             )
         ]
+    regs = {REG_POOL: pool_uid, REG_SLOT: slot}
     rules = []
+    if target is not None:
+        rules.append(Rule(Table.SLOTS, Priority.SLOT, match_items(**regs), _send(target), owner=pool_owner))
+    if handover is None or handover.old == target:
+        return rules
+    if handover.tcp and 6 in protocols:
+        syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
+        first = _send(target) + (_pin(switch, 6, target, n_slots),) if target is not None else ()  # none: dropped
+        rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, first, owner=pool_owner))
     for ip_proto in sorted(protocols):
-        match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **{REG_POOL: pool_uid, REG_SLOT: slot})
-        pin = LearnPin(
-            table=Table.PINS,
-            ip_proto=ip_proto,
-            cookie=pin_cookie(target.backend_uid),
-            idle_timeout=switch.pin_idle_timeout,
-            fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
-            flag_reg=REG_PINNED,
-            priority=Priority.PIN,
-        )
-        rules.append(
-            Rule(
-                Table.SLOTS,
-                Priority.SLOT,
-                match,
-                (SetField("eth_dst", target.mac), pin),
-                goto=Table.ETH_SRC,
-                owner=pool_owner,
-            )
-        )
+        if handover.tcp if ip_proto == 6 else handover.udp:
+            match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **regs)
+            actions = _send(handover.old) + (_pin(switch, ip_proto, handover.old, n_slots),)
+            rules.append(Rule(Table.SLOTS, Priority.HANDOVER, match, actions, owner=pool_owner))
     return rules
+
+
+def _send(target: SlotTarget) -> tuple[Action, ...]:
+    return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1))
+
+
+def _pin(switch: SwitchPlan, ip_proto: int, target: SlotTarget, n_slots: int) -> LearnPin:
+    """Pin the packet's connection (in its pool and slot) to ``target``. The
+    pin matches the slot's bits only: when the table doubles, slot i is i or
+    i + n, and the pin still holds."""
+    return LearnPin(
+        table=Table.SLOTS,
+        ip_proto=ip_proto,
+        cookie=pin_cookie(target.backend_uid),
+        idle_timeout=switch.pin_idle_timeout,
+        fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
+        flag_reg=REG_CHOSEN,
+        priority=Priority.PIN,
+        regs=((REG_POOL, 32), (REG_SLOT, n_slots.bit_length() - 1)),
+        limit=switch.pin_limit,
+    )
 
 
 def checked(rules: list[Rule]) -> list[Rule]:

@@ -3,10 +3,20 @@ registers and cookie owners.
 
 Open vSwitch mode (Nicira extensions)::
 
-    INGRESS --VIP traffic--> resubmit(PINS) --> DECIDE --unpinned--> SLOTS --> ETH_SRC --> ETH_DST
-       |                                           |pinned----------------------^
+    INGRESS --VIP traffic--> group HASH (5-tuple hash in the datapath, recirculate)
+       |                        |
+       |                        +--> DECIDE: slot = hash bits; resubmit(SLOTS); --> CHOSEN --chosen--> ETH_SRC --> ETH_DST
+       |                                       SLOTS sets eth_dst (and REG_CHOSEN)  miss: drop
        +--ARP for a VIP: answered in the switch
-       +--everything else---------------------------------------------------> ETH_SRC --> ETH_DST
+       +--everything else------------------------------------------------------------------> ETH_SRC --> ETH_DST
+
+In steady state a VIP's packet costs the datapath a hash and a
+recirculation, and its megaflows match hash bits, never a connection's
+ports: a new connection runs at the speed of an existing one. Only a slot
+whose backend moved keeps per-connection state, for a handover window: SYN
+to the new backend, other packets of the slot to the old one, each pinned
+by ``learn`` into SLOTS itself (the pin matches the pool and slot
+registers, so other slots' lookups never reach its 5-tuple).
 
 Plain OpenFlow 1.3 mode::
 
@@ -27,11 +37,14 @@ from typing import Any
 
 class Table(IntEnum):
     INGRESS = 0
-    PINS = 1  # learned 5-tuple pins; only ever looked up by resubmit
-    DECIDE = 2
-    SLOTS = 3
+    DECIDE = 1  # per VIP: which pool, which slot
+    SLOTS = 2  # slot -> backend, handover rules and learned pins; only looked up by resubmit
+    CHOSEN = 3  # a backend was chosen: on to L2; else drop
     ETH_SRC = 4
     ETH_DST = 5
+
+
+HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
 
 
 class Priority(IntEnum):
@@ -43,9 +56,11 @@ class Priority(IntEnum):
     VIP_PORT = 200  # VIP traffic on one port
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
-    PINNED = 200
+    PIN = 200  # learned pins in SLOTS
+    HANDOVER_SYN = 130  # a moved slot: a connection's first packet
+    HANDOVER = 120  # a moved slot: other packets, to the old backend
     SLOT = 100
-    PIN = 100
+    CHOSEN = 100
     HOST = 100
     FLOOD = 10
     MISS = 0
@@ -54,7 +69,7 @@ class Priority(IntEnum):
 # Registers (Open vSwitch mode).
 REG_SLOT = "reg0"  # slot number computed by multipath
 REG_VIP = "reg1"  # uid of the VIP being served
-REG_PINNED = "reg2"  # bit 0 set by a learned pin
+REG_CHOSEN = "reg2"  # bit 0 set when SLOTS chose a backend
 REG_POOL = "reg3"  # uid of the pool whose slot table applies
 
 SLOT_BITS = 16
@@ -71,23 +86,24 @@ class TableContract:
 
 
 _L3L4 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
+TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
 _ARP = {"arp_op", "arp_spa", "arp_tpa"}
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
         frozenset(_L3L4 | _ARP | {"eth_dst"}),
-        frozenset({Table.PINS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC}),
+        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC}),
         "to ETH_SRC (a MISS rule)",
     ),
-    Table.PINS: TableContract(frozenset(_L3L4), frozenset(), "nothing: resubmit returns"),
     Table.DECIDE: TableContract(
-        frozenset({REG_VIP, REG_PINNED}), frozenset({Table.SLOTS, Table.ETH_SRC}), "drop (no rule for the VIP)"
+        frozenset({REG_VIP}), frozenset({Table.SLOTS, Table.CHOSEN}), "drop (no rule for the VIP)"
     ),
     Table.SLOTS: TableContract(
-        frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", REG_POOL, REG_SLOT}),
+        frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", "tcp_flags", REG_POOL, REG_SLOT}),
         frozenset({Table.ETH_SRC}),
-        "drop (a slot with no backend)",
+        "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
     ),
+    Table.CHOSEN: TableContract(frozenset({REG_CHOSEN}), frozenset({Table.ETH_SRC}), "drop (no backend chosen)"),
     Table.ETH_SRC: TableContract(
         frozenset({"in_port", "eth_src"}), frozenset({Table.ETH_DST}), "learning: to the controller and ETH_DST"
     ),
@@ -117,7 +133,7 @@ class Kind(IntEnum):
     BASE = 0x01  # table-miss and control rules
     VIP = 0x02  # one VIP's entry and decide rules
     POOL = 0x03  # slot rules of one pool
-    PIN = 0x04  # learned pins of one backend (never diffed, only deleted)
+    PIN = 0x04  # learned pins to one backend (never diffed, only deleted)
     HOST = 0x05  # L2 forwarding for one host (owner: its MAC, read from the match)
     ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
 
@@ -151,7 +167,8 @@ def owner(kind: Kind, uid: int = 0) -> int:
 
 
 def pin_cookie(backend_uid: int) -> int:
-    """The full cookie of every pin learned for one backend."""
+    """The full cookie of every pin learned for one backend (the learn limit
+    counts flows by cookie, so it bounds each backend's pins)."""
     return owner(Kind.PIN, backend_uid) << 32
 
 

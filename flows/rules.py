@@ -54,7 +54,8 @@ class SetField:
 
 @dataclass(frozen=True)
 class Move:
-    """Nicira register move: copy all bits of ``src`` into ``dst``."""
+    """Nicira register move: copy the low ``n_bits`` of ``src`` into the low
+    bits of ``dst``."""
 
     src: str
     dst: str
@@ -80,9 +81,18 @@ class Multipath:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Apply an OpenFlow group (the select group that hashes in the datapath)."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
 class LearnPin:
-    """Nicira learn: install an exact 5-tuple flow in ``table`` that loads the
-    packet's current eth_dst and sets bit 0 of ``flag_reg``.
+    """Nicira learn: install a flow in ``table`` matching the low bits of the
+    packet's registers (``regs``: (register, bits) pairs) and its exact
+    5-tuple, that loads the packet's current eth_dst and sets bit 0 of
+    ``flag_reg``; at most ``limit`` flows with ``cookie`` (0: no limit).
 
     This is the only shape of learn the pipeline needs, so it is one action
     rather than a general learn-spec language.
@@ -95,6 +105,8 @@ class LearnPin:
     fin_idle_timeout: int
     flag_reg: str
     priority: int = 100
+    regs: tuple[tuple[str, int], ...] = ()
+    limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ class Drop:
     """An explicit empty action list (readability only)."""
 
 
-Action = Union[Output, SetField, Move, Resubmit, Multipath, LearnPin, Drop]
+Action = Union[Output, SetField, Move, Resubmit, Multipath, Group, LearnPin, Drop]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -177,6 +189,15 @@ class FlowDeleteByCookie:
 
 
 @dataclass(frozen=True)
+class GroupAdd:
+    """Create or replace a select group whose one bucket runs ``actions``
+    (Open vSwitch then hashes each packet's 5-tuple in the datapath)."""
+
+    group_id: int
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
 class PacketOut:
     data: bytes
     port: int | str  # where to send; 'flood' floods
@@ -188,4 +209,4 @@ class Barrier:
     pass
 
 
-Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Barrier]
+Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, GroupAdd, PacketOut, Barrier]

@@ -24,11 +24,13 @@ from typing import Any
 import networkx
 
 from ryu_dsr.flows.compute import (
+    Handover,
     SlotTarget,
     SwitchPlan,
     VipPlan,
     base_rules,
     checked,
+    hash_group,
     host_rules,
     slot_rules,
     vip_address_rules,
@@ -64,7 +66,7 @@ from ryu_dsr.model import (
     parse_pool,
     parse_vip,
 )
-from ryu_dsr.slots import SlotPlanner
+from ryu_dsr.slots import Planned, SlotPlanner, saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch
 
@@ -108,7 +110,12 @@ class Balancer:
         self.config: Config = saved.config
         self.switches: dict[int, Switch] = {}
         self.topology = networkx.Graph()  # switches and the hosts seen on their ports
-        self.planner = SlotPlanner(settings.table_size, 1 << settings.plain_slot_bits)
+        self.planner = SlotPlanner(
+            settings.table_size,
+            1 << settings.plain_slot_bits,
+            settings.handover_window,
+            settings.udp_handover_window,
+        )
         self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
         self.health_reasons: dict[tuple[str, str], str] = {}  # why a backend became unhealthy
@@ -135,7 +142,7 @@ class Balancer:
             self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now)
         for name, body in saved.slots.items():
             try:
-                self.planner.restore(name, body)
+                self.planner.restore(name, body, self.wall())
             except InvalidInput as error:
                 LOG.warning("slot tables of pool %s not used (%s): rebuilt", name, error)
         for name, pool in self.config.pools.items():
@@ -159,7 +166,7 @@ class Balancer:
         for name, pool in change.pools.items():
             if pool is not None:
                 planned[name] = self._plan_tables(pool)
-        slots = {name: _saved_tables(plan) for name, plan in planned.items() if plan is not None}
+        slots = {name: saved_form(plan) for name, plan in planned.items() if plan is not None}
         self.store.write(change, slots)
         old_pools = {name: self.config.pools.get(name) for name in change.pools}
         old_vips = {name: self.config.vips.get(name) for name in change.vips}
@@ -365,6 +372,7 @@ class Balancer:
         desired = self._all_owners(switch)
         switch.kept = self._foreign_owners(switch, installed, desired)
         switch.rules.load(installed, desired, keep=switch.kept)
+        switch.rules.setup = self._setup(switch)
         self._mark(touched)
         self._request_flush(switch)
         self._probe(force=True)
@@ -420,6 +428,11 @@ class Balancer:
         self._probe(force=False)
         self._mark(self._apply_health(*self.health.tick(self.clock())))
         self._expire_drains()
+        ended = set()
+        for name, slot in self.planner.expire(self.wall()):
+            if name in self.config.pools:
+                ended.add((Kind.POOL, slot_owner(self.config.pools[name].uid, slot)))
+        self._mark(ended)
 
     # -- writing to a switch --
 
@@ -485,6 +498,7 @@ class Balancer:
         if switch is None:
             return
         switch.rules.load(installed, self._all_owners(switch), keep=switch.kept)
+        switch.rules.setup = self._setup(switch)
         switch.resyncing = False
         switch.failure = None
         self._request_flush(switch)
@@ -532,6 +546,11 @@ class Balancer:
 
     # ============================================================ internals
 
+    def _setup(self, switch: Switch) -> list[Command]:
+        """What a switch needs before its rules: the hash group (replaced in
+        place if it exists, so its flows stay)."""
+        return [hash_group()] if switch.mode == "ovs" else []
+
     def _all_owners(self, switch: Switch) -> set[Owner]:
         owners: set[Owner] = {BASE_OWNER}
         for name, pool in self.config.pools.items():
@@ -568,6 +587,7 @@ class Balancer:
             probe_ip=self.settings.probe_ip or None,
             pin_idle_timeout=self.settings.pin_idle_timeout,
             pin_fin_timeout=self.settings.pin_fin_timeout,
+            pin_limit=self.settings.pin_limit,
         )
 
     def _rules_of(self, switch: Switch, who: Owner) -> list[Rule]:
@@ -582,7 +602,8 @@ class Balancer:
             size = self._slot_size(name, switch.mode)
             table = self.planner.table(name, size)
             target = self._slot_target(name, table[slot]) if slot < len(table) else None
-            return checked(slot_rules(plan, uid, slot, size, target, self.protocols.get(name, frozenset())))
+            handover = self._handover(name, slot) if switch.mode == "ovs" else None
+            return checked(slot_rules(plan, uid, slot, size, target, self.protocols.get(name, frozenset()), handover))
         if kind == Kind.VIP:
             name = self.vip_names.get(ident)
             return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
@@ -605,6 +626,21 @@ class Balancer:
         if backend is None or backend.weight == 0 or not self._usable(name, backend):
             return None
         return SlotTarget(self.locator.where(backend)[0], backend.uid)
+
+    def _handover(self, name: str, slot: int) -> Handover | None:
+        """A slot's handover now: None unless it moved within a window from
+        a backend that still holds connections."""
+        move = self.planner.move(name, slot)
+        if move is None:
+            return None
+        backend = self.config.pools[name].backends.get(move.old)
+        if backend is None or backend.uid not in self.pinnable.get(name, ()):
+            return None
+        age = self.wall() - move.since
+        tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
+        if not (tcp or udp):
+            return None
+        return Handover(SlotTarget(self.locator.where(backend)[0], backend.uid), tcp, udp)
 
     def _vip_plan(self, name: str, mode: str) -> VipPlan:
         vip = self.config.vips[name]
@@ -676,13 +712,13 @@ class Balancer:
     def _plain_switches(self) -> bool:
         return any(sw.mode == "plain" for sw in self.switches.values())
 
-    def _install_tables(self, name: str, planned) -> set[Owner]:
+    def _install_tables(self, name: str, planned: Planned) -> set[Owner]:
         """Install a pool's new tables; the owners of the slots that change
         (every slot, and the pool's VIPs, when the table grows)."""
         old_size = self.planner.sizes.get(name)
         old_tables = self.planner.tables.get(name, {})
         self.planner.install(name, planned)
-        size, tables = planned
+        size, tables = planned.size, planned.tables
         if old_size != size:
             vips = self.config.vips_by_pool.get(name, ())
             return self._pool_owners(name) | {(Kind.VIP, self.config.vips[v].uid) for v in vips}
@@ -721,7 +757,10 @@ class Balancer:
         return changed
 
     def _plan_tables(self, pool: Pool):
-        return self.planner.plan(pool.name, len(pool.backends), self._weights(pool), self._plain_switches())
+        holders = {b.ip for b in pool.backends.values() if b.uid in self.pinnable.get(pool.name, ())}
+        return self.planner.plan(
+            pool.name, len(pool.backends), self._weights(pool), self._plain_switches(), self.wall(), holders
+        )
 
     def _refresh_pool(self, name: str, save: bool = True, plan: bool = True) -> set[Owner]:
         """Bring one pool's runtime data up to date (slot tables unless
@@ -752,10 +791,24 @@ class Balancer:
         for uid in before - pinnable:
             if uid not in self.timed_out_drains:
                 self.draining_since.pop(uid, None)
+        if before - pinnable:
+            touched |= self._end_handovers(name)
         self._delete_pins(before - pinnable)
         self._update_health_targets(pool)
         self._note_transitions(pool)
         return touched
+
+    def _end_handovers(self, name: str) -> set[Owner]:
+        """Slots handing over from backends that hold no connections any more
+        (dead, removed, drain timed out) stop doing so; the slots' owners."""
+        if name not in self.config.pools:
+            return set()
+        pool = self.config.pools[name]
+        holders = {b.ip for b in pool.backends.values() if b.uid in self.pinnable.get(name, ())}
+        ended = self.planner.drop_moves(name, holders)
+        if ended:
+            self.store.write(slots={name: self.planner.saved(name)})
+        return {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in ended}
 
     def _delete_pins(self, uids: set[int]) -> None:
         """Queue the deletion of these backends' pins on every switch (sent
@@ -872,17 +925,14 @@ class Balancer:
                 self.timed_out_drains.add(uid)
                 LOG.info("backend uid %d drained for %ds: its remaining connections move on", uid, timeout)
                 self._delete_pins({uid})
-                for pinnable in self.pinnable.values():
-                    pinnable.discard(uid)
+                for name, pinnable in self.pinnable.items():
+                    if uid in pinnable:
+                        pinnable.discard(uid)
+                        self._mark(self._end_handovers(name))
 
 
 def _placed(backend: Backend) -> tuple:
     return backend.mac, backend.dpid, backend.port
-
-
-def _saved_tables(planned) -> dict:
-    size, tables = planned
-    return {"size": size, "tables": {str(k): v for k, v in tables.items()}}
 
 
 __all__ = ["Balancer", "Conflict", "InvalidInput", "NotFound"]

@@ -31,6 +31,8 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
     FlowAdd,
     FlowDelete,
     FlowDeleteByCookie,
+    Group,
+    GroupAdd,
     LearnPin,
     Move,
     Multipath,
@@ -53,6 +55,9 @@ SPECIAL_PORTS = {
 # Open vSwitch's nx_hash_fields (Ryu 4.34 names only the first two).
 HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "l3l4": 3, "nw_src": 4}
 L4_NXM = {6: ("tcp_src_nxm", "tcp_dst_nxm"), 17: ("udp_src_nxm", "udp_dst_nxm")}
+FIELD_NAMES = {"dp_hash": "_dp_hash"}  # Ryu's name of Open vSwitch's experimenter OXM
+NXAST_LEARN2 = 45  # learn with a limit (Open vSwitch 2.8+; Ryu 4.34 has no class for it)
+OFPGC_ADD_OR_MOD = 0x8000  # Open vSwitch: create a group or replace it in place
 
 
 def _port(port) -> int:
@@ -85,7 +90,13 @@ def to_action(action):
     if isinstance(action, SetField):
         return parser.OFPActionSetField(**{action.field: action.value})
     if isinstance(action, Move):
-        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
+        return parser.NXActionRegMove(
+            src_field=FIELD_NAMES.get(action.src, action.src),
+            dst_field=FIELD_NAMES.get(action.dst, action.dst),
+            n_bits=action.n_bits,
+        )
+    if isinstance(action, Group):
+        return parser.OFPActionGroup(action.group_id)
     if isinstance(action, Resubmit):
         return parser.NXActionResubmitTable(table_id=action.table)  # in_port: OF1.0 IN_PORT, "keep"
     if isinstance(action, Multipath):
@@ -99,29 +110,43 @@ def to_action(action):
             dst=action.dst,
         )
     if isinstance(action, LearnPin):
-        l4_src, l4_dst = L4_NXM[action.ip_proto]
-        specs = [
-            parser.NXFlowSpecMatch(src=0x0800, dst=("eth_type_nxm", 0), n_bits=16),
-            parser.NXFlowSpecMatch(src=action.ip_proto, dst=("ip_proto_nxm", 0), n_bits=8),
-            parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
-            parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
-            parser.NXFlowSpecMatch(src=(l4_src, 0), dst=(l4_src, 0), n_bits=16),
-            parser.NXFlowSpecMatch(src=(l4_dst, 0), dst=(l4_dst, 0), n_bits=16),
-            parser.NXFlowSpecLoad(src=("eth_dst_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48),
-            parser.NXFlowSpecLoad(src=1, dst=(action.flag_reg, 0), n_bits=1),
-        ]
-        return parser.NXActionLearn(
-            table_id=action.table,
-            specs=specs,
-            idle_timeout=action.idle_timeout,
-            hard_timeout=0,
-            priority=action.priority,
-            cookie=action.cookie,
-            flags=0,
-            fin_idle_timeout=action.fin_idle_timeout,
-            fin_hard_timeout=0,
-        )
+        return _learn(action)
     raise TypeError(f"no OpenFlow form for {action!r}")
+
+
+def _learn(pin: LearnPin):
+    l4_src, l4_dst = L4_NXM[pin.ip_proto]
+    specs = [parser.NXFlowSpecMatch(src=(reg, 0), dst=(reg, 0), n_bits=bits) for reg, bits in pin.regs]
+    specs += [
+        parser.NXFlowSpecMatch(src=0x0800, dst=("eth_type_nxm", 0), n_bits=16),
+        parser.NXFlowSpecMatch(src=pin.ip_proto, dst=("ip_proto_nxm", 0), n_bits=8),
+        parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
+        parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
+        parser.NXFlowSpecMatch(src=(l4_src, 0), dst=(l4_src, 0), n_bits=16),
+        parser.NXFlowSpecMatch(src=(l4_dst, 0), dst=(l4_dst, 0), n_bits=16),
+        parser.NXFlowSpecLoad(src=("eth_dst_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48),
+        parser.NXFlowSpecLoad(src=1, dst=(pin.flag_reg, 0), n_bits=1),
+    ]
+    learn = parser.NXActionLearn(
+        table_id=pin.table,
+        specs=specs,
+        idle_timeout=pin.idle_timeout,
+        hard_timeout=0,
+        priority=pin.priority,
+        cookie=pin.cookie,
+        flags=0,
+        fin_idle_timeout=pin.fin_idle_timeout,
+        fin_hard_timeout=0,
+    )
+    if not pin.limit:
+        return learn
+    # nx_action_learn2: nx_action_learn's body, then limit, result_dst_ofs
+    # and padding (no result_dst: the flag that asks for one is not set).
+    body = learn.serialize_body()
+    head = struct.calcsize(learn._fmt_str)
+    return parser.NXActionUnknown(
+        NXAST_LEARN2, bytes(body[:head]) + struct.pack("!IHxx", pin.limit, 0) + bytes(body[head:])
+    )
 
 
 def to_instructions(rule: Rule) -> list:
@@ -171,6 +196,11 @@ def to_message(command: Command, datapath=None):
             out_group=ofp.OFPG_ANY,
             match=parser.OFPMatch(),
         )
+    if isinstance(command, GroupAdd):
+        bucket = parser.OFPBucket(
+            weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY, actions=[to_action(a) for a in command.actions]
+        )
+        return parser.OFPGroupMod(datapath, OFPGC_ADD_OR_MOD, ofp.OFPGT_SELECT, command.group_id, [bucket])
     if isinstance(command, PacketOut):
         return parser.OFPPacketOut(
             datapath,
@@ -292,6 +322,8 @@ def describe(command: Command) -> str:
         return f"flow delete table {command.table} priority {command.priority} match {dict(command.match)}"
     if isinstance(command, FlowDeleteByCookie):
         return f"flow delete cookie {command.cookie:#x}"
+    if isinstance(command, GroupAdd):
+        return f"group {command.group_id} (select, one bucket)"
     return type(command).__name__
 
 

@@ -47,14 +47,15 @@ OPTIONS = (
         "hash_mode",
         str,
         "auto",
-        "'ovs' (Nicira multipath + learned pins), 'plain' (OpenFlow 1.3 masks), or 'auto' by switch",
+        "'ovs' (datapath hash + handovers pinned by learn), 'plain' (OpenFlow 1.3 masks), or 'auto' by switch",
         ("auto", "ovs", "plain"),
     ),
     Option(
         "table_size",
         int,
         4096,
-        "most consistent-hash slots per pool in ovs mode; a pool's table has 64 per backend, rounded up to a power of two",
+        "most consistent-hash slots per pool in ovs mode, a power of two; a pool's table has 64 per backend, "
+        "rounded up to a power of two",
         low=1,
         high=MAX_SLOTS_OVS,
     ),
@@ -75,6 +76,32 @@ OPTIONS = (
         high=65535,
     ),
     Option("pin_fin_timeout", int, 5, "seconds a TCP connection keeps its pin after FIN or RST", low=0, high=65535),
+    Option(
+        "handover_window",
+        int,
+        300,
+        "seconds after a slot's backend moves during which TCP packets of the slot that do not open a connection "
+        "still go to the old backend and pin their connection there (SYN goes to the new one)",
+        low=0,
+        high=86400,
+    ),
+    Option(
+        "udp_handover_window",
+        int,
+        10,
+        "seconds after a slot's backend moves during which its UDP datagrams still go to the old backend and pin "
+        "their flow there (UDP cannot tell a new flow); then new flows go to the new backend",
+        low=0,
+        high=86400,
+    ),
+    Option(
+        "pin_limit",
+        int,
+        100000,
+        "most pins (connections kept on a backend during handovers) per backend on a switch; 0: no limit",
+        low=0,
+        high=1 << 24,
+    ),
     Option(
         "drain_timeout",
         int,
@@ -142,6 +169,8 @@ class _SettingsMethods:
                 raise InvalidInput(where, "must be a string")
             if option.choices:
                 value = parse_choice(value, where, option.choices)
+            if name == "table_size" and value & (value - 1):
+                raise InvalidInput(where, "must be a power of two (a slot is picked by the low bits of a hash)")
             if name == "probe_mac":
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:

@@ -10,6 +10,14 @@ backend; the rebalance that follows moves only what the weights ask for.
 Shrinking would move about half the flows, so a table keeps its size when a
 pool shrinks.
 
+When a slot's backend changes and the old backend still holds
+connections (it is up, or draining), the planner remembers the move
+(old backend, when): for the handover windows the slot's rules send packets
+the switch cannot tell as a new connection's to the old backend and pin
+them there (``flows.compute.slot_rules``). Moves are saved with the tables,
+so a restarted controller keeps them, and end when the longer window has
+passed.
+
 Plain OpenFlow 1.3 switches use a table of ``2^plain_slot_bits`` slots per
 pool (masked client-address bits), kept only while such a switch is
 connected.
@@ -17,8 +25,10 @@ connected.
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ryu_dsr.flows.maglev import rebalance
@@ -29,6 +39,23 @@ SLOTS_PER_BACKEND = 64
 MIN_SLOTS = 64
 
 Table = list[str | None]
+
+
+@dataclass(frozen=True)
+class SlotMove:
+    """A slot's backend changed at ``since`` (wall clock); ``old`` held it."""
+
+    old: str
+    since: float
+
+
+@dataclass
+class Planned:
+    """A pool's next tables and slot moves (not yet installed)."""
+
+    size: int
+    tables: dict[int, Table]
+    moves: dict[int, SlotMove] = field(default_factory=dict)
 
 
 def size_for(n_backends: int, cap: int, current: int | None = None) -> int:
@@ -50,13 +77,21 @@ def grown(table: Table, size: int) -> Table:
 
 
 class SlotPlanner:
-    """The tables of every pool, by pool name."""
+    """The tables of every pool, by pool name, and their slots in handover."""
 
-    def __init__(self, cap: int, plain_size: int) -> None:
+    def __init__(self, cap: int, plain_size: int, tcp_window: float = 0, udp_window: float = 0) -> None:
         self.cap = cap
         self.plain_size = plain_size
+        self.tcp_window = tcp_window
+        self.udp_window = udp_window
         self.sizes: dict[str, int] = {}  # pool -> size of its Open vSwitch table
         self.tables: dict[str, dict[int, Table]] = {}  # pool -> size -> table
+        self.moves: dict[str, dict[int, SlotMove]] = {}  # pool -> slot -> move in handover
+        self._deadlines: list[tuple[float, str, int, float]] = []  # (when, pool, slot, move's since)
+
+    @property
+    def window(self) -> float:
+        return max(self.tcp_window, self.udp_window)
 
     def size(self, pool: str) -> int:
         return self.sizes.get(pool, MIN_SLOTS)
@@ -64,29 +99,63 @@ class SlotPlanner:
     def table(self, pool: str, size: int | None = None) -> Table:
         return self.tables.get(pool, {}).get(size or self.size(pool), [])
 
+    def move(self, pool: str, slot: int) -> SlotMove | None:
+        return self.moves.get(pool, {}).get(slot)
+
     def plan(
-        self, pool: str, n_backends: int, weights: Mapping[str, int], plain: bool
-    ) -> tuple[int, dict[int, Table]] | None:
-        """The pool's next (size, tables) for these weights, or None if
-        nothing changes. ``n_backends`` (configured, whatever their health)
-        sets the size, so health flaps never resize a table."""
+        self,
+        pool: str,
+        n_backends: int,
+        weights: Mapping[str, int],
+        plain: bool,
+        now: float = 0.0,
+        holders: Collection[str] = (),
+    ) -> Planned | None:
+        """The pool's next tables for these weights, or None if nothing
+        changes. ``n_backends`` (configured, whatever their health) sets the
+        size, so health flaps never resize a table. A slot whose backend
+        changes from one of ``holders`` (backends that may hold connections)
+        is in handover from ``now``."""
         size = size_for(n_backends, self.cap, self.sizes.get(pool))
         old = self.tables.get(pool, {})
+        old_size = self.sizes.get(pool)
         wanted = {size} | ({self.plain_size} if plain else set())
         new: dict[int, Table] = {}
         for each in wanted:
             previous = old.get(each)
-            if previous is None and each == size and self.sizes.get(pool) in old and self.sizes[pool] < size:
-                previous = grown(old[self.sizes[pool]], size)
+            if previous is None and each == size and old_size in old and old_size < size:
+                previous = grown(old[old_size], size)
             new[each] = rebalance(previous, weights, each)
-        if size == self.sizes.get(pool) and new == {k: v for k, v in old.items() if k in wanted}:
+        if size == old_size and new == {k: v for k, v in old.items() if k in wanted}:
             return None
-        return size, new
+        moves = self._grown_moves(pool, size, now)
+        before = grown(old[old_size], size) if old_size in old else None
+        if before is not None:
+            for slot, (a, b) in enumerate(zip(before, new[size])):
+                if a == b:
+                    continue
+                current = moves.get(slot)
+                holder = current.old if current else a
+                if holder is None or holder == b or holder not in holders:
+                    moves.pop(slot, None)
+                else:
+                    moves[slot] = SlotMove(holder, now)
+        return Planned(size, new, moves)
 
-    def install(self, pool: str, planned: tuple[int, dict[int, Table]]) -> None:
-        size, tables = planned
+    def _grown_moves(self, pool: str, size: int, now: float) -> dict[int, SlotMove]:
+        """The pool's moves still in a window, numbered for a table of ``size``
+        (a move of slot i in a table of n is one of i and i + n in 2n)."""
+        old_size = self.sizes.get(pool, size)
+        moves = {}
+        for slot, move in self.moves.get(pool, {}).items():
+            if now - move.since < self.window:
+                for copy in range(slot, size, old_size):
+                    moves[copy] = move
+        return moves
+
+    def install(self, pool: str, planned: Planned) -> None:
         before = self.tables.get(pool, {})
-        for each, table in tables.items():
+        for each, table in planned.tables.items():
             old = before.get(each)
             if old is not None and len(old) == len(table):
                 moved = sum(1 for a, b in zip(old, table) if a != b)
@@ -94,18 +163,58 @@ class SlotPlanner:
                     LOG.info("pool %s: %d of %d slots move", pool, moved, each)
             elif old is not None:
                 LOG.info("pool %s: table grows from %d to %d slots", pool, len(old), each)
-        self.sizes[pool] = size
-        self.tables[pool] = dict(tables)
+        self.sizes[pool] = planned.size
+        self.tables[pool] = dict(planned.tables)
+        self._set_moves(pool, planned.moves)
+
+    def _set_moves(self, pool: str, moves: dict[int, SlotMove]) -> None:
+        known = self.moves.get(pool, {})
+        for slot, move in moves.items():
+            if known.get(slot) != move:
+                for window in {self.tcp_window, self.udp_window}:
+                    heapq.heappush(self._deadlines, (move.since + window, pool, slot, move.since))
+        if moves:
+            self.moves[pool] = dict(moves)
+        else:
+            self.moves.pop(pool, None)
+
+    def drop_moves(self, pool: str, holders: Collection[str]) -> list[int]:
+        """End the handovers from backends not in ``holders`` (they died,
+        were removed, or their drain timed out); the slots whose rules change."""
+        moves = self.moves.get(pool, {})
+        ended = [slot for slot, move in moves.items() if move.old not in holders]
+        for slot in ended:
+            del moves[slot]
+        if not moves:
+            self.moves.pop(pool, None)
+        return ended
+
+    def expire(self, now: float) -> list[tuple[str, int]]:
+        """(pool, slot) of every handover whose window (TCP or UDP) ended by
+        ``now``: their rules change; moves past both windows are forgotten."""
+        changed = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _when, pool, slot, since = heapq.heappop(self._deadlines)
+            move = self.moves.get(pool, {}).get(slot)
+            if move is None or move.since != since:
+                continue  # replaced or ended since
+            changed.append((pool, slot))
+            if now - since >= self.window:
+                del self.moves[pool][slot]
+                if not self.moves[pool]:
+                    del self.moves[pool]
+        return changed
 
     def forget(self, pool: str) -> None:
         self.sizes.pop(pool, None)
         self.tables.pop(pool, None)
+        self.moves.pop(pool, None)
 
     def saved(self, pool: str) -> dict[str, Any]:
-        return {"size": self.sizes[pool], "tables": {str(k): v for k, v in self.tables[pool].items()}}
+        return saved_form(Planned(self.sizes[pool], self.tables[pool], self.moves.get(pool, {})))
 
-    def restore(self, pool: str, body: Any) -> None:
-        """Tables from the store, checked."""
+    def restore(self, pool: str, body: Any, now: float = 0.0) -> None:
+        """Tables (and moves still in a window) from the store, checked."""
         where = f"slot_tables.{pool}"
         if not isinstance(body, dict) or not isinstance(body.get("tables"), dict):
             raise InvalidInput(where, "must be an object with size and tables")
@@ -118,5 +227,22 @@ class SlotPlanner:
         size = body.get("size")
         if size not in tables:
             raise InvalidInput(f"{where}.size", "must name one of its tables")
+        moves: dict[int, SlotMove] = {}
+        for slot, move in (body.get("moves") or {}).items():
+            ok = str(slot).isdigit() and int(slot) < size and isinstance(move, list) and len(move) == 2
+            if not ok or not isinstance(move[0], str) or not isinstance(move[1], (int, float)):
+                raise InvalidInput(f"{where}.moves.{slot}", "must be [old backend IP, time] for a slot of the table")
+            if now - move[1] < self.window:
+                moves[int(slot)] = SlotMove(move[0], float(move[1]))
         self.sizes[pool] = size
         self.tables[pool] = tables
+        self._set_moves(pool, moves)
+
+
+def saved_form(planned: Planned) -> dict[str, Any]:
+    """How a pool's tables and moves are saved."""
+    return {
+        "size": planned.size,
+        "tables": {str(k): v for k, v in planned.tables.items()},
+        "moves": {str(slot): [move.old, move.since] for slot, move in sorted(planned.moves.items())},
+    }

@@ -30,6 +30,7 @@ class RuleSync:
     dirty: dict[int, set[Owner]] = field(default_factory=dict)  # phase -> owners to recompute
     dropped: dict[tuple, None] = field(default_factory=dict)  # keys no owner wants any more, in order
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
+    setup: list[Command] = field(default_factory=list)  # sent before any rule (the hash group)
     rules_computed: int = 0  # for tests and stats: how much work changes cost
 
     def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner], keep: Iterable[Owner] = ()) -> None:
@@ -59,7 +60,7 @@ class RuleSync:
 
     @property
     def pending(self) -> bool:
-        return bool(self.dirty or self.dropped or self.pins_to_delete)
+        return bool(self.dirty or self.dropped or self.pins_to_delete or self.setup)
 
     def _next_dirty(self) -> Owner | None:
         """A dirty owner of the earliest phase (slot rules first)."""
@@ -74,6 +75,7 @@ class RuleSync:
     def step(self, rules_of: Callable[[Owner], list[Rule]], budget: int = STEP_RULES) -> list[Command]:
         """Commands for some dirty owners (slot rules first), ending with a
         barrier; [] if they changed nothing. Call while ``pending``."""
+        setup, self.setup = self.setup, []
         adds: list[FlowAdd] = []
         computed = 0
         while computed < budget:
@@ -100,7 +102,7 @@ class RuleSync:
                 self.owner_keys.pop(who, None)
         self.rules_computed += computed
         adds.sort(key=lambda command: -command.rule.table)  # slot rules before what leads to them
-        commands: list[Command] = list(adds)
+        commands: list[Command] = setup + list(adds)
         if not self.dirty:
             # Deletes come last, so a key another owner took is replaced in
             # place; strict deletes (cheap for the switch, unlike a delete by

@@ -49,6 +49,13 @@ class Rig:
         frame = bytes.fromhex("ffffffffffff" + mac.replace(":", "") + "0800") + bytes(46)
         self.balancer.packet_in(dpid, port, frame)
 
+    def settle(self) -> None:
+        """Let every handover window pass: the steady state."""
+        settings = self.balancer.settings
+        self.clock.now += max(settings.handover_window, settings.udp_handover_window) + 1
+        self.resolve_all()  # the backends answered their checks meanwhile
+        self.balancer.tick()
+
     def resolve_all(self, dpid: int = 1) -> None:
         for ip, (mac, port) in BACKENDS.items():
             self.answer_arp(ip, mac, port, dpid)
@@ -72,7 +79,7 @@ def make_rig(tmp_path, clock: Clock | None = None, **settings) -> Rig:
         if switch is not None:
             switch.apply(commands)
 
-    balancer = Balancer(Settings.from_mapping(values), SqliteStore(values["state_file"]), send, clock=clock)
+    balancer = Balancer(Settings.from_mapping(values), SqliteStore(values["state_file"]), send, clock=clock, wall=clock)
     rig = Rig(balancer, clock)
     rig_ref["rig"] = rig
     return rig

@@ -1,13 +1,16 @@
 """An in-memory OpenFlow switch that runs the plain rules of ryu_dsr.flows.
 
 It applies the commands the controller sends (adds, strict deletes, deletes
-by cookie) and walks a packet (a dict of header fields) through the tables:
-highest priority wins, apply-actions run in order, then write-metadata and
-goto. It knows the Nicira extensions the pipeline uses: register moves,
-resubmit (a nested lookup whose miss does nothing), multipath (a
-deterministic hash of the chosen fields, modulo n) and learn (installs the
-5-tuple pin). The pipeline uses no OpenFlow groups: hashing is done by
-multipath into a slot register, so there is no SELECT group to model.
+by cookie, group adds) and walks a packet (a dict of header fields) through
+the tables: highest priority wins, apply-actions run in order, then
+write-metadata and goto. It knows the Nicira extensions the pipeline uses:
+register moves (low bits), resubmit (a nested walk from a table, gotos
+included, whose miss does nothing), multipath (a deterministic hash of the
+chosen fields, modulo n) and learn (installs the pin: the packet's registers
+and 5-tuple, at most ``limit`` flows per cookie). A select group with one
+bucket is what Open vSwitch makes of it: ``dp_hash`` set to a symmetric
+5-tuple hash, then the bucket runs on a copy of the packet. A TCP packet
+without ``tcp_flags`` has none set (not a SYN).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from ryu_dsr.flows.rules import (
     FlowAdd,
     FlowDelete,
     FlowDeleteByCookie,
+    Group,
+    GroupAdd,
     LearnPin,
     Move,
     Multipath,
@@ -37,6 +42,11 @@ from ryu_dsr.flows.rules import (
 IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
+ZERO_BY_DEFAULT = ("reg", "metadata", "tcp_flags")
+
+
+def _default(name: str):
+    return 0 if name.startswith(ZERO_BY_DEFAULT) else None
 
 
 def _as_int(name: str, value) -> int:
@@ -53,7 +63,7 @@ def _matches(packet: dict, match) -> bool:
             if packet.get("in_port") != want:
                 return False
             continue
-        have = packet.get(name, 0 if name.startswith("reg") or name == "metadata" else None)
+        have = packet.get(name, _default(name))
         if have is None:
             return False
         if isinstance(want, tuple):
@@ -76,21 +86,29 @@ def _index_rule(index: dict, rule: Rule) -> None:
 def _key_value(name: str, packet: dict, mask: int | None = None):
     if name == "in_port":
         return packet.get("in_port")
-    have = packet.get(name, 0 if name.startswith("reg") or name == "metadata" else None)
+    have = packet.get(name, _default(name))
     if have is None:
         return None
     return _as_int(name, have) if mask is None else _as_int(name, have) & mask
 
 
+def _low_bits(value: int, bits: int):
+    """A learned match on the low ``bits`` of a 32-bit register."""
+    return value if bits == 32 else (value & ((1 << bits) - 1), (1 << bits) - 1)
+
+
 def multipath_hash(packet: dict, fields: str, n_links: int) -> int:
     if fields == "nw_src":
-        key = packet["ipv4_src"]
-    else:  # symmetric 5-tuple
-        ports = L4.get(packet.get("ip_proto"), ("", ""))
-        addresses = sorted([packet["ipv4_src"], packet["ipv4_dst"]])
-        l4 = sorted([packet.get(ports[0], 0), packet.get(ports[1], 0)])
-        key = f"{addresses}{packet.get('ip_proto')}{l4}"
-    return zlib.crc32(key.encode()) % n_links
+        return zlib.crc32(packet["ipv4_src"].encode()) % n_links
+    return datapath_hash(packet) % n_links
+
+
+def datapath_hash(packet: dict) -> int:
+    """A symmetric 5-tuple hash, never 0 (as Open vSwitch's dp_hash)."""
+    ports = L4.get(packet.get("ip_proto"), ("", ""))
+    addresses = sorted([packet["ipv4_src"], packet["ipv4_dst"]])
+    l4 = sorted([packet.get(ports[0], 0), packet.get(ports[1], 0)])
+    return zlib.crc32(f"{addresses}{packet.get('ip_proto')}{l4}".encode()) or 1
 
 
 @dataclass
@@ -104,7 +122,9 @@ class FakeSwitch:
     ports: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     tables: dict[int, dict[tuple, Rule]] = field(default_factory=dict)
     packet_outs: list[PacketOut] = field(default_factory=list)
+    groups: dict[int, tuple] = field(default_factory=dict)  # group id -> its one bucket's actions
     learned: int = 0
+    refused: int = 0  # learns over the limit
     _indexes: dict = field(default_factory=dict)
     _versions: dict = field(default_factory=dict)  # table -> changes, to keep indexes fresh
 
@@ -130,6 +150,8 @@ class FakeSwitch:
                         k for k, r in table.items() if r.cookie & command.mask == command.cookie & command.mask
                     ]:
                         del table[key]
+            elif isinstance(command, GroupAdd):
+                self.groups[command.group_id] = command.actions
             elif isinstance(command, PacketOut):
                 self.packet_outs.append(command)
             elif not isinstance(command, Barrier):
@@ -168,9 +190,11 @@ class FakeSwitch:
 
     def send(self, packet: dict, in_port: int) -> list[Emitted]:
         """Walk one packet from ``in_port``; returns what leaves the switch."""
-        packet = dict(packet, in_port=in_port)
         out: list[Emitted] = []
-        table = 0
+        self._walk(0, dict(packet, in_port=in_port), out)
+        return out
+
+    def _walk(self, table: int | None, packet: dict, out: list[Emitted]) -> None:
         while table is not None:
             rule = self.lookup(table, packet)
             if rule is None:
@@ -180,7 +204,6 @@ class FakeSwitch:
                 value, mask = rule.write_metadata
                 packet["metadata"] = (packet.get("metadata", 0) & ~mask) | (value & mask)
             table = rule.goto
-        return out
 
     def _run(self, actions, packet: dict, out: list[Emitted]) -> None:
         for action in actions:
@@ -189,11 +212,13 @@ class FakeSwitch:
             elif isinstance(action, SetField):
                 packet[action.field] = action.value
             elif isinstance(action, Move):
-                packet[action.dst] = packet[action.src]
+                value = packet[action.src]
+                packet[action.dst] = value & ((1 << action.n_bits) - 1) if isinstance(value, int) else value
             elif isinstance(action, Resubmit):
-                rule = self.lookup(action.table, packet)
-                if rule is not None:
-                    self._run(rule.actions, packet, out)
+                self._walk(action.table, packet, out)
+            elif isinstance(action, Group):
+                bucket = dict(packet, dp_hash=packet.get("dp_hash") or datapath_hash(packet))
+                self._run(self.groups[action.group_id], bucket, out)
             elif isinstance(action, Multipath):
                 packet[action.dst] = multipath_hash(packet, action.fields, action.n_links)
             elif isinstance(action, LearnPin):
@@ -218,7 +243,12 @@ class FakeSwitch:
             ipv4_src=packet["ipv4_src"],
             ipv4_dst=packet["ipv4_dst"],
             **{l4_src: packet[l4_src], l4_dst: packet[l4_dst]},
+            **{reg: _low_bits(packet.get(reg, 0), bits) for reg, bits in pin.regs},
         )
+        table = self.tables.setdefault(pin.table, {})
+        if pin.limit and sum(1 for r in table.values() if r.cookie == pin.cookie) >= pin.limit:
+            self.refused += 1
+            return
         rule = Rule(
             pin.table,
             pin.priority,
@@ -226,7 +256,6 @@ class FakeSwitch:
             (SetField("eth_dst", packet["eth_dst"]), SetField(pin.flag_reg, 1)),
         )
         object.__setattr__(rule, "cookie", pin.cookie)
-        table = self.tables.setdefault(pin.table, {})
         replaced = rule.key in table
         table[rule.key] = rule
         cached = self._indexes.get(pin.table)
@@ -248,6 +277,11 @@ def tcp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst:
         "tcp_src": sport,
         "tcp_dst": dport,
     }
+
+
+def syn(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst: str) -> dict:
+    """The first packet of a TCP connection."""
+    return dict(tcp(src_ip, dst_ip, sport, dport, eth_src, eth_dst), tcp_flags=0x002)
 
 
 def udp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst: str) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+from ryu_dsr.flows.pipeline import Table
+
 from ryu_dsr.lab import parse_stamp
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
@@ -56,7 +58,7 @@ def test_link_down_takes_a_backend_out_at_once_and_link_up_brings_it_back(fabric
     wait_for(b12_back, timeout=10, what="b12 back up with its share of slots")
     b12_mac = fabric.mac_of("b12")
     wait_for(
-        lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, "table=3"),
+        lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, f"table={int(Table.SLOTS)}"),
         timeout=10,
         what="b12's slot rules on the switch",
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+from ryu_dsr.flows.pipeline import Table
+
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 fabric = fabric_fixture("dsrk", rest_port=18093, of_port=16693)
@@ -59,7 +61,10 @@ def test_a_killed_server_leaves_within_a_second_and_returns_after_restart(fabric
     fabric.servers["b12"] = fabric.lab.serve_http("b12")
     wait_for(lambda: backend(fabric, "10.0.0.12")["state"] == "up", timeout=5, what="b12 healthy again")
     b12_mac = fabric.mac_of("b12")
-    wait_for(lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, "table=3"), what="b12 slots")
+    wait_for(
+        lambda: b12_mac in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, f"table={int(Table.SLOTS)}"),
+        what="b12 slots",
+    )
     again = fabric.lab.requests("c1", f"http://{VIP}/", 60)
     assert again["failed"] == 0 and set(again["by_backend"]) == {"b11", "b12", "b13"}
 

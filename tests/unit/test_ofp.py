@@ -13,7 +13,8 @@ DATAPATH = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
 
 
 def all_rules(tmp_path, mode):
-    rig = make_rig(tmp_path, table_size=31)
+    """Every kind of rule: backends found one by one leave slots in handover."""
+    rig = make_rig(tmp_path, table_size=32, pin_limit=500)
     switch = rig.connect(mode=mode)
     rig.setup_web(protocol="tcp")
     rig.balancer.create_vip({"name": "dns", "ip": "10.0.0.53", "protocol": "udp", "pool": "web", "hash": "source_ip"})
@@ -55,15 +56,33 @@ def test_other_commands_serialise(tmp_path):
         assert len(message.buf) >= 8
 
 
-def test_learned_pin_and_multipath_encode_the_open_vswitch_extensions(tmp_path):
+def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensions(tmp_path):
+    import subprocess
+
+    from ryu_dsr.flows.compute import hash_group
+    from ryu_dsr.flows.pipeline import Priority, Table
+
     rules = all_rules(tmp_path, "ovs")
-    slot = next(r for r in rules if r.table == 3)
-    learn = ofp.to_action(slot.actions[1])
-    assert isinstance(learn, ofproto_v1_3_parser.NXActionLearn)
-    assert learn.table_id == 1 and learn.cookie >> 56 == 0x04 and learn.fin_idle_timeout == 5
-    decide = next(r for r in rules if r.table == 2 and r.priority == 100)
-    multipath = ofp.to_action(decide.actions[0])
-    assert multipath.max_link == 30 and multipath.fields == ofp.HASH_FIELDS["l3l4"]
+    vip = next(r for r in rules if r.table == Table.INGRESS and r.match_dict().get("ipv4_dst") == "10.0.0.100")
+    assert isinstance(ofp.to_action(vip.actions[1]), ofproto_v1_3_parser.OFPActionGroup)
+    decide = next(r for r in rules if r.table == Table.DECIDE and r.actions[0].src == "dp_hash")
+    move = ofp.to_action(decide.actions[0])
+    assert move.src_field == "_dp_hash" and move.n_bits == 5  # 32 slots
+    dns = next(r for r in rules if r.table == Table.DECIDE and type(r.actions[0]).__name__ == "Multipath")
+    assert ofp.to_action(dns.actions[0]).fields == ofp.HASH_FIELDS["nw_src"]
+    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Priority.HANDOVER)
+    learn = ofp.to_action(handover.actions[2])
+    assert learn.subtype == ofp.NXAST_LEARN2
+    # Open vSwitch's own decoder reads the flow mod and its group as meant
+    group = ofp.to_message(hash_group(), DATAPATH)
+    group.serialize()
+    flow, group_text = (
+        subprocess.run(["ovs-ofctl", "ofp-print", message.hex()], capture_output=True, text=True, check=True).stdout
+        for message in (ofp.encode_flow_add(handover, 1), bytes(group.buf))
+    )
+    assert "learn(table=2" in flow and "limit=500" in flow and "NXM_NX_REG3[]" in flow, flow
+    assert "fin_idle_timeout=5" in flow and "idle_timeout=300" in flow
+    assert "type=select" in group_text and "resubmit(,1)" in group_text, group_text
 
 
 @pytest.mark.parametrize("mode", ["ovs", "plain"])

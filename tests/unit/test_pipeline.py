@@ -9,7 +9,7 @@ from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketO
 from ryu_dsr.rest import views
 
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
-from tests.simulator import arp_request, tcp, udp
+from tests.simulator import arp_request, syn, tcp, udp
 
 VIP = "10.0.0.100"
 VIP_MAC = "02:d5:0a:00:00:64"
@@ -17,13 +17,25 @@ BACKEND_MACS = {mac: ip for ip, (mac, _port) in BACKENDS.items()}
 BACKEND_PORTS = {mac: port for _ip, (mac, port) in BACKENDS.items()}
 
 
-def ready(tmp_path, mode="ovs", **kwargs):
-    rig = make_rig(tmp_path)
+def ready(tmp_path, mode="ovs", settings=None, **kwargs):
+    """A switch with the web VIP over three backends, in steady state (the
+    handovers of backends found one after another are over)."""
+    rig = make_rig(tmp_path, **(settings or {}))
     switch = rig.connect(mode=mode)
     rig.setup_web(**kwargs)
     rig.resolve_all()
     rig.learn(CLIENT_MAC, 1)
+    rig.settle()
     return rig, switch
+
+
+def pins(switch, mac: str | None = None) -> list:
+    """Learned pins (to ``mac``, if given)."""
+    return [
+        r
+        for r in switch.rules(Table.SLOTS)
+        if kind_of(r.cookie) == Kind.PIN and (mac is None or r.actions[0].value == mac)
+    ]
 
 
 def backend_of(outputs) -> str:
@@ -114,19 +126,37 @@ def test_udp_vip_on_all_ports(tmp_path):
     assert reached == set(BACKENDS)
 
 
+def test_new_connections_cost_the_switch_no_per_connection_work_in_steady_state(tmp_path):
+    rig, switch = ready(tmp_path)
+    for s in range(3000, 3400):
+        backend_of(switch.send(syn("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1))
+        backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1))
+    assert switch.learned == 0 and pins(switch) == []
+    # one rule per slot, none of them learns; the VIP hashes in the datapath (group)
+    slot_rules = [r for r in switch.rules(Table.SLOTS)]
+    assert len(slot_rules) == len(rig.balancer.planner.table("web")) == 256
+    assert not [r for r in slot_rules if any(type(a).__name__ == "LearnPin" for a in r.actions)]
+    assert [type(a).__name__ for a in switch.rules(Table.INGRESS) if a.priority == 200 for a in a.actions] == [
+        "SetField",
+        "Group",
+    ]
+
+
 def test_established_connections_stay_when_a_backend_is_added(tmp_path):
     rig, switch = ready(tmp_path)
     before = {
-        s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3400)
+        s: backend_of(switch.send(syn("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3400)
     }
-    assert switch.learned == 400
+    assert switch.learned == 0
     rig.balancer.add_backend("web", {"ip": "10.0.0.14", "mac": "02:00:00:00:00:0e", "location": {"dpid": 1, "port": 5}})
     BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"] = "10.0.0.14", 5
     try:
         after = {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before}
         assert after == before
-        new = Counter(backend_of(switch.send(tcp("10.0.0.2", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(400))
+        new = Counter(backend_of(switch.send(syn("10.0.0.2", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(400))
         assert new["10.0.0.14"] > 60
+        # only connections of the moved slots (a quarter) were pinned: old ones seen since, and new ones
+        assert 0 < len(pins(switch)) < 400
     finally:
         del BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"]
 
@@ -154,29 +184,29 @@ def test_draining_backend_keeps_its_connections_but_gets_no_new_ones(tmp_path):
     rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
     assert not [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDeleteByCookie)]
     assert {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before} == before
-    fresh = {backend_of(switch.send(tcp("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
+    fresh = {backend_of(switch.send(syn("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
     assert fresh == {"10.0.0.11", "10.0.0.13"}
     assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "draining"
 
 
 def test_drain_timeout_ends_remaining_connections(tmp_path):
-    rig = make_rig(tmp_path, drain_timeout=30)
-    switch = rig.connect()
-    rig.setup_web()
-    rig.resolve_all()
-    rig.learn(CLIENT_MAC, 1)
-    for s in range(3000, 3100):
-        switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)
+    rig, switch = ready(tmp_path, settings={"drain_timeout": 30})
     rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
-    pins = len(switch.rules(Table.PINS))
+    for s in range(3000, 3300):  # packets of open connections: those on 10.0.0.12 are pinned there
+        switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)
+    drained = len(pins(switch, "02:00:00:00:00:0c"))
+    assert drained > 50
     rig.clock.now += 29
+    rig.resolve_all()  # the backends answer their health checks
     rig.balancer.tick()
-    assert len(switch.rules(Table.PINS)) == pins
+    assert len(pins(switch, "02:00:00:00:00:0c")) == drained
     rig.clock.now += 2
+    rig.resolve_all()
     rig.balancer.tick()
-    remaining = switch.rules(Table.PINS)
-    assert 0 < len(remaining) < pins
-    assert all(r.actions[0].value != "02:00:00:00:00:0c" for r in remaining)
+    assert pins(switch, "02:00:00:00:00:0c") == []
+    # its slots hand over no more: what is left of them goes to the others
+    reached = {backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3300)}
+    assert reached == {"10.0.0.11", "10.0.0.13"}
 
 
 def test_port_down_takes_the_backend_out_of_the_hash(tmp_path):
@@ -224,7 +254,8 @@ def test_a_change_sends_only_what_differs(tmp_path):
     new_table = rig.balancer.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
-    assert len(sent) == moved
+    # each moved slot: its new backend, and two handover rules (TCP SYN, other TCP)
+    assert len(sent) == 3 * moved
     assert all(isinstance(c, FlowAdd) and c.rule.table == Table.SLOTS for c in sent)
     assert abs(moved - size * (1 / 3 - 50 / 250)) <= 2  # 13 gives up exactly its surplus share
 

@@ -107,8 +107,12 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     before = switch.installed()
     sent = []
     rig.balancer.store.close()
-    restarted = Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), lambda d, c: sent.extend(c))
+    assert rig.balancer.planner.moves["web"]  # backends found one by one: slots in handover
+    restarted = Balancer(
+        rig.balancer.settings, SqliteStore(tmp_path / "state.db"), lambda d, c: sent.extend(c), wall=rig.clock
+    )
     restarted.switch_connected(1, "ovs", switch.installed())
+    assert restarted.planner.moves == rig.balancer.planner.moves  # handovers go on where they were
     assert [c for c in sent if type(c).__name__ in ("FlowAdd", "FlowDelete", "FlowDeleteByCookie")] == []
     assert switch.installed() == before
     assert views.backend_json(restarted, "web", "10.0.0.11")["status"]["state"] == "up"
@@ -211,6 +215,9 @@ def test_an_unreadable_state_file_is_refused(tmp_path):
         ({"hash_mode": "random"}, "dsr.hash_mode: must be one of"),
         ({"table_size": 0}, "dsr.table_size: must be an integer from 1 to 65536"),
         ({"table_size": 70000}, "dsr.table_size"),
+        ({"table_size": 3000}, "dsr.table_size: must be a power of two"),
+        ({"pin_limit": -1}, "dsr.pin_limit"),
+        ({"udp_handover_window": "10"}, "dsr.udp_handover_window: must be an integer"),
         ({"plain_slot_bits": 17}, "dsr.plain_slot_bits"),
         ({"pin_idle_timeout": 0}, "dsr.pin_idle_timeout"),
         ({"drain_timeout": -1}, "dsr.drain_timeout"),

@@ -1,0 +1,155 @@
+"""Handovers: only a slot whose backend moved keeps per-connection state,
+and only for its windows; walked through the simulator."""
+
+from __future__ import annotations
+
+from ryu_dsr.flows.pipeline import Kind, Priority, Table, kind_of
+
+from ryu_dsr.slots import SlotMove, SlotPlanner
+from tests.conftest import BACKENDS, CLIENT_MAC
+from tests.simulator import datapath_hash, syn, tcp, udp
+from tests.unit.test_pipeline import VIP, VIP_MAC, backend_of, pins, ready
+
+MAC = {ip: mac for ip, (mac, _port) in BACKENDS.items()}
+
+
+def slot_of(rig, packet: dict) -> int:
+    return datapath_hash(packet) % len(rig.balancer.planner.table("web"))
+
+
+def handover_rules(switch) -> list:
+    return [r for r in switch.rules(Table.SLOTS) if r.priority in (Priority.HANDOVER, Priority.HANDOVER_SYN)]
+
+
+def reweigh(rig):
+    """10.0.0.13 to weight 50 (of 100 for the others): some of its slots
+    move; the connections that were open, by whether their slot moved."""
+    before = list(rig.balancer.planner.table("web"))
+    open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 22000)]
+    open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"]
+    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    after = rig.balancer.planner.table("web")
+    moved = [p for p in open_ if after[slot_of(rig, p)] != "10.0.0.13"]
+    kept = [p for p in open_ if after[slot_of(rig, p)] == "10.0.0.13"]
+    assert moved and kept
+    return moved, kept
+
+
+def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_backend(tmp_path):
+    rig, switch = ready(tmp_path)
+    moved, kept = reweigh(rig)
+    table = rig.balancer.planner.table("web")
+    # open connections of moved slots stay on 10.0.0.13, and are pinned there
+    seen, unseen = moved[: len(moved) // 2], moved[len(moved) // 2 :]
+    assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
+    assert len(pins(switch, MAC["10.0.0.13"])) == len(seen)
+    # open connections of slots that did not move: untouched, unpinned
+    assert {backend_of(switch.send(p, 1)) for p in kept} == {"10.0.0.13"}
+    assert len(pins(switch, MAC["10.0.0.13"])) == len(seen)
+    # a new connection in a moved slot goes to the slot's new backend, and stays
+    fresh = [syn("10.0.0.7", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 32000)]
+    fresh = [p for p in fresh if slot_of(rig, p) in {slot_of(rig, m) for m in moved}][:30]
+    for p in fresh:
+        assert backend_of(switch.send(p, 1)) == table[slot_of(rig, p)] != "10.0.0.13"
+        rest = dict(p)
+        del rest["tcp_flags"]
+        assert backend_of(switch.send(rest, 1)) == table[slot_of(rig, p)]
+    # the window ends: handover rules go, pins stay until their connections idle
+    pinned = len(pins(switch))
+    rig.settle()
+    assert handover_rules(switch) == [] and len(pins(switch)) == pinned
+    assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
+    # a connection idle through the whole window moves with its slot
+    assert {backend_of(switch.send(p, 1)) for p in unseen} <= {"10.0.0.11", "10.0.0.12"}
+
+
+def test_udp_flows_stay_for_the_udp_window_then_new_flows_move(tmp_path):
+    rig, switch = ready(tmp_path, protocol="udp", port=53)
+    before = list(rig.balancer.planner.table("web"))
+    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    after = rig.balancer.planner.table("web")
+    flows = [udp("10.0.0.1", VIP, s, 53, CLIENT_MAC, VIP_MAC) for s in range(20000, 24000)]
+    flows = [p for p in flows if before[slot_of(rig, p)] == "10.0.0.13" != after[slot_of(rig, p)]]
+    stream, late = flows[:10], flows[10:40]
+    assert {backend_of(switch.send(p, 1)) for p in stream} == {"10.0.0.13"}  # pinned
+    rig.clock.now += rig.balancer.settings.udp_handover_window
+    rig.resolve_all()
+    rig.balancer.tick()
+    assert {backend_of(switch.send(p, 1)) for p in stream} == {"10.0.0.13"}  # the stream stays
+    assert {backend_of(switch.send(p, 1)) for p in late} == {after[slot_of(rig, p)] for p in late}  # new flows move
+    assert "10.0.0.13" not in {after[slot_of(rig, p)] for p in late}
+
+
+def test_a_syn_flood_during_a_handover_stops_at_the_pin_limit_and_is_still_served(tmp_path):
+    rig, switch = ready(tmp_path, settings={"pin_limit": 25})
+    moved, _kept = reweigh(rig)
+    slots = {slot_of(rig, p) for p in moved}
+    table = rig.balancer.planner.table("web")
+    flood = [syn(f"10.8.{i // 200}.{i % 200}", VIP, 1024 + i, 80, CLIENT_MAC, VIP_MAC) for i in range(3000)]
+    flood = [p for p in flood if slot_of(rig, p) in slots][:300]
+    for p in flood:
+        assert backend_of(switch.send(p, 1)) == table[slot_of(rig, p)]
+    per_backend = {mac: len(pins(switch, mac)) for mac in MAC.values()}
+    assert max(per_backend.values()) == 25 and switch.refused > 0
+
+
+def test_an_old_backend_that_dies_ends_its_handovers_and_its_connections_move_on(tmp_path):
+    rig, switch = ready(tmp_path)
+    moved, _kept = reweigh(rig)
+    for p in moved:
+        switch.send(p, 1)
+    assert pins(switch, MAC["10.0.0.13"]) and handover_rules(switch)
+    rig.balancer.port_changed(1, BACKENDS["10.0.0.13"][1], up=False)
+    assert pins(switch, MAC["10.0.0.13"]) == [] and handover_rules(switch) == []
+    assert "10.0.0.13" not in {backend_of(switch.send(p, 1)) for p in moved}
+    assert not [r for r in switch.rules() if kind_of(r.cookie) == Kind.PIN and r.actions[0].value == MAC["10.0.0.13"]]
+
+
+def test_a_table_that_doubles_keeps_its_handovers_on_both_copies_of_a_slot():
+    planner = SlotPlanner(cap=4096, plain_size=1024, tcp_window=300, udp_window=10)
+    first = planner.plan("web", 2, {"a": 1, "b": 1}, plain=False, now=0, holders={"a", "b"})
+    planner.install("web", first)
+    assert first.size == 128 and not first.moves
+    moved = planner.plan("web", 2, {"a": 1, "b": 2}, plain=False, now=10, holders={"a", "b"})
+    planner.install("web", moved)
+    assert moved.moves and all(m == SlotMove("a", 10) for m in moved.moves.values())
+    grown = planner.plan("web", 3, {"a": 1, "b": 2}, plain=False, now=20, holders={"a", "b"})
+    planner.install("web", grown)
+    assert grown.size == 256
+    for slot, move in moved.moves.items():
+        assert planner.move("web", slot) == planner.move("web", slot + 128) == move
+    # windows end in order: UDP (changes the rules), then TCP (forgotten)
+    assert planner.expire(19) == []
+    assert len(planner.expire(21)) == 2 * len(moved.moves)
+    assert planner.moves["web"]
+    assert len(planner.expire(311)) == 2 * len(moved.moves) and "web" not in planner.moves
+
+
+def test_connections_pinned_in_a_handover_keep_their_backend_when_the_table_doubles(tmp_path):
+    rig, switch = ready(tmp_path)
+    moved, _kept = reweigh(rig)
+    slots = {slot_of(rig, p) for p in moved}
+    table = list(rig.balancer.planner.table("web"))
+    new = [syn("10.0.0.9", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(40000, 44000)]
+    new = [p for p in new if slot_of(rig, p) in slots][:60]  # opened during the handover: pinned to the new backend
+    old = moved[:60]  # open before it: pinned to 10.0.0.13 on their next packet
+    opened = {p["tcp_src"]: backend_of(switch.send(p, 1)) for p in new}
+    for p in old:
+        switch.send(p, 1)
+    for i in range(2):  # two more backends (drained) double the table: 256 -> 512
+        rig.balancer.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
+    assert len(rig.balancer.planner.table("web")) == 2 * len(table)
+    for p in new:
+        rest = {k: v for k, v in p.items() if k != "tcp_flags"}
+        assert backend_of(switch.send(rest, 1)) == opened[p["tcp_src"]] != "10.0.0.13"
+    assert {backend_of(switch.send(p, 1)) for p in old} == {"10.0.0.13"}
+
+
+def test_removing_the_old_backend_of_a_handover_removes_its_handover_rules(tmp_path):
+    rig, switch = ready(tmp_path)
+    reweigh(rig)
+    assert handover_rules(switch)
+    rig.balancer.delete_backend("web", "10.0.0.13")
+    assert handover_rules(switch) == [] and not rig.balancer.planner.moves.get("web")
+    saved = rig.balancer.store.load().slots["web"]["moves"]
+    assert "10.0.0.13" not in {old for old, _since in saved.values()}
