@@ -16,6 +16,7 @@ from ryu_dsr.flows.pipeline import (
     REG_VIP,
     SLOT_BITS,
     TCP_SYN,
+    UDP_PORT_BITS,
     Kind,
     Priority,
     Table,
@@ -68,11 +69,25 @@ class SlotTarget:
 @dataclass(frozen=True)
 class Handover:
     """A slot whose backend moved, during its handover windows: packets the
-    switch cannot tell as a new connection's still go to ``old``."""
+    switch cannot tell as a new connection's still go to ``old``.
+
+    It begins with a hold (``hold`` set, ``first`` the backend new
+    connections went to until the move): every connection of the slot,
+    SYN or not, is pinned where it already goes, and the slot rule keeps
+    ``first``. Only then do SYNs go to the slot's new backend. The hold
+    exists for Open vSwitch's revalidators: when rules change they
+    re-translate each datapath flow with the packet that made it, learn
+    actions included. A flow made by an old connection's SYN before the
+    move covers the whole slot; re-translated by a SYN-to-the-new-backend
+    rule, it would pin that old, live connection to the new backend. During
+    the hold those flows are replaced by per-connection ones, and every
+    connection seen is pinned, so no rule that sends a SYN elsewhere ever
+    sees a stale packet."""
 
     old: SlotTarget
     tcp: bool  # TCP window open: SYN to the new backend, the rest to the old
     udp: bool  # UDP window open: every unpinned datagram to the old backend
+    first: SlotTarget | None = None  # during the hold: where new connections keep going
 
 
 @dataclass(frozen=True)
@@ -219,17 +234,23 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     if vip.hash == "source_ip":  # hashed in the slow path, once per client address (megaflows match it)
         enter: tuple[Action, ...] = (SetField(REG_VIP, vip.uid),)
         goto: int | None = Table.DECIDE
-        pick: Action = Multipath("nw_src", vip.n_slots, REG_SLOT, SLOT_BITS)
+        picks: tuple[Action, ...] = (Multipath("nw_src", vip.n_slots, REG_SLOT, SLOT_BITS),)
     else:  # the datapath hashes the 5-tuple; megaflows match hash bits, not connections
         enter, goto = (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
-        pick = Move("dp_hash", REG_SLOT, bits)
+        picks = (Move("dp_hash", REG_SLOT, bits),)
+        if vip.ip_proto == 17:  # the hash has no UDP ports: the low slot bits are the client port's
+            picks = (
+                Move("udp_src", REG_SLOT, UDP_PORT_BITS),
+                Move("dp_hash", REG_SLOT, bits - UDP_PORT_BITS, dst_ofs=UDP_PORT_BITS),
+            )
     return [
         Rule(Table.INGRESS, priority, match_items(**fields), enter, goto=goto, owner=vip_owner),
         Rule(
             Table.DECIDE,
             Priority.SLOT,
-            match_items(**{REG_VIP: vip.uid}),
-            (pick, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
+            # the protocol is matched again: moving a port's bits needs it
+            match_items(eth_type=ETH_IP, ip_proto=vip.ip_proto, **{REG_VIP: vip.uid}),
+            (*picks, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
             goto=Table.CHOSEN,
             owner=vip_owner,
         ),
@@ -279,9 +300,12 @@ def slot_rules(
         ]
     regs = {REG_POOL: pool_uid, REG_SLOT: slot}
     rules = []
+    hold = handover is not None and handover.first is not None
+    if hold:
+        target = handover.first  # new connections keep going where they went, pinned
     if target is not None:
         rules.append(Rule(Table.SLOTS, Priority.SLOT, match_items(**regs), _send(target), owner=pool_owner))
-    if handover is None or handover.old == target:
+    if handover is None or (handover.old == target and not hold):
         return rules
     if handover.tcp and 6 in protocols:
         syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)

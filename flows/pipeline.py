@@ -73,6 +73,9 @@ REG_CHOSEN = "reg2"  # bit 0 set when SLOTS chose a backend
 REG_POOL = "reg3"  # uid of the pool whose slot table applies
 
 SLOT_BITS = 16
+# Open vSwitch's datapath hash (symmetric L3/L4) leaves UDP ports out: a UDP
+# VIP's slot takes these low bits from the client's port, the rest from the hash.
+UDP_PORT_BITS = 4
 MAX_SLOTS_OVS = 1 << SLOT_BITS
 
 
@@ -96,7 +99,9 @@ CONTRACT: dict[int, TableContract] = {
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(
-        frozenset({REG_VIP}), frozenset({Table.SLOTS, Table.CHOSEN}), "drop (no rule for the VIP)"
+        frozenset({"eth_type", "ip_proto", REG_VIP}),
+        frozenset({Table.SLOTS, Table.CHOSEN}),
+        "drop (no rule for the VIP)",
     ),
     Table.SLOTS: TableContract(
         frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", "tcp_flags", REG_POOL, REG_SLOT}),

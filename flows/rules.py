@@ -54,12 +54,14 @@ class SetField:
 
 @dataclass(frozen=True)
 class Move:
-    """Nicira register move: copy the low ``n_bits`` of ``src`` into the low
-    bits of ``dst``."""
+    """Nicira register move: copy ``n_bits`` of ``src`` from bit ``src_ofs``
+    into ``dst`` from bit ``dst_ofs``."""
 
     src: str
     dst: str
     n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ from ryu_dsr.model import (
     parse_pool,
     parse_vip,
 )
-from ryu_dsr.slots import Planned, SlotPlanner, saved_form
+from ryu_dsr.slots import HOLD, Planned, SlotPlanner, saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch
 
@@ -640,7 +640,15 @@ class Balancer:
         tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
         if not (tcp or udp):
             return None
-        return Handover(SlotTarget(self.locator.where(backend)[0], backend.uid), tcp, udp)
+        first = None
+        if age < HOLD:  # the hold: new connections stay where they went, if that backend still takes them
+            leader = self.config.pools[name].backends.get(move.leader)
+            if leader is not None and leader.uid in self.pinnable.get(name, ()):
+                first = self._target_of(leader)
+        return Handover(self._target_of(backend), tcp, udp, first)
+
+    def _target_of(self, backend: Backend) -> SlotTarget:
+        return SlotTarget(self.locator.where(backend)[0], backend.uid)
 
     def _vip_plan(self, name: str, mode: str) -> VipPlan:
         vip = self.config.vips[name]
@@ -757,7 +765,11 @@ class Balancer:
         return changed
 
     def _plan_tables(self, pool: Pool):
-        holders = {b.ip for b in pool.backends.values() if b.uid in self.pinnable.get(pool.name, ())}
+        # Backends that may hold connections; none while no VIP uses the pool
+        # (backends found one after another in a new pool hand nothing over).
+        holders = set()
+        if self.config.vips_by_pool.get(pool.name):
+            holders = {b.ip for b in pool.backends.values() if b.uid in self.pinnable.get(pool.name, ())}
         return self.planner.plan(
             pool.name, len(pool.backends), self._weights(pool), self._plain_switches(), self.wall(), holders
         )

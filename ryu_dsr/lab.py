@@ -186,12 +186,41 @@ class Lab:
         proc = self.spawn(
             host, sys.executable, str(TOOLS / "echo_server.py"), host, str(port), bind, log=f"{host}-http.log"
         )
+        self._wait_listening(host, port, "HTTP server")
+        return proc
+
+    def serve_haproxy(self, host: str, port: int = 80) -> subprocess.Popen:
+        """HAProxy answering every HTTP request itself (200, a short body):
+        a backend fast enough that the network is what a benchmark sees."""
+        conf = self.run_dir / f"{host}-haproxy.cfg"
+        conf.write_text(
+            "global\n maxconn 8000\ndefaults\n mode http\n timeout client 5s\n timeout server 5s\n"
+            f" timeout connect 5s\nfrontend web\n bind 0.0.0.0:{port}\n"
+            f" http-request return status 200 content-type text/plain string {host}\n"
+        )
+        proc = self.spawn(host, "haproxy", "-f", str(conf), "-db", log=f"{host}-haproxy.log")
+        self._wait_listening(host, port, "HAProxy")
+        return proc
+
+    def serve_udp(self, host: str, port: int, addresses: list[str]) -> subprocess.Popen:
+        """tools/udp_echo.py: answers each datagram, from the address it was sent to."""
+        proc = self.spawn(
+            host, sys.executable, str(TOOLS / "udp_echo.py"), host, str(port), *addresses, log=f"{host}-udp.log"
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if f":{port} " in self.run(host, "ss", "-lunH", check=False):
+                return proc
+            time.sleep(0.05)
+        raise RuntimeError(f"UDP server on {host} did not start")
+
+    def _wait_listening(self, host: str, port: int, what: str) -> None:
         deadline = time.time() + 10
         while time.time() < deadline:
             if f":{port} " in self.run(host, "ss", "-ltnH", check=False):
-                return proc
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"HTTP server on {host} did not start")
+        raise RuntimeError(f"{what} on {host} did not start")
 
     # ---------------------------------------------------------- controller
 

@@ -94,6 +94,8 @@ def to_action(action):
             src_field=FIELD_NAMES.get(action.src, action.src),
             dst_field=FIELD_NAMES.get(action.dst, action.dst),
             n_bits=action.n_bits,
+            src_ofs=action.src_ofs,
+            dst_ofs=action.dst_ofs,
         )
     if isinstance(action, Group):
         return parser.OFPActionGroup(action.group_id)

@@ -41,12 +41,23 @@ MIN_SLOTS = 64
 Table = list[str | None]
 
 
+HOLD = 2.0  # seconds a moved slot keeps sending new connections where they went before
+
+
 @dataclass(frozen=True)
 class SlotMove:
-    """A slot's backend changed at ``since`` (wall clock); ``old`` held it."""
+    """A slot's backend changed at ``since`` (wall clock). ``old`` holds the
+    connections the switch cannot tell from new ones; ``first`` is where new
+    connections went until this move (they keep going there for ``HOLD``
+    seconds, pinned, before they follow the slot: see ``flows.compute``)."""
 
     old: str
     since: float
+    first: str | None = None
+
+    @property
+    def leader(self) -> str:
+        return self.first or self.old
 
 
 @dataclass
@@ -138,8 +149,10 @@ class SlotPlanner:
                 holder = current.old if current else a
                 if holder is None or holder == b or holder not in holders:
                     moves.pop(slot, None)
-                else:
-                    moves[slot] = SlotMove(holder, now)
+                    continue
+                held = current is not None and now - current.since < HOLD
+                first = current.leader if held else a  # where new connections went until now
+                moves[slot] = SlotMove(holder, now, first if first != holder else None)
         return Planned(size, new, moves)
 
     def _grown_moves(self, pool: str, size: int, now: float) -> dict[int, SlotMove]:
@@ -171,7 +184,7 @@ class SlotPlanner:
         known = self.moves.get(pool, {})
         for slot, move in moves.items():
             if known.get(slot) != move:
-                for window in {self.tcp_window, self.udp_window}:
+                for window in {HOLD, self.tcp_window, self.udp_window}:
                     heapq.heappush(self._deadlines, (move.since + window, pool, slot, move.since))
         if moves:
             self.moves[pool] = dict(moves)
@@ -190,8 +203,9 @@ class SlotPlanner:
         return ended
 
     def expire(self, now: float) -> list[tuple[str, int]]:
-        """(pool, slot) of every handover whose window (TCP or UDP) ended by
-        ``now``: their rules change; moves past both windows are forgotten."""
+        """(pool, slot) of every handover whose hold or window (TCP or UDP)
+        ended by ``now``: their rules change; moves past both windows are
+        forgotten."""
         changed = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _when, pool, slot, since = heapq.heappop(self._deadlines)
@@ -229,11 +243,14 @@ class SlotPlanner:
             raise InvalidInput(f"{where}.size", "must name one of its tables")
         moves: dict[int, SlotMove] = {}
         for slot, move in (body.get("moves") or {}).items():
-            ok = str(slot).isdigit() and int(slot) < size and isinstance(move, list) and len(move) == 2
-            if not ok or not isinstance(move[0], str) or not isinstance(move[1], (int, float)):
-                raise InvalidInput(f"{where}.moves.{slot}", "must be [old backend IP, time] for a slot of the table")
+            ok = str(slot).isdigit() and int(slot) < size and isinstance(move, list) and len(move) in (2, 3)
+            ok = ok and isinstance(move[0], str) and isinstance(move[1], (int, float))
+            if not ok or not (len(move) == 2 or move[2] is None or isinstance(move[2], str)):
+                raise InvalidInput(
+                    f"{where}.moves.{slot}", "must be [old backend IP, time, first backend IP or null] for a slot"
+                )
             if now - move[1] < self.window:
-                moves[int(slot)] = SlotMove(move[0], float(move[1]))
+                moves[int(slot)] = SlotMove(move[0], float(move[1]), move[2] if len(move) == 3 else None)
         self.sizes[pool] = size
         self.tables[pool] = tables
         self._set_moves(pool, moves)
@@ -244,5 +261,5 @@ def saved_form(planned: Planned) -> dict[str, Any]:
     return {
         "size": planned.size,
         "tables": {str(k): v for k, v in planned.tables.items()},
-        "moves": {str(slot): [move.old, move.since] for slot, move in sorted(planned.moves.items())},
+        "moves": {str(slot): [move.old, move.since, move.first] for slot, move in sorted(planned.moves.items())},
     }

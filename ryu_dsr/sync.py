@@ -101,7 +101,10 @@ class RuleSync:
             else:
                 self.owner_keys.pop(who, None)
         self.rules_computed += computed
-        adds.sort(key=lambda command: -command.rule.table)  # slot rules before what leads to them
+        # Slot rules before what leads to them; in a table, higher priority
+        # first, so a moved slot's handover rules are in place before its
+        # new backend is (connections open on the old one never see it).
+        adds.sort(key=lambda command: (-command.rule.table, -command.rule.priority))
         commands: list[Command] = setup + list(adds)
         if not self.dirty:
             # Deletes come last, so a key another owner took is replaced in

@@ -56,6 +56,15 @@ class Rig:
         self.resolve_all()  # the backends answered their checks meanwhile
         self.balancer.tick()
 
+    def pass_hold(self) -> None:
+        """Let the hold of the slots that just moved pass (new connections
+        follow the slot's new backend from then on)."""
+        from ryu_dsr.slots import HOLD
+
+        self.clock.now += HOLD
+        self.resolve_all()
+        self.balancer.tick()
+
     def resolve_all(self, dpid: int = 1) -> None:
         for ip, (mac, port) in BACKENDS.items():
             self.answer_arp(ip, mac, port, dpid)

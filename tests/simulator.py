@@ -104,8 +104,9 @@ def multipath_hash(packet: dict, fields: str, n_links: int) -> int:
 
 
 def datapath_hash(packet: dict) -> int:
-    """A symmetric 5-tuple hash, never 0 (as Open vSwitch's dp_hash)."""
-    ports = L4.get(packet.get("ip_proto"), ("", ""))
+    """A symmetric L3/L4 hash, never 0, as Open vSwitch's dp_hash: like it,
+    the ports of TCP are in, those of UDP are not."""
+    ports = L4.get(packet.get("ip_proto"), ("", "")) if packet.get("ip_proto") == 6 else ("", "")
     addresses = sorted([packet["ipv4_src"], packet["ipv4_dst"]])
     l4 = sorted([packet.get(ports[0], 0), packet.get(ports[1], 0)])
     return zlib.crc32(f"{addresses}{packet.get('ip_proto')}{l4}".encode()) or 1
@@ -213,7 +214,11 @@ class FakeSwitch:
                 packet[action.field] = action.value
             elif isinstance(action, Move):
                 value = packet[action.src]
-                packet[action.dst] = value & ((1 << action.n_bits) - 1) if isinstance(value, int) else value
+                if isinstance(value, int):  # bits of a number; addresses move whole
+                    mask = (1 << action.n_bits) - 1
+                    bits = ((value >> action.src_ofs) & mask) << action.dst_ofs
+                    value = (packet.get(action.dst, 0) & ~(mask << action.dst_ofs)) | bits
+                packet[action.dst] = value
             elif isinstance(action, Resubmit):
                 self._walk(action.table, packet, out)
             elif isinstance(action, Group):

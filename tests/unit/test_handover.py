@@ -3,7 +3,7 @@ and only for its windows; walked through the simulator."""
 
 from __future__ import annotations
 
-from ryu_dsr.flows.pipeline import Kind, Priority, Table, kind_of
+from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Priority, Table, kind_of
 
 from ryu_dsr.slots import SlotMove, SlotPlanner
 from tests.conftest import BACKENDS, CLIENT_MAC
@@ -14,20 +14,29 @@ MAC = {ip: mac for ip, (mac, _port) in BACKENDS.items()}
 
 
 def slot_of(rig, packet: dict) -> int:
-    return datapath_hash(packet) % len(rig.balancer.planner.table("web"))
+    """The slot the pipeline picks: hash bits; for UDP, whose datapath hash
+    has no ports, the client port's low bits below them."""
+    size = len(rig.balancer.planner.table("web"))
+    if packet["ip_proto"] == 17:
+        low = packet["udp_src"] & ((1 << UDP_PORT_BITS) - 1)
+        return low | (datapath_hash(packet) << UDP_PORT_BITS) % size
+    return datapath_hash(packet) % size
 
 
 def handover_rules(switch) -> list:
     return [r for r in switch.rules(Table.SLOTS) if r.priority in (Priority.HANDOVER, Priority.HANDOVER_SYN)]
 
 
-def reweigh(rig):
+def reweigh(rig, hold: bool = False):
     """10.0.0.13 to weight 50 (of 100 for the others): some of its slots
-    move; the connections that were open, by whether their slot moved."""
+    move; the connections that were open, by whether their slot moved. The
+    hold passes unless ``hold``."""
     before = list(rig.balancer.planner.table("web"))
     open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 22000)]
     open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"]
     rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    if not hold:
+        rig.pass_hold()
     after = rig.balancer.planner.table("web")
     moved = [p for p in open_ if after[slot_of(rig, p)] != "10.0.0.13"]
     kept = [p for p in open_ if after[slot_of(rig, p)] == "10.0.0.13"]
@@ -68,7 +77,7 @@ def test_udp_flows_stay_for_the_udp_window_then_new_flows_move(tmp_path):
     before = list(rig.balancer.planner.table("web"))
     rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
     after = rig.balancer.planner.table("web")
-    flows = [udp("10.0.0.1", VIP, s, 53, CLIENT_MAC, VIP_MAC) for s in range(20000, 24000)]
+    flows = [udp(f"10.7.0.{c}", VIP, s, 53, CLIENT_MAC, VIP_MAC) for c in range(1, 60) for s in range(20000, 20064)]
     flows = [p for p in flows if before[slot_of(rig, p)] == "10.0.0.13" != after[slot_of(rig, p)]]
     stream, late = flows[:10], flows[10:40]
     assert {backend_of(switch.send(p, 1)) for p in stream} == {"10.0.0.13"}  # pinned
@@ -118,7 +127,9 @@ def test_a_table_that_doubles_keeps_its_handovers_on_both_copies_of_a_slot():
     assert grown.size == 256
     for slot, move in moved.moves.items():
         assert planner.move("web", slot) == planner.move("web", slot + 128) == move
-    # windows end in order: UDP (changes the rules), then TCP (forgotten)
+    # windows end in order: the hold and UDP (both change the rules), then TCP (forgotten)
+    assert planner.expire(11) == []
+    assert len(planner.expire(12)) == 2 * len(moved.moves)
     assert planner.expire(19) == []
     assert len(planner.expire(21)) == 2 * len(moved.moves)
     assert planner.moves["web"]
@@ -153,3 +164,24 @@ def test_removing_the_old_backend_of_a_handover_removes_its_handover_rules(tmp_p
     assert handover_rules(switch) == [] and not rig.balancer.planner.moves.get("web")
     saved = rig.balancer.store.load().slots["web"]["moves"]
     assert "10.0.0.13" not in {old for old, _since in saved.values()}
+
+
+def test_during_the_hold_every_connection_of_a_moved_slot_is_pinned_where_it_already_goes(tmp_path):
+    rig, switch = ready(tmp_path)
+    moved, _kept = reweigh(rig, hold=True)
+    slots = {slot_of(rig, p) for p in moved}
+    table = rig.balancer.planner.table("web")
+    # the slot's rule still sends to the old backend; a SYN too, and it is pinned there
+    fresh = [syn("10.0.0.6", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 33000)]
+    fresh = [p for p in fresh if slot_of(rig, p) in slots][:20]
+    assert {backend_of(switch.send(p, 1)) for p in fresh} == {"10.0.0.13"}
+    assert {backend_of(switch.send(p, 1)) for p in moved} == {"10.0.0.13"}
+    assert len(pins(switch, MAC["10.0.0.13"])) == len(fresh) + len(moved)
+    # after the hold, SYNs follow the slot; the connections pinned meanwhile stay
+    rig.pass_hold()
+    later = [syn("10.0.0.6", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(40000, 43000)]
+    later = [p for p in later if slot_of(rig, p) in slots][:20]
+    assert {backend_of(switch.send(p, 1)) for p in later} == {table[slot_of(rig, p)] for p in later} != {"10.0.0.13"}
+    for p in fresh:
+        rest = {k: v for k, v in p.items() if k != "tcp_flags"}
+        assert backend_of(switch.send(rest, 1)) == "10.0.0.13"

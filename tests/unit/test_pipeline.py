@@ -149,6 +149,7 @@ def test_established_connections_stay_when_a_backend_is_added(tmp_path):
     }
     assert switch.learned == 0
     rig.balancer.add_backend("web", {"ip": "10.0.0.14", "mac": "02:00:00:00:00:0e", "location": {"dpid": 1, "port": 5}})
+    rig.pass_hold()
     BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"] = "10.0.0.14", 5
     try:
         after = {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before}
@@ -182,6 +183,7 @@ def test_draining_backend_keeps_its_connections_but_gets_no_new_ones(tmp_path):
     }
     rig.sent.clear()
     rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
+    rig.pass_hold()  # new connections stop going to it two seconds later
     assert not [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDeleteByCookie)]
     assert {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before} == before
     fresh = {backend_of(switch.send(syn("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
@@ -254,9 +256,16 @@ def test_a_change_sends_only_what_differs(tmp_path):
     new_table = rig.balancer.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
-    # each moved slot: its new backend, and two handover rules (TCP SYN, other TCP)
-    assert len(sent) == 3 * moved
+    # each moved slot: two handover rules (TCP SYN, other TCP), its backend unchanged for the hold
+    assert len(sent) == 2 * moved
     assert all(isinstance(c, FlowAdd) and c.rule.table == Table.SLOTS for c in sent)
+    rig.sent.clear()
+    rig.pass_hold()
+    sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
+    # then its new backend, and SYNs to it; in that order (higher priority first)
+    assert len(sent) == 2 * moved
+    priorities = [c.rule.priority for c in sent]
+    assert priorities == sorted(priorities, reverse=True) and priorities[0] > priorities[-1]
     assert abs(moved - size * (1 / 3 - 50 / 250)) <= 2  # 13 gives up exactly its surplus share
 
 

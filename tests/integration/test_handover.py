@@ -1,0 +1,93 @@
+"""Issue: new connections at the speed of a direct path, and no connection
+broken by a slot move. On real Open vSwitch: 20 long-lived TCP connections
+and 20 long-lived UDP flows keep their backend while a backend joins the
+pool (its slots move and the table doubles), with ApacheBench opening more
+than 1,000 new connections a second beside them."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+from ryu_dsr.flows.pipeline import Kind, Table
+
+from ryu_dsr.lab import TOOLS
+from tests.integration.conftest import VIP, fabric_fixture, wait_for
+
+STREAMS = 20
+UDP_PORT = 5300
+fabric = fabric_fixture("dsrv", rest_port=18096, of_port=16696)
+
+
+def pins_by_protocol(fabric) -> dict[int, int]:
+    counts = {6: 0, 17: 0}
+    for line in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, f"table={int(Table.SLOTS)}").splitlines():
+        cookie = re.search(r"cookie=0x([0-9a-f]+)", line)
+        if cookie and int(cookie[1], 16) >> 56 == Kind.PIN:
+            counts[6 if ",tcp," in line else 17] += 1
+    return counts
+
+
+def test_long_lived_tcp_and_udp_survive_a_slot_move_beside_a_thousand_new_connections_a_second(fabric):
+    lab = fabric.lab
+    for name in ("b11", "b12", "b13"):
+        lab.serve_haproxy(name, 8080)  # short connections: HAProxy, fast
+        lab.serve_udp(name, UDP_PORT, [VIP, lab.hosts[name].ip])
+    fabric.create_web(backends=(11, 12))  # www: VIP:80, the long-lived HTTP streams
+    for name, protocol, port in (("short", "tcp", 8080), ("dns", "udp", UDP_PORT)):
+        vip = {"name": name, "ip": VIP, "protocol": protocol, "port": port, "pool": "web", "hash": "5tuple"}
+        assert fabric.api("POST", "/v1/vips", vip)[0] == 201
+    time.sleep(0.5)
+    tcp = lab.spawn_client(
+        "c1",
+        f"http://{VIP}/",
+        "--streams",
+        str(STREAMS),
+        "--lines",
+        "90",
+        "--ms",
+        "100",
+        "--timeout",
+        "5",
+        log="tcp.json",
+    )
+    udp = lab.spawn(
+        "c1",
+        sys.executable,
+        str(TOOLS / "udp_load.py"),
+        VIP,
+        str(UDP_PORT),
+        "--streams",
+        str(STREAMS),
+        "--seconds",
+        "9",
+        "--interval",
+        "0.05",
+        log="udp.json",
+    )
+    short = lab.spawn("c1", "ab", "-r", "-t", "8", "-n", "1000000", "-c", "8", f"http://{VIP}:8080/", log="ab.txt")
+    time.sleep(2.0)
+    assert fabric.api("POST", "/v1/pools/web/backends", {"ip": "10.0.0.13"})[0] == 201
+    wait_for(lambda: fabric.api("GET", "/v1/pools/web/backends/10.0.0.13")[1]["status"]["state"] == "up", what="b13")
+    assert short.wait(60) == 0 and tcp.wait(60) == 0 and udp.wait(60) == 0
+
+    streams = lab.client_report("tcp.json")
+    assert streams["intact"] == STREAMS, [r for r in streams["results"] if not r["intact"]]
+    flows = json.loads((lab.run_dir / "udp.json").read_text().strip().splitlines()[-1])
+    assert flows["intact"] == STREAMS, [f for f in flows["streams"] if not f["intact"]]
+    report = (lab.run_dir / "ab.txt").read_text()
+    done = int(re.search(r"Complete requests:\s+(\d+)", report)[1])
+    failed = int(re.search(r"Failed requests:\s+(\d+)", report)[1])
+    seconds = float(re.search(r"Time taken for tests:\s+([\d.]+)", report)[1])
+    assert failed == 0 and "Non-2xx" not in report, report
+    assert done / seconds > 1000 and seconds > 4, report  # it ran through the change
+    # the move was real: some streams were in moved slots and are pinned there
+    pins = pins_by_protocol(fabric)
+    assert pins[6] > 0 and pins[17] > 0, pins
+    _, pool = fabric.api("GET", "/v1/pools/web")
+    assert pool["slots"] == 256 and {b["ip"]: b["status"]["slots"] for b in pool["backends"]}["10.0.0.13"] > 60
+    # and new connections follow the table to the new backend
+    after = lab.requests("c1", f"http://{VIP}/", 60)
+    assert after["failed"] == 0 and after["by_backend"].get("b13", 0) > 5
