@@ -28,4 +28,5 @@ integration:
 bench: setup
 	$(PY) bench/hash_table.py
 	$(PY) bench/failover.py
+	$(PY) bench/cps.py
 	$(PY) bench/scale.py

@@ -99,7 +99,7 @@ class SwitchPlan:
     probe_mac: str
     probe_ip: str | None = None  # answered by ARP in the switch, for health probes
     pin_idle_timeout: int = 300
-    pin_fin_timeout: int = 5
+    pin_fin_timeout: int = 20
     pin_limit: int = 0  # pins per backend on a switch; 0: no limit
 
 

@@ -75,7 +75,15 @@ OPTIONS = (
         low=1,
         high=65535,
     ),
-    Option("pin_fin_timeout", int, 5, "seconds a TCP connection keeps its pin after FIN or RST", low=0, high=65535),
+    Option(
+        "pin_fin_timeout",
+        int,
+        20,
+        "seconds a TCP connection keeps its pin after FIN or RST; keep it above Open vSwitch's datapath flow idle "
+        "time (10 s), or a client that reuses its port may find its new connection's pin gone",
+        low=0,
+        high=65535,
+    ),
     Option(
         "handover_window",
         int,

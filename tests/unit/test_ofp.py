@@ -81,7 +81,7 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
         for message in (ofp.encode_flow_add(handover, 1), bytes(group.buf))
     )
     assert "learn(table=2" in flow and "limit=500" in flow and "NXM_NX_REG3[]" in flow, flow
-    assert "fin_idle_timeout=5" in flow and "idle_timeout=300" in flow
+    assert "fin_idle_timeout=20" in flow and "idle_timeout=300" in flow
     assert "type=select" in group_text and "resubmit(,1)" in group_text, group_text
 
 
