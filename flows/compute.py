@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
     REG_CHOSEN,
+    REG_LEARNED,
     REG_POOL,
     REG_SLOT,
     REG_VIP,
@@ -309,7 +310,14 @@ def slot_rules(
         return rules
     if handover.tcp and 6 in protocols:
         syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
-        first = _send(target) + (_pin(switch, 6, target, n_slots),) if target is not None else ()  # none: dropped
+        first: tuple[Action, ...] = ()  # no backend for new connections: dropped
+        if target is not None:
+            # At the pin limit the SYN goes where the connection's next
+            # packets will (the old backend), not unpinned to the new one.
+            pin = _pin(switch, 6, target, n_slots, result=REG_LEARNED)
+            first = (*_send(target), pin, Resubmit(Table.UNPINNED))
+            refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
+            rules.append(Rule(Table.UNPINNED, Priority.SLOT, refused, _send(handover.old), owner=pool_owner))
         rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, first, owner=pool_owner))
     for ip_proto in sorted(protocols):
         if handover.tcp if ip_proto == 6 else handover.udp:
@@ -323,7 +331,7 @@ def _send(target: SlotTarget) -> tuple[Action, ...]:
     return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1))
 
 
-def _pin(switch: SwitchPlan, ip_proto: int, target: SlotTarget, n_slots: int) -> LearnPin:
+def _pin(switch: SwitchPlan, ip_proto: int, target: SlotTarget, n_slots: int, result: str | None = None) -> LearnPin:
     """Pin the packet's connection (in its pool and slot) to ``target``. The
     pin matches the slot's bits only: when the table doubles, slot i is i or
     i + n, and the pin still holds."""
@@ -337,6 +345,7 @@ def _pin(switch: SwitchPlan, ip_proto: int, target: SlotTarget, n_slots: int) ->
         priority=Priority.PIN,
         regs=((REG_POOL, 32), (REG_SLOT, n_slots.bit_length() - 1)),
         limit=switch.pin_limit,
+        result=result,
     )
 
 

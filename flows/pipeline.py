@@ -42,6 +42,7 @@ class Table(IntEnum):
     CHOSEN = 3  # a backend was chosen: on to L2; else drop
     ETH_SRC = 4
     ETH_DST = 5
+    UNPINNED = 6  # a handover's SYN whose pin was refused (the limit): to the old backend; by resubmit only
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -71,6 +72,7 @@ REG_SLOT = "reg0"  # slot number computed by multipath
 REG_VIP = "reg1"  # uid of the VIP being served
 REG_CHOSEN = "reg2"  # bit 0 set when SLOTS chose a backend
 REG_POOL = "reg3"  # uid of the pool whose slot table applies
+REG_LEARNED = "reg4"  # bit 0: the pin a handover's SYN asked for was learned
 
 SLOT_BITS = 16
 # Open vSwitch's datapath hash (symmetric L3/L4) leaves UDP ports out: a UDP
@@ -105,7 +107,7 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.SLOTS: TableContract(
         frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", "tcp_flags", REG_POOL, REG_SLOT}),
-        frozenset({Table.ETH_SRC}),
+        frozenset({Table.ETH_SRC, Table.UNPINNED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
     ),
     Table.CHOSEN: TableContract(frozenset({REG_CHOSEN}), frozenset({Table.ETH_SRC}), "drop (no backend chosen)"),
@@ -113,6 +115,9 @@ CONTRACT: dict[int, TableContract] = {
         frozenset({"in_port", "eth_src"}), frozenset({Table.ETH_DST}), "learning: to the controller and ETH_DST"
     ),
     Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
+    Table.UNPINNED: TableContract(
+        frozenset({REG_POOL, REG_SLOT, REG_LEARNED}), frozenset(), "nothing: resubmit returns (the pin was learned)"
+    ),
 }
 
 

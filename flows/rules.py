@@ -94,7 +94,8 @@ class LearnPin:
     """Nicira learn: install a flow in ``table`` matching the low bits of the
     packet's registers (``regs``: (register, bits) pairs) and its exact
     5-tuple, that loads the packet's current eth_dst and sets bit 0 of
-    ``flag_reg``; at most ``limit`` flows with ``cookie`` (0: no limit).
+    ``flag_reg``; at most ``limit`` flows with ``cookie`` (0: no limit),
+    and ``result``'s bit 0 set to whether it learned.
 
     This is the only shape of learn the pipeline needs, so it is one action
     rather than a general learn-spec language.
@@ -109,6 +110,7 @@ class LearnPin:
     priority: int = 100
     regs: tuple[tuple[str, int], ...] = ()
     limit: int = 0
+    result: str | None = None  # a register whose bit 0 says whether the pin was learned (under the limit)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "l3l4": 3, "nw_src": 4}
 L4_NXM = {6: ("tcp_src_nxm", "tcp_dst_nxm"), 17: ("udp_src_nxm", "udp_dst_nxm")}
 FIELD_NAMES = {"dp_hash": "_dp_hash"}  # Ryu's name of Open vSwitch's experimenter OXM
 NXAST_LEARN2 = 45  # learn with a limit (Open vSwitch 2.8+; Ryu 4.34 has no class for it)
+NX_LEARN_F_WRITE_RESULT = 1 << 2  # learn2 writes whether it learned into a field
 OFPGC_ADD_OR_MOD = 0x8000  # Open vSwitch: create a group or replace it in place
 
 
@@ -136,19 +137,21 @@ def _learn(pin: LearnPin):
         hard_timeout=0,
         priority=pin.priority,
         cookie=pin.cookie,
-        flags=0,
+        flags=NX_LEARN_F_WRITE_RESULT if pin.result else 0,
         fin_idle_timeout=pin.fin_idle_timeout,
         fin_hard_timeout=0,
     )
-    if not pin.limit:
+    if not pin.limit and not pin.result:
         return learn
-    # nx_action_learn2: nx_action_learn's body, then limit, result_dst_ofs
-    # and padding (no result_dst: the flag that asks for one is not set).
+    # nx_action_learn2: nx_action_learn's body, then limit, result_dst_ofs,
+    # padding, the result field's header (when the flag asks for it), specs.
     body = learn.serialize_body()
     head = struct.calcsize(learn._fmt_str)
-    return parser.NXActionUnknown(
-        NXAST_LEARN2, bytes(body[:head]) + struct.pack("!IHxx", pin.limit, 0) + bytes(body[head:])
-    )
+    result = bytearray()
+    if pin.result:
+        ofp.oxm_serialize_header(ofp.oxm_from_user_header(pin.result), result, 0)
+    extra = struct.pack("!IHxx", pin.limit, 0) + bytes(result)
+    return parser.NXActionUnknown(NXAST_LEARN2, bytes(body[:head]) + extra + bytes(body[head:]))
 
 
 def to_instructions(rule: Rule) -> list:

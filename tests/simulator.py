@@ -253,7 +253,11 @@ class FakeSwitch:
         table = self.tables.setdefault(pin.table, {})
         if pin.limit and sum(1 for r in table.values() if r.cookie == pin.cookie) >= pin.limit:
             self.refused += 1
+            if pin.result:
+                packet[pin.result] = packet.get(pin.result, 0) & ~1
             return
+        if pin.result:
+            packet[pin.result] = packet.get(pin.result, 0) | 1
         rule = Rule(
             pin.table,
             pin.priority,

@@ -89,17 +89,23 @@ def test_udp_flows_stay_for_the_udp_window_then_new_flows_move(tmp_path):
     assert "10.0.0.13" not in {after[slot_of(rig, p)] for p in late}
 
 
-def test_a_syn_flood_during_a_handover_stops_at_the_pin_limit_and_is_still_served(tmp_path):
+def test_a_syn_flood_during_a_handover_stops_at_the_pin_limit_and_every_connection_stays_whole(tmp_path):
     rig, switch = ready(tmp_path, settings={"pin_limit": 25})
     moved, _kept = reweigh(rig)
     slots = {slot_of(rig, p) for p in moved}
     table = rig.balancer.planner.table("web")
     flood = [syn(f"10.8.{i // 200}.{i % 200}", VIP, 1024 + i, 80, CLIENT_MAC, VIP_MAC) for i in range(3000)]
     flood = [p for p in flood if slot_of(rig, p) in slots][:300]
-    for p in flood:
-        assert backend_of(switch.send(p, 1)) == table[slot_of(rig, p)]
+    first = {p["tcp_src"]: backend_of(switch.send(p, 1)) for p in flood}
     per_backend = {mac: len(pins(switch, mac)) for mac in MAC.values()}
     assert max(per_backend.values()) == 25 and switch.refused > 0
+    # under the limit a SYN goes to the slot's new backend; over it, where the
+    # connection's later packets go too (the old backend): served either way
+    assert {first[p["tcp_src"]] for p in flood[:20]} == {table[slot_of(rig, p)] for p in flood[:20]}
+    assert "10.0.0.13" in first.values()
+    for p in flood:
+        rest = {k: v for k, v in p.items() if k != "tcp_flags"}
+        assert backend_of(switch.send(rest, 1)) == first[p["tcp_src"]]
 
 
 def test_an_old_backend_that_dies_ends_its_handovers_and_its_connections_move_on(tmp_path):

@@ -70,7 +70,7 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
     assert move.src_field == "_dp_hash" and move.n_bits == 5  # 32 slots
     dns = next(r for r in rules if r.table == Table.DECIDE and type(r.actions[0]).__name__ == "Multipath")
     assert ofp.to_action(dns.actions[0]).fields == ofp.HASH_FIELDS["nw_src"]
-    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Priority.HANDOVER)
+    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Priority.HANDOVER_SYN)
     learn = ofp.to_action(handover.actions[2])
     assert learn.subtype == ofp.NXAST_LEARN2
     # Open vSwitch's own decoder reads the flow mod and its group as meant
@@ -81,6 +81,7 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
         for message in (ofp.encode_flow_add(handover, 1), bytes(group.buf))
     )
     assert "learn(table=2" in flow and "limit=500" in flow and "NXM_NX_REG3[]" in flow, flow
+    assert "result_dst=NXM_NX_REG4[0]" in flow and "resubmit(,6)" in flow, flow
     assert "fin_idle_timeout=20" in flow and "idle_timeout=300" in flow
     assert "type=select" in group_text and "resubmit(,1)" in group_text, group_text
 

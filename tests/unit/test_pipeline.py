@@ -256,9 +256,10 @@ def test_a_change_sends_only_what_differs(tmp_path):
     new_table = rig.balancer.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
-    # each moved slot: two handover rules (TCP SYN, other TCP), its backend unchanged for the hold
-    assert len(sent) == 2 * moved
-    assert all(isinstance(c, FlowAdd) and c.rule.table == Table.SLOTS for c in sent)
+    # each moved slot: two handover rules (TCP SYN, other TCP) and where a SYN
+    # goes if its pin is refused; its backend unchanged for the hold
+    assert len(sent) == 3 * moved
+    assert all(isinstance(c, FlowAdd) and c.rule.table in (Table.SLOTS, Table.UNPINNED) for c in sent)
     rig.sent.clear()
     rig.pass_hold()
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
