@@ -24,6 +24,7 @@ def pool_json(balancer: Any, name: str) -> dict:
     out = pool.to_json()
     out["backends"] = [backend_json(balancer, name, ip) for ip in pool.backends]
     out["slots"] = len(balancer.planner.table(name))
+    out["handover"] = balancer.handover_status(name)
     return out
 
 

@@ -63,9 +63,19 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
         rest = dict(p)
         del rest["tcp_flags"]
         assert backend_of(switch.send(rest, 1)) == table[slot_of(rig, p)]
+    # the REST view says which slots hand over, and for whom
+    from ryu_dsr.rest import views
+
+    pool = views.pool_json(rig.balancer, "web")
+    moved_slots = len(rig.balancer.planner.moves["web"])  # 10.0.0.13's surplus
+    assert pool["handover"]["slots"] == moved_slots > 0 and pool["handover"]["holding"] == 0
+    assert pool["handover"]["ends"].endswith("Z")
+    holders = {b["ip"]: b["status"]["handover_slots"] for b in pool["backends"]}
+    assert holders["10.0.0.13"] == moved_slots and holders["10.0.0.11"] == 0
     # the window ends: handover rules go, pins stay until their connections idle
     pinned = len(pins(switch))
     rig.settle()
+    assert views.pool_json(rig.balancer, "web")["handover"] == {"slots": 0, "holding": 0, "ends": None}
     assert handover_rules(switch) == [] and len(pins(switch)) == pinned
     assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
     # a connection idle through the whole window moves with its slot
