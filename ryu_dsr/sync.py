@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import PHASE, Owner, owner_of, pin_cookie
+from ryu_dsr.flows.pipeline import PHASE, Owner, Table, owner_of, pin_cookie
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
@@ -44,6 +44,9 @@ class RuleSync:
         for key, cookie in installed.items():
             who = owner_of(key, cookie)
             if who is None:
+                if key[0] != Table.SLOTS:  # a pin of the 0.1 pipeline (its own table, now DECIDE): stale
+                    self.installed[key] = cookie
+                    self.dropped[key] = None
                 continue  # learned pins are never diffed
             self.installed[key] = cookie
             keys.setdefault(who, []).append(key)

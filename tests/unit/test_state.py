@@ -335,3 +335,25 @@ def test_a_start_without_the_state_file_deletes_no_vip_rule_until_adopted(tmp_pa
     # the operator adopts: the unknown VIP's rules go
     assert third.adopt_state({})["owners_removed"] > 0
     assert not any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
+
+
+def test_pins_of_the_previous_pipeline_are_deleted_at_connect(tmp_path):
+    """0.1 learned pins into table 1, which is DECIDE now: left there, a pin
+    would match a VIP's packets in DECIDE and drop them."""
+    from ryu_dsr.flows.pipeline import Kind, Table, kind_of, owner
+    from ryu_dsr.flows.rules import FlowDelete, Rule, match_items
+
+    rig = make_rig(tmp_path)
+    switch = FakeSwitch()
+    old_pin = Rule(
+        Table.DECIDE,
+        100,
+        match_items(eth_type=0x800, ip_proto=6, ipv4_src="10.0.0.1", ipv4_dst="10.0.0.100", tcp_src=4000, tcp_dst=80),
+    )
+    object.__setattr__(old_pin, "cookie", owner(Kind.PIN, 7) << 32)
+    switch.tables[Table.DECIDE] = {old_pin.key: old_pin}
+    rig.switches[1] = switch
+    rig.connect()
+    deletes = [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDelete)]
+    assert [(d.table, d.match) for d in deletes] == [(Table.DECIDE, old_pin.match)]
+    assert not [r for r in switch.rules() if kind_of(r.cookie) == Kind.PIN]
