@@ -189,14 +189,26 @@ def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
     )
 
 
-def vip_address_rules(switch: SwitchPlan, ip: str, mac: str | None) -> list[Rule]:
+def vip_address_rules(switch: SwitchPlan, ip: str, mac: str | None, backend_macs: tuple[str, ...] = ()) -> list[Rule]:
     """ARP answer, ARP guard and catch-all of one VIP address (VIPs may share
-    an address on different ports); none when no VIP uses the address."""
+    an address on different ports); none when no VIP uses the address.
+
+    In Open vSwitch mode, ICMP "fragmentation needed" sent to the address (a
+    router on the way back to a client could not forward a backend's reply,
+    which came from the VIP) goes to every backend behind it: the switch
+    cannot read which connection it is about, and without it path MTU
+    discovery breaks (in the manner of GitHub's GLB)."""
     if mac is None:
         return []
     address_owner = owner(Kind.ADDRESS)
     answer = arp_responder_actions(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
-    return [
+    rules = []
+    if switch.mode == "ovs" and backend_macs:
+        forward: Action = Output("normal") if switch.l2 == "normal" else Resubmit(Table.ETH_DST)
+        copies = tuple(action for each in backend_macs for action in (SetField("eth_dst", each), forward))
+        too_big = match_items(eth_type=ETH_IP, ip_proto=1, ipv4_dst=ip, icmpv4_type=3, icmpv4_code=4)
+        rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
+    return rules + [
         # A host that claims the VIP by ARP (a backend without
         # arp_announce, say) is not heard: the switch alone answers.
         Rule(Table.INGRESS, Priority.VIP_ARP_GUARD, match_items(eth_type=ETH_ARP, arp_spa=ip), (), owner=address_owner),

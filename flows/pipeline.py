@@ -56,6 +56,7 @@ class Priority(IntEnum):
     VIP_ARP = 300  # ARP requests for a VIP
     VIP_PORT = 200  # VIP traffic on one port
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
+    VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
     PIN = 200  # learned pins in SLOTS
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
@@ -93,11 +94,12 @@ class TableContract:
 _L3L4 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
 _ARP = {"arp_op", "arp_spa", "arp_tpa"}
+_ICMP = {"icmpv4_type", "icmpv4_code"}
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
-        frozenset(_L3L4 | _ARP | {"eth_dst"}),
-        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC}),
+        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst"}),
+        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST}),
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(

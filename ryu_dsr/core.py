@@ -207,7 +207,7 @@ class Balancer:
             }
             for ip in moved | changed:
                 touched |= self._locate(ip)
-            touched |= self._slots_of(name, changed)
+            touched |= self._slots_of(name, changed) | (self._addresses_of(name) if changed else set())
             if old is not None:
                 for ip in set(old.backends) - set(new.backends):
                     self.health.forget((name, ip))
@@ -630,12 +630,27 @@ class Balancer:
             return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
         if kind == Kind.ADDRESS:
             vips = self.config.address_vips(ident)
-            return checked(vip_address_rules(plan, ident, vips[0].mac if vips else None))
+            return checked(vip_address_rules(plan, ident, vips[0].mac if vips else None, self._macs_behind(vips)))
         if kind == Kind.HOST:
             return checked(host_rules(plan, ident, self._host_port(switch, ident)))
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []
+
+    def _addresses_of(self, name: str) -> set[Owner]:
+        """The VIP address owners of a pool's VIPs."""
+        return {(Kind.ADDRESS, self.config.vips[v].ip) for v in self.config.vips_by_pool.get(name, ())}
+
+    def _macs_behind(self, vips: list[Vip]) -> tuple[str, ...]:
+        """The MACs of the backends that may hold connections of these VIPs."""
+        macs = set()
+        for name in {vip.pool for vip in vips}:
+            holders = self.pinnable.get(name, set())
+            for backend in self.config.pools[name].backends.values():
+                mac = self.locator.where(backend)[0]
+                if backend.uid in holders and mac:
+                    macs.add(mac)
+        return tuple(sorted(macs))
 
     def _slot_size(self, pool: str, mode: str) -> int:
         return self.planner.plain_size if mode == "plain" else self.planner.size(pool)
@@ -826,6 +841,8 @@ class Balancer:
                 self.draining_since.pop(uid, None)
         if before - pinnable:
             touched |= self._end_handovers(name)
+        if before != pinnable:  # the backends ICMP for the pool's VIP addresses goes to
+            touched |= self._addresses_of(name)
         self._delete_pins(before - pinnable)
         self._update_health_targets(pool)
         self._note_transitions(pool)
@@ -905,7 +922,7 @@ class Balancer:
         self.store.write(found={ip: {"mac": mac, "dpid": dpid, "port": port}})
         touched = self._locate(ip)
         for name in self.config.pools_by_backend.get(ip, ()):
-            touched |= self._refresh_pool(name) | self._slots_of(name, {ip})  # its MAC may be new
+            touched |= self._refresh_pool(name) | self._slots_of(name, {ip}) | self._addresses_of(name)  # new MAC
         return touched
 
     def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:

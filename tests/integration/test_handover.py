@@ -91,3 +91,38 @@ def test_long_lived_tcp_and_udp_survive_a_slot_move_beside_a_thousand_new_connec
     # and new connections follow the table to the new backend
     after = lab.requests("c1", f"http://{VIP}/", 60)
     assert after["failed"] == 0 and after["by_backend"].get("b13", 0) > 5
+
+
+ICMP_TOO_BIG = r"""
+import socket, struct, sys
+def checksum(data):
+    total = sum(struct.unpack('!%dH' % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+vip, client = sys.argv[1], sys.argv[2]
+inner = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 1500, 1, 0, 64, 6, 0, socket.inet_aton(vip), socket.inet_aton(client))
+inner += struct.pack('!HHI', 80, 40000, 1)
+body = struct.pack('!BBHHH', 3, 4, 0, 0, 1400) + inner
+packet = body[:2] + struct.pack('!H', checksum(body)) + body[4:]
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+for _ in range(3):
+    sock.sendto(packet, (vip, 0))
+"""
+
+
+def test_fragmentation_needed_for_the_vip_reaches_every_backend(fabric):
+    """Path MTU discovery: a router that cannot forward a backend's reply
+    (sent from the VIP) tells the VIP; the switch cannot read which
+    connection it is about, so every backend behind the VIP gets it."""
+    lab = fabric.lab
+
+    def counts():
+        return {
+            name: int(lab.run(name, "nstat", "-az", "IcmpInDestUnreachs").split()[-2]) for name in ("b11", "b12", "b13")
+        }
+
+    before = counts()
+    lab.run("c1", sys.executable, "-c", ICMP_TOO_BIG, VIP, "10.0.0.1")
+    time.sleep(0.5)
+    after = counts()
+    assert all(after[name] - before[name] == 3 for name in after), (before, after)

@@ -298,3 +298,29 @@ def test_backend_transitions_are_logged_with_reason_and_time(tmp_path, caplog):
     rig.balancer.port_changed(1, 3, up=True)
     assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "up"
     assert "10.0.0.12: down -> up" in caplog.text
+
+
+def icmp_too_big(src_ip: str, dst_ip: str) -> dict:
+    return {
+        "eth_src": CLIENT_MAC,
+        "eth_dst": VIP_MAC,
+        "eth_type": 0x0800,
+        "ipv4_src": src_ip,
+        "ipv4_dst": dst_ip,
+        "ip_proto": 1,
+        "icmpv4_type": 3,
+        "icmpv4_code": 4,
+    }
+
+
+def test_fragmentation_needed_for_a_vip_reaches_every_backend_behind_it(tmp_path):
+    rig, switch = ready(tmp_path)
+    outputs = switch.send(icmp_too_big("192.0.2.1", VIP), 1)  # a router on the way back to a client
+    assert sorted((o.port, o.packet["eth_dst"]) for o in outputs) == sorted(
+        (port, mac) for mac, port in BACKEND_PORTS.items()
+    )
+    # other ICMP for the VIP is still dropped; a backend that dies is left out
+    echo = dict(icmp_too_big("192.0.2.1", VIP), icmpv4_type=8, icmpv4_code=0)
+    assert switch.send(echo, 1) == []
+    rig.balancer.port_changed(1, 3, up=False)  # 10.0.0.12
+    assert sorted(o.port for o in switch.send(icmp_too_big("192.0.2.1", VIP), 1)) == [2, 4]
