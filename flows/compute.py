@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
+    LEARN_METER,
     REG_CHOSEN,
     REG_LEARNED,
     REG_POOL,
@@ -30,6 +31,7 @@ from ryu_dsr.flows.rules import (
     Group,
     GroupAdd,
     LearnPin,
+    MeterSet,
     Move,
     Multipath,
     Output,
@@ -102,6 +104,7 @@ class SwitchPlan:
     pin_idle_timeout: int = 300
     pin_fin_timeout: int = 20
     pin_limit: int = 0  # pins per backend on a switch; 0: no limit
+    packet_in_limit: int = 0  # frames a second sent to the controller for MAC learning; 0: no limit
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -150,18 +153,35 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
     if switch.l2 == "normal":
         rules.append(Rule(Table.ETH_SRC, Priority.MISS, (), (Output("normal"),), owner=base))
         return rules
-    rules += [
-        Rule(
-            Table.ETH_SRC,
-            Priority.MISS,
-            (),
-            (Output("controller", CONTROLLER_PEEK),),
-            goto=Table.ETH_DST,
-            owner=base,
-        ),
-        Rule(Table.ETH_DST, Priority.MISS, (), (Output("flood"),), owner=base),
-    ]
+    if switch.packet_in_limit and switch.mode == "ovs":
+        # Forwarded first, then shown to the controller through the meter:
+        # above the limit only the copy for the controller is dropped.
+        rules += [
+            Rule(Table.ETH_SRC, Priority.MISS, (), (Resubmit(Table.ETH_DST), Resubmit(Table.LEARN)), owner=base),
+            Rule(
+                Table.LEARN, Priority.MISS, (), (Output("controller", CONTROLLER_PEEK),), meter=LEARN_METER, owner=base
+            ),
+        ]
+    else:
+        rules.append(
+            Rule(
+                Table.ETH_SRC,
+                Priority.MISS,
+                (),
+                (Output("controller", CONTROLLER_PEEK),),
+                goto=Table.ETH_DST,
+                owner=base,
+            )
+        )
+    rules.append(Rule(Table.ETH_DST, Priority.MISS, (), (Output("flood"),), owner=base))
     return rules
+
+
+def learn_meter(switch: SwitchPlan) -> MeterSet | None:
+    """The meter that bounds MAC-learning frames to the controller."""
+    if not switch.packet_in_limit or switch.mode != "ovs" or switch.l2 != "learning":
+        return None
+    return MeterSet(LEARN_METER, switch.packet_in_limit, max(switch.packet_in_limit // 10, 10))
 
 
 def host_rules(switch: SwitchPlan, mac: str, port: int | None) -> list[Rule]:

@@ -43,9 +43,11 @@ class Table(IntEnum):
     ETH_SRC = 4
     ETH_DST = 5
     UNPINNED = 6  # a handover's SYN whose pin was refused (the limit): to the old backend; by resubmit only
+    LEARN = 7  # frames from unknown source MACs to the controller, through a meter; by resubmit only
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
+LEARN_METER = 1  # the meter that bounds frames sent to the controller for MAC learning
 
 
 class Priority(IntEnum):
@@ -114,9 +116,12 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.CHOSEN: TableContract(frozenset({REG_CHOSEN}), frozenset({Table.ETH_SRC}), "drop (no backend chosen)"),
     Table.ETH_SRC: TableContract(
-        frozenset({"in_port", "eth_src"}), frozenset({Table.ETH_DST}), "learning: to the controller and ETH_DST"
+        frozenset({"in_port", "eth_src"}),
+        frozenset({Table.ETH_DST, Table.LEARN}),
+        "learning: to ETH_DST and (metered) to the controller",
     ),
     Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
+    Table.LEARN: TableContract(frozenset(), frozenset(), "nothing: resubmit returns"),
     Table.UNPINNED: TableContract(
         frozenset({REG_POOL, REG_SLOT, REG_LEARNED}), frozenset(), "nothing: resubmit returns (the pin was learned)"
     ),

@@ -149,6 +149,7 @@ class Rule:
     write_metadata: tuple[int, int] | None = None
     owner: int = 0  # cookie bits 63..32: kind and owner uid, see flows.cookies
     idle_timeout: int = 0
+    meter: int | None = None  # an OpenFlow meter the entry's packets go through first
     cookie: int = field(init=False, compare=False)
     # (table, priority, match): the entry's identity on the switch. One tuple
     # per rule, shared by every index that holds it.
@@ -160,6 +161,8 @@ class Rule:
             f"{self.table}|{self.priority}|{self.match!r}|{'|'.join(map(_action_text, self.actions))}"
             f"|{self.goto}|{self.write_metadata}|{self.idle_timeout}"
         )
+        if self.meter is not None:  # (absent from older rules' digests, which stay as they were)
+            text += f"|m{self.meter}"
         digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
         object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
 
@@ -202,6 +205,16 @@ class GroupAdd:
 
 
 @dataclass(frozen=True)
+class MeterSet:
+    """Create, or change where it exists, a meter that drops packets above
+    ``rate`` per second (bursts of ``burst``)."""
+
+    meter_id: int
+    rate: int
+    burst: int
+
+
+@dataclass(frozen=True)
 class PacketOut:
     data: bytes
     port: int | str  # where to send; 'flood' floods
@@ -213,4 +226,4 @@ class Barrier:
     pass
 
 
-Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, GroupAdd, PacketOut, Barrier]
+Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, GroupAdd, MeterSet, PacketOut, Barrier]

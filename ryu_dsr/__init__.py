@@ -147,7 +147,7 @@ class DsrApp(ofp.RyuApp):
             self.barriers[datapath.id] = xid
             ofp.hub.sleep(0)  # a step is written: let REST and events run
         else:
-            sent[xid] = ofp.describe(command)
+            sent[xid] = command if isinstance(command, ofp.MeterSet) else ofp.describe(command)
             while len(sent) > SENT_REMEMBERED:
                 sent.popitem(last=False)
 
@@ -318,4 +318,9 @@ class DsrApp(ofp.RyuApp):
         msg = ev.msg
         dpid = msg.datapath.id
         what = self.sent.get(dpid, {}).get(msg.xid, f"message xid {msg.xid}")
+        if isinstance(what, ofp.MeterSet):
+            if ofp.meter_exists(msg):  # made before (a reconnect): change it in place
+                msg.datapath.send_msg(ofp.meter_mod(what, msg.datapath, msg.datapath.ofproto.OFPMC_MODIFY))
+                return
+            what = ofp.describe(what)
         self.balancer.openflow_error(dpid, f"{what}: error type {msg.type} code {msg.code}")

@@ -32,6 +32,7 @@ from ryu_dsr.flows.compute import (
     checked,
     hash_group,
     host_rules,
+    learn_meter,
     slot_rules,
     vip_address_rules,
     vip_rules,
@@ -569,8 +570,9 @@ class Balancer:
 
     def _setup(self, switch: Switch) -> list[Command]:
         """What a switch needs before its rules: the hash group (replaced in
-        place if it exists, so its flows stay)."""
-        return [hash_group()] if switch.mode == "ovs" else []
+        place if it exists, so its flows stay) and the MAC-learning meter."""
+        meter = learn_meter(self._switch_plan(switch))
+        return ([hash_group()] if switch.mode == "ovs" else []) + ([meter] if meter else [])
 
     def _all_owners(self, switch: Switch) -> set[Owner]:
         owners: set[Owner] = {BASE_OWNER}
@@ -609,6 +611,7 @@ class Balancer:
             pin_idle_timeout=self.settings.pin_idle_timeout,
             pin_fin_timeout=self.settings.pin_fin_timeout,
             pin_limit=self.settings.pin_limit,
+            packet_in_limit=self.settings.packet_in_limit,
         )
 
     def _rules_of(self, switch: Switch, who: Owner) -> list[Rule]:

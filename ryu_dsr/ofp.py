@@ -34,6 +34,7 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
     Group,
     GroupAdd,
     LearnPin,
+    MeterSet,
     Move,
     Multipath,
     Output,
@@ -156,6 +157,8 @@ def _learn(pin: LearnPin):
 
 def to_instructions(rule: Rule) -> list:
     instructions = []
+    if rule.meter is not None:
+        instructions.append(parser.OFPInstructionMeter(rule.meter, ofp.OFPIT_METER))
     actions = [to_action(a) for a in rule.actions if not isinstance(a, Drop)]
     if actions:
         instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
@@ -206,6 +209,8 @@ def to_message(command: Command, datapath=None):
             weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY, actions=[to_action(a) for a in command.actions]
         )
         return parser.OFPGroupMod(datapath, OFPGC_ADD_OR_MOD, ofp.OFPGT_SELECT, command.group_id, [bucket])
+    if isinstance(command, MeterSet):
+        return meter_mod(command, datapath, ofp.OFPMC_ADD)
     if isinstance(command, PacketOut):
         return parser.OFPPacketOut(
             datapath,
@@ -217,6 +222,16 @@ def to_message(command: Command, datapath=None):
     if isinstance(command, Barrier):
         return parser.OFPBarrierRequest(datapath)
     raise TypeError(f"no OpenFlow form for {command!r}")
+
+
+def meter_mod(command: MeterSet, datapath, how: int):
+    band = parser.OFPMeterBandDrop(rate=command.rate, burst_size=command.burst)
+    return parser.OFPMeterMod(datapath, how, ofp.OFPMF_PKTPS | ofp.OFPMF_BURST, command.meter_id, [band])
+
+
+def meter_exists(msg) -> bool:
+    """The switch refused a meter add because the meter exists."""
+    return msg.type == ofp.OFPET_METER_MOD_FAILED and msg.code == ofp.OFPMMFC_METER_EXISTS
 
 
 class LazyFlowStats(parser.OFPFlowStats):
@@ -329,15 +344,19 @@ def describe(command: Command) -> str:
         return f"flow delete cookie {command.cookie:#x}"
     if isinstance(command, GroupAdd):
         return f"group {command.group_id} (select, one bucket)"
+    if isinstance(command, MeterSet):
+        return f"meter {command.meter_id} ({command.rate} packets a second)"
     return type(command).__name__
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _instruction_bytes(actions: tuple, goto: int | None, write_metadata: tuple | None) -> bytes:
+def _instruction_bytes(
+    actions: tuple, goto: int | None, write_metadata: tuple | None, meter: int | None = None
+) -> bytes:
     """The encoded instructions of a rule body, cached: Ryu's encoding of a
     learn action costs far more than everything else in a flow mod, and
     every slot rule of a backend has the same one."""
-    rule = Rule(0, 0, (), actions, goto=goto, write_metadata=write_metadata)
+    rule = Rule(0, 0, (), actions, goto=goto, write_metadata=write_metadata, meter=meter)
     buf = bytearray()
     for instruction in to_instructions(rule):
         instruction.serialize(buf, len(buf))
@@ -366,8 +385,8 @@ def encode_flow_add(rule: Rule, xid: int) -> bytes:
     )
     to_match(rule.match).serialize(buf, len(buf))
     if any(isinstance(action, LearnPin) for action in rule.actions):  # slot rules: shared by many
-        buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata)
+        buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata, rule.meter)
     else:  # one rule's own instructions: not worth a cache entry
-        buf += _instruction_bytes.__wrapped__(rule.actions, rule.goto, rule.write_metadata)
+        buf += _instruction_bytes.__wrapped__(rule.actions, rule.goto, rule.write_metadata, rule.meter)
     struct.pack_into(ofp.OFP_HEADER_PACK_STR, buf, 0, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(buf), xid)
     return bytes(buf)

@@ -118,6 +118,15 @@ OPTIONS = (
         low=0,
         high=86400,
     ),
+    Option(
+        "packet_in_limit",
+        int,
+        2000,
+        "frames a second a switch may send to the controller for MAC learning (a flood of new source MACs stops "
+        "there; the frames are still forwarded); health answers are not counted; 0: no limit",
+        low=0,
+        high=1 << 20,
+    ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
         "probe_ip",

@@ -29,6 +29,7 @@ from ryu_dsr.flows.rules import (
     Group,
     GroupAdd,
     LearnPin,
+    MeterSet,
     Move,
     Multipath,
     Output,
@@ -124,6 +125,7 @@ class FakeSwitch:
     tables: dict[int, dict[tuple, Rule]] = field(default_factory=dict)
     packet_outs: list[PacketOut] = field(default_factory=list)
     groups: dict[int, tuple] = field(default_factory=dict)  # group id -> its one bucket's actions
+    meters: dict[int, object] = field(default_factory=dict)
     learned: int = 0
     refused: int = 0  # learns over the limit
     _indexes: dict = field(default_factory=dict)
@@ -153,6 +155,8 @@ class FakeSwitch:
                         del table[key]
             elif isinstance(command, GroupAdd):
                 self.groups[command.group_id] = command.actions
+            elif isinstance(command, MeterSet):
+                self.meters[command.meter_id] = command  # kept, not enforced
             elif isinstance(command, PacketOut):
                 self.packet_outs.append(command)
             elif not isinstance(command, Barrier):

@@ -75,6 +75,10 @@ def test_the_vip_is_served_while_the_controller_is_down_and_after_it_restarts(fa
     # restarted from its state file, it found the switch already right: nothing re-sent
     switch = wait_for(lambda: [sw for sw in fabric.api("GET", "/v1/switches")[1] if sw["in_line"]], what="in line")[0]
     assert switch["flow_mods"] == 0 and switch["flows"] > 10
+    # the hash group and the learning meter it found were changed in place: no error, no resync
+    time.sleep(0.5)
+    switch = fabric.api("GET", "/v1/switches")[1][0]
+    assert switch["errors"] == 0 and switch["resyncs"] == 0
 
 
 def test_the_client_learned_the_vip_mac_from_the_switch(fabric):

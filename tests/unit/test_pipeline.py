@@ -98,7 +98,7 @@ def test_other_traffic_is_forwarded_by_l2(tmp_path):
     switch = rig.connect()
     # an unknown source is shown to the controller; an unknown destination flooded
     first = switch.send(tcp("10.0.0.1", "10.0.0.11", 4000, 22, CLIENT_MAC, "02:00:00:00:00:0b"), in_port=1)
-    assert [o.port for o in first] == ["controller", 2, 3, 4, 5]
+    assert [o.port for o in first] == [2, 3, 4, 5, "controller"]  # forwarded, then (metered) shown
     rig.learn(CLIENT_MAC, 1)
     rig.learn("02:00:00:00:00:0b", 2)
     again = switch.send(tcp("10.0.0.1", "10.0.0.11", 4000, 22, CLIENT_MAC, "02:00:00:00:00:0b"), in_port=1)
@@ -324,3 +324,16 @@ def test_fragmentation_needed_for_a_vip_reaches_every_backend_behind_it(tmp_path
     assert switch.send(echo, 1) == []
     rig.balancer.port_changed(1, 3, up=False)  # 10.0.0.12
     assert sorted(o.port for o in switch.send(icmp_too_big("192.0.2.1", VIP), 1)) == [2, 4]
+
+
+def test_frames_from_unknown_sources_reach_the_controller_through_a_meter(tmp_path):
+    rig = make_rig(tmp_path, packet_in_limit=500)
+    switch = rig.connect()
+    meter = switch.meters[1]
+    assert (meter.rate, meter.burst) == (500, 50)
+    learn = [r for r in switch.rules(Table.LEARN)]
+    assert len(learn) == 1 and learn[0].meter == 1 and learn[0].actions[0].port == "controller"
+    # with no limit, no meter and the plain form
+    plain = make_rig(tmp_path / "plain", packet_in_limit=0)
+    unmetered = plain.connect()
+    assert unmetered.meters == {} and unmetered.rules(Table.LEARN) == []
