@@ -140,7 +140,7 @@ class Balancer:
         self.counters = {"changes": 0, "rules_computed": 0, "write_failures": 0, "openflow_errors": 0}
         now = self.clock()
         for ip, where in saved.found.items():
-            self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now)
+            self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now, now)
         for name, body in saved.slots.items():
             try:
                 self.planner.restore(name, body, self.wall())
@@ -418,6 +418,8 @@ class Balancer:
                 switch.rules.mark([(Kind.HOST, mac)])
         LOG.info("switch %016x port %d %s", dpid, port, "up" if up else "down")
         for ip in self.ips_at.get((dpid, port), ()):
+            if not up:
+                self.locator.lost(ip)
             mac = self.at[ip][0]
             switch.rules.mark([(Kind.HOST, mac)])
             for name in self.config.pools_by_backend.get(ip, ()):
@@ -919,7 +921,24 @@ class Balancer:
             self.topology.remove_edge(("switch", switch.dpid), ("host", mac))
 
     def _backend_answered(self, ip: str, mac: str, dpid: int, port: int) -> set[Owner]:
-        if not self.locator.answered(ip, mac, dpid, port, self.clock()):
+        outcome = self.locator.answered(ip, mac, dpid, port, self.clock())
+        if outcome == "claimed":
+            LOG.warning(
+                "backend %s claimed by %s on switch %016x port %d: asking again before believing it",
+                ip,
+                mac,
+                dpid,
+                port,
+            )
+        elif outcome == "refused":
+            LOG.warning(
+                "backend %s: claim by %s on switch %016x port %d refused, its current place still answers",
+                ip,
+                mac,
+                dpid,
+                port,
+            )
+        if outcome != "moved":
             return set()
         LOG.info("backend %s found at %s on switch %016x port %d", ip, mac, dpid, port)
         self.store.write(found={ip: {"mac": mac, "dpid": dpid, "port": port}})

@@ -1,5 +1,11 @@
 """Backend locator: where each backend is (MAC, switch, port), found by ARP
-from the switch or configured, and when to ask again."""
+from the switch or configured, and when to ask again.
+
+A found backend's place is not given away to the first ARP reply that
+claims its address from elsewhere (any host can forge one): a claim is
+confirmed by asking again, and wins only if the current place has stopped
+answering meanwhile (a moved or replaced backend). While the current place
+answers, claims are refused."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import heapq
 from dataclasses import dataclass
 
 REPROBE_SECONDS = 30.0  # a found backend is asked again this often, to notice a new MAC
+CONFIRM_SECONDS = 1.0  # a claim from another place is asked about again after this long
 
 
 @dataclass
@@ -16,6 +23,15 @@ class Location:
     mac: str
     dpid: int | None
     port: int | None
+    since: float
+    seen: float = 0.0  # its last answer
+
+
+@dataclass
+class Claim:
+    """An ARP reply for a found backend from another place, not yet believed."""
+
+    where: tuple[str, int, int]
     since: float
 
 
@@ -29,6 +45,7 @@ class BackendLocator:
         self.wanted: set[str] = set()  # backend ips to find by ARP
         self._due: list[tuple[float, str]] = []
         self._next: dict[str, float] = {}
+        self.claims: dict[str, Claim] = {}
 
     def want(self, ip: str, wanted: bool, now: float) -> None:
         if wanted and ip not in self.wanted:
@@ -56,21 +73,50 @@ class BackendLocator:
                 if self._next.get(ip) == when:
                     ips.append(ip)
         for ip in ips:
-            self._schedule(ip, now + (REPROBE_SECONDS if ip in self.found else self.resolve_interval))
+            claim = self.claims.get(ip)
+            if claim and now - claim.since > 10 * CONFIRM_SECONDS:
+                del self.claims[ip]  # the claimer fell silent
+                claim = None
+            if claim:
+                self._schedule(ip, now + CONFIRM_SECONDS)
+            else:
+                self._schedule(ip, now + (REPROBE_SECONDS if ip in self.found else self.resolve_interval))
         if len(self._due) > 4 * len(self._next) + 64:  # drop stale heap entries
             self._due = [(when, ip) for ip, when in self._next.items()]
             heapq.heapify(self._due)
         return ips
 
-    def answered(self, ip: str, mac: str, dpid: int, port: int, now: float) -> bool:
-        """An ARP answer from a backend; True if its location changed."""
+    def answered(self, ip: str, mac: str, dpid: int, port: int, now: float) -> str:
+        """An ARP answer for a backend: 'moved' (found, or found elsewhere),
+        'same', 'claimed' (another place claims it: to be confirmed) or
+        'refused' (a claim while the current place still answers)."""
         if ip not in self.wanted:
-            return False
+            return "same"
         old = self.found.get(ip)
-        if old and (old.mac, old.dpid, old.port) == (mac, dpid, port):
-            return False
-        self.found[ip] = Location(mac, dpid, port, now)
-        return True
+        where = (mac, dpid, port)
+        if old and (old.mac, old.dpid, old.port) == where:
+            old.seen = now
+            return "same"
+        claim = self.claims.get(ip)
+        if old and claim and claim.where == where and now - claim.since >= 2 * CONFIRM_SECONDS:
+            # the current place had a probe round to answer since the claim
+            del self.claims[ip]
+            if old.seen >= claim.since:
+                return "refused"
+        elif old:
+            if claim is None or claim.where != where:
+                self.claims[ip] = Claim(where, now)
+                self._schedule(ip, now + CONFIRM_SECONDS)  # ask everyone again, every second while claimed
+            return "claimed"
+        self.found[ip] = Location(mac, dpid, port, now, now)
+        return "moved"
+
+    def lost(self, ip: str) -> None:
+        """The current place of a backend is gone (its port went down): a
+        claim from elsewhere need not wait for it to fall silent."""
+        found = self.found.get(ip)
+        if found:
+            found.seen = float("-inf")
 
     def where(self, backend) -> tuple[str | None, int | None, int | None]:
         """MAC, dpid and port of a backend: configured values win."""

@@ -357,3 +357,36 @@ def test_pins_of_the_previous_pipeline_are_deleted_at_connect(tmp_path):
     deletes = [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDelete)]
     assert [(d.table, d.match) for d in deletes] == [(Table.DECIDE, old_pin.match)]
     assert not [r for r in switch.rules() if kind_of(r.cookie) == Kind.PIN]
+
+
+def test_a_forged_arp_claim_for_a_backend_is_refused_while_the_backend_answers(tmp_path, caplog):
+    import logging
+
+    from tests.conftest import BACKENDS
+
+    caplog.set_level(logging.WARNING, logger="ryu_dsr")
+    rig = make_rig(tmp_path)
+    rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    real_mac, real_port = BACKENDS["10.0.0.12"]
+    where = lambda: rig.balancer.locator.found["10.0.0.12"]  # noqa: E731
+    # a host on port 5 claims 10.0.0.12; the real one keeps answering
+    for _ in range(4):
+        rig.answer_arp("10.0.0.12", "02:00:00:00:00:66", 5)
+        rig.answer_arp("10.0.0.12", real_mac, real_port)
+        rig.clock.now += 1.0
+    rig.answer_arp("10.0.0.12", "02:00:00:00:00:66", 5)
+    assert (where().mac, where().port) == (real_mac, real_port)
+    assert "claimed by 02:00:00:00:00:66" in caplog.text and "refused" in caplog.text
+    # a backend that really moved (the old place silent) is found at its new place
+    for _ in range(4):
+        rig.answer_arp("10.0.0.12", "02:00:00:00:00:77", 5)
+        rig.clock.now += 1.0
+    assert (where().mac, where().port) == ("02:00:00:00:00:77", 5)
+    # and when that port goes down, the first place is believed again (its claim confirmed)
+    rig.balancer.port_changed(1, 5, up=False)
+    for _ in range(3):
+        rig.answer_arp("10.0.0.12", real_mac, real_port)
+        rig.clock.now += 1.0
+    assert (where().mac, where().port) == (real_mac, real_port)
