@@ -67,6 +67,7 @@ class DsrApp(ofp.RyuApp):
         conf = _register_options()
         try:
             settings = Settings.from_files(list(conf.config_file or []))
+            ofp.limit_rest_connections(settings.rest_idle_timeout)
             store = open_store(settings.state_file or None)
             saved = store.load()
             declared = plan_declared(saved.config, settings.declared_file)

@@ -9,6 +9,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # Ryu's hub imports eventlet
 
+import eventlet.wsgi
 from ryu import cfg  # noqa: F401  (ryu-manager's own ConfigOpts: cfg.CONF)
 from ryu.app.wsgi import ControllerBase, WSGIApplication, route  # noqa: F401  (re-exported for the shell)
 from ryu.base.app_manager import RyuApp  # noqa: F401
@@ -46,6 +47,20 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
 )
 
 OF_VERSION = ofp.OFP_VERSION
+
+
+def limit_rest_connections(idle_timeout: float) -> None:
+    """Ryu starts eventlet's WSGI server without a socket timeout: a client
+    that opens connections and sends nothing holds one of its 1,024 green
+    threads each, for ever, and 1,024 of them stop the REST API. With a
+    timeout, a connection that says nothing for ``idle_timeout`` seconds
+    is closed."""
+
+    def serve_forever(server) -> None:
+        server.logger = hub.LoggingWrapper()
+        eventlet.wsgi.server(server.server, server.handle, server.logger, socket_timeout=idle_timeout)
+
+    hub.WSGIServer.serve_forever = serve_forever
 SPECIAL_PORTS = {
     "in_port": ofp.OFPP_IN_PORT,
     "flood": ofp.OFPP_FLOOD,

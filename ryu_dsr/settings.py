@@ -147,6 +147,14 @@ OPTIONS = (
         "the REST port may change everything (logged as a warning at every start)",
         ("token", "none"),
     ),
+    Option(
+        "rest_idle_timeout",
+        float,
+        10.0,
+        "seconds a REST connection may say nothing before it is closed (idle connections cannot exhaust the server)",
+        low=0.5,
+        high=3600,
+    ),
     Option("token_file", str, "/var/lib/ryu_dsr/api-token", "bearer tokens (NAME:TOKEN per line); made at first start"),
     Option(
         "on_empty_state",

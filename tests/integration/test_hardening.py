@@ -51,3 +51,36 @@ def test_a_mac_flood_is_forwarded_but_reaches_the_controller_only_through_the_me
     assert switch["hosts"] <= 4096 and switch["errors"] == 0
     _, pool = fabric.api("GET", "/v1/pools/web")
     assert [b["status"]["state"] for b in pool["backends"]] == ["up", "up", "up"]
+
+
+def test_idle_connections_cannot_exhaust_the_rest_api(fabric):
+    """Eventlet serves at most 1,024 connections at once: 1,100 that say
+    nothing held the API for as long as they stayed open. They are closed
+    after rest_idle_timeout (10 s), and the API answers again."""
+    import resource
+    import socket
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+    idle = []
+    try:
+        for _ in range(1100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", fabric.rest_port), timeout=0.5))
+            except OSError:
+                pass  # the server's queue is full: enough are held
+        assert len(idle) > 1030
+        time.sleep(13)
+        started = time.time()
+        status, _ = rest_with_timeout(fabric.base, 15)
+        assert status == 200 and time.time() - started < 15
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def rest_with_timeout(base: str, timeout: float):
+    from ryu_dsr.lab import rest
+
+    return rest(base, "GET", "/v1/vips", timeout=timeout)
