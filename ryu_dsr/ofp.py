@@ -61,6 +61,8 @@ def limit_rest_connections(idle_timeout: float) -> None:
         eventlet.wsgi.server(server.server, server.handle, server.logger, socket_timeout=idle_timeout)
 
     hub.WSGIServer.serve_forever = serve_forever
+
+
 SPECIAL_PORTS = {
     "in_port": ofp.OFPP_IN_PORT,
     "flood": ofp.OFPP_FLOOD,
