@@ -215,7 +215,13 @@ class DsrApi:
     def _body(request: Request) -> Any:
         if request.content_length and request.content_length > MAX_BODY:
             raise InvalidInput("body", f"must be at most {MAX_BODY} bytes")
-        raw = request.body
+        if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # sent in chunks (no length): the server's input decodes them; webob would see no body
+            raw = request.environ["wsgi.input"].read(MAX_BODY + 1)
+            if len(raw) > MAX_BODY:
+                raise InvalidInput("body", f"must be at most {MAX_BODY} bytes")
+        else:
+            raw = request.body
         if not raw.strip():
             raise InvalidInput("body", "must be a JSON object; the request had no body")
         try:

@@ -84,3 +84,21 @@ def rest_with_timeout(base: str, timeout: float):
     from ryu_dsr.lab import rest
 
     return rest(base, "GET", "/v1/vips", timeout=timeout)
+
+
+def test_a_body_sent_in_chunks_is_read(fabric):
+    """A client that streams its JSON (Transfer-Encoding: chunked, no
+    Content-Length) gets it read, not "the request had no body"."""
+    import http.client
+    import json
+
+    from ryu_dsr.lab import TOKENS
+
+    conn = http.client.HTTPConnection("127.0.0.1", fabric.rest_port, timeout=10)
+    body = json.dumps({"name": "chunked", "backends": [{"ip": "10.0.0.31"}]}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKENS[fabric.base]}"}
+    conn.request("POST", "/v1/pools", body=iter([body[:20], body[20:]]), headers=headers, encode_chunked=True)
+    answer = conn.getresponse()
+    assert answer.status == 201, answer.read()
+    assert fabric.api("GET", "/v1/pools/chunked")[1]["backends"][0]["ip"] == "10.0.0.31"
+    assert fabric.api("DELETE", "/v1/pools/chunked")[0] == 204
