@@ -216,8 +216,10 @@ class Balancer:
                     LOG.info("pool %s backend %s: removed", name, ip)
             touched |= self._refresh_pool(name, save=False, plan=False)
         for name in protocol_pools:
-            if name in self.config.pools and self._update_protocols(name):
-                touched |= self._pool_owners(name)
+            if name in self.config.pools:
+                if self._update_protocols(name):
+                    touched |= self._pool_owners(name)
+                self._update_health_targets(self.config.pools[name])  # a VIP check probes every VIP address
         if who:
             LOG.info("change by %s: %s", who, change.summary(self.config))
         self._mark(touched)
@@ -877,9 +879,10 @@ class Balancer:
     def _update_health_targets(self, pool: Pool) -> None:
         check = pool.health_check
         enabled = check.kind != "none" and (check.kind not in ("tcp", "http") or self.settings.probe_ip)
-        address = None
+        addresses: tuple[str, ...] = ()
         if check.target == "vip" and self.config.vips_by_pool.get(pool.name):
-            address = self.config.vips[min(self.config.vips_by_pool[pool.name])].ip  # the first VIP by name
+            # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
+            addresses = tuple(sorted({self.config.vips[v].ip for v in self.config.vips_by_pool[pool.name]}))
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
             if not enabled:
@@ -889,7 +892,8 @@ class Balancer:
             if mac is None or dpid not in self.switches or not self._link_up(dpid, port):
                 self.health.set_target(key, None)
                 continue
-            target = HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address or backend.ip)
+            address = addresses[0] if addresses else backend.ip
+            target = HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address, addresses)
             self.health.set_target(key, target)
 
     def _note_transitions(self, pool: Pool) -> None:

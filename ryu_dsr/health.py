@@ -43,7 +43,8 @@ class Target:
     dpid: int
     port: int | None  # switch port; None: flood
     check: HealthCheck
-    address: str  # where probes go: the backend's own IP, or the VIP's
+    address: str  # where probes go: the backend's own IP, or a VIP's
+    addresses: tuple[str, ...] = ()  # VIP target: every VIP address of the pool, probed in turn
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Health:
     healthy: bool = True  # a backend is trusted until it fails `fall` times
     successes: int = 0
     failures: int = 0
+    failing: dict = field(default_factory=dict)  # address -> its failures in a row (VIP targets)
     last_result: str = "not checked yet"
     checked_at: float | None = None
 
@@ -68,6 +70,7 @@ class Probe:
     sport: int = 0
     seq: int = 0
     stage: str = "sent"  # tcp/http: "syn" then "request"
+    address: str = ""  # where this probe went
     response: bytes = b""
 
 
@@ -93,6 +96,7 @@ class HealthChecker:
     health: dict[tuple[str, str], Health] = field(default_factory=dict)
     probes: dict[tuple[str, str], Probe] = field(default_factory=dict)
     next_due: dict[tuple[str, str], float] = field(default_factory=dict)
+    turns: dict[tuple[str, str], int] = field(default_factory=dict)  # probes started, to rotate VIP addresses
     by_sport: dict[int, tuple[str, str]] = field(default_factory=dict)
     targets: dict[tuple[str, str], Target] = field(default_factory=dict)
     _due: list[tuple[float, tuple[str, str]]] = field(default_factory=list)  # heap of (when, key)
@@ -116,6 +120,7 @@ class HealthChecker:
         self.set_target(key, None)
         self.health.pop(key, None)
         self.next_due.pop(key, None)
+        self.turns.pop(key, None)
 
     def status(self, pool: str, ip: str) -> Health | None:
         return self.health.get((pool, ip))
@@ -137,8 +142,9 @@ class HealthChecker:
                 self._drop(key)
             elif now >= probe.deadline:
                 sends += self._abort(probe)
+                what = f"no answer from {probe.address}" if probe.target.addresses else "no answer"
                 transitions += self._result(
-                    key, probe.target.check, False, f"no answer in {probe.target.check.timeout:g} s", now
+                    key, probe.target.check, False, f"{what} in {probe.target.check.timeout:g} s", now, probe.address
                 )
         while self._due and self._due[0][0] <= now:  # only the checks that are due: no pass over all
             when, key = heapq.heappop(self._due)
@@ -157,7 +163,10 @@ class HealthChecker:
         heapq.heappush(self._due, (when, key))
 
     def _start(self, key, target: Target, now: float) -> list[Send]:
-        probe = Probe(target, now, now + target.check.timeout)
+        addresses = target.addresses or (target.address,)
+        turn = self.turns.get(key, 0)
+        self.turns[key] = turn + 1
+        probe = Probe(target, now, now + target.check.timeout, address=addresses[turn % len(addresses)])
         self.probes[key] = probe
         if target.check.kind == "arp":
             frame = build_arp(1, self.probe_mac, target.mac, self.probe_mac, "0.0.0.0", "00:00:00:00:00:00", target.ip)
@@ -181,7 +190,7 @@ class HealthChecker:
             self.probe_mac,
             target.mac,
             self.probe_ip or "0.0.0.0",
-            target.address,
+            probe.address,
             probe.sport,
             target.check.port or 0,
             seq,
@@ -208,7 +217,7 @@ class HealthChecker:
 
     @staticmethod
     def _request(probe: Probe) -> bytes:
-        host = probe.target.address
+        host = probe.address
         return f"GET {probe.target.check.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ryu_dsr-health\r\n\r\n".encode()
 
     # ------------------------------------------------------------- answers
@@ -222,7 +231,7 @@ class HealthChecker:
             return [], []
         key = self.by_sport[segment.dport]
         probe = self.probes.get(key)
-        if probe is None or segment.src != probe.target.address:
+        if probe is None or segment.src != probe.address:
             return [], []
         return self._tcp_answer(now, key, probe, segment)
 
@@ -240,10 +249,10 @@ class HealthChecker:
 
     def _tcp_answer(self, now, key, probe: Probe, segment: Tcp) -> tuple[list[Send], list[Transition]]:
         check = probe.target.check
-        where = f"{probe.target.address}:{check.port}"
+        where = f"{probe.address}:{check.port}"
         if segment.flags & TCP_RST:
             self._drop(key)
-            return [], self._result(key, check, False, f"connection to {where} refused", now)
+            return [], self._result(key, check, False, f"connection to {where} refused", now, probe.address)
         if probe.stage == "syn" and segment.flags & TCP_SYN and segment.flags & TCP_ACK:
             if segment.ack != (probe.seq + 1) & 0xFFFFFFFF:
                 return [], []
@@ -252,7 +261,7 @@ class HealthChecker:
                 self._drop(key)
                 rst = build_tcp(self._segment(probe, TCP_RST, probe.seq + 1, 0))
                 return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
-                    key, check, True, f"{where} accepted a connection", now
+                    key, check, True, f"{where} accepted a connection", now, probe.address
                 )
             probe.stage = "request"
             request = self._request(probe)
@@ -272,23 +281,34 @@ class HealthChecker:
             reason = f"GET {check.path} on {where} answered {status}" if status else f"{where} sent no HTTP status line"
             if not ok and status:
                 reason += f", expected {check.expect_status}"
-            return [Send(probe.target.dpid, probe.target.port, rst)], self._result(key, check, ok, reason, now)
+            return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
+                key, check, ok, reason, now, probe.address
+            )
         return [], []
 
     # -------------------------------------------------------------- results
 
-    def _result(self, key, check: HealthCheck, ok: bool, reason: str, now: float) -> list[Transition]:
+    def _result(
+        self, key, check: HealthCheck, ok: bool, reason: str, now: float, address: str = ""
+    ) -> list[Transition]:
+        """Count one probe's result. Failures count per address (a VIP
+        target probes every VIP address in turn: one that keeps failing
+        takes the backend out even while the others pass); ``rise``
+        successes in a row, with no address still failing, bring it back."""
         state = self.health.setdefault(key, Health())
         state.last_result = ("ok: " if ok else "failed: ") + reason
         state.checked_at = now
         if ok:
-            state.successes, state.failures = state.successes + 1, 0
-            if not state.healthy and state.successes >= check.rise:
+            state.failing.pop(address, None)
+            state.successes = state.successes + 1
+            state.failures = max(state.failing.values(), default=0)
+            if not state.healthy and state.successes >= check.rise and not state.failing:
                 state.healthy = True
                 return [Transition(key[0], key[1], True, f"{check.rise} check(s) passed: {reason}")]
         else:
-            state.failures, state.successes = state.failures + 1, 0
-            if state.healthy and state.failures >= check.fall:
+            state.failing[address] = state.failing.get(address, 0) + 1
+            state.failures, state.successes = max(state.failing.values()), 0
+            if state.healthy and state.failing[address] >= check.fall:
                 state.healthy = False
                 return [Transition(key[0], key[1], False, f"{check.fall} check(s) failed: {reason}")]
         return []

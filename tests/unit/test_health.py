@@ -153,6 +153,33 @@ def test_vip_target_probes_the_vip_address_with_the_backend_mac(tmp_path):
     assert {p.eth_dst for p in syns} == {mac for mac, _ in BACKENDS.values()}
 
 
+def test_vip_target_probes_every_vip_address_and_one_failing_takes_the_backend_out(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "target": "vip"})
+    other = "10.0.0.101"
+    rig.balancer.create_vip({"name": "www2", "ip": other, "protocol": "tcp", "port": 80, "pool": "web"})
+    broken = BACKENDS["10.0.0.12"][0]  # 10.0.0.12 lost 10.0.0.101 from its lo
+    seen = set()
+
+    def round_(fixed: bool) -> None:
+        tick(rig, 0.3)
+        for _port, syn in probes(rig):
+            if isinstance(syn, Tcp) and syn.flags == TCP_SYN:
+                seen.add(syn.dst)
+                refuse = syn.eth_dst == broken and syn.dst == other and not fixed
+                answer(rig, syn, TCP_RST | TCP_ACK if refuse else TCP_SYN | TCP_ACK)
+                rig.sent.clear()
+
+    for _ in range(6):
+        round_(fixed=False)
+    assert seen == {VIP, other}
+    status = state(rig, "10.0.0.12")
+    assert status["state"] == "unhealthy" and f"connection to {other}:80 refused" in status["reason"]
+    assert state(rig, "10.0.0.11")["state"] == state(rig, "10.0.0.13")["state"] == "up"
+    for _ in range(4):
+        round_(fixed=True)
+    assert state(rig, "10.0.0.12")["state"] == "up"
+
+
 def test_the_switch_answers_arp_for_the_probe_address(tmp_path):
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80})
     reply = switch.send(arp_request("02:00:00:00:00:0b", "10.0.0.11", PROBE_IP), in_port=2)
