@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from ryu_dsr.flows.pipeline import HASH_GROUP, LEARN_METER, Table
+
 from ryu_dsr.lab import Lab, rest
 
 REST_PORT, OF_PORT = 18095, 16695
@@ -127,6 +129,12 @@ class Bench:
             "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure",
         )  # fmt: skip
         try:
+            # what the flows refer to, made as the controller makes them
+            group = f"group_id={HASH_GROUP},type=select,bucket=weight=1,actions=resubmit(,{int(Table.DECIDE)})"
+            self.lab.ofctl("add-group", bridge, group)
+            self.lab.ofctl(
+                "add-meter", bridge, f"meter={LEARN_METER},pktps,burst,band=type=drop,rate=2000,burst_size=200"
+            )
             started = time.perf_counter()
             self.lab.ofctl("add-flows", bridge, str(path))
             return time.perf_counter() - started
