@@ -47,6 +47,8 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     slots = {b["ip"]: b["status"]["slots"] for b in pool["backends"]}
     assert pool["slots"] == 256  # 64 per backend: grown from 128 when b13 came, moving no connection
     assert slots["10.0.0.12"] == 0 and slots["10.0.0.11"] == 192 and slots["10.0.0.13"] == 64
+    # new connections of the moved slots follow them once their 2 s hold is over
+    wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
     after = fabric.lab.requests("c1", f"http://{VIP}/", 120)
     assert after["failed"] == 0
     assert "b12" not in after["by_backend"]
