@@ -342,15 +342,15 @@ def slot_rules(
         return rules
     if handover.tcp and 6 in protocols:
         syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
-        first: tuple[Action, ...] = ()  # no backend for new connections: dropped
+        opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
         if target is not None:
             # At the pin limit the SYN goes where the connection's next
             # packets will (the old backend), not unpinned to the new one.
             pin = _pin(switch, 6, target, n_slots, result=REG_LEARNED)
-            first = (*_send(target), pin, Resubmit(Table.UNPINNED))
+            opening = (*_send(target), pin, Resubmit(Table.UNPINNED))
             refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
             rules.append(Rule(Table.UNPINNED, Priority.SLOT, refused, _send(handover.old), owner=pool_owner))
-        rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, first, owner=pool_owner))
+        rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner))
     for ip_proto in sorted(protocols):
         if handover.tcp if ip_proto == 6 else handover.udp:
             match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **regs)

@@ -329,26 +329,27 @@ class Balancer:
             "mac": mac,
             "location": None if dpid is None else {"dpid": dpid, "port": port},
             "slots": table.count(ip),
-            "handover_slots": sum(
-                1
-                for slot, move in self.planner.moves.get(pool_name, {}).items()
-                if move.old == ip and self._handover(pool_name, slot) is not None
-            ),
+            "handover_slots": len(self._active_moves(pool_name, old=ip)),
         }
+
+    def _active_moves(self, pool_name: str, old: str | None = None) -> list:
+        """The pool's moves whose handover rules are in force now (from
+        backend ``old`` only, if given)."""
+        return [
+            move
+            for slot, move in self.planner.moves.get(pool_name, {}).items()
+            if (old is None or move.old == old) and self._handover(pool_name, slot) is not None
+        ]
 
     def handover_status(self, pool_name: str) -> dict:
         """The pool's slots in a handover now, those still holding, and when
         the last one ends."""
-        active = [
-            (slot, move)
-            for slot, move in self.planner.moves.get(pool_name, {}).items()
-            if self._handover(pool_name, slot) is not None
-        ]
+        active = self._active_moves(pool_name)
         now = self.wall()
-        ends = max((move.since + self.planner.window for _slot, move in active), default=None)
+        ends = max((move.since + self.planner.window for move in active), default=None)
         return {
             "slots": len(active),
-            "holding": sum(1 for _slot, move in active if now - move.since < HOLD),
+            "holding": sum(1 for move in active if now - move.since < HOLD),
             "ends": utc_stamp(ends) if ends is not None else None,
         }
 
