@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
+    IP_FRAGMENT,
     LEARN_METER,
     REG_CHOSEN,
     REG_LEARNED,
@@ -209,9 +210,17 @@ def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
     )
 
 
-def vip_address_rules(switch: SwitchPlan, ip: str, mac: str | None, backend_macs: tuple[str, ...] = ()) -> list[Rule]:
+def vip_address_rules(
+    switch: SwitchPlan,
+    ip: str,
+    mac: str | None,
+    backend_macs: tuple[str, ...] = (),
+    fragments: VipPlan | None = None,
+) -> list[Rule]:
     """ARP answer, ARP guard and catch-all of one VIP address (VIPs may share
     an address on different ports); none when no VIP uses the address.
+    ``fragments``: the VIP that later UDP fragments to the address enter
+    (``fragment_vip``), Open vSwitch mode only.
 
     In Open vSwitch mode, ICMP "fragmentation needed" sent to the address (a
     router on the way back to a client could not forward a backend's reply,
@@ -228,6 +237,8 @@ def vip_address_rules(switch: SwitchPlan, ip: str, mac: str | None, backend_macs
         copies = tuple(action for each in backend_macs for action in (SetField("eth_dst", each), forward))
         too_big = match_items(eth_type=ETH_IP, ip_proto=1, ipv4_dst=ip, icmpv4_type=3, icmpv4_code=4)
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
+    if switch.mode == "ovs" and fragments is not None:
+        rules.append(fragments_rule(fragments))
     return rules + [
         # A host that claims the VIP by ARP (a backend without
         # arp_announce, say) is not heard: the switch alone answers.
@@ -248,10 +259,11 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     """The entry of one VIP's traffic into the balancing pipeline."""
     vip_owner = owner(Kind.VIP, vip.uid)
     fields = {"eth_type": ETH_IP, "ipv4_dst": vip.ip, "ip_proto": vip.ip_proto}
-    priority = Priority.VIP_ALL_PORTS
+    priority = Priority.VIP_PORT
     if vip.port is not None:
         fields[L4_DST[vip.ip_proto]] = vip.port
-        priority = Priority.VIP_PORT
+    else:
+        priority = Priority.VIP_ALL_PORTS
     if switch.mode == "plain":
         return [
             Rule(
@@ -263,31 +275,70 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
                 owner=vip_owner,
             )
         ]
+    enter, goto = _entry(vip)
+    rules = [Rule(Table.INGRESS, priority, match_items(**fields), enter, goto=goto, owner=vip_owner)]
     bits = vip.n_slots.bit_length() - 1
     if vip.hash == "source_ip":  # hashed in the slow path, once per client address (megaflows match it)
-        enter: tuple[Action, ...] = (SetField(REG_VIP, vip.uid),)
-        goto: int | None = Table.DECIDE
         picks: tuple[Action, ...] = (Multipath("nw_src", vip.n_slots, REG_SLOT, SLOT_BITS),)
+    elif vip.ip_proto == 17:  # the hash has no UDP ports: the low slot bits are the client port's
+        picks = (
+            Move("udp_src", REG_SLOT, UDP_PORT_BITS),
+            Move("dp_hash", REG_SLOT, bits - UDP_PORT_BITS, dst_ofs=UDP_PORT_BITS),
+        )
+        # Only a datagram's first fragment has the ports (read again after
+        # the hash's recirculation): every fragment takes the hash bits
+        # alone, low bits 0, so all fragments reach one backend.
+        hash_only = (Move("dp_hash", REG_SLOT, bits - UDP_PORT_BITS, dst_ofs=UDP_PORT_BITS),)
+        rules.append(_decide(vip, hash_only, Priority.FRAGMENT, ip_frag=IP_FRAGMENT))
     else:  # the datapath hashes the 5-tuple; megaflows match hash bits, not connections
-        enter, goto = (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
         picks = (Move("dp_hash", REG_SLOT, bits),)
-        if vip.ip_proto == 17:  # the hash has no UDP ports: the low slot bits are the client port's
-            picks = (
-                Move("udp_src", REG_SLOT, UDP_PORT_BITS),
-                Move("dp_hash", REG_SLOT, bits - UDP_PORT_BITS, dst_ofs=UDP_PORT_BITS),
-            )
-    return [
-        Rule(Table.INGRESS, priority, match_items(**fields), enter, goto=goto, owner=vip_owner),
-        Rule(
-            Table.DECIDE,
-            Priority.SLOT,
-            # the protocol is matched again: moving a port's bits needs it
-            match_items(eth_type=ETH_IP, ip_proto=vip.ip_proto, **{REG_VIP: vip.uid}),
-            (*picks, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
-            goto=Table.CHOSEN,
-            owner=vip_owner,
-        ),
-    ]
+    rules.append(_decide(vip, picks))
+    return rules
+
+
+def _entry(vip: VipPlan) -> tuple[tuple[Action, ...], int | None]:
+    """What a VIP's packet does in INGRESS (Open vSwitch mode): name the VIP
+    in a register, then hash in the datapath (the group) or, for a VIP
+    hashed by client address, go straight to DECIDE."""
+    if vip.hash == "source_ip":
+        return (SetField(REG_VIP, vip.uid),), Table.DECIDE
+    return (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
+
+
+def _decide(vip: VipPlan, picks: tuple[Action, ...], priority: int = Priority.SLOT, **fields) -> Rule:
+    return Rule(
+        Table.DECIDE,
+        priority,
+        # the protocol is matched again: moving a port's bits needs it
+        match_items(eth_type=ETH_IP, ip_proto=vip.ip_proto, **{REG_VIP: vip.uid}, **fields),
+        (*picks, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
+        goto=Table.CHOSEN,
+        owner=owner(Kind.VIP, vip.uid),
+    )
+
+
+def fragments_rule(vip: VipPlan) -> Rule:
+    """UDP fragments to a VIP address enter ``vip`` (``fragment_vip``).
+    Open vSwitch ("normal" fragment handling, which the controller sets)
+    reads the ports of no fragment, the first included, as 0: a VIP's port
+    rule never sees them."""
+    enter, goto = _entry(vip)
+    match = match_items(eth_type=ETH_IP, ipv4_dst=vip.ip, ip_proto=17, ip_frag=IP_FRAGMENT)
+    return Rule(Table.INGRESS, Priority.VIP_FRAGMENT, match, enter, goto=goto, owner=owner(Kind.ADDRESS))
+
+
+def fragment_vip(vips: list[VipPlan]) -> VipPlan | None:
+    """Of the VIPs on one address, the one whose pool UDP fragments to it
+    go to: none when a UDP VIP on all ports takes them already, or when the
+    UDP VIPs on ports differ in pool or hash (a fragment cannot say which it
+    belongs to, so it is dropped like TCP fragments, whose hash would not be
+    their connection's)."""
+    udp = [vip for vip in vips if vip.ip_proto == 17]
+    if not udp or any(vip.port is None for vip in udp):
+        return None
+    if len({(vip.pool_uid, vip.hash) for vip in udp}) > 1:
+        return None
+    return min(udp, key=lambda vip: vip.uid)
 
 
 def hash_group() -> GroupAdd:

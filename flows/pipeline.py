@@ -57,12 +57,14 @@ class Priority(IntEnum):
     VIP_ARP_GUARD = 310  # ARP that claims a VIP's address from outside
     VIP_ARP = 300  # ARP requests for a VIP
     VIP_PORT = 200  # VIP traffic on one port
+    VIP_FRAGMENT = 195  # UDP fragments for a VIP address (Open vSwitch reads no ports in fragments)
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
     VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
     PIN = 200  # learned pins in SLOTS
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
     HANDOVER = 120  # a moved slot: other packets, to the old backend
+    FRAGMENT = 110  # DECIDE: a UDP fragment's slot, from the hash alone
     SLOT = 100
     CHOSEN = 100
     HOST = 100
@@ -82,6 +84,7 @@ SLOT_BITS = 16
 # VIP's slot takes these low bits from the client's port, the rest from the hash.
 UDP_PORT_BITS = 4
 MAX_SLOTS_OVS = 1 << SLOT_BITS
+IP_FRAGMENT = (1, 1)  # Nicira ip_frag: any fragment of an IP datagram
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,12 @@ _ICMP = {"icmpv4_type", "icmpv4_code"}
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
-        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst"}),
+        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "ip_frag"}),
         frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST}),
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(
-        frozenset({"eth_type", "ip_proto", REG_VIP}),
+        frozenset({"eth_type", "ip_proto", "ip_frag", REG_VIP}),
         frozenset({Table.SLOTS, Table.CHOSEN}),
         "drop (no rule for the VIP)",
     ),

@@ -215,6 +215,13 @@ class MeterSet:
 
 
 @dataclass(frozen=True)
+class NormalFragments:
+    """Switch configuration: IP fragments pass through the tables like other
+    packets, their L4 ports read as 0 (OFPC_FRAG_NORMAL); the pipeline's
+    fragment rules count on it."""
+
+
+@dataclass(frozen=True)
 class PacketOut:
     data: bytes
     port: int | str  # where to send; 'flood' floods
@@ -226,4 +233,4 @@ class Barrier:
     pass
 
 
-Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, GroupAdd, MeterSet, PacketOut, Barrier]
+Command = Union[FlowAdd, FlowDelete, FlowDeleteByCookie, GroupAdd, MeterSet, NormalFragments, PacketOut, Barrier]

@@ -30,6 +30,7 @@ from ryu_dsr.flows.compute import (
     VipPlan,
     base_rules,
     checked,
+    fragment_vip,
     hash_group,
     host_rules,
     learn_meter,
@@ -49,7 +50,7 @@ from ryu_dsr.flows.pipeline import (
     slot_owner,
     uid_of,
 )
-from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Rule
+from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, NormalFragments, PacketOut, Rule
 from ryu_dsr.health import HealthChecker
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
@@ -574,10 +575,12 @@ class Balancer:
     # ============================================================ internals
 
     def _setup(self, switch: Switch) -> list[Command]:
-        """What a switch needs before its rules: the hash group (replaced in
-        place if it exists, so its flows stay) and the MAC-learning meter."""
+        """What a switch needs before its rules: normal fragment handling and
+        the hash group (replaced in place if it exists, so its flows stay),
+        and the MAC-learning meter."""
         meter = learn_meter(self._switch_plan(switch))
-        return ([hash_group()] if switch.mode == "ovs" else []) + ([meter] if meter else [])
+        ovs = [NormalFragments(), hash_group()] if switch.mode == "ovs" else []
+        return ovs + ([meter] if meter else [])
 
     def _all_owners(self, switch: Switch) -> set[Owner]:
         owners: set[Owner] = {BASE_OWNER}
@@ -638,7 +641,9 @@ class Balancer:
             return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
         if kind == Kind.ADDRESS:
             vips = self.config.address_vips(ident)
-            return checked(vip_address_rules(plan, ident, vips[0].mac if vips else None, self._macs_behind(vips)))
+            fragments = fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips])
+            mac = vips[0].mac if vips else None
+            return checked(vip_address_rules(plan, ident, mac, self._macs_behind(vips), fragments))
         if kind == Kind.HOST:
             return checked(host_rules(plan, ident, self._host_port(switch, ident)))
         if who == BASE_OWNER:

@@ -38,6 +38,7 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
     MeterSet,
     Move,
     Multipath,
+    NormalFragments,
     Output,
     PacketOut,
     Resubmit,
@@ -76,6 +77,7 @@ L4_NXM = {6: ("tcp_src_nxm", "tcp_dst_nxm"), 17: ("udp_src_nxm", "udp_dst_nxm")}
 FIELD_NAMES = {"dp_hash": "_dp_hash"}  # Ryu's name of Open vSwitch's experimenter OXM
 NXAST_LEARN2 = 45  # learn with a limit (Open vSwitch 2.8+; Ryu 4.34 has no class for it)
 NX_LEARN_F_WRITE_RESULT = 1 << 2  # learn2 writes whether it learned into a field
+AFTER_PREREQUISITES = {"ip_frag"}  # Nicira match fields that need eth_type before them
 OFPGC_ADD_OR_MOD = 0x8000  # Open vSwitch: create a group or replace it in place
 
 
@@ -95,6 +97,9 @@ def to_match(items) -> parser.OFPMatch:
     order = _FIELD_ORDER.get(names)
     if order is None:
         sorted_names = [name for name, _value in parser.OFPMatch(**dict(items))._fields2]
+        # Ryu sorts Nicira fields (class 0x0001) before OpenFlow's; Open
+        # vSwitch wants a field's prerequisites (eth_type) before it.
+        sorted_names.sort(key=lambda name: name in AFTER_PREREQUISITES)
         order = _FIELD_ORDER[names] = [names.index(name) for name in sorted_names]
     return parser.OFPMatch(_ordered_fields=[items[i] for i in order])
 
@@ -228,6 +233,8 @@ def to_message(command: Command, datapath=None):
         return parser.OFPGroupMod(datapath, OFPGC_ADD_OR_MOD, ofp.OFPGT_SELECT, command.group_id, [bucket])
     if isinstance(command, MeterSet):
         return meter_mod(command, datapath, ofp.OFPMC_ADD)
+    if isinstance(command, NormalFragments):
+        return parser.OFPSetConfig(datapath, ofp.OFPC_FRAG_NORMAL, ofp.OFPCML_NO_BUFFER)
     if isinstance(command, PacketOut):
         return parser.OFPPacketOut(
             datapath,
@@ -363,6 +370,8 @@ def describe(command: Command) -> str:
         return f"group {command.group_id} (select, one bucket)"
     if isinstance(command, MeterSet):
         return f"meter {command.meter_id} ({command.rate} packets a second)"
+    if isinstance(command, NormalFragments):
+        return "switch config (normal fragment handling)"
     return type(command).__name__
 
 

@@ -32,6 +32,7 @@ from ryu_dsr.flows.rules import (
     MeterSet,
     Move,
     Multipath,
+    NormalFragments,
     Output,
     PacketOut,
     Resubmit,
@@ -127,6 +128,7 @@ class FakeSwitch:
     groups: dict[int, tuple] = field(default_factory=dict)  # group id -> its one bucket's actions
     meters: dict[int, object] = field(default_factory=dict)
     learned: int = 0
+    fragments: str = "as configured before"  # the fragment handling the controller set
     refused: int = 0  # learns over the limit
     _indexes: dict = field(default_factory=dict)
     _versions: dict = field(default_factory=dict)  # table -> changes, to keep indexes fresh
@@ -157,6 +159,8 @@ class FakeSwitch:
                 self.groups[command.group_id] = command.actions
             elif isinstance(command, MeterSet):
                 self.meters[command.meter_id] = command  # kept, not enforced
+            elif isinstance(command, NormalFragments):
+                self.fragments = "normal"
             elif isinstance(command, PacketOut):
                 self.packet_outs.append(command)
             elif not isinstance(command, Barrier):
@@ -196,7 +200,15 @@ class FakeSwitch:
     def send(self, packet: dict, in_port: int) -> list[Emitted]:
         """Walk one packet from ``in_port``; returns what leaves the switch."""
         out: list[Emitted] = []
-        self._walk(0, dict(packet, in_port=in_port), out)
+        packet = dict(packet, in_port=in_port)
+        if packet.get("ip_frag", 0) & 1 and self.fragments == "normal":
+            # Open vSwitch's "normal" fragment handling: the tables read a
+            # fragment's ports as 0, the first fragment's too; after a
+            # recirculation the datapath reads the first fragment's again.
+            ports = L4.get(packet.get("ip_proto"), ())
+            packet["_ports"] = {name: packet[name] for name in ports}
+            packet.update(dict.fromkeys(ports, 0))
+        self._walk(0, packet, out)
         return out
 
     def _walk(self, table: int | None, packet: dict, out: list[Emitted]) -> None:
@@ -226,7 +238,9 @@ class FakeSwitch:
             elif isinstance(action, Resubmit):
                 self._walk(action.table, packet, out)
             elif isinstance(action, Group):
-                bucket = dict(packet, dp_hash=packet.get("dp_hash") or datapath_hash(packet))
+                bucket = dict(packet, **packet.get("_ports", {}))  # recirculated: parsed again
+                bucket.pop("_ports", None)
+                bucket["dp_hash"] = packet.get("dp_hash") or datapath_hash(bucket)
                 self._run(self.groups[action.group_id], bucket, out)
             elif isinstance(action, Multipath):
                 packet[action.dst] = multipath_hash(packet, action.fields, action.n_links)
@@ -236,7 +250,7 @@ class FakeSwitch:
                 raise TypeError(action)
 
     def _output(self, port, packet: dict, out: list[Emitted]) -> None:
-        view = {k: v for k, v in packet.items() if not k.startswith("reg") and k not in ("metadata", "in_port")}
+        view = {k: v for k, v in packet.items() if not k.startswith(("reg", "_")) and k not in ("metadata", "in_port")}
         if port == "in_port":
             out.append(Emitted(packet["in_port"], copy.deepcopy(view)))
         elif port == "flood":
@@ -302,6 +316,14 @@ def udp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst:
     del packet["tcp_src"], packet["tcp_dst"]
     packet.update(ip_proto=17, udp_src=sport, udp_dst=dport)
     return packet
+
+
+def fragment(packet: dict, later: bool) -> dict:
+    """One fragment of an IP datagram: only the first carries the L4
+    header (a later one's ports read as 0)."""
+    if not later:
+        return dict(packet, ip_frag=1)
+    return packet | dict.fromkeys(L4.get(packet.get("ip_proto"), ()), 0) | {"ip_frag": 3}
 
 
 def arp_request(sha: str, spa: str, tpa: str) -> dict:

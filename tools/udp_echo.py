@@ -28,7 +28,7 @@ def main() -> None:
             sock = key.fileobj
             for _ in range(64):
                 try:
-                    data, peer = sock.recvfrom(2048)
+                    data, peer = sock.recvfrom(65535)
                 except BlockingIOError:
                     break
                 sock.sendto(name + b" " + data, peer)

@@ -102,3 +102,45 @@ def test_a_body_sent_in_chunks_is_read(fabric):
     assert answer.status == 201, answer.read()
     assert fabric.api("GET", "/v1/pools/chunked")[1]["backends"][0]["ip"] == "10.0.0.31"
     assert fabric.api("DELETE", "/v1/pools/chunked")[0] == 204
+
+
+FRAGMENTED = r"""
+import json, socket, sys
+vip, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+answers = {}
+for port in range(20000, 20000 + count):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(('', port))
+    sock.settimeout(2)
+    sock.sendto(b'x' * size, (vip, 53))  # larger than the 1,500-byte MTU: sent in fragments
+    try:
+        data = sock.recv(65535)
+        answers[port] = [data.split(b' ')[0].decode(), len(data) - len(data.split(b' ')[0]) - 1]
+    except socket.timeout:
+        answers[port] = None
+print(json.dumps(answers))
+"""
+
+
+def test_a_fragmented_udp_datagram_reaches_one_backend_whole_in_both_hash_modes(fabric):
+    """A 4,000-byte datagram leaves the client (MTU 1,500) in three
+    fragments; only the first carries the ports. Every fragment must reach
+    the same backend, or its kernel never reassembles the datagram and the
+    client gets no answer."""
+    import json
+
+    lab = fabric.lab
+    if fabric.api("GET", "/v1/pools/web")[0] == 404:
+        fabric.create_web()
+    for name in ("b11", "b12", "b13"):
+        lab.serve_udp(name, 53, [VIP])
+    vip = {"name": "dns", "ip": VIP, "protocol": "udp", "port": 53, "pool": "web", "hash": "5tuple"}
+    assert fabric.api("POST", "/v1/vips", vip)[0] == 201
+    assert "mtu 1500" in lab.run("c1", "ip", "link", "show", "eth0")
+    for hash_fields in ("5tuple", "source_ip"):
+        assert fabric.api("PATCH", "/v1/vips/dns", {"hash": hash_fields})[0] == 200
+        answers = json.loads(lab.run("c1", sys.executable, "-c", FRAGMENTED, VIP, "40", "4000"))
+        lost = [port for port, answer in answers.items() if answer is None]
+        assert not lost, f"{hash_fields}: {len(lost)} of 40 datagrams never reassembled"
+        assert {size for _backend, size in answers.values()} == {4000}
+    assert fabric.api("DELETE", "/v1/vips/dns")[0] == 204

@@ -9,7 +9,7 @@ from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketO
 from ryu_dsr.rest import views
 
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
-from tests.simulator import arp_request, syn, tcp, udp
+from tests.simulator import arp_request, fragment, syn, tcp, udp
 
 VIP = "10.0.0.100"
 VIP_MAC = "02:d5:0a:00:00:64"
@@ -124,6 +124,43 @@ def test_udp_vip_on_all_ports(tmp_path):
         for d in (53, 5000)
     }
     assert reached == set(BACKENDS)
+
+
+def fragments_reach(switch, packet: dict) -> set[str]:
+    """The backends the first and a later fragment of one datagram reach."""
+    return {backend_of(switch.send(fragment(packet, later), 1)) for later in (False, True)}
+
+
+def test_every_fragment_of_a_udp_datagram_reaches_one_backend_in_both_hash_modes(tmp_path):
+    """Only the first fragment carries the ports, and Open vSwitch reads
+    none: the fragments of a datagram must not be dropped for lack of the
+    VIP's port, and must all reach the backend that reassembles them."""
+    for hash_fields in ("5tuple", "source_ip"):
+        rig, switch = ready(tmp_path / hash_fields, hash_fields=hash_fields, protocol="udp", port=53)
+        assert switch.fragments == "normal"  # what the fragment rules count on: ports read as 0
+        reached = Counter()
+        for sport in range(3000, 3100):
+            packet = udp(f"10.0.1.{sport % 50}", VIP, sport, 53, CLIENT_MAC, VIP_MAC)
+            backends = fragments_reach(switch, packet)
+            assert len(backends) == 1, (hash_fields, sport, backends)
+            reached[backends.pop()] += 1
+        assert set(reached) == set(BACKENDS), hash_fields  # fragmented datagrams are still spread
+
+
+def test_fragments_to_an_address_whose_udp_vips_differ_reach_no_backend(tmp_path):
+    """Two UDP VIPs on one address with different pools: a fragment cannot
+    say which it belongs to; it is dropped, never sent to a backend of the
+    wrong pool."""
+    rig, switch = ready(tmp_path, protocol="udp", port=53)
+    rig.balancer.create_pool({"name": "other", "backends": [{"ip": "10.0.0.11"}]})
+    rig.balancer.create_vip({"name": "other", "ip": VIP, "protocol": "udp", "port": 54, "pool": "other"})
+    rig.settle()
+    packet = udp("10.0.0.1", VIP, 4000, 53, CLIENT_MAC, VIP_MAC)
+    assert len(switch.send(packet, 1)) == 1  # whole datagrams have their port
+    assert switch.send(fragment(packet, later=False), 1) == switch.send(fragment(packet, later=True), 1) == []
+    rig.balancer.delete_vip("other")  # one pool again: fragments follow the port 53 VIP
+    rig.settle()
+    assert len(fragments_reach(switch, packet)) == 1
 
 
 def test_new_connections_cost_the_switch_no_per_connection_work_in_steady_state(tmp_path):
