@@ -11,12 +11,14 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 from collections import OrderedDict
 
 from ryu_dsr import ofp
 
 LOG = logging.getLogger("ryu_dsr")
 TICK_SECONDS = 0.05  # health probes are scheduled on this grain
+STALL_SECONDS = 1.0  # a tick this late: the controller did not run (SIGSTOP, starved); probes out have no result
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
 _FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
 BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
@@ -68,6 +70,7 @@ class DsrApp(ofp.RyuApp):
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout)
+            ofp.fix_openflow_tls()
             store = open_store(settings.state_file or None)
             saved = store.load()
             declared = plan_declared(saved.config, settings.declared_file)
@@ -229,9 +232,14 @@ class DsrApp(ofp.RyuApp):
             del self.barriers[dpid]
 
     def _tick_forever(self):
+        last = time.monotonic()
         while True:
             ofp.hub.sleep(TICK_SECONDS)
+            now = time.monotonic()
             try:
+                if now - last > STALL_SECONDS:
+                    self.balancer.stalled(now - last)
+                last = now
                 self.balancer.tick()
             except Exception:  # keep ticking whatever one tick did
                 LOG.exception("ryu_dsr: periodic work failed")
@@ -241,6 +249,9 @@ class DsrApp(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPSwitchFeatures, ofp.CONFIG_DISPATCHER)
     def _features(self, ev):
         datapath = ev.msg.datapath
+        if not self.balancer.admits(datapath.id):
+            datapath.close()
+            return
         self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "installed": {}}
         self.datapaths[datapath.id] = datapath
         old = self.outboxes.pop(datapath.id, None)

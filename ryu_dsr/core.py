@@ -73,6 +73,7 @@ from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch
 
 LOG = logging.getLogger("ryu_dsr")
+REFUSAL_LOG_SECONDS = 60.0
 
 Send = Callable[[int, list], None]
 
@@ -138,7 +139,15 @@ class Balancer:
         self.keep_foreign = fresh or saved.flags.get("keep_foreign") == "yes"
         if fresh:
             self.store.write(flags={"keep_foreign": "yes"})
-        self.counters = {"changes": 0, "rules_computed": 0, "write_failures": 0, "openflow_errors": 0}
+        self.counters = {
+            "changes": 0,
+            "rules_computed": 0,
+            "write_failures": 0,
+            "openflow_errors": 0,
+            "switches_refused": 0,
+        }
+        self.allowed = {int(dpid, 16) for dpid in settings.switches.split(",")} if settings.switches else None
+        self.refused_at: dict[int, float] = {}  # dpid -> when its refusal was last logged
         now = self.clock()
         for ip, where in saved.found.items():
             self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now, now)
@@ -367,6 +376,19 @@ class Balancer:
 
     # ============================================================== switches
 
+    def admits(self, dpid: int) -> bool:
+        """Whether a switch that connects is taken (``switches``); a refusal
+        is counted, and logged once a minute per switch (a refused switch
+        keeps reconnecting)."""
+        if self.allowed is None or dpid in self.allowed:
+            return True
+        self.counters["switches_refused"] += 1
+        now = self.clock()
+        if now - self.refused_at.get(dpid, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            self.refused_at[dpid] = now
+            LOG.warning("switch %016x refused: not in dsr.switches; its connection is closed", dpid)
+        return False
+
     def switch_connected(
         self, dpid: int, mode: str, installed: dict[tuple, int], description: str = "", ports_down: Iterable[int] = ()
     ) -> None:
@@ -377,6 +399,7 @@ class Balancer:
         first_plain = mode == "plain" and not self._plain_switches()
         switch = Switch(dpid, mode, description, set(ports_down))
         self.switches[dpid] = switch
+        self.health.switch_online(dpid)
         self.topology.add_node(("switch", dpid))
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
@@ -406,7 +429,17 @@ class Balancer:
     def switch_disconnected(self, dpid: int) -> None:
         if self.switches.pop(dpid, None) is not None:
             self.topology.remove_node(("switch", dpid))
+            self.health.switch_offline(dpid)
             LOG.info("switch %016x disconnected", dpid)
+
+    def stalled(self, seconds: float) -> None:
+        """The controller did not run for ``seconds`` (stopped, or starved):
+        the answers to the health probes out were not read in time, so those
+        probes end with no result rather than as failures."""
+        dropped = self.health.drop_probes()
+        LOG.warning(
+            "the controller did not run for %.1f s: %d health probe(s) out end with no result", seconds, dropped
+        )
 
     def port_changed(self, dpid: int, port: int, up: bool) -> None:
         switch = self.switches.get(dpid)

@@ -99,6 +99,7 @@ class HealthChecker:
     turns: dict[tuple[str, str], int] = field(default_factory=dict)  # probes started, to rotate VIP addresses
     by_sport: dict[int, tuple[str, str]] = field(default_factory=dict)
     targets: dict[tuple[str, str], Target] = field(default_factory=dict)
+    online: set[int] = field(default_factory=set)  # dpids of connected switches: probes go only through them
     _due: list[tuple[float, tuple[str, str]]] = field(default_factory=list)  # heap of (when, key)
     _next_sport: int = FIRST_PORT
 
@@ -114,6 +115,25 @@ class HealthChecker:
             if key not in self.targets:
                 self._schedule(key, self.next_due.get(key, 0.0))
             self.targets[key] = target
+
+    def switch_online(self, dpid: int) -> None:
+        self.online.add(dpid)
+
+    def switch_offline(self, dpid: int) -> None:
+        """A switch disconnected: its backends are not checked (a probe that
+        cannot be sent is no failure) and probes out through it end with no
+        result, until it is back."""
+        self.online.discard(dpid)
+        for key in [key for key, probe in self.probes.items() if probe.target.dpid == dpid]:
+            self._drop(key)
+
+    def drop_probes(self) -> int:
+        """End every probe out with no result (the controller did not run
+        while their answers were due); how many."""
+        count = len(self.probes)
+        for key in list(self.probes):
+            self._drop(key)
+        return count
 
     def forget(self, key: tuple[str, str]) -> None:
         """The backend left the pool (or its pool stopped checking)."""
@@ -155,7 +175,8 @@ class HealthChecker:
                 self._schedule(key, max(self.probes[key].deadline, now + 0.001))
                 continue
             self._schedule(key, now + target.check.interval)
-            sends += self._start(key, target, now)
+            if target.dpid in self.online:
+                sends += self._start(key, target, now)
         return sends, transitions
 
     def _schedule(self, key: tuple[str, str], when: float) -> None:

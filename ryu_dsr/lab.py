@@ -224,17 +224,43 @@ class Lab:
 
     # ---------------------------------------------------------- controller
 
+    def use_tls(self, of_port: int) -> dict[str, str]:
+        """OpenFlow over TLS between the bridge and the controller, with
+        certificates made by ``ovs-pki`` (one CA for switches, one for
+        controllers); returns ryu-manager's options for its side."""
+        pki, d = self.run_dir / "pki", self.run_dir
+        if not (d / "sc-cert.pem").exists():
+            sh("ovs-pki", f"--dir={pki}", "--force", "init", timeout=120)
+            for name, kind in (("ctl", "controller"), ("sc", "switch")):
+                sh("sh", "-c", f"cd {d} && ovs-pki --dir={pki} --force req+sign {name} {kind}", timeout=120)
+        self.vsctl("set-ssl", f"{d}/sc-privkey.pem", f"{d}/sc-cert.pem", f"{pki}/controllerca/cacert.pem")
+        self.vsctl("set-controller", self.bridge, f"ssl:127.0.0.1:{of_port}")
+        self.vsctl("set", "controller", self.bridge, "max_backoff=1000", "inactivity_probe=5000")
+        return {
+            "ctl_privkey": f"{d}/ctl-privkey.pem",
+            "ctl_cert": f"{d}/ctl-cert.pem",
+            "ca_certs": f"{pki}/switchca/cacert.pem",
+            "ofp_ssl_listen_port": str(of_port),
+        }
+
     def start_controller(
-        self, conf: dict[str, object], rest_port: int = 8080, of_port: int = 6653, log_name: str = "ryu-manager.log"
+        self,
+        conf: dict[str, object],
+        rest_port: int = 8080,
+        of_port: int = 6653,
+        log_name: str = "ryu-manager.log",
+        ryu_options: dict[str, str] | None = None,
     ) -> subprocess.Popen:
         """``ryu-manager --config-file FILE ryu_dsr`` with a [dsr] section
-        from ``conf``; returns once the REST API answers."""
+        from ``conf`` (and ryu-manager's own ``ryu_options``); returns once
+        the REST API answers."""
         conf_file = self.run_dir / "ryu_dsr.conf"
         lines = [
             "[DEFAULT]",
             "wsapi_host = 127.0.0.1",
             f"wsapi_port = {rest_port}",
             f"ofp_tcp_listen_port = {of_port}",
+            *[f"{key} = {value}" for key, value in (ryu_options or {}).items()],
             "",
             "[dsr]",
         ]

@@ -4,6 +4,8 @@ rules of ``ryu_dsr.flows`` and OpenFlow 1.3 messages with Nicira extensions."""
 from __future__ import annotations
 
 import functools
+import logging
+import ssl
 import struct
 import warnings
 
@@ -48,6 +50,7 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
 )
 
 OF_VERSION = ofp.OFP_VERSION
+LOG = logging.getLogger("ryu_dsr")
 
 
 def limit_rest_connections(idle_timeout: float) -> None:
@@ -62,6 +65,42 @@ def limit_rest_connections(idle_timeout: float) -> None:
         eventlet.wsgi.server(server.server, server.handle, server.logger, socket_timeout=idle_timeout)
 
     hub.WSGIServer.serve_forever = serve_forever
+
+
+def fix_openflow_tls() -> None:
+    """Ryu 4.34's TLS listener builds its SSL context from arguments it
+    consumes on the first connection: every later one (a switch that
+    reconnects) is wrapped without a certificate and fails. Here the
+    context is built once and used for every connection, TLS 1.2 at least,
+    and a failed handshake is one log line."""
+    original = hub.StreamServer.__init__
+    if getattr(original, "fixed_tls", False):
+        return
+
+    def __init__(server, listen_info, handle=None, backlog=None, spawn="default", **ssl_args) -> None:
+        original(server, listen_info, handle, backlog, spawn)
+        if not ssl_args:
+            return
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(ssl_args["certfile"], ssl_args["keyfile"])
+        if ssl_args.get("ca_certs"):
+            context.load_verify_locations(ssl_args["ca_certs"])
+            context.verify_mode = ssl_args.get("cert_reqs", ssl.CERT_REQUIRED)
+
+        def wrap_and_handle(sock, address) -> None:
+            try:
+                wrapped = context.wrap_socket(sock, server_side=True)
+            except (ssl.SSLError, OSError) as error:
+                LOG.warning("OpenFlow TLS handshake with %s failed: %s", address[0], error)
+                sock.close()
+                return
+            handle(wrapped, address)
+
+        server.handle = wrap_and_handle
+
+    __init__.fixed_tls = True
+    hub.StreamServer.__init__ = __init__
 
 
 SPECIAL_PORTS = {

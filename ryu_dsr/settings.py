@@ -157,6 +157,14 @@ OPTIONS = (
     ),
     Option("token_file", str, "/var/lib/ryu_dsr/api-token", "bearer tokens (NAME:TOKEN per line); made at first start"),
     Option(
+        "switches",
+        str,
+        "",
+        "datapath ids (hex, comma separated) of the switches the controller takes; any other switch that connects "
+        "is refused and logged; empty: every switch that reaches the OpenFlow port (restrict it here, or with "
+        "OpenFlow over TLS)",
+    ),
+    Option(
         "on_empty_state",
         str,
         "keep",
@@ -200,6 +208,8 @@ class _SettingsMethods:
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:
                 value = parse_ipv4(value, where)
+            if name == "switches":
+                value = ",".join(f"{dpid:016x}" for dpid in sorted(parse_dpids(value, where)))
             checked[name] = value
         return cls(**checked)
 
@@ -230,6 +240,20 @@ class _SettingsMethods:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_dpids(text: str, where: str) -> set[int]:
+    """Datapath ids written as Open vSwitch shows them: hex, with or
+    without 0x or colons ("0000000000000001", "0x1", "00:00:00:00:00:00:00:01")."""
+    dpids = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        digits = item.lower().removeprefix("0x").replace(":", "")
+        if not re.fullmatch(r"[0-9a-f]{1,16}", digits):
+            raise InvalidInput(where, f"{item!r} is not a datapath id (up to 16 hex digits, like 0000000000000001)")
+        dpids.add(int(digits, 16))
+    return dpids
 
 
 def _from_text(option: Option, text: str, where: str) -> Any:

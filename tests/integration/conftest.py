@@ -37,12 +37,12 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1, what: str 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def fabric_fixture(prefix: str, rest_port: int, of_port: int):
+def fabric_fixture(prefix: str, rest_port: int, of_port: int, **options):
     """A module-scoped fixture with its own fabric, destroyed after the module."""
 
     @pytest.fixture(scope="module")
     def fabric():
-        built = Fabric(prefix, rest_port=rest_port, of_port=of_port)
+        built = Fabric(prefix, rest_port=rest_port, of_port=of_port, **options)
         yield built
         built.lab.destroy()
 
@@ -52,7 +52,7 @@ def fabric_fixture(prefix: str, rest_port: int, of_port: int):
 class Fabric:
     """One switch, clients and DSR backends serving VIP, and the controller."""
 
-    def __init__(self, prefix: str, rest_port: int, of_port: int, clients=("c1",), settings=None):
+    def __init__(self, prefix: str, rest_port: int, of_port: int, clients=("c1",), settings=None, tls=False):
         self.lab = Lab(prefix)
         self.rest_port, self.of_port = rest_port, of_port
         self.base = f"http://127.0.0.1:{rest_port}"
@@ -60,6 +60,7 @@ class Fabric:
         self.settings.update(settings or {})
         self.servers = {}
         self.lab.start_switch(controller_port=of_port)
+        self.ryu_options = self.lab.use_tls(of_port) if tls else {}
         for i, name in enumerate(clients):
             self.lab.add_host(name, 1 + i)
         for name, last in BACKENDS.items():
@@ -69,9 +70,15 @@ class Fabric:
         self.controller = self.start_controller()
 
     def start_controller(self):
-        proc = self.lab.start_controller(self.settings, rest_port=self.rest_port, of_port=self.of_port)
+        proc = self.start_controller_unwaited()
         self.lab.wait_connected()
         return proc
+
+    def start_controller_unwaited(self):
+        """The controller, its REST API answering; the switch may not connect."""
+        return self.lab.start_controller(
+            self.settings, rest_port=self.rest_port, of_port=self.of_port, ryu_options=self.ryu_options
+        )
 
     def api(self, method, path, body=None):
         return rest(self.base, method, path, body)

@@ -99,6 +99,36 @@ def test_an_unanswered_probe_fails_at_its_timeout(tmp_path):
     assert "no answer in 0.2 s" in state(rig, "10.0.0.13")["reason"]
 
 
+def test_a_switch_that_is_away_fails_none_of_its_backends(tmp_path):
+    """Probes cannot go out through a disconnected switch: no failure is
+    counted while it is away, and checks resume when it is back."""
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2})
+    tick(rig, 0.05)  # probes out
+    rig.balancer.switch_disconnected(1)
+    rig.sent.clear()
+    for _ in range(20):
+        tick(rig, 0.3)
+    assert not [p for _, p in probes(rig) if isinstance(p, Tcp)]
+    assert {state(rig, ip)["state"] for ip in BACKENDS} == {"up"}
+    rig.connect()
+    tick(rig, 0.3)
+    assert {p.dst for _, p in probes(rig) if isinstance(p, Tcp)} == set(BACKENDS)
+
+
+def test_probes_out_while_the_controller_did_not_run_end_with_no_result(tmp_path):
+    """Stopped (SIGSTOP) or starved past the probes' timeout, the controller
+    read no answer in time: those probes are not failures."""
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 1})
+    tick(rig, 0.05)
+    assert len([p for _, p in probes(rig) if isinstance(p, Tcp)]) == 3
+    rig.clock.now += 10
+    rig.balancer.stalled(10)  # what the shell calls when its tick comes this late
+    rig.balancer.tick()
+    assert {state(rig, ip)["state"] for ip in BACKENDS} == {"up"}
+    tick(rig, 0.25)  # the probes of this tick are answered by no one: now they fail
+    assert {state(rig, ip)["state"] for ip in BACKENDS} == {"unhealthy"}
+
+
 def test_arp_check_is_the_default_and_needs_no_probe_address(tmp_path):
     rig = make_rig(tmp_path)
     rig.connect()

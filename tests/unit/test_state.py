@@ -225,6 +225,8 @@ def test_an_unreadable_state_file_is_refused(tmp_path):
         ({"resolve_interval": 0.0}, "dsr.resolve_interval"),
         ({"max_hosts": 1}, "dsr.max_hosts"),
         ({"colour": "red"}, "dsr.colour: unknown option"),
+        ({"switches": "1, br0"}, "dsr.switches: 'br0' is not a datapath id"),
+        ({"switches": "0x11112222333344445"}, "dsr.switches"),
     ],
 )
 def test_settings_rules(values, words):
@@ -236,6 +238,23 @@ def test_settings_rules(values, words):
 def test_settings_defaults_are_valid():
     defaults = Settings()
     assert Settings.from_mapping(defaults.as_dict()) == defaults
+
+
+def test_only_the_switches_the_operator_allows_are_taken(tmp_path, caplog):
+    """dsr.switches names datapath ids the way Open vSwitch shows them; a
+    switch not named is refused (counted, logged once a minute)."""
+    settings = Settings.from_mapping({"switches": "0000000000000001, 0x2,00:00:00:00:00:00:00:0a"})
+    assert settings.switches == "0000000000000001,0000000000000002,000000000000000a"
+    rig = make_rig(tmp_path, switches="1,a")
+    assert rig.balancer.admits(1) and rig.balancer.admits(10)
+    for _ in range(5):
+        assert not rig.balancer.admits(2)
+    assert rig.balancer.counters["switches_refused"] == 5
+    assert caplog.text.count("switch 0000000000000002 refused: not in dsr.switches") == 1
+    rig.clock.now += 61
+    assert not rig.balancer.admits(2)
+    assert caplog.text.count("refused: not in dsr.switches") == 2
+    assert make_rig(tmp_path / "any").balancer.admits(12345)  # empty: every switch
 
 
 def test_hosts_learned_on_a_switch_are_bounded(tmp_path):
