@@ -210,39 +210,64 @@ def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
     )
 
 
-def vip_address_rules(
-    switch: SwitchPlan,
-    ip: str,
-    mac: str | None,
-    backend_macs: tuple[str, ...] = (),
-    fragments: VipPlan | None = None,
-) -> list[Rule]:
-    """ARP answer, ARP guard and catch-all of one VIP address (VIPs may share
-    an address on different ports); none when no VIP uses the address.
-    ``fragments``: the VIP that later UDP fragments to the address enter
-    (``fragment_vip``), Open vSwitch mode only.
+@dataclass(frozen=True)
+class AddressPlan:
+    """One VIP address on one switch (VIPs may share an address on
+    different ports)."""
+
+    ip: str
+    mac: str | None  # the VIP MAC the switch answers ARP with; None: no VIP uses the address
+    backend_macs: tuple[str, ...] = ()  # backends that may hold connections: ICMP "too big" goes to each
+    fragments: VipPlan | None = None  # the VIP UDP fragments enter (``fragment_vip``); Open vSwitch mode
+    source_ports: tuple[int, ...] | None = None  # where the address's backends are; None: not all on this switch
+
+
+def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
+    """ARP answer, ARP guard, source guard and catch-all of one VIP address;
+    none when no VIP uses the address.
 
     In Open vSwitch mode, ICMP "fragmentation needed" sent to the address (a
     router on the way back to a client could not forward a backend's reply,
     which came from the VIP) goes to every backend behind it: the switch
     cannot read which connection it is about, and without it path MTU
-    discovery breaks (in the manner of GitHub's GLB)."""
+    discovery breaks (in the manner of GitHub's GLB).
+
+    Packets from the address are taken only from the ports of its backends
+    (when all of them are on this switch): no other host can answer in the
+    VIP's name. ARP from the address (a backend without ``arp_announce``,
+    say, or a host claiming the VIP) is never heard by other hosts: it goes
+    to the controller, which reports it, through the learning meter."""
+    ip, mac = address.ip, address.mac
     if mac is None:
         return []
     address_owner = owner(Kind.ADDRESS)
     answer = arp_responder_actions(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
     rules = []
-    if switch.mode == "ovs" and backend_macs:
+    if switch.mode == "ovs" and address.backend_macs:
         forward: Action = Output("normal") if switch.l2 == "normal" else Resubmit(Table.ETH_DST)
-        copies = tuple(action for each in backend_macs for action in (SetField("eth_dst", each), forward))
+        copies = tuple(action for each in address.backend_macs for action in (SetField("eth_dst", each), forward))
         too_big = match_items(eth_type=ETH_IP, ip_proto=1, ipv4_dst=ip, icmpv4_type=3, icmpv4_code=4)
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
-    if switch.mode == "ovs" and fragments is not None:
-        rules.append(fragments_rule(fragments))
+    if switch.mode == "ovs" and address.fragments is not None:
+        rules.append(fragments_rule(address.fragments))
+    if address.source_ports is not None:
+        for port in address.source_ports:
+            from_backend = match_items(eth_type=ETH_IP, ipv4_src=ip, in_port=port)
+            rules.append(
+                Rule(Table.INGRESS, Priority.VIP_SOURCE, from_backend, goto=Table.ETH_SRC, owner=address_owner)
+            )
+        from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
+        rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
+    metered = switch.mode == "ovs" and switch.packet_in_limit
     return rules + [
-        # A host that claims the VIP by ARP (a backend without
-        # arp_announce, say) is not heard: the switch alone answers.
-        Rule(Table.INGRESS, Priority.VIP_ARP_GUARD, match_items(eth_type=ETH_ARP, arp_spa=ip), (), owner=address_owner),
+        Rule(
+            Table.INGRESS,
+            Priority.VIP_ARP_GUARD,
+            match_items(eth_type=ETH_ARP, arp_spa=ip),
+            (Output("controller", CONTROLLER_PEEK),),
+            meter=LEARN_METER if metered else None,
+            owner=address_owner,
+        ),
         Rule(
             Table.INGRESS,
             Priority.VIP_ARP,

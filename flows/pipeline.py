@@ -61,6 +61,8 @@ class Priority(IntEnum):
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
     VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
+    VIP_SOURCE = 145  # IP from a VIP address, from a port of one of its backends: forwarded
+    VIP_SOURCE_GUARD = 144  # IP from a VIP address, from anywhere else: dropped
     PIN = 200  # learned pins in SLOTS
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
     HANDOVER = 120  # a moved slot: other packets, to the old backend
@@ -103,7 +105,7 @@ _ICMP = {"icmpv4_type", "icmpv4_code"}
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
-        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "ip_frag"}),
+        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "ip_frag", "in_port"}),
         frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST}),
         "to ETH_SRC (a MISS rule)",
     ),
@@ -212,7 +214,8 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
     if kind == Kind.HOST:
         return (Kind.HOST, fields.get("eth_src") or fields.get("eth_dst"))
     if kind == Kind.ADDRESS:
-        return (Kind.ADDRESS, fields.get("arp_spa") or fields.get("arp_tpa") or fields.get("ipv4_dst"))
+        address = fields.get("arp_spa") or fields.get("arp_tpa") or fields.get("ipv4_dst") or fields.get("ipv4_src")
+        return (Kind.ADDRESS, address)
     if kind == Kind.VIP:
         return (Kind.VIP, uid_of(cookie))
     if kind == Kind.POOL:

@@ -24,6 +24,7 @@ from typing import Any
 import networkx
 
 from ryu_dsr.flows.compute import (
+    AddressPlan,
     Handover,
     SlotTarget,
     SwitchPlan,
@@ -146,6 +147,8 @@ class Balancer:
             "openflow_errors": 0,
             "switches_refused": 0,
         }
+        self.vip_arp: dict[str, tuple[str, float]] = {}  # backend ip -> VIP address it sent ARP for, when
+        self.vip_arp_logged: dict[str, float] = {}  # MAC -> when its ARP for a VIP was last logged
         self.allowed = {int(dpid, 16) for dpid in settings.switches.split(",")} if settings.switches else None
         self.refused_at: dict[int, float] = {}  # dpid -> when its refusal was last logged
         now = self.clock()
@@ -340,7 +343,13 @@ class Balancer:
             "location": None if dpid is None else {"dpid": dpid, "port": port},
             "slots": table.count(ip),
             "handover_slots": len(self._active_moves(pool_name, old=ip)),
+            "arp_for_vip": self._arp_for_vip(ip),
+            "claim": self.locator.claim_status(ip),
         }
+
+    def _arp_for_vip(self, ip: str) -> dict | None:
+        seen = self.vip_arp.get(ip)
+        return None if seen is None else {"address": seen[0], "last_seen": utc_stamp(seen[1])}
 
     def _active_moves(self, pool_name: str, old: str | None = None) -> list:
         """The pool's moves whose handover rules are in force now (from
@@ -474,7 +483,9 @@ class Balancer:
             switch.rules.mark((Kind.HOST, mac) for mac in learned)
         arp = parse_arp(data)
         touched: set[Owner] = set()
-        if arp is not None and arp.op == 2 and eth.dst == self.settings.probe_mac:
+        if arp is not None and arp.spa in self.config.vips_by_ip:
+            self._vip_claimed(arp.spa, eth.src, dpid, in_port)
+        elif arp is not None and arp.op == 2 and eth.dst == self.settings.probe_mac:
             touched = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
         elif arp is not None and arp.op == 1:
             self._answer_vip_arp(switch, in_port, arp)
@@ -673,15 +684,36 @@ class Balancer:
             name = self.vip_names.get(ident)
             return checked(vip_rules(plan, self._vip_plan(name, switch.mode))) if name else []
         if kind == Kind.ADDRESS:
-            vips = self.config.address_vips(ident)
-            fragments = fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips])
-            mac = vips[0].mac if vips else None
-            return checked(vip_address_rules(plan, ident, mac, self._macs_behind(vips), fragments))
+            return checked(vip_address_rules(plan, self._address_plan(switch, ident)))
         if kind == Kind.HOST:
             return checked(host_rules(plan, ident, self._host_port(switch, ident)))
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []
+
+    def _address_plan(self, switch: Switch, ip: str) -> AddressPlan:
+        vips = self.config.address_vips(ip)
+        if not vips:
+            return AddressPlan(ip, None)
+        ports: set[int] | None = set()
+        for name in {vip.pool for vip in vips}:
+            for backend in self.config.pools[name].backends.values():
+                mac = self.locator.where(backend)[0]
+                port = self._host_port(switch, mac) if mac else None
+                if mac and port is None:
+                    ports = None  # a backend elsewhere: this switch cannot tell its ports
+                    break
+                if port is not None:
+                    ports.add(port)
+            if ports is None:
+                break
+        return AddressPlan(
+            ip,
+            vips[0].mac,
+            self._macs_behind(vips),
+            fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips]),
+            tuple(sorted(ports)) if ports is not None else None,
+        )
 
     def _addresses_of(self, name: str) -> set[Owner]:
         """The VIP address owners of a pool's VIPs."""
@@ -758,6 +790,7 @@ class Balancer:
             new = None
             self.locator.want(ip, False, self.clock())
             self.locator.forget(ip)
+            self.vip_arp.pop(ip, None)
         else:
             backends = [self.config.pools[name].backends[ip] for name in sorted(pools)]
             self.locator.want(ip, not any(b.mac for b in backends), self.clock())
@@ -989,6 +1022,26 @@ class Balancer:
         for name in self.config.pools_by_backend.get(ip, ()):
             touched |= self._refresh_pool(name) | self._slots_of(name, {ip}) | self._addresses_of(name)  # new MAC
         return touched
+
+    def _vip_claimed(self, address: str, mac: str, dpid: int, port: int) -> None:
+        """A host sent ARP from a VIP address (the switch keeps it from every
+        other host): shown in the status of the backends at that MAC (a
+        backend without arp_ignore/arp_announce) and logged once a minute."""
+        now = self.clock()
+        for ip in self.ips_by_mac.get(mac, ()):
+            self.vip_arp[ip] = (address, self.wall())
+        if now - self.vip_arp_logged.get(mac, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            self.vip_arp_logged[mac] = now
+            backends = ", ".join(sorted(self.ips_by_mac.get(mac, ()))) or "no backend"
+            LOG.warning(
+                "%s (%s) on switch %016x port %d sends ARP for VIP address %s: not heard by other hosts "
+                "(a backend needs arp_ignore=1 and arp_announce=2)",
+                mac,
+                backends,
+                dpid,
+                port,
+                address,
+            )
 
     def _answer_vip_arp(self, switch: Switch, in_port: int, arp) -> None:
         """Plain mode: the switch sends ARP for a VIP (or the probe address)

@@ -46,6 +46,7 @@ class BackendLocator:
         self._due: list[tuple[float, str]] = []
         self._next: dict[str, float] = {}
         self.claims: dict[str, Claim] = {}
+        self.refused: dict[str, Claim] = {}  # ip -> the last claim refused (its current place kept answering)
 
     def want(self, ip: str, wanted: bool, now: float) -> None:
         if wanted and ip not in self.wanted:
@@ -57,6 +58,8 @@ class BackendLocator:
 
     def forget(self, ip: str) -> None:
         self.found.pop(ip, None)
+        self.claims.pop(ip, None)
+        self.refused.pop(ip, None)
 
     def _schedule(self, ip: str, when: float) -> None:
         self._next[ip] = when
@@ -102,6 +105,7 @@ class BackendLocator:
             # the current place had a probe round to answer since the claim
             del self.claims[ip]
             if old.seen >= claim.since:
+                self.refused[ip] = claim
                 return "refused"
         elif old:
             if claim is None or claim.where != where:
@@ -109,7 +113,17 @@ class BackendLocator:
                 self._schedule(ip, now + CONFIRM_SECONDS)  # ask everyone again, every second while claimed
             return "claimed"
         self.found[ip] = Location(mac, dpid, port, now, now)
+        self.refused.pop(ip, None)
         return "moved"
+
+    def claim_status(self, ip: str) -> dict | None:
+        """Another place that claims a backend's address by ARP: being
+        confirmed now, or the last one refused."""
+        for state, claim in (("pending", self.claims.get(ip)), ("refused", self.refused.get(ip))):
+            if claim is not None:
+                mac, dpid, port = claim.where
+                return {"state": state, "mac": mac, "dpid": dpid, "port": port}
+        return None
 
     def lost(self, ip: str) -> None:
         """The current place of a backend is gone (its port went down): a

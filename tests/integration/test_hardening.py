@@ -144,3 +144,71 @@ def test_a_fragmented_udp_datagram_reaches_one_backend_whole_in_both_hash_modes(
         assert not lost, f"{hash_fields}: {len(lost)} of 40 datagrams never reassembled"
         assert {size for _backend, size in answers.values()} == {4000}
     assert fabric.api("DELETE", "/v1/vips/dns")[0] == 204
+
+
+ARP_FRAMES = r"""
+import socket, sys, time
+def mac(text): return bytes.fromhex(text.replace(':', ''))
+def ip(text): return socket.inet_aton(text)
+eth_dst, sha, spa, tha, tpa, count = sys.argv[1:7]
+frame = (mac(eth_dst) + mac(sha) + b'\x08\x06' + b'\x00\x01\x08\x00\x06\x04\x00\x02'
+         + mac(sha) + ip(spa) + mac(tha) + ip(tpa))
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind(('eth0', 0))
+for _ in range(int(count)):
+    sock.send(frame + bytes(18))
+    time.sleep(0.2)
+"""
+
+UDP_RECEIVER = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(('0.0.0.0', 9999))
+while True:
+    data, peer = sock.recvfrom(2048)
+    print(peer[0], flush=True)
+"""
+
+
+def test_forged_arp_and_packets_in_the_vips_name_are_not_followed(fabric):
+    """A host that claims a backend's address by ARP moves nothing and is
+    shown in the backend's status; ARP from a VIP address reaches no other
+    host and a backend that sends it is shown; only the VIP's backends may
+    send from its address."""
+    import time
+
+    lab = fabric.lab
+    if fabric.api("GET", "/v1/pools/web")[0] == 404:
+        fabric.create_web()
+    c1, b12, b13 = lab.hosts["c1"], lab.hosts["b12"], lab.hosts["b13"]
+    probe_mac = "02:d4:00:00:00:01"
+    # c1 claims 10.0.0.12 for 4 s, answering the controller's probes as if it were it
+    lab.run("c1", sys.executable, "-c", ARP_FRAMES, probe_mac, c1.mac, "10.0.0.12", probe_mac, "0.0.0.0", "20")
+    status = fabric.api("GET", "/v1/pools/web/backends/10.0.0.12")[1]["status"]
+    assert status["mac"] == b12.mac and status["location"]["port"] == b12.ofport
+    assert status["claim"]["mac"] == c1.mac and status["claim"]["port"] == c1.ofport
+    assert "claimed by " + c1.mac in fabric.log()
+    assert lab.requests("c1", f"http://{VIP}/", 20)["failed"] == 0
+    # b13 announces the VIP by ARP: other hosts do not hear it, its status says so
+    lab.run("b13", sys.executable, "-c", ARP_FRAMES, "ff:ff:ff:ff:ff:ff", b13.mac, VIP, "00:00:00:00:00:00", VIP, "3")
+    vip_mac = fabric.api("GET", "/v1/vips/www")[1]["mac"]
+    assert f"lladdr {vip_mac}" in lab.run("c1", "ip", "neigh", "show", VIP)  # not b13's
+    seen = fabric.api("GET", "/v1/pools/web/backends/10.0.0.13")[1]["status"]["arp_for_vip"]
+    assert seen and seen["address"] == VIP
+    assert f"{b13.mac} (10.0.0.13)" in fabric.log() and "sends ARP for VIP address" in fabric.log()
+    # c1 sends UDP to another client from the VIP's address and from its own: only its own arrives
+    c2 = lab.hosts.get("c2") or lab.add_host("c2", 2)
+    receiver = lab.spawn("c2", sys.executable, "-c", UDP_RECEIVER, log="c2-receiver.log")
+    time.sleep(0.5)
+    lab.run("c1", "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+    lab.run("c1", "ip", "neigh", "replace", c2.ip, "lladdr", c2.mac, "dev", "eth0")
+    try:
+        send = "import socket,sys\nfor _ in range(5):\n s=socket.socket(2,2); s.bind((sys.argv[1],0)); s.sendto(b'x',(sys.argv[2],9999))"
+        lab.run("c1", sys.executable, "-c", send, VIP, c2.ip)
+        lab.run("c1", sys.executable, "-c", send, c1.ip, c2.ip)
+        time.sleep(0.5)
+    finally:
+        lab.run("c1", "ip", "addr", "del", f"{VIP}/32", "dev", "lo")
+        lab.stop(receiver)
+    sources = (lab.run_dir / "c2-receiver.log").read_text().split()
+    assert sources == [c1.ip] * 5

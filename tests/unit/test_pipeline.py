@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ryu_dsr.flows.packets import build_arp
 from ryu_dsr.flows.pipeline import Kind, Table, kind_of
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 from ryu_dsr.rest import views
@@ -85,12 +86,37 @@ def test_arp_for_the_vip_is_answered_by_the_switch(tmp_path):
     assert (reply.packet["eth_src"], reply.packet["eth_dst"]) == (VIP_MAC, CLIENT_MAC)
 
 
-def test_a_backend_claiming_the_vip_by_arp_is_not_heard(tmp_path):
+def test_a_backend_claiming_the_vip_by_arp_is_not_heard_and_shows_it(tmp_path):
+    """Only the controller sees it (through the learning meter), and the
+    backend's status says so."""
     rig, switch = ready(tmp_path)
     gratuitous = arp_request("02:00:00:00:00:0b", VIP, VIP)
-    assert switch.send(gratuitous, in_port=2) == []
     claim = dict(arp_request("02:00:00:00:00:0b", VIP, "10.0.0.1"), arp_op=2)
-    assert switch.send(claim, in_port=2) == []
+    for frame in (gratuitous, claim):
+        outputs = switch.send(frame, in_port=2)
+        assert [out.port for out in outputs] == ["controller"]
+        rule = switch.lookup(Table.INGRESS, dict(frame, in_port=2))
+        assert rule.meter is not None
+    assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["arp_for_vip"] is None
+    rig.balancer.packet_in(
+        1,
+        2,
+        build_arp(
+            2, "02:00:00:00:00:0b", "02:00:00:00:00:01", "02:00:00:00:00:0b", VIP, "02:00:00:00:00:01", "10.0.0.1"
+        ),
+    )
+    seen = views.backend_json(rig.balancer, "web", "10.0.0.11")["status"]["arp_for_vip"]
+    assert seen["address"] == VIP and seen["last_seen"].endswith("Z")
+
+
+def test_only_the_vips_backends_may_send_from_its_address(tmp_path):
+    """A host that is not a backend cannot answer clients in the VIP's name."""
+    rig, switch = ready(tmp_path)
+    reply = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:0c", CLIENT_MAC)
+    assert [out.port for out in switch.send(reply, in_port=3)] == [1]  # from backend .12's port
+    forged = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:99", CLIENT_MAC)
+    assert switch.send(forged, in_port=5) == []
+    assert switch.send(tcp("10.0.0.5", "10.0.0.1", 80, 4000, "02:00:00:00:00:99", CLIENT_MAC), in_port=5)
 
 
 def test_other_traffic_is_forwarded_by_l2(tmp_path):

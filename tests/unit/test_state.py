@@ -398,11 +398,14 @@ def test_a_forged_arp_claim_for_a_backend_is_refused_while_the_backend_answers(t
     rig.answer_arp("10.0.0.12", "02:00:00:00:00:66", 5)
     assert (where().mac, where().port) == (real_mac, real_port)
     assert "claimed by 02:00:00:00:00:66" in caplog.text and "refused" in caplog.text
+    claim = rig.balancer.backend_status("web", "10.0.0.12")["claim"]
+    assert claim["mac"] == "02:00:00:00:00:66" and claim["port"] == 5 and claim["state"] in ("pending", "refused")
     # a backend that really moved (the old place silent) is found at its new place
     for _ in range(4):
         rig.answer_arp("10.0.0.12", "02:00:00:00:00:77", 5)
         rig.clock.now += 1.0
     assert (where().mac, where().port) == ("02:00:00:00:00:77", 5)
+    assert rig.balancer.backend_status("web", "10.0.0.12")["claim"] is None
     # and when that port goes down, the first place is believed again (its claim confirmed)
     rig.balancer.port_changed(1, 5, up=False)
     for _ in range(3):
