@@ -8,6 +8,11 @@ killed, or its link is cut. For each setting, prints the time from the kill
 to the backend being out of the hash (as the REST API reports it) and the
 requests that failed. Then the backend is restored before the next row.
 
+Then the switch itself: ovs-vswitchd is killed (kill -9: its datapath and
+every flow gone) and started again a second later, while the client runs
+and ten long-lived connections stream; prints how soon after the restart
+the VIP answers, the requests that failed, and the connections kept.
+
 Run as root:  python3 bench/failover.py [--intervals 0.1,0.3,1.0]
 """
 
@@ -52,6 +57,28 @@ def run_case(lab: Lab, servers: dict, label: str, fail, restore) -> tuple[str, f
     return label, detected, report["failed"], report["ok"] + report["failed"]
 
 
+def vswitchd_case(lab: Lab) -> tuple[float, int, int, int]:
+    streams = lab.spawn_client(
+        "c1", f"http://{VIP}/", "--streams", "10", "--lines", "100", "--ms", "100", "--timeout", "30", log="s.json"
+    )
+    client = lab.spawn_client(
+        "c1", f"http://{VIP}/", "--count", "200", "--interval", "0.02", "--timeout", "1", log="c.json"
+    )
+    time.sleep(1.0)
+    lab.kill_vswitchd()
+    time.sleep(1.0)
+    restarted = time.time()
+    lab.start_vswitchd()
+    while lab.requests("c1", f"http://{VIP}/", 1, "--timeout", "0.3")["ok"] != 1:
+        if time.time() - restarted > 30:
+            raise RuntimeError("the VIP did not answer within 30 s of the restart")
+    answered = time.time() - restarted
+    client.wait(120)
+    streams.wait(120)
+    report, kept = lab.client_report("c.json"), lab.client_report("s.json")["intact"]
+    return answered, report["failed"], report["ok"] + report["failed"], kept
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--intervals", default="0.1,0.3,1.0")
@@ -66,7 +93,10 @@ def main() -> int:
             lab.make_backend(name, [VIP])
             servers[name] = lab.serve_http(name)
         lab.start_controller(
-            {"state_file": str(lab.run_dir / "state.db"), "probe_ip": "10.0.0.250"}, rest_port=18094, of_port=16694
+            # short handover windows, so each case starts from the steady state
+            {"state_file": str(lab.run_dir / "state.db"), "probe_ip": "10.0.0.250", "handover_window": 3},
+            rest_port=18094,
+            of_port=16694,
         )
         lab.wait_connected()
         rest(BASE, "POST", "/v1/pools", {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]})
@@ -99,6 +129,10 @@ def main() -> int:
                 lambda: lab.set_link("b12", True),
             )
         )
+        wait_state("10.0.0.12", "up")
+        while rest(BASE, "GET", "/v1/pools/web")[1]["handover"]["slots"]:
+            time.sleep(0.2)
+        switch_row = vswitchd_case(lab)
     finally:
         lab.destroy()
     header = f"{'case':<46} | {'out of the hash after':>21} | {'failed requests':>15}"
@@ -106,6 +140,13 @@ def main() -> int:
     print("-" * len(header))
     for label, detected, failed, total in rows:
         print(f"{label:<46} | {detected * 1000:18.0f} ms | {failed:>6} of {total:<6}")
+    answered, failed, total, kept = switch_row
+    print()
+    header = f"{'fault':<46} | {'VIP answers again':>21} | {'failed requests':>15} | long-lived kept"
+    print(header)
+    print("-" * len(header))
+    label = "ovs-vswitchd killed, restarted 1 s later"
+    print(f"{label:<46} | {answered * 1000:12.0f} ms after | {failed:>6} of {total:<6} | {kept} of 10")
     return 0
 
 

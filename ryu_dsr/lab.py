@@ -94,13 +94,7 @@ class Lab:
             f"--log-file={d}/ovsdb-server.log",
         )
         self.vsctl("--no-wait", "init")
-        self.ovs(
-            "ovs-vswitchd",
-            f"unix:{d}/db.sock",
-            f"--pidfile={d}/ovs-vswitchd.pid",
-            "--detach",
-            f"--log-file={d}/ovs-vswitchd.log",
-        )
+        self._start_vswitchd()
         self.vsctl(
             "add-br",
             self.bridge,
@@ -116,6 +110,32 @@ class Lab:
         self.vsctl("set-controller", self.bridge, f"tcp:127.0.0.1:{controller_port}")
         # Connection to the controller: retry fast so restarts are short.
         self.vsctl("set", "controller", self.bridge, "max_backoff=1000", "inactivity_probe=5000")
+
+    def _start_vswitchd(self) -> None:
+        d = self.run_dir
+        self.ovs(
+            "ovs-vswitchd",
+            f"unix:{d}/db.sock",
+            f"--pidfile={d}/ovs-vswitchd.pid",
+            "--detach",
+            f"--log-file={d}/ovs-vswitchd.log",
+        )
+
+    def kill_vswitchd(self) -> None:
+        """kill -9 ovs-vswitchd: the datapath and every flow are gone (the
+        bridges and ports stay in ovsdb)."""
+        pid = int((self.run_dir / "ovs-vswitchd.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while time.time() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
+
+    def start_vswitchd(self) -> None:
+        """Start ovs-vswitchd again after ``kill_vswitchd``: it rebuilds the
+        bridges and ports from ovsdb, with no flows, and connects to the
+        controller."""
+        (self.run_dir / "ovs-vswitchd.pid").unlink(missing_ok=True)
+        self._start_vswitchd()
 
     def add_host(self, name: str, ip_last: int, mac: str | None = None) -> Host:
         """A namespace with one veth into the bridge, at SUBNET.ip_last/24."""
