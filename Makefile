@@ -30,3 +30,4 @@ bench: setup
 	$(PY) bench/failover.py
 	$(PY) bench/cps.py
 	$(PY) bench/scale.py
+	$(PY) bench/rest_load.py

@@ -95,6 +95,14 @@ class DsrApp(ofp.RyuApp):
         )
         self.busy = set()  # dpids whose sender is writing
         self.barriers = {}  # dpid -> xid of the last barrier not yet answered
+        # Confirmation of each REST change: work queued for a switch counts
+        # up ``requested``; when the writer goes idle it sends a barrier
+        # stamped with that count, and its reply raises ``confirmed``. A
+        # change waits for its own count only, not for the switches to be
+        # idle (which concurrent writers would keep from ever happening).
+        self.requested = {}  # dpid -> count of work queued
+        self.confirmed = {}  # dpid -> count the switch confirmed by a barrier
+        self.stamps = {}  # dpid -> {barrier xid: count}
         tokens = None
         if settings.auth == "none":
             LOG.warning("auth = none: anyone who reaches the REST port can change or delete every VIP")
@@ -106,7 +114,7 @@ class DsrApp(ofp.RyuApp):
                 sys.exit(f"ryu_dsr: {error}")
         api = DsrApi(
             self.balancer,
-            settle=lambda: self.wait_settled(SETTLE_SECONDS),
+            settle=lambda: self.wait_confirmed(SETTLE_SECONDS),
             tokens=tokens,
             token_file=settings.token_file,
         )
@@ -129,12 +137,15 @@ class DsrApp(ofp.RyuApp):
             return
         outbox = self.outboxes.get(dpid)
         if outbox is not None:
+            self.requested[dpid] = self.requested.get(dpid, 0) + 1
             outbox.put(list(commands))
 
     def _wake(self, dpid):
         outbox = self.outboxes.get(dpid)
-        if outbox is not None and dpid not in self.busy:
-            outbox.put(_FLUSH)
+        if outbox is not None:
+            self.requested[dpid] = self.requested.get(dpid, 0) + 1
+            if dpid not in self.busy:
+                outbox.put(_FLUSH)
 
     def _transmit(self, datapath, command):
         if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
@@ -176,6 +187,25 @@ class DsrApp(ofp.RyuApp):
                 self.busy.discard(dpid)
             if self.balancer.pending(dpid):
                 outbox.put(_FLUSH)
+            elif outbox.qsize() == 0 and self.datapaths.get(dpid) is datapath:
+                self._confirm(datapath)
+
+    def _confirm(self, datapath):
+        """Everything queued so far is written: a barrier stamped with the
+        count of work queued; its reply confirms all of it."""
+        dpid = datapath.id
+        count = self.requested.get(dpid, 0)
+        if count <= self.confirmed.get(dpid, 0) or count in self.stamps.get(dpid, {}).values():
+            return
+        switch = self.balancer.switches.get(dpid)
+        if switch is None or switch.resyncing or switch.failure:
+            return  # not written yet: the resync writes it, then confirms
+        message = ofp.to_message(ofp.Barrier(), datapath)
+        if datapath.send_msg(message):
+            stamps = self.stamps.setdefault(dpid, {})
+            stamps[message.xid] = count
+            while len(stamps) > SENT_REMEMBERED:
+                stamps.pop(next(iter(stamps)))
 
     def _write(self, datapath):
         switch = self.balancer.switches.get(datapath.id)
@@ -193,43 +223,49 @@ class DsrApp(ofp.RyuApp):
             self.reading[dpid] = {}
             datapath.send_msg(ofp.flow_stats_request(datapath))
 
-    def settled(self) -> bool:
-        """Every change computed so far is written and confirmed by a barrier."""
-        if self.busy or self.barriers or any(self.balancer.pending(d) for d in self.datapaths):
-            return False
-        return all(outbox.qsize() == 0 for outbox in self.outboxes.values())
-
     def _progress(self):
         return tuple((sw.flow_mods, sw.rules.rules_computed) for sw in self.balancer.switches.values()), tuple(
             self.barriers.items()
         )
 
-    def wait_settled(self, timeout: float) -> dict:
-        """Wait until the switches hold every change; the ones that did not
-        confirm, and why. A large change (a PUT of thousands of VIPs) may
+    def wait_confirmed(self, timeout: float) -> dict:
+        """Wait until every switch confirmed the work queued for it so far
+        (a REST change calls this right after its commit); the switches that
+        did not, and why. A large change (a PUT of thousands of VIPs) may
         take longer than ``timeout`` as long as the writers keep making
         progress; ``timeout`` without progress is a failure."""
+        ticket = {dpid: self.requested.get(dpid, 0) for dpid in self.datapaths}
+
+        def waiting():
+            return {
+                dpid
+                for dpid, count in ticket.items()
+                if self.confirmed.get(dpid, 0) < count and self.datapaths.get(dpid) is not None
+            }
+
         idle = 0.0
         last = self._progress()
-        while not self.settled() and idle < timeout:
-            if any(sw.failure for sw in self.balancer.switches.values()):
+        while waiting() and idle < timeout:
+            if any(self.balancer.switches[d].failure for d in waiting() if d in self.balancer.switches):
                 break
-            ofp.hub.sleep(0.005)
+            ofp.hub.sleep(0.002)
             now = self._progress()
-            idle = 0.0 if now != last else idle + 0.005
+            idle = 0.0 if now != last else idle + 0.002
             last = now
-        if self.settled() and not self.balancer.unconfirmed():
+        late = waiting()
+        if not late:
             return {}
-        late = self.balancer.unconfirmed()
-        for dpid in set(self.barriers) | self.busy:
-            late.setdefault(dpid, f"no barrier reply within {timeout:g} s")
-        return late or {0: f"not confirmed within {timeout:g} s"}
+        reasons = self.balancer.unconfirmed()
+        return {dpid: reasons.get(dpid, f"no confirmation within {timeout:g} s") for dpid in late}
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPBarrierReply, ofp.MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
         dpid = ev.msg.datapath.id
         if self.barriers.get(dpid) is not None and ev.msg.xid >= self.barriers[dpid]:
             del self.barriers[dpid]
+        count = self.stamps.get(dpid, {}).pop(ev.msg.xid, None)
+        if count is not None and count > self.confirmed.get(dpid, 0):
+            self.confirmed[dpid] = count
 
     def _tick_forever(self):
         last = time.monotonic()
@@ -310,6 +346,7 @@ class DsrApp(ofp.RyuApp):
             if outbox is not None:
                 outbox.put(None)
             self.barriers.pop(datapath.id, None)
+            self.stamps.pop(datapath.id, None)
             self.busy.discard(datapath.id)
             self.balancer.switch_disconnected(datapath.id)
 
