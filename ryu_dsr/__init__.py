@@ -48,7 +48,7 @@ class _RestController(ofp.ControllerBase):
         super().__init__(req, link, data, **config)
         self.api = data["api"]
 
-    @ofp.route("dsr", "/v1/{path}", requirements={"path": ".*"})
+    @ofp.route("dsr", "/v1/{path}", requirements={"path": r"[\s\S]*"})  # any path, line breaks too
     def dispatch(self, req, **_kwargs):
         return self.api.handle(req)
 

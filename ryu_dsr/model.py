@@ -87,8 +87,8 @@ def parse_int(value: Any, where: str, low: int, high: int) -> int:
 
 def parse_dpid(value: Any, where: str) -> int:
     if isinstance(value, str):
-        if not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,16}", value):
-            raise InvalidInput(where, "must be an integer or a string of 1-16 hex digits")
+        if not re.fullmatch(r"(0x)?[0-9a-fA-F]{1,16}", value) or int(value, 16) == 0:
+            raise InvalidInput(where, "must be an integer from 1 or a string of 1-16 hex digits, not 0")
         return int(value, 16)
     return parse_int(value, where, 1, (1 << 64) - 1)
 

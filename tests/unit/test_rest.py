@@ -101,6 +101,13 @@ INVALID = [
     ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "weight": True}, None, "weight"),
     ("POST", "/v1/pools/web/backends", {"ip": "224.0.0.1"}, None, "ip"),
     ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "location": {"dpid": 1}}, None, "location"),
+    (
+        "POST",
+        "/v1/pools/web/backends",
+        {"ip": "10.0.0.20", "location": {"dpid": "0x0", "port": 1}},
+        None,
+        "location.dpid",
+    ),
     ("POST", "/v1/pools/web/backends", {"ip": "10.0.0.20", "status": {}}, None, "status"),
     ("POST", "/v1/pools/web/backends", {"weight": 3}, None, "ip"),
     ("POST", "/v1/vips", {"name": "v2", "ip": "10.0.0.101", "protocol": "sctp", "pool": "web"}, None, "protocol"),
