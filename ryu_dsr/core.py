@@ -368,7 +368,7 @@ class Balancer:
         ends = max((move.since + self.planner.window for move in active), default=None)
         return {
             "slots": len(active),
-            "holding": sum(1 for move in active if now - move.since < HOLD),
+            "holding": sum(1 for move in active if self.planner.holding(move, now)),
             "ends": utc_stamp(ends) if ends is not None else None,
         }
 

@@ -99,6 +99,7 @@ class SlotPlanner:
         self.tables: dict[str, dict[int, Table]] = {}  # pool -> size -> table
         self.moves: dict[str, dict[int, SlotMove]] = {}  # pool -> slot -> move in handover
         self._deadlines: list[tuple[float, str, int, float]] = []  # (when, pool, slot, move's since)
+        self.held_until: float = 0.0  # the last hold whose end ``expire`` has processed ended by then
 
     @property
     def window(self) -> float:
@@ -207,6 +208,7 @@ class SlotPlanner:
         ended by ``now``: their rules change; moves past both windows are
         forgotten."""
         changed = []
+        self.held_until = now
         while self._deadlines and self._deadlines[0][0] <= now:
             _when, pool, slot, since = heapq.heappop(self._deadlines)
             move = self.moves.get(pool, {}).get(slot)
@@ -218,6 +220,12 @@ class SlotPlanner:
                 if not self.moves[pool]:
                     del self.moves[pool]
         return changed
+
+    def holding(self, move: SlotMove, now: float) -> bool:
+        """Whether a move is in its hold as the switches see it: its hold
+        ends when ``expire`` has processed the end (and the slot's rules are
+        being rewritten), not at the instant the clock passes it."""
+        return now - move.since < HOLD or move.since + HOLD > self.held_until
 
     def forget(self, pool: str) -> None:
         self.sizes.pop(pool, None)

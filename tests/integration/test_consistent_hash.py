@@ -49,6 +49,7 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     assert slots["10.0.0.12"] == 0 and slots["10.0.0.11"] == 192 and slots["10.0.0.13"] == 64
     # new connections of the moved slots follow them once their 2 s hold is over
     wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
+    wait_for(lambda: all(sw["in_line"] for sw in fabric.api("GET", "/v1/switches")[1]), what="rules rewritten")
     after = fabric.lab.requests("c1", f"http://{VIP}/", 120)
     assert after["failed"] == 0
     assert "b12" not in after["by_backend"]
