@@ -128,6 +128,11 @@ def _action_text(action: Action) -> str:
     return repr(action)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _match_text(match: tuple) -> str:
+    return repr(match)
+
+
 # --- rules -------------------------------------------------------------------
 
 
@@ -158,7 +163,7 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", (self.table, self.priority, self.match))
         text = (
-            f"{self.table}|{self.priority}|{self.match!r}|{'|'.join(map(_action_text, self.actions))}"
+            f"{self.table}|{self.priority}|{_match_text(self.match)}|{'|'.join(map(_action_text, self.actions))}"
             f"|{self.goto}|{self.write_metadata}|{self.idle_timeout}"
         )
         if self.meter is not None:  # (absent from older rules' digests, which stay as they were)

@@ -428,6 +428,15 @@ def _instruction_bytes(
     return bytes(buf)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _match_bytes(match: tuple) -> bytes:
+    """The encoded (padded) OXM match, cached: a slot's match is written
+    again and again (its handover rules, the rewrite when its hold ends)."""
+    buf = bytearray()
+    to_match(match).serialize(buf, 0)
+    return bytes(buf)
+
+
 def encode_flow_add(rule: Rule, xid: int) -> bytes:
     """An OFPT_FLOW_MOD (add) for ``rule``, byte for byte what Ryu's
     OFPFlowMod would encode (tests compare them), at a fraction of the cost."""
@@ -448,7 +457,7 @@ def encode_flow_add(rule: Rule, xid: int) -> bytes:
         0,
         0,
     )
-    to_match(rule.match).serialize(buf, len(buf))
+    buf += _match_bytes(rule.match)
     if any(isinstance(action, LearnPin) for action in rule.actions):  # slot rules: shared by many
         buf += _instruction_bytes(rule.actions, rule.goto, rule.write_metadata, rule.meter)
     else:  # one rule's own instructions: not worth a cache entry
