@@ -22,6 +22,7 @@ rest of the state.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Mapping
 from math import gcd
 
@@ -84,22 +85,43 @@ def build_table(weights: Mapping[str, int], size: int = DEFAULT_TABLE_SIZE) -> l
 
 
 def apportion(weights: Mapping[str, int], size: int, held: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Slots per backend: each gets the floor of its exact share of ``size``
-    and the slots left over go one each to backends that already ``held``
-    more than their floor, then by largest remainder. Every count stays
-    within one slot of the exact share, and rounding moves nothing that
-    need not move."""
+    """Slots per backend.
+
+    A new table: each backend gets the floor of its exact share of ``size``
+    and the slots left over go by largest remainder (every count within one
+    slot of the exact share). After a change (``held``: what each backend
+    holds now): each keeps what it holds as long as that stays within one
+    slot of its floor either way (a new backend starts at its floor), and
+    the difference is made up by giving to the most under-served and taking
+    from the most over-served. Counts stay within two slots of the exact
+    share, and rounding moves nothing that need not move: a backend that
+    leaves frees only its own slots, where keeping every count within one
+    slot would sometimes take a slot from a backend that stays."""
     active = sorted(k for k, w in weights.items() if w > 0)
     if not active:
         return {}
     total = sum(weights[k] for k in active)
     quotas = {k: size * weights[k] / total for k in active}
-    counts = {k: int(q) for k, q in quotas.items()}
-    left = size - sum(counts.values())
-    held = held or {}
-    order = sorted(active, key=lambda k: (held.get(k, 0) <= counts[k], -(quotas[k] - counts[k]), k))
-    for k in order[:left]:
-        counts[k] += 1
+    floors = {k: int(q) for k, q in quotas.items()}
+    if not held:
+        counts = dict(floors)
+        left = size - sum(counts.values())
+        for k in sorted(active, key=lambda k: (-(quotas[k] - floors[k]), k))[:left]:
+            counts[k] += 1
+        return counts
+    counts = {}
+    for k in active:
+        had = held.get(k, 0)
+        counts[k] = min(max(had, floors[k] - 1), floors[k] + 1) if had else floors[k]
+    diff = size - sum(counts.values())
+    sign = 1 if diff > 0 else -1
+    # most under-served first when giving, most over-served first when taking
+    heap = [(sign * (counts[k] - quotas[k]), k) for k in active]
+    heapq.heapify(heap)
+    for _ in range(abs(diff)):
+        _gap, k = heapq.heappop(heap)
+        counts[k] += sign
+        heapq.heappush(heap, (sign * (counts[k] - quotas[k]), k))
     return counts
 
 

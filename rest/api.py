@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
-from ryu_dsr.rest import views
+from ryu_dsr.rest import metrics, views
 from webob import Request, Response
 
 from ryu_dsr.auth import token_holder
@@ -58,6 +58,7 @@ class DsrApi:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
         self.balancer = balancer
+        self.metrics = metrics.registry_for(balancer)
         self.settle = settle
         self.tokens = tokens
         self.token_file = token_file
@@ -140,6 +141,14 @@ class DsrApi:
             path = request.path_info.rstrip("/") or "/"
         except UnicodeDecodeError:
             return _error(400, "invalid", "the path is not valid UTF-8 after percent-decoding", "path")
+        if path == "/metrics":  # Prometheus text; open to read, like every GET
+            if request.method != "GET":
+                return _error(405, "method_not_allowed", "/metrics answers GET only")
+            return Response(
+                body=metrics.metrics_text(self.metrics),
+                content_type=None,
+                headerlist=[("Content-Type", metrics.CONTENT_TYPE)],
+            )
         allowed = []
         for method, _pattern, regex, handler in self.routes:
             found = regex.match(path)

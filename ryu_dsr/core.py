@@ -360,6 +360,14 @@ class Balancer:
             if (old is None or move.old == old) and self._handover(pool_name, slot) is not None
         ]
 
+    def handover_by_backend(self, pool_name: str) -> dict[str, int]:
+        """Slots of the pool in a handover now, by the backend they keep
+        connections on (one pass over the pool's moves)."""
+        counts: dict[str, int] = {}
+        for move in self._active_moves(pool_name):
+            counts[move.old] = counts.get(move.old, 0) + 1
+        return counts
+
     def handover_status(self, pool_name: str) -> dict:
         """The pool's slots in a handover now, those still holding, and when
         the last one ends."""

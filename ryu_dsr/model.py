@@ -141,6 +141,7 @@ class Backend:
         return {"ip": self.ip, "weight": self.weight, "mac": self.mac, "location": location}
 
 
+BACKEND_STATES = ("up", "draining", "unhealthy", "down", "unresolved")  # what a backend of a pool is now
 HEALTH_KINDS = ("arp", "tcp", "http", "none")
 HEALTH_TARGETS = ("backend", "vip")
 

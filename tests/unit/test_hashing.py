@@ -29,7 +29,7 @@ def test_every_backend_gets_slots_in_proportion_to_its_weight(weights, size):
             assert abs(counts[key] - size * weight / total) <= 1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(weights=pools(min_size=2), size=SIZES, data=st.data())
 def test_removing_a_backend_moves_only_its_own_slots(weights, size, data):
     table = rebalance(None, weights, size)
@@ -66,7 +66,9 @@ def test_a_weight_change_moves_only_the_difference(weights, size, data):
     after = rebalance(table, changed, size)
     before_counts, after_counts = Counter(table), Counter(after)
     total = sum(changed.values())
-    assert all(abs(after_counts[k] - size * w / total) < 1 for k, w in changed.items())
+    # within two slots of the exact share (one either way of the floor: what
+    # a backend holds is kept when rounding allows, see apportion)
+    assert all(abs(after_counts[k] - size * w / total) < 2 for k, w in changed.items())
     ideal = sum(max(0, after_counts[k] - before_counts.get(k, 0)) for k in after_counts)
     assert len(changed_slots(table, after)) == ideal
 

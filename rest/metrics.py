@@ -1,0 +1,125 @@
+"""Prometheus text at ``/metrics``: what the controller knows of its
+switches, pools, backends and VIPs, read from its state at each scrape.
+
+Every metric is declared once below, with its help text and labels. The
+cost of a scrape follows the objects it reports (one line per backend of a
+pool, per VIP, per switch), not the flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ryu_dsr.model import BACKEND_STATES
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+PREFIX = "ryu_dsr_"
+
+# name: (kind, help, labels)
+METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "switch_connected": ("gauge", "1 while the switch is connected and taken", ("switch",)),
+    "switch_flows": ("gauge", "flows the controller holds on the switch (learned pins excluded)", ("switch",)),
+    "switch_hosts": ("gauge", "MAC addresses learned on the switch", ("switch",)),
+    "switch_in_line": ("gauge", "1 when the switch holds every change made so far", ("switch",)),
+    "switch_flow_mods": ("counter", "flow changes sent to the switch since it connected", ("switch",)),
+    "switch_openflow_errors": ("counter", "OpenFlow errors the switch sent since it connected", ("switch",)),
+    "switch_resyncs": ("counter", "times the switch was compared whole with its flow table", ("switch",)),
+    "switch_kept_owners": ("gauge", "rule owners kept on the switch from an unknown earlier state", ("switch",)),
+    "pools": ("gauge", "pools configured", ()),
+    "vips": ("gauge", "VIPs configured", ()),
+    "pool_slots": ("gauge", "slots in the pool's consistent-hash table", ("pool",)),
+    "pool_handover_slots": ("gauge", "slots of the pool in a handover (connections kept where they were)", ("pool",)),
+    "backend_state": (
+        "gauge",
+        "1 for the backend's state (up, draining, unhealthy, down, unresolved)",
+        ("pool", "backend", "state"),
+    ),
+    "backend_healthy": ("gauge", "1 when the backend's health checks pass", ("pool", "backend")),
+    "backend_weight": ("gauge", "the backend's configured weight (0: draining)", ("pool", "backend")),
+    "backend_slots": ("gauge", "slots of the pool's table that send to the backend", ("pool", "backend")),
+    "backend_handover_slots": ("gauge", "moved slots that still send the backend its connections", ("pool", "backend")),
+    "vip_backends_up": ("gauge", "backends of the VIP's pool that take new connections", ("vip", "pool")),
+    "vip_backends": ("gauge", "backends of the VIP's pool", ("vip", "pool")),
+    "changes": ("counter", "changes of desired state accepted (REST, declared file)", ()),
+    "write_failures": ("counter", "writes to a switch that failed (each answered by a resync)", ()),
+    "openflow_errors": ("counter", "OpenFlow errors sent by any switch", ()),
+    "switches_refused": ("counter", "connections of switches not in dsr.switches, refused", ()),
+}
+
+
+def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
+    kind, text, labels = METRICS[name]
+    maker = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    return maker(PREFIX + name, text, labels=list(labels))
+
+
+class BalancerCollector:
+    """A prometheus_client collector over one balancer's state."""
+
+    def __init__(self, balancer: Any) -> None:
+        self.balancer = balancer
+
+    def describe(self) -> list:
+        return [_family(name) for name in METRICS]
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        b = self.balancer
+        families = {name: _family(name) for name in METRICS}
+
+        def add(name: str, labels: tuple[str, ...], value: float) -> None:
+            families[name].add_metric(list(labels), value)
+
+        for switch in b.switches.values():
+            dpid = (f"{switch.dpid:016x}",)
+            add("switch_connected", dpid, 1)
+            add("switch_flows", dpid, len(switch.rules.installed))
+            add("switch_hosts", dpid, len(switch.hosts))
+            add("switch_in_line", dpid, 0 if switch.rules.pending or switch.resyncing or switch.failure else 1)
+            add("switch_flow_mods", dpid, switch.flow_mods)
+            add("switch_openflow_errors", dpid, switch.errors)
+            add("switch_resyncs", dpid, switch.resyncs)
+            add("switch_kept_owners", dpid, len(switch.kept))
+        add("pools", (), len(b.config.pools))
+        add("vips", (), len(b.config.vips))
+        up_by_pool = {}
+        for name, pool in b.config.pools.items():
+            table = b.planner.table(name)
+            add("pool_slots", (name,), len(table))
+            counts: dict[str, int] = {}
+            for slot_backend in table:
+                counts[slot_backend] = counts.get(slot_backend, 0) + 1
+            handovers = b.handover_by_backend(name)
+            add("pool_handover_slots", (name,), sum(handovers.values()))
+            up = 0
+            for ip, backend in pool.backends.items():
+                state, _reason = b.backend_state(name, backend)
+                up += state == "up"
+                for each in BACKEND_STATES:
+                    add("backend_state", (name, ip, each), 1 if each == state else 0)
+                add("backend_healthy", (name, ip), 1 if b.health.healthy(name, ip) else 0)
+                add("backend_weight", (name, ip), backend.weight)
+                add("backend_slots", (name, ip), counts.get(ip, 0))
+                add("backend_handover_slots", (name, ip), handovers.get(ip, 0))
+            up_by_pool[name] = (up, len(pool.backends))
+        for name, vip in b.config.vips.items():
+            up, total = up_by_pool.get(vip.pool, (0, 0))
+            add("vip_backends_up", (name, vip.pool), up)
+            add("vip_backends", (name, vip.pool), total)
+        for name in ("changes", "write_failures", "openflow_errors", "switches_refused"):
+            add(name, (), b.counters.get(name, 0))
+        yield from families.values()
+
+
+def registry_for(balancer: Any) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BalancerCollector(balancer))
+    return registry
+
+
+def metrics_text(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
