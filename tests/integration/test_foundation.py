@@ -21,6 +21,14 @@ def test_pool_by_ip_only_and_vip_over_rest(fabric):
     found = {b["ip"]: (b["status"]["mac"], b["status"]["location"]["port"]) for b in pool["backends"]}
     expected = {h.ip: (h.mac, h.ofport) for n, h in fabric.lab.hosts.items() if n in BACKENDS}
     assert found == expected  # MAC and switch port found by ARP from the switch
+    # and Prometheus sees the same through ryu-manager's web server
+    import urllib.request
+
+    with urllib.request.urlopen(f"{fabric.base}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert 'ryu_dsr_switch_connected{switch="0000000000000001"} 1.0' in text
+    for ip in expected:
+        assert f'ryu_dsr_backend_state{{backend="{ip}",pool="web",state="up"}} 1.0' in text
 
 
 def test_requests_reach_every_backend_and_replies_come_straight_from_it(fabric):

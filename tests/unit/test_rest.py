@@ -335,3 +335,36 @@ def test_changes_need_a_bearer_token_and_the_audit_names_it(tmp_path, caplog):
     request.headers["Authorization"] = f"Bearer {token}"
     assert request.get_response(app).status_int == 201
     assert "change by token admin from" in caplog.text and token not in caplog.text
+
+
+def test_metrics_in_prometheus_text_say_what_the_controller_knows(api):
+    """/metrics: every metric declared once with help and labels, values
+    that follow the state (backends found or not, slots, weights)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from ryu_dsr.rest.metrics import METRICS, PREFIX
+
+    populate(api)
+    api.rig.resolve_all()
+    response = Request.blank("/metrics").get_response(api)
+    assert response.status_int == 200 and response.content_type.startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    for name, (kind, text, _labels) in METRICS.items():
+        assert families[PREFIX + name].documentation == text and families[PREFIX + name].type == kind
+
+    def values(name, **labels):
+        return [
+            s.value
+            for s in families[PREFIX + name].samples
+            if s.name in (PREFIX + name, PREFIX + name + "_total")
+            and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    assert values("switch_connected", switch="0000000000000001") == [1.0]
+    assert values("backend_state", pool="web", backend="10.0.0.11", state="up") == [1.0]
+    assert values("backend_state", pool="web", backend="10.0.0.11", state="unhealthy") == [0.0]
+    assert values("backend_weight", pool="web", backend="10.0.0.12") == [50.0]
+    slots = values("backend_slots", pool="web")
+    assert sum(slots) == values("pool_slots", pool="web")[0] and slots[0] > slots[1] > 0  # weights 100 and 50
+    assert values("vip_backends_up", vip="www", pool="web") == [2.0]
+    assert values("changes")[0] >= 3 and values("vips") == [1.0]
+    assert Request.blank("/metrics", method="POST").get_response(api).status_int == 405
