@@ -196,6 +196,23 @@ def host_rules(switch: SwitchPlan, mac: str, port: int | None) -> list[Rule]:
     ]
 
 
+def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
+    """Counters of the VIP traffic sent to one backend (Open vSwitch mode):
+    in CHOSEN, after SLOTS set the backend's MAC, one rule counts its new
+    TCP connections (SYN) and one the rest of its request packets. The
+    controller reads them with flow statistics; they forward as CHOSEN's
+    own rule does. Owned with the MAC's L2 rules."""
+    if switch.mode != "ovs":
+        return []
+    host = owner(Kind.HOST)
+    chosen = {REG_CHOSEN: (1, 1), "eth_dst": mac}
+    syn = match_items(**chosen, eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN)
+    return [
+        Rule(Table.CHOSEN, Priority.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host),
+        Rule(Table.CHOSEN, Priority.COUNT, match_items(**chosen), goto=Table.ETH_SRC, owner=host),
+    ]
+
+
 def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
     """Turn an ARP request for ``ip`` into the reply, in the switch."""
     return (
@@ -318,6 +335,8 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     else:  # the datapath hashes the 5-tuple; megaflows match hash bits, not connections
         picks = (Move("dp_hash", REG_SLOT, bits),)
     rules.append(_decide(vip, picks))
+    if vip.ip_proto == 6:  # the same, for a connection's first packet: its counters are the VIP's new connections
+        rules.append(_decide(vip, picks, Priority.COUNT_SYN, tcp_flags=TCP_SYN))
     return rules
 
 

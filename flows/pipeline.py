@@ -67,6 +67,8 @@ class Priority(IntEnum):
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
     HANDOVER = 120  # a moved slot: other packets, to the old backend
     FRAGMENT = 110  # DECIDE: a UDP fragment's slot, from the hash alone
+    COUNT_SYN = 120  # CHOSEN: a backend's new connections (counted by the rule), DECIDE: a VIP's
+    COUNT = 110  # CHOSEN: a backend's request packets (counted by the rule)
     SLOT = 100
     CHOSEN = 100
     HOST = 100
@@ -110,7 +112,7 @@ CONTRACT: dict[int, TableContract] = {
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(
-        frozenset({"eth_type", "ip_proto", "ip_frag", REG_VIP}),
+        frozenset({"eth_type", "ip_proto", "ip_frag", "tcp_flags", REG_VIP}),
         frozenset({Table.SLOTS, Table.CHOSEN}),
         "drop (no rule for the VIP)",
     ),
@@ -119,7 +121,11 @@ CONTRACT: dict[int, TableContract] = {
         frozenset({Table.ETH_SRC, Table.UNPINNED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
     ),
-    Table.CHOSEN: TableContract(frozenset({REG_CHOSEN}), frozenset({Table.ETH_SRC}), "drop (no backend chosen)"),
+    Table.CHOSEN: TableContract(
+        frozenset({REG_CHOSEN, "eth_dst", "eth_type", "ip_proto", "tcp_flags"}),
+        frozenset({Table.ETH_SRC}),
+        "drop (no backend chosen)",
+    ),
     Table.ETH_SRC: TableContract(
         frozenset({"in_port", "eth_src"}),
         frozenset({Table.ETH_DST, Table.LEARN}),

@@ -66,6 +66,9 @@ class DsrApi:
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
         add("GET", "/v1/openapi.json", lambda c: (200, openapi_document()))
+        add("GET", "/v1/stats", lambda c: (200, views.all_stats(b)))
+        add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(b, vip)))
+        add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(b, pool)))
         add("GET", "/v1/config", lambda c: (200, b.config.document()))
         add("PUT", "/v1/config", lambda c: (200, b.apply_document(c.body, _dry_run(c.query), c.who)))
         add("GET", "/v1/pools", lambda c: _paged(views.list_pools(b, c.query)))

@@ -45,6 +45,20 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "backend_handover_slots": ("gauge", "moved slots that still send the backend its connections", ("pool", "backend")),
     "vip_backends_up": ("gauge", "backends of the VIP's pool that take new connections", ("vip", "pool")),
     "vip_backends": ("gauge", "backends of the VIP's pool", ("vip", "pool")),
+    "vip_packets": ("counter", "request packets to the VIP, counted by the switches", ("vip", "pool")),
+    "vip_bytes": ("counter", "request bytes to the VIP, counted by the switches", ("vip", "pool")),
+    "vip_new_connections": (
+        "counter",
+        "TCP connections opened to the VIP (SYN), counted by the switches",
+        ("vip", "pool"),
+    ),
+    "backend_packets": ("counter", "VIP request packets sent to the backend (its MAC, all its pools)", ("backend",)),
+    "backend_bytes": ("counter", "VIP request bytes sent to the backend (its MAC, all its pools)", ("backend",)),
+    "backend_new_connections": (
+        "counter",
+        "TCP connections sent to the backend (its MAC, all its pools)",
+        ("backend",),
+    ),
     "changes": ("counter", "changes of desired state accepted (REST, declared file)", ()),
     "write_failures": ("counter", "writes to a switch that failed (each answered by a resync)", ()),
     "openflow_errors": ("counter", "OpenFlow errors sent by any switch", ()),
@@ -110,6 +124,15 @@ class BalancerCollector:
             up, total = up_by_pool.get(vip.pool, (0, 0))
             add("vip_backends_up", (name, vip.pool), up)
             add("vip_backends", (name, vip.pool), total)
+            traffic = b.traffic.of("vip", vip.uid)
+            for what in ("packets", "bytes", "new_connections"):
+                add(f"vip_{what}", (name, vip.pool), traffic[what])
+        for ip in sorted({ip for pool in b.config.pools.values() for ip in pool.backends}):
+            name = next(iter(b.config.pools_by_backend.get(ip, ())), None)
+            mac = b.locator.where(b.config.pools[name].backends[ip])[0] if name else None
+            traffic = b.traffic.of("backend", mac)
+            for what in ("packets", "bytes", "new_connections"):
+                add(f"backend_{what}", (ip,), traffic[what])
         for name in ("changes", "write_failures", "openflow_errors", "switches_refused"):
             add(name, (), b.counters.get(name, 0))
         yield from families.values()

@@ -37,6 +37,38 @@ def vip_json(balancer: Any, name: str) -> dict:
     return out
 
 
+TRAFFIC_NOTE = (
+    "VIP request packets and bytes, and new TCP connections (SYN), counted by the switches' rules and "
+    "read every stats_interval seconds; rates are over the last interval. A backend's figures are its "
+    "MAC's: summed over the pools it is in."
+)
+
+
+def vip_stats(balancer: Any, name: str) -> dict:
+    vip = balancer.config.vip(name)
+    return {"vip": name, "pool": vip.pool, "traffic": balancer.vip_traffic(name)}
+
+
+def pool_stats(balancer: Any, name: str) -> dict:
+    pool = balancer.config.pool(name)
+    vips = sorted(balancer.config.vips_by_pool.get(name, ()))
+    return {
+        "pool": name,
+        "backends": {ip: balancer.backend_traffic(name, ip) for ip in pool.backends},
+        "vips": {vip: balancer.vip_traffic(vip) for vip in vips},
+    }
+
+
+def all_stats(balancer: Any) -> dict:
+    return {
+        "note": TRAFFIC_NOTE,
+        "polls": balancer.traffic.polls,
+        "vips": {name: balancer.vip_traffic(name) for name in sorted(balancer.config.vips)},
+        "pools": {name: pool_stats(balancer, name)["backends"] for name in sorted(balancer.config.pools)},
+        "switches": switches_json(balancer),
+    }
+
+
 def switches_json(balancer: Any) -> list[dict]:
     return [
         {

@@ -126,6 +126,9 @@ class DsrApp(ofp.RyuApp):
         )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
+        self.polls = {}  # dpid -> (xids of a traffic poll not yet answered, entries read so far, when sent)
+        if settings.stats_interval:
+            self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
 
     # -- output --
 
@@ -299,6 +302,25 @@ class DsrApp(ofp.RyuApp):
             except Exception:  # keep ticking whatever one tick did
                 LOG.exception("ryu_dsr: periodic work failed")
 
+    def _poll_forever(self, interval: float):
+        """Read the counting rules (tables DECIDE and CHOSEN) of every
+        switch in Open vSwitch mode, every ``interval`` seconds."""
+        from ryu_dsr.flows.pipeline import Table
+
+        while True:
+            ofp.hub.sleep(interval)
+            for dpid, datapath in list(self.datapaths.items()):
+                switch = self.balancer.switches.get(dpid)
+                last = self.polls.get(dpid)
+                if switch is None or switch.mode != "ovs" or (last and time.monotonic() - last[2] < 3 * interval):
+                    continue  # not taken yet, no counters, or the last poll is not back (yet)
+                waiting, _entries, _sent = self.polls[dpid] = (set(), [], time.monotonic())
+                for table in (Table.DECIDE, Table.CHOSEN):
+                    request = ofp.flow_stats_request(datapath, table)
+                    datapath.set_xid(request)
+                    waiting.add(request.xid)
+                    datapath.send_msg(request)
+
     # -- connection: features, then desc, ports and flows, then hand over --
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPSwitchFeatures, ofp.CONFIG_DISPATCHER)
@@ -332,6 +354,16 @@ class DsrApp(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
     def _flows(self, ev):
         dpid = ev.msg.datapath.id
+        poll = self.polls.get(dpid)
+        if poll and ev.msg.xid in poll[0]:
+            waiting, entries, _sent = poll
+            entries += [ofp.counted(stat) for stat in ev.msg.body]
+            if not ofp.more_replies(ev.msg):
+                waiting.discard(ev.msg.xid)
+                if not waiting:  # both tables are back
+                    del self.polls[dpid]
+                    self.balancer.traffic_read(dpid, entries)
+            return
         pending = self.connecting.get(dpid)
         installed = pending["installed"] if pending is not None else self.reading.get(dpid)
         if installed is None:
@@ -366,6 +398,7 @@ class DsrApp(ofp.RyuApp):
                 outbox.put(None)
             self.barriers.pop(datapath.id, None)
             self.stamps.pop(datapath.id, None)
+            self.polls.pop(datapath.id, None)
             self.busy.discard(datapath.id)
             self.balancer.switch_disconnected(datapath.id)
 

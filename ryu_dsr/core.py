@@ -29,6 +29,7 @@ from ryu_dsr.flows.compute import (
     SlotTarget,
     SwitchPlan,
     VipPlan,
+    backend_count_rules,
     base_rules,
     checked,
     fragment_vip,
@@ -72,6 +73,7 @@ from ryu_dsr.model import (
 from ryu_dsr.slots import HOLD, Planned, SlotPlanner, saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch
+from ryu_dsr.traffic import Entry, Traffic
 
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0
@@ -147,6 +149,7 @@ class Balancer:
             "openflow_errors": 0,
             "switches_refused": 0,
         }
+        self.traffic = Traffic()
         self.vip_arp: dict[str, tuple[str, float]] = {}  # backend ip -> VIP address it sent ARP for, when
         self.vip_arp_logged: dict[str, float] = {}  # MAC -> when its ARP for a VIP was last logged
         self.allowed = {int(dpid, 16) for dpid in settings.switches.split(",")} if settings.switches else None
@@ -196,6 +199,7 @@ class Balancer:
                     protocol_pools.add(vip.pool)
             if old is not None and (new is None or new.uid != old.uid):
                 self.vip_names.pop(old.uid, None)
+                self.traffic.forget("vip", old.uid)
             if new is not None:
                 self.vip_names[new.uid] = name
         for name, old in old_pools.items():
@@ -360,6 +364,20 @@ class Balancer:
             if (old is None or move.old == old) and self._handover(pool_name, slot) is not None
         ]
 
+    # -- traffic, from the switches' counters --
+
+    def traffic_read(self, dpid: int, entries: list[Entry]) -> None:
+        """A poll of one switch's counting rules (DECIDE and CHOSEN) came back."""
+        if dpid in self.switches:
+            self.traffic.read(dpid, entries, self.clock())
+
+    def vip_traffic(self, name: str) -> dict:
+        return self.traffic.of("vip", self.config.vip(name).uid)
+
+    def backend_traffic(self, pool_name: str, ip: str) -> dict:
+        mac = self.locator.where(self.config.backend(pool_name, ip))[0]
+        return self.traffic.of("backend", mac)
+
     def handover_by_backend(self, pool_name: str) -> dict[str, int]:
         """Slots of the pool in a handover now, by the backend they keep
         connections on (one pass over the pool's moves)."""
@@ -447,6 +465,7 @@ class Balancer:
         if self.switches.pop(dpid, None) is not None:
             self.topology.remove_node(("switch", dpid))
             self.health.switch_offline(dpid)
+            self.traffic.switch_gone(dpid)
             LOG.info("switch %016x disconnected", dpid)
 
     def stalled(self, seconds: float) -> None:
@@ -694,7 +713,8 @@ class Balancer:
         if kind == Kind.ADDRESS:
             return checked(vip_address_rules(plan, self._address_plan(switch, ident)))
         if kind == Kind.HOST:
-            return checked(host_rules(plan, ident, self._host_port(switch, ident)))
+            counted = backend_count_rules(plan, ident) if ident in self.ips_by_mac else []
+            return checked(host_rules(plan, ident, self._host_port(switch, ident)) + counted)
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []

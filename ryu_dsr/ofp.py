@@ -363,8 +363,14 @@ def installed_key(stat) -> tuple[tuple, int]:
     return (stat.table_id, stat.priority, match_items(**fields)), stat.cookie
 
 
-def flow_stats_request(datapath):
-    return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+def flow_stats_request(datapath, table: int = ofp.OFPTT_ALL):
+    return parser.OFPFlowStatsRequest(datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+
+
+def counted(stat) -> tuple[tuple, int, int, int]:
+    """(rule key, cookie, packets, bytes) of one flow-stats entry."""
+    key, cookie = installed_key(stat)
+    return key, cookie, stat.packet_count, stat.byte_count
 
 
 def desc_stats_request(datapath):

@@ -127,6 +127,14 @@ OPTIONS = (
         low=0,
         high=1 << 20,
     ),
+    Option(
+        "stats_interval",
+        float,
+        10.0,
+        "seconds between reads of the switches' traffic counters (VIPs and backends); 0: not read",
+        low=0,
+        high=3600,
+    ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
         "probe_ip",

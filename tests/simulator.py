@@ -129,6 +129,7 @@ class FakeSwitch:
     meters: dict[int, object] = field(default_factory=dict)
     learned: int = 0
     fragments: str = "as configured before"  # the fragment handling the controller set
+    counts: dict = field(default_factory=dict)  # rule key -> [packets, bytes], as flow statistics
     refused: int = 0  # learns over the limit
     _indexes: dict = field(default_factory=dict)
     _versions: dict = field(default_factory=dict)  # table -> changes, to keep indexes fresh
@@ -146,6 +147,7 @@ class FakeSwitch:
                 self._touch(command.rule.table)
             if isinstance(command, FlowAdd):
                 self.tables.setdefault(command.rule.table, {})[command.rule.key] = command.rule
+                self.counts.pop(command.rule.key, None)  # a replaced flow's counters start again
             elif isinstance(command, FlowDelete):
                 key = (command.table, command.priority, command.match)
                 self.tables.get(command.table, {}).pop(key, None)
@@ -165,6 +167,15 @@ class FakeSwitch:
                 self.packet_outs.append(command)
             elif not isinstance(command, Barrier):
                 raise TypeError(command)
+
+    def flow_stats(self, tables) -> list[tuple]:
+        """(key, cookie, packets, bytes) of every rule of ``tables``, as a
+        flow-stats reply reads."""
+        return [
+            (rule.key, rule.cookie, *self.counts.get(rule.key, (0, 0)))
+            for table in tables
+            for rule in self.tables.get(table, {}).values()
+        ]
 
     def installed(self) -> dict[tuple, int]:
         """key -> cookie, as a flow dump reads it."""
@@ -216,6 +227,9 @@ class FakeSwitch:
             rule = self.lookup(table, packet)
             if rule is None:
                 break
+            counted = self.counts.setdefault(rule.key, [0, 0])
+            counted[0] += 1
+            counted[1] += packet.get("size", 100)
             self._run(rule.actions, packet, out)
             if rule.write_metadata is not None:
                 value, mask = rule.write_metadata

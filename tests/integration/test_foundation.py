@@ -12,7 +12,7 @@ from tests.integration.conftest import BACKENDS, VIP, fabric_fixture, wait_for
 URL = f"http://{VIP}/"
 
 
-fabric = fabric_fixture("dsrf", rest_port=18090, of_port=16690)
+fabric = fabric_fixture("dsrf", rest_port=18090, of_port=16690, settings={"stats_interval": 1})
 
 
 def test_pool_by_ip_only_and_vip_over_rest(fabric):
@@ -50,6 +50,32 @@ def test_requests_reach_every_backend_and_replies_come_straight_from_it(fabric):
     backend_macs = {fabric.mac_of(n) for n in BACKENDS}
     # from the VIP's address, from the backends' own MACs: no balancer on the way back
     assert source_macs == backend_macs
+
+
+def test_the_switch_counts_each_backends_new_connections(fabric):
+    """20 connections through the VIP: the switches' counters, polled every
+    second, give the VIP 20 new connections and each backend as many as its
+    server answered."""
+
+    def stats():
+        _, pool = fabric.api("GET", "/v1/pools/web/stats")
+        return pool["vips"]["www"], pool["backends"]
+
+    time.sleep(2.5)  # a poll after the earlier tests' traffic
+    vip_before, backends_before = stats()
+    report = fabric.lab.requests("c1", URL, 20)
+    assert report["failed"] == 0
+    time.sleep(2.5)
+    vip_after, backends_after = stats()
+    assert vip_after["new_connections"] - vip_before["new_connections"] == 20
+    assert vip_after["packets"] - vip_before["packets"] >= 20 * 4  # SYN, ACK, request, FIN at least
+    opened = {
+        ip: backends_after[ip]["new_connections"] - backends_before[ip]["new_connections"] for ip in backends_after
+    }
+    by_name = {f"10.0.0.{last}": name for name, last in BACKENDS.items()}
+    assert {by_name[ip]: n for ip, n in opened.items() if n} == report["by_backend"]
+    _, everything = fabric.api("GET", "/v1/stats")
+    assert everything["polls"] > 0 and everything["vips"]["www"]["new_connections"] >= 20
 
 
 def test_hosts_ping_each_other(fabric):

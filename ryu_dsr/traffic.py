@@ -1,0 +1,106 @@
+"""Traffic counters read from the switches' flow statistics.
+
+The pipeline counts as it forwards: in DECIDE each VIP has a rule for the
+first packet of a TCP connection (SYN) and one for the rest of its
+packets; in CHOSEN each backend (by MAC) has the same pair after SLOTS chose
+it. The controller polls those two tables and keeps running totals: a
+flow's counters start again at 0 when the flow is replaced, so each poll
+adds what grew since the last one (or, after a reset, the new value). Rates
+are over the last poll interval. Pure: entries and time come in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ryu_dsr.flows.pipeline import Kind, Table, kind_of, uid_of
+
+Entry = tuple[tuple, int, int, int]  # (table, priority, match) key, cookie, packets, bytes
+
+
+@dataclass
+class Counts:
+    packets: int = 0
+    bytes: int = 0
+    new_connections: int = 0  # TCP SYN without ACK
+
+    def add(self, packets: int, size: int, syn: bool) -> None:
+        self.packets += packets
+        self.bytes += size
+        if syn:
+            self.new_connections += packets
+
+    def to_json(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes, "new_connections": self.new_connections}
+
+
+@dataclass
+class Traffic:
+    vips: dict[int, Counts] = field(default_factory=dict)  # VIP uid -> totals
+    backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals
+    rates: dict[tuple[str, object], dict[int, dict]] = field(default_factory=dict)  # (kind, id) -> dpid -> per second
+    last: dict[tuple[int, tuple], tuple[int, int]] = field(default_factory=dict)  # (dpid, flow key) -> counts
+    polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
+    polls: int = 0
+
+    def read(self, dpid: int, entries: list[Entry], now: float) -> None:
+        """One poll of a switch's DECIDE and CHOSEN tables."""
+        grown: dict[tuple[str, object], Counts] = {}
+        seen = set()
+        for key, cookie, packets, size in entries:
+            table, _priority, match = key
+            fields = dict(match)
+            if table == Table.DECIDE and kind_of(cookie) == Kind.VIP:
+                what: tuple[str, object] = ("vip", uid_of(cookie))
+            elif table == Table.CHOSEN and kind_of(cookie) == Kind.HOST and "eth_dst" in fields:
+                what = ("backend", fields["eth_dst"])
+            else:
+                continue
+            seen.add(key)
+            before = self.last.get((dpid, key), (0, 0))
+            self.last[(dpid, key)] = (packets, size)
+            if packets >= before[0] and size >= before[1]:
+                packets, size = packets - before[0], size - before[1]
+            grown.setdefault(what, Counts()).add(packets, size, "tcp_flags" in fields)
+        for stale in [k for k in self.last if k[0] == dpid and k[1] not in seen]:
+            del self.last[stale]  # a flow that is gone: a new one with its key starts from 0
+        interval = now - self.polled.get(dpid, now)
+        self.polled[dpid] = now
+        self.polls += 1
+        self._drop_rates(dpid)
+        for (kind, ident), counts in grown.items():
+            totals = self.vips if kind == "vip" else self.backends
+            totals.setdefault(ident, Counts()).add(counts.packets, counts.bytes, False)
+            totals[ident].new_connections += counts.new_connections
+            if interval > 0:
+                self.rates.setdefault((kind, ident), {})[dpid] = {
+                    "packets": counts.packets / interval,
+                    "bytes": counts.bytes / interval,
+                    "new_connections": counts.new_connections / interval,
+                }
+
+    def switch_gone(self, dpid: int) -> None:
+        """Its flows' counters are not ours to compare with any more (a
+        reconnecting switch may have lost them)."""
+        for key in [k for k in self.last if k[0] == dpid]:
+            del self.last[key]
+        self._drop_rates(dpid)
+        self.polled.pop(dpid, None)
+
+    def _drop_rates(self, dpid: int) -> None:
+        for key in list(self.rates):
+            self.rates[key].pop(dpid, None)
+            if not self.rates[key]:
+                del self.rates[key]
+
+    def of(self, kind: str, ident: object) -> dict:
+        """Totals and rates (summed over switches) of one VIP uid or backend MAC."""
+        totals = (self.vips if kind == "vip" else self.backends).get(ident, Counts())
+        rate = {"packets": 0.0, "bytes": 0.0, "new_connections": 0.0}
+        for value in self.rates.get((kind, ident), {}).values():
+            for name in rate:
+                rate[name] += value[name]
+        return totals.to_json() | {"rates": {name: round(value, 3) for name, value in rate.items()}}
+
+    def forget(self, kind: str, ident: object) -> None:
+        (self.vips if kind == "vip" else self.backends).pop(ident, None)
