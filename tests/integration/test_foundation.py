@@ -165,3 +165,54 @@ def test_a_change_without_the_token_is_401_and_changes_nothing(fabric):
     token_file = fabric.lab.run_dir / "api-token"
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     assert token_file.read_text().split(":", 1)[1].strip() not in fabric.log()
+
+
+def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    if fabric.api("GET", "/v1/pools/web")[0] == 404:
+        fabric.create_web(backends=tuple(BACKENDS.values()))
+    token_file = str(fabric.lab.run_dir / "api-token")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSRCTL_")}
+
+    def dsrctl(*args, token_file=token_file, api=fabric.base):
+        done = subprocess.run(
+            ["dsrctl", "--api", api, "--token-file", token_file, *args], capture_output=True, text=True, env=env
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, _ = dsrctl("status")
+    assert code == 0 and "www" in out and "0000000000000001" in out
+    backends = [b["ip"] for b in fabric.api("GET", "/v1/pools/web")[1]["backends"]]
+    assert backends and all(ip in out for ip in backends) and " up " in out
+    for args in (["pools"], ["pool", "web"], ["vips"], ["vip", "www"], ["switches"], ["stats"], ["config"]):
+        code, out, err = dsrctl(*args)
+        assert code == 0 and out.strip(), (args, err)
+    assert {p["name"] for p in json.loads(dsrctl("--json", "pools")[1])} >= {"web"}
+    # changes, one of each
+    steps = [
+        ["pool-add", "ctl", "10.0.0.31"],
+        ["backend-add", "ctl", "10.0.0.32", "--weight", "5"],
+        ["weight", "ctl", "10.0.0.32", "0"],
+        ["vip-add", "ctlvip", "10.0.0.120", "tcp", "8080", "ctl"],
+        ["vip-rm", "ctlvip"],
+        ["backend-rm", "ctl", "10.0.0.32"],
+        ["pool-rm", "ctl"],
+    ]
+    for args in steps:
+        code, _out, err = dsrctl(*args)
+        assert code == 0, (args, err)
+    assert fabric.api("GET", "/v1/pools/ctl")[0] == 404
+    document = tmp_path / "config.json"
+    document.write_text(json.dumps(fabric.api("GET", "/v1/config")[1]))
+    code, out, _ = dsrctl("apply", str(document), "--dry-run")
+    assert code == 0 and json.loads(out)["dry_run"] is True
+    # failures: the API's refusal (exit 1, its message), no token (1), no API (2)
+    code, _out, err = dsrctl("pool", "nope")
+    assert code == 1 and "404" in err and "nope" in err
+    code, _out, err = dsrctl("pool-add", "x", "10.0.0.33", token_file="/nonexistent")
+    assert code == 1 and "401" in err
+    code, _out, err = dsrctl("pools", api="http://127.0.0.1:1")
+    assert code == 2 and "cannot reach" in err

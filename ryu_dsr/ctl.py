@@ -1,0 +1,269 @@
+"""``dsrctl``: the REST API from a shell.
+
+    dsrctl status                              the whole picture on one screen
+    dsrctl pools | pool NAME                   list, or one pool with its backends
+    dsrctl pool-add NAME IP[,IP...] | pool-rm NAME
+    dsrctl backend-add POOL IP [--weight W] | backend-rm POOL IP | weight POOL IP W
+    dsrctl vips | vip NAME
+    dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] | vip-rm NAME
+    dsrctl switches | stats | config | apply FILE [--dry-run]
+
+Tables by default, ``--json`` for the API's own JSON. The API address is
+``--api`` or ``DSRCTL_API`` (default http://127.0.0.1:8080), the token
+``--token``, ``DSRCTL_TOKEN``, or the first line of ``--token-file`` (the
+controller's token file). Exit status: 0 done, 1 the API refused (its
+message is printed), 2 the API could not be reached or the command line
+is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_API = "http://127.0.0.1:8080"
+DEFAULT_TOKEN_FILE = "/var/lib/ryu_dsr/api-token"
+
+
+class Refused(Exception):
+    """The API answered with an error."""
+
+
+class Unreachable(Exception):
+    """No answer from the API."""
+
+
+class Client:
+    def __init__(self, api: str, token: str | None) -> None:
+        self.api = api.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                raw = answer.read()
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                payload = json.loads(raw)
+                message = payload.get("message", raw.decode(errors="replace"))
+            except ValueError:
+                message = raw.decode(errors="replace")[:200]
+            raise Refused(f"{method} {path}: {error.code} {message}") from None
+        except OSError as error:
+            raise Unreachable(f"cannot reach the API at {self.api}: {error}") from None
+        return json.loads(raw) if raw else None
+
+
+def _token(args) -> str | None:
+    if args.token:
+        return args.token
+    if os.environ.get("DSRCTL_TOKEN"):
+        return os.environ["DSRCTL_TOKEN"]
+    try:
+        with open(args.token_file) as handle:
+            line = handle.readline().strip()
+    except OSError:
+        return None
+    return line.split(":", 1)[1] if ":" in line else line or None
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
+    rows = []
+    for b in pool["backends"]:
+        st = b["status"]
+        t = (traffic or {}).get(b["ip"], {})
+        rows.append(
+            [
+                b["ip"],
+                b["weight"],
+                st["state"],
+                st["slots"],
+                st["handover_slots"],
+                st["mac"],
+                t.get("new_connections"),
+                t.get("rates", {}).get("new_connections"),
+                st["reason"],
+            ]
+        )
+    return rows
+
+
+BACKEND_HEADER = ["backend", "weight", "state", "slots", "handover", "mac", "conns", "conns/s", "reason"]
+
+
+def status(client: Client) -> str:
+    """Switches, then each VIP with its pool's backends, like ipvsadm -L -n --stats."""
+    out = []
+    switches = client.call("GET", "/v1/switches")
+    out.append(
+        table(
+            [
+                [f"{s['dpid']:016x}", s["mode"], s["flows"], s["hosts"], s["errors"], "yes" if s["in_line"] else "no"]
+                for s in switches
+            ],
+            ["switch", "mode", "flows", "hosts", "errors", "in line"],
+        )
+    )
+    stats = client.call("GET", "/v1/stats")
+    for vip in client.call("GET", "/v1/vips?limit=10000"):
+        port = vip["port"] if vip["port"] is not None else "*"
+        t = stats["vips"].get(vip["name"], {})
+        out.append(
+            f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}  {vip['name']}  pool {vip['pool']}  hash {vip['hash']}"
+            f"  conns {t.get('new_connections', 0)}  packets {t.get('packets', 0)}"
+        )
+        pool = client.call("GET", f"/v1/pools/{vip['pool']}")
+        out.append(table(_backend_rows(pool, stats["pools"].get(vip["pool"])), BACKEND_HEADER))
+    return "\n".join(out)
+
+
+def run(args, client: Client) -> Any:
+    """What the command asks: (JSON answer, text for a person)."""
+    c = args.command
+    if c == "status":
+        return None, status(client)
+    if c == "pools":
+        pools = client.call("GET", "/v1/pools?limit=10000")
+        rows = [[p["name"], len(p["backends"]), p["slots"], p["health_check"]["kind"]] for p in pools]
+        return pools, table(rows, ["pool", "backends", "slots", "check"])
+    if c == "pool":
+        pool = client.call("GET", f"/v1/pools/{args.name}")
+        return pool, table(_backend_rows(pool), BACKEND_HEADER)
+    if c == "pool-add":
+        body = {"name": args.name, "backends": [{"ip": ip} for ip in args.ips.split(",") if ip]}
+        return client.call("POST", "/v1/pools", body), f"pool {args.name} created"
+    if c == "pool-rm":
+        return client.call("DELETE", f"/v1/pools/{args.name}"), f"pool {args.name} deleted"
+    if c == "backend-add":
+        body = {"ip": args.ip, **({"weight": args.weight} if args.weight is not None else {})}
+        return client.call("POST", f"/v1/pools/{args.pool}/backends", body), f"{args.ip} added to {args.pool}"
+    if c == "backend-rm":
+        return client.call("DELETE", f"/v1/pools/{args.pool}/backends/{args.ip}"), f"{args.ip} removed"
+    if c == "weight":
+        answer = client.call("PATCH", f"/v1/pools/{args.pool}/backends/{args.ip}", {"weight": args.weight})
+        return answer, f"{args.ip} in {args.pool}: weight {args.weight}"
+    if c == "vips":
+        vips = client.call("GET", "/v1/vips?limit=10000")
+        rows = [
+            [v["name"], v["ip"], v["protocol"], v["port"] or "all", v["pool"], v["hash"], v["status"]["backends_up"]]
+            for v in vips
+        ]
+        return vips, table(rows, ["vip", "address", "protocol", "port", "pool", "hash", "up"])
+    if c == "vip":
+        vip = client.call("GET", f"/v1/vips/{args.name}")
+        return vip, "\n".join(f"{k}: {v}" for k, v in vip.items())
+    if c == "vip-add":
+        body = {
+            "name": args.name,
+            "ip": args.ip,
+            "protocol": args.protocol,
+            "port": None if args.port == "all" else _port(args.port),
+            "pool": args.pool,
+            "hash": args.hash,
+        }
+        return client.call("POST", "/v1/vips", body), f"VIP {args.name} created"
+    if c == "vip-rm":
+        return client.call("DELETE", f"/v1/vips/{args.name}"), f"VIP {args.name} deleted"
+    if c == "switches":
+        switches = client.call("GET", "/v1/switches")
+        return switches, table(
+            [[f"{s['dpid']:016x}", s["mode"], s["flows"], s["errors"]] for s in switches],
+            ["switch", "mode", "flows", "errors"],
+        )
+    if c == "stats":
+        stats = client.call("GET", "/v1/stats")
+        rows = [
+            [n, t["new_connections"], t["packets"], t["bytes"], t["rates"]["new_connections"]]
+            for n, t in stats["vips"].items()
+        ]
+        return stats, table(rows, ["vip", "conns", "packets", "bytes", "conns/s"])
+    if c == "config":
+        document = client.call("GET", "/v1/config")
+        return document, json.dumps(document, indent=1)
+    if c == "apply":
+        try:
+            with open(args.file) as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise Refused(f"{args.file}: {error}") from None
+        answer = client.call("PUT", "/v1/config" + ("?dry_run=true" if args.dry_run else ""), document)
+        return answer, json.dumps(answer, indent=1)
+    raise SystemExit(2)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit():
+        raise Refused(f"port: {text!r} is not a number or 'all'")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dsrctl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--api", default=os.environ.get("DSRCTL_API", DEFAULT_API))
+    p.add_argument("--token")
+    p.add_argument("--token-file", default=DEFAULT_TOKEN_FILE)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("status", "pools", "vips", "switches", "stats", "config"):
+        sub.add_parser(name)
+    for name in ("pool", "pool-rm", "vip", "vip-rm"):
+        sub.add_parser(name).add_argument("name")
+    add = sub.add_parser("pool-add")
+    add.add_argument("name")
+    add.add_argument("ips", help="backend addresses, comma separated")
+    backend = sub.add_parser("backend-add")
+    backend.add_argument("pool")
+    backend.add_argument("ip")
+    backend.add_argument("--weight", type=int)
+    rm = sub.add_parser("backend-rm")
+    rm.add_argument("pool")
+    rm.add_argument("ip")
+    weight = sub.add_parser("weight")
+    weight.add_argument("pool")
+    weight.add_argument("ip")
+    weight.add_argument("weight", type=int)
+    vip = sub.add_parser("vip-add")
+    for name in ("name", "ip", "protocol", "port", "pool"):
+        vip.add_argument(name)
+    vip.add_argument("--hash", default="5tuple", choices=("5tuple", "source_ip"))
+    apply = sub.add_parser("apply")
+    apply.add_argument("file")
+    apply.add_argument("--dry-run", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    client = Client(args.api, _token(args))
+    try:
+        answer, text = run(args, client)
+    except Refused as error:
+        print(f"dsrctl: {error}", file=sys.stderr)
+        return 1
+    except Unreachable as error:
+        print(f"dsrctl: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=1) if args.json and answer is not None else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
