@@ -18,7 +18,9 @@ from ryu_dsr.flows.pipeline import (
     REG_SLOT,
     REG_VIP,
     SLOT_BITS,
+    TCP_RST,
     TCP_SYN,
+    TCP_SYN_ACK,
     UDP_PORT_BITS,
     Kind,
     Priority,
@@ -236,7 +238,8 @@ class AddressPlan:
     mac: str | None  # the VIP MAC the switch answers ARP with; None: no VIP uses the address
     backend_macs: tuple[str, ...] = ()  # backends that may hold connections: ICMP "too big" goes to each
     fragments: VipPlan | None = None  # the VIP UDP fragments enter (``fragment_vip``); Open vSwitch mode
-    source_ports: tuple[int, ...] | None = None  # where the address's backends are; None: not all on this switch
+    senders: tuple[tuple[str, int | None], ...] = ()  # (MAC, port or None) of the backends behind the address
+    guarded: bool = False  # every backend's port on this switch is known: none else may send from the address
 
 
 def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
@@ -267,12 +270,19 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
     if switch.mode == "ovs" and address.fragments is not None:
         rules.append(fragments_rule(address.fragments))
-    if address.source_ports is not None:
-        for port in address.source_ports:
-            from_backend = match_items(eth_type=ETH_IP, ipv4_src=ip, in_port=port)
-            rules.append(
-                Rule(Table.INGRESS, Priority.VIP_SOURCE, from_backend, goto=Table.ETH_SRC, owner=address_owner)
-            )
+    for mac_of_backend, port in address.senders:
+        sent = {"eth_type": ETH_IP, "ipv4_src": ip, "eth_src": mac_of_backend}
+        if address.guarded:
+            sent["in_port"] = port
+        # what a backend sends from the VIP (its replies), counted; answers and resets apart
+        rules.append(
+            Rule(Table.INGRESS, Priority.VIP_SOURCE, match_items(**sent), goto=Table.ETH_SRC, owner=address_owner)
+        )
+        if switch.mode == "ovs":
+            for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
+                flagged = match_items(**sent, ip_proto=6, tcp_flags=flags)
+                rules.append(Rule(Table.INGRESS, priority, flagged, goto=Table.ETH_SRC, owner=address_owner))
+    if address.guarded:
         from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
     metered = switch.mode == "ovs" and switch.packet_in_limit

@@ -61,7 +61,9 @@ class Priority(IntEnum):
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
     VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
-    VIP_SOURCE = 145  # IP from a VIP address, from a port of one of its backends: forwarded
+    REPLY_SYN_ACK = 147  # a backend answering a connection from the VIP's address (counted)
+    REPLY_RESET = 146  # a backend resetting a connection from the VIP's address (counted)
+    VIP_SOURCE = 145  # IP from a VIP address, from one of its backends (MAC, and port when known): counted, forwarded
     VIP_SOURCE_GUARD = 144  # IP from a VIP address, from anywhere else: dropped
     PIN = 200  # learned pins in SLOTS
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
@@ -102,12 +104,14 @@ class TableContract:
 
 _L3L4 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
+TCP_SYN_ACK = (0x012, 0x012)  # SYN and ACK set: a connection answered
+TCP_RST = (0x004, 0x004)
 _ARP = {"arp_op", "arp_spa", "arp_tpa"}
 _ICMP = {"icmpv4_type", "icmpv4_code"}
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
-        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "ip_frag", "in_port"}),
+        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
         frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST}),
         "to ETH_SRC (a MISS rule)",
     ),

@@ -59,6 +59,10 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "TCP connections sent to the backend (its MAC, all its pools)",
         ("backend",),
     ),
+    "backend_reply_packets": ("counter", "packets the backend sent from VIP addresses (its replies)", ("backend",)),
+    "backend_reply_bytes": ("counter", "bytes the backend sent from VIP addresses (its replies)", ("backend",)),
+    "backend_answered": ("counter", "connections the backend answered from a VIP address (SYN-ACK)", ("backend",)),
+    "backend_resets": ("counter", "resets the backend sent from a VIP address (RST)", ("backend",)),
     "changes": ("counter", "changes of desired state accepted (REST, declared file)", ()),
     "write_failures": ("counter", "writes to a switch that failed (each answered by a resync)", ()),
     "openflow_errors": ("counter", "OpenFlow errors sent by any switch", ()),
@@ -133,6 +137,11 @@ class BalancerCollector:
             traffic = b.traffic.of("backend", mac)
             for what in ("packets", "bytes", "new_connections"):
                 add(f"backend_{what}", (ip,), traffic[what])
+            replies = b.traffic.of("reply", mac)
+            add("backend_reply_packets", (ip,), replies["packets"])
+            add("backend_reply_bytes", (ip,), replies["bytes"])
+            add("backend_answered", (ip,), replies["answered"])
+            add("backend_resets", (ip,), replies["resets"])
         for name in ("changes", "write_failures", "openflow_errors", "switches_refused"):
             add(name, (), b.counters.get(name, 0))
         yield from families.values()

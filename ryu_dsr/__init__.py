@@ -303,8 +303,8 @@ class DsrApp(ofp.RyuApp):
                 LOG.exception("ryu_dsr: periodic work failed")
 
     def _poll_forever(self, interval: float):
-        """Read the counting rules (tables DECIDE and CHOSEN) of every
-        switch in Open vSwitch mode, every ``interval`` seconds."""
+        """Read the counting rules (tables INGRESS, DECIDE and CHOSEN) of
+        every switch in Open vSwitch mode, every ``interval`` seconds."""
         from ryu_dsr.flows.pipeline import Table
 
         while True:
@@ -315,7 +315,7 @@ class DsrApp(ofp.RyuApp):
                 if switch is None or switch.mode != "ovs" or (last and time.monotonic() - last[2] < 3 * interval):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
                 waiting, _entries, _sent = self.polls[dpid] = (set(), [], time.monotonic())
-                for table in (Table.DECIDE, Table.CHOSEN):
+                for table in (Table.INGRESS, Table.DECIDE, Table.CHOSEN):
                     request = ofp.flow_stats_request(datapath, table)
                     datapath.set_xid(request)
                     waiting.add(request.xid)

@@ -375,8 +375,10 @@ class Balancer:
         return self.traffic.of("vip", self.config.vip(name).uid)
 
     def backend_traffic(self, pool_name: str, ip: str) -> dict:
+        """Requests sent to a backend and, as ``replies``, what it sent back
+        from VIP addresses (SYN-ACKs: connections answered; resets)."""
         mac = self.locator.where(self.config.backend(pool_name, ip))[0]
-        return self.traffic.of("backend", mac)
+        return self.traffic.of("backend", mac) | {"replies": self.traffic.of("reply", mac)}
 
     def handover_by_backend(self, pool_name: str) -> dict[str, int]:
         """Slots of the pool in a handover now, by the backend they keep
@@ -723,24 +725,19 @@ class Balancer:
         vips = self.config.address_vips(ip)
         if not vips:
             return AddressPlan(ip, None)
-        ports: set[int] | None = set()
+        senders: dict[str, int | None] = {}
         for name in {vip.pool for vip in vips}:
             for backend in self.config.pools[name].backends.values():
                 mac = self.locator.where(backend)[0]
-                port = self._host_port(switch, mac) if mac else None
-                if mac and port is None:
-                    ports = None  # a backend elsewhere: this switch cannot tell its ports
-                    break
-                if port is not None:
-                    ports.add(port)
-            if ports is None:
-                break
+                if mac:
+                    senders[mac] = self._host_port(switch, mac)
         return AddressPlan(
             ip,
             vips[0].mac,
             self._macs_behind(vips),
             fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips]),
-            tuple(sorted(ports)) if ports is not None else None,
+            tuple(sorted(senders.items())),
+            bool(senders) and None not in senders.values(),  # a backend elsewhere: its ports are not this switch's
         )
 
     def _addresses_of(self, name: str) -> set[Owner]:

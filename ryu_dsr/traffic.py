@@ -22,22 +22,33 @@ Entry = tuple[tuple, int, int, int]  # (table, priority, match) key, cookie, pac
 class Counts:
     packets: int = 0
     bytes: int = 0
-    new_connections: int = 0  # TCP SYN without ACK
+    new_connections: int = 0  # requests: TCP SYN without ACK
+    answered: int = 0  # replies: SYN-ACK (a connection answered)
+    resets: int = 0  # replies: RST
 
-    def add(self, packets: int, size: int, syn: bool) -> None:
+    def add(self, packets: int, size: int, flag: str = "") -> None:
         self.packets += packets
         self.bytes += size
-        if syn:
-            self.new_connections += packets
+        if flag:
+            setattr(self, flag, getattr(self, flag) + packets)
 
-    def to_json(self) -> dict:
-        return {"packets": self.packets, "bytes": self.bytes, "new_connections": self.new_connections}
+    def merge(self, other: Counts) -> None:
+        for name in ("packets", "bytes", "new_connections", "answered", "resets"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_json(self, names=("packets", "bytes", "new_connections")) -> dict:
+        return {name: getattr(self, name) for name in names}
+
+
+REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
+FLAGS = {0x002: "new_connections", 0x012: "answered", 0x004: "resets"}  # tcp_flags value -> what it counts
 
 
 @dataclass
 class Traffic:
     vips: dict[int, Counts] = field(default_factory=dict)  # VIP uid -> totals
-    backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals
+    backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of requests to it
+    replies: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of what it sent from a VIP
     rates: dict[tuple[str, object], dict[int, dict]] = field(default_factory=dict)  # (kind, id) -> dpid -> per second
     last: dict[tuple[int, tuple], tuple[int, int]] = field(default_factory=dict)  # (dpid, flow key) -> counts
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
@@ -54,6 +65,8 @@ class Traffic:
                 what: tuple[str, object] = ("vip", uid_of(cookie))
             elif table == Table.CHOSEN and kind_of(cookie) == Kind.HOST and "eth_dst" in fields:
                 what = ("backend", fields["eth_dst"])
+            elif table == Table.INGRESS and kind_of(cookie) == Kind.ADDRESS and "eth_src" in fields:
+                what = ("reply", fields["eth_src"])
             else:
                 continue
             seen.add(key)
@@ -61,7 +74,8 @@ class Traffic:
             self.last[(dpid, key)] = (packets, size)
             if packets >= before[0] and size >= before[1]:
                 packets, size = packets - before[0], size - before[1]
-            grown.setdefault(what, Counts()).add(packets, size, "tcp_flags" in fields)
+            flags = fields.get("tcp_flags")
+            grown.setdefault(what, Counts()).add(packets, size, FLAGS[flags[0]] if flags else "")
         for stale in [k for k in self.last if k[0] == dpid and k[1] not in seen]:
             del self.last[stale]  # a flow that is gone: a new one with its key starts from 0
         interval = now - self.polled.get(dpid, now)
@@ -69,15 +83,11 @@ class Traffic:
         self.polls += 1
         self._drop_rates(dpid)
         for (kind, ident), counts in grown.items():
-            totals = self.vips if kind == "vip" else self.backends
-            totals.setdefault(ident, Counts()).add(counts.packets, counts.bytes, False)
-            totals[ident].new_connections += counts.new_connections
+            self._totals(kind).setdefault(ident, Counts()).merge(counts)
             if interval > 0:
-                self.rates.setdefault((kind, ident), {})[dpid] = {
-                    "packets": counts.packets / interval,
-                    "bytes": counts.bytes / interval,
-                    "new_connections": counts.new_connections / interval,
-                }
+                names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
+                rates = {name: getattr(counts, name) / interval for name in names}
+                self.rates.setdefault((kind, ident), {})[dpid] = rates
 
     def switch_gone(self, dpid: int) -> None:
         """Its flows' counters are not ours to compare with any more (a
@@ -93,14 +103,19 @@ class Traffic:
             if not self.rates[key]:
                 del self.rates[key]
 
+    def _totals(self, kind: str) -> dict:
+        return {"vip": self.vips, "backend": self.backends, "reply": self.replies}[kind]
+
     def of(self, kind: str, ident: object) -> dict:
-        """Totals and rates (summed over switches) of one VIP uid or backend MAC."""
-        totals = (self.vips if kind == "vip" else self.backends).get(ident, Counts())
-        rate = {"packets": 0.0, "bytes": 0.0, "new_connections": 0.0}
+        """Totals and rates (summed over switches) of one VIP uid (``vip``),
+        or of what went to (``backend``) or came from (``reply``) a backend MAC."""
+        names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
+        totals = self._totals(kind).get(ident, Counts())
+        rate = dict.fromkeys(names, 0.0)
         for value in self.rates.get((kind, ident), {}).values():
             for name in rate:
                 rate[name] += value[name]
-        return totals.to_json() | {"rates": {name: round(value, 3) for name, value in rate.items()}}
+        return totals.to_json(names) | {"rates": {name: round(value, 3) for name, value in rate.items()}}
 
     def forget(self, kind: str, ident: object) -> None:
-        (self.vips if kind == "vip" else self.backends).pop(ident, None)
+        self._totals(kind).pop(ident, None)

@@ -55,7 +55,7 @@ def test_requests_reach_every_backend_and_replies_come_straight_from_it(fabric):
 def test_the_switch_counts_each_backends_new_connections(fabric):
     """20 connections through the VIP: the switches' counters, polled every
     second, give the VIP 20 new connections and each backend as many as its
-    server answered."""
+    server answered, and as many answers (SYN-ACK) from it."""
 
     def stats():
         _, pool = fabric.api("GET", "/v1/pools/web/stats")
@@ -74,6 +74,12 @@ def test_the_switch_counts_each_backends_new_connections(fabric):
     }
     by_name = {f"10.0.0.{last}": name for name, last in BACKENDS.items()}
     assert {by_name[ip]: n for ip, n in opened.items() if n} == report["by_backend"]
+    # and each backend answered them straight to the client, seen by the switch (SYN-ACK from the VIP)
+    answered = {
+        ip: backends_after[ip]["replies"]["answered"] - backends_before[ip]["replies"]["answered"]
+        for ip in backends_after
+    }
+    assert {by_name[ip]: n for ip, n in answered.items() if n} == report["by_backend"]
     _, everything = fabric.api("GET", "/v1/stats")
     assert everything["polls"] > 0 and everything["vips"]["www"]["new_connections"] >= 20
 

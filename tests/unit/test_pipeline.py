@@ -410,17 +410,25 @@ def test_traffic_counters_count_each_vips_and_backends_new_connections_and_packe
 
     rig, switch = ready(tmp_path)
     received = Counter()
+    macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
     for sport in range(5000, 5020):
-        received[backend_of(switch.send(syn("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1))] += 1
+        backend = backend_of(switch.send(syn("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1))
+        received[backend] += 1
         for _ in range(2):
             backend_of(switch.send(tcp("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1))
-    poll = (Table.DECIDE, Table.CHOSEN)
+        # the backend answers straight to the client, from the VIP: a SYN-ACK, and a reset for every fifth
+        for flags in (0x012, 0x014) if sport % 5 == 0 else (0x012,):
+            reply = dict(tcp(VIP, "10.0.0.1", 80, sport, macs[backend], CLIENT_MAC), tcp_flags=flags)
+            assert [out.port for out in switch.send(reply, BACKEND_PORTS[macs[backend]])] == [1]
+    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
     stats = views.vip_stats(rig.balancer, "web")["traffic"]
     assert (stats["new_connections"], stats["packets"], stats["bytes"]) == (20, 60, 6000)
     per_backend = views.pool_stats(rig.balancer, "web")["backends"]
     assert {ip: s["new_connections"] for ip, s in per_backend.items() if s["new_connections"]} == dict(received)
     assert sum(s["packets"] for s in per_backend.values()) == 60
+    assert {ip: s["replies"]["answered"] for ip, s in per_backend.items() if s["replies"]["answered"]} == dict(received)
+    assert sum(s["replies"]["resets"] for s in per_backend.values()) == 4
     # a later poll adds what grew; a flow replaced (counters at 0) loses nothing
     rig.clock.now += 10
     backend_of(switch.send(syn("10.0.0.1", VIP, 6000, 80, CLIENT_MAC, VIP_MAC), 1))
