@@ -77,6 +77,8 @@ from ryu_dsr.traffic import Entry, Traffic
 
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0
+PASSIVE_LOW = 0.5  # a backend that answers less than this share of its new connections is reported
+PASSIVE_OK = 0.9  # and is back once it answers this share
 
 Send = Callable[[int, list], None]
 
@@ -150,6 +152,7 @@ class Balancer:
             "switches_refused": 0,
         }
         self.traffic = Traffic()
+        self.passive_low: set[str] = set()  # backend MACs that answer too few of their connections
         self.vip_arp: dict[str, tuple[str, float]] = {}  # backend ip -> VIP address it sent ARP for, when
         self.vip_arp_logged: dict[str, float] = {}  # MAC -> when its ARP for a VIP was last logged
         self.allowed = {int(dpid, 16) for dpid in settings.switches.split(",")} if settings.switches else None
@@ -348,6 +351,7 @@ class Balancer:
             "slots": table.count(ip),
             "handover_slots": len(self._active_moves(pool_name, old=ip)),
             "arp_for_vip": self._arp_for_vip(ip),
+            "passive": self.traffic.passive(mac) if mac else None,
             "claim": self.locator.claim_status(ip),
         }
 
@@ -368,8 +372,26 @@ class Balancer:
 
     def traffic_read(self, dpid: int, entries: list[Entry]) -> None:
         """A poll of one switch's counting rules (DECIDE and CHOSEN) came back."""
-        if dpid in self.switches:
-            self.traffic.read(dpid, entries, self.clock())
+        if dpid not in self.switches:
+            return
+        self.traffic.read(dpid, entries, self.clock())
+        for mac, ips in self.ips_by_mac.items():  # the passive signal: connections offered, not answered
+            passive = self.traffic.passive(mac)
+            share = passive and passive["answered_share"]
+            if share is not None and share < PASSIVE_LOW and mac not in self.passive_low:
+                self.passive_low.add(mac)
+                LOG.warning(
+                    "backend %s (%s) answered %.0f%% of the %.1f connections a second sent to it (%.1f resets a "
+                    "second), seen by the switch",
+                    ", ".join(sorted(ips)),
+                    mac,
+                    share * 100,
+                    passive["offered_per_s"],
+                    passive["resets_per_s"],
+                )
+            elif mac in self.passive_low and (share is None or share >= PASSIVE_OK):
+                self.passive_low.discard(mac)
+                LOG.info("backend %s (%s) answers its connections again", ", ".join(sorted(ips)), mac)
 
     def vip_traffic(self, name: str) -> dict:
         return self.traffic.of("vip", self.config.vip(name).uid)

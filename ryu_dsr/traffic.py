@@ -41,6 +41,7 @@ class Counts:
 
 
 REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
+PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share is given
 FLAGS = {0x002: "new_connections", 0x012: "answered", 0x004: "resets"}  # tcp_flags value -> what it counts
 
 
@@ -116,6 +117,23 @@ class Traffic:
             for name in rate:
                 rate[name] += value[name]
         return totals.to_json(names) | {"rates": {name: round(value, 3) for name, value in rate.items()}}
+
+    def passive(self, mac: object) -> dict | None:
+        """What a backend did with the connections sent to it over the last
+        poll interval, from the switch's counters: offered (SYNs to it),
+        answered (its SYN-ACKs from a VIP) and resets, a second; the share
+        answered when at least one a second was offered. None before a poll."""
+        if ("backend", mac) not in self.rates and ("reply", mac) not in self.rates:
+            return None
+        offered = self.of("backend", mac)["rates"]["new_connections"]
+        replies = self.of("reply", mac)["rates"]
+        share = round(min(1.0, replies["answered"] / offered), 3) if offered >= PASSIVE_MIN_RATE else None
+        return {
+            "offered_per_s": offered,
+            "answered_per_s": replies["answered"],
+            "resets_per_s": replies["resets"],
+            "answered_share": share,
+        }
 
     def forget(self, kind: str, ident: object) -> None:
         self._totals(kind).pop(ident, None)

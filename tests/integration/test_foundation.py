@@ -222,3 +222,30 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
     assert code == 1 and "401" in err
     code, _out, err = dsrctl("pools", api="http://127.0.0.1:1")
     assert code == 2 and "cannot reach" in err
+
+
+def test_a_backend_whose_server_stopped_is_seen_resetting_its_connections(fabric):
+    """The passive signal: the switch sees connections sent to a backend and
+    the backend's answers. With its server stopped, the backend's kernel
+    answers SYN with RST from the VIP: the backend's ARP check still passes,
+    but its status shows it answered none, and the log says so."""
+    if fabric.api("GET", "/v1/pools/web")[0] == 404:
+        fabric.create_web(backends=tuple(BACKENDS.values()))
+    ip = fabric.api("GET", "/v1/pools/web")[1]["backends"][0]["ip"]
+    name = next(n for n, last in BACKENDS.items() if f"10.0.0.{last}" == ip)
+    fabric.lab.stop(fabric.servers[name])
+    try:
+        client = fabric.lab.spawn_client(
+            "c1", URL, "--count", "400", "--interval", "0.02", "--timeout", "1", log="p.json"
+        )
+
+        def passive():
+            status = fabric.api("GET", f"/v1/pools/web/backends/{ip}")[1]["status"]
+            return status if (status["passive"] or {}).get("answered_share") == 0.0 else None
+
+        status = wait_for(passive, 15, 0.3, "the stopped server's backend seen answering nothing")
+        assert status["state"] == "up" and status["passive"]["resets_per_s"] > 1  # its ARP check passes
+        assert f"backend {ip} (" in fabric.log() and "answered 0% of the" in fabric.log()
+        client.wait(60)
+    finally:
+        fabric.servers[name] = fabric.lab.serve_http(name)

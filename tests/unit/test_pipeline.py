@@ -437,3 +437,38 @@ def test_traffic_counters_count_each_vips_and_backends_new_connections_and_packe
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
     stats = views.vip_stats(rig.balancer, "web")["traffic"]
     assert stats["new_connections"] == 21 and stats["rates"]["new_connections"] == 0.1
+
+
+def test_a_backend_that_resets_its_connections_is_reported_from_the_switchs_counters(tmp_path, caplog):
+    """The passive signal: connections sent to a backend against the SYN-ACKs
+    the switch saw it send back; a backend that resets them (its server
+    stopped: the kernel answers RST) is shown and logged, while its ARP
+    check still passes."""
+    import logging
+
+    from ryu_dsr.flows.pipeline import Table
+
+    caplog.set_level(logging.INFO, logger="ryu_dsr")
+    rig, switch = ready(tmp_path)
+    macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
+    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+    rig.balancer.traffic_read(1, switch.flow_stats(poll))
+
+    def second(dead: str | None) -> None:
+        for sport in range(7000, 7060):
+            backend = backend_of(switch.send(syn("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1))
+            flags = 0x014 if backend == dead else 0x012  # RST+ACK from the dead one's kernel
+            reply = dict(tcp(VIP, "10.0.0.1", 80, sport, macs[backend], CLIENT_MAC), tcp_flags=flags)
+            assert len(switch.send(reply, BACKEND_PORTS[macs[backend]])) == 1
+        rig.clock.now += 1
+        rig.balancer.traffic_read(1, switch.flow_stats(poll))
+
+    second(dead="10.0.0.12")
+    status = {ip: rig.balancer.backend_status("web", ip) for ip in BACKENDS}
+    assert status["10.0.0.12"]["passive"]["answered_share"] == 0.0
+    assert status["10.0.0.12"]["passive"]["resets_per_s"] > 1 and status["10.0.0.12"]["state"] == "up"
+    assert status["10.0.0.11"]["passive"]["answered_share"] == 1.0
+    assert "backend 10.0.0.12 (02:00:00:00:00:0c) answered 0% of the" in caplog.text
+    second(dead=None)
+    assert rig.balancer.backend_status("web", "10.0.0.12")["passive"]["answered_share"] == 1.0
+    assert "backend 10.0.0.12 (02:00:00:00:00:0c) answers its connections again" in caplog.text
