@@ -244,7 +244,7 @@ def test_a_backend_whose_server_stopped_is_seen_resetting_its_connections(fabric
             return status if (status["passive"] or {}).get("answered_share") == 0.0 else None
 
         status = wait_for(passive, 15, 0.3, "the stopped server's backend seen answering nothing")
-        assert status["state"] == "up" and status["passive"]["resets_per_s"] > 1  # its ARP check passes
+        assert status["state"] == "up" and status["passive"]["resets_per_s"] > 0  # its ARP check passes
         assert f"backend {ip} (" in fabric.log() and "answered 0% of the" in fabric.log()
         client.wait(60)
     finally:
