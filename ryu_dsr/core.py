@@ -371,11 +371,15 @@ class Balancer:
     # -- traffic, from the switches' counters --
 
     def traffic_read(self, dpid: int, entries: list[Entry]) -> None:
-        """A poll of one switch's counting rules (DECIDE and CHOSEN) came back."""
+        """A poll of one switch's counting rules (INGRESS, DECIDE and CHOSEN)
+        came back. The passive signal (connections offered, not answered) is
+        looked at for the backends it counted and those already reported,
+        not for every backend."""
         if dpid not in self.switches:
             return
-        self.traffic.read(dpid, entries, self.clock())
-        for mac, ips in self.ips_by_mac.items():  # the passive signal: connections offered, not answered
+        counted = self.traffic.read(dpid, entries, self.clock())
+        for mac in sorted(counted | self.passive_low):
+            ips = self.ips_by_mac.get(mac, set())
             passive = self.traffic.passive(mac)
             share = passive and passive["answered_share"]
             if share is not None and share < PASSIVE_LOW and mac not in self.passive_low:

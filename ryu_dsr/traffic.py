@@ -55,8 +55,9 @@ class Traffic:
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
     polls: int = 0
 
-    def read(self, dpid: int, entries: list[Entry], now: float) -> None:
-        """One poll of a switch's DECIDE and CHOSEN tables."""
+    def read(self, dpid: int, entries: list[Entry], now: float) -> set:
+        """One poll of a switch's INGRESS, DECIDE and CHOSEN tables; the
+        backend MACs it counted traffic to or from."""
         grown: dict[tuple[str, object], Counts] = {}
         seen = set()
         for key, cookie, packets, size in entries:
@@ -89,6 +90,7 @@ class Traffic:
                 names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
                 rates = {name: getattr(counts, name) / interval for name in names}
                 self.rates.setdefault((kind, ident), {})[dpid] = rates
+        return {ident for kind, ident in grown if kind != "vip"}
 
     def switch_gone(self, dpid: int) -> None:
         """Its flows' counters are not ours to compare with any more (a
