@@ -50,6 +50,9 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     # new connections of the moved slots follow them once their 2 s hold is over
     wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
     wait_for(lambda: all(sw["in_line"] for sw in fabric.api("GET", "/v1/switches")[1]), what="rules rewritten")
+    # Open vSwitch applies a flow change to its datapath flows by revalidating
+    # them, after the change itself: a moment more before the new connections.
+    time.sleep(1.0)
     after = fabric.lab.requests("c1", f"http://{VIP}/", 120)
     assert after["failed"] == 0
     assert "b12" not in after["by_backend"]
