@@ -265,7 +265,7 @@ class HealthChecker:
                 self._drop(key)
                 ok = arp.sha == probe.target.mac
                 reason = "answered ARP" if ok else f"ARP answered by another MAC, {arp.sha}"
-                transitions += self._result(key, probe.target.check, ok, reason, now)
+                transitions += self._result(key, probe.target.check, ok, reason, now, probe.address)
         return [], transitions
 
     def _tcp_answer(self, now, key, probe: Probe, segment: Tcp) -> tuple[list[Send], list[Transition]]:
@@ -306,6 +306,17 @@ class HealthChecker:
                 key, check, ok, reason, now, probe.address
             )
         return [], []
+
+    def fail(self, key: tuple[str, str], reason: str, now: float) -> list[Transition]:
+        """A failure seen outside the probes (the switch's passive signal):
+        the backend fails at once and comes back after ``rise`` passing
+        probes, like any failed backend."""
+        state = self.health.setdefault(key, Health())
+        state.last_result, state.checked_at, state.successes = f"failed: {reason}", now, 0
+        if not state.healthy:
+            return []
+        state.healthy = False
+        return [Transition(key[0], key[1], False, reason)]
 
     # -------------------------------------------------------------- results
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from ryu_dsr.flows.packets import build_arp
 from ryu_dsr.flows.pipeline import Kind, Table, kind_of
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 from ryu_dsr.rest import views
 
+from ryu_dsr.model import InvalidInput
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
 from tests.simulator import arp_request, fragment, syn, tcp, udp
 
@@ -472,3 +474,59 @@ def test_a_backend_that_resets_its_connections_is_reported_from_the_switchs_coun
     second(dead=None)
     assert rig.balancer.backend_status("web", "10.0.0.12")["passive"]["answered_share"] == 1.0
     assert "backend 10.0.0.12 (02:00:00:00:00:0c) answers its connections again" in caplog.text
+
+
+def test_a_pool_with_passive_fail_takes_out_a_backend_that_resets_its_connections(tmp_path):
+    """``passive: fail``: the switch's signal counts as a failed check, so
+    the resetting backend leaves the hash at once (its ARP check still
+    passes) and comes back after ``rise`` passing checks."""
+    from ryu_dsr.flows.pipeline import Table
+
+    rig, switch = ready(tmp_path)
+    rig.balancer.patch_pool("web", {"health_check": {"passive": "fail"}})
+    macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
+    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+    rig.balancer.traffic_read(1, switch.flow_stats(poll))
+    sent = Counter()
+    for sport in range(7000, 7060):
+        backend = backend_of(switch.send(syn("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1))
+        sent[backend] += 1
+        flags = 0x014 if backend == "10.0.0.12" else 0x012
+        reply = dict(tcp(VIP, "10.0.0.1", 80, sport, macs[backend], CLIENT_MAC), tcp_flags=flags)
+        switch.send(reply, BACKEND_PORTS[macs[backend]])
+    rig.clock.now += 1
+    rig.balancer.traffic_read(1, switch.flow_stats(poll))
+    status = rig.balancer.backend_status("web", "10.0.0.12")
+    assert status["state"] == "unhealthy" and "answer 0% of its new connections" in status["reason"]
+    assert rig.balancer.backend_status("web", "10.0.0.11")["state"] == "up"
+    assert status["slots"] == 0 and sent["10.0.0.12"] > 0
+    for _ in range(5):  # its ARP checks pass again: it is back
+        rig.clock.now += 0.3
+        rig.balancer.tick()
+        rig.resolve_all()
+    assert rig.balancer.backend_status("web", "10.0.0.12")["state"] == "up", rig.balancer.backend_status(
+        "web", "10.0.0.12"
+    )
+
+
+def test_passive_fail_needs_a_check_that_can_bring_the_backend_back(tmp_path):
+    rig, _switch = ready(tmp_path)
+    with pytest.raises(InvalidInput, match="health_check.passive"):
+        rig.balancer.patch_pool("web", {"health_check": {"kind": "none", "passive": "fail"}})
+    assert rig.balancer.config.pools["web"].health_check.passive == "report"
+
+
+def test_a_backend_that_stopped_answering_arp_comes_back_when_it_answers_again(tmp_path):
+    rig, _switch = ready(tmp_path)
+    mac, port = BACKENDS["10.0.0.12"]
+
+    def checks(answering: bool) -> str:
+        for _ in range(6):
+            rig.clock.now += 0.3
+            rig.balancer.tick()
+            if answering:
+                rig.answer_arp("10.0.0.12", mac, port)
+        return rig.balancer.backend_status("web", "10.0.0.12")["state"]
+
+    assert checks(answering=False) == "unhealthy"
+    assert checks(answering=True) == "up"
