@@ -378,12 +378,14 @@ class Balancer:
         if dpid not in self.switches:
             return
         counted = self.traffic.read(dpid, entries, self.clock())
+        failed = []
         for mac in sorted(counted | self.passive_low):
             ips = self.ips_by_mac.get(mac, set())
             passive = self.traffic.passive(mac)
             share = passive and passive["answered_share"]
             if share is not None and share < PASSIVE_LOW and mac not in self.passive_low:
                 self.passive_low.add(mac)
+                failed += self._passive_failures(ips, share)
                 LOG.warning(
                     "backend %s (%s) answered %.0f%% of the %.1f connections a second sent to it (%.1f resets a "
                     "second), seen by the switch",
@@ -396,6 +398,19 @@ class Balancer:
             elif mac in self.passive_low and (share is None or share >= PASSIVE_OK):
                 self.passive_low.discard(mac)
                 LOG.info("backend %s (%s) answers its connections again", ", ".join(sorted(ips)), mac)
+        if failed:
+            self._mark(self._apply_health([], failed))
+
+    def _passive_failures(self, ips: set[str], share: float) -> list:
+        """Health transitions of the backends at one MAC whose pool treats a
+        low answered share as a failed check (``passive: fail``)."""
+        now, failed = self.clock(), []
+        for ip in sorted(ips):
+            for name in sorted(self.config.pools_by_backend.get(ip, ())):
+                if self.config.pools[name].health_check.passive == "fail":
+                    reason = f"the switch saw it answer {share:.0%} of its new connections"
+                    failed += self.health.fail((name, ip), reason, now)
+        return failed
 
     def vip_traffic(self, name: str) -> dict:
         return self.traffic.of("vip", self.config.vip(name).uid)

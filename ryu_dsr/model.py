@@ -144,6 +144,7 @@ class Backend:
 BACKEND_STATES = ("up", "draining", "unhealthy", "down", "unresolved")  # what a backend of a pool is now
 HEALTH_KINDS = ("arp", "tcp", "http", "none")
 HEALTH_TARGETS = ("backend", "vip")
+PASSIVE_ACTIONS = ("report", "fail")
 
 
 @dataclass
@@ -165,8 +166,9 @@ class HealthCheck:
     rise: int = 2
     fall: int = 2
     target: str = "backend"
+    passive: str = "report"  # fail: a backend the switch sees answering too few connections fails at once
 
-    FIELDS = ("kind", "port", "path", "expect_status", "interval", "timeout", "rise", "fall", "target")
+    FIELDS = ("kind", "port", "path", "expect_status", "interval", "timeout", "rise", "fall", "target", "passive")
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -206,8 +208,12 @@ def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -
         check.fall = parse_int(body["fall"], at("fall"), 1, 100)
     if "target" in body:
         check.target = parse_choice(body["target"], at("target"), HEALTH_TARGETS)
+    if "passive" in body:
+        check.passive = parse_choice(body["passive"], at("passive"), PASSIVE_ACTIONS)
     if check.timeout > check.interval:
         raise InvalidInput(at("timeout"), f"must not exceed the interval ({check.interval} s)")
+    if check.passive == "fail" and check.kind == "none":
+        raise InvalidInput(at("passive"), "fail needs a check kind other than none (its checks bring the backend back)")
     if check.kind in ("tcp", "http") and check.port is None:
         raise InvalidInput(at("port"), f"is required for a {check.kind} check")
     if check.kind in ("arp", "none") and check.target == "vip":
