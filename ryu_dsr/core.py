@@ -383,9 +383,10 @@ class Balancer:
             ips = self.ips_by_mac.get(mac, set())
             passive = self.traffic.passive(mac)
             share = passive and passive["answered_share"]
+            if share is not None and share < PASSIVE_LOW:
+                failed += self._passive_failures(ips, share)
             if share is not None and share < PASSIVE_LOW and mac not in self.passive_low:
                 self.passive_low.add(mac)
-                failed += self._passive_failures(ips, share)
                 LOG.warning(
                     "backend %s (%s) answered %.0f%% of the %.1f connections a second sent to it (%.1f resets a "
                     "second), seen by the switch",

@@ -246,6 +246,15 @@ def test_a_backend_whose_server_stopped_is_seen_resetting_its_connections(fabric
         status = wait_for(passive, 15, 0.3, "the stopped server's backend seen answering nothing")
         assert status["state"] == "up" and status["passive"]["resets_per_s"] > 0  # its ARP check passes
         assert f"backend {ip} (" in fabric.log() and "answered 0% of the" in fabric.log()
+        # as a failed check (per pool): the backend leaves the hash though its ARP check passes
+        assert fabric.api("PATCH", "/v1/pools/web", {"health_check": {"passive": "fail"}})[0] == 200
+        wait_for(
+            lambda: f"backend {ip}: health failed (the switch saw it answer 0% of its new connections)" in fabric.log(),
+            15,
+            0.3,
+            "the stopped server's backend failed by the passive signal",
+        )
         client.wait(60)
     finally:
+        fabric.api("PATCH", "/v1/pools/web", {"health_check": {"passive": "report"}})
         fabric.servers[name] = fabric.lab.serve_http(name)
