@@ -43,6 +43,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "backend_weight": ("gauge", "the backend's configured weight (0: draining)", ("pool", "backend")),
     "backend_slots": ("gauge", "slots of the pool's table that send to the backend", ("pool", "backend")),
     "backend_handover_slots": ("gauge", "moved slots that still send the backend its connections", ("pool", "backend")),
+    "backend_pinned_connections": (
+        "gauge",
+        "connections held to the backend by pins (those of slots in a handover; the rest are not counted one by one)",
+        ("pool", "backend"),
+    ),
     "vip_backends_up": ("gauge", "backends of the VIP's pool that take new connections", ("vip", "pool")),
     "vip_backends": ("gauge", "backends of the VIP's pool", ("vip", "pool")),
     "vip_packets": ("counter", "request packets to the VIP, counted by the switches", ("vip", "pool")),
@@ -123,6 +128,7 @@ class BalancerCollector:
                 add("backend_weight", (name, ip), backend.weight)
                 add("backend_slots", (name, ip), counts.get(ip, 0))
                 add("backend_handover_slots", (name, ip), handovers.get(ip, 0))
+                add("backend_pinned_connections", (name, ip), b.traffic.pinned(backend.uid))
             up_by_pool[name] = (up, len(pool.backends))
         for name, vip in b.config.vips.items():
             up, total = up_by_pool.get(vip.pool, (0, 0))

@@ -126,7 +126,9 @@ class DsrApp(ofp.RyuApp):
         )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
-        self.polls = {}  # dpid -> (xids of a traffic poll not yet answered, entries read so far, when sent)
+        # dpid -> (xids of a traffic poll not yet answered, entries read so far, when sent,
+        #         pin count xid -> backend uid, then (uid, count) once answered)
+        self.polls = {}
         if settings.stats_interval:
             self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
 
@@ -304,8 +306,10 @@ class DsrApp(ofp.RyuApp):
 
     def _poll_forever(self, interval: float):
         """Read the counting rules (tables INGRESS, DECIDE and CHOSEN) of
-        every switch in Open vSwitch mode, every ``interval`` seconds."""
-        from ryu_dsr.flows.pipeline import Table
+        every switch in Open vSwitch mode, every ``interval`` seconds, and
+        count the pins of the backends that may have some (one aggregate
+        request each: connections held in a handover)."""
+        from ryu_dsr.flows.pipeline import Table, pin_cookie
 
         while True:
             ofp.hub.sleep(interval)
@@ -314,11 +318,16 @@ class DsrApp(ofp.RyuApp):
                 last = self.polls.get(dpid)
                 if switch is None or switch.mode != "ovs" or (last and time.monotonic() - last[2] < 3 * interval):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
-                waiting, _entries, _sent = self.polls[dpid] = (set(), [], time.monotonic())
-                for table in (Table.INGRESS, Table.DECIDE, Table.CHOSEN):
-                    request = ofp.flow_stats_request(datapath, table)
+                waiting, _entries, _sent, pins = self.polls[dpid] = (set(), [], time.monotonic(), {})
+                tables = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+                requests = [(ofp.flow_stats_request(datapath, table), None) for table in tables]
+                for uid in self.balancer.pin_holders():
+                    requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
+                for request, uid in requests:
                     datapath.set_xid(request)
                     waiting.add(request.xid)
+                    if uid is not None:
+                        pins[request.xid] = uid
                     datapath.send_msg(request)
 
     # -- connection: features, then desc, ports and flows, then hand over --
@@ -356,13 +365,9 @@ class DsrApp(ofp.RyuApp):
         dpid = ev.msg.datapath.id
         poll = self.polls.get(dpid)
         if poll and ev.msg.xid in poll[0]:
-            waiting, entries, _sent = poll
-            entries += [ofp.counted(stat) for stat in ev.msg.body]
+            poll[1].extend(ofp.counted(stat) for stat in ev.msg.body)
             if not ofp.more_replies(ev.msg):
-                waiting.discard(ev.msg.xid)
-                if not waiting:  # both tables are back
-                    del self.polls[dpid]
-                    self.balancer.traffic_read(dpid, entries)
+                self._polled(dpid, ev.msg.xid)
             return
         pending = self.connecting.get(dpid)
         installed = pending["installed"] if pending is not None else self.reading.get(dpid)
@@ -384,6 +389,24 @@ class DsrApp(ofp.RyuApp):
         self.balancer.switch_connected(
             dpid, "ovs" if ovs else "plain", pending["installed"], description, pending["ports_down"]
         )
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPAggregateStatsReply, ofp.MAIN_DISPATCHER)
+    def _pin_count(self, ev):
+        dpid = ev.msg.datapath.id
+        poll = self.polls.get(dpid)
+        if poll and ev.msg.xid in poll[0]:
+            pins = poll[3]
+            pins[ev.msg.xid] = (pins[ev.msg.xid], ev.msg.body.flow_count)  # uid -> (uid, count)
+            self._polled(dpid, ev.msg.xid)
+
+    def _polled(self, dpid: int, xid: int) -> None:
+        """One reply of a poll is whole; when all are, the core reads them."""
+        waiting, entries, _sent, pins = self.polls[dpid]
+        waiting.discard(xid)
+        if not waiting:
+            del self.polls[dpid]
+            counts = dict(answer for answer in pins.values() if isinstance(answer, tuple))
+            self.balancer.traffic_read(dpid, entries, counts)
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
     def _gone(self, ev):

@@ -350,6 +350,7 @@ class Balancer:
             "location": None if dpid is None else {"dpid": dpid, "port": port},
             "slots": table.count(ip),
             "handover_slots": len(self._active_moves(pool_name, old=ip)),
+            "pinned_connections": self.traffic.pinned(backend.uid),
             "arp_for_vip": self._arp_for_vip(ip),
             "passive": self.traffic.passive(mac) if mac else None,
             "claim": self.locator.claim_status(ip),
@@ -370,14 +371,20 @@ class Balancer:
 
     # -- traffic, from the switches' counters --
 
-    def traffic_read(self, dpid: int, entries: list[Entry]) -> None:
+    def pin_holders(self) -> set[int]:
+        """Uids of the backends whose pins may exist (those in a handover)."""
+        return set().union(*self.pinnable.values())
+
+    def traffic_read(self, dpid: int, entries: list[Entry], pins: dict[int, int] | None = None) -> None:
         """A poll of one switch's counting rules (INGRESS, DECIDE and CHOSEN)
-        came back. The passive signal (connections offered, not answered) is
-        looked at for the backends it counted and those already reported,
-        not for every backend."""
+        and of the pins of ``pin_holders`` (backend uid -> pins) came back.
+        The passive signal (connections offered, not answered) is looked at
+        for the backends it counted and those already reported, not for
+        every backend."""
         if dpid not in self.switches:
             return
         counted = self.traffic.read(dpid, entries, self.clock())
+        self.traffic.pins[dpid] = dict(pins or {})
         failed = []
         for mac in sorted(counted | self.passive_low):
             ips = self.ips_by_mac.get(mac, set())
@@ -419,8 +426,12 @@ class Balancer:
     def backend_traffic(self, pool_name: str, ip: str) -> dict:
         """Requests sent to a backend and, as ``replies``, what it sent back
         from VIP addresses (SYN-ACKs: connections answered; resets)."""
-        mac = self.locator.where(self.config.backend(pool_name, ip))[0]
-        return self.traffic.of("backend", mac) | {"replies": self.traffic.of("reply", mac)}
+        backend = self.config.backend(pool_name, ip)
+        mac = self.locator.where(backend)[0]
+        return self.traffic.of("backend", mac) | {
+            "replies": self.traffic.of("reply", mac),
+            "pinned_connections": self.traffic.pinned(backend.uid),
+        }
 
     def handover_by_backend(self, pool_name: str) -> dict[str, int]:
         """Slots of the pool in a handover now, by the backend they keep

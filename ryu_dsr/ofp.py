@@ -367,6 +367,14 @@ def flow_stats_request(datapath, table: int = ofp.OFPTT_ALL):
     return parser.OFPFlowStatsRequest(datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
 
 
+def pin_count_request(datapath, table: int, cookie: int):
+    """How many flows of ``table`` carry exactly ``cookie`` (one backend's
+    pins): an aggregate request, so the switch sends a count, not the flows."""
+    return parser.OFPAggregateStatsRequest(
+        datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, 0xFFFFFFFFFFFFFFFF, parser.OFPMatch()
+    )
+
+
 def counted(stat) -> tuple[tuple, int, int, int]:
     """(rule key, cookie, packets, bytes) of one flow-stats entry."""
     key, cookie = installed_key(stat)

@@ -53,6 +53,7 @@ class Traffic:
     rates: dict[tuple[str, object], dict[int, dict]] = field(default_factory=dict)  # (kind, id) -> dpid -> per second
     last: dict[tuple[int, tuple], tuple[int, int]] = field(default_factory=dict)  # (dpid, flow key) -> counts
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
+    pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
     polls: int = 0
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
@@ -99,6 +100,7 @@ class Traffic:
             del self.last[key]
         self._drop_rates(dpid)
         self.polled.pop(dpid, None)
+        self.pins.pop(dpid, None)
 
     def _drop_rates(self, dpid: int) -> None:
         for key in list(self.rates):
@@ -136,6 +138,13 @@ class Traffic:
             "resets_per_s": replies["resets"],
             "answered_share": share,
         }
+
+    def pinned(self, backend_uid: int) -> int:
+        """Connections of a backend held by pins, over all switches: those of
+        its slots in a handover (new backend) or moved away from it (old)
+        that sent a packet in the window; the rest follow the slot table and
+        are not counted one by one."""
+        return sum(by_uid.get(backend_uid, 0) for by_uid in self.pins.values())
 
     def forget(self, kind: str, ident: object) -> None:
         self._totals(kind).pop(ident, None)

@@ -177,6 +177,11 @@ class FakeSwitch:
             for rule in self.tables.get(table, {}).values()
         ]
 
+    def flow_count(self, table: int, cookie: int) -> int:
+        """Rules of ``table`` whose cookie is ``cookie``, as an aggregate
+        stats reply counts them."""
+        return sum(1 for rule in self.tables.get(table, {}).values() if rule.cookie == cookie)
+
     def installed(self) -> dict[tuple, int]:
         """key -> cookie, as a flow dump reads it."""
         return {key: rule.cookie for table in self.tables.values() for key, rule in table.items()}

@@ -11,7 +11,8 @@ from tests.integration.conftest import VIP, fabric_fixture, wait_for
 STREAMS = 24
 
 
-fabric = fabric_fixture("dsrh", rest_port=18091, of_port=16691)
+# counters polled every second; pins of closed connections go 2 s after FIN
+fabric = fabric_fixture("dsrh", rest_port=18091, of_port=16691, settings={"stats_interval": 1, "pin_fin_timeout": 2})
 
 
 def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
@@ -36,11 +37,20 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.11", {"weight": 300})[0] == 200
     time.sleep(1.0)
     assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[0] == 200
+
+    def pinned(ip: str) -> int:
+        return fabric.api("GET", f"/v1/pools/web/backends/{ip}")[1]["status"]["pinned_connections"]
+
+    # the drained backend's open connections are pinned, and counted at the next polls
+    held = wait_for(lambda: pinned("10.0.0.12"), 5, 0.3, "the drained backend's connections counted")
     assert streams.wait(60) == 0
     report = fabric.lab.client_report("streams.json")
     broken = [r for r in report["results"] if not r["intact"]]
     assert report["intact"] == STREAMS, broken
     assert set(report["by_backend"]) == {"b11", "b12"}  # they started before b13 existed
+    assert 0 < held <= report["by_backend"]["b12"]
+    # its connections ended: the count falls to zero (pins go 2 s after FIN)
+    wait_for(lambda: pinned("10.0.0.12") == 0, 10, 0.5, "the drained backend's count at zero")
 
     # the table moved: new connections follow it, and the drained backend gets none
     _, pool = fabric.api("GET", "/v1/pools/web")

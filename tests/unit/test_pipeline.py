@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from ryu_dsr.flows.packets import build_arp
-from ryu_dsr.flows.pipeline import Kind, Table, kind_of
+from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 from ryu_dsr.rest import views
 
@@ -254,6 +254,14 @@ def test_draining_backend_keeps_its_connections_but_gets_no_new_ones(tmp_path):
     fresh = {backend_of(switch.send(syn("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
     assert fresh == {"10.0.0.11", "10.0.0.13"}
     assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "draining"
+    # its connections are pinned: a stats poll counts them (and only theirs) as its pinned connections
+    uid = rig.balancer.config.backend("web", "10.0.0.12").uid
+    holders = rig.balancer.pin_holders()
+    assert uid in holders
+    rig.balancer.traffic_read(1, [], {u: switch.flow_count(Table.SLOTS, pin_cookie(u)) for u in holders})
+    status = views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]
+    assert status["pinned_connections"] == sum(1 for b in before.values() if b == "10.0.0.12") > 0
+    assert views.pool_stats(rig.balancer, "web")["backends"]["10.0.0.12"]["pinned_connections"] > 0
 
 
 def test_drain_timeout_ends_remaining_connections(tmp_path):
