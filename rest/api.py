@@ -7,6 +7,7 @@ out; every error is a JSON object ``{"error": ..., "message": ..., "field": ...}
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -66,7 +67,8 @@ class DsrApi:
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
         add("GET", "/v1/openapi.json", lambda c: (200, openapi_document()))
-        add("GET", "/v1/stats", lambda c: (200, views.all_stats(b)))
+        add("GET", "/v1/stats", lambda c: _paged(views.all_stats(b, c.query)))
+        add("GET", "/v1/status", lambda c: _paged(views.status_view(b, c.query)))
         add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(b, vip)))
         add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(b, pool)))
         add("GET", "/v1/config", lambda c: (200, b.config.document()))
@@ -151,6 +153,22 @@ class DsrApi:
                 body=metrics.metrics_text(self.metrics),
                 content_type=None,
                 headerlist=[("Content-Type", metrics.CONTENT_TYPE)],
+            )
+        if path == "/status":  # the status page: static HTML that reads GET /v1/status
+            if request.method != "GET":
+                return _error(405, "method_not_allowed", "/status answers GET only")
+            return Response(
+                body=status_page(),
+                content_type=None,
+                headerlist=[
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    (
+                        "Content-Security-Policy",
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                    ),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Cache-Control", "no-cache"),
+                ],
             )
         allowed = []
         for method, _pattern, regex, handler in self.routes:
@@ -274,6 +292,11 @@ def _error(status: int, error: str, message: str, field: str | None = None) -> R
     if field is not None:
         payload["field"] = field
     return _json(status, payload)
+
+
+@functools.cache
+def status_page() -> bytes:
+    return resources.files("ryu_dsr.rest").joinpath("status.html").read_bytes()
 
 
 def openapi_document() -> dict:

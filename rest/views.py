@@ -59,14 +59,45 @@ def pool_stats(balancer: Any, name: str) -> dict:
     }
 
 
-def all_stats(balancer: Any) -> dict:
+def all_stats(balancer: Any, query: dict[str, str]) -> tuple[dict, Page]:
+    """Traffic of a page of pools (``limit``, ``cursor``: pool names), their
+    backends and their VIPs; the cost follows the page."""
+    _only(query, {"limit", "cursor"})
+    page = Page(query)
+    config = balancer.config
+    names = page.take((), config.pool_order)
+    vips = sorted(vip for name in names for vip in config.vips_by_pool.get(name, ()))
     return {
         "note": TRAFFIC_NOTE,
         "polls": balancer.traffic.polls,
-        "vips": {name: balancer.vip_traffic(name) for name in sorted(balancer.config.vips)},
-        "pools": {name: pool_stats(balancer, name)["backends"] for name in sorted(balancer.config.pools)},
+        "vips": {name: balancer.vip_traffic(name) for name in vips},
+        "pools": {name: pool_stats(balancer, name)["backends"] for name in names},
         "switches": switches_json(balancer),
-    }
+    }, page
+
+
+def status_view(balancer: Any, query: dict[str, str]) -> tuple[dict, Page]:
+    """What the status page shows, for a page of pools: each pool with its
+    backends (state, weight, slots, pins, traffic) and its VIPs (address and
+    traffic), the switches, and how many pools and VIPs there are."""
+    _only(query, {"limit", "cursor"})
+    page = Page(query)
+    config = balancer.config
+    pools = []
+    for name in page.take((), config.pool_order):
+        traffic = pool_stats(balancer, name)
+        pool = pool_json(balancer, name)
+        for backend in pool["backends"]:
+            backend["traffic"] = traffic["backends"][backend["ip"]]
+        vips = [vip_json(balancer, vip) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
+        pools.append(pool | {"vips": vips})
+    return {
+        "pools_total": len(config.pools),
+        "vips_total": len(config.vips),
+        "polls": balancer.traffic.polls,
+        "switches": switches_json(balancer),
+        "pools": pools,
+    }, page
 
 
 def switches_json(balancer: Any) -> list[dict]:

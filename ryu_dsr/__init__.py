@@ -54,6 +54,10 @@ class _RestController(ofp.ControllerBase):
     def dispatch(self, req, **_kwargs):
         return self.api.handle(req)
 
+    @ofp.route("dsr", "/status")
+    def status(self, req, **_kwargs):
+        return self.api.handle(req)
+
     @ofp.route("dsr", "/metrics")
     def metrics(self, req, **_kwargs):
         return self.api.handle(req)

@@ -44,6 +44,21 @@ class Client:
         self.token = token
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        return self.exchange(method, path, body)[0]
+
+    def pages(self, path: str) -> list[Any]:
+        """Every page of a paged GET (``limit``/``cursor``), in order."""
+        out, cursor = [], None
+        while True:
+            sep = "&" if "?" in path else "?"
+            payload, headers = self.exchange("GET", path + (f"{sep}cursor={cursor}" if cursor else ""))
+            out.append(payload)
+            cursor = headers.get("X-Next-Cursor")
+            if not cursor:
+                return out
+
+    def exchange(self, method: str, path: str, body: Any = None) -> tuple[Any, dict]:
+        """(JSON answer, headers) of one request."""
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -51,7 +66,7 @@ class Client:
         request = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
-                raw = answer.read()
+                raw, got = answer.read(), dict(answer.headers)
         except urllib.error.HTTPError as error:
             raw = error.read()
             try:
@@ -62,7 +77,7 @@ class Client:
             raise Refused(f"{method} {path}: {error.code} {message}") from None
         except OSError as error:
             raise Unreachable(f"cannot reach the API at {self.api}: {error}") from None
-        return json.loads(raw) if raw else None
+        return (json.loads(raw) if raw else None), got
 
 
 def _token(args) -> str | None:
@@ -97,6 +112,7 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
                 st["state"],
                 st["slots"],
                 st["handover_slots"],
+                st["pinned_connections"],
                 st["mac"],
                 t.get("new_connections"),
                 t.get("rates", {}).get("new_connections"),
@@ -106,7 +122,7 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
     return rows
 
 
-BACKEND_HEADER = ["backend", "weight", "state", "slots", "handover", "mac", "conns", "conns/s", "reason"]
+BACKEND_HEADER = ["backend", "weight", "state", "slots", "handover", "pinned", "mac", "conns", "conns/s", "reason"]
 
 
 def status(client: Client) -> str:
@@ -122,16 +138,19 @@ def status(client: Client) -> str:
             ["switch", "mode", "flows", "hosts", "errors", "in line"],
         )
     )
-    stats = client.call("GET", "/v1/stats")
-    for vip in client.call("GET", "/v1/vips?limit=10000"):
-        port = vip["port"] if vip["port"] is not None else "*"
-        t = stats["vips"].get(vip["name"], {})
-        out.append(
-            f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}  {vip['name']}  pool {vip['pool']}  hash {vip['hash']}"
-            f"  conns {t.get('new_connections', 0)}  packets {t.get('packets', 0)}"
-        )
-        pool = client.call("GET", f"/v1/pools/{vip['pool']}")
-        out.append(table(_backend_rows(pool, stats["pools"].get(vip["pool"])), BACKEND_HEADER))
+    for page in client.pages("/v1/status?limit=1000"):
+        for pool in page["pools"]:
+            traffic = {b["ip"]: b["traffic"] for b in pool["backends"]}
+            for vip in pool["vips"]:
+                port = vip["port"] if vip["port"] is not None else "*"
+                t = vip["traffic"]
+                out.append(
+                    f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}  {vip['name']}  pool {vip['pool']}  "
+                    f"hash {vip['hash']}  conns {t['new_connections']}  packets {t['packets']}"
+                )
+            if not pool["vips"]:
+                out.append(f"\npool {pool['name']} (no VIP)")
+            out.append(table(_backend_rows(pool, traffic), BACKEND_HEADER))
     return "\n".join(out)
 
 
@@ -189,10 +208,12 @@ def run(args, client: Client) -> Any:
             ["switch", "mode", "flows", "errors"],
         )
     if c == "stats":
-        stats = client.call("GET", "/v1/stats")
+        pages = client.pages("/v1/stats?limit=1000")
+        stats = pages[0] | {"vips": {n: t for p in pages for n, t in p["vips"].items()}}
+        stats["pools"] = {n: t for p in pages for n, t in p["pools"].items()}
         rows = [
             [n, t["new_connections"], t["packets"], t["bytes"], t["rates"]["new_connections"]]
-            for n, t in stats["vips"].items()
+            for n, t in sorted(stats["vips"].items())
         ]
         return stats, table(rows, ["vip", "conns", "packets", "bytes", "conns/s"])
     if c == "config":

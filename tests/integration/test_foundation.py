@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 
 from tests.integration.conftest import BACKENDS, VIP, fabric_fixture, wait_for
@@ -82,6 +83,66 @@ def test_the_switch_counts_each_backends_new_connections(fabric):
     assert {by_name[ip]: n for ip, n in answered.items() if n} == report["by_backend"]
     _, everything = fabric.api("GET", "/v1/stats")
     assert everything["polls"] > 0 and everything["vips"]["www"]["new_connections"] >= 20
+
+
+def test_the_status_page_shows_the_vips_and_backends_and_its_counts_move(fabric):
+    """The status page in a real headless browser (Debian's chromium): the
+    VIP and every backend that exist are on it, and after 30 requests the
+    backends' connection counts on the page have grown by 30."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        """data-field cells by backend row, and the VIP lines."""
+
+        def __init__(self):
+            super().__init__()
+            self.rows, self.vips, self.row, self.field = {}, set(), None, None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "tr" and "data-backend" in attrs:
+                self.row = self.rows.setdefault(attrs["data-backend"], {})
+            elif tag == "td" and self.row is not None:
+                self.field = attrs.get("data-field")
+            elif "data-vip" in attrs:
+                self.vips.add(attrs["data-vip"])
+
+        def handle_data(self, data):
+            if self.field:
+                self.row[self.field] = data
+                self.field = None
+
+    def page() -> Cells:
+        dom = subprocess.run(
+            [
+                "chromium-headless-shell",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--dump-dom",
+                "--virtual-time-budget=3000",
+                f"{fabric.base}/status",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        cells = Cells()
+        cells.feed(dom)
+        return cells
+
+    if fabric.api("GET", "/v1/pools/web")[0] == 404:
+        fabric.create_web(backends=tuple(BACKENDS.values()))
+    time.sleep(2.5)  # a poll after the earlier tests' traffic
+    before = page()
+    backends = {b["ip"]: b["status"]["state"] for b in fabric.api("GET", "/v1/pools/web")[1]["backends"]}
+    assert {ip: row["state"] for ip, row in before.rows.items()} == backends
+    assert "www" in before.vips
+    assert fabric.lab.requests("c1", URL, 30)["failed"] == 0
+    time.sleep(2.5)
+    after = page()
+    grown = sum(int(after.rows[ip]["new_connections"]) - int(before.rows[ip]["new_connections"]) for ip in backends)
+    assert grown == 30
 
 
 def test_hosts_ping_each_other(fabric):

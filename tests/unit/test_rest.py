@@ -368,3 +368,33 @@ def test_metrics_in_prometheus_text_say_what_the_controller_knows(api):
     assert values("vip_backends_up", vip="www", pool="web") == [2.0]
     assert values("changes")[0] >= 3 and values("vips") == [1.0]
     assert Request.blank("/metrics", method="POST").get_response(api).status_int == 405
+
+
+def test_status_view_and_stats_are_paged_by_pool_with_their_vips(api):
+    populate(api)
+    assert call(api, "POST", "/v1/pools", {"name": "api", "backends": [{"ip": "10.0.0.21"}]})[0] == 201
+    api.rig.resolve_all()
+    response = Request.blank("/v1/status?limit=1").get_response(api)
+    status = json.loads(response.body)
+    assert (status["pools_total"], status["vips_total"], len(status["switches"])) == (2, 1, 1)
+    assert [p["name"] for p in status["pools"]] == ["api"] and status["pools"][0]["vips"] == []
+    after = response.headers["X-Next-Cursor"]
+    web = json.loads(Request.blank(f"/v1/status?limit=1&cursor={after}").get_response(api).body)["pools"][0]
+    assert [v["name"] for v in web["vips"]] == ["www"] and "new_connections" in web["vips"][0]["traffic"]
+    assert {b["ip"]: b["status"]["state"] for b in web["backends"]} == {"10.0.0.11": "up", "10.0.0.12": "up"}
+    assert all("pinned_connections" in b["traffic"] for b in web["backends"])
+    stats = Request.blank("/v1/stats?limit=1").get_response(api)
+    assert list(json.loads(stats.body)["pools"]) == ["api"] and json.loads(stats.body)["vips"] == {}
+    assert stats.headers["X-Next-Cursor"] == "api"
+    assert call(api, "GET", "/v1/status?limit=0")[0] == 400
+    assert call(api, "GET", "/v1/status?nope=1")[1]["field"] == "nope"
+
+
+def test_the_status_page_is_one_self_contained_html_page(api):
+    response = Request.blank("/status").get_response(api)
+    assert response.status_int == 200 and response.content_type == "text/html"
+    page = response.body.decode()
+    assert "/v1/status" in page and "setInterval" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from outside the machine
+    assert "connect-src 'self'" in response.headers["Content-Security-Policy"]
+    assert Request.blank("/status", method="POST").get_response(api).status_int == 405
