@@ -29,5 +29,6 @@ bench: setup
 	$(PY) bench/hash_table.py
 	$(PY) bench/failover.py
 	$(PY) bench/cps.py
+	$(PY) bench/dataplane.py
 	$(PY) bench/scale.py
 	$(PY) bench/rest_load.py

@@ -34,6 +34,7 @@ from ryu_dsr.lab import Lab, rest
 
 REST_PORT, OF_PORT = 18095, 16695
 BASE = f"http://127.0.0.1:{REST_PORT}"
+POLL_SECONDS = 2.0
 
 
 def call(method: str, path: str, body: object = None, timeout: float = 900) -> tuple[float, object]:
@@ -78,6 +79,10 @@ def ms(values: list[float]) -> str:
     return f"{1000 * percentile(values, 0.5):.0f} / {1000 * percentile(values, 0.99):.0f}"
 
 
+def _p50_max(values: list[float]) -> str:
+    return f"{percentile(values, 0.5) * 1000:.0f} / {max(values) * 1000:.0f}"
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -103,7 +108,12 @@ class Bench:
     def __init__(self) -> None:
         self.lab = Lab("dsrscale")
         self.lab.start_switch(controller_port=OF_PORT)
-        self.settings = {"state_file": str(self.lab.run_dir / "state.db"), "hash_mode": "ovs"}
+        # counters polled every 2 s (the default is 10 s): the idle CPU row includes them
+        self.settings = {
+            "state_file": str(self.lab.run_dir / "state.db"),
+            "hash_mode": "ovs",
+            "stats_interval": POLL_SECONDS,
+        }
         self.controller = self.start()
         self.rows: list[tuple[str, str]] = []
 
@@ -194,8 +204,27 @@ class Bench:
         self.row(f"  100 single changes at {n_vips} VIPs: REST p50 / p99 (ms)", ms(at_many))
         self.row("  p99 at many VIPs / p99 at 10 VIPs", f"{percentile(at_many, 0.99) / percentile(at_ten, 0.99):.2f}x")
         self.row("  controller RSS", f"{rss_mb(self.controller.pid):.0f} MB")
-        self.row("  controller CPU while idle (share of a core)", f"{idle_cpu(self.controller.pid):.3f}")
+        self.row(
+            f"  controller CPU while idle, counters polled every {POLL_SECONDS:.0f} s (share of a core)",
+            f"{idle_cpu(self.controller.pid, 10.0):.3f}",
+        )
+        self.observability(n_vips)
         self.restart()
+
+    def observability(self, n_vips: int) -> None:
+        """What reading the counters and serving them costs at this size."""
+        polls = []
+        for _ in range(5):
+            time.sleep(POLL_SECONDS)
+            polls.append(call("GET", "/v1/switches")[1][0]["last_poll"])
+        took = [p["seconds"] for p in polls if p]
+        self.row(
+            f"  one counter poll at {n_vips} VIPs ({polls[-1]['flows']} flows): p50 / max (ms)",
+            _p50_max(took),
+        )
+        for path in ("/metrics", "/v1/stats", "/v1/status?limit=50"):
+            times = [call("GET", path)[0] for _ in range(5)]
+            self.row(f"  GET {path}: p50 / max (ms)", _p50_max(times))
 
     def restart(self) -> None:
         flows_before = self.flows()

@@ -29,6 +29,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "switch_flow_mods": ("counter", "flow changes sent to the switch since it connected", ("switch",)),
     "switch_openflow_errors": ("counter", "OpenFlow errors the switch sent since it connected", ("switch",)),
     "switch_resyncs": ("counter", "times the switch was compared whole with its flow table", ("switch",)),
+    "switch_stats_poll_seconds": (
+        "gauge",
+        "seconds the last traffic counter poll of the switch took, from request to counted",
+        ("switch",),
+    ),
+    "switch_stats_poll_flows": ("gauge", "counting flows the last traffic counter poll read", ("switch",)),
     "switch_kept_owners": ("gauge", "rule owners kept on the switch from an unknown earlier state", ("switch",)),
     "pools": ("gauge", "pools configured", ()),
     "vips": ("gauge", "VIPs configured", ()),
@@ -106,6 +112,10 @@ class BalancerCollector:
             add("switch_flow_mods", dpid, switch.flow_mods)
             add("switch_openflow_errors", dpid, switch.errors)
             add("switch_resyncs", dpid, switch.resyncs)
+            took = b.traffic.took.get(switch.dpid)
+            if took is not None:
+                add("switch_stats_poll_seconds", dpid, took[0])
+                add("switch_stats_poll_flows", dpid, took[1])
             add("switch_kept_owners", dpid, len(switch.kept))
         add("pools", (), len(b.config.pools))
         add("vips", (), len(b.config.vips))

@@ -114,9 +114,16 @@ def switches_json(balancer: Any) -> list[dict]:
             "flow_mods": sw.flow_mods,
             "kept_owners": len(sw.kept),
             "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
+            "last_poll": _poll(balancer.traffic.took.get(sw.dpid)),
         }
         for sw in balancer.switches.values()
     ]
+
+
+def _poll(took: tuple[float, int] | None) -> dict | None:
+    """The last stats poll of a switch: from request to counted, and how
+    many counting flows it read."""
+    return None if took is None else {"seconds": round(took[0], 4), "flows": took[1]}
 
 
 class Page:

@@ -405,12 +405,13 @@ class DsrApp(ofp.RyuApp):
 
     def _polled(self, dpid: int, xid: int) -> None:
         """One reply of a poll is whole; when all are, the core reads them."""
-        waiting, entries, _sent, pins = self.polls[dpid]
+        waiting, entries, sent, pins = self.polls[dpid]
         waiting.discard(xid)
         if not waiting:
             del self.polls[dpid]
             counts = dict(answer for answer in pins.values() if isinstance(answer, tuple))
             self.balancer.traffic_read(dpid, entries, counts)
+            self.balancer.traffic.took[dpid] = (time.monotonic() - sent, len(entries))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
     def _gone(self, ev):

@@ -54,6 +54,7 @@ class Traffic:
     last: dict[tuple[int, tuple], tuple[int, int]] = field(default_factory=dict)  # (dpid, flow key) -> counts
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
     pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
+    took: dict[int, tuple[float, int]] = field(default_factory=dict)  # dpid -> last poll: seconds to read, flows read
     polls: int = 0
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
@@ -101,6 +102,7 @@ class Traffic:
         self._drop_rates(dpid)
         self.polled.pop(dpid, None)
         self.pins.pop(dpid, None)
+        self.took.pop(dpid, None)
 
     def _drop_rates(self, dpid: int) -> None:
         for key in list(self.rates):

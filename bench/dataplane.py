@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""The data plane through ryu_dsr beside the direct path and a full proxy,
+on this machine's Open vSwitch (userspace datapath), with stats polling on.
+
+A client, three DSR backends and a proxy host in namespaces on one bridge.
+Three paths from the client: straight to one backend (the limit), to the
+VIP through ryu_dsr (requests rewritten in the switch, responses straight
+back), and to HAProxy in the proxy namespace as a full proxy to the same
+backends (both directions through it). Per path: iperf3 requests direction
+(client sends), iperf3 responses direction (``-R``: the server sends) and an
+HTTP request rate (ApacheBench with keep-alive against HAProxy answering on
+each backend). Each round runs every case once, interleaved; the table shows
+medians. The controller polls the switch's counters every second meanwhile.
+
+Run as root:  python3 bench/dataplane.py [--rounds 3] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+
+from ryu_dsr.lab import Lab, rest
+
+VIP = "10.0.0.100"
+IPERF_PORT = 5201
+BASE = "http://127.0.0.1:18095"
+BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
+
+
+def iperf(lab: Lab, address: str, seconds: int, reverse: bool) -> float:
+    """Gbit/s received, from iperf3's JSON."""
+    args = ["iperf3", "-c", address, "-p", str(IPERF_PORT), "-t", str(seconds), "-J", "-O", "1"]
+    out = json.loads(lab.run("c1", *args, *(["-R"] if reverse else []), check=False, timeout=seconds + 60))
+    if "error" in out:
+        raise RuntimeError(f"iperf3 to {address}: {out['error']}")
+    return out["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def http_rate(lab: Lab, address: str, requests: int) -> tuple[float, int]:
+    """(requests a second, failed) of ApacheBench with keep-alive."""
+    out = lab.run("c1", "ab", "-q", "-k", "-r", "-n", str(requests), "-c", "16", f"http://{address}/", timeout=600)
+    number = lambda name: float((re.search(rf"{name}:\s+([\d.]+)", out) or [0, 0])[1])  # noqa: E731
+    return number("Requests per second"), int(number("Failed requests") + number("Non-2xx responses"))
+
+
+def proxy_config(lab: Lab) -> str:
+    """HAProxy as a full proxy: HTTP to the backends' HAProxy (keep-alive
+    both sides), and TCP to their iperf3 by client address (iperf3's two
+    connections must reach one server)."""
+    servers = [(name, lab.hosts[name].ip) for name in BACKENDS]
+    http = "".join(f" server {n} {ip}:80\n" for n, ip in servers)
+    tcp = "".join(f" server {n} {ip}:{IPERF_PORT}\n" for n, ip in servers)
+    return (
+        "global\n maxconn 8000\ndefaults\n timeout client 30s\n timeout server 30s\n timeout connect 5s\n"
+        "frontend web\n mode http\n bind 0.0.0.0:80\n default_backend web\n"
+        f"backend web\n mode http\n balance roundrobin\n http-reuse always\n{http}"
+        f"frontend bulk\n mode tcp\n bind 0.0.0.0:{IPERF_PORT}\n default_backend bulk\n"
+        f"backend bulk\n mode tcp\n balance source\n{tcp}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4, help="length of each iperf3 run")
+    parser.add_argument("--requests", type=int, default=20000, help="HTTP requests of each ApacheBench run")
+    args = parser.parse_args()
+    lab = Lab("dsrdp")
+    try:
+        lab.start_switch(controller_port=16695)
+        lab.add_host("c1", 1)
+        for name, last in BACKENDS.items():
+            lab.add_host(name, last)
+            lab.make_backend(name, [VIP])
+            lab.serve_haproxy(name)
+            lab.spawn(name, "iperf3", "-s", "-p", str(IPERF_PORT), log=f"{name}-iperf3.log")
+        proxy = lab.add_host("lb", 50)
+        conf = lab.run_dir / "lb-haproxy.cfg"
+        conf.write_text(proxy_config(lab))
+        lab.spawn("lb", "haproxy", "-f", str(conf), "-db", log="lb-haproxy.log")
+        settings = {"state_file": str(lab.run_dir / "state.db"), "stats_interval": 1}
+        lab.start_controller(settings, rest_port=18095, of_port=16695)
+        lab.wait_connected()
+        # ARP checks every second with 0.9 s to answer: with iperf3 filling
+        # both cores, answers take longer than the default 0.25 s and a
+        # backend would flap out of the hash, taking its connections along.
+        check = {"kind": "arp", "interval": 1.0, "timeout": 0.9, "fall": 3}
+        pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()], "health_check": check}
+        assert rest(BASE, "POST", "/v1/pools", pool)[0] == 201
+        for name, port, hash_fields in (("www", 80, "5tuple"), ("bulk", IPERF_PORT, "source_ip")):
+            vip = {"name": name, "ip": VIP, "protocol": "tcp", "port": port, "pool": "web", "hash": hash_fields}
+            assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
+        wait_up(3)
+        time.sleep(1.0)
+        paths = {"direct": lab.hosts["b11"].ip, "ryu_dsr VIP": VIP, "HAProxy proxy": proxy.ip}
+        for address in paths.values():  # warm up ARP, caches and HAProxy's connections
+            http_rate(lab, address, 1000)
+        kinds = ("requests Gbit/s", "responses Gbit/s", "HTTP req/s")
+        results: dict = {(path, kind): [] for path in paths for kind in kinds}
+        failed = dict.fromkeys(paths, 0)
+        for _round in range(args.rounds):
+            for path, address in paths.items():
+                results[(path, kinds[0])].append(iperf(lab, address, args.seconds, reverse=False))
+                results[(path, kinds[1])].append(iperf(lab, address, args.seconds, reverse=True))
+                rate, bad = http_rate(lab, address, args.requests)
+                results[(path, kinds[2])].append(rate)
+                failed[path] += bad
+        polls = rest(BASE, "GET", "/v1/stats?limit=1")[1]["polls"]
+        medians = {key: statistics.median(values) for key, values in results.items()}
+        print(
+            f"\nData plane, {args.rounds} interleaved rounds (iperf3 {args.seconds} s, ApacheBench -k "
+            f"{args.requests} requests), medians; {polls} counter polls of the switch meanwhile"
+        )
+        print(f"{'path':<22}" + "".join(f"{k:>18}" for k in kinds) + f"{'failed':>8}")
+        for path in paths:
+            cells = "".join(
+                f"{medians[(path, k)]:>18.2f}" if "Gbit" in k else f"{medians[(path, k)]:>18.0f}" for k in kinds
+            )
+            print(f"{path:<22}{cells}{failed[path]:>8}")
+        for path in ("ryu_dsr VIP", "HAProxy proxy"):
+            ratios = "".join(f"{medians[(path, k)] / medians[('direct', k)]:>18.2f}" for k in kinds)
+            print(f"{path + ' / direct':<22}{ratios}")
+        ratios = "".join(f"{medians[('ryu_dsr VIP', k)] / medians[('HAProxy proxy', k)]:>18.2f}" for k in kinds)
+        print(f"{'VIP / HAProxy':<22}{ratios}")
+        return 0
+    finally:
+        lab.destroy()
+
+
+def wait_up(count: int, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pool = rest(BASE, "GET", "/v1/pools/web")[1]
+        if [b["status"]["state"] for b in pool["backends"]].count("up") == count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} backends not up in {timeout} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
