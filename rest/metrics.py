@@ -34,6 +34,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "seconds the last traffic counter poll of the switch took, from request to counted",
         ("switch",),
     ),
+    "switch_packet_ins": (
+        "counter",
+        "frames the switch sent the controller, by reason (learning, arp_request, health_probe, vip_arp_claim)",
+        ("switch", "reason"),
+    ),
     "switch_stats_poll_flows": ("gauge", "counting flows the last traffic counter poll read", ("switch",)),
     "switch_kept_owners": ("gauge", "rule owners kept on the switch from an unknown earlier state", ("switch",)),
     "pools": ("gauge", "pools configured", ()),
@@ -112,6 +117,8 @@ class BalancerCollector:
             add("switch_flow_mods", dpid, switch.flow_mods)
             add("switch_openflow_errors", dpid, switch.errors)
             add("switch_resyncs", dpid, switch.resyncs)
+            for reason, count in sorted(switch.packet_ins.items()):
+                add("switch_packet_ins", (*dpid, reason), count)
             took = b.traffic.took.get(switch.dpid)
             if took is not None:
                 add("switch_stats_poll_seconds", dpid, took[0])

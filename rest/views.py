@@ -115,6 +115,7 @@ def switches_json(balancer: Any) -> list[dict]:
             "kept_owners": len(sw.kept),
             "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
             "last_poll": _poll(balancer.traffic.took.get(sw.dpid)),
+            "packet_ins": dict(sw.packet_ins),
         }
         for sw in balancer.switches.values()
     ]

@@ -566,11 +566,17 @@ class Balancer:
         arp = parse_arp(data)
         touched: set[Owner] = set()
         if arp is not None and arp.spa in self.config.vips_by_ip:
+            reason = "vip_arp_claim"
             self._vip_claimed(arp.spa, eth.src, dpid, in_port)
         elif arp is not None and arp.op == 2 and eth.dst == self.settings.probe_mac:
+            reason = "health_probe"
             touched = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
         elif arp is not None and arp.op == 1:
+            reason = "arp_request"
             self._answer_vip_arp(switch, in_port, arp)
+        else:
+            reason = "health_probe" if eth.dst == self.settings.probe_mac else "learning"
+        switch.packet_ins[reason] += 1
         touched |= self._apply_health(*self.health.packet_in(self.clock(), data))
         self._mark(touched)
         if learned:

@@ -3,7 +3,7 @@ the hosts learned behind them, and the rules it holds (``RuleSync``)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from ryu_dsr.sync import RuleSync
@@ -23,6 +23,7 @@ class Switch:
     resyncs: int = 0
     flow_mods: int = 0  # flow adds and deletes sent since it connected
     kept: set = field(default_factory=set)  # owners of rules from a lost state, left alone until adopted
+    packet_ins: Counter = field(default_factory=Counter)  # reason -> frames the switch sent the controller
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:
         """Learn ``mac`` on ``port``: the MACs whose forwarding changed

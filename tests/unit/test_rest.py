@@ -367,6 +367,7 @@ def test_metrics_in_prometheus_text_say_what_the_controller_knows(api):
     assert sum(slots) == values("pool_slots", pool="web")[0] and slots[0] > slots[1] > 0  # weights 100 and 50
     assert values("vip_backends_up", vip="www", pool="web") == [2.0]
     assert values("changes")[0] >= 3 and values("vips") == [1.0]
+    assert values("switch_packet_ins", switch="0000000000000001", reason="health_probe")[0] >= 2  # the ARP answers
     assert Request.blank("/metrics", method="POST").get_response(api).status_int == 405
 
 
