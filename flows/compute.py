@@ -199,20 +199,28 @@ def host_rules(switch: SwitchPlan, mac: str, port: int | None) -> list[Rule]:
 
 
 def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
-    """Counters of the VIP traffic sent to one backend (Open vSwitch mode):
-    in CHOSEN, after SLOTS set the backend's MAC, one rule counts its new
-    TCP connections (SYN) and one the rest of its request packets. The
-    controller reads them with flow statistics; they forward as CHOSEN's
-    own rule does. Owned with the MAC's L2 rules."""
+    """Counters of one backend's VIP traffic (Open vSwitch mode), owned with
+    the MAC's L2 rules. Requests: in CHOSEN, after SLOTS set the backend's
+    MAC, one rule counts its new TCP connections (SYN) and one the rest of
+    its request packets; they forward as CHOSEN's own rule does. Replies:
+    in REPLIES, where the source guard's allow rules send what a backend
+    sends from a VIP address, one rule counts its SYN-ACKs (connections
+    answered), one its resets and one the rest. Per MAC, not per address:
+    a poll reads a few rules per backend whatever the number of VIPs."""
     if switch.mode != "ovs":
         return []
     host = owner(Kind.HOST)
     chosen = {REG_CHOSEN: (1, 1), "eth_dst": mac}
     syn = match_items(**chosen, eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN)
-    return [
+    rules = [
         Rule(Table.CHOSEN, Priority.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host),
         Rule(Table.CHOSEN, Priority.COUNT, match_items(**chosen), goto=Table.ETH_SRC, owner=host),
+        Rule(Table.REPLIES, Priority.COUNT, match_items(eth_src=mac), (), owner=host),
     ]
+    for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
+        flagged = match_items(eth_src=mac, eth_type=ETH_IP, ip_proto=6, tcp_flags=flags)
+        rules.append(Rule(Table.REPLIES, priority, flagged, (), owner=host))
+    return rules
 
 
 def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
@@ -274,14 +282,18 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         sent = {"eth_type": ETH_IP, "ipv4_src": ip, "eth_src": mac_of_backend}
         if address.guarded:
             sent["in_port"] = port
-        # what a backend sends from the VIP (its replies), counted; answers and resets apart
+        # what a backend sends from the VIP (its replies): counted per backend in REPLIES
+        counted = (Resubmit(Table.REPLIES),) if switch.mode == "ovs" else ()
         rules.append(
-            Rule(Table.INGRESS, Priority.VIP_SOURCE, match_items(**sent), goto=Table.ETH_SRC, owner=address_owner)
+            Rule(
+                Table.INGRESS,
+                Priority.VIP_SOURCE,
+                match_items(**sent),
+                counted,
+                goto=Table.ETH_SRC,
+                owner=address_owner,
+            )
         )
-        if switch.mode == "ovs":
-            for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
-                flagged = match_items(**sent, ip_proto=6, tcp_flags=flags)
-                rules.append(Rule(Table.INGRESS, priority, flagged, goto=Table.ETH_SRC, owner=address_owner))
     if address.guarded:
         from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))

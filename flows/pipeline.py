@@ -44,6 +44,7 @@ class Table(IntEnum):
     ETH_DST = 5
     UNPINNED = 6  # a handover's SYN whose pin was refused (the limit): to the old backend; by resubmit only
     LEARN = 7  # frames from unknown source MACs to the controller, through a meter; by resubmit only
+    REPLIES = 8  # what each backend sends from a VIP address, counted per backend MAC; by resubmit only
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -61,8 +62,8 @@ class Priority(IntEnum):
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
     VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
-    REPLY_SYN_ACK = 147  # a backend answering a connection from the VIP's address (counted)
-    REPLY_RESET = 146  # a backend resetting a connection from the VIP's address (counted)
+    REPLY_SYN_ACK = 130  # REPLIES: a backend answering a connection from a VIP address (counted)
+    REPLY_RESET = 125  # REPLIES: a backend resetting a connection from a VIP address (counted)
     VIP_SOURCE = 145  # IP from a VIP address, from one of its backends (MAC, and port when known): counted, forwarded
     VIP_SOURCE_GUARD = 144  # IP from a VIP address, from anywhere else: dropped
     PIN = 200  # learned pins in SLOTS
@@ -112,7 +113,7 @@ _ICMP = {"icmpv4_type", "icmpv4_code"}
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
         frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
-        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST}),
+        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES}),
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(
@@ -137,6 +138,9 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
     Table.LEARN: TableContract(frozenset(), frozenset(), "nothing: resubmit returns"),
+    Table.REPLIES: TableContract(
+        frozenset({"eth_src", "eth_type", "ip_proto", "tcp_flags"}), frozenset(), "nothing: resubmit returns"
+    ),
     Table.UNPINNED: TableContract(
         frozenset({REG_POOL, REG_SLOT, REG_LEARNED}), frozenset(), "nothing: resubmit returns (the pin was learned)"
     ),

@@ -309,7 +309,7 @@ class DsrApp(ofp.RyuApp):
                 LOG.exception("ryu_dsr: periodic work failed")
 
     def _poll_forever(self, interval: float):
-        """Read the counting rules (tables INGRESS, DECIDE and CHOSEN) of
+        """Read the counting rules (tables DECIDE, CHOSEN and REPLIES) of
         every switch in Open vSwitch mode, every ``interval`` seconds, and
         count the pins of the backends that may have some (one aggregate
         request each: connections held in a handover)."""
@@ -323,7 +323,7 @@ class DsrApp(ofp.RyuApp):
                 if switch is None or switch.mode != "ovs" or (last and time.monotonic() - last[2] < 3 * interval):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
                 waiting, _entries, _sent, pins = self.polls[dpid] = (set(), [], time.monotonic(), {})
-                tables = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+                tables = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
                 requests = [(ofp.flow_stats_request(datapath, table), None) for table in tables]
                 for uid in self.balancer.pin_holders():
                     requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))

@@ -376,7 +376,7 @@ class Balancer:
         return set().union(*self.pinnable.values())
 
     def traffic_read(self, dpid: int, entries: list[Entry], pins: dict[int, int] | None = None) -> None:
-        """A poll of one switch's counting rules (INGRESS, DECIDE and CHOSEN)
+        """A poll of one switch's counting rules (DECIDE, CHOSEN and REPLIES)
         and of the pins of ``pin_holders`` (backend uid -> pins) came back.
         The passive signal (connections offered, not answered) is looked at
         for the backends it counted and those already reported, not for

@@ -58,7 +58,7 @@ class Traffic:
     polls: int = 0
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
-        """One poll of a switch's INGRESS, DECIDE and CHOSEN tables; the
+        """One poll of a switch's DECIDE, CHOSEN and REPLIES tables; the
         backend MACs it counted traffic to or from."""
         grown: dict[tuple[str, object], Counts] = {}
         seen = set()
@@ -69,7 +69,7 @@ class Traffic:
                 what: tuple[str, object] = ("vip", uid_of(cookie))
             elif table == Table.CHOSEN and kind_of(cookie) == Kind.HOST and "eth_dst" in fields:
                 what = ("backend", fields["eth_dst"])
-            elif table == Table.INGRESS and kind_of(cookie) == Kind.ADDRESS and "eth_src" in fields:
+            elif table == Table.REPLIES and kind_of(cookie) == Kind.HOST and "eth_src" in fields:
                 what = ("reply", fields["eth_src"])
             else:
                 continue

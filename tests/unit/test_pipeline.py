@@ -430,7 +430,7 @@ def test_traffic_counters_count_each_vips_and_backends_new_connections_and_packe
         for flags in (0x012, 0x014) if sport % 5 == 0 else (0x012,):
             reply = dict(tcp(VIP, "10.0.0.1", 80, sport, macs[backend], CLIENT_MAC), tcp_flags=flags)
             assert [out.port for out in switch.send(reply, BACKEND_PORTS[macs[backend]])] == [1]
-    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+    poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
     stats = views.vip_stats(rig.balancer, "web")["traffic"]
     assert (stats["new_connections"], stats["packets"], stats["bytes"]) == (20, 60, 6000)
@@ -461,7 +461,7 @@ def test_a_backend_that_resets_its_connections_is_reported_from_the_switchs_coun
     caplog.set_level(logging.INFO, logger="ryu_dsr")
     rig, switch = ready(tmp_path)
     macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
-    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+    poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
 
     def second(dead: str | None) -> None:
@@ -493,7 +493,7 @@ def test_a_pool_with_passive_fail_takes_out_a_backend_that_resets_its_connection
     rig, switch = ready(tmp_path)
     rig.balancer.patch_pool("web", {"health_check": {"passive": "fail"}})
     macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
-    poll = (Table.INGRESS, Table.DECIDE, Table.CHOSEN)
+    poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
     sent = Counter()
     for sport in range(7000, 7060):
