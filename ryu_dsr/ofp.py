@@ -309,7 +309,22 @@ class LazyFlowStats(parser.OFPFlowStats):
 
     def __init__(self, *args, **kwargs) -> None:
         self._raw: tuple[bytes, int, int] | None = None
+        self._raw_match: tuple[bytes, int] | None = None
+        self._match = None
         super().__init__(*args, **kwargs)
+
+    @property
+    def match(self):
+        """Parsed when first read: a traffic poll reads only a MAC from it
+        (``counted``), and Ryu's match parser is most of a poll's cost."""
+        if self._match is None and self._raw_match is not None:
+            self._match = parser.OFPMatch.parser(*self._raw_match)
+            self._raw_match = None
+        return self._match
+
+    @match.setter
+    def match(self, value) -> None:
+        self._match = value
 
     @property
     def instructions(self):
@@ -345,8 +360,9 @@ class LazyFlowStats(parser.OFPFlowStats):
             stats.byte_count,
         ) = struct.unpack_from(ofp.OFP_FLOW_STATS_0_PACK_STR, buf, offset)
         offset += ofp.OFP_FLOW_STATS_0_SIZE
-        stats.match = parser.OFPMatch.parser(buf, offset)
-        match_length = (stats.match.length + 7) // 8 * 8
+        stats._raw_match = (buf, offset)
+        (match_length,) = struct.unpack_from("!H", buf, offset + 2)
+        match_length = (match_length + 7) // 8 * 8
         length = stats.length - (ofp.OFP_FLOW_STATS_SIZE - ofp.OFP_MATCH_SIZE + match_length)
         stats.instructions = None
         stats._raw = (buf, offset + match_length, length)
@@ -375,10 +391,28 @@ def pin_count_request(datapath, table: int, cookie: int):
     )
 
 
-def counted(stat) -> tuple[tuple, int, int, int]:
-    """(rule key, cookie, packets, bytes) of one flow-stats entry."""
-    key, cookie = installed_key(stat)
-    return key, cookie, stat.packet_count, stat.byte_count
+_OXM_ETH_DST, _OXM_ETH_SRC = (0x8000 << 16) | (3 << 9), (0x8000 << 16) | (4 << 9)
+
+
+def counted(stat) -> tuple[int, int, int, str | None, int, int]:
+    """(table, priority, cookie, MAC, packets, bytes) of one flow-stats
+    entry of a traffic poll: the MAC is the match's Ethernet destination or
+    source, read from the OXM bytes without parsing the rest."""
+    mac = None
+    if stat._raw_match is not None:
+        buf, offset = stat._raw_match
+        (length,) = struct.unpack_from("!H", buf, offset + 2)
+        at, end = offset + 4, offset + length
+        while at + 4 <= end:
+            (header,) = struct.unpack_from("!I", buf, at)
+            if header & 0xFFFFFE00 in (_OXM_ETH_DST, _OXM_ETH_SRC) and not header & 0x100:
+                mac = ":".join(f"{b:02x}" for b in buf[at + 4 : at + 10])
+                break
+            at += 4 + (header & 0xFF)
+    else:
+        fields = dict(stat.match._fields2)
+        mac = fields.get("eth_dst") or fields.get("eth_src")
+    return stat.table_id, stat.priority, stat.cookie, mac, stat.packet_count, stat.byte_count
 
 
 def desc_stats_request(datapath):

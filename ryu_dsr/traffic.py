@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import Kind, Table, kind_of, uid_of
+from ryu_dsr.flows.pipeline import Kind, Priority, Table, kind_of, uid_of
 
-Entry = tuple[tuple, int, int, int]  # (table, priority, match) key, cookie, packets, bytes
+Entry = tuple[int, int, int, str | None, int, int]  # table, priority, cookie, MAC matched, packets, bytes
 
 
 @dataclass
@@ -42,7 +42,13 @@ class Counts:
 
 REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
 PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share is given
-FLAGS = {0x002: "new_connections", 0x012: "answered", 0x004: "resets"}  # tcp_flags value -> what it counts
+# (table, priority) of a counting rule -> what its packets are; other rules count packets and bytes only
+FLAGS = {
+    (Table.DECIDE, Priority.COUNT_SYN): "new_connections",
+    (Table.CHOSEN, Priority.COUNT_SYN): "new_connections",
+    (Table.REPLIES, Priority.REPLY_SYN_ACK): "answered",
+    (Table.REPLIES, Priority.REPLY_RESET): "resets",
+}
 
 
 @dataclass
@@ -62,24 +68,23 @@ class Traffic:
         backend MACs it counted traffic to or from."""
         grown: dict[tuple[str, object], Counts] = {}
         seen = set()
-        for key, cookie, packets, size in entries:
-            table, _priority, match = key
-            fields = dict(match)
-            if table == Table.DECIDE and kind_of(cookie) == Kind.VIP:
+        for table, priority, cookie, mac, packets, size in entries:
+            kind = kind_of(cookie)
+            if table == Table.DECIDE and kind == Kind.VIP:
                 what: tuple[str, object] = ("vip", uid_of(cookie))
-            elif table == Table.CHOSEN and kind_of(cookie) == Kind.HOST and "eth_dst" in fields:
-                what = ("backend", fields["eth_dst"])
-            elif table == Table.REPLIES and kind_of(cookie) == Kind.HOST and "eth_src" in fields:
-                what = ("reply", fields["eth_src"])
+            elif table == Table.CHOSEN and kind == Kind.HOST and mac:
+                what = ("backend", mac)
+            elif table == Table.REPLIES and kind == Kind.HOST and mac:
+                what = ("reply", mac)
             else:
                 continue
+            key = (table, priority, cookie, mac)
             seen.add(key)
             before = self.last.get((dpid, key), (0, 0))
             self.last[(dpid, key)] = (packets, size)
             if packets >= before[0] and size >= before[1]:
                 packets, size = packets - before[0], size - before[1]
-            flags = fields.get("tcp_flags")
-            grown.setdefault(what, Counts()).add(packets, size, FLAGS[flags[0]] if flags else "")
+            grown.setdefault(what, Counts()).add(packets, size, FLAGS.get((table, priority), ""))
         for stale in [k for k in self.last if k[0] == dpid and k[1] not in seen]:
             del self.last[stale]  # a flow that is gone: a new one with its key starts from 0
         interval = now - self.polled.get(dpid, now)

@@ -169,13 +169,15 @@ class FakeSwitch:
                 raise TypeError(command)
 
     def flow_stats(self, tables) -> list[tuple]:
-        """(key, cookie, packets, bytes) of every rule of ``tables``, as a
-        flow-stats reply reads."""
-        return [
-            (rule.key, rule.cookie, *self.counts.get(rule.key, (0, 0)))
-            for table in tables
-            for rule in self.tables.get(table, {}).values()
-        ]
+        """(table, priority, cookie, MAC matched, packets, bytes) of every
+        rule of ``tables``, as the controller reads a traffic poll."""
+        out = []
+        for table in tables:
+            for rule in self.tables.get(table, {}).values():
+                fields = dict(rule.match)
+                mac = fields.get("eth_dst") or fields.get("eth_src")
+                out.append((rule.table, rule.priority, rule.cookie, mac, *self.counts.get(rule.key, (0, 0))))
+        return out
 
     def flow_count(self, table: int, cookie: int) -> int:
         """Rules of ``table`` whose cookie is ``cookie``, as an aggregate
