@@ -108,6 +108,8 @@ class SwitchPlan:
     pin_fin_timeout: int = 20
     pin_limit: int = 0  # pins per backend on a switch; 0: no limit
     packet_in_limit: int = 0  # frames a second sent to the controller for MAC learning; 0: no limit
+    links: tuple[int, ...] = ()  # ports that lead to other switches of the fabric
+    flood: tuple[int, ...] | None = None  # where to flood (edge ports and spanning-tree links); None: every port
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -176,7 +178,12 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
                 owner=base,
             )
         )
-    rules.append(Rule(Table.ETH_DST, Priority.MISS, (), (Output("flood"),), owner=base))
+    # Frames that come over a link entered the fabric elsewhere: they were
+    # balanced and learned there, and go on by destination MAC alone.
+    for port in switch.links:
+        rules.append(Rule(Table.INGRESS, Priority.LINK, match_items(in_port=port), goto=Table.ETH_DST, owner=base))
+    flood = (Output("flood"),) if switch.flood is None else tuple(Output(port) for port in switch.flood)
+    rules.append(Rule(Table.ETH_DST, Priority.MISS, (), flood, owner=base))
     return rules
 
 
@@ -187,14 +194,19 @@ def learn_meter(switch: SwitchPlan) -> MeterSet | None:
     return MeterSet(LEARN_METER, switch.packet_in_limit, max(switch.packet_in_limit // 10, 10))
 
 
-def host_rules(switch: SwitchPlan, mac: str, port: int | None) -> list[Rule]:
-    """L2 forwarding to and learning of one host (none in normal mode)."""
+def host_rules(switch: SwitchPlan, mac: str, port: int | None, learned: bool = True) -> list[Rule]:
+    """L2 forwarding to one host out of ``port`` (its own, or the link
+    towards its switch) and, where it is ``learned`` (on this switch), the
+    rule that knows its source; none in normal mode."""
     if switch.l2 == "normal" or port is None:
         return []
     host = owner(Kind.HOST)
+    to_host = Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host)
+    if not learned:
+        return [to_host]
     return [
         Rule(Table.ETH_SRC, Priority.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host),
-        Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host),
+        to_host,
     ]
 
 

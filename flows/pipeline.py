@@ -54,7 +54,8 @@ LEARN_METER = 1  # the meter that bounds frames sent to the controller for MAC l
 class Priority(IntEnum):
     """Named priority bands (higher wins)."""
 
-    CONTROL = 400  # ARP replies to the controller's probes
+    CONTROL = 400  # ARP replies to the controller's probes, discovery frames
+    LINK = 390  # a frame from another switch of the fabric: forwarded by destination MAC only
     VIP_ARP_GUARD = 310  # ARP that claims a VIP's address from outside
     VIP_ARP = 300  # ARP requests for a VIP
     VIP_PORT = 200  # VIP traffic on one port

@@ -229,7 +229,7 @@ class NormalFragments:
 @dataclass(frozen=True)
 class PacketOut:
     data: bytes
-    port: int | str  # where to send; 'flood' floods
+    port: int | str | tuple[int, ...]  # where to send: a port, several, or 'flood'
     in_port: int | str = "controller"
 
 

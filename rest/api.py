@@ -72,6 +72,7 @@ class DsrApi:
         add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(b, vip)))
         add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(b, pool)))
         add("GET", "/v1/config", lambda c: (200, b.config.document()))
+        add("GET", "/v1/topology", lambda c: (200, views.topology_json(b)))
         add("PUT", "/v1/config", lambda c: (200, b.apply_document(c.body, _dry_run(c.query), c.who)))
         add("GET", "/v1/pools", lambda c: _paged(views.list_pools(b, c.query)))
         add("POST", "/v1/pools", lambda c: (201, views.pool_json(b, b.create_pool(c.body, c.who).name)))

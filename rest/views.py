@@ -121,6 +121,21 @@ def switches_json(balancer: Any) -> list[dict]:
     ]
 
 
+def topology_json(balancer: Any) -> dict:
+    """Switches, links (and whether each is on the flooding tree) and the
+    hosts at the edge: learned ones, and backends where they were found."""
+    out = balancer.fabric.to_json()
+    hosts = {
+        mac: {"mac": mac, "dpid": dpid, "port": port, "backends": []} for mac, (dpid, port) in balancer.host_at.items()
+    }
+    for ip, (mac, dpid, port) in sorted(balancer.at.items()):
+        if mac is None or dpid is None:
+            continue
+        hosts.setdefault(mac, {"mac": mac, "dpid": dpid, "port": port, "backends": []})["backends"].append(ip)
+    out["hosts"] = sorted(hosts.values(), key=lambda h: (h["dpid"], h["port"], h["mac"]))
+    return out
+
+
 def _poll(took: tuple[float, int] | None) -> dict | None:
     """The last stats poll of a switch: from request to counted, and how
     many counting flows it read."""

@@ -342,7 +342,7 @@ class DsrApp(ofp.RyuApp):
         if not self.balancer.admits(datapath.id):
             datapath.close()
             return
-        self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "installed": {}}
+        self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "ports": set(), "installed": {}}
         self.datapaths[datapath.id] = datapath
         old = self.outboxes.pop(datapath.id, None)
         if old is not None:
@@ -363,6 +363,7 @@ class DsrApp(ofp.RyuApp):
         pending = self.connecting.get(ev.msg.datapath.id)
         if pending is not None:
             pending["ports_down"].update(p.port_no for p in ev.msg.body if ofp.port_is_down(p))
+            pending["ports"].update(p.port_no for p in ev.msg.body if ofp.is_switch_port(p.port_no))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
     def _flows(self, ev):
@@ -391,7 +392,7 @@ class DsrApp(ofp.RyuApp):
         ovs = desc is not None and ofp.is_ovs(desc)
         description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
         self.balancer.switch_connected(
-            dpid, "ovs" if ovs else "plain", pending["installed"], description, pending["ports_down"]
+            dpid, "ovs" if ovs else "plain", pending["installed"], description, pending["ports_down"], pending["ports"]
         )
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPAggregateStatsReply, ofp.MAIN_DISPATCHER)
@@ -440,7 +441,8 @@ class DsrApp(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortStatus, ofp.MAIN_DISPATCHER)
     def _port_status(self, ev):
         msg = ev.msg
-        self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, not ofp.port_status_down(msg))
+        if ofp.is_switch_port(msg.desc.port_no):
+            self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, not ofp.port_status_down(msg))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
     def _error(self, ev):

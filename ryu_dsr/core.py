@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import networkx
-
+from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, Fabric, discovery_frame, load_links, parse_discovery
 from ryu_dsr.flows.compute import (
     AddressPlan,
     Handover,
@@ -78,6 +77,7 @@ from ryu_dsr.traffic import Entry, Traffic
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0
 PASSIVE_LOW = 0.5  # a backend that answers less than this share of its new connections is reported
+DISCOVERY_SECONDS = 1.0  # discovery frames out of every port of every switch, this often
 PASSIVE_OK = 0.9  # and is back once it answers this share
 
 Send = Callable[[int, list], None]
@@ -117,7 +117,12 @@ class Balancer:
         saved = saved if saved is not None else self.store.load()
         self.config: Config = saved.config
         self.switches: dict[int, Switch] = {}
-        self.topology = networkx.Graph()  # switches and the hosts seen on their ports
+        self.fabric = Fabric()  # switches and the links between them (networkx)
+        if settings.topology_file:
+            self.fabric.declare(load_links(settings.topology_file))
+        self.host_at: dict[str, tuple[int, int]] = {}  # MAC -> (switch, edge port) where it was learned
+        self.discovered_at = -DISCOVERY_SECONDS  # when discovery frames last went out
+        self.flood_holds: dict[int, float] = {}  # dpid -> when its newest ports may flood
         self.planner = SlotPlanner(
             settings.table_size,
             1 << settings.plain_slot_bits,
@@ -480,7 +485,13 @@ class Balancer:
         return False
 
     def switch_connected(
-        self, dpid: int, mode: str, installed: dict[tuple, int], description: str = "", ports_down: Iterable[int] = ()
+        self,
+        dpid: int,
+        mode: str,
+        installed: dict[tuple, int],
+        description: str = "",
+        ports_down: Iterable[int] = (),
+        ports: Iterable[int] = (),
     ) -> None:
         """A switch (re)connected; ``installed`` is what it holds now (key ->
         cookie). Only the differences are sent, so a reconnect is hitless."""
@@ -490,7 +501,8 @@ class Balancer:
         switch = Switch(dpid, mode, description, set(ports_down))
         self.switches[dpid] = switch
         self.health.switch_online(dpid)
-        self.topology.add_node(("switch", dpid))
+        self.fabric.switch_up(dpid, set(ports) - set(ports_down), self.clock())
+        self._hold_flooding(switch)
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
         for (table, _priority, match), cookie in installed.items():
@@ -510,15 +522,23 @@ class Balancer:
                 touched |= self._refresh_pool(name)
         desired = self._all_owners(switch)
         switch.kept = self._foreign_owners(switch, installed, desired)
-        switch.rules.load(installed, desired, keep=switch.kept)
+        # A switch we programmed before (a controller restart) keeps its
+        # flooding as it is until a discovery round has shown its links.
+        programmed = any(kind_of(cookie) == Kind.BASE for cookie in installed.values())
+        switch.rules.load(installed, desired, keep=switch.kept | ({BASE_OWNER} if programmed else set()))
         switch.rules.setup = self._setup(switch)
         self._mark(touched)
         self._request_flush(switch)
+        self._discover(switch)
         self._probe(force=True)
 
     def switch_disconnected(self, dpid: int) -> None:
         if self.switches.pop(dpid, None) is not None:
-            self.topology.remove_node(("switch", dpid))
+            for mac in [mac for mac, (at, _port) in self.host_at.items() if at == dpid]:
+                del self.host_at[mac]
+            self.flood_holds.pop(dpid, None)
+            if self.fabric.switch_down(dpid):
+                self._fabric_changed()
             self.health.switch_offline(dpid)
             self.traffic.switch_gone(dpid)
             LOG.info("switch %016x disconnected", dpid)
@@ -539,11 +559,16 @@ class Balancer:
         touched: set[Owner] = set()
         if up:
             switch.ports_down.discard(port)
+            self.fabric.port_up(dpid, port, self.clock())
+            self._hold_flooding(switch)
+            self._discover(switch)
         else:
             switch.ports_down.add(port)
             for mac in [mac for mac, p in switch.hosts.items() if p == port]:
                 self._forget_host(switch, mac)
-                switch.rules.mark([(Kind.HOST, mac)])
+                self._mark({(Kind.HOST, mac)})
+            if self.fabric.port_down(dpid, port):
+                self._fabric_changed()
         LOG.info("switch %016x port %d %s", dpid, port, "up" if up else "down")
         for ip in self.ips_at.get((dpid, port), ()):
             if not up:
@@ -560,9 +585,16 @@ class Balancer:
         eth = parse_ethernet(data)
         if switch is None or eth is None:
             return
-        learned = self._learn(switch, eth.src, in_port)
+        sender = parse_discovery(data) if eth.ethertype == DISCOVERY_ETHERTYPE else None
+        if sender is not None:
+            switch.packet_ins["discovery"] += 1
+            if self.fabric.link_seen(*sender, dpid, in_port, self.clock()):
+                LOG.info("link: switch %016x port %d - switch %016x port %d", *sender, dpid, in_port)
+                self._fabric_changed()
+            return
+        learned = [] if in_port in self.fabric.link_ports(dpid) else self._learn(switch, eth.src, in_port)
         if learned:
-            switch.rules.mark((Kind.HOST, mac) for mac in learned)
+            self._mark({(Kind.HOST, mac) for mac in learned})
         arp = parse_arp(data)
         touched: set[Owner] = set()
         if arp is not None and arp.spa in self.config.vips_by_ip:
@@ -588,6 +620,7 @@ class Balancer:
         self._probe(force=False)
         self._mark(self._apply_health(*self.health.tick(self.clock())))
         self._expire_drains()
+        self._fabric_tick()
         ended = set()
         for name, slot in self.planner.expire(self.wall()):
             if name in self.config.pools:
@@ -715,13 +748,20 @@ class Balancer:
         return ovs + ([meter] if meter else [])
 
     def _all_owners(self, switch: Switch) -> set[Owner]:
-        owners: set[Owner] = {BASE_OWNER}
+        owners: set[Owner] = {BASE_OWNER} | self._balancing_owners(switch)
+        owners |= {(Kind.HOST, mac) for mac in self.host_at}
+        owners |= {(Kind.HOST, mac) for mac in switch.hosts}
+        owners |= {(Kind.HOST, mac) for mac in self.ips_by_mac}
+        return owners
+
+    def _balancing_owners(self, switch: Switch) -> set[Owner]:
+        """Every VIP, address and slot owner (a switch that is not transit
+        has their rules)."""
+        owners: set[Owner] = set()
         for name, pool in self.config.pools.items():
             owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self._slot_size(name, switch.mode))}
         owners |= {(Kind.VIP, v.uid) for v in self.config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in self.config.vips_by_ip}
-        owners |= {(Kind.HOST, mac) for mac in switch.hosts}
-        owners |= {(Kind.HOST, mac) for mac in self.ips_by_mac}
         return owners
 
     def _mark(self, owners: set[Owner]) -> None:
@@ -752,12 +792,21 @@ class Balancer:
             pin_fin_timeout=self.settings.pin_fin_timeout,
             pin_limit=self.settings.pin_limit,
             packet_in_limit=self.settings.packet_in_limit,
+            links=tuple(sorted(self.fabric.link_ports(switch.dpid))) if self.settings.l2_mode == "learning" else (),
+            flood=self.fabric.flood_ports(switch.dpid, self.clock()) if self._holds_flooding(switch) else None,
         )
+
+    def _holds_flooding(self, switch: Switch) -> bool:
+        """Flooding is by explicit ports once the switch is in a fabric, or
+        while a port of it is new (it may be a link not yet seen)."""
+        return self.fabric.in_fabric(switch.dpid) or switch.dpid in self.flood_holds
 
     def _rules_of(self, switch: Switch, who: Owner) -> list[Rule]:
         """Every rule one owner should have on one switch."""
         kind, ident = who
         plan = self._switch_plan(switch)
+        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS):
+            return []  # nothing enters the fabric here: no balancing
         if kind == Kind.POOL:
             uid, slot = divmod(ident, MAX_SLOTS_OVS)
             name = self.pool_names.get(uid)
@@ -774,8 +823,10 @@ class Balancer:
         if kind == Kind.ADDRESS:
             return checked(vip_address_rules(plan, self._address_plan(switch, ident)))
         if kind == Kind.HOST:
-            counted = backend_count_rules(plan, ident) if ident in self.ips_by_mac else []
-            return checked(host_rules(plan, ident, self._host_port(switch, ident)) + counted)
+            counted = backend_count_rules(plan, ident) if ident in self.ips_by_mac and not switch.transit else []
+            place = self._host_place(ident)
+            here = place is not None and place[0] == switch.dpid
+            return checked(host_rules(plan, ident, self._host_port(switch, ident), learned=here) + counted)
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []
@@ -784,19 +835,28 @@ class Balancer:
         vips = self.config.address_vips(ip)
         if not vips:
             return AddressPlan(ip, None)
+        # Backends on this switch are allowed from their ports; those on
+        # other switches reach this one over links, which skip the guard.
         senders: dict[str, int | None] = {}
+        placed, found = True, False
         for name in {vip.pool for vip in vips}:
             for backend in self.config.pools[name].backends.values():
                 mac = self.locator.where(backend)[0]
-                if mac:
-                    senders[mac] = self._host_port(switch, mac)
+                if not mac:
+                    continue
+                found = True
+                place = self._host_place(mac)
+                if place is None:
+                    placed, senders[mac] = False, None  # not known where: let it send from anywhere
+                elif place[0] == switch.dpid:
+                    senders[mac] = place[1]
         return AddressPlan(
             ip,
             vips[0].mac,
             self._macs_behind(vips),
             fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips]),
             tuple(sorted(senders.items())),
-            bool(senders) and None not in senders.values(),  # a backend elsewhere: its ports are not this switch's
+            placed and found,  # every backend known where: the rest may not send from the address
         )
 
     def _addresses_of(self, name: str) -> set[Owner]:
@@ -855,13 +915,83 @@ class Balancer:
         return VipPlan(vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots)
 
     def _host_port(self, switch: Switch, mac: str) -> int | None:
-        """Where a MAC is forwarded on this switch: a backend's own location
-        wins over learning."""
+        """Where a MAC is forwarded on this switch: its own port when the
+        host is here (a backend's own location wins over learning), else the
+        port towards the switch it is on (the fabric's shortest path)."""
+        where = self._host_place(mac)
+        if where is None:
+            return None
+        dpid, port = where
+        if dpid == switch.dpid:
+            return port if switch.link_up(port) else None
+        return self.fabric.next_port(switch.dpid, dpid)
+
+    def _host_place(self, mac: str) -> tuple[int, int] | None:
+        """(switch, edge port) of a host: a backend's location, else where
+        it was learned."""
         for ip in self.ips_by_mac.get(mac, ()):
             _mac, dpid, port = self.at[ip]
-            if dpid == switch.dpid and port is not None and switch.link_up(port):
-                return port
-        return switch.hosts.get(mac)
+            if dpid is not None and port is not None:
+                return dpid, port
+        return self.host_at.get(mac)
+
+    # -- the fabric: links between switches, found by discovery frames --
+
+    def _discover(self, switch: Switch) -> None:
+        """Send a discovery frame out of every port of the switch: the
+        switch at the other end of a link hands it back (packet-in)."""
+        commands = [
+            PacketOut(discovery_frame(self.settings.probe_mac, switch.dpid, port), port)
+            for port in sorted(self.fabric.ports.get(switch.dpid, {}))
+        ]
+        if commands:
+            self.send(switch.dpid, commands)
+
+    def _hold_flooding(self, switch: Switch) -> None:
+        """New ports flood only after a discovery round could show them to
+        be links: the switch's flood rule is rewritten when the hold ends."""
+        until = self.fabric.held_until(switch.dpid)
+        if until is not None and until > self.clock():
+            self.flood_holds[switch.dpid] = max(until, self.flood_holds.get(switch.dpid, 0.0))
+
+    def _fabric_tick(self) -> None:
+        now = self.clock()
+        if now - self.discovered_at >= DISCOVERY_SECONDS:
+            self.discovered_at = now
+            for switch in self.switches.values():
+                self._discover(switch)
+            if self.fabric.expire(now):
+                LOG.info("links not seen for %.1f s are gone", self.fabric.link_timeout)
+                self._fabric_changed()
+        for dpid, until in list(self.flood_holds.items()):
+            if until <= now and dpid in self.switches:
+                del self.flood_holds[dpid]
+                self.switches[dpid].rules.mark([BASE_OWNER])
+                self._request_flush(self.switches[dpid])
+
+    def _fabric_changed(self) -> None:
+        """Links came or went: paths and the flooding tree are computed
+        again; the writer sends only the rules that differ (the hosts whose
+        path moved, flooding where the tree moved). A switch that became, or
+        stopped being, transit gains or loses the balancing rules."""
+        hosts = {(Kind.HOST, mac) for mac in set(self.host_at) | set(self.ips_by_mac)}
+        for switch in self.switches.values():
+            switch.rules.mark([BASE_OWNER, *hosts])
+            transit = self.fabric.transit(switch.dpid)
+            if transit != switch.transit:
+                switch.transit = transit
+                LOG.info("switch %016x is %s", switch.dpid, "transit: no VIP rules" if transit else "an edge")
+                switch.rules.mark(self._balancing_owners(switch))
+            self._request_flush(switch)
+
+    def _flood_out(self, switch: Switch) -> int | str | tuple[int, ...]:
+        """Where a frame the controller sends to every host goes: every port
+        of a switch alone, the edge ports of a switch in a fabric (the other
+        switches send their own copy)."""
+        if not self.fabric.in_fabric(switch.dpid):
+            return "flood"
+        ports = set(self.fabric.flood_ports(switch.dpid, self.clock()))
+        return tuple(sorted(ports & self.fabric.edge_ports(switch.dpid)))
 
     # -- backends: where they are and whether they take traffic --
 
@@ -1070,15 +1200,19 @@ class Balancer:
         changed = switch.learn(mac, port, self.settings.max_hosts)
         for each in changed:
             if each in switch.hosts:
-                self.topology.add_edge(("switch", switch.dpid), ("host", each), port=switch.hosts[each])
-            elif self.topology.has_edge(("switch", switch.dpid), ("host", each)):
-                self.topology.remove_edge(("switch", switch.dpid), ("host", each))
+                before = self.host_at.get(each)
+                self.host_at[each] = (switch.dpid, switch.hosts[each])
+                moved_from = self.switches.get(before[0]) if before and before[0] != switch.dpid else None
+                if moved_from is not None:  # the host moved to another switch
+                    moved_from.hosts.pop(each, None)
+            elif self.host_at.get(each, (None,))[0] == switch.dpid:
+                del self.host_at[each]
         return changed
 
     def _forget_host(self, switch: Switch, mac: str) -> None:
         switch.hosts.pop(mac, None)
-        if self.topology.has_edge(("switch", switch.dpid), ("host", mac)):
-            self.topology.remove_edge(("switch", switch.dpid), ("host", mac))
+        if self.host_at.get(mac, (None,))[0] == switch.dpid:
+            del self.host_at[mac]
 
     def _backend_answered(self, ip: str, mac: str, dpid: int, port: int) -> set[Owner]:
         outcome = self.locator.answered(ip, mac, dpid, port, self.clock())
@@ -1144,12 +1278,15 @@ class Balancer:
             return
         for ip in self.locator.due(self.clock(), force):
             frame = arp_probe(self.settings.probe_mac, ip)
-            for dpid in self.switches:
-                self.send(dpid, [PacketOut(frame, "flood")])
+            for switch in self.switches.values():
+                self.send(switch.dpid, [PacketOut(frame, self._flood_out(switch))])
 
     def _apply_health(self, sends, transitions) -> set[Owner]:
         for send in sends:
-            self.send(send.dpid, [PacketOut(send.frame, send.port if send.port is not None else "flood")])
+            switch = self.switches.get(send.dpid)
+            if switch is not None:
+                port = send.port if send.port is not None else self._flood_out(switch)
+                self.send(send.dpid, [PacketOut(send.frame, port)])
         touched: set[Owner] = set()
         for change in transitions:
             if change.healthy:

@@ -6,7 +6,7 @@
     dsrctl backend-add POOL IP [--weight W] | backend-rm POOL IP | weight POOL IP W
     dsrctl vips | vip NAME
     dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] | vip-rm NAME
-    dsrctl switches | stats | config | apply FILE [--dry-run]
+    dsrctl switches | topology | stats | config | apply FILE [--dry-run]
 
 Tables by default, ``--json`` for the API's own JSON. The API address is
 ``--api`` or ``DSRCTL_API`` (default http://127.0.0.1:8080), the token
@@ -201,6 +201,23 @@ def run(args, client: Client) -> Any:
         return client.call("POST", "/v1/vips", body), f"VIP {args.name} created"
     if c == "vip-rm":
         return client.call("DELETE", f"/v1/vips/{args.name}"), f"VIP {args.name} deleted"
+    if c == "topology":
+        topology = client.call("GET", "/v1/topology")
+        switches = table(
+            [[f"{s['dpid']:016x}", "transit" if s["transit"] else "edge", len(s["ports"]), len(s["edge_ports"])]
+             for s in topology["switches"]],
+            ["switch", "role", "ports", "edge ports"],
+        )  # fmt: skip
+        links = table(
+            [[f"{k['a']['dpid']:016x}:{k['a']['port']}", f"{k['b']['dpid']:016x}:{k['b']['port']}", "yes" if k["tree"] else "no"]
+             for k in topology["links"]],
+            ["end", "end", "flood tree"],
+        )  # fmt: skip
+        hosts = table(
+            [[h["mac"], f"{h['dpid']:016x}", h["port"], ",".join(h["backends"])] for h in topology["hosts"]],
+            ["host", "switch", "port", "backend of"],
+        )
+        return topology, "\n\n".join((switches, links, hosts))
     if c == "switches":
         switches = client.call("GET", "/v1/switches")
         return switches, table(
@@ -243,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", default=DEFAULT_TOKEN_FILE)
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("status", "pools", "vips", "switches", "stats", "config"):
+    for name in ("status", "pools", "vips", "switches", "topology", "stats", "config"):
         sub.add_parser(name)
     for name in ("pool", "pool-rm", "vip", "vip-rm"):
         sub.add_parser(name).add_argument("name")

@@ -52,6 +52,8 @@ class Lab:
         self.subnet = subnet
         self.bridge = f"{prefix}-br0"
         self.hosts: dict[str, Host] = {}
+        self.bridges: dict[str, int] = {}  # bridge -> its next free OpenFlow port
+        self.links: dict[str, tuple[str, str]] = {}  # link name -> its two veth ends (one per bridge)
         self.env = dict(
             os.environ, OVS_RUNDIR=str(self.run_dir), OVS_LOGDIR=str(self.run_dir), OVS_DBDIR=str(self.run_dir)
         )
@@ -95,21 +97,56 @@ class Lab:
         )
         self.vsctl("--no-wait", "init")
         self._start_vswitchd()
+        self.add_bridge(self.bridge, dpid, controller_port)
+
+    def add_bridge(self, bridge: str, dpid: int, controller_port: int) -> None:
+        """One more bridge (a switch of a fabric) on the running Open vSwitch."""
         self.vsctl(
             "add-br",
-            self.bridge,
+            bridge,
             "--",
             "set",
             "bridge",
-            self.bridge,
+            bridge,
             "datapath_type=netdev",
             "protocols=OpenFlow13",
             "fail_mode=secure",
             f"other-config:datapath-id={dpid:016x}",
         )
-        self.vsctl("set-controller", self.bridge, f"tcp:127.0.0.1:{controller_port}")
+        self.vsctl("set-controller", bridge, f"tcp:127.0.0.1:{controller_port}")
         # Connection to the controller: retry fast so restarts are short.
-        self.vsctl("set", "controller", self.bridge, "max_backoff=1000", "inactivity_probe=5000")
+        self.vsctl("set", "controller", bridge, "max_backoff=1000", "inactivity_probe=5000")
+        self.bridges[bridge] = 1
+
+    def _attach(self, bridge: str, veth: str) -> int:
+        """Add ``veth`` to ``bridge`` at its next OpenFlow port number."""
+        ofport = self.bridges[bridge]
+        self.bridges[bridge] += 1
+        sh("ethtool", "-K", veth, "tx", "off", check=False)  # userspace datapath: the kernel computes checksums
+        self.vsctl("add-port", bridge, veth, "--", "set", "interface", veth, f"ofport_request={ofport}")
+        return ofport
+
+    def link_bridges(self, name: str, a: str, b: str) -> tuple[int, int]:
+        """A veth pair between two bridges (a cable between two switches);
+        returns the OpenFlow port on each."""
+        ends = (f"{self.prefix}-{name}a"[:15], f"{self.prefix}-{name}b"[:15])
+        sh("ip", "link", "add", ends[0], "type", "veth", "peer", "name", ends[1])
+        for end in ends:
+            sh("ip", "link", "set", end, "up")
+        self.links[name] = ends
+        return self._attach(a, ends[0]), self._attach(b, ends[1])
+
+    def cut_link(self, name: str) -> None:
+        """Pull the cable: both switches see their port go down."""
+        sh("ip", "link", "set", self.links[name][0], "down")
+
+    def link_packets(self) -> int:
+        """Frames sent on every link so far (both directions)."""
+        total = 0
+        for ends in self.links.values():
+            for end in ends:
+                total += int(Path(f"/sys/class/net/{end}/statistics/tx_packets").read_text())
+        return total
 
     def _start_vswitchd(self) -> None:
         d = self.run_dir
@@ -137,8 +174,9 @@ class Lab:
         (self.run_dir / "ovs-vswitchd.pid").unlink(missing_ok=True)
         self._start_vswitchd()
 
-    def add_host(self, name: str, ip_last: int, mac: str | None = None) -> Host:
-        """A namespace with one veth into the bridge, at SUBNET.ip_last/24."""
+    def add_host(self, name: str, ip_last: int, mac: str | None = None, bridge: str | None = None) -> Host:
+        """A namespace with one veth into the bridge (the first one, or
+        ``bridge``), at SUBNET.ip_last/24."""
         ns = f"{self.prefix}-{name}"
         veth = f"{self.prefix}-{name}"[:15]
         peer = f"{veth[:12]}-p"
@@ -154,10 +192,8 @@ class Lab:
         self.in_ns(ns, "ip", "link", "set", "lo", "up")
         sh("ip", "link", "set", veth, "up")
         # Userspace datapath: checksums must be computed by the kernel.
-        sh("ethtool", "-K", veth, "tx", "off", check=False)
         self.in_ns(ns, "ethtool", "-K", "eth0", "tx", "off", check=False)
-        ofport = len(self.hosts) + 1
-        self.vsctl("add-port", self.bridge, veth, "--", "set", "interface", veth, f"ofport_request={ofport}")
+        ofport = self._attach(bridge or self.bridge, veth)
         host = Host(name, ns, ip, mac, ofport, veth)
         self.hosts[name] = host
         return host

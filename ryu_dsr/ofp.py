@@ -279,7 +279,7 @@ def to_message(command: Command, datapath=None):
             datapath,
             buffer_id=ofp.OFP_NO_BUFFER,
             in_port=_port(command.in_port),
-            actions=[parser.OFPActionOutput(_port(command.port), 0)],
+            actions=[parser.OFPActionOutput(_port(port), 0) for port in _ports(command.port)],
             data=command.data,
         )
     if isinstance(command, Barrier):
@@ -394,6 +394,10 @@ def pin_count_request(datapath, table: int, cookie: int):
 _OXM_ETH_DST, _OXM_ETH_SRC = (0x8000 << 16) | (3 << 9), (0x8000 << 16) | (4 << 9)
 
 
+def _ports(port: int | str | tuple) -> tuple:
+    return port if isinstance(port, tuple) else (port,)
+
+
 def counted(stat) -> tuple[int, int, int, str | None, int, int]:
     """(table, priority, cookie, MAC, packets, bytes) of one flow-stats
     entry of a traffic poll: the MAC is the match's Ethernet destination or
@@ -429,6 +433,11 @@ def more_replies(msg) -> bool:
 
 def port_is_down(port) -> bool:
     return bool(port.state & ofp.OFPPS_LINK_DOWN) or bool(port.config & ofp.OFPPC_PORT_DOWN)
+
+
+def is_switch_port(port_no: int) -> bool:
+    """A physical or virtual port of the switch (not LOCAL, CONTROLLER...)."""
+    return 0 < port_no <= ofp.OFPP_MAX
 
 
 def port_status_down(msg) -> bool:

@@ -135,6 +135,13 @@ OPTIONS = (
         low=0,
         high=3600,
     ),
+    Option(
+        "topology_file",
+        str,
+        "",
+        "a JSON file of the links between switches (for switches that cannot pass the controller's discovery "
+        'frames): {"links": [{"a": {"dpid": 1, "port": 5}, "b": {"dpid": 2, "port": 1}}]}; empty: links are found',
+    ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
         "probe_ip",

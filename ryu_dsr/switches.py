@@ -23,6 +23,7 @@ class Switch:
     resyncs: int = 0
     flow_mods: int = 0  # flow adds and deletes sent since it connected
     kept: set = field(default_factory=set)  # owners of rules from a lost state, left alone until adopted
+    transit: bool = False  # every port a link: no VIP rules here
     packet_ins: Counter = field(default_factory=Counter)  # reason -> frames the switch sent the controller
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:

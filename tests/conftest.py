@@ -35,9 +35,11 @@ class Rig:
     switches: dict[int, FakeSwitch] = field(default_factory=dict)
     sent: list = field(default_factory=list)
 
-    def connect(self, dpid: int = 1, mode: str = "ovs") -> FakeSwitch:
-        switch = self.switches.setdefault(dpid, FakeSwitch())
-        self.balancer.switch_connected(dpid, mode, switch.installed())
+    def connect(self, dpid: int = 1, mode: str = "ovs", ports: tuple[int, ...] = ()) -> FakeSwitch:
+        """A switch connects; with ``ports`` it says which it has (a fabric:
+        new ports wait for discovery before they flood)."""
+        switch = self.switches.setdefault(dpid, FakeSwitch(list(ports) or [1, 2, 3, 4, 5]))
+        self.balancer.switch_connected(dpid, mode, switch.installed(), ports=ports)
         return switch
 
     def answer_arp(self, ip: str, mac: str, port: int, dpid: int = 1) -> None:

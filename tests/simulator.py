@@ -276,6 +276,8 @@ class FakeSwitch:
             out.append(Emitted(packet["in_port"], copy.deepcopy(view)))
         elif port == "flood":
             out += [Emitted(p, copy.deepcopy(view)) for p in self.ports if p != packet["in_port"]]
+        elif port == packet["in_port"]:
+            pass  # OpenFlow: never back out of the port it came in by, unless sent to IN_PORT
         else:
             out.append(Emitted(port, copy.deepcopy(view)))
 

@@ -254,7 +254,16 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
     assert code == 0 and "www" in out and "0000000000000001" in out
     backends = [b["ip"] for b in fabric.api("GET", "/v1/pools/web")[1]["backends"]]
     assert backends and all(ip in out for ip in backends) and " up " in out
-    for args in (["pools"], ["pool", "web"], ["vips"], ["vip", "www"], ["switches"], ["stats"], ["config"]):
+    for args in (
+        ["pools"],
+        ["pool", "web"],
+        ["vips"],
+        ["vip", "www"],
+        ["switches"],
+        ["topology"],
+        ["stats"],
+        ["config"],
+    ):
         code, out, err = dsrctl(*args)
         assert code == 0 and out.strip(), (args, err)
     assert {p["name"] for p in json.loads(dsrctl("--json", "pools")[1])} >= {"web"}

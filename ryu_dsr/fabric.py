@@ -1,0 +1,302 @@
+"""The fabric: switches, the links between them and the edge ports where
+hosts attach, in one networkx graph. Pure: time comes in, answers go out.
+
+Links are found by the controller's own discovery frames (each switch sends
+one out of every port; the switch at the other end hands it back with its
+own datapath id and port), or declared in a static file. From the graph:
+
+- ``next_port(at, to)``: the port a switch forwards out of towards another
+  switch, on a shortest path (ties broken by datapath id, so every switch
+  agrees);
+- ``flood_ports(dpid)``: where broadcast and unknown destinations go: the
+  switch's edge ports and its links on a spanning tree of the graph, so
+  flooding never goes round a loop;
+- ``transit(dpid)``: a switch whose every port is a link (a spine) takes no
+  client traffic in and holds no VIP or slot rule.
+
+A port floods only once it has been probed for ``hold`` seconds without
+showing a link: before that it could be a link not yet seen, and flooding
+on it could close a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx
+
+from ryu_dsr.model import InvalidInput
+
+DISCOVERY_ETHERTYPE = 0x88B5  # IEEE 802 local experimental
+_DISCOVERY = struct.Struct("!6s6sH4sQI")
+_MAGIC = b"rdsr"
+
+Link = tuple[int, int, int, int]  # (dpid, port, dpid, port), lower dpid first
+
+
+def link_key(a: int, pa: int, b: int, pb: int) -> Link:
+    return (a, pa, b, pb) if (a, pa) <= (b, pb) else (b, pb, a, pa)
+
+
+def discovery_frame(dst_mac: str, dpid: int, port: int) -> bytes:
+    """What a switch sends out of ``port`` to find its neighbour."""
+    src = bytes.fromhex(f"0e{dpid & 0xFFFFFFFFFF:010x}")  # locally administered, apart from hosts' 02:...
+    dst = bytes.fromhex(dst_mac.replace(":", ""))
+    frame = _DISCOVERY.pack(dst, src, DISCOVERY_ETHERTYPE, _MAGIC, dpid, port)
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def parse_discovery(data: bytes) -> tuple[int, int] | None:
+    """(dpid, port) a discovery frame was sent from, or None."""
+    if len(data) < _DISCOVERY.size:
+        return None
+    _dst, _src, ethertype, magic, dpid, port = _DISCOVERY.unpack_from(data)
+    if ethertype != DISCOVERY_ETHERTYPE or magic != _MAGIC:
+        return None
+    return dpid, port
+
+
+@dataclass
+class Fabric:
+    hold: float = 1.0  # seconds a new port is probed before it floods
+    link_timeout: float = 3.5  # a discovered link not seen for this long is gone
+    static: bool = False  # links come from a file, not from discovery
+    graph: networkx.MultiGraph = field(default_factory=networkx.MultiGraph)
+    ports: dict[int, dict[int, float]] = field(default_factory=dict)  # dpid -> port -> since when it is up
+    seen: dict[Link, float] = field(default_factory=dict)  # link -> when it was last seen
+    declared: set[Link] = field(default_factory=set)  # static links
+    _paths: dict[int, dict[int, int]] | None = None  # cache: destination -> switch -> port towards it
+    _tree: set[Link] | None = None
+
+    # ---------------------------------------------------------------- state
+
+    def switch_up(self, dpid: int, ports: set[int], now: float) -> None:
+        self.ports[dpid] = dict.fromkeys(ports, now)
+        self.graph.add_node(dpid)
+        for link in self.declared:
+            if dpid in (link[0], link[2]) and link[0] in self.ports and link[2] in self.ports:
+                self._add(link)
+        self._changed()
+
+    def switch_down(self, dpid: int) -> list[Link]:
+        """The links that went with the switch."""
+        self.ports.pop(dpid, None)
+        gone = [link for link in self.links() if dpid in (link[0], link[2])]
+        for link in gone:
+            self._remove(link)
+        if dpid in self.graph:
+            self.graph.remove_node(dpid)
+        self._changed()
+        return gone
+
+    def port_up(self, dpid: int, port: int, now: float) -> None:
+        if dpid in self.ports and port not in self.ports[dpid]:
+            self.ports[dpid][port] = now
+
+    def port_down(self, dpid: int, port: int) -> list[Link]:
+        """The port stops (its link too, at once: no wait for a timeout)."""
+        if dpid in self.ports:
+            self.ports[dpid].pop(port, None)
+        gone = [link for link in self.links() if (dpid, port) in ((link[0], link[1]), (link[2], link[3]))]
+        for link in gone:
+            self._remove(link)
+        if gone:
+            self._changed()
+        return gone
+
+    def link_seen(self, a: int, pa: int, b: int, pb: int, now: float) -> bool:
+        """A discovery frame from (a, pa) came in at (b, pb); True when the
+        link is new (the graph changed)."""
+        if a == b or a not in self.ports or b not in self.ports or self.static:
+            return False
+        link = link_key(a, pa, b, pb)
+        new = link not in self.seen
+        self.seen[link] = now
+        if new:
+            # a port has one link: an older one on either end is gone
+            for old in [k for k in self.links() if k != link and _shares_port(k, link)]:
+                self._remove(old)
+            self._add(link)
+            self._changed()
+        return new
+
+    def expire(self, now: float) -> list[Link]:
+        """Discovered links not seen for ``link_timeout`` seconds."""
+        gone = [link for link, when in self.seen.items() if now - when > self.link_timeout]
+        for link in gone:
+            self._remove(link)
+        if gone:
+            self._changed()
+        return gone
+
+    def declare(self, links: list[Link]) -> None:
+        """Static links (a file): they hold while both switches are up."""
+        self.static = True
+        self.declared = {link_key(*link) for link in links}
+
+    def _add(self, link: Link) -> None:
+        a, pa, b, pb = link
+        self.graph.add_edge(a, b, key=link, ports={a: pa, b: pb})
+        self.seen.setdefault(link, 0.0)
+
+    def _remove(self, link: Link) -> None:
+        self.seen.pop(link, None)
+        if self.graph.has_edge(link[0], link[2], key=link):
+            self.graph.remove_edge(link[0], link[2], key=link)
+
+    def _changed(self) -> None:
+        self._paths = None
+        self._tree = None
+
+    # -------------------------------------------------------------- reading
+
+    def links(self) -> list[Link]:
+        return sorted(key for _a, _b, key in self.graph.edges(keys=True))
+
+    def link_ports(self, dpid: int) -> set[int]:
+        out = set()
+        for a, pa, b, pb in self.links():
+            if a == dpid:
+                out.add(pa)
+            if b == dpid:
+                out.add(pb)
+        return out
+
+    def edge_ports(self, dpid: int) -> set[int]:
+        return set(self.ports.get(dpid, {})) - self.link_ports(dpid)
+
+    def transit(self, dpid: int) -> bool:
+        """Every port of the switch is a link: nothing enters the fabric here."""
+        ports = self.ports.get(dpid)
+        return bool(ports) and not self.edge_ports(dpid)
+
+    def in_fabric(self, dpid: int) -> bool:
+        """The switch has at least one link."""
+        return dpid in self.graph and self.graph.degree(dpid) > 0
+
+    def next_port(self, at: int, to: int) -> int | None:
+        """The port ``at`` sends out of towards switch ``to`` (shortest path
+        by hops); None when ``to`` cannot be reached or is ``at``."""
+        if at == to:
+            return None
+        return self._towards(to).get(at)
+
+    def _towards(self, to: int) -> dict[int, int]:
+        if self._paths is None:
+            self._paths = {}
+        if to not in self._paths:
+            hops: dict[int, int] = {}
+            if to in self.graph:
+                # breadth first from the destination; neighbours and links in order, so all switches agree
+                frontier, reached = [to], {to}
+                while frontier:
+                    following = []
+                    for node in frontier:
+                        for neighbour in sorted(self.graph.neighbors(node)):
+                            if neighbour in reached:
+                                continue
+                            reached.add(neighbour)
+                            link = min(self.graph[node][neighbour])
+                            hops[neighbour] = self.graph[node][neighbour][link]["ports"][neighbour]
+                            following.append(neighbour)
+                    frontier = following
+            self._paths[to] = hops
+        return self._paths[to]
+
+    def tree(self) -> set[Link]:
+        """The links of a spanning tree of the graph (breadth first from the
+        lowest datapath id of each part): flooding goes over these only."""
+        if self._tree is None:
+            tree: set[Link] = set()
+            reached: set[int] = set()
+            for root in sorted(self.graph.nodes):
+                if root in reached:
+                    continue
+                reached.add(root)
+                frontier = [root]
+                while frontier:
+                    following = []
+                    for node in frontier:
+                        for neighbour in sorted(self.graph.neighbors(node)):
+                            if neighbour not in reached:
+                                reached.add(neighbour)
+                                tree.add(min(self.graph[node][neighbour]))
+                                following.append(neighbour)
+                    frontier = following
+            self._tree = tree
+        return self._tree
+
+    def flood_ports(self, dpid: int, now: float) -> tuple[int, ...]:
+        """Edge ports probed for ``hold`` seconds, and spanning-tree links."""
+        ports = self.ports.get(dpid, {})
+        links = self.link_ports(dpid)
+        tree = {p for link in self.tree() for d, p in ((link[0], link[1]), (link[2], link[3])) if d == dpid}
+        edge = {p for p, since in ports.items() if p not in links and (self.static or now - since >= self.hold)}
+        return tuple(sorted(edge | tree))
+
+    def held_until(self, dpid: int) -> float | None:
+        """When the last port of the switch still in its hold may flood."""
+        if self.static:
+            return None
+        links = self.link_ports(dpid)
+        pending = [since + self.hold for p, since in self.ports.get(dpid, {}).items() if p not in links]
+        return max(pending) if pending else None
+
+    def to_json(self) -> dict:
+        return {
+            "switches": [
+                {
+                    "dpid": dpid,
+                    "ports": sorted(self.ports.get(dpid, {})),
+                    "edge_ports": sorted(self.edge_ports(dpid)),
+                    "transit": self.transit(dpid),
+                }
+                for dpid in sorted(self.graph.nodes)
+            ],
+            "links": [
+                {"a": {"dpid": a, "port": pa}, "b": {"dpid": b, "port": pb}, "tree": (a, pa, b, pb) in self.tree()}
+                for a, pa, b, pb in self.links()
+            ],
+            "source": "static" if self.static else "discovery",
+        }
+
+
+def _shares_port(one: Link, other: Link) -> bool:
+    ends = {(one[0], one[1]), (one[2], one[3])}
+    return bool(ends & {(other[0], other[1]), (other[2], other[3])})
+
+
+def load_links(path: str) -> list[Link]:
+    """Static links from a JSON file: ``{"links": [{"a": {"dpid": 1, "port":
+    5}, "b": {"dpid": 2, "port": 1}}, ...]}``; dpids as integers or hex
+    strings."""
+    try:
+        body = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidInput("dsr.topology_file", f"cannot read {path}: {error}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("links"), list):
+        raise InvalidInput("dsr.topology_file", 'must be a JSON object with a list "links"')
+    links = []
+    for number, item in enumerate(body["links"]):
+        where = f"dsr.topology_file links[{number}]"
+        try:
+            ends = [(_dpid(item[side]["dpid"]), int(item[side]["port"])) for side in ("a", "b")]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(where, 'must be {"a": {"dpid": D, "port": P}, "b": {...}}') from None
+        if ends[0][0] == ends[1][0] or any(not 1 <= port <= 0xFFFFFF00 for _d, port in ends):
+            raise InvalidInput(where, "must join two different switches by ports from 1 to 4294967040")
+        links.append(link_key(*ends[0], *ends[1]))
+    return links
+
+
+def _dpid(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        return int(value, 16)
+    if isinstance(value, int) and value > 0:
+        return value
+    raise ValueError(value)

@@ -1,0 +1,113 @@
+"""Issue: the fabric is the balancer. Two spines and three leaves (bridges of
+one userspace Open vSwitch joined by veth pairs: a topology with loops),
+clients and DSR backends on different leaves, one controller."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ryu_dsr.lab import Lab, rest
+from tests.integration.conftest import PROBE_IP, VIP, wait_for
+
+REST_PORT, OF_PORT = 18088, 16688
+BASE = f"http://127.0.0.1:{REST_PORT}"
+URL = f"http://{VIP}/"
+LEAVES = {"leaf1": 1, "leaf2": 2, "leaf3": 3}
+SPINES = {"spine1": 0x65, "spine2": 0x66}
+CLIENTS = {"c1": ("leaf1", 1), "c2": ("leaf2", 2), "c3": ("leaf3", 3)}
+BACKENDS = {"b11": ("leaf1", 11), "b12": ("leaf2", 12), "b13": ("leaf3", 13)}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab("dsrfab")
+    try:
+        lab.start_switch(controller_port=OF_PORT, dpid=0xFF)  # the first bridge: unused, no port
+        bridges = {name: f"dsrfab-{name}" for name in (*LEAVES, *SPINES)}
+        for name, dpid in {**LEAVES, **SPINES}.items():
+            lab.add_bridge(bridges[name], dpid, OF_PORT)
+        for leaf in LEAVES:
+            for spine in SPINES:
+                lab.link_bridges(f"{leaf[-1]}{spine[-1]}", bridges[leaf], bridges[spine])
+        for name, (leaf, last) in CLIENTS.items():
+            lab.add_host(name, last, bridge=bridges[leaf])
+        for name, (leaf, last) in BACKENDS.items():
+            lab.add_host(name, last, bridge=bridges[leaf])
+            lab.make_backend(name, [VIP])
+            lab.serve_http(name)
+        settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP}
+        lab.start_controller(settings, rest_port=REST_PORT, of_port=OF_PORT)
+        yield lab
+    finally:
+        lab.destroy()
+
+
+def api(method, path, body=None):
+    return rest(BASE, method, path, body)
+
+
+def test_the_fabric_is_found_and_balances_at_the_edge(lab):
+    def found():
+        topology = api("GET", "/v1/topology")[1]
+        return topology if len(topology["links"]) == 6 and len(topology["switches"]) == 6 else None
+
+    topology = wait_for(found, 20, 0.3, "the six links of the fabric")
+    transit = {s["dpid"] for s in topology["switches"] if s["transit"]}
+    assert transit == set(SPINES.values())
+    assert sum(link["tree"] for link in topology["links"]) == 4  # a spanning tree of the five switches
+
+    pool = {"name": "web", "backends": [{"ip": f"10.0.0.{last}"} for _leaf, last in BACKENDS.values()]}
+    pool["health_check"] = {"kind": "tcp", "port": 80}
+    assert api("POST", "/v1/pools", pool)[0] == 201
+    vip = {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
+    assert api("POST", "/v1/vips", vip)[0] == 201
+    wait_for(
+        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web")[1]["backends"]] == ["up"] * 3,
+        20,
+        0.2,
+        "three backends up (checked over TCP across the fabric)",
+    )
+    # spines hold L2 paths, no slot table
+    hosts = {h["mac"]: h for h in api("GET", "/v1/topology")[1]["hosts"]}
+    assert {hosts[lab.hosts[name].mac]["dpid"] for name in BACKENDS} == set(LEAVES.values())
+    # the backends were found one after another: their slots' holds end, new connections follow the table
+    wait_for(lambda: api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, 10, 0.2, "holds over")
+    wait_for(lambda: all(sw["in_line"] for sw in api("GET", "/v1/switches")[1]), 10, 0.2, "switches in line")
+    time.sleep(1.0)  # Open vSwitch revalidates its datapath flows after the rewrite
+    flows = {name: lab.ofctl("dump-flows", f"dsrfab-{name}").count("table=2,") for name in (*LEAVES, *SPINES)}
+    assert all(flows[leaf] >= 256 for leaf in LEAVES) and all(flows[spine] == 0 for spine in SPINES), flows
+
+    # DSR from a client on every leaf to backends on every leaf, each seeing the client's own address
+    for client, (_leaf, last) in CLIENTS.items():
+        report = lab.requests(client, URL, 45)
+        assert report["failed"] == 0, report
+        assert set(report["by_backend"]) == set(BACKENDS), report
+        assert set(report["clients_seen"]) == {f"10.0.0.{last}"}, report
+
+
+def test_broadcasts_stay_bounded_on_a_fabric_with_loops(lab):
+    before = lab.link_packets()
+    lab.run("c1", "ping", "-c", "5", "-i", "0.2", "-W", "1", "10.0.0.99", check=False)  # ARP broadcasts, no answer
+    time.sleep(5)
+    sent = lab.link_packets() - before
+    print(f"frames on the links in about 6 s: {sent}")
+    # five broadcasts cross each of the four tree links once, plus the fabric's own discovery frames
+    # (one a second each way on each of the six links); a storm would be millions
+    assert sent < 500, sent
+
+
+def test_cutting_a_spine_link_keeps_long_lived_connections(lab):
+    streams = lab.spawn_client(
+        "c1", URL, "--streams", "12", "--lines", "80", "--ms", "100", "--timeout", "5", log="fabric-streams.json"
+    )
+    time.sleep(2.0)
+    lab.cut_link("11")  # leaf1 - spine1: the path leaf1 takes to the other leaves
+    wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 5, 5, 0.1, "the cut link gone")
+    assert streams.wait(60) == 0
+    report = lab.client_report("fabric-streams.json")
+    assert report["intact"] == 12, [r for r in report["results"] if not r["intact"]]
+    assert set(report["by_backend"]) - {"b11"}, report  # some crossed the fabric through the cut spine
+    after = lab.requests("c1", URL, 30)
+    assert after["failed"] == 0 and set(after["by_backend"]) == set(BACKENDS)
