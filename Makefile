@@ -30,5 +30,6 @@ bench: setup
 	$(PY) bench/failover.py
 	$(PY) bench/cps.py
 	$(PY) bench/dataplane.py
+	$(PY) bench/fabric.py
 	$(PY) bench/scale.py
 	$(PY) bench/rest_load.py

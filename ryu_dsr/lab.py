@@ -136,6 +136,18 @@ class Lab:
         self.links[name] = ends
         return self._attach(a, ends[0]), self._attach(b, ends[1])
 
+    def leaf_spine(self, leaves: dict[str, int], spines: dict[str, int], controller_port: int) -> dict[str, str]:
+        """A leaf-spine fabric on the running Open vSwitch: a bridge per
+        switch (name -> dpid), every leaf cabled to every spine (link
+        ``<leaf digit><spine digit>``); returns switch name -> bridge."""
+        bridges = {name: f"{self.prefix}-{name}" for name in (*leaves, *spines)}
+        for name, dpid in {**leaves, **spines}.items():
+            self.add_bridge(bridges[name], dpid, controller_port)
+        for leaf in leaves:
+            for spine in spines:
+                self.link_bridges(f"{leaf[-1]}{spine[-1]}", bridges[leaf], bridges[spine])
+        return bridges
+
     def cut_link(self, name: str) -> None:
         """Pull the cable: both switches see their port go down."""
         sh("ip", "link", "set", self.links[name][0], "down")

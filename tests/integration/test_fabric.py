@@ -25,12 +25,7 @@ def lab():
     lab = Lab("dsrfab")
     try:
         lab.start_switch(controller_port=OF_PORT, dpid=0xFF)  # the first bridge: unused, no port
-        bridges = {name: f"dsrfab-{name}" for name in (*LEAVES, *SPINES)}
-        for name, dpid in {**LEAVES, **SPINES}.items():
-            lab.add_bridge(bridges[name], dpid, OF_PORT)
-        for leaf in LEAVES:
-            for spine in SPINES:
-                lab.link_bridges(f"{leaf[-1]}{spine[-1]}", bridges[leaf], bridges[spine])
+        bridges = lab.leaf_spine(LEAVES, SPINES, OF_PORT)
         for name, (leaf, last) in CLIENTS.items():
             lab.add_host(name, last, bridge=bridges[leaf])
         for name, (leaf, last) in BACKENDS.items():
