@@ -13,6 +13,7 @@ from ryu_dsr.flows.pipeline import (
     IP_FRAGMENT,
     LEARN_METER,
     REG_CHOSEN,
+    REG_GUARD,
     REG_LEARNED,
     REG_POOL,
     REG_SLOT,
@@ -210,6 +211,26 @@ def host_rules(switch: SwitchPlan, mac: str, port: int | None, learned: bool = T
     ]
 
 
+def guard_rules(switch: SwitchPlan, pool_uid: int, senders: tuple[tuple[str, int], ...]) -> list[Rule]:
+    """In GUARD, the backends of one pool that are on this switch, each
+    (MAC, port) allowed to send from the pool's VIP addresses; what they
+    send is counted in REPLIES and forwarded (Open vSwitch mode)."""
+    if switch.mode != "ovs":
+        return []
+    guard = owner(Kind.GUARD, pool_uid)
+    allowed = (Resubmit(Table.REPLIES), Resubmit(Table.ETH_SRC))
+    return [
+        Rule(
+            Table.GUARD,
+            Priority.HOST,
+            match_items(**{REG_GUARD: pool_uid}, eth_src=mac, in_port=port),
+            allowed,
+            owner=guard,
+        )
+        for mac, port in senders
+    ]
+
+
 def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
     """Counters of one backend's VIP traffic (Open vSwitch mode), owned with
     the MAC's L2 rules. Requests: in CHOSEN, after SLOTS set the backend's
@@ -259,7 +280,8 @@ class AddressPlan:
     backend_macs: tuple[str, ...] = ()  # backends that may hold connections: ICMP "too big" goes to each
     fragments: VipPlan | None = None  # the VIP UDP fragments enter (``fragment_vip``); Open vSwitch mode
     senders: tuple[tuple[str, int | None], ...] = ()  # (MAC, port or None) of the backends behind the address
-    guarded: bool = False  # every backend's port on this switch is known: none else may send from the address
+    guarded: bool = False  # every backend's place is known: none else may send from the address
+    pool_uid: int | None = None  # the one pool of the address's VIPs (GUARD allows its backends); None: several
 
 
 def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
@@ -290,6 +312,14 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
     if switch.mode == "ovs" and address.fragments is not None:
         rules.append(fragments_rule(address.fragments))
+    if switch.mode == "ovs" and address.guarded and address.pool_uid is not None:
+        # One pool's address: one rule here, and the pool's backends are
+        # allowed in GUARD (by MAC and port, owned with each backend's
+        # MAC): a rule per address and per backend, not per both.
+        from_pool = match_items(eth_type=ETH_IP, ipv4_src=ip)
+        guard = (SetField(REG_GUARD, address.pool_uid), Resubmit(Table.GUARD))
+        rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE, from_pool, guard, owner=address_owner))
+        return rules + _address_arp_rules(switch, ip, mac, answer)
     for mac_of_backend, port in address.senders:
         sent = {"eth_type": ETH_IP, "ipv4_src": ip, "eth_src": mac_of_backend}
         if address.guarded:
@@ -309,8 +339,14 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
     if address.guarded:
         from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
+    return rules + _address_arp_rules(switch, ip, mac, answer)
+
+
+def _address_arp_rules(switch: SwitchPlan, ip: str, mac: str, answer: tuple[Action, ...]) -> list[Rule]:
+    """ARP guard, ARP answer and catch-all of a VIP address."""
+    address_owner = owner(Kind.ADDRESS)
     metered = switch.mode == "ovs" and switch.packet_in_limit
-    return rules + [
+    return [
         Rule(
             Table.INGRESS,
             Priority.VIP_ARP_GUARD,

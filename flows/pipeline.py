@@ -45,6 +45,7 @@ class Table(IntEnum):
     UNPINNED = 6  # a handover's SYN whose pin was refused (the limit): to the old backend; by resubmit only
     LEARN = 7  # frames from unknown source MACs to the controller, through a meter; by resubmit only
     REPLIES = 8  # what each backend sends from a VIP address, counted per backend MAC; by resubmit only
+    GUARD = 9  # who may send from a VIP address: a pool's backends, each from its own port; by resubmit only
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -86,6 +87,7 @@ REG_VIP = "reg1"  # uid of the VIP being served
 REG_CHOSEN = "reg2"  # bit 0 set when SLOTS chose a backend
 REG_POOL = "reg3"  # uid of the pool whose slot table applies
 REG_LEARNED = "reg4"  # bit 0: the pin a handover's SYN asked for was learned
+REG_GUARD = "reg5"  # uid of the pool whose backends may send from the packet's VIP address
 
 SLOT_BITS = 16
 # Open vSwitch's datapath hash (symmetric L3/L4) leaves UDP ports out: a UDP
@@ -114,7 +116,7 @@ _ICMP = {"icmpv4_type", "icmpv4_code"}
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
         frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
-        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES}),
+        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(
@@ -139,6 +141,11 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
     Table.LEARN: TableContract(frozenset(), frozenset(), "nothing: resubmit returns"),
+    Table.GUARD: TableContract(
+        frozenset({REG_GUARD, "eth_src", "in_port"}),
+        frozenset({Table.REPLIES, Table.ETH_SRC}),
+        "nothing: resubmit returns, and the packet is dropped",
+    ),
     Table.REPLIES: TableContract(
         frozenset({"eth_src", "eth_type", "ip_proto", "tcp_flags"}), frozenset(), "nothing: resubmit returns"
     ),
@@ -173,6 +180,7 @@ class Kind(IntEnum):
     PIN = 0x04  # learned pins to one backend (never diffed, only deleted)
     HOST = 0x05  # L2 forwarding for one host (owner: its MAC, read from the match)
     ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
+    GUARD = 0x07  # one pool's backends allowed to send from its VIP addresses (GUARD table)
 
 
 OWNER_UID_BITS = 24
@@ -187,7 +195,8 @@ Owner = tuple[Kind, Any]
 BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
 # that hash into them, so a table that grows is complete before a VIP uses it.
-PHASE = {Kind.POOL: 0, Kind.VIP: 1, Kind.ADDRESS: 2, Kind.HOST: 3, Kind.BASE: 4}
+# GUARD before ADDRESS: an address's source rule sends into GUARD, which must allow the backends first.
+PHASE = {Kind.POOL: 0, Kind.GUARD: 1, Kind.VIP: 2, Kind.ADDRESS: 3, Kind.HOST: 4, Kind.BASE: 5}
 
 
 def slot_owner(pool_uid: int, slot: int) -> int:
@@ -233,6 +242,8 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
         return (Kind.ADDRESS, address)
     if kind == Kind.VIP:
         return (Kind.VIP, uid_of(cookie))
+    if kind == Kind.GUARD:
+        return (Kind.GUARD, uid_of(cookie))
     if kind == Kind.POOL:
         slot = fields.get(REG_SLOT)
         if slot is None:  # plain mode: the slot is the masked client address

@@ -32,6 +32,7 @@ from ryu_dsr.flows.compute import (
     base_rules,
     checked,
     fragment_vip,
+    guard_rules,
     hash_group,
     host_rules,
     learn_meter,
@@ -233,6 +234,8 @@ class Balancer:
             }
             for ip in moved | changed:
                 touched |= self._locate(ip)
+            if moved | changed:
+                touched.add((Kind.GUARD, new.uid))  # who may send from its addresses
             touched |= self._slots_of(name, changed) | (self._addresses_of(name) if changed else set())
             if old is not None:
                 for ip in set(old.backends) - set(new.backends):
@@ -574,7 +577,7 @@ class Balancer:
             if not up:
                 self.locator.lost(ip)
             mac = self.at[ip][0]
-            switch.rules.mark([(Kind.HOST, mac)])
+            switch.rules.mark([(Kind.HOST, mac), *self._guards_of(ip)])
             for name in self.config.pools_by_backend.get(ip, ()):
                 touched |= self._refresh_pool(name)
         self._mark(touched)
@@ -707,7 +710,7 @@ class Balancer:
         highest = 0
         for key, cookie in installed.items():
             kind = kind_of(cookie)
-            if kind in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN):
+            if kind in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD):
                 highest = max(highest, uid_of(cookie))
                 who = owner_of(key, cookie)
                 if who is not None and who not in desired:
@@ -760,6 +763,7 @@ class Balancer:
         owners: set[Owner] = set()
         for name, pool in self.config.pools.items():
             owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self._slot_size(name, switch.mode))}
+        owners |= {(Kind.GUARD, pool.uid) for pool in self.config.pools.values()}
         owners |= {(Kind.VIP, v.uid) for v in self.config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in self.config.vips_by_ip}
         return owners
@@ -805,7 +809,7 @@ class Balancer:
         """Every rule one owner should have on one switch."""
         kind, ident = who
         plan = self._switch_plan(switch)
-        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS):
+        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD):
             return []  # nothing enters the fabric here: no balancing
         if kind == Kind.POOL:
             uid, slot = divmod(ident, MAX_SLOTS_OVS)
@@ -823,10 +827,13 @@ class Balancer:
         if kind == Kind.ADDRESS:
             return checked(vip_address_rules(plan, self._address_plan(switch, ident)))
         if kind == Kind.HOST:
-            counted = backend_count_rules(plan, ident) if ident in self.ips_by_mac and not switch.transit else []
             place = self._host_place(ident)
             here = place is not None and place[0] == switch.dpid
+            counted = backend_count_rules(plan, ident) if ident in self.ips_by_mac and not switch.transit else []
             return checked(host_rules(plan, ident, self._host_port(switch, ident), learned=here) + counted)
+        if kind == Kind.GUARD:
+            name = self.pool_names.get(ident)
+            return checked(guard_rules(plan, ident, self._senders_here(switch, name))) if name else []
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []
@@ -857,6 +864,7 @@ class Balancer:
             fragment_vip([self._vip_plan(vip.name, switch.mode) for vip in vips]),
             tuple(sorted(senders.items())),
             placed and found,  # every backend known where: the rest may not send from the address
+            self.config.pools[vips[0].pool].uid if len({vip.pool for vip in vips}) == 1 else None,
         )
 
     def _addresses_of(self, name: str) -> set[Owner]:
@@ -925,6 +933,19 @@ class Balancer:
         if dpid == switch.dpid:
             return port if switch.link_up(port) else None
         return self.fabric.next_port(switch.dpid, dpid)
+
+    def _senders_here(self, switch: Switch, name: str) -> tuple[tuple[str, int], ...]:
+        """(MAC, port) of a pool's backends on this switch, their link up."""
+        senders = set()
+        for ip in self.config.pools[name].backends:
+            mac, dpid, port = self.at.get(ip, (None, None, None))
+            if mac and dpid == switch.dpid and port is not None and switch.link_up(port):
+                senders.add((mac, port))
+        return tuple(sorted(senders))
+
+    def _guards_of(self, ip: str) -> set[Owner]:
+        """The guard owners of a backend's pools."""
+        return {(Kind.GUARD, self.config.pools[n].uid) for n in self.config.pools_by_backend.get(ip, ())}
 
     def _host_place(self, mac: str) -> tuple[int, int] | None:
         """(switch, edge port) of a host: a backend's location, else where
@@ -1029,7 +1050,7 @@ class Balancer:
                 self.ips_by_mac.setdefault(new[0], set()).add(ip)
                 touched.add((Kind.HOST, new[0]))
             self.ips_at.setdefault((new[1], new[2]), set()).add(ip)
-        return touched
+        return touched | self._guards_of(ip)  # where it may send from its VIP addresses
 
     def _ips_on(self, dpid: int) -> set[str]:
         return {ip for (at_dpid, _port), ips in self.ips_at.items() if at_dpid == dpid for ip in ips}
@@ -1070,10 +1091,10 @@ class Balancer:
         return touched
 
     def _pool_owners(self, name: str, uid: int | None = None) -> set[Owner]:
-        """Every slot owner of a pool (of its current uid, or ``uid``)."""
+        """Every slot owner of a pool (of its current uid, or ``uid``), and its guard."""
         uid = self.config.pools[name].uid if uid is None else uid
         size = max(self.planner.sizes.get(name, 0), self.planner.plain_size if self._plain_switches() else 0)
-        return {(Kind.POOL, slot_owner(uid, slot)) for slot in range(size)}
+        return {(Kind.POOL, slot_owner(uid, slot)) for slot in range(size)} | {(Kind.GUARD, uid)}
 
     def _slots_of(self, name: str, ips: set[str]) -> set[Owner]:
         """The slot owners that send to these backends (their MAC changed)."""
