@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ryu_dsr.flows.pipeline import Kind, Priority, Table
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, rest, wait_backends_up
 
 VIP = "10.0.0.100"
 UDP_PORT = 5300
@@ -101,7 +101,7 @@ def main() -> int:
         lab.wait_connected()
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]}
         assert rest(BASE, "POST", "/v1/pools", pool)[0] == 201
-        wait_up(3)
+        wait_backends_up(BASE, 3)
         for name, protocol, port in (("www", "tcp", 80), ("dns", "udp", UDP_PORT)):
             vip = {"name": name, "ip": VIP, "protocol": protocol, "port": port, "pool": "web", "hash": "5tuple"}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
@@ -152,7 +152,7 @@ def main() -> int:
         assert rest(BASE, "POST", "/v1/pools/web/backends", {"ip": "10.0.0.14"})[0] == 201
         runner.join()
         udp_runner.join()
-        wait_up(4)
+        wait_backends_up(BASE, 4)
         moved = slot_table(lab)
         inside, started = {}, {}
         for protocol in ("UDP", "TCP"):  # UDP first: its window is the shorter
@@ -172,16 +172,6 @@ def main() -> int:
         return 0
     finally:
         lab.destroy()
-
-
-def wait_up(count: int, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pool = rest(BASE, "GET", "/v1/pools/web")[1]
-        if [b["status"]["state"] for b in pool["backends"]].count("up") == count:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{count} backends not up in {timeout} s")
 
 
 if __name__ == "__main__":

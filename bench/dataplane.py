@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, rest, wait_backends_up
 
 VIP = "10.0.0.100"
 IPERF_PORT = 5201
@@ -95,7 +95,7 @@ def main() -> int:
         for name, port, hash_fields in (("www", 80, "5tuple"), ("bulk", IPERF_PORT, "source_ip")):
             vip = {"name": name, "ip": VIP, "protocol": "tcp", "port": port, "pool": "web", "hash": hash_fields}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
-        wait_up(3)
+        wait_backends_up(BASE, 3)
         time.sleep(1.0)
         paths = {"direct": lab.hosts["b11"].ip, "ryu_dsr VIP": VIP, "HAProxy proxy": proxy.ip}
         for address in paths.values():  # warm up ARP, caches and HAProxy's connections
@@ -130,16 +130,6 @@ def main() -> int:
         return 0
     finally:
         lab.destroy()
-
-
-def wait_up(count: int, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pool = rest(BASE, "GET", "/v1/pools/web")[1]
-        if [b["status"]["state"] for b in pool["backends"]].count("up") == count:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{count} backends not up in {timeout} s")
 
 
 if __name__ == "__main__":

@@ -456,6 +456,17 @@ def parse_stamp(text: str) -> float:
 TOKENS: dict[str, str] = {}  # REST base URL -> bearer token of the controller there
 
 
+def wait_backends_up(base: str, count: int, pool: str = "web", timeout: float = 20.0) -> None:
+    """Until ``count`` backends of ``pool`` are up (a benchmark's start)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        answer = rest(base, "GET", f"/v1/pools/{pool}")[1]
+        if [b["status"]["state"] for b in answer["backends"]].count("up") == count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} backends not up in {timeout} s")
+
+
 def rest(base: str, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object]:
     """One JSON request (with the controller's token, if the lab started
     it); returns (status, decoded body or None)."""
