@@ -121,6 +121,36 @@ def test_only_the_vips_backends_may_send_from_its_address(tmp_path):
     assert switch.send(tcp("10.0.0.5", "10.0.0.1", 80, 4000, "02:00:00:00:00:99", CLIENT_MAC), in_port=5)
 
 
+def test_the_guard_follows_the_pool_its_ports_and_pools_sharing_an_address(tmp_path):
+    """Two-step guard: the address names its pool, GUARD allows the pool's
+    backends by MAC and port; a backend that leaves the pool may no longer
+    send; an address shared by two pools allows the backends of both."""
+    from ryu_dsr.flows.pipeline import Table
+
+    rig, switch = ready(tmp_path)
+    assert len(switch.rules(Table.GUARD)) == 3  # one per backend, not per address and backend
+    reply = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:0c", CLIENT_MAC)
+    assert switch.send(reply, in_port=5) == []  # the right MAC from another port
+    assert [o.port for o in switch.send(reply, in_port=3)] == [1]
+    rig.balancer.delete_backend("web", "10.0.0.12")
+    assert switch.send(reply, in_port=3) == []  # no longer a backend of the address's pool
+    # a second pool on the same address: each pool's backends may send
+    rig.balancer.create_pool(
+        {
+            "name": "api",
+            "backends": [{"ip": "10.0.0.21", "mac": "02:00:00:00:00:15", "location": {"dpid": 1, "port": 5}}],
+        }
+    )
+    rig.balancer.create_vip(
+        {"name": "api", "ip": VIP, "protocol": "tcp", "port": 8080, "pool": "api", "hash": "5tuple"}
+    )
+    api_reply = tcp(VIP, "10.0.0.1", 8080, 4000, "02:00:00:00:00:15", CLIENT_MAC)
+    assert [o.port for o in switch.send(api_reply, in_port=5)] == [1]
+    web_reply = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:0b", CLIENT_MAC)
+    assert [o.port for o in switch.send(web_reply, in_port=2)] == [1]
+    assert switch.send(tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:99", CLIENT_MAC), in_port=4) == []
+
+
 def test_other_traffic_is_forwarded_by_l2(tmp_path):
     rig = make_rig(tmp_path)
     switch = rig.connect()
