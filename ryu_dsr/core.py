@@ -1297,8 +1297,14 @@ class Balancer:
         now and then once found."""
         if not self.switches:
             return
-        for ip in self.locator.due(self.clock(), force):
+        now = self.clock()
+        for ip in self.locator.due(now, force):
             frame = arp_probe(self.settings.probe_mac, ip)
+            target = None if force else self.locator.target(ip, now)
+            at = self.switches.get(target[0]) if target else None
+            if at is not None and at.link_up(target[1]):
+                self.send(at.dpid, [PacketOut(frame, target[1])])  # out of its own port only
+                continue
             for switch in self.switches.values():
                 self.send(switch.dpid, [PacketOut(frame, self._flood_out(switch))])
 

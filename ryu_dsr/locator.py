@@ -116,6 +116,18 @@ class BackendLocator:
         self.refused.pop(ip, None)
         return "moved"
 
+    def target(self, ip: str, now: float) -> tuple[int, int] | None:
+        """Where to ask a found backend again: its own switch port, while it
+        answers there and nobody else claims its address; None: ask every
+        edge port (not found yet, silent for two rounds, or claimed, so a
+        backend that moved is found at its new place)."""
+        found = self.found.get(ip)
+        if found is None or ip in self.claims or found.dpid is None or found.port is None:
+            return None
+        if now - found.seen > 2 * REPROBE_SECONDS:
+            return None
+        return found.dpid, found.port
+
     def claim_status(self, ip: str) -> dict | None:
         """Another place that claims a backend's address by ARP: being
         confirmed now, or the last one refused."""

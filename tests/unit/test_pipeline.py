@@ -568,3 +568,34 @@ def test_a_backend_that_stopped_answering_arp_comes_back_when_it_answers_again(t
 
     assert checks(answering=False) == "unhealthy"
     assert checks(answering=True) == "up"
+
+
+def test_a_found_backend_is_asked_again_at_its_own_port_and_everywhere_once_it_falls_silent(tmp_path):
+    from ryu_dsr.flows.packets import parse_arp
+
+    from ryu_dsr.locator import REPROBE_SECONDS
+
+    rig, _switch = ready(tmp_path)
+
+    def probes_for(ip: str) -> list:
+        rig.sent.clear()
+        rig.clock.now += REPROBE_SECONDS + 0.1
+        rig.balancer.tick()
+        return [
+            c.port
+            for _dpid, commands in rig.sent
+            for c in commands
+            if isinstance(c, PacketOut)
+            and (parse_arp(c.data) or None)
+            and parse_arp(c.data).tpa == ip
+            and parse_arp(c.data).spa == "0.0.0.0"
+            and parse_arp(c.data).op == 1
+        ]
+
+    rig.resolve_all()
+    ports = probes_for("10.0.0.12")
+    assert 3 in ports and "flood" not in ports  # its own port (the re-probe and the ARP check), not flooded
+    # it stops answering (moved, say): after two silent rounds it is asked everywhere
+    for _ in range(3):
+        ports = probes_for("10.0.0.12")
+    assert "flood" in ports
