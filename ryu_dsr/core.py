@@ -124,6 +124,7 @@ class Balancer:
         self.host_at: dict[str, tuple[int, int]] = {}  # MAC -> (switch, edge port) where it was learned
         self.discovered_at = -DISCOVERY_SECONDS  # when discovery frames last went out
         self.flood_holds: dict[int, float] = {}  # dpid -> when its newest ports may flood
+        self.plans: dict[int, tuple[tuple, SwitchPlan]] = {}  # dpid -> (what it was made from, the plan)
         self.planner = SlotPlanner(
             settings.table_size,
             1 << settings.plain_slot_bits,
@@ -540,6 +541,7 @@ class Balancer:
             for mac in [mac for mac, (at, _port) in self.host_at.items() if at == dpid]:
                 del self.host_at[mac]
             self.flood_holds.pop(dpid, None)
+            self.plans.pop(dpid, None)
             if self.fabric.switch_down(dpid):
                 self._fabric_changed()
             self.health.switch_offline(dpid)
@@ -787,7 +789,14 @@ class Balancer:
         self.wake(switch.dpid)
 
     def _switch_plan(self, switch: Switch) -> SwitchPlan:
-        return SwitchPlan(
+        """What a switch's rules depend on besides the objects: made again
+        only when the fabric or the switch's flooding hold changed, not for
+        every owner a write computes."""
+        key = (switch.mode, self.fabric.version, switch.dpid in self.flood_holds)
+        cached = self.plans.get(switch.dpid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        plan = SwitchPlan(
             mode=switch.mode,
             l2=self.settings.l2_mode,
             probe_mac=self.settings.probe_mac,
@@ -799,6 +808,8 @@ class Balancer:
             links=tuple(sorted(self.fabric.link_ports(switch.dpid))) if self.settings.l2_mode == "learning" else (),
             flood=self.fabric.flood_ports(switch.dpid, self.clock()) if self._holds_flooding(switch) else None,
         )
+        self.plans[switch.dpid] = (key, plan)
+        return plan
 
     def _holds_flooding(self, switch: Switch) -> bool:
         """Flooding is by explicit ports once the switch is in a fabric, or

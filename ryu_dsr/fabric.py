@@ -68,8 +68,10 @@ class Fabric:
     ports: dict[int, dict[int, float]] = field(default_factory=dict)  # dpid -> port -> since when it is up
     seen: dict[Link, float] = field(default_factory=dict)  # link -> when it was last seen
     declared: set[Link] = field(default_factory=set)  # static links
+    version: int = 0  # grows with every change of ports or links (callers cache what they derive)
     _paths: dict[int, dict[int, int]] | None = None  # cache: destination -> switch -> port towards it
     _tree: set[Link] | None = None
+    _link_ports: dict[int, set[int]] | None = None  # cache: switch -> its ports that are links
 
     # ---------------------------------------------------------------- state
 
@@ -95,6 +97,7 @@ class Fabric:
     def port_up(self, dpid: int, port: int, now: float) -> None:
         if dpid in self.ports and port not in self.ports[dpid]:
             self.ports[dpid][port] = now
+            self._changed()
 
     def port_down(self, dpid: int, port: int) -> list[Link]:
         """The port stops (its link too, at once: no wait for a timeout)."""
@@ -103,8 +106,7 @@ class Fabric:
         gone = [link for link in self.links() if (dpid, port) in ((link[0], link[1]), (link[2], link[3]))]
         for link in gone:
             self._remove(link)
-        if gone:
-            self._changed()
+        self._changed()
         return gone
 
     def link_seen(self, a: int, pa: int, b: int, pb: int, now: float) -> bool:
@@ -148,8 +150,10 @@ class Fabric:
             self.graph.remove_edge(link[0], link[2], key=link)
 
     def _changed(self) -> None:
+        self.version += 1
         self._paths = None
         self._tree = None
+        self._link_ports = None
 
     # -------------------------------------------------------------- reading
 
@@ -157,13 +161,14 @@ class Fabric:
         return sorted(key for _a, _b, key in self.graph.edges(keys=True))
 
     def link_ports(self, dpid: int) -> set[int]:
-        out = set()
-        for a, pa, b, pb in self.links():
-            if a == dpid:
-                out.add(pa)
-            if b == dpid:
-                out.add(pb)
-        return out
+        """The switch's ports that lead to other switches (computed once per
+        change of the graph: packet-ins and rule computations ask often)."""
+        if self._link_ports is None:
+            self._link_ports = {}
+            for a, pa, b, pb in self.links():
+                self._link_ports.setdefault(a, set()).add(pa)
+                self._link_ports.setdefault(b, set()).add(pb)
+        return self._link_ports.get(dpid, set())
 
     def edge_ports(self, dpid: int) -> set[int]:
         return set(self.ports.get(dpid, {})) - self.link_ports(dpid)
