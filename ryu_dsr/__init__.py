@@ -131,7 +131,7 @@ class DsrApp(ofp.RyuApp):
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
         # dpid -> (xids of a traffic poll not yet answered, entries read so far, when sent,
-        #         pin count xid -> backend uid, then (uid, count) once answered)
+        #         pin count xid -> backend uid, backend uid -> pins counted)
         self.polls = {}
         if settings.stats_interval:
             self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
@@ -322,7 +322,7 @@ class DsrApp(ofp.RyuApp):
                 last = self.polls.get(dpid)
                 if switch is None or switch.mode != "ovs" or (last and time.monotonic() - last[2] < 3 * interval):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
-                waiting, _entries, _sent, pins = self.polls[dpid] = (set(), [], time.monotonic(), {})
+                waiting, _entries, _sent, pins, _counts = self.polls[dpid] = (set(), [], time.monotonic(), {}, {})
                 tables = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
                 requests = [(ofp.flow_stats_request(datapath, table), None) for table in tables]
                 for uid in self.balancer.pin_holders():
@@ -400,17 +400,15 @@ class DsrApp(ofp.RyuApp):
         dpid = ev.msg.datapath.id
         poll = self.polls.get(dpid)
         if poll and ev.msg.xid in poll[0]:
-            pins = poll[3]
-            pins[ev.msg.xid] = (pins[ev.msg.xid], ev.msg.body.flow_count)  # uid -> (uid, count)
+            poll[4][poll[3][ev.msg.xid]] = ev.msg.body.flow_count
             self._polled(dpid, ev.msg.xid)
 
     def _polled(self, dpid: int, xid: int) -> None:
         """One reply of a poll is whole; when all are, the core reads them."""
-        waiting, entries, sent, pins = self.polls[dpid]
+        waiting, entries, sent, _pins, counts = self.polls[dpid]
         waiting.discard(xid)
         if not waiting:
             del self.polls[dpid]
-            counts = dict(answer for answer in pins.values() if isinstance(answer, tuple))
             self.balancer.traffic_read(dpid, entries, counts)
             self.balancer.traffic.took[dpid] = (time.monotonic() - sent, len(entries))
 
