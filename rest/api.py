@@ -55,6 +55,7 @@ class DsrApi:
         settle: Callable[[], dict[int, str]] | None = None,
         tokens: dict[str, str] | None = None,
         token_file: str = "",
+        cluster: Callable[[], dict] | None = None,
     ) -> None:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
@@ -121,6 +122,7 @@ class DsrApi:
         )
         add("DELETE", "/v1/vips/{vip}", lambda c, vip: (204, b.delete_vip(vip, c.who)))
         add("GET", "/v1/switches", lambda c: (200, views.switches_json(b)))
+        add("GET", "/v1/cluster", lambda c: (200, cluster() if cluster else {"mode": "standalone", "role": "master"}))
         add("POST", "/v1/state/adopt", lambda c: (200, b.adopt_state(c.body, c.who)))
 
     def _add(self, method: str, pattern: str, handler: Callable[..., tuple[int, Any]]) -> None:

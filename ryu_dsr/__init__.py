@@ -77,11 +77,16 @@ class DsrApp(ofp.RyuApp):
         from ryu_dsr.store import StateFileError, open_store, plan_declared
 
         conf = _register_options()
+        self.cluster = None
+        self.switch_roles = {}  # dpid -> role the switch last confirmed for us
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout)
             ofp.fix_openflow_tls()
-            store = open_store(settings.state_file or None)
+            if settings.etcd_endpoints:
+                store = self._cluster_store(settings, conf)
+            else:
+                store = open_store(settings.state_file or None)
             saved = store.load()
             declared = plan_declared(saved.config, settings.declared_file)
             self.datapaths = {}
@@ -98,10 +103,10 @@ class DsrApp(ofp.RyuApp):
             LOG.error("ryu_dsr cannot start: %s", error)
             sys.exit(f"ryu_dsr: {error}")
         LOG.info(
-            "ryu_dsr: %d pools, %d VIPs; state file %s",
+            "ryu_dsr: %d pools, %d VIPs; state in %s",
             len(self.balancer.config.pools),
             len(self.balancer.config.vips),
-            settings.state_file or "(none)",
+            f"etcd {settings.etcd_endpoints}" if self.cluster else settings.state_file or "(nowhere)",
         )
         self.busy = set()  # dpids whose sender is writing
         self.barriers = {}  # dpid -> xid of the last barrier not yet answered
@@ -127,6 +132,7 @@ class DsrApp(ofp.RyuApp):
             settle=lambda: self.wait_confirmed(SETTLE_SECONDS),
             tokens=tokens,
             token_file=settings.token_file,
+            cluster=self.cluster_status,
         )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
@@ -135,6 +141,91 @@ class DsrApp(ofp.RyuApp):
         self.polls = {}
         if settings.stats_interval:
             self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
+        if self.cluster is not None:
+            self.campaigner = ofp.hub.spawn(self.cluster.campaign_forever)
+            self.watcher = ofp.hub.spawn(self.cluster.watch_forever)
+
+    # -- a cluster of controllers (etcd) --
+
+    def _cluster_store(self, settings, conf):
+        """The etcd store, and this controller's membership: a slave (it
+        writes nothing to a switch) until the cluster makes it master."""
+        import socket
+
+        from ryu_dsr.cluster import Cluster, Roles
+        from ryu_dsr.etcd import Etcd
+        from ryu_dsr.etcd_store import EtcdStore
+
+        etcd = Etcd(settings.etcd_endpoints.split(","))
+        store = EtcdStore(etcd, settings.etcd_prefix, settings.etcd_max_txn_ops)
+        node = settings.node_name or f"{socket.gethostname()}:{conf.wsapi_port}"
+        roles = Roles(self._became_master, self._became_slave, self._remote_change, self._reload)
+        rest_url = f"http://{conf.wsapi_host}:{conf.wsapi_port}"
+        self.cluster = Cluster(etcd, store, node, settings.etcd_lease_ttl, roles, ofp.hub.sleep, rest_url)
+        return store
+
+    @property
+    def master(self) -> bool:
+        """Whether this controller programs the switches (always, alone)."""
+        return self.cluster is None or self.cluster.master
+
+    def _claim(self, datapath) -> None:
+        """Tell a switch our role (a cluster only), before anything else."""
+        if self.cluster is not None and (self.cluster.master or self.cluster.generation):
+            datapath.send_msg(ofp.role_request(datapath, self.cluster.master, self.cluster.generation))
+
+    def _became_master(self, generation: int) -> None:
+        """Read everything from etcd, then connect every switch as a
+        restarted controller does: read its flows, send what differs."""
+        from ryu_dsr.store import StateFileError
+
+        try:
+            saved = self.balancer.store.load()
+        except StateFileError as error:
+            LOG.error("cluster: cannot take over: %s", error)
+            self.cluster.step_down(f"cannot read etcd: {error}", resign=True)
+            return
+        self.balancer.restore(saved)
+        for datapath in list(self.datapaths.values()):
+            self._claim(datapath)
+            self._connect(datapath)
+        LOG.warning("cluster: master of %d switches (generation %d)", len(self.datapaths), generation)
+
+    def _became_slave(self, generation: int, reason: str) -> None:
+        for dpid in list(self.balancer.switches):
+            self.balancer.switch_disconnected(dpid)
+        self.connecting.clear()
+        self.reading.clear()
+        self.polls.clear()
+        for datapath in list(self.datapaths.values()):
+            self._claim(datapath)
+        LOG.warning("cluster: slave (%s); switches are left to the master", reason)
+
+    def _remote_change(self, change) -> None:
+        self.balancer.commit(change, who="another controller (etcd)", remote=True)
+
+    def _reload(self) -> None:
+        if self.master:
+            self._became_master(self.cluster.generation)
+        else:
+            self.balancer.restore(self.balancer.store.load())
+
+    def cluster_status(self) -> dict:
+        switches = [
+            {"dpid": f"{dpid:016x}", "role": self.switch_roles.get(dpid, "master" if self.master else "unknown")}
+            for dpid in sorted(self.datapaths)
+        ]
+        if self.cluster is None:
+            return {"mode": "standalone", "role": "master", "switches": switches}
+        return {"mode": "etcd", **self.cluster.to_json(), "switches": switches}
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPRoleReply, ofp.MAIN_DISPATCHER)
+    def _role_reply(self, ev):
+        dpid = ev.msg.datapath.id
+        role = ofp.role_name(ev.msg.role)
+        if self.switch_roles.get(dpid) != role:
+            LOG.info("switch %016x: we are %s (generation %d)", dpid, role, ev.msg.generation_id)
+        self.switch_roles[dpid] = role
 
     # -- output --
 
@@ -144,6 +235,8 @@ class DsrApp(ofp.RyuApp):
         other reach the switch in that order even while an earlier batch is
         still being written (Ryu's send queue blocks when full)."""
         datapath = self.datapaths.get(dpid)
+        if not self.master:
+            return
         if datapath is not None and all(isinstance(c, ofp.PacketOut) for c in commands):
             # Probes and ARP answers do not wait behind a batch of flow
             # changes: their timing is what health checks measure.
@@ -188,6 +281,8 @@ class DsrApp(ofp.RyuApp):
             commands = outbox.get()
             if commands is None:
                 return
+            if not self.master:
+                continue  # stepped down: what was queued is the new master's to decide
             self.busy.add(dpid)
             try:
                 if commands is _FLUSH:
@@ -290,6 +385,10 @@ class DsrApp(ofp.RyuApp):
             try:
                 if now - last > STALL_SECONDS:
                     self.balancer.stalled(now - last)
+                    if self.cluster is not None and self.cluster.master:
+                        # Stopped for a while: are we still master? The switches say first.
+                        for datapath in list(self.datapaths.values()):
+                            self._claim(datapath)
                 last = now
                 self.balancer.tick()
                 if now - frozen > FREEZE_SECONDS:
@@ -342,13 +441,18 @@ class DsrApp(ofp.RyuApp):
         if not self.balancer.admits(datapath.id):
             datapath.close()
             return
-        self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "ports": set(), "installed": {}}
         self.datapaths[datapath.id] = datapath
         old = self.outboxes.pop(datapath.id, None)
         if old is not None:
             old.put(None)
         outbox = self.outboxes[datapath.id] = ofp.hub.Queue()
         ofp.hub.spawn(self._drain, datapath, outbox)
+        self._claim(datapath)
+        self._connect(datapath)
+
+    def _connect(self, datapath):
+        """Read what a switch is and holds; the balancer takes it then (the master only)."""
+        self.connecting[datapath.id] = {"desc": None, "ports_down": set(), "ports": set(), "installed": {}}
         for request in (ofp.desc_stats_request, ofp.port_desc_request, ofp.flow_stats_request):
             datapath.send_msg(request(datapath))
 
@@ -388,6 +492,8 @@ class DsrApp(ofp.RyuApp):
             self.balancer.flows_read(dpid, installed)
             return
         del self.connecting[dpid]
+        if not self.master:
+            return  # a slave keeps the connection only; it connects the switch when it becomes master
         desc = pending["desc"]
         ovs = desc is not None and ofp.is_ovs(desc)
         description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
@@ -426,6 +532,7 @@ class DsrApp(ofp.RyuApp):
             self.barriers.pop(datapath.id, None)
             self.stamps.pop(datapath.id, None)
             self.polls.pop(datapath.id, None)
+            self.switch_roles.pop(datapath.id, None)
             self.busy.discard(datapath.id)
             self.balancer.switch_disconnected(datapath.id)
 
@@ -446,6 +553,13 @@ class DsrApp(ofp.RyuApp):
     def _error(self, ev):
         msg = ev.msg
         dpid = msg.datapath.id
+        refusal = ofp.role_refusal(msg) if self.cluster is not None else None
+        if refusal is not None:
+            self.switch_roles[dpid] = "slave"
+            LOG.warning("cluster: switch %016x refused us: %s", dpid, refusal)
+            if self.cluster.master:
+                self.cluster.step_down(f"switch {dpid:016x} refused us: {refusal}", resign=True)
+            return
         what = self.sent.get(dpid, {}).get(msg.xid, f"message xid {msg.xid}")
         if isinstance(what, ofp.MeterSet):
             if ofp.meter_exists(msg):  # made before (a reconnect): change it in place

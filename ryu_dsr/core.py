@@ -53,7 +53,7 @@ from ryu_dsr.flows.pipeline import (
     uid_of,
 )
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, NormalFragments, PacketOut, Rule
-from ryu_dsr.health import HealthChecker
+from ryu_dsr.health import Health, HealthChecker
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
 from ryu_dsr.model import (
@@ -115,7 +115,13 @@ class Balancer:
         self.wall = wall
         self.wake = wake
         self.read_flows = read_flows
-        saved = saved if saved is not None else self.store.load()
+        self.restore(saved if saved is not None else self.store.load())
+
+    def restore(self, saved: Saved) -> None:
+        """Start from saved state with no switch connected: at start, and
+        when a controller of a cluster becomes master (or reads everything
+        again), which then connects its switches as a restart does."""
+        settings = self.settings
         self.config: Config = saved.config
         self.switches: dict[int, Switch] = {}
         self.fabric = Fabric()  # switches and the links between them (networkx)
@@ -178,23 +184,35 @@ class Balancer:
                 self._locate(ip)
         for name, vip in self.config.vips.items():
             self.vip_names[vip.uid] = name
+        for name, pool in self.config.pools.items():  # what the checks said under the master before
+            for ip, backend in pool.backends.items():
+                if backend.uid in saved.health:
+                    self.health.health[(name, ip)] = Health(healthy=False, last_result=saved.health[backend.uid])
+                    self.health_reasons[(name, ip)] = saved.health[backend.uid]
         for name in self.config.pools:
             self._update_protocols(name)
             self._refresh_pool(name)
 
     # ================================================================ changes
 
-    def commit(self, change: Change, who: str = "") -> None:
+    def commit(self, change: Change, who: str = "", remote: bool = False) -> None:
         """Accept a checked change: save it (with the slot tables it makes),
         then apply it and mark what it touches. If saving fails, nothing
-        changes and the error goes to the caller."""
-        self._check_settings(change)
+        changes and the error goes to the caller. A ``remote`` change was
+        saved by another controller of the cluster: only the runtime data
+        it makes is saved here."""
+        if not remote:
+            self._check_settings(change)
         planned = {}
         for name, pool in change.pools.items():
             if pool is not None:
                 planned[name] = self._plan_tables(pool)
         slots = {name: saved_form(plan) for name, plan in planned.items() if plan is not None}
-        self.store.write(change, slots)
+        failed = {uid: None for uid in self._backends_gone(change) if uid in self._failed_uids()}
+        if remote:
+            self.store.write(slots=slots, health=failed)
+        else:
+            self.store.write(change, slots, health=failed)
         old_pools = {name: self.config.pools.get(name) for name in change.pools}
         old_vips = {name: self.config.vips.get(name) for name in change.vips}
         self.config.apply(change)
@@ -253,6 +271,25 @@ class Balancer:
             LOG.info("change by %s: %s", who, change.summary(self.config))
         self._mark(touched)
         self._probe(force=False)
+
+    def _backends_gone(self, change: Change) -> set[int]:
+        """uids of the backends a change removes (or gives a new uid)."""
+        gone = set()
+        for name, pool in change.pools.items():
+            old = self.config.pools.get(name)
+            if old is None:
+                continue
+            for ip, backend in old.backends.items():
+                if pool is None or ip not in pool.backends or pool.backends[ip].uid != backend.uid:
+                    gone.add(backend.uid)
+        return gone
+
+    def _failed_uids(self) -> set[int]:
+        return {
+            self.config.pools[name].backends[ip].uid
+            for name, ip in self.health_reasons
+            if name in self.config.pools and ip in self.config.pools[name].backends
+        }
 
     def _check_settings(self, change: Change) -> None:
         for name, pool in change.pools.items():
@@ -1326,11 +1363,15 @@ class Balancer:
                 port = send.port if send.port is not None else self._flood_out(switch)
                 self.send(send.dpid, [PacketOut(send.frame, port)])
         touched: set[Owner] = set()
+        failed: dict[int, str | None] = {}  # saved where a new master reads them (etcd)
         for change in transitions:
             if change.healthy:
                 self.health_reasons.pop((change.pool, change.ip), None)
             else:
                 self.health_reasons[(change.pool, change.ip)] = change.reason
+            backend = self.config.pools.get(change.pool) and self.config.pools[change.pool].backends.get(change.ip)
+            if backend:
+                failed[backend.uid] = None if change.healthy else change.reason
             LOG.info(
                 "pool %s backend %s: health %s (%s)",
                 change.pool,
@@ -1340,6 +1381,8 @@ class Balancer:
             )
             if change.pool in self.config.pools:
                 touched |= self._refresh_pool(change.pool)
+        if failed:
+            self.store.write(health=failed)
         return touched
 
     def _expire_drains(self) -> None:

@@ -318,11 +318,12 @@ class Lab:
         of_port: int = 6653,
         log_name: str = "ryu-manager.log",
         ryu_options: dict[str, str] | None = None,
+        conf_name: str = "ryu_dsr.conf",
     ) -> subprocess.Popen:
         """``ryu-manager --config-file FILE ryu_dsr`` with a [dsr] section
         from ``conf`` (and ryu-manager's own ``ryu_options``); returns once
         the REST API answers."""
-        conf_file = self.run_dir / "ryu_dsr.conf"
+        conf_file = self.run_dir / conf_name
         lines = [
             "[DEFAULT]",
             "wsapi_host = 127.0.0.1",
@@ -360,6 +361,63 @@ class Lab:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("ryu-manager did not start its REST API in 30 s")
+
+    # ---------------------------------------------------------- a cluster
+
+    def start_etcd(self, port: int) -> subprocess.Popen:
+        """etcd (Debian's etcd-server) on loopback, its data in the run
+        directory (kept across restarts); returns once it answers."""
+        data = self.run_dir / "etcd"
+        out = open(self.run_dir / "etcd.log", "ab")
+        proc = subprocess.Popen(
+            [
+                "etcd",
+                "--name=lab",
+                f"--data-dir={data}",
+                f"--listen-client-urls=http://127.0.0.1:{port}",
+                f"--advertise-client-urls=http://127.0.0.1:{port}",
+                f"--listen-peer-urls=http://127.0.0.1:{port + 1}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{port + 1}",
+                f"--initial-cluster=lab=http://127.0.0.1:{port + 1}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {proc.returncode}; see {self.run_dir / 'etcd.log'}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    if json.loads(answer.read()).get("health") == "true":
+                        return proc
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("etcd did not answer in 20 s")
+
+    def set_controllers(self, ports: list[int], bridge: str | None = None) -> None:
+        """Point a bridge at several controllers (each at 127.0.0.1:port)."""
+        bridge = bridge or self.bridge
+        args: list[str] = []
+        ids = []
+        for i, port in enumerate(ports):
+            ids.append(f"@c{i}")
+            args += ["--", f"--id=@c{i}", "create", "controller", f'target="tcp:127.0.0.1:{port}"']
+            args += ["max_backoff=1000", "inactivity_probe=5000"]
+        self.vsctl(*args[1:], "--", "set", "bridge", bridge, f"controller={','.join(ids)}")
+
+    def controller_roles(self) -> dict[int, tuple[str, bool]]:
+        """OpenFlow port of each controller of the switches -> (role the
+        switch gives it, whether it is connected)."""
+        out = self.vsctl("--format=json", "--columns=target,role,is_connected", "list", "controller")
+        roles = {}
+        for target, role, connected in json.loads(out)["data"]:
+            port = int(target.rsplit(":", 1)[1])
+            roles[port] = (role if isinstance(role, str) else "", connected)
+        return roles
 
     def wait_connected(self, timeout: float = 15) -> None:
         deadline = time.time() + timeout
@@ -461,7 +519,7 @@ def wait_backends_up(base: str, count: int, pool: str = "web", timeout: float = 
     deadline = time.time() + timeout
     while time.time() < deadline:
         answer = rest(base, "GET", f"/v1/pools/{pool}")[1]
-        if [b["status"]["state"] for b in answer["backends"]].count("up") == count:
+        if [b["status"]["state"] for b in answer.get("backends", [])].count("up") == count:  # 404 until it is there
             return
         time.sleep(0.1)
     raise RuntimeError(f"{count} backends not up in {timeout} s")

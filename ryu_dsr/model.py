@@ -655,6 +655,32 @@ class Config:
     def saved_vip(vip: Vip) -> dict[str, Any]:
         return dict(vip.to_json(), uid=vip.uid)
 
+    @staticmethod
+    def pool_from_saved(item: Any, where: str, high_uid: int = (1 << 24) - 1) -> Pool:
+        """One pool in its saved form (uids included), every rule run again."""
+        _check_object(item, where, Pool.FIELDS | {"uid"})
+        plain = {k: v for k, v in item.items() if k != "uid"}
+        backends = item.get("backends", [])
+        if isinstance(backends, list):
+            plain["backends"] = [
+                {k: v for k, v in b.items() if k != "uid"} if isinstance(b, dict) else b for b in backends
+            ]
+        pool = parse_pool(plain, where)
+        pool.uid = parse_int(item.get("uid"), f"{where}.uid", 1, high_uid)
+        for j, (b_item, backend) in enumerate(zip(backends, pool.backends.values())):
+            backend.uid = parse_int(b_item.get("uid"), f"{where}.backends[{j}].uid", 1, high_uid)
+        return pool
+
+    @staticmethod
+    def vip_from_saved(item: Any, where: str, high_uid: int = (1 << 24) - 1) -> Vip:
+        """One VIP in its saved form, every rule run again."""
+        _check_object(item, where, Vip.FIELDS | {"uid"})
+        vip = parse_vip({k: v for k, v in item.items() if k != "uid"}, where)
+        vip.uid = parse_int(item.get("uid"), f"{where}.uid", 1, high_uid)
+        if not vip.mac:
+            vip.mac = default_vip_mac(vip.ip)
+        return vip
+
     @classmethod
     def from_saved(cls, pools: list, vips: list, next_uid: Any) -> Config:
         """Rebuild saved objects, running every rule again, so a hand-edited
@@ -663,26 +689,17 @@ class Config:
         change = Change(next_uid=parse_int(next_uid, "state.next_uid", 1, (1 << 24) - 1))
         uids: set[int] = set()
 
-        def take(value: Any, where: str) -> int:
-            uid = parse_int(value, where, 1, change.next_uid - 1)
+        def take(uid: int, where: str) -> None:
             if uid in uids:
                 raise InvalidInput(where, f"uid {uid} is used twice")
             uids.add(uid)
-            return uid
 
         for i, item in enumerate(pools):
             where = f"pools[{i}]"
-            _check_object(item, where, Pool.FIELDS | {"uid"})
-            plain = {k: v for k, v in item.items() if k != "uid"}
-            backends = item.get("backends", [])
-            if isinstance(backends, list):
-                plain["backends"] = [
-                    {k: v for k, v in b.items() if k != "uid"} if isinstance(b, dict) else b for b in backends
-                ]
-            pool = parse_pool(plain, where)
-            pool.uid = take(item.get("uid"), f"{where}.uid")
-            for j, (b_item, backend) in enumerate(zip(backends, pool.backends.values())):
-                backend.uid = take(b_item.get("uid"), f"{where}.backends[{j}].uid")
+            pool = cls.pool_from_saved(item, where, change.next_uid - 1)
+            take(pool.uid, f"{where}.uid")
+            for j, backend in enumerate(pool.backends.values()):
+                take(backend.uid, f"{where}.backends[{j}].uid")
             if pool.name in change.pools:
                 raise InvalidInput(f"{where}.name", f"pool {pool.name!r} is listed twice")
             change.pools[pool.name] = pool
@@ -690,11 +707,8 @@ class Config:
         change = Change(next_uid=change.next_uid)
         for i, item in enumerate(vips):
             where = f"vips[{i}]"
-            _check_object(item, where, Vip.FIELDS | {"uid"})
-            vip = parse_vip({k: v for k, v in item.items() if k != "uid"}, where)
-            vip.uid = take(item.get("uid"), f"{where}.uid")
-            if not vip.mac:
-                vip.mac = default_vip_mac(vip.ip)
+            vip = cls.vip_from_saved(item, where, change.next_uid - 1)
+            take(vip.uid, f"{where}.uid")
             if vip.name in change.vips:
                 raise InvalidInput(f"{where}.name", f"VIP {vip.name!r} is listed twice")
             try:

@@ -521,3 +521,28 @@ def encode_flow_add(rule: Rule, xid: int) -> bytes:
         buf += _instruction_bytes.__wrapped__(rule.actions, rule.goto, rule.write_metadata, rule.meter)
     struct.pack_into(ofp.OFP_HEADER_PACK_STR, buf, 0, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(buf), xid)
     return bytes(buf)
+
+
+# -- controller roles (several controllers of one switch) --
+
+ROLE_NAMES = {ofp.OFPCR_ROLE_EQUAL: "equal", ofp.OFPCR_ROLE_MASTER: "master", ofp.OFPCR_ROLE_SLAVE: "slave"}
+
+
+def role_request(datapath, master: bool, generation: int):
+    """OFPT_ROLE_REQUEST: master or slave, with the cluster's generation id
+    (the switch refuses one older than the newest it has seen)."""
+    role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+    return parser.OFPRoleRequest(datapath, role, generation & ((1 << 64) - 1))
+
+
+def role_name(role: int) -> str:
+    return ROLE_NAMES.get(role, str(role))
+
+
+def role_refusal(msg) -> str | None:
+    """Why a switch's error means it does not take us as master, or None."""
+    if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED and msg.code == ofp.OFPRRFC_STALE:
+        return "our role request carries a stale generation id (a newer master exists)"
+    if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
+        return "we are slave there (a newer master took the switch)"
+    return None

@@ -35,6 +35,32 @@ OPTIONS = (
         "/var/lib/ryu_dsr/state.db",
         "SQLite file where accepted changes are saved (a 0.1 JSON state file there is imported); empty: not saved",
     ),
+    Option(
+        "etcd_endpoints",
+        str,
+        "",
+        "etcd client URLs (http://HOST:PORT, comma separated): the state is kept in etcd and shared by every "
+        "controller pointed at it, one of them master of the switches; empty: one controller, state_file",
+    ),
+    Option("etcd_prefix", str, "/ryu_dsr", "where in etcd's key space this cluster's keys are"),
+    Option(
+        "etcd_lease_ttl",
+        int,
+        5,
+        "seconds a controller stays a candidate (and master) after it last reached etcd; a dead master is "
+        "replaced after this",
+        low=2,
+        high=300,
+    ),
+    Option(
+        "etcd_max_txn_ops",
+        int,
+        128,
+        "operations per etcd transaction (etcd's --max-txn-ops); a change of more objects is written in steps",
+        low=8,
+        high=1 << 20,
+    ),
+    Option("node_name", str, "", "this controller's name in the cluster; empty: host name and REST port"),
     Option("declared_file", str, "", "JSON file of pools and VIPs applied at start (same shape as REST bodies)"),
     Option(
         "l2_mode",
@@ -223,6 +249,10 @@ class _SettingsMethods:
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:
                 value = parse_ipv4(value, where)
+            if name == "etcd_endpoints":
+                value = ",".join(parse_endpoints(value, where))
+            if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):
+                raise InvalidInput(where, "must be a key path like /ryu_dsr (letters, digits, _ . - /)")
             if name == "switches":
                 value = ",".join(f"{dpid:016x}" for dpid in sorted(parse_dpids(value, where)))
             checked[name] = value
@@ -269,6 +299,18 @@ def parse_dpids(text: str, where: str) -> set[int]:
             raise InvalidInput(where, f"{item!r} is not a datapath id (up to 16 hex digits, like 0000000000000001)")
         dpids.add(int(digits, 16))
     return dpids
+
+
+def parse_endpoints(text: str, where: str) -> list[str]:
+    """etcd client URLs: http:// or https://, a host and a port."""
+    endpoints = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", item):
+            raise InvalidInput(where, f"{item!r} is not an etcd client URL (like http://127.0.0.1:2379)")
+        endpoints.append(item)
+    return endpoints
 
 
 def _from_text(option: Option, text: str, where: str) -> Any:

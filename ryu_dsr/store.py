@@ -48,6 +48,7 @@ class Saved:
     slots: dict[str, Any] = field(default_factory=dict)  # pool name -> saved slot tables
     found: dict[str, dict] = field(default_factory=dict)  # backend ip -> {"mac", "dpid", "port"}
     flags: dict[str, str] = field(default_factory=dict)  # controller-wide runtime flags
+    health: dict[int, str] = field(default_factory=dict)  # backend uid -> why it failed (etcd only)
 
 
 class Store:
@@ -64,9 +65,13 @@ class Store:
         slots: dict[str, Any] | None = None,
         found: dict[str, dict | None] | None = None,
         flags: dict[str, str] | None = None,
+        health: dict[int, str | None] | None = None,
     ) -> None:
         """Save a desired-state change and runtime rows (None deletes a row)
-        in one transaction: all of it or none."""
+        in one transaction: all of it or none. ``health`` (the backends that
+        failed their checks, by uid) is kept where controllers hand over to
+        each other (etcd); SQLite leaves it out, and a restarted controller
+        trusts every backend until it fails its checks again."""
 
     def close(self) -> None:
         pass
@@ -142,6 +147,7 @@ class SqliteStore(Store):
         slots: dict[str, Any] | None = None,
         found: dict[str, dict | None] | None = None,
         flags: dict[str, str] | None = None,
+        health: dict[int, str | None] | None = None,
     ) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
