@@ -33,3 +33,4 @@ bench: setup
 	$(PY) bench/fabric.py
 	$(PY) bench/scale.py
 	$(PY) bench/rest_load.py
+	$(PY) bench/cluster.py

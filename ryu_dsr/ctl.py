@@ -6,7 +6,7 @@
     dsrctl backend-add POOL IP [--weight W] | backend-rm POOL IP | weight POOL IP W
     dsrctl vips | vip NAME
     dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] | vip-rm NAME
-    dsrctl switches | topology | stats | config | apply FILE [--dry-run]
+    dsrctl switches | topology | cluster | stats | config | apply FILE [--dry-run]
 
 Tables by default, ``--json`` for the API's own JSON. The API address is
 ``--api`` or ``DSRCTL_API`` (default http://127.0.0.1:8080), the token
@@ -218,6 +218,19 @@ def run(args, client: Client) -> Any:
             ["host", "switch", "port", "backend of"],
         )
         return topology, "\n\n".join((switches, links, hosts))
+    if c == "cluster":
+        cluster = client.call("GET", "/v1/cluster")
+        head = f"{cluster.get('node', 'this controller')}: {cluster['role']} ({cluster['mode']})"
+        if cluster["mode"] == "etcd":
+            etcd = cluster["etcd"]
+            head += f"; master {cluster['master']}, generation {cluster['generation']}; etcd {etcd['endpoint']} "
+            head += "healthy" if etcd["healthy"] else f"unreachable: {etcd['error']}"
+        members = table(
+            [[m["node"], m["rest"], m["since_revision"]] for m in cluster.get("members", [])],
+            ["candidate (in line)", "REST", "since revision"],
+        )
+        switches = table([[s["dpid"], s["role"]] for s in cluster["switches"]], ["switch", "our role there"])
+        return cluster, "\n\n".join((head, members, switches))
     if c == "switches":
         switches = client.call("GET", "/v1/switches")
         return switches, table(
@@ -260,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", default=DEFAULT_TOKEN_FILE)
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("status", "pools", "vips", "switches", "topology", "stats", "config"):
+    for name in ("status", "pools", "vips", "switches", "topology", "cluster", "stats", "config"):
         sub.add_parser(name)
     for name in ("pool", "pool-rm", "vip", "vip-rm"):
         sub.add_parser(name).add_argument("name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -107,6 +108,11 @@ def test_one_master_the_other_slave_as_the_switch_records_it(cluster):
     assert status["etcd"]["healthy"] is True
     wait_for(lambda: cluster.lab.controller_roles()[NODES["beta"][1]][0] == "slave", what="beta slave at the switch")
     assert cluster.cluster("alpha")["generation"] == status["generation"] > 0
+    shown = subprocess.run(
+        ["dsrctl", "--api", cluster.base("beta"), "cluster"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "beta: slave (etcd); master alpha" in shown and "healthy" in shown, shown
+    assert re.search(r"0000000000000001\s+slave", shown), shown
 
 
 def test_a_write_on_the_slave_reaches_the_switch(cluster):

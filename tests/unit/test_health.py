@@ -274,3 +274,46 @@ def test_patching_a_check_keeps_the_fields_not_given(tmp_path):
     rig.balancer.patch_pool("web", {"health_check": {"interval": 1.0}})
     changed = views.pool_json(rig.balancer, "web")["health_check"]
     assert (changed["kind"], changed["port"], changed["fall"], changed["interval"]) == ("tcp", 8080, 3, 1.0)
+
+
+def test_failed_backends_are_saved_and_a_new_master_keeps_them_out_until_they_pass(tmp_path):
+    """Where controllers hand over (etcd), the store keeps which backends
+    failed: a controller that starts from it (a new master) keeps them out
+    of the hash from its first flow, and trusts the others."""
+    from ryu_dsr.core import Balancer
+    from ryu_dsr.store import Saved, Store
+
+    class Kept(Store):  # the interface, keeping what a cluster store keeps
+        def __init__(self):
+            self.health = {}
+
+        def write(self, change=None, slots=None, found=None, flags=None, health=None):
+            for uid, reason in (health or {}).items():
+                if reason is None:
+                    self.health.pop(uid, None)
+                else:
+                    self.health[uid] = reason
+
+    check = {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2}
+    rig, _switch = checked(tmp_path, check)
+    kept = rig.balancer.store = Kept()
+    for _ in range(2):
+        tick(rig, 0.05)
+        tick(rig, 0.25)  # no backend answers: all fail
+    uids = {ip: b.uid for ip, b in rig.balancer.config.pools["web"].backends.items()}
+    assert set(kept.health) == set(uids.values()) and "no answer" in kept.health[uids["10.0.0.13"]]
+    for _ in range(2):  # two pass again
+        tick(rig, 0.3)
+        for syn in [p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
+            if syn.dst in ("10.0.0.11", "10.0.0.12"):
+                answer(rig, syn, TCP_SYN | TCP_ACK)
+    assert set(kept.health) == {uids["10.0.0.13"]}
+
+    saved = Saved(rig.balancer.config, {"web": rig.balancer.planner.saved("web")}, health=dict(kept.health))
+    successor = Balancer(rig.balancer.settings, kept, saved=saved, clock=rig.clock, wall=rig.clock)
+    status = views.backend_json(successor, "web", "10.0.0.13")["status"]
+    assert status["health"]["healthy"] is False and "no answer" in status["health"]["last_result"]
+    assert [successor.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
+    # A backend removed from the pool leaves the saved failures with it.
+    successor.delete_backend("web", "10.0.0.13")
+    assert kept.health == {}
