@@ -6,8 +6,11 @@ A client and four DSR backends in namespaces, ryu-manager, HAProxy
 answering HTTP on each backend and tools/udp_echo.py answering UDP. TCP:
 ApacheBench without keep-alive (every request a new connection). UDP:
 tools/udp_load.py (every request a new flow, from a new source port). Each
-round runs the four cases interleaved (direct TCP, VIP TCP, direct UDP, VIP
-UDP); the table shows medians. Then the same load runs while a backend is
+round runs the cases interleaved (direct TCP, VIP TCP, direct UDP, VIP
+UDP, and TCP from three ApacheBench at once: one to each of the three
+backends against all three to the VIP, so that both sides load the same
+backends from the same number of client processes); the table shows
+medians. Then the same load runs while a backend is
 added to the pool (its slots hand over), and once more inside the handover
 window. After each part: the slot table's pins and handover rules.
 
@@ -46,6 +49,25 @@ def ab(lab: Lab, address: str, requests: int, concurrency: int) -> dict:
         "failed": int(number("Failed requests") + number("Non-2xx responses")),
         "done": int(number("Complete requests")),
     }
+
+
+def ab_split(lab: Lab, addresses: list[str], requests: int, concurrency: int) -> dict:
+    """One ApacheBench per address at once, the load split between them;
+    connections per second over the whole run."""
+    results: list[dict] = []
+    share = requests // len(addresses)
+    runs = [
+        threading.Thread(target=lambda a=a: results.append(ab(lab, a, share, max(1, concurrency // len(addresses)))))
+        for a in addresses
+    ]
+    started = time.monotonic()
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    took = time.monotonic() - started
+    done = sum(r["done"] for r in results)
+    return {"per_second": done / took, "failed": sum(r["failed"] for r in results), "done": done}
 
 
 def udp(lab: Lab, address: str, requests: int, concurrency: int) -> dict:
@@ -107,6 +129,7 @@ def main() -> int:
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
         time.sleep(1.0)
         direct = lab.hosts["b11"].ip
+        spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
         ab(lab, direct, 2000, args.concurrency), ab(lab, VIP, 2000, args.concurrency)  # warm up ARP and caches
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
         cases = {
@@ -114,6 +137,8 @@ def main() -> int:
             ("TCP", "VIP"): lambda: ab(lab, VIP, args.requests, args.concurrency),
             ("UDP", "direct"): lambda: udp(lab, direct, args.requests, 32),
             ("UDP", "VIP"): lambda: udp(lab, VIP, args.requests, 32),
+            ("TCP", "direct, spread"): lambda: ab_split(lab, spread, args.requests, args.concurrency),
+            ("TCP", "VIP, split"): lambda: ab_split(lab, [VIP] * len(spread), args.requests, args.concurrency),
         }
         results: dict = {case: [] for case in cases}
         for _round in range(args.rounds):
@@ -127,6 +152,14 @@ def main() -> int:
             v = statistics.median(r["per_second"] for r in results[(protocol, "VIP")])
             failed = [sum(r["failed"] for r in results[(protocol, where)]) for where in ("direct", "VIP")]
             print(f"{protocol:<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}{f'{failed[0]} / {failed[1]}':>22}")
+        d = statistics.median(r["per_second"] for r in results[("TCP", "direct, spread")])
+        v = statistics.median(r["per_second"] for r in results[("TCP", "VIP, split")])
+        failed = [sum(r["failed"] for r in results[("TCP", w)]) for w in ("direct, spread", "VIP, split")]
+        print(f"{'TCP, 3 ab':<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}{f'{failed[0]} / {failed[1]}':>22}")
+        print(
+            "  (TCP, 3 ab: three ApacheBench at once, -c 16 each; direct: one to each of the three backends,"
+            " VIP: all three to the VIP)"
+        )
         print(
             f"slot table after: {steady['slots']} slot rules, {steady['handover']} handover rules, "
             f"{steady['pins']} pins"

@@ -161,6 +161,7 @@ class Cluster:
             self.sleep(max(self.ttl / 3.0, 0.5))
 
     def watch_forever(self) -> None:
+        self.watched = max(self.watched, self.store.loaded_revision)  # from the state read at start
         while True:
             try:
                 self.watched = self.etcd.watch(self.store.prefix, self.watched + 1, self._seen) - 1

@@ -147,9 +147,6 @@ class EtcdStore(Store):
         for uid, reason in (health or {}).items():
             runtime[self.key("runtime", "health", uid)] = reason
         if change is not None:
-            for name, pool in change.pools.items():
-                if pool is None:
-                    runtime[self.key("runtime", "slots", name)] = None
             self._write_change(change, runtime)
         elif runtime:
             self.write_runtime(runtime)
@@ -196,7 +193,8 @@ class EtcdStore(Store):
         then VIPs, then pools deleted."""
         ops = [_op(self.key("config", "pools", n), _saved_pool(p)) for n, p in change.pools.items() if p is not None]
         ops += [_op(self.key("config", "vips", n), _saved_vip(v)) for n, v in change.vips.items()]
-        ops += [delete(self.key("config", "pools", n)) for n, p in change.pools.items() if p is None]
+        for name in (n for n, p in change.pools.items() if p is None):  # its slot tables go with it, whoever writes
+            ops += [delete(self.key("config", "pools", name)), delete(self.key("runtime", "slots", name))]
         steps: list[list[dict]] = [[]]
         size = 0
         for op in ops:

@@ -85,7 +85,9 @@ class Fabric:
 
     def create_web(self, backends=(11, 12, 13), hash_fields="5tuple", health_check=None):
         """Pool "web" of the given backends (by IP only) and VIP "www" on
-        VIP:80; returns once every backend is up."""
+        VIP:80; returns once every backend is up and no slot is held (a
+        backend found after the VIP exists holds its slots' new
+        connections on the first backend for 2 s)."""
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in backends]}
         if health_check is not None:
             pool["health_check"] = health_check
@@ -93,6 +95,7 @@ class Fabric:
         vip = {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": hash_fields}
         assert self.api("POST", "/v1/vips", vip)[0] == 201
         self.wait_backends_up(count=len(backends))
+        wait_for(lambda: not self.api("GET", "/v1/pools/web")[1]["handover"]["holding"], 10, what="no slot held")
 
     def wait_backends_up(self, pool="web", count=3, timeout=15):
         def up():

@@ -139,3 +139,19 @@ def test_a_watch_from_a_compacted_revision_says_so(etcd, prefix):
     etcd.call("kv/compaction", {"revision": revision, "physical": True})
     with pytest.raises(Compacted):
         etcd.watch(prefix + "/", 1, lambda revision, events: None, idle=1.0)
+
+
+def test_a_pool_deleted_through_any_controller_takes_its_slot_tables_with_it(etcd, prefix):
+    master, other = EtcdStore(etcd, prefix), EtcdStore(etcd, prefix)
+    config = master.load().config
+    lease = etcd.grant(10)
+    key = f"{prefix}/members/{lease:x}"
+    _ok, created, _ = etcd.txn([], [put(key, "{}", lease)])
+    master.leader = (key, created)
+    change = pool_change(config, "web", "10.0.0.11")
+    master.write(change, slots={"web": {"size": 64}})
+    assert [kv.key for kv in etcd.range_prefix(f"{prefix}/runtime/slots/")[1]] == [f"{prefix}/runtime/slots/web"]
+    seen = other.load().config  # not master: it may change the desired state only
+    other.write(seen.plan_pool_delete("web"))
+    assert etcd.range_prefix(f"{prefix}/runtime/slots/")[1] == []
+    assert "web" not in EtcdStore(etcd, prefix).load().config.pools
