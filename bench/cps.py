@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -49,6 +50,12 @@ def ab(lab: Lab, address: str, requests: int, concurrency: int) -> dict:
         "failed": int(number("Failed requests") + number("Non-2xx responses")),
         "done": int(number("Complete requests")),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ab_split(lab: Lab, addresses: list[str], requests: int, concurrency: int) -> dict:
@@ -141,9 +148,14 @@ def main() -> int:
             ("TCP", "VIP, split"): lambda: ab_split(lab, [VIP] * len(spread), args.requests, args.concurrency),
         }
         results: dict = {case: [] for case in cases}
+        switch_pid = int((lab.run_dir / "ovs-vswitchd.pid").read_text())
+        switch_cpu: dict = {case: [] for case in cases}  # ovs-vswitchd CPU seconds per connection
         for _round in range(args.rounds):
             for case, run in cases.items():
+                before = cpu_seconds(switch_pid)
                 results[case].append(run())
+                done = results[case][-1].get("done", results[case][-1].get("answered", 0))
+                switch_cpu[case].append((cpu_seconds(switch_pid) - before) / max(1, done))
         steady = slot_table(lab)
         print(f"\nNew connections per second, {args.rounds} interleaved rounds of {args.requests} requests, medians")
         print(f"{'protocol':<9}{'direct':>10}{'VIP':>10}{'VIP/direct':>12}{'failed (direct/VIP)':>22}")
@@ -160,6 +172,11 @@ def main() -> int:
             "  (TCP, 3 ab: three ApacheBench at once, -c 16 each; direct: one to each of the three backends,"
             " VIP: all three to the VIP)"
         )
+        print("Open vSwitch's CPU time per connection (ovs-vswitchd, microseconds), medians")
+        for protocol, direct_case, vip_case in (("TCP", "direct", "VIP"), ("UDP", "direct", "VIP")):
+            d = statistics.median(switch_cpu[(protocol, direct_case)]) * 1e6
+            v = statistics.median(switch_cpu[(protocol, vip_case)]) * 1e6
+            print(f"{protocol:<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}")
         print(
             f"slot table after: {steady['slots']} slot rules, {steady['handover']} handover rules, "
             f"{steady['pins']} pins"

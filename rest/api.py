@@ -60,7 +60,7 @@ class DsrApi:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
         self.balancer = balancer
-        self.metrics = metrics.registry_for(balancer)
+        self.metrics = metrics.registry_for(balancer, cluster)
         self.settle = settle
         self.tokens = tokens
         self.token_file = token_file

@@ -41,6 +41,9 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "switch_stats_poll_flows": ("gauge", "counting flows the last traffic counter poll read", ("switch",)),
     "switch_kept_owners": ("gauge", "rule owners kept on the switch from an unknown earlier state", ("switch",)),
+    "cluster_master": ("gauge", "1 while this controller is master of the switches (etcd cluster)", ("node",)),
+    "cluster_candidates": ("gauge", "controllers standing in the etcd cluster, the master included", ()),
+    "cluster_etcd_healthy": ("gauge", "1 while etcd answered this controller's last call", ()),
     "pools": ("gauge", "pools configured", ()),
     "vips": ("gauge", "VIPs configured", ()),
     "pool_slots": ("gauge", "slots in the pool's consistent-hash table", ("pool",)),
@@ -95,8 +98,9 @@ def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
 class BalancerCollector:
     """A prometheus_client collector over one balancer's state."""
 
-    def __init__(self, balancer: Any) -> None:
+    def __init__(self, balancer: Any, cluster: Any = None) -> None:
         self.balancer = balancer
+        self.cluster = cluster  # () -> GET /v1/cluster's body, or None
 
     def describe(self) -> list:
         return [_family(name) for name in METRICS]
@@ -124,6 +128,11 @@ class BalancerCollector:
                 add("switch_stats_poll_seconds", dpid, took[0])
                 add("switch_stats_poll_flows", dpid, took[1])
             add("switch_kept_owners", dpid, len(switch.kept))
+        cluster = self.cluster() if self.cluster is not None else None
+        if cluster is not None and cluster["mode"] == "etcd":
+            add("cluster_master", (cluster["node"],), 1 if cluster["role"] == "master" else 0)
+            add("cluster_candidates", (), len(cluster["members"]))
+            add("cluster_etcd_healthy", (), 1 if cluster["etcd"]["healthy"] else 0)
         add("pools", (), len(b.config.pools))
         add("vips", (), len(b.config.vips))
         up_by_pool = {}
@@ -170,9 +179,9 @@ class BalancerCollector:
         yield from families.values()
 
 
-def registry_for(balancer: Any) -> CollectorRegistry:
+def registry_for(balancer: Any, cluster: Any = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BalancerCollector(balancer))
+    registry.register(BalancerCollector(balancer, cluster))
     return registry
 
 

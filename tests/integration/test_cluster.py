@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -113,6 +114,9 @@ def test_one_master_the_other_slave_as_the_switch_records_it(cluster):
     ).stdout
     assert "beta: slave (etcd); master alpha" in shown and "healthy" in shown, shown
     assert re.search(r"0000000000000001\s+slave", shown), shown
+    scrape = urllib.request.urlopen(cluster.base("beta") + "/metrics", timeout=5).read().decode()
+    assert 'ryu_dsr_cluster_master{node="beta"} 0.0' in scrape and "ryu_dsr_cluster_candidates 2.0" in scrape
+    assert "ryu_dsr_cluster_etcd_healthy 1.0" in scrape
 
 
 def test_a_write_on_the_slave_reaches_the_switch(cluster):
