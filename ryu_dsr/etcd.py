@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -57,6 +58,17 @@ class Event:
     value: str | None
     revision: int
     create_revision: int = 0
+
+
+def _why(error: Exception | None) -> str:
+    """A short reason for a failed call (requests' own text is a paragraph)."""
+    text = getattr(error, "detail_text", None) or str(error or "")
+    found = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
+    if found:
+        return found[1].strip()
+    if "timed out" in text.lower():
+        return "timed out"
+    return text[:200] or type(error).__name__
 
 
 def b64(text: str) -> str:
@@ -146,7 +158,7 @@ class Etcd:
                 continue
             self.current = index
             return answer
-        raise EtcdUnavailable(f"etcd unreachable ({', '.join(c.base_url for c in self.clients)}): {last}")
+        raise EtcdUnavailable(f"etcd unreachable ({', '.join(c.base_url for c in self.clients)}): {_why(last)}")
 
     # -- keys --
 
