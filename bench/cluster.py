@@ -15,8 +15,11 @@ namespaces, etcd (Debian's etcd-server) on loopback, ryu-manager.
    first flow change the new master makes (a VIP posted to it right after
    the kill, seen in the switch's flow table); and the client requests
    (one every 20 ms) that failed meanwhile.
+3. The same at scale (1,000 and 10,000 VIPs): the PUT that loads them
+   through etcd, single writes beside them, and a failover, which reads the
+   whole state from etcd and compares the switch's flows.
 
-Run as root:  python3 bench/cluster.py [--writes 200] [--ttls 2,5] [--rounds 3]
+Run as root:  python3 bench/cluster.py [--writes 200] [--ttls 2,5] [--rounds 3] [--scale 1000,10000]
 """
 
 from __future__ import annotations
@@ -104,9 +107,9 @@ def failover(lab: Lab, procs: dict, settings: dict, number: int) -> tuple[float,
         if status != 409:
             raise RuntimeError(f"POST /v1/vips: {status} {body}")
         time.sleep(0.01)
-    wait(lambda: confirmed_master(new), 60, f"{new} master")
+    wait(lambda: confirmed_master(new), 300, f"{new} master")
     master_after = time.monotonic() - killed
-    wait(lambda: f"nw_dst={address}," in lab.ofctl("dump-flows", lab.bridge, "table=0"), 30, "the new VIP")
+    wait(lambda: f"nw_dst={address}," in lab.ofctl("dump-flows", lab.bridge, "table=0"), 300, "the new VIP")
     flow_after = time.monotonic() - killed
     client.wait(60)
     report = lab.client_report(f"f{number}.json")
@@ -115,14 +118,38 @@ def failover(lab: Lab, procs: dict, settings: dict, number: int) -> tuple[float,
     return master_after, flow_after, report["failed"], report["ok"] + report["failed"]
 
 
+def at_scale(lab: Lab, procs: dict, settings: dict, count: int) -> tuple:
+    """``count`` VIPs loaded through the master by one PUT /v1/config (in
+    steps of etcd's transaction limit), single writes beside them, then a
+    kill -9 failover: how long the new master takes to read etcd, claim
+    the switch and bring it in line."""
+    master = next(node for node in NODES if confirmed_master(node))
+    pools = [{"name": "web", "backends": [{"ip": "10.0.0.11"}, {"ip": "10.0.0.12"}]}]
+    vips = [
+        {"name": f"v{i}", "ip": f"10.{100 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}", "protocol": "tcp",
+         "port": 80, "pool": "web"}
+        for i in range(count)
+    ]  # fmt: skip
+    vips.append({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
+    started = time.monotonic()
+    status, body = rest(base(master), "PUT", "/v1/config", {"pools": pools, "vips": vips}, timeout=1800)
+    if status != 200:
+        raise RuntimeError(f"PUT /v1/config: {status} {body}")
+    loaded = time.monotonic() - started
+    rate, _seen = writes(base(master), 50, f"x{count}-", 50 + count // 1000)
+    master_after, flow_after, failed, total = failover(lab, procs, settings, 900 + count // 1000)
+    return count, loaded, rate, master_after, flow_after, failed, total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--ttls", default="2,5")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", default="1000,10000", help="VIP counts for the failover at scale ('' to skip)")
     args = parser.parse_args()
     lab = Lab("dsrclu")
-    write_rows, failover_rows = [], []
+    write_rows, failover_rows, scale_rows = [], [], []
     try:
         lab.start_switch(controller_port=NODES["alpha"][1])
         lab.add_host("c1", 1)
@@ -142,7 +169,8 @@ def main() -> int:
 
         # 2. etcd, two controllers
         lab.start_etcd(ETCD_PORT)
-        for ttl in [int(x) for x in args.ttls.split(",")]:
+        ttls = [int(x) for x in args.ttls.split(",")]
+        for ttl in ttls:
             settings = {"etcd_endpoints": f"http://127.0.0.1:{ETCD_PORT}", "etcd_lease_ttl": ttl, "state_file": ""}
             settings["etcd_prefix"] = f"/bench{ttl}"
             procs = {"alpha": start(lab, "alpha", settings)}
@@ -160,6 +188,9 @@ def main() -> int:
                 rest(base("alpha"), "POST", "/v1/vips", www)
             for number in range(args.rounds):
                 failover_rows.append((ttl, *failover(lab, procs, settings, ttl * 100 + number)))
+            if ttl == ttls[-1]:
+                for count in [int(x) for x in args.scale.split(",") if x]:
+                    scale_rows.append((ttl, *at_scale(lab, procs, settings, count)))
             for proc in procs.values():
                 lab.stop(proc)
             lab.vsctl("set-controller", lab.bridge, f"tcp:127.0.0.1:{NODES['alpha'][1]}")
@@ -176,6 +207,20 @@ def main() -> int:
     print("-" * len(header))
     for ttl, master_after, flow_after, failed, total in failover_rows:
         print(f"{ttl:>7} s | {master_after:>12.2f} s | {flow_after:>23.2f} s | {failed:>7} of {total}")
+    if scale_rows:
+        print()
+        header = (
+            f"{'VIPs':>6} | {'PUT /v1/config':>14} | {'writes/s beside':>15} | {'kill to master':>14} | "
+            f"{'kill to first flow change':>25} | {'failed requests':>15}"
+        )
+        print(header)
+        print("-" * len(header))
+        for _ttl, count, loaded, rate, master_after, flow_after, failed, total in scale_rows:
+            print(
+                f"{count:>6} | {loaded:>12.1f} s | {rate:>15.1f} | {master_after:>12.2f} s | {flow_after:>23.2f} s | "
+                f"{failed:>7} of {total}"
+            )
+        print(f"(lease TTL {scale_rows[0][0]} s; the PUT is written in steps of {128 - 2} VIPs, etcd's default limit)")
     return 0
 
 
