@@ -79,6 +79,7 @@ class DsrApp(ofp.RyuApp):
         conf = _register_options()
         self.cluster = None
         self.switch_roles = {}  # dpid -> role the switch last confirmed for us
+        self.asked = set()  # dpids asked for their generation id after refusing us
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout)
@@ -222,6 +223,12 @@ class DsrApp(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPRoleReply, ofp.MAIN_DISPATCHER)
     def _role_reply(self, ev):
         dpid = ev.msg.datapath.id
+        if dpid in self.asked:
+            self.asked.discard(dpid)
+            try:
+                self.cluster.switch_generation(ev.msg.generation_id)
+            except OSError as error:
+                LOG.warning("cluster: cannot compare switch %016x's generation id with etcd: %s", dpid, error)
         role = ofp.role_name(ev.msg.role)
         if self.switch_roles.get(dpid) != role:
             LOG.info("switch %016x: we are %s (generation %d)", dpid, role, ev.msg.generation_id)
@@ -559,6 +566,8 @@ class DsrApp(ofp.RyuApp):
             LOG.warning("cluster: switch %016x refused us: %s", dpid, refusal)
             if self.cluster.master:
                 self.cluster.step_down(f"switch {dpid:016x} refused us: {refusal}", resign=True)
+                self.asked.add(dpid)  # its generation id: from an earlier etcd cluster?
+                msg.datapath.send_msg(ofp.role_query(msg.datapath))
             return
         what = self.sent.get(dpid, {}).get(msg.xid, f"message xid {msg.xid}")
         if isinstance(what, ofp.MeterSet):

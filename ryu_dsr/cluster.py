@@ -9,6 +9,13 @@ changes of any controller it has made slave (OFPBRC_IS_SLAVE). A
 controller the switch refuses gives up its candidacy and stands again,
 last in line.
 
+A new etcd cluster numbers its revisions from 1 again, below what the
+switches saw under the old one. So the generation id is the winner's
+create_revision plus a floor kept in etcd (``cluster/generation_floor``,
+0 at first); a master refused as stale asks the switch for its generation
+id, and one higher than any this etcd could have given (the floor plus
+etcd's current revision) raises the floor above it.
+
 The etcd watch is read here too: changes of the desired state made through
 another controller, and the candidacies, which are counted again at once
 when one comes or goes (a dead master's key goes when its lease expires).
@@ -23,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ryu_dsr.etcd import Compacted, Etcd, Event, put
+from ryu_dsr.etcd import Compacted, Etcd, Event, compare, put
 from ryu_dsr.etcd_store import EtcdStore
 from ryu_dsr.model import Change
 
@@ -65,6 +72,7 @@ class Cluster:
         self.created = 0  # create_revision of our candidacy key
         self.master = False
         self.generation = 0  # of the master, us or another
+        self.floor = 0  # added to every create_revision (cluster/generation_floor)
         self.leader = ""  # node name of the master
         self.members: list[dict] = []
         self.etcd_ok = False
@@ -93,6 +101,8 @@ class Cluster:
 
     def elect(self) -> None:
         """Count the candidacies: the oldest is master."""
+        _revision, floors = self.etcd.range_prefix(self.store.key("cluster", "generation_floor"))
+        self.floor = int(floors[0].value) if floors and floors[0].value.isdigit() else 0
         _revision, kvs = self.etcd.range_prefix(self.store.key("members") + "/", sort_by_create=True)
         self.members = []
         for kv in kvs:
@@ -107,7 +117,7 @@ class Cluster:
             return
         winner = kvs[0]
         before = self.generation
-        self.generation = winner.create_revision
+        self.generation = self.floor + winner.create_revision
         self.leader = self.members[0]["node"]
         if winner.key == self.key and not self.master:
             self.master = True
@@ -134,6 +144,22 @@ class Cluster:
         if was:
             self._note(f"slave: {reason}")
             self.roles.slave(self.generation, reason)
+
+    def switch_generation(self, generation: int) -> bool:
+        """A switch that refused us says its generation id is
+        ``generation``: if no controller of this etcd can have given it
+        (an earlier etcd cluster did), raise the floor above it; True if
+        it was raised (the caller stands again)."""
+        key = self.store.key("cluster", "generation_floor")
+        revision, floors = self.etcd.range_prefix(key)
+        floor = int(floors[0].value) if floors and floors[0].value.isdigit() else 0
+        if generation <= floor + revision:
+            return False  # a master of this cluster: the refusal stands
+        version = floors[0].mod_revision if floors else 0
+        ok, _revision, _ = self.etcd.txn([compare(key, "MOD", version)], [put(key, str(generation))])
+        if ok:
+            self._note(f"slave: switches hold generation {generation} from an earlier etcd; generations start above it")
+        return ok
 
     def _note(self, what: str) -> None:
         LOG.warning("cluster: %s is now %s", self.node, what)

@@ -34,10 +34,11 @@ class EtcdRefused(OSError):
 
 
 class Compacted(Exception):
-    """A watch asked for revisions etcd has compacted away: read everything again."""
+    """A watch asked for revisions etcd no longer has (compacted away, or
+    an etcd that starts again from nothing): read everything again."""
 
-    def __init__(self, revision: int) -> None:
-        super().__init__(f"etcd compacted its history up to revision {revision}")
+    def __init__(self, revision: int, why: str = "compacted its history up to") -> None:
+        super().__init__(f"etcd {why} revision {revision}")
         self.revision = revision
 
 
@@ -235,6 +236,9 @@ class Etcd:
                     raise Compacted(int(result["compact_revision"]))
                 if result.get("canceled"):
                     raise EtcdRefused(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
+                now = int(result.get("header", {}).get("revision", 0) or 0)
+                if result.get("created") and now < start_revision - 1:
+                    raise Compacted(now, "is back at")  # a new etcd cluster (or a restored backup)
                 groups: dict[int, list[Event]] = {}
                 for item in result.get("events", []):
                     kv = item.get("kv", {})

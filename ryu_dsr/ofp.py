@@ -565,6 +565,12 @@ def role_request(datapath, master: bool, generation: int):
     return parser.OFPRoleRequest(datapath, role, generation & ((1 << 64) - 1))
 
 
+def role_query(datapath):
+    """OFPT_ROLE_REQUEST that changes nothing: the reply carries the
+    switch's generation id."""
+    return parser.OFPRoleRequest(datapath, ofp.OFPCR_ROLE_NOCHANGE, 0)
+
+
 def role_name(role: int) -> str:
     return ROLE_NAMES.get(role, str(role))
 

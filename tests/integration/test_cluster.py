@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -217,3 +218,25 @@ def test_both_controllers_recover_their_watches_after_etcd_restarts(cluster):
     assert cluster.api(slave, "POST", "/v1/vips", vip)[0] == 201
     wait_for(lambda: "nw_dst=10.0.0.101" in cluster.vip_flows(), 10, what="the new VIP on the switch")
     assert cluster.api(master, "GET", "/v1/vips/www2")[0] == 200
+
+
+def test_a_new_empty_etcd_cluster_still_elects_a_master_the_switch_takes(cluster):
+    """etcd replaced by a new one (its revisions from 1 again, below the
+    generation ids the switch has seen): the winner, refused as stale,
+    reads the switch's generation id and raises the cluster's floor above
+    it; the VIP's rules, unknown to the empty state, are kept and served."""
+    before = cluster.cluster(cluster.switch_master())["generation"]
+    cluster.lab.stop(cluster.etcd, signal.SIGKILL)
+    shutil.rmtree(cluster.lab.run_dir / "etcd")
+    cluster.etcd = cluster.lab.start_etcd(ETCD_PORT)
+
+    def new_master():
+        return next(
+            (n for n in NODES if cluster.confirmed_master(n) and cluster.cluster(n)["generation"] > before), None
+        )
+
+    master = wait_for(new_master, 60, what="a master of the new etcd that the switch takes")
+    assert "generations start above it" in cluster.log("alpha") + cluster.log("beta")
+    wait_for(lambda: cluster.cluster(other(master))["master"] == master, 30, what="the other one a slave of it")
+    report = cluster.lab.requests("c1", f"http://{VIP}/", 20)
+    assert report["failed"] == 0, report
