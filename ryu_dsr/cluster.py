@@ -78,7 +78,7 @@ class Cluster:
         self.etcd_ok = False
         self.etcd_error = ""
         self.history: deque[dict] = deque(maxlen=20)
-        self.watched = store.loaded_revision
+        self.watched = 0  # the last revision the watch has seen (from the state read at start on)
         store.on_deposed = lambda reason: self.step_down(reason)
 
     # -- the candidacy --
@@ -101,8 +101,7 @@ class Cluster:
 
     def elect(self) -> None:
         """Count the candidacies: the oldest is master."""
-        _revision, floors = self.etcd.range_prefix(self.store.key("cluster", "generation_floor"))
-        self.floor = int(floors[0].value) if floors and floors[0].value.isdigit() else 0
+        _revision, self.floor, _version = self._floor()
         _revision, kvs = self.etcd.range_prefix(self.store.key("members") + "/", sort_by_create=True)
         self.members = []
         for kv in kvs:
@@ -150,16 +149,21 @@ class Cluster:
         ``generation``: if no controller of this etcd can have given it
         (an earlier etcd cluster did), raise the floor above it; True if
         it was raised (the caller stands again)."""
-        key = self.store.key("cluster", "generation_floor")
-        revision, floors = self.etcd.range_prefix(key)
-        floor = int(floors[0].value) if floors and floors[0].value.isdigit() else 0
+        revision, floor, version = self._floor()
         if generation <= floor + revision:
             return False  # a master of this cluster: the refusal stands
-        version = floors[0].mod_revision if floors else 0
+        key = self.store.key("cluster", "generation_floor")
         ok, _revision, _ = self.etcd.txn([compare(key, "MOD", version)], [put(key, str(generation))])
         if ok:
             self._note(f"slave: switches hold generation {generation} from an earlier etcd; generations start above it")
         return ok
+
+    def _floor(self) -> tuple[int, int, int]:
+        """(etcd's revision now, the generation floor, its key's mod_revision: 0 if none)."""
+        revision, kvs = self.etcd.range_prefix(self.store.key("cluster", "generation_floor"))
+        if not kvs or not kvs[0].value.isdigit():
+            return revision, 0, kvs[0].mod_revision if kvs else 0
+        return revision, int(kvs[0].value), kvs[0].mod_revision
 
     def _note(self, what: str) -> None:
         LOG.warning("cluster: %s is now %s", self.node, what)

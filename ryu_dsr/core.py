@@ -208,7 +208,7 @@ class Balancer:
             if pool is not None:
                 planned[name] = self._plan_tables(pool)
         slots = {name: saved_form(plan) for name, plan in planned.items() if plan is not None}
-        failed = {uid: None for uid in self._backends_gone(change) if uid in self._failed_uids()}
+        failed = dict.fromkeys(self._failed_backends_gone(change))  # their saved failures go with them
         if remote:
             self.store.write(slots=slots, health=failed)
         else:
@@ -272,24 +272,18 @@ class Balancer:
         self._mark(touched)
         self._probe(force=False)
 
-    def _backends_gone(self, change: Change) -> set[int]:
-        """uids of the backends a change removes (or gives a new uid)."""
+    def _failed_backends_gone(self, change: Change) -> set[int]:
+        """uids of the failed backends a change removes (or gives a new uid)."""
         gone = set()
         for name, pool in change.pools.items():
             old = self.config.pools.get(name)
             if old is None:
                 continue
             for ip, backend in old.backends.items():
-                if pool is None or ip not in pool.backends or pool.backends[ip].uid != backend.uid:
+                replaced = pool is None or ip not in pool.backends or pool.backends[ip].uid != backend.uid
+                if replaced and (name, ip) in self.health_reasons:
                     gone.add(backend.uid)
         return gone
-
-    def _failed_uids(self) -> set[int]:
-        return {
-            self.config.pools[name].backends[ip].uid
-            for name, ip in self.health_reasons
-            if name in self.config.pools and ip in self.config.pools[name].backends
-        }
 
     def _check_settings(self, change: Change) -> None:
         for name, pool in change.pools.items():

@@ -48,7 +48,6 @@ class Kv:
     value: str
     create_revision: int
     mod_revision: int
-    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,6 @@ def _kv(item: dict) -> Kv:
         unb64(item.get("value")),
         int(item.get("create_revision", 0)),
         int(item.get("mod_revision", 0)),
-        int(item.get("lease", 0)),
     )
 
 
@@ -109,10 +107,6 @@ def put(key: str, value: str, lease: int = 0) -> dict:
 
 def delete(key: str) -> dict:
     return {"request_delete_range": {"key": b64(key)}}
-
-
-def get(key: str) -> dict:
-    return {"request_range": {"key": b64(key)}}
 
 
 def compare(key: str, target: str, value: int) -> dict:
@@ -191,13 +185,6 @@ class Etcd:
 
     def revoke(self, lease: int) -> None:
         self.call("kv/lease/revoke", {"ID": lease})
-
-    def healthy(self) -> bool:
-        try:
-            self.call("maintenance/status", {})
-        except OSError:
-            return False
-        return True
 
     # -- watching --
 

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ryu_dsr.etcd import Etcd, EtcdUnavailable, Event, compare, delete, get, put
+from ryu_dsr.etcd import Etcd, EtcdUnavailable, Event, compare, delete, put
 from ryu_dsr.model import Change, Config, Conflict, InvalidInput
 from ryu_dsr.store import Saved, StateFileError, Store, parse_found
 
@@ -167,7 +167,7 @@ class EtcdStore(Store):
                 runtime = {}
                 step += extra
             try:
-                ok, revision, _ = self.etcd.txn(compares, step, [get(self.key("config", "next_uid"))])
+                ok, revision, _ = self.etcd.txn(compares, step)
             except OSError as error:
                 if number:
                     LOG.error("a change written in steps stopped after %d of %d: %s", number, len(steps), error)
@@ -178,10 +178,10 @@ class EtcdStore(Store):
                 if ok:
                     self._deposed("its candidacy key is gone (lease expired)")
             if not ok:
-                partly = f" ({number} of {len(steps)} steps were written)" if number else ""
+                written = f"{number} of its {len(steps)} steps were written" if number else "nothing of it was written"
                 raise Conflict(
-                    "the desired state was changed meanwhile (by another controller); nothing of this change "
-                    f"was written{partly}: read it again and retry"
+                    f"the desired state was changed meanwhile (by another controller); {written}: "
+                    "read it again and retry"
                 )
             self.config_revision = revision
             self.transactions += 1
