@@ -1,20 +1,31 @@
 #!/usr/bin/env python3
 """New connections per second through a VIP, against the same client
-straight to one backend, on this machine's Open vSwitch (userspace).
+straight to the backends, on this machine's Open vSwitch (userspace).
 
 A client and four DSR backends in namespaces, ryu-manager, HAProxy
 answering HTTP on each backend and tools/udp_echo.py answering UDP. TCP:
 ApacheBench without keep-alive (every request a new connection). UDP:
-tools/udp_load.py (every request a new flow, from a new source port). Each
-round runs the cases interleaved (direct TCP, VIP TCP, direct UDP, VIP
-UDP, and TCP from three ApacheBench at once: one to each of the three
-backends against all three to the VIP, so that both sides load the same
-backends from the same number of client processes); the table shows
-medians. Then the same load runs while a backend is
-added to the pool (its slots hand over), and once more inside the handover
-window. After each part: the slot table's pins and handover rules.
+tools/udp_load.py (every request a new flow, from a new source port).
 
-Run as root:  python3 bench/cps.py [--rounds 3] [--requests 20000]
+Each round runs every case once, interleaved; the table shows medians and,
+for each case, the CPU time the whole machine and Open vSwitch spent per
+connection. The rows separate what the balancer costs from what spreading
+costs on a machine whose two cores carry the client, the switch and the
+backends:
+
+- a VIP whose pool is the one backend the direct case talks to (the
+  balancer's own cost: hash, recirculation, MAC rewrite, reply counting);
+- a VIP over three backends against one backend (the issue's comparison);
+- three ApacheBench at once, one to each of three backends against all
+  three to the VIP (the same backends loaded on both sides);
+- no balancer at all: three ApacheBench to three backends against the same
+  three to one backend (what spreading costs by itself here).
+
+Then the same load runs while a backend is added to the pool (its slots
+hand over), and once more inside the handover window. After each part: the
+slot table's pins and handover rules.
+
+Run as root:  python3 bench/cps.py [--rounds 5] [--requests 20000]
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ from ryu_dsr.flows.pipeline import Kind, Priority, Table
 
 from ryu_dsr.lab import Lab, rest, wait_backends_up
 
-VIP = "10.0.0.100"
+VIP = "10.0.0.100"  # pool "web": b11, b12, b13
+VIP_ONE = "10.0.0.101"  # pool "one": b11 alone
 UDP_PORT = 5300
 BASE = "http://127.0.0.1:18095"
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -56,6 +68,13 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores of the machine have spent on anything but idling."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
 def ab_split(lab: Lab, addresses: list[str], requests: int, concurrency: int) -> dict:
@@ -112,7 +131,7 @@ def slot_table(lab: Lab) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
@@ -122,7 +141,7 @@ def main() -> int:
         lab.add_host("c1", 1)
         for name, last in BACKENDS.items():
             host = lab.add_host(name, last)
-            lab.make_backend(name, [VIP])
+            lab.make_backend(name, [VIP, VIP_ONE] if name == "b11" else [VIP])
             lab.serve_haproxy(name)
             lab.serve_udp(name, UDP_PORT, [VIP, host.ip])
         settings = {"state_file": str(lab.run_dir / "state.db"), "handover_window": 300, "udp_handover_window": 10}
@@ -130,53 +149,69 @@ def main() -> int:
         lab.wait_connected()
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]}
         assert rest(BASE, "POST", "/v1/pools", pool)[0] == 201
+        assert rest(BASE, "POST", "/v1/pools", {"name": "one", "backends": [{"ip": "10.0.0.11"}]})[0] == 201
         wait_backends_up(BASE, 3)
-        for name, protocol, port in (("www", "tcp", 80), ("dns", "udp", UDP_PORT)):
-            vip = {"name": name, "ip": VIP, "protocol": protocol, "port": port, "pool": "web", "hash": "5tuple"}
+        wait_backends_up(BASE, 1, pool="one")
+        for name, ip, protocol, port, pool_name in (
+            ("www", VIP, "tcp", 80, "web"),
+            ("dns", VIP, "udp", UDP_PORT, "web"),
+            ("one", VIP_ONE, "tcp", 80, "one"),
+        ):
+            vip = {"name": name, "ip": ip, "protocol": protocol, "port": port, "pool": pool_name, "hash": "5tuple"}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
         time.sleep(1.0)
         direct = lab.hosts["b11"].ip
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
-        ab(lab, direct, 2000, args.concurrency), ab(lab, VIP, 2000, args.concurrency)  # warm up ARP and caches
+        for address in (direct, VIP, VIP_ONE):  # warm up ARP and caches
+            ab(lab, address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
+        many = args.concurrency  # three ApacheBench share it
         cases = {
-            ("TCP", "direct"): lambda: ab(lab, direct, args.requests, args.concurrency),
-            ("TCP", "VIP"): lambda: ab(lab, VIP, args.requests, args.concurrency),
-            ("UDP", "direct"): lambda: udp(lab, direct, args.requests, 32),
-            ("UDP", "VIP"): lambda: udp(lab, VIP, args.requests, 32),
-            ("TCP", "direct, spread"): lambda: ab_split(lab, spread, args.requests, args.concurrency),
-            ("TCP", "VIP, split"): lambda: ab_split(lab, [VIP] * len(spread), args.requests, args.concurrency),
+            "TCP to b11": lambda: ab(lab, direct, args.requests, args.concurrency),
+            "TCP to VIP over b11": lambda: ab(lab, VIP_ONE, args.requests, args.concurrency),
+            "TCP to VIP over 3": lambda: ab(lab, VIP, args.requests, args.concurrency),
+            "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
+            "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
+            "3 ab to b11": lambda: ab_split(lab, [direct] * len(spread), args.requests, many),
+            "3 ab to 3 backends": lambda: ab_split(lab, spread, args.requests, many),
+            "3 ab to VIP over 3": lambda: ab_split(lab, [VIP] * len(spread), args.requests, many),
         }
+        rows = (  # label, baseline case, measured case
+            ("TCP, pool of b11 alone", "TCP to b11", "TCP to VIP over b11"),
+            ("TCP, pool of three", "TCP to b11", "TCP to VIP over 3"),
+            ("UDP, pool of three", "UDP to b11", "UDP to VIP over 3"),
+            ("TCP, 3 ab, three backends", "3 ab to 3 backends", "3 ab to VIP over 3"),
+            ("no VIP: 3 backends / b11", "3 ab to b11", "3 ab to 3 backends"),
+        )
         results: dict = {case: [] for case in cases}
         switch_pid = int((lab.run_dir / "ovs-vswitchd.pid").read_text())
         switch_cpu: dict = {case: [] for case in cases}  # ovs-vswitchd CPU seconds per connection
+        machine_cpu: dict = {case: [] for case in cases}  # the whole machine's busy CPU seconds per connection
         for _round in range(args.rounds):
             for case, run in cases.items():
-                before = cpu_seconds(switch_pid)
+                switch_before, machine_before = cpu_seconds(switch_pid), machine_busy_seconds()
                 results[case].append(run())
-                done = results[case][-1].get("done", results[case][-1].get("answered", 0))
-                switch_cpu[case].append((cpu_seconds(switch_pid) - before) / max(1, done))
+                done = max(1, results[case][-1].get("done", results[case][-1].get("answered", 0)))
+                switch_cpu[case].append((cpu_seconds(switch_pid) - switch_before) / done)
+                machine_cpu[case].append((machine_busy_seconds() - machine_before) / done)
         steady = slot_table(lab)
+        median = lambda case: statistics.median(r["per_second"] for r in results[case])  # noqa: E731
+        failed = lambda case: sum(r["failed"] for r in results[case])  # noqa: E731
         print(f"\nNew connections per second, {args.rounds} interleaved rounds of {args.requests} requests, medians")
-        print(f"{'protocol':<9}{'direct':>10}{'VIP':>10}{'VIP/direct':>12}{'failed (direct/VIP)':>22}")
-        for protocol in ("TCP", "UDP"):
-            d = statistics.median(r["per_second"] for r in results[(protocol, "direct")])
-            v = statistics.median(r["per_second"] for r in results[(protocol, "VIP")])
-            failed = [sum(r["failed"] for r in results[(protocol, where)]) for where in ("direct", "VIP")]
-            print(f"{protocol:<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}{f'{failed[0]} / {failed[1]}':>22}")
-        d = statistics.median(r["per_second"] for r in results[("TCP", "direct, spread")])
-        v = statistics.median(r["per_second"] for r in results[("TCP", "VIP, split")])
-        failed = [sum(r["failed"] for r in results[("TCP", w)]) for w in ("direct, spread", "VIP, split")]
-        print(f"{'TCP, 3 ab':<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}{f'{failed[0]} / {failed[1]}':>22}")
+        print(f"{'':<27}{'baseline':>9}{'measured':>9}{'ratio':>7}{'failed':>9}")
+        for label, baseline, measured in rows:
+            b, m = median(baseline), median(measured)
+            print(f"{label:<27}{b:>9.0f}{m:>9.0f}{m / b:>7.2f}{f'{failed(baseline)}/{failed(measured)}':>9}")
         print(
-            "  (TCP, 3 ab: three ApacheBench at once, -c 16 each; direct: one to each of the three backends,"
-            " VIP: all three to the VIP)"
+            "  baseline/measured: the same client straight to backend b11 / through the VIP, except the last row;"
+            "\n  3 ab: three ApacheBench at once, -c 16 each"
         )
-        print("Open vSwitch's CPU time per connection (ovs-vswitchd, microseconds), medians")
-        for protocol, direct_case, vip_case in (("TCP", "direct", "VIP"), ("UDP", "direct", "VIP")):
-            d = statistics.median(switch_cpu[(protocol, direct_case)]) * 1e6
-            v = statistics.median(switch_cpu[(protocol, vip_case)]) * 1e6
-            print(f"{protocol:<9}{d:>10.0f}{v:>10.0f}{v / d:>12.2f}")
+        print("\nCPU time per connection (microseconds), medians: the whole machine (2 cores), ovs-vswitchd")
+        print(f"{'case':<27}{'per second':>11}{'machine':>9}{'switch':>8}")
+        for case in cases:
+            machine = statistics.median(machine_cpu[case]) * 1e6
+            switch = statistics.median(switch_cpu[case]) * 1e6
+            print(f"{case:<27}{median(case):>11.0f}{machine:>9.0f}{switch:>8.0f}")
         print(
             f"slot table after: {steady['slots']} slot rules, {steady['handover']} handover rules, "
             f"{steady['pins']} pins"
