@@ -184,7 +184,7 @@ class Balancer:
                 self._locate(ip)
         for name, vip in self.config.vips.items():
             self.vip_names[vip.uid] = name
-        for name, pool in self.config.pools.items():  # what the checks said under the master before
+        for name, pool in self.config.pools.items():  # what the checks said before this start (or master)
             for ip, backend in pool.backends.items():
                 if backend.uid in saved.health:
                     self.health.health[(name, ip)] = Health(healthy=False, last_result=saved.health[backend.uid])

@@ -48,7 +48,7 @@ class Saved:
     slots: dict[str, Any] = field(default_factory=dict)  # pool name -> saved slot tables
     found: dict[str, dict] = field(default_factory=dict)  # backend ip -> {"mac", "dpid", "port"}
     flags: dict[str, str] = field(default_factory=dict)  # controller-wide runtime flags
-    health: dict[int, str] = field(default_factory=dict)  # backend uid -> why it failed (etcd only)
+    health: dict[int, str] = field(default_factory=dict)  # backend uid -> why it failed its checks
 
 
 class Store:
@@ -68,10 +68,9 @@ class Store:
         health: dict[int, str | None] | None = None,
     ) -> None:
         """Save a desired-state change and runtime rows (None deletes a row)
-        in one transaction: all of it or none. ``health`` (the backends that
-        failed their checks, by uid) is kept where controllers hand over to
-        each other (etcd); SQLite leaves it out, and a restarted controller
-        trusts every backend until it fails its checks again."""
+        in one transaction: all of it or none. ``health`` holds the backends
+        that failed their checks, by uid: a restarted controller, or a new
+        master, keeps them out of the hash until they pass again."""
 
     def close(self) -> None:
         pass
@@ -87,6 +86,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS vips (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS slot_tables (pool TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS found (ip TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    # Added after schema 2 was first written; older files get it when opened.
+    "CREATE TABLE IF NOT EXISTS health (uid INTEGER PRIMARY KEY, reason TEXT NOT NULL)",
 )
 SCHEMA_VERSION = "2"
 
@@ -119,7 +120,7 @@ class SqliteStore(Store):
         try:
             rows = {
                 table: self.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()  # noqa: S608
-                for table in ("meta", "pools", "vips", "slot_tables", "found")
+                for table in ("meta", "pools", "vips", "slot_tables", "found", "health")
             }
         except sqlite3.Error as error:
             raise StateFileError(f"state file {self.path}: cannot read it: {error}") from None
@@ -135,6 +136,7 @@ class SqliteStore(Store):
                     saved.slots[name] = _body(name, text, "slot_tables")
             for ip, text in rows["found"]:
                 saved.found[ip] = parse_found(ip, _body(ip, text, "found"))
+            saved.health = {int(uid): str(reason) for uid, reason in rows["health"]}
         except (InvalidInput, Conflict, ValueError) as error:
             raise StateFileError(f"state file {self.path}: {error}") from None
         return saved
@@ -182,6 +184,11 @@ class SqliteStore(Store):
                     db.execute("DELETE FROM found WHERE ip = ?", (ip,))
                 else:
                     db.execute("INSERT OR REPLACE INTO found VALUES (?, ?)", (ip, json.dumps(where)))
+            for uid, reason in (health or {}).items():
+                if reason is None:
+                    db.execute("DELETE FROM health WHERE uid = ?", (uid,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO health VALUES (?, ?)", (uid, reason))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

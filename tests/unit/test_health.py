@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from ryu_dsr.flows.packets import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp, build_arp, build_tcp, parse_arp, parse_tcp
-from ryu_dsr.flows.pipeline import Kind, kind_of
-from ryu_dsr.flows.rules import FlowDeleteByCookie, PacketOut
+from ryu_dsr.flows.pipeline import Kind, Table, kind_of
+from ryu_dsr.flows.rules import FlowDeleteByCookie, PacketOut, SetField
 from ryu_dsr.rest import views
 
 from ryu_dsr.model import InvalidInput
@@ -276,44 +276,61 @@ def test_patching_a_check_keeps_the_fields_not_given(tmp_path):
     assert (changed["kind"], changed["port"], changed["fall"], changed["interval"]) == ("tcp", 8080, 3, 1.0)
 
 
-def test_failed_backends_are_saved_and_a_new_master_keeps_them_out_until_they_pass(tmp_path):
-    """Where controllers hand over (etcd), the store keeps which backends
-    failed: a controller that starts from it (a new master) keeps them out
-    of the hash from its first flow, and trusts the others."""
-    from ryu_dsr.core import Balancer
-    from ryu_dsr.store import Saved, Store
-
-    class Kept(Store):  # the interface, keeping what a cluster store keeps
-        def __init__(self):
-            self.health = {}
-
-        def write(self, change=None, slots=None, found=None, flags=None, health=None):
-            for uid, reason in (health or {}).items():
-                if reason is None:
-                    self.health.pop(uid, None)
-                else:
-                    self.health[uid] = reason
-
-    check = {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2}
+def test_failed_backends_are_saved_and_a_restart_keeps_them_out_until_they_pass(tmp_path):
+    """The state file keeps which backends failed their checks: a controller
+    restarted on it (or a new master, from etcd) keeps them out of the hash
+    from its first flow, trusts the others, and lets them back once they
+    pass."""
+    check = {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2, "rise": 2}
     rig, _switch = checked(tmp_path, check)
-    kept = rig.balancer.store = Kept()
     for _ in range(2):
         tick(rig, 0.05)
         tick(rig, 0.25)  # no backend answers: all fail
+    saved = rig.balancer.store.load().health
     uids = {ip: b.uid for ip, b in rig.balancer.config.pools["web"].backends.items()}
-    assert set(kept.health) == set(uids.values()) and "no answer" in kept.health[uids["10.0.0.13"]]
+    assert set(saved) == set(uids.values()) and "no answer" in saved[uids["10.0.0.13"]]
     for _ in range(2):  # two pass again
         tick(rig, 0.3)
         for syn in [p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
             if syn.dst in ("10.0.0.11", "10.0.0.12"):
                 answer(rig, syn, TCP_SYN | TCP_ACK)
-    assert set(kept.health) == {uids["10.0.0.13"]}
+    assert set(rig.balancer.store.load().health) == {uids["10.0.0.13"]}
+    rig.balancer.store.close()
 
-    saved = Saved(rig.balancer.config, {"web": rig.balancer.planner.saved("web")}, health=dict(kept.health))
-    successor = Balancer(rig.balancer.settings, kept, saved=saved, clock=rig.clock, wall=rig.clock)
-    status = views.backend_json(successor, "web", "10.0.0.13")["status"]
+    restarted = make_rig(tmp_path, probe_ip=PROBE_IP, clock=rig.clock)
+    switch = restarted.connect()
+    restarted.pass_hold()
+    status = views.backend_json(restarted.balancer, "web", "10.0.0.13")["status"]
     assert status["health"]["healthy"] is False and "no answer" in status["health"]["last_result"]
-    assert [successor.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
-    # A backend removed from the pool leaves the saved failures with it.
-    successor.delete_backend("web", "10.0.0.13")
-    assert kept.health == {}
+    assert status["state"] == "unhealthy" and status["slots"] == 0
+    assert [restarted.balancer.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
+    backend_macs = {ip: mac for ip, (mac, _port) in BACKENDS.items()}
+    chosen = {
+        action.value
+        for rule in switch.rules(Table.SLOTS)
+        for action in rule.actions
+        if isinstance(action, SetField) and action.field == "eth_dst"
+    }
+    assert backend_macs["10.0.0.13"] not in chosen and chosen >= {backend_macs["10.0.0.11"], backend_macs["10.0.0.12"]}
+    # It answers its checks again: back in the hash, and the saved failure is gone.
+    for _ in range(3):
+        tick(restarted, 0.3)
+        for syn in [p for _, p in probes(restarted) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
+            answer(restarted, syn, TCP_SYN | TCP_ACK)
+    assert views.backend_json(restarted.balancer, "web", "10.0.0.13")["status"]["state"] == "up"
+    assert restarted.balancer.store.load().health == {}
+
+
+def test_a_removed_backend_takes_its_saved_failure_with_it(tmp_path):
+    check = {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2}
+    rig, _switch = checked(tmp_path, check)
+    for _ in range(2):
+        tick(rig, 0.05)
+        tick(rig, 0.25)  # no backend answers: all fail
+    uid = rig.balancer.config.pools["web"].backends["10.0.0.13"].uid
+    assert uid in rig.balancer.store.load().health
+    rig.balancer.delete_backend("web", "10.0.0.13")
+    assert uid not in rig.balancer.store.load().health
+    rig.balancer.delete_vip("www")
+    rig.balancer.delete_pool("web")
+    assert rig.balancer.store.load().health == {}
