@@ -157,7 +157,12 @@ class DsrApp(ofp.RyuApp):
         from ryu_dsr.etcd import Etcd
         from ryu_dsr.etcd_store import EtcdStore
 
-        etcd = Etcd(settings.etcd_endpoints.split(","))
+        etcd = Etcd(
+            settings.etcd_endpoints.split(","),
+            ca_cert=settings.etcd_ca_cert,
+            cert=settings.etcd_cert,
+            key=settings.etcd_key,
+        )
         store = EtcdStore(etcd, settings.etcd_prefix, settings.etcd_max_txn_ops)
         node = settings.node_name or f"{socket.gethostname()}:{conf.wsapi_port}"
         roles = Roles(self._became_master, self._became_slave, self._remote_change, self._reload)

@@ -66,6 +66,14 @@ def _why(error: Exception | None) -> str:
     found = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
     if found:
         return found[1].strip()
+    found = re.search(r"\[SSL: \w+\] ([^'\"()]+)", text)  # a TLS handshake refused, by either side
+    if found:
+        return f"TLS: {found[1].strip()}"
+    if "SSLEOFError" in text:
+        return "TLS: etcd closed the connection in the handshake (no client certificate, or one it does not accept)"
+    found = re.search(r"SSL\w*Error\(\w*\(?-?\d*,? ?'([^'(]+)", text)
+    if found:
+        return f"TLS: {found[1].strip()}"
     if "timed out" in text.lower():
         return "timed out"
     return text[:200] or type(error).__name__
@@ -120,13 +128,31 @@ class Etcd:
     """Calls to the first endpoint that answers (in the order given, the
     last one that answered first)."""
 
-    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        timeout: float = 2.0,
+        ca_cert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """``ca_cert``: the CA that signed etcd's server certificate (https);
+        ``cert`` and ``key``: this client's certificate, for etcd's
+        --client-cert-auth."""
         self.clients = []
         for endpoint in endpoints:
             url = requests.utils.urlparse(endpoint)
-            self.clients.append(
-                Etcd3Client(url.hostname, url.port or 2379, url.scheme or "http", timeout=timeout, api_path="/v3/")
+            # Our own session: requests lets REQUESTS_CA_BUNDLE (and proxy
+            # variables) of the environment override a session's CA.
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = ca_cert or True
+            if cert and key:
+                session.cert = (cert, key)
+            client = Etcd3Client(
+                url.hostname, url.port or 2379, url.scheme or "http", timeout=timeout, api_path="/v3/", session=session
             )
+            self.clients.append(client)
         if not self.clients:
             raise ValueError("no etcd endpoint")
         self.current = 0

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -364,18 +365,63 @@ class Lab:
 
     # ---------------------------------------------------------- a cluster
 
-    def start_etcd(self, port: int) -> subprocess.Popen:
+    def etcd_pki(self) -> dict[str, str]:
+        """Certificates for etcd over TLS, made with openssl: a CA, etcd's
+        server certificate (for 127.0.0.1), a client certificate of that CA
+        (common name ryu_dsr) and one of another CA (a stranger)."""
+        d = self.run_dir / "etcd-pki"
+        files = {
+            "ca": d / "ca.pem",
+            "server": d / "server.pem",
+            "server_key": d / "server-key.pem",
+            "client": d / "client.pem",
+            "client_key": d / "client-key.pem",
+            "stranger": d / "stranger.pem",
+            "stranger_key": d / "stranger-key.pem",
+        }
+        if not files["client"].exists():
+            d.mkdir(parents=True, exist_ok=True)
+            for ca in ("ca", "other-ca"):
+                sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=lab {ca}",
+                   "-keyout", str(d / f"{ca}-key.pem"), "-out", str(d / f"{ca}.pem"), timeout=120)  # fmt: skip
+            for name, ca, cn, extension in (
+                ("server", "ca", "etcd", "subjectAltName=IP:127.0.0.1"),
+                ("client", "ca", "ryu_dsr", "extendedKeyUsage=clientAuth"),
+                ("stranger", "other-ca", "ryu_dsr", "extendedKeyUsage=clientAuth"),
+            ):
+                (d / f"{name}.ext").write_text(extension + "\n")
+                sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                   "-keyout", str(d / f"{name}-key.pem"), "-out", str(d / f"{name}.csr"), timeout=120)  # fmt: skip
+                sh("openssl", "x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / f"{ca}.pem"),
+                   "-CAkey", str(d / f"{ca}-key.pem"), "-CAcreateserial", "-days", "2",
+                   "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"), timeout=120)  # fmt: skip
+        return {name: str(path) for name, path in files.items()}
+
+    def start_etcd(self, port: int, tls: bool = False) -> subprocess.Popen:
         """etcd (Debian's etcd-server) on loopback, its data in the run
-        directory (kept across restarts); returns once it answers."""
+        directory (kept across restarts); returns once it answers. ``tls``:
+        clients reach it over https and must show a certificate of
+        ``etcd_pki``'s CA (--client-cert-auth)."""
         data = self.run_dir / "etcd"
         out = open(self.run_dir / "etcd.log", "ab")
+        scheme = "https" if tls else "http"
+        secure = []
+        if tls:
+            pki = self.etcd_pki()
+            secure = [
+                f"--cert-file={pki['server']}",
+                f"--key-file={pki['server_key']}",
+                f"--trusted-ca-file={pki['ca']}",
+                "--client-cert-auth",
+            ]
         proc = subprocess.Popen(
             [
                 "etcd",
                 "--name=lab",
                 f"--data-dir={data}",
-                f"--listen-client-urls=http://127.0.0.1:{port}",
-                f"--advertise-client-urls=http://127.0.0.1:{port}",
+                f"--listen-client-urls={scheme}://127.0.0.1:{port}",
+                f"--advertise-client-urls={scheme}://127.0.0.1:{port}",
+                *secure,
                 f"--listen-peer-urls=http://127.0.0.1:{port + 1}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{port + 1}",
                 f"--initial-cluster=lab=http://127.0.0.1:{port + 1}",
@@ -390,7 +436,13 @@ class Lab:
             if proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {proc.returncode}; see {self.run_dir / 'etcd.log'}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                if tls:
+                    secure_context = ssl.create_default_context(cafile=pki["ca"])
+                    secure_context.load_cert_chain(pki["client"], pki["client_key"])
+                    url = f"https://127.0.0.1:{port}/health"
+                else:
+                    secure_context, url = None, f"http://127.0.0.1:{port}/health"
+                with urllib.request.urlopen(url, timeout=1, context=secure_context) as answer:
                     if json.loads(answer.read()).get("health") == "true":
                         return proc
             except (OSError, ValueError):

@@ -8,6 +8,7 @@ section of a ryu-manager config file (``--config-file conf/ryu_dsr.conf``);
 from __future__ import annotations
 
 import configparser
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, make_dataclass
@@ -43,6 +44,20 @@ OPTIONS = (
         "controller pointed at it, one of them master of the switches; empty: one controller, state_file",
     ),
     Option("etcd_prefix", str, "/ryu_dsr", "where in etcd's key space this cluster's keys are"),
+    Option(
+        "etcd_ca_cert",
+        str,
+        "",
+        "PEM file of the CA that signed etcd's server certificate (https:// endpoints); empty: the system's CAs",
+    ),
+    Option(
+        "etcd_cert",
+        str,
+        "",
+        "PEM file of this controller's client certificate for etcd (its --client-cert-auth; with RBAC on, "
+        "its common name is the etcd user); needs etcd_key",
+    ),
+    Option("etcd_key", str, "", "PEM file of the private key of etcd_cert"),
     Option(
         "etcd_lease_ttl",
         int,
@@ -255,7 +270,10 @@ class _SettingsMethods:
                 raise InvalidInput(where, "must be a key path like /ryu_dsr (letters, digits, _ . - /)")
             if name == "switches":
                 value = ",".join(f"{dpid:016x}" for dpid in sorted(parse_dpids(value, where)))
+            if name in ("etcd_ca_cert", "etcd_cert", "etcd_key") and value and not os.access(value, os.R_OK):
+                raise InvalidInput(where, f"cannot read {value!r}")
             checked[name] = value
+        _check_etcd_tls(checked)
         return cls(**checked)
 
     @classmethod
@@ -299,6 +317,19 @@ def parse_dpids(text: str, where: str) -> set[int]:
             raise InvalidInput(where, f"{item!r} is not a datapath id (up to 16 hex digits, like 0000000000000001)")
         dpids.add(int(digits, 16))
     return dpids
+
+
+def _check_etcd_tls(values: Mapping[str, Any]) -> None:
+    """Certificates for etcd come as a pair, and only with https:// endpoints."""
+    if bool(values.get("etcd_cert")) != bool(values.get("etcd_key")):
+        where = "dsr.etcd_key" if values.get("etcd_cert") else "dsr.etcd_cert"
+        raise InvalidInput(where, "etcd_cert and etcd_key go together: set both or neither")
+    given = [name for name in ("etcd_ca_cert", "etcd_cert") if values.get(name)]
+    plain = [url for url in values.get("etcd_endpoints", "").split(",") if url and not url.startswith("https://")]
+    if given and (plain or not values.get("etcd_endpoints")):
+        raise InvalidInput(
+            f"dsr.{given[0]}", "needs every etcd_endpoints URL to be https:// (certificates are for TLS)"
+        )
 
 
 def parse_endpoints(text: str, where: str) -> list[str]:

@@ -227,6 +227,15 @@ def test_an_unreadable_state_file_is_refused(tmp_path):
         ({"colour": "red"}, "dsr.colour: unknown option"),
         ({"switches": "1, br0"}, "dsr.switches: 'br0' is not a datapath id"),
         ({"switches": "0x11112222333344445"}, "dsr.switches"),
+        ({"etcd_endpoints": "etcd:2379"}, "dsr.etcd_endpoints: 'etcd:2379' is not an etcd client URL"),
+        ({"etcd_ca_cert": "/nonexistent/ca.pem"}, "dsr.etcd_ca_cert: cannot read '/nonexistent/ca.pem'"),
+        ({"etcd_endpoints": "https://e:2379", "etcd_cert": __file__}, "dsr.etcd_key: etcd_cert and etcd_key go"),
+        ({"etcd_endpoints": "https://e:2379", "etcd_key": __file__}, "dsr.etcd_cert: etcd_cert and etcd_key go"),
+        (
+            {"etcd_endpoints": "https://e:2379,http://f:2379", "etcd_ca_cert": __file__},
+            "dsr.etcd_ca_cert: needs every etcd_endpoints URL to be https://",
+        ),
+        ({"etcd_cert": __file__, "etcd_key": __file__}, "dsr.etcd_cert: needs every etcd_endpoints URL"),
     ],
 )
 def test_settings_rules(values, words):
@@ -238,6 +247,11 @@ def test_settings_rules(values, words):
 def test_settings_defaults_are_valid():
     defaults = Settings()
     assert Settings.from_mapping(defaults.as_dict()) == defaults
+
+
+def test_etcd_over_tls_with_a_client_certificate_is_a_valid_setting():
+    values = {"etcd_endpoints": "https://e:2379", "etcd_ca_cert": __file__, "etcd_cert": __file__, "etcd_key": __file__}
+    assert Settings.from_mapping(values).etcd_cert == __file__
 
 
 def test_only_the_switches_the_operator_allows_are_taken(tmp_path, caplog):
