@@ -82,7 +82,7 @@ class DsrApp(ofp.RyuApp):
         self.asked = set()  # dpids asked for their generation id after refusing us
         try:
             settings = Settings.from_files(list(conf.config_file or []))
-            ofp.limit_rest_connections(settings.rest_idle_timeout)
+            ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
             ofp.fix_openflow_tls()
             if settings.etcd_endpoints:
                 store = self._cluster_store(settings, conf)

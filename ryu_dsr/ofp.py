@@ -4,10 +4,13 @@ rules of ``ryu_dsr.flows`` and OpenFlow 1.3 messages with Nicira extensions."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import ssl
 import struct
+import time
 import warnings
+import weakref
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # Ryu's hub imports eventlet
 
@@ -53,18 +56,95 @@ OF_VERSION = ofp.OFP_VERSION
 LOG = logging.getLogger("ryu_dsr")
 
 
-def limit_rest_connections(idle_timeout: float) -> None:
+def limit_rest_connections(idle_timeout: float, per_client: int = 0) -> None:
     """Ryu starts eventlet's WSGI server without a socket timeout: a client
     that opens connections and sends nothing holds one of its 1,024 green
     threads each, for ever, and 1,024 of them stop the REST API. With a
     timeout, a connection that says nothing for ``idle_timeout`` seconds
-    is closed."""
+    is closed. ``per_client`` (0: no limit) caps the connections one client
+    address holds at once: one more is answered 503 and closed, so one
+    client cannot take the server's threads from the others."""
 
     def serve_forever(server) -> None:
         server.logger = hub.LoggingWrapper()
-        eventlet.wsgi.server(server.server, server.handle, server.logger, socket_timeout=idle_timeout)
+        listener = ClientCap(server.server, per_client) if per_client else server.server
+        eventlet.wsgi.server(listener, server.handle, server.logger, socket_timeout=idle_timeout)
 
     hub.WSGIServer.serve_forever = serve_forever
+
+
+TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s"
+)
+
+
+class ClientCap:
+    """A listening socket whose ``accept`` hands out at most ``cap``
+    connections per client address at once; the count drops when a
+    connection is closed (or its socket is collected)."""
+
+    def __init__(self, sock, cap: int) -> None:
+        self.sock = sock
+        self.cap = cap
+        self.open: dict[str, int] = {}
+        self.refused = 0
+        self.last_log = 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+    def accept(self):
+        while True:
+            conn, address = self.sock.accept()
+            client = address[0] if isinstance(address, tuple) else str(address)
+            if self.open.get(client, 0) < self.cap:
+                self.open[client] = self.open.get(client, 0) + 1
+                return CountedConnection(conn, self, client), address
+            self._refuse(conn, client)
+
+    def release(self, client: str) -> None:
+        left = self.open.get(client, 0) - 1
+        if left > 0:
+            self.open[client] = left
+        else:
+            self.open.pop(client, None)
+
+    def _refuse(self, conn, client: str) -> None:
+        self.refused += 1
+        body = json.dumps(
+            {
+                "error": "too_many_connections",
+                "message": f"{client} holds {self.cap} connections to the REST API already (rest_max_per_client)",
+            }
+        ).encode()
+        try:
+            conn.settimeout(0)
+            conn.send(TOO_MANY % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        now = time.monotonic()
+        if now - self.last_log >= 60:
+            self.last_log = now
+            LOG.warning("REST: %s is at %d connections: refused %d so far", client, self.cap, self.refused)
+
+
+class CountedConnection:
+    """A client connection that gives its place back once, when closed or
+    collected (a handler that fails before closing it)."""
+
+    def __init__(self, conn, cap: ClientCap, client: str) -> None:
+        self._conn = conn
+        self._release = weakref.finalize(self, cap.release, client)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        self._conn.close()
+        self._release()
 
 
 def fix_openflow_tls() -> None:

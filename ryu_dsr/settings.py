@@ -211,6 +211,15 @@ OPTIONS = (
         low=0.5,
         high=3600,
     ),
+    Option(
+        "rest_max_per_client",
+        int,
+        64,
+        "connections one client address may hold to the REST API at once; one more is answered 503 and closed "
+        "(the server has 1,024 in all); 0: no limit",
+        low=0,
+        high=1024,
+    ),
     Option("token_file", str, "/var/lib/ryu_dsr/api-token", "bearer tokens (NAME:TOKEN per line); made at first start"),
     Option(
         "switches",

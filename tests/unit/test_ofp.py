@@ -147,3 +147,53 @@ def test_flow_stats_read_lazily_equal_ryus_own_parse(tmp_path, mode):
         assert ofp.installed_key(lazy) == ofp.installed_key(full) == (rule.key, rule.cookie)
         assert [i.to_jsondict() for i in lazy.instructions] == [i.to_jsondict() for i in full.instructions]
     assert ofproto_v1_3_parser.OFPFlowStatsReply.cls_stats_body_cls is ofp.LazyFlowStats
+
+
+def test_one_client_address_holds_at_most_its_share_of_rest_connections():
+    """The REST listener hands out at most ``cap`` connections per client
+    address; the next is answered 503 and closed; a place comes back when
+    a connection is closed, or dropped by a handler that never closed it."""
+    import gc
+    import socket
+
+    from ryu_dsr.ofp import ClientCap
+
+    class Listener:  # the listening socket's accept, fed by real socket pairs
+        def __init__(self):
+            self.waiting = []
+
+        def accept(self):
+            return self.waiting.pop(0)
+
+    listener, clients = Listener(), []
+
+    def arrive(address):
+        server_end, client_end = socket.socketpair()
+        clients.append(client_end)
+        listener.waiting.append((server_end, (address, 40000 + len(clients))))
+
+    cap = ClientCap(listener, 2)
+    for _ in range(2):
+        arrive("10.0.0.1")
+    held = [cap.accept()[0] for _ in range(2)]
+    arrive("10.0.0.1")  # a third from the same address: refused
+    arrive("10.0.0.2")  # another address: served
+    other, (address, _port) = cap.accept()
+    assert address == "10.0.0.2" and cap.refused == 1
+    clients[2].settimeout(1)
+    assert clients[2].recv(4096).startswith(b"HTTP/1.1 503")
+    held.pop().close()  # closed: its place comes back
+    arrive("10.0.0.1")
+    again = cap.accept()[0]
+    del again  # dropped without close (a handler that failed): collected, its place comes back
+    gc.collect()
+    arrive("10.0.0.1")
+    last, (address, _port) = cap.accept()
+    assert address == "10.0.0.1" and cap.refused == 1
+    assert cap.open == {"10.0.0.1": 2, "10.0.0.2": 1}
+    other.close()
+    assert cap.open == {"10.0.0.1": 2}
+    held.pop().close()
+    last.close()
+    last.close()  # twice: its place comes back once
+    assert cap.open == {}
