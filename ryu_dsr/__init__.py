@@ -89,6 +89,8 @@ class DsrApp(ofp.RyuApp):
             else:
                 store = open_store(settings.state_file or None)
             saved = store.load()
+            if self.cluster is not None:
+                self.cluster.reached()  # it answered: healthy from the first GET /v1/cluster
             declared = plan_declared(saved.config, settings.declared_file)
             self.datapaths = {}
             self.outboxes = {}  # dpid -> queue of command lists, written by one green thread each

@@ -171,15 +171,19 @@ class Cluster:
 
     # -- the loops (green threads of the shell) --
 
+    def reached(self) -> None:
+        """etcd answered (the state read at start, or a campaign round)."""
+        if not self.etcd_ok:
+            LOG.info("cluster: etcd answers at %s", self.etcd.endpoint)
+        self.etcd_ok, self.etcd_error = True, ""
+
     def campaign_forever(self) -> None:
         while True:
             try:
                 self.stand()
                 self.elect()
                 self.store.flush()
-                if not self.etcd_ok:
-                    LOG.info("cluster: etcd answers at %s", self.etcd.endpoint)
-                self.etcd_ok, self.etcd_error = True, ""
+                self.reached()
             except OSError as error:
                 if self.etcd_ok:
                     LOG.warning("cluster: etcd unreachable: %s", error)
