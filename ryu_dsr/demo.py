@@ -86,7 +86,10 @@ def configure(rest_port: int) -> None:
     deadline = time.time() + 20
     while time.time() < deadline:
         pool = rest(f"http://127.0.0.1:{rest_port}", "GET", "/v1/pools/web")[1]
-        if all(b["status"]["state"] == "up" for b in pool["backends"]):
+        # Backends found after the VIP exists keep their slots' new
+        # connections on the first one found for a moment (the handover
+        # hold): the requests wait for it to end, or they all go there.
+        if all(b["status"]["state"] == "up" for b in pool["backends"]) and not pool["handover"]["holding"]:
             break
         time.sleep(0.2)
     for backend in pool["backends"]:
