@@ -42,7 +42,7 @@ from pathlib import Path
 
 from ryu_dsr.flows.pipeline import Kind, Priority, Table
 
-from ryu_dsr.lab import Lab, rest, wait_backends_up
+from ryu_dsr.lab import Lab, rest, run_at_once, wait_backends_up
 
 VIP = "10.0.0.100"  # pool "web": b11, b12, b13
 VIP_ONE = "10.0.0.101"  # pool "one": b11 alone
@@ -86,12 +86,7 @@ def ab_split(lab: Lab, addresses: list[str], requests: int, concurrency: int) ->
         threading.Thread(target=lambda a=a: results.append(ab(lab, a, share, max(1, concurrency // len(addresses)))))
         for a in addresses
     ]
-    started = time.monotonic()
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join()
-    took = time.monotonic() - started
+    took = run_at_once(runs)
     done = sum(r["done"] for r in results)
     return {"per_second": done / took, "failed": sum(r["failed"] for r in results), "done": done}
 
@@ -165,16 +160,15 @@ def main() -> int:
         for address in (direct, VIP, VIP_ONE):  # warm up ARP and caches
             ab(lab, address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
-        many = args.concurrency  # three ApacheBench share it
         cases = {
             "TCP to b11": lambda: ab(lab, direct, args.requests, args.concurrency),
             "TCP to VIP over b11": lambda: ab(lab, VIP_ONE, args.requests, args.concurrency),
             "TCP to VIP over 3": lambda: ab(lab, VIP, args.requests, args.concurrency),
             "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
             "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
-            "3 ab to b11": lambda: ab_split(lab, [direct] * len(spread), args.requests, many),
-            "3 ab to 3 backends": lambda: ab_split(lab, spread, args.requests, many),
-            "3 ab to VIP over 3": lambda: ab_split(lab, [VIP] * len(spread), args.requests, many),
+            "3 ab to b11": lambda: ab_split(lab, [direct] * len(spread), args.requests, args.concurrency),
+            "3 ab to 3 backends": lambda: ab_split(lab, spread, args.requests, args.concurrency),
+            "3 ab to VIP over 3": lambda: ab_split(lab, [VIP] * len(spread), args.requests, args.concurrency),
         }
         rows = (  # label, baseline case, measured case
             ("TCP, pool of b11 alone", "TCP to b11", "TCP to VIP over b11"),

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-from ryu_dsr.lab import TOKENS, Lab, rest
+from ryu_dsr.lab import TOKENS, Lab, rest, run_at_once
 
 REST_PORT, OF_PORT = 18093, 16693
 BASE = f"http://127.0.0.1:{REST_PORT}"
@@ -226,12 +226,7 @@ def run(lab: Lab, clients: int, requests: int, rate: float):
         )
         for seed in range(clients)
     ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_at_once(threads)
     time.sleep(1)
     matches, how = switch_matches(lab)
     return times, errors, elapsed, matches, how

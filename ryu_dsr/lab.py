@@ -566,6 +566,16 @@ def parse_stamp(text: str) -> float:
 TOKENS: dict[str, str] = {}  # REST base URL -> bearer token of the controller there
 
 
+def run_at_once(threads: list) -> float:
+    """Start ``threads`` together, wait for all of them; the seconds taken."""
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
 def wait_backends_up(base: str, count: int, pool: str = "web", timeout: float = 20.0) -> None:
     """Until ``count`` backends of ``pool`` are up (a benchmark's start)."""
     deadline = time.time() + timeout
