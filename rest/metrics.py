@@ -48,6 +48,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "vips": ("gauge", "VIPs configured", ()),
     "pool_slots": ("gauge", "slots in the pool's consistent-hash table", ("pool",)),
     "pool_handover_slots": ("gauge", "slots of the pool in a handover (connections kept where they were)", ("pool",)),
+    "pool_failing_open": (
+        "gauge",
+        "1 when no backend of the pool passes its checks and all take new connections (health_check.fail_open)",
+        ("pool",),
+    ),
     "backend_state": (
         "gauge",
         "1 for the backend's state (up, draining, unhealthy, down, unresolved)",
@@ -144,6 +149,7 @@ class BalancerCollector:
                 counts[slot_backend] = counts.get(slot_backend, 0) + 1
             handovers = b.handover_by_backend(name)
             add("pool_handover_slots", (name,), sum(handovers.values()))
+            add("pool_failing_open", (name,), 1 if name in b.failing_open else 0)
             up = 0
             for ip, backend in pool.backends.items():
                 state, _reason = b.backend_state(name, backend)

@@ -25,6 +25,7 @@ def pool_json(balancer: Any, name: str) -> dict:
     out["backends"] = [backend_json(balancer, name, ip) for ip in pool.backends]
     out["slots"] = len(balancer.planner.table(name))
     out["handover"] = balancer.handover_status(name)
+    out["failing_open"] = name in balancer.failing_open
     return out
 
 

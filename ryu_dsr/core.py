@@ -140,6 +140,7 @@ class Balancer:
         self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
         self.health_reasons: dict[tuple[str, str], str] = {}  # why a backend became unhealthy
+        self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.pinnable: dict[str, set[int]] = {}  # pool -> backend uids whose pins may exist
         self.protocols: dict[str, frozenset[int]] = {}  # pool -> protocols of its VIPs
@@ -303,6 +304,7 @@ class Balancer:
             self.transitions.pop((name, ip), None)
             touched |= self._locate(ip)
         self._delete_pins(self.pinnable.pop(name, set()))
+        self.failing_open.discard(name)
         return touched
 
     # ----------------------------------------------------------- REST service
@@ -362,7 +364,10 @@ class Balancer:
         if not self._link_up(dpid, port):
             return "down", f"switch {dpid:016x} port {port} is down"
         if not self.health.healthy(pool_name, backend.ip):
-            return "unhealthy", self.health_reasons.get((pool_name, backend.ip), "health checks failed")
+            reason = self.health_reasons.get((pool_name, backend.ip), "health checks failed")
+            if pool_name in self.failing_open and backend.weight > 0:
+                reason += "; takes new connections: no backend of the pool passes, it fails open"
+            return "unhealthy", reason
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
         how = "configured" if backend.mac else "found by ARP"
@@ -1101,13 +1106,48 @@ class Balancer:
         switch = self.switches.get(dpid) if dpid is not None else None
         return switch is None or switch.link_up(port)
 
-    def _usable(self, pool_name: str, backend: Backend) -> bool:
+    def _reachable(self, backend: Backend) -> bool:
         mac, dpid, port = self.locator.where(backend)
-        return mac is not None and self._link_up(dpid, port) and self.health.healthy(pool_name, backend.ip)
+        return mac is not None and self._link_up(dpid, port)
+
+    def _usable(self, pool_name: str, backend: Backend) -> bool:
+        """Found, its link up, and passing its checks (or its pool fails open)."""
+        if not self._reachable(backend):
+            return False
+        return pool_name in self.failing_open or self.health.healthy(pool_name, backend.ip)
+
+    def _fails_open(self, pool: Pool) -> bool:
+        """Whether the pool fails open: its check allows it, and of the
+        backends that could take new connections (found, link up, weight
+        above 0) there are some and none passes. A pass over this pool's
+        backends only."""
+        if not pool.health_check.fail_open:
+            return False
+        candidates = [b for b in pool.backends.values() if b.weight > 0 and self._reachable(b)]
+        return bool(candidates) and not any(self.health.healthy(pool.name, b.ip) for b in candidates)
+
+    def _update_fail_open(self, pool: Pool) -> None:
+        """Note (and log) whether the pool fails open now."""
+        failing = self._fails_open(pool)
+        if failing == (pool.name in self.failing_open):
+            return
+        if failing:
+            self.failing_open.add(pool.name)
+            LOG.warning("pool %s: no backend passes its checks: failing open, all take new connections", pool.name)
+        else:
+            self.failing_open.discard(pool.name)
+            LOG.warning("pool %s: no longer failing open", pool.name)
 
     def _weights(self, pool: Pool) -> dict[str, int]:
-        """Backends that take new connections: usable, weight above 0."""
-        return {b.ip: b.weight for b in pool.backends.values() if b.weight > 0 and self._usable(pool.name, b)}
+        """Backends that take new connections: found, link up, weight above 0,
+        and passing their checks unless the pool fails open. Decided from
+        ``pool`` itself, which may be a change not applied yet."""
+        open_ = self._fails_open(pool)
+        return {
+            b.ip: b.weight
+            for b in pool.backends.values()
+            if b.weight > 0 and self._reachable(b) and (open_ or self.health.healthy(pool.name, b.ip))
+        }
 
     def _plain_switches(self) -> bool:
         return any(sw.mode == "plain" for sw in self.switches.values())
@@ -1172,6 +1212,7 @@ class Balancer:
         whose rules change."""
         pool = self.config.pools[name]
         touched: set[Owner] = set()
+        self._update_fail_open(pool)
         planned = self._plan_tables(pool) if plan else None
         if planned is not None:
             touched |= self._install_tables(name, planned)

@@ -150,6 +150,8 @@ def status(client: Client) -> str:
                 )
             if not pool["vips"]:
                 out.append(f"\npool {pool['name']} (no VIP)")
+            if pool.get("failing_open"):
+                out.append(f"pool {pool['name']} FAILING OPEN: no backend passes its checks, all take new connections")
             out.append(table(_backend_rows(pool, traffic), BACKEND_HEADER))
     return "\n".join(out)
 

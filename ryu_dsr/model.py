@@ -167,8 +167,24 @@ class HealthCheck:
     fall: int = 2
     target: str = "backend"
     passive: str = "report"  # fail: a backend the switch sees answering too few connections fails at once
+    # When no backend of the pool passes, checks are ignored: all take new
+    # connections (the checks, or a saturated switch, are likelier at fault
+    # than every backend at once, and an empty table serves nobody).
+    fail_open: bool = True
 
-    FIELDS = ("kind", "port", "path", "expect_status", "interval", "timeout", "rise", "fall", "target", "passive")
+    FIELDS = (
+        "kind",
+        "port",
+        "path",
+        "expect_status",
+        "interval",
+        "timeout",
+        "rise",
+        "fall",
+        "target",
+        "passive",
+        "fail_open",
+    )
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -210,6 +226,10 @@ def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -
         check.target = parse_choice(body["target"], at("target"), HEALTH_TARGETS)
     if "passive" in body:
         check.passive = parse_choice(body["passive"], at("passive"), PASSIVE_ACTIONS)
+    if "fail_open" in body:
+        if not isinstance(body["fail_open"], bool):
+            raise InvalidInput(at("fail_open"), "must be true or false")
+        check.fail_open = body["fail_open"]
     if check.timeout > check.interval:
         raise InvalidInput(at("timeout"), f"must not exceed the interval ({check.interval} s)")
     if check.passive == "fail" and check.kind == "none":

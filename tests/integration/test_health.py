@@ -86,3 +86,30 @@ def test_a_vip_check_catches_a_backend_that_lost_the_vip(fabric):
     assert report["failed"] == 0 and "b13" not in report["by_backend"]
     fabric.lab.run("b13", "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
     wait_for(lambda: backend(fabric, "10.0.0.13")["state"] == "up", timeout=5, what="b13 back")
+
+
+def test_a_check_every_backend_fails_fails_open_and_the_vip_keeps_serving(fabric):
+    """A wrong check (TCP to port 81, where nothing listens) fails every
+    backend: the pool fails open and the VIP keeps serving on all three.
+    With ``fail_open: false`` the same check takes the pool down; the right
+    check brings it back."""
+
+    def pool():
+        return fabric.api("GET", "/v1/pools/web")[1]
+
+    check = {"kind": "tcp", "port": 81, "target": "backend"}
+    assert fabric.api("PATCH", "/v1/pools/web", {"health_check": check})[0] == 200
+    wait_for(lambda: pool()["failing_open"] and pool()["handover"]["holding"] == 0, timeout=10, what="failing open")
+    assert {b["status"]["state"] for b in pool()["backends"]} == {"unhealthy"}
+    assert all("refused" in b["status"]["reason"] and b["status"]["slots"] > 0 for b in pool()["backends"])
+    report = fabric.lab.requests("c1", f"http://{VIP}/", 60)
+    assert report["failed"] == 0 and set(report["by_backend"]) == {"b11", "b12", "b13"}, report
+
+    assert fabric.api("PATCH", "/v1/pools/web", {"health_check": {"fail_open": False}})[0] == 200
+    assert not pool()["failing_open"] and {b["status"]["slots"] for b in pool()["backends"]} == {0}
+    report = fabric.lab.requests("c1", f"http://{VIP}/", 3, "--timeout", "0.5")
+    assert report["failed"] == 3, report
+
+    assert fabric.api("PATCH", "/v1/pools/web", {"health_check": {"port": 80, "fail_open": True}})[0] == 200
+    wait_for(lambda: {b["status"]["state"] for b in pool()["backends"]} == {"up"}, timeout=10, what="all up")
+    assert not pool()["failing_open"]

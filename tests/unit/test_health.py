@@ -334,3 +334,92 @@ def test_a_removed_backend_takes_its_saved_failure_with_it(tmp_path):
     rig.balancer.delete_vip("www")
     rig.balancer.delete_pool("web")
     assert rig.balancer.store.load().health == {}
+
+
+def spread(rig, switch, connections=90) -> dict[str, int]:
+    """New TCP connections from the client to the VIP, counted by the
+    backend whose MAC the switch sent them to (the hold of moved slots
+    passed first)."""
+    from collections import Counter
+
+    from tests.simulator import syn
+
+    rig.pass_hold()
+    by_mac = {mac: ip for ip, (mac, _port) in BACKENDS.items()}
+    seen: Counter = Counter()
+    for sport in range(20000, 20000 + connections):
+        outputs = switch.send(syn("10.0.0.1", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1)
+        seen.update(by_mac[o.packet["eth_dst"]] for o in outputs if o.packet["eth_dst"] in by_mac)
+    return dict(seen)
+
+
+def fail_all(rig):
+    for _ in range(2):
+        tick(rig, 0.05)
+        tick(rig, 0.25)  # no backend answers its probe in time
+
+
+def test_a_pool_whose_every_backend_fails_its_checks_fails_open(tmp_path):
+    """No backend passes (a broken check, a saturated switch): rather than
+    an empty table that serves nobody, every backend keeps taking new
+    connections, each still reported unhealthy, the pool reported failing
+    open. The first backend that passes again takes them all back."""
+    from ryu_dsr.rest.metrics import metrics_text, registry_for
+
+    def scraped():
+        return metrics_text(registry_for(rig.balancer)).decode()
+
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2, "rise": 2})
+    fail_all(rig)
+    pool = views.pool_json(rig.balancer, "web")
+    assert pool["failing_open"] is True
+    for backend in pool["backends"]:
+        status = backend["status"]
+        assert status["state"] == "unhealthy" and "no answer" in status["reason"], status
+        assert "fails open" in status["reason"] and status["slots"] > 60, status
+    assert set(spread(rig, switch)) == set(BACKENDS)
+    assert 'ryu_dsr_pool_failing_open{pool="web"} 1.0' in scraped()
+    assert views.vip_json(rig.balancer, "www")["status"]["backends_up"] == 0  # what alerts see
+    for _ in range(2):  # .12 answers again
+        tick(rig, 0.3)
+        for syn_ in [p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
+            if syn_.dst == "10.0.0.12":
+                answer(rig, syn_, TCP_SYN | TCP_ACK)
+    assert views.pool_json(rig.balancer, "web")["failing_open"] is False
+    assert spread(rig, switch) == {"10.0.0.12": 90}
+    assert state(rig, "10.0.0.11")["slots"] == 0 and "fails open" not in state(rig, "10.0.0.11")["reason"]
+    assert 'ryu_dsr_pool_failing_open{pool="web"} 0.0' in scraped()
+
+
+def test_with_fail_open_false_a_pool_whose_every_backend_fails_takes_no_connection(tmp_path):
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fail_open": False})
+    fail_all(rig)
+    pool = views.pool_json(rig.balancer, "web")
+    assert pool["failing_open"] is False and pool["health_check"]["fail_open"] is False
+    assert {b["status"]["slots"] for b in pool["backends"]} == {0}
+    assert spread(rig, switch) == {}
+    # Turned on while every backend fails: the same change fills the table.
+    rig.balancer.patch_pool("web", {"health_check": {"fail_open": True}})
+    assert views.pool_json(rig.balancer, "web")["failing_open"] is True
+    assert set(spread(rig, switch)) == set(BACKENDS)
+
+
+def test_fail_open_ignores_only_checks_not_a_backend_that_cannot_be_reached_or_drains(tmp_path):
+    """Failing open puts back backends that failed their checks and nothing
+    else: a drained backend still gets no new connection, and a pool whose
+    only takers are drained does not fail open."""
+    rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2})
+    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 0})
+    fail_all(rig)
+    assert views.pool_json(rig.balancer, "web")["failing_open"] is True
+    assert set(spread(rig, switch)) == {"10.0.0.11", "10.0.0.12"}
+    assert state(rig, "10.0.0.13")["slots"] == 0
+
+
+def test_fail_open_must_be_a_boolean(tmp_path):
+    rig, _switch = checked(tmp_path, {"kind": "arp"})
+    before = views.pool_json(rig.balancer, "web")
+    with pytest.raises(InvalidInput) as error:
+        rig.balancer.patch_pool("web", {"health_check": {"fail_open": "yes"}})
+    assert error.value.field == "health_check.fail_open" and "true or false" in str(error.value)
+    assert views.pool_json(rig.balancer, "web") == before
