@@ -348,8 +348,10 @@ class DsrApp(ofp.RyuApp):
             datapath.send_msg(ofp.flow_stats_request(datapath))
 
     def _progress(self):
-        return tuple((sw.flow_mods, sw.rules.rules_computed) for sw in self.balancer.switches.values()), tuple(
-            self.barriers.items()
+        return (
+            tuple((sw.flow_mods, sw.rules.rules_computed) for sw in self.balancer.switches.values()),
+            tuple(self.barriers.items()),
+            tuple(len(pending["installed"]) for pending in self.connecting.values()),  # flows read so far
         )
 
     def wait_confirmed(self, timeout: float) -> dict:
@@ -358,7 +360,11 @@ class DsrApp(ofp.RyuApp):
         did not, and why. A large change (a PUT of thousands of VIPs) may
         take longer than ``timeout`` as long as the writers keep making
         progress; ``timeout`` without progress is a failure."""
-        ticket = {dpid: self.requested.get(dpid, 0) for dpid in self.datapaths}
+        # A switch still being read (just connected, or this controller just
+        # became master) holds none of the change yet: it waits for the
+        # first write after the read, which sends all that differs.
+        reading = set(self.connecting) if self.master else set()
+        ticket = {dpid: self.requested.get(dpid, 0) + (dpid in reading) for dpid in self.datapaths}
 
         def waiting():
             return {

@@ -1,0 +1,130 @@
+"""The Ryu shell (``ryu_dsr.DsrApp``) with a switch that speaks OpenFlow
+messages but is not a socket: when a REST change counts as confirmed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+from ryu_dsr.flows.pipeline import Kind, kind_of
+
+import ryu_dsr
+from ryu_dsr import ofp
+
+VIP = {"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
+
+
+class Switch:
+    """Takes what the shell sends and keeps it, as a switch's socket would."""
+
+    ofproto = ofproto_v1_3
+    ofproto_parser = ofproto_v1_3_parser
+
+    def __init__(self, dpid: int) -> None:
+        self.id = dpid
+        self.xid = 0
+        self.messages: list = []  # Ryu messages (requests, barriers)
+        self.flow_adds = 0  # encoded flow adds (sent as bytes)
+
+    def set_xid(self, msg) -> None:
+        self.xid += 1
+        msg.set_xid(self.xid)
+
+    def send_msg(self, msg) -> bool:
+        if msg.xid is None:
+            self.set_xid(msg)
+        msg.serialize()
+        self.messages.append(msg)
+        return True
+
+    def send(self, data: bytes) -> bool:
+        self.flow_adds += 1
+        return True
+
+    def sent(self, kind) -> list:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+
+def event(datapath, **fields):
+    return SimpleNamespace(msg=SimpleNamespace(datapath=datapath, **fields))
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    config = tmp_path / "ryu_dsr.conf"
+    config.write_text(f"[dsr]\nauth = none\nstate_file = {tmp_path / 'state.db'}\nstats_interval = 0\n")
+    monkeypatch.setattr(ryu_dsr, "_register_options", lambda: SimpleNamespace(config_file=[str(config)]))
+    app = ryu_dsr.DsrApp(wsgi=SimpleNamespace(register=lambda *args: None))
+    app.balancer.create_pool({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]})
+    yield app
+    app.ticker.kill()
+    for outbox in app.outboxes.values():
+        outbox.put(None)
+
+
+def connect(app, switch: Switch, held: dict | None = None) -> None:
+    """The switch's answers to what the shell asks when it connects: an
+    Open vSwitch, one port, and the flows it ``held`` (rule key -> cookie)."""
+    desc = SimpleNamespace(mfr_desc=b"Nicira, Inc.", hw_desc=b"Open vSwitch", sw_desc=b"3.1.0")
+    app._desc(event(switch, body=desc))
+    port = SimpleNamespace(port_no=1, state=0, config=0)
+    app._ports(event(switch, body=[port]))
+    flows = [
+        SimpleNamespace(table_id=table, priority=priority, cookie=cookie, match=SimpleNamespace(_fields2=list(match)))
+        for (table, priority, match), cookie in (held or {}).items()
+    ]
+    request = switch.sent(ofproto_v1_3_parser.OFPFlowStatsRequest)[-1]
+    app._flows(event(switch, xid=request.xid, body=flows, flags=0))
+
+
+def answer_barriers(app, switch: Switch) -> None:
+    for barrier in switch.sent(ofproto_v1_3_parser.OFPBarrierRequest):
+        app._barrier_reply(event(switch, xid=barrier.xid))
+
+
+def test_a_change_made_while_a_switch_is_being_read_is_confirmed_only_once_the_switch_holds_it(app):
+    """A switch that just connected (or a controller that just became
+    master) is read before anything is written to it. A REST change made
+    meanwhile must not be answered as confirmed before that switch holds
+    it: it waits for the first write after the read."""
+    switch = Switch(1)
+    app._features(event(switch))  # the shell now reads the switch's flows
+    assert 1 in app.connecting
+    app.balancer.create_vip(VIP)  # a REST change, while the switch is read
+    waiting = ofp.hub.spawn(app.wait_confirmed, 5.0)
+    ofp.hub.sleep(0.1)
+    assert not waiting.dead, "answered before the switch was even read"
+    assert switch.flow_adds == 0
+
+    connect(app, switch)
+    ofp.hub.sleep(0.1)  # the writer sends every rule the switch lacks, then a barrier
+    assert not waiting.dead and switch.flow_adds > 0
+    answer_barriers(app, switch)
+    assert waiting.wait() == {}
+    held = {kind_of(cookie) for cookie in app.balancer.switches[1].rules.installed.values()}
+    assert Kind.VIP in held  # the change was among what was written
+
+
+def test_a_switch_that_already_holds_everything_still_confirms_a_change_made_while_it_was_read(app):
+    """A switch that reconnects holding every rule: a change made while it
+    is read that touches no rule is confirmed once the write after the read
+    (the switch's set-up only: config, hash group, meter) is, not answered
+    503 after the settle timeout."""
+    switch = Switch(1)
+    app._features(event(switch))
+    connect(app, switch)
+    ofp.hub.sleep(0.1)
+    answer_barriers(app, switch)
+    held = dict(app.balancer.switches[1].rules.installed)
+    assert held and app.wait_confirmed(1.0) == {}
+
+    again = Switch(1)  # the same switch, connected again
+    app._features(event(again))
+    app.balancer.patch_pool("web", {"description": "front ends"})  # touches no rule
+    waiting = ofp.hub.spawn(app.wait_confirmed, 1.0)
+    connect(app, again, held)
+    ofp.hub.sleep(0.1)
+    assert again.flow_adds == 0  # no rule differed
+    answer_barriers(app, again)
+    assert waiting.wait() == {}
