@@ -15,6 +15,8 @@ backends:
 
 - a VIP whose pool is the one backend the direct case talks to (the
   balancer's own cost: hash, recirculation, MAC rewrite, reply counting);
+- the same VIP with port translation (port 81 to the backend's 80) against
+  it: what rewriting the port both ways adds;
 - a VIP over three backends against one backend (the issue's comparison);
 - three ApacheBench at once, one to each of three backends against all
   three to the VIP (the same backends loaded on both sides);
@@ -46,6 +48,7 @@ from ryu_dsr.lab import Lab, rest, run_at_once, wait_backends_up
 
 VIP = "10.0.0.100"  # pool "web": b11, b12, b13
 VIP_ONE = "10.0.0.101"  # pool "one": b11 alone
+VIP_MAPPED = "10.0.0.102"  # pool "one", port 81 translated to the backend's 80
 UDP_PORT = 5300
 BASE = "http://127.0.0.1:18095"
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -136,7 +139,7 @@ def main() -> int:
         lab.add_host("c1", 1)
         for name, last in BACKENDS.items():
             host = lab.add_host(name, last)
-            lab.make_backend(name, [VIP, VIP_ONE] if name == "b11" else [VIP])
+            lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED] if name == "b11" else [VIP])
             lab.serve_haproxy(name)
             lab.serve_udp(name, UDP_PORT, [VIP, host.ip])
         settings = {"state_file": str(lab.run_dir / "state.db"), "handover_window": 300, "udp_handover_window": 10}
@@ -154,15 +157,18 @@ def main() -> int:
         ):
             vip = {"name": name, "ip": ip, "protocol": protocol, "port": port, "pool": pool_name, "hash": "5tuple"}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
+        mapped = {"name": "mapped", "ip": VIP_MAPPED, "protocol": "tcp", "port": 81, "backend_port": 80, "pool": "one"}
+        assert rest(BASE, "POST", "/v1/vips", mapped | {"hash": "5tuple"})[0] == 201
         time.sleep(1.0)
         direct = lab.hosts["b11"].ip
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
-        for address in (direct, VIP, VIP_ONE):  # warm up ARP and caches
+        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81"):  # warm up ARP and caches
             ab(lab, address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
         cases = {
             "TCP to b11": lambda: ab(lab, direct, args.requests, args.concurrency),
             "TCP to VIP over b11": lambda: ab(lab, VIP_ONE, args.requests, args.concurrency),
+            "TCP to VIP:81 -> b11:80": lambda: ab(lab, f"{VIP_MAPPED}:81", args.requests, args.concurrency),
             "TCP to VIP over 3": lambda: ab(lab, VIP, args.requests, args.concurrency),
             "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
             "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
@@ -172,6 +178,7 @@ def main() -> int:
         }
         rows = (  # label, baseline case, measured case
             ("TCP, pool of b11 alone", "TCP to b11", "TCP to VIP over b11"),
+            ("TCP, port translated", "TCP to VIP over b11", "TCP to VIP:81 -> b11:80"),
             ("TCP, pool of three", "TCP to b11", "TCP to VIP over 3"),
             ("UDP, pool of three", "UDP to b11", "UDP to VIP over 3"),
             ("TCP, 3 ab, three backends", "3 ab to 3 backends", "3 ab to VIP over 3"),
@@ -197,7 +204,8 @@ def main() -> int:
             b, m = median(baseline), median(measured)
             print(f"{label:<27}{b:>9.0f}{m:>9.0f}{m / b:>7.2f}{f'{failed(baseline)}/{failed(measured)}':>9}")
         print(
-            "  baseline/measured: the same client straight to backend b11 / through the VIP, except the last row;"
+            "  baseline/measured: the same client straight to backend b11 / through the VIP, except the second"
+            "\n  (the VIP over b11, without / with port translation) and the last row;"
             "\n  3 ab: three ApacheBench at once, -c 16 each"
         )
         print("\nCPU time per connection (microseconds), medians: the whole machine (2 cores), ovs-vswitchd")

@@ -50,6 +50,7 @@ ETH_ARP = 0x0806
 ARP_REQUEST = 1
 ARP_REPLY = 2
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
+L4_SRC = {6: "tcp_src", 17: "udp_src"}
 CONTROLLER_PEEK = 128  # bytes of a packet sent to the controller for learning
 
 
@@ -63,6 +64,7 @@ class VipPlan:
     hash: str
     pool_uid: int
     n_slots: int  # size of the pool's slot table this VIP hashes into
+    backend_port: int | None = None  # requests' destination port becomes this (None: kept)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,9 @@ class AddressPlan:
     senders: tuple[tuple[str, int | None], ...] = ()  # (MAC, port or None) of the backends behind the address
     guarded: bool = False  # every backend's place is known: none else may send from the address
     pool_uid: int | None = None  # the one pool of the address's VIPs (GUARD allows its backends); None: several
+    # (ip_proto, backend port, VIP port) of each VIP that translates its port:
+    # a backend's reply from the backend port leaves from the VIP's port
+    translations: tuple[tuple[int, int, int], ...] = ()
 
 
 def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
@@ -312,6 +317,13 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
     if switch.mode == "ovs" and address.fragments is not None:
         rules.append(fragments_rule(address.fragments))
+    if switch.mode == "ovs":
+        # A translated VIP's replies: source port set back to the VIP's, then
+        # looked up again as any reply from the address (guard, counters).
+        for ip_proto, backend_port, port in address.translations:
+            reply = match_items(eth_type=ETH_IP, ipv4_src=ip, ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
+            back = (SetField(L4_SRC[ip_proto], port), Resubmit(Table.INGRESS))
+            rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_PORT, reply, back, owner=address_owner))
     if switch.mode == "ovs" and address.guarded and address.pool_uid is not None:
         # One pool's address: one rule here, and the pool's backends are
         # allowed in GUARD (by MAC and port, owned with each backend's
@@ -336,10 +348,27 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
                 owner=address_owner,
             )
         )
+        if switch.mode == "plain":  # no resubmit: each sender's translated replies, set back here
+            rules += _plain_translations(address, sent)
+    if switch.mode == "plain" and not address.senders:
+        rules += _plain_translations(address, {"eth_type": ETH_IP, "ipv4_src": ip})
     if address.guarded:
         from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
     return rules + _address_arp_rules(switch, ip, mac, answer)
+
+
+def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
+    """Plain mode: a translated VIP's replies matching ``sent`` (one sender,
+    or the address alone) leave from the VIP's port."""
+    rules = []
+    for ip_proto, backend_port, port in address.translations:
+        reply = match_items(**sent, ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
+        back = (SetField(L4_SRC[ip_proto], port),)
+        rules.append(
+            Rule(Table.INGRESS, Priority.VIP_SOURCE_PORT, reply, back, goto=Table.ETH_SRC, owner=owner(Kind.ADDRESS))
+        )
+    return rules
 
 
 def _address_arp_rules(switch: SwitchPlan, ip: str, mac: str, answer: tuple[Action, ...]) -> list[Rule]:
@@ -376,18 +405,22 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
         fields[L4_DST[vip.ip_proto]] = vip.port
     else:
         priority = Priority.VIP_ALL_PORTS
+    # a translated VIP: the request goes on (hashed, pinned) to the backend's port
+    translate = (SetField(L4_DST[vip.ip_proto], vip.backend_port),) if vip.backend_port is not None else ()
     if switch.mode == "plain":
         return [
             Rule(
                 Table.INGRESS,
                 priority,
                 match_items(**fields),
+                translate,
                 write_metadata=(vip.pool_uid, 0xFFFFFFFF),
                 goto=Table.SLOTS,
                 owner=vip_owner,
             )
         ]
     enter, goto = _entry(vip)
+    enter = translate + enter
     rules = [Rule(Table.INGRESS, priority, match_items(**fields), enter, goto=goto, owner=vip_owner)]
     bits = vip.n_slots.bit_length() - 1
     if vip.hash == "source_ip":  # hashed in the slow path, once per client address (megaflows match it)
@@ -450,6 +483,8 @@ def fragment_vip(vips: list[VipPlan]) -> VipPlan | None:
     udp = [vip for vip in vips if vip.ip_proto == 17]
     if not udp or any(vip.port is None for vip in udp):
         return None
+    if any(vip.backend_port is not None for vip in udp):
+        return None  # a fragment's port cannot be read, so neither translated: dropped
     if len({(vip.pool_uid, vip.hash) for vip in udp}) > 1:
         return None
     return min(udp, key=lambda vip: vip.uid)

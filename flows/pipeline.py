@@ -66,6 +66,7 @@ class Priority(IntEnum):
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
     REPLY_SYN_ACK = 130  # REPLIES: a backend answering a connection from a VIP address (counted)
     REPLY_RESET = 125  # REPLIES: a backend resetting a connection from a VIP address (counted)
+    VIP_SOURCE_PORT = 146  # IP from a VIP address and a translated VIP's backend port: its source port set back
     VIP_SOURCE = 145  # IP from a VIP address, from one of its backends (MAC, and port when known): counted, forwarded
     VIP_SOURCE_GUARD = 144  # IP from a VIP address, from anywhere else: dropped
     PIN = 200  # learned pins in SLOTS
@@ -116,7 +117,7 @@ _ICMP = {"icmpv4_type", "icmpv4_code"}
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
         frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
-        frozenset({Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
+        frozenset({Table.INGRESS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
         "to ETH_SRC (a MISS rule)",
     ),
     Table.DECIDE: TableContract(

@@ -912,6 +912,7 @@ class Balancer:
             tuple(sorted(senders.items())),
             placed and found,  # every backend known where: the rest may not send from the address
             self.config.pools[vips[0].pool].uid if len({vip.pool for vip in vips}) == 1 else None,
+            tuple(sorted((v.ip_proto, v.backend_port, v.port) for v in vips if v.backend_port is not None)),
         )
 
     def _addresses_of(self, name: str) -> set[Owner]:
@@ -967,7 +968,7 @@ class Balancer:
         vip = self.config.vips[name]
         pool = self.config.pools[vip.pool]
         n_slots = self._slot_size(vip.pool, mode)
-        return VipPlan(vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots)
+        return VipPlan(vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots, vip.backend_port)
 
     def _host_port(self, switch: Switch, mac: str) -> int | None:
         """Where a MAC is forwarded on this switch: its own port when the

@@ -5,7 +5,7 @@
     dsrctl pool-add NAME IP[,IP...] | pool-rm NAME
     dsrctl backend-add POOL IP [--weight W] | backend-rm POOL IP | weight POOL IP W
     dsrctl vips | vip NAME
-    dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] | vip-rm NAME
+    dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] [--backend-port PORT] | vip-rm NAME
     dsrctl switches | topology | cluster | stats | config | apply FILE [--dry-run]
 
 Tables by default, ``--json`` for the API's own JSON. The API address is
@@ -145,7 +145,9 @@ def status(client: Client) -> str:
                 port = vip["port"] if vip["port"] is not None else "*"
                 t = vip["traffic"]
                 out.append(
-                    f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}  {vip['name']}  pool {vip['pool']}  "
+                    f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}"
+                    + (f" -> backends' :{vip['backend_port']}" if vip.get("backend_port") else "")
+                    + f"  {vip['name']}  pool {vip['pool']}  "
                     f"hash {vip['hash']}  conns {t['new_connections']}  packets {t['packets']}"
                 )
             if not pool["vips"]:
@@ -184,10 +186,19 @@ def run(args, client: Client) -> Any:
     if c == "vips":
         vips = client.call("GET", "/v1/vips?limit=10000")
         rows = [
-            [v["name"], v["ip"], v["protocol"], v["port"] or "all", v["pool"], v["hash"], v["status"]["backends_up"]]
+            [
+                v["name"],
+                v["ip"],
+                v["protocol"],
+                v["port"] or "all",
+                v["backend_port"] or "-",
+                v["pool"],
+                v["hash"],
+                v["status"]["backends_up"],
+            ]
             for v in vips
         ]
-        return vips, table(rows, ["vip", "address", "protocol", "port", "pool", "hash", "up"])
+        return vips, table(rows, ["vip", "address", "protocol", "port", "backend port", "pool", "hash", "up"])
     if c == "vip":
         vip = client.call("GET", f"/v1/vips/{args.name}")
         return vip, "\n".join(f"{k}: {v}" for k, v in vip.items())
@@ -200,6 +211,10 @@ def run(args, client: Client) -> Any:
             "pool": args.pool,
             "hash": args.hash,
         }
+        if args.backend_port is not None:
+            if not args.backend_port.isdigit():
+                raise Refused(f"backend-port: {args.backend_port!r} is not a number")
+            body["backend_port"] = int(args.backend_port)
         return client.call("POST", "/v1/vips", body), f"VIP {args.name} created"
     if c == "vip-rm":
         return client.call("DELETE", f"/v1/vips/{args.name}"), f"VIP {args.name} deleted"
@@ -297,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     for name in ("name", "ip", "protocol", "port", "pool"):
         vip.add_argument(name)
     vip.add_argument("--hash", default="5tuple", choices=("5tuple", "source_ip"))
+    vip.add_argument("--backend-port", help="the port the backends listen on, when not PORT")
     apply = sub.add_parser("apply")
     apply.add_argument("file")
     apply.add_argument("--dry-run", action="store_true")

@@ -272,9 +272,13 @@ class Vip:
     mac: str = ""
     description: str = ""
     uid: int = 0
+    # The port the backends listen on, when not ``port``: the switch
+    # rewrites requests' destination port and replies' source port (None:
+    # no translation).
+    backend_port: int | None = None
 
-    FIELDS = {"name", "ip", "protocol", "port", "pool", "hash", "mac", "description"}
-    MUTABLE = {"ip", "protocol", "port", "pool", "hash", "mac", "description"}
+    FIELDS = {"name", "ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description"}
+    MUTABLE = {"ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description"}
 
     @property
     def ip_proto(self) -> int:
@@ -286,6 +290,7 @@ class Vip:
             "ip": self.ip,
             "protocol": self.protocol,
             "port": self.port,
+            "backend_port": self.backend_port,
             "pool": self.pool,
             "hash": self.hash,
             "mac": self.mac,
@@ -355,6 +360,13 @@ def _apply_vip_fields(vip: Vip, body: dict, where: str) -> None:
         vip.mac = "" if body["mac"] is None else parse_mac(body["mac"], _where(where, "mac"))
     if "description" in body:
         vip.description = parse_text(body["description"], _where(where, "description"))
+    if "backend_port" in body:
+        port = body["backend_port"]
+        vip.backend_port = None if port is None else parse_int(port, _where(where, "backend_port"), 1, 65535)
+    if vip.backend_port == vip.port:
+        vip.backend_port = None  # the VIP's own port: nothing to translate
+    if vip.backend_port is not None and vip.port is None:
+        raise InvalidInput(_where(where, "backend_port"), "needs the VIP's port (a VIP on all ports keeps each port)")
 
 
 def parse_vip(body: Any, where: str = "") -> Vip:
@@ -451,6 +463,15 @@ class Config:
             if other.protocol == vip.protocol and (other.port is None or vip.port is None or other.port == vip.port):
                 what = "all ports" if vip.port is None or other.port is None else f"port {vip.port}"
                 raise Conflict(f"VIP {vip.name} overlaps VIP {other.name}: {vip.ip} {vip.protocol} {what}")
+            if other.protocol == vip.protocol and (vip.backend_port or other.backend_port):
+                # Replies are told apart by their source port: each port may
+                # be one VIP's port or one VIP's backend port, not both.
+                shared = {vip.port, vip.backend_port} & {other.port, other.backend_port} - {None}
+                if shared:
+                    raise Conflict(
+                        f"VIP {vip.name} overlaps VIP {other.name}: {vip.ip} {vip.protocol} port {min(shared)} "
+                        "is used by both as port or backend_port (their replies could not be told apart)"
+                    )
 
     def _check_backend_ip(self, pool_name: str, ip: str) -> None:
         if self.vips_by_ip.get(ip):

@@ -21,6 +21,11 @@ def all_rules(tmp_path, mode):
     rig.balancer.create_vip(
         {"name": "dns5", "ip": "10.0.0.54", "protocol": "udp", "port": 53, "pool": "web", "hash": "5tuple"}
     )
+    for name, protocol, port, backend_port in (("tls", "tcp", 443, 8443), ("dns6", "udp", 53, 5353)):
+        rig.balancer.create_vip(
+            {"name": name, "ip": "10.0.0.100", "protocol": protocol, "port": port, "backend_port": backend_port}
+            | {"pool": "web", "hash": "5tuple"}
+        )
     rig.resolve_all()
     rig.learn("02:00:00:00:00:01", 1)
     return switch.rules()
