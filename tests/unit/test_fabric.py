@@ -209,6 +209,27 @@ def test_vip_traffic_is_balanced_at_the_edge_and_carried_to_backends_on_other_le
     assert [(d, p) for d, p, _ in reply] == [(leaf, port)]
 
 
+def test_port_translation_across_the_fabric_rewrites_each_direction_once(tmp_path):
+    """A translated VIP (80 to the backends' 8080): the request is rewritten
+    where it enters the fabric, the reply where it leaves its backend,
+    whatever leaves they are on; the spines only carry them."""
+    from tests.simulator import syn, tcp
+
+    rig, links = fabric_rig(tmp_path)
+    rig.balancer.patch_vip("www", {"backend_port": 8080})
+    mac, ip, leaf, port = CLIENT
+    reached = set()
+    for sport in range(4000, 4032):
+        [(dpid, edge, packet)] = walk(rig, links, leaf, port, syn(ip, VIP, sport, 80, mac, VIP_MAC))
+        backend = next(b for b, (_bmac, bleaf, bport) in FABRIC_BACKENDS.items() if (bleaf, bport) == (dpid, edge))
+        assert (packet["tcp_dst"], packet["tcp_src"]) == (8080, sport)
+        reached.add(backend)
+        bmac, bleaf, bport = FABRIC_BACKENDS[backend]
+        [(back_at, back_port, answer)] = walk(rig, links, bleaf, bport, tcp(VIP, ip, 8080, sport, bmac, mac))
+        assert (back_at, back_port) == (leaf, port) and (answer["tcp_src"], answer["tcp_dst"]) == (80, sport)
+    assert reached == set(FABRIC_BACKENDS)
+
+
 def test_broadcast_reaches_every_edge_port_once_and_never_loops(tmp_path):
     from tests.simulator import arp_request
 
