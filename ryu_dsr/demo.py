@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, rest, wait_backends_up, wait_no_hold
 
 PREFIX = "dsrdemo"
 VIP = "10.0.0.100"
@@ -83,15 +83,10 @@ def configure(rest_port: int) -> None:
         "/v1/vips",
         {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
     )
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        pool = rest(f"http://127.0.0.1:{rest_port}", "GET", "/v1/pools/web")[1]
-        # Backends found after the VIP exists keep their slots' new
-        # connections on the first one found for a moment (the handover
-        # hold): the requests wait for it to end, or they all go there.
-        if all(b["status"]["state"] == "up" for b in pool["backends"]) and not pool["handover"]["holding"]:
-            break
-        time.sleep(0.2)
+    base = f"http://127.0.0.1:{rest_port}"
+    wait_backends_up(base, len(BACKENDS))
+    wait_no_hold(base)  # or the requests below would all go to the first backend found
+    pool = rest(base, "GET", "/v1/pools/web")[1]
     for backend in pool["backends"]:
         status = backend["status"]
         where = status["location"] or {}

@@ -587,6 +587,19 @@ def wait_backends_up(base: str, count: int, pool: str = "web", timeout: float = 
     raise RuntimeError(f"{count} backends not up in {timeout} s")
 
 
+def wait_no_hold(base: str, pool: str = "web", timeout: float = 10.0) -> None:
+    """Until no slot of ``pool`` is in a handover's hold. Backends found one
+    after another keep the new connections of their slots on the first one
+    found for a moment (the hold); requests sent before it ends would all
+    go there."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not rest(base, "GET", f"/v1/pools/{pool}")[1]["handover"]["holding"]:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"slots of pool {pool} still held after {timeout} s")
+
+
 def rest(base: str, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object]:
     """One JSON request (with the controller's token, if the lab started
     it); returns (status, decoded body or None)."""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, rest, wait_no_hold
 
 VIP = "10.0.0.100"
 PROBE_IP = "10.0.0.250"  # source of the controller's TCP/HTTP health probes
@@ -95,7 +95,7 @@ class Fabric:
         vip = {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": hash_fields}
         assert self.api("POST", "/v1/vips", vip)[0] == 201
         self.wait_backends_up(count=len(backends))
-        wait_for(lambda: not self.api("GET", "/v1/pools/web")[1]["handover"]["holding"], 10, what="no slot held")
+        wait_no_hold(self.base)
 
     def wait_backends_up(self, pool="web", count=3, timeout=15):
         def up():

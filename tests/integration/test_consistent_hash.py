@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from ryu_dsr.lab import wait_no_hold
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 STREAMS = 24
@@ -58,7 +59,7 @@ def test_long_lived_connections_survive_add_reweight_and_drain(fabric):
     assert pool["slots"] == 256  # 64 per backend: grown from 128 when b13 came, moving no connection
     assert slots["10.0.0.12"] == 0 and slots["10.0.0.11"] == 192 and slots["10.0.0.13"] == 64
     # new connections of the moved slots follow them once their 2 s hold is over
-    wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
+    wait_no_hold(fabric.base)
     wait_for(lambda: all(sw["in_line"] for sw in fabric.api("GET", "/v1/switches")[1]), what="rules rewritten")
     # Open vSwitch applies a flow change to its datapath flows by revalidating
     # them, after the change itself: a moment more before the new connections.

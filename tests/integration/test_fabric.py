@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, rest, wait_no_hold
 from tests.integration.conftest import PROBE_IP, VIP, wait_for
 
 REST_PORT, OF_PORT = 18088, 16688
@@ -68,7 +68,7 @@ def test_the_fabric_is_found_and_balances_at_the_edge(lab):
     hosts = {h["mac"]: h for h in api("GET", "/v1/topology")[1]["hosts"]}
     assert {hosts[lab.hosts[name].mac]["dpid"] for name in BACKENDS} == set(LEAVES.values())
     # the backends were found one after another: their slots' holds end, new connections follow the table
-    wait_for(lambda: api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, 10, 0.2, "holds over")
+    wait_no_hold(BASE)
     wait_for(lambda: all(sw["in_line"] for sw in api("GET", "/v1/switches")[1]), 10, 0.2, "switches in line")
     time.sleep(1.0)  # Open vSwitch revalidates its datapath flows after the rewrite
     flows = {name: lab.ofctl("dump-flows", f"dsrfab-{name}").count("table=2,") for name in (*LEAVES, *SPINES)}

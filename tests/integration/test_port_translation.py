@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ryu_dsr.lab import TOOLS
-from tests.integration.conftest import VIP, fabric_fixture, wait_for
+from ryu_dsr.lab import TOOLS, wait_no_hold
+from tests.integration.conftest import VIP, fabric_fixture
 
 fabric = fabric_fixture("dsrp", rest_port=18103, of_port=16703)
 
@@ -43,7 +43,7 @@ def test_udp_answers_come_back_from_the_vips_port(fabric):
         fabric.servers[f"{name}-udp"] = lab.serve_udp(name, 5300, [VIP, lab.hosts[name].ip])
     dns = {"name": "dns", "ip": VIP, "protocol": "udp", "port": 53, "backend_port": 5300, "pool": "web"}
     assert fabric.api("POST", "/v1/vips", dns | {"hash": "5tuple"})[0] == 201
-    wait_for(lambda: not fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"], 10, what="no slot held")
+    wait_no_hold(fabric.base)
     out = lab.run("c1", sys.executable, str(TOOLS / "udp_load.py"), VIP, "53", "--streams", "12", "--seconds", "2")
     flows = json.loads(out.strip().splitlines()[-1])
     # A connected UDP socket takes answers only from VIP:53: every one came back.

@@ -8,7 +8,8 @@ import re
 import sys
 import time
 
-from tests.integration.conftest import VIP, fabric_fixture, wait_for
+from ryu_dsr.lab import wait_no_hold
+from tests.integration.conftest import VIP, fabric_fixture
 
 PIN_LIMIT = 200
 fabric = fabric_fixture(
@@ -52,14 +53,14 @@ def pins(lab) -> dict[str, int]:
 def test_a_syn_flood_during_a_handover_stops_at_the_pin_limit_and_breaks_nothing(fabric):
     lab = fabric.lab
     fabric.create_web(backends=(11, 12))
-    wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
+    wait_no_hold(fabric.base)
     streams = lab.spawn_client(
         "c1", f"http://{VIP}/", "--streams", "10", "--lines", "150", "--ms", "100", "--timeout", "40", log="s.json"
     )
     time.sleep(1)
     assert fabric.api("POST", "/v1/pools/web/backends", {"ip": "10.0.0.13"})[0] == 201  # slots move to it
     fabric.wait_backends_up(count=3)
-    wait_for(lambda: fabric.api("GET", "/v1/pools/web")[1]["handover"]["holding"] == 0, what="holds over")
+    wait_no_hold(fabric.base)
     slowest, waves = 0.0, []
     for wave in range(2):
         flood = lab.spawn("c1", sys.executable, "-c", SYN_FLOOD, VIP, "4000", str(wave), log=f"synflood{wave}.log")
