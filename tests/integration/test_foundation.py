@@ -272,14 +272,17 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
         ["pool-add", "ctl", "10.0.0.31"],
         ["backend-add", "ctl", "10.0.0.32", "--weight", "5"],
         ["weight", "ctl", "10.0.0.32", "0"],
-        ["vip-add", "ctlvip", "10.0.0.120", "tcp", "8080", "ctl"],
+        ["vip-add", "ctlvip", "10.0.0.120", "tcp", "8080", "ctl", "--backend-port", "80"],
+        ["vips"],
         ["vip-rm", "ctlvip"],
         ["backend-rm", "ctl", "10.0.0.32"],
         ["pool-rm", "ctl"],
     ]
     for args in steps:
-        code, _out, err = dsrctl(*args)
+        code, out, err = dsrctl(*args)
         assert code == 0, (args, err)
+        if args == ["vips"]:  # the translated VIP, its backend port shown
+            assert any(line.split()[:5] == ["ctlvip", "10.0.0.120", "tcp", "8080", "80"] for line in out.splitlines())
     assert fabric.api("GET", "/v1/pools/ctl")[0] == 404
     document = tmp_path / "config.json"
     document.write_text(json.dumps(fabric.api("GET", "/v1/config")[1]))
