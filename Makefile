@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/hash_table.py
 	$(PY) bench/failover.py
 	$(PY) bench/cps.py
+	$(PY) bench/handover.py
 	$(PY) bench/dataplane.py
 	$(PY) bench/fabric.py
 	$(PY) bench/scale.py

@@ -42,6 +42,7 @@ from ryu_dsr.flows.rules import (
     Resubmit,
     Rule,
     SetField,
+    Track,
     match_items,
 )
 
@@ -113,6 +114,10 @@ class SwitchPlan:
     packet_in_limit: int = 0  # frames a second sent to the controller for MAC learning; 0: no limit
     links: tuple[int, ...] = ()  # ports that lead to other switches of the fabric
     flood: tuple[int, ...] | None = None  # where to flood (edge ports and spanning-tree links); None: every port
+    # how a moved slot's new TCP connections keep their backend in a handover:
+    # 'learn' (a pin each) or 'conntrack' (the tracker's label, in this zone)
+    handover_tracking: str = "learn"
+    conntrack_zone: int = 0
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -540,7 +545,10 @@ def slot_rules(
         rules.append(Rule(Table.SLOTS, Priority.SLOT, match_items(**regs), _send(target), owner=pool_owner))
     if handover is None or (handover.old == target and not hold):
         return rules
-    if handover.tcp and 6 in protocols:
+    tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
+    if tracked:
+        rules += _tracked_handover(switch, regs, target, handover.old, n_slots, pool_owner)
+    elif handover.tcp and 6 in protocols:
         syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
         opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
         if target is not None:
@@ -551,11 +559,56 @@ def slot_rules(
             refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
             rules.append(Rule(Table.UNPINNED, Priority.SLOT, refused, _send(handover.old), owner=pool_owner))
         rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner))
-    for ip_proto in sorted(protocols):
+    for ip_proto in sorted(protocols - ({6} if tracked else set())):
         if handover.tcp if ip_proto == 6 else handover.udp:
             match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **regs)
             actions = _send(handover.old) + (_pin(switch, ip_proto, handover.old, n_slots),)
             rules.append(Rule(Table.SLOTS, Priority.HANDOVER, match, actions, owner=pool_owner))
+    return rules
+
+
+def _tracked_handover(
+    switch: SwitchPlan, regs: dict, target: SlotTarget | None, old: SlotTarget, n_slots: int, pool_owner: int
+) -> list[Rule]:
+    """A moved slot's TCP rules with the connection tracker (after the
+    hold): a SYN commits its connection labelled with the new backend and
+    goes there; any other packet is looked up and goes on in TRACKED, to the
+    backend its label names if that is the slot's new one, else (a
+    connection older than the move) to the old backend, pinned there by
+    ``learn`` once. New connections cost no slow-path work."""
+    syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
+    opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
+    if target is not None:
+        opening = (Track(switch.conntrack_zone, label=target.backend_uid), *_send(target))
+    rules = [
+        Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner),
+        Rule(
+            Table.SLOTS,
+            Priority.HANDOVER,
+            match_items(eth_type=ETH_IP, ip_proto=6, **regs),
+            (Track(switch.conntrack_zone, table=Table.TRACKED),),
+            owner=pool_owner,
+        ),
+        Rule(
+            Table.TRACKED,
+            Priority.HANDOVER,
+            match_items(eth_type=ETH_IP, ip_proto=6, **regs),  # the pin reads the 5-tuple: its prerequisites
+            (*_send(old), _pin(switch, 6, old, n_slots), Resubmit(Table.CHOSEN)),
+            owner=pool_owner,
+        ),
+    ]
+    if target is not None:
+        labelled = match_items(eth_type=ETH_IP, ip_proto=6, **regs, ct_label=target.backend_uid)
+        # (a resubmit: OpenFlow's goto only goes to later tables)
+        rules.append(
+            Rule(
+                Table.TRACKED,
+                Priority.HANDOVER_SYN,
+                labelled,
+                (*_send(target), Resubmit(Table.CHOSEN)),
+                owner=pool_owner,
+            )
+        )
     return rules
 
 

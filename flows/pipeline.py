@@ -46,6 +46,7 @@ class Table(IntEnum):
     LEARN = 7  # frames from unknown source MACs to the controller, through a meter; by resubmit only
     REPLIES = 8  # what each backend sends from a VIP address, counted per backend MAC; by resubmit only
     GUARD = 9  # who may send from a VIP address: a pool's backends, each from its own port; by resubmit only
+    TRACKED = 10  # a moved slot's TCP packet after the connection tracker (handover_tracking = conntrack)
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -127,7 +128,7 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.SLOTS: TableContract(
         frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", "tcp_flags", REG_POOL, REG_SLOT}),
-        frozenset({Table.ETH_SRC, Table.UNPINNED}),
+        frozenset({Table.ETH_SRC, Table.UNPINNED, Table.TRACKED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
     ),
     Table.CHOSEN: TableContract(
@@ -153,6 +154,11 @@ CONTRACT: dict[int, TableContract] = {
     Table.UNPINNED: TableContract(
         frozenset({REG_POOL, REG_SLOT, REG_LEARNED}), frozenset(), "nothing: resubmit returns (the pin was learned)"
     ),
+    Table.TRACKED: TableContract(
+        frozenset({"eth_type", "ip_proto", REG_POOL, REG_SLOT, "ct_label"}),
+        frozenset({Table.CHOSEN}),
+        "drop (the slot's handover is over)",
+    ),
 }
 
 
@@ -166,6 +172,7 @@ def check_rule(rule: Any) -> None:
         raise ValueError(f"table {Table(rule.table).name} does not match on {', '.join(sorted(extra))}")
     targets = {rule.goto} if rule.goto is not None else set()
     targets |= {action.table for action in rule.actions if type(action).__name__ == "Resubmit"}
+    targets |= {a.table for a in rule.actions if type(a).__name__ == "Track" and a.table is not None}
     wrong = targets - contract.next_tables
     if wrong:
         names = ", ".join(Table(t).name for t in sorted(wrong))

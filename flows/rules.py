@@ -114,11 +114,23 @@ class LearnPin:
 
 
 @dataclass(frozen=True)
+class Track:
+    """Nicira ct in one ``zone``: with ``label``, commit the packet's
+    connection with that label; with ``table``, look the connection up and
+    go on in ``table`` with its ``ct_label`` (0: none), the packet itself
+    going on untracked (Open vSwitch forks it)."""
+
+    zone: int
+    label: int | None = None
+    table: int | None = None
+
+
+@dataclass(frozen=True)
 class Drop:
     """An explicit empty action list (readability only)."""
 
 
-Action = Union[Output, SetField, Move, Resubmit, Multipath, Group, LearnPin, Drop]
+Action = Union[Output, SetField, Move, Resubmit, Multipath, Group, LearnPin, Track, Drop]
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -841,6 +841,8 @@ class Balancer:
             pin_fin_timeout=self.settings.pin_fin_timeout,
             pin_limit=self.settings.pin_limit,
             packet_in_limit=self.settings.packet_in_limit,
+            handover_tracking=self.settings.handover_tracking,
+            conntrack_zone=self.settings.conntrack_zone,
             links=tuple(sorted(self.fabric.link_ports(switch.dpid))) if self.settings.l2_mode == "learning" else (),
             flood=self.fabric.flood_ports(switch.dpid, self.clock()) if self._holds_flooding(switch) else None,
         )

@@ -68,6 +68,26 @@ class Lab:
     def vsctl(self, *args: str) -> str:
         return self.ovs("ovs-vsctl", f"--db=unix:{self.run_dir}/db.sock", "--timeout=20", *args)
 
+    def conntrack_timeouts(self, zone: int, seconds: int) -> None:
+        """A timeout policy for one connection-tracking zone of the userspace
+        datapath: every TCP state lasts ``seconds`` (handover_tracking =
+        conntrack sees one direction only, which keeps entries in SYN_SENT,
+        30 s by default)."""
+        self.vsctl(
+            "--",
+            "--id=@m",
+            "create",
+            "Datapath",
+            "datapath_version=0",
+            "--",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "datapaths:netdev=@m",
+        )
+        states = ("syn_sent", "syn_recv", "established", "fin_wait", "time_wait", "close")
+        self.vsctl("add-zone-tp", "netdev", f"zone={zone}", *[f"tcp_{state}={seconds}" for state in states])
+
     def ofctl(self, *args: str) -> str:
         return self.ovs("ovs-ofctl", "-O", "OpenFlow13", *args)
 

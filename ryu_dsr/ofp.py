@@ -49,6 +49,7 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
     Resubmit,
     Rule,
     SetField,
+    Track,
     match_items,
 )
 
@@ -256,6 +257,15 @@ def to_action(action):
         )
     if isinstance(action, LearnPin):
         return _learn(action)
+    if isinstance(action, Track):
+        return parser.NXActionCT(
+            flags=nicira_ext.NX_CT_F_COMMIT if action.label is not None else 0,
+            zone_src="",
+            zone_ofs_nbits=action.zone,
+            recirc_table=action.table if action.table is not None else nicira_ext.NX_CT_RECIRC_NONE,
+            alg=0,
+            actions=[] if action.label is None else [parser.OFPActionSetField(ct_label=action.label)],
+        )
     raise TypeError(f"no OpenFlow form for {action!r}")
 
 

@@ -144,6 +144,23 @@ OPTIONS = (
         high=86400,
     ),
     Option(
+        "handover_tracking",
+        str,
+        "learn",
+        "how a moved slot's new TCP connections keep their backend during the handover window: learn (a pin "
+        "per connection, learned in Open vSwitch's slow path) or conntrack (the connection tracker's label, in "
+        "the datapath; needs a zone timeout policy on each switch, see README)",
+        choices=("learn", "conntrack"),
+    ),
+    Option(
+        "conntrack_zone",
+        int,
+        1493,
+        "the connection-tracking zone of handover_tracking = conntrack (give it a timeout policy)",
+        low=1,
+        high=65535,
+    ),
+    Option(
         "pin_limit",
         int,
         100000,

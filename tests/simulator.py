@@ -38,13 +38,14 @@ from ryu_dsr.flows.rules import (
     Resubmit,
     Rule,
     SetField,
+    Track,
     match_items,
 )
 
 IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
-ZERO_BY_DEFAULT = ("reg", "metadata", "tcp_flags")
+ZERO_BY_DEFAULT = ("reg", "metadata", "tcp_flags", "ct_label")
 
 
 def _default(name: str):
@@ -131,6 +132,7 @@ class FakeSwitch:
     fragments: str = "as configured before"  # the fragment handling the controller set
     counts: dict = field(default_factory=dict)  # rule key -> [packets, bytes], as flow statistics
     refused: int = 0  # learns over the limit
+    connections: dict = field(default_factory=dict)  # (zone, 5-tuple) -> ct_label, committed by ct
     _indexes: dict = field(default_factory=dict)
     _versions: dict = field(default_factory=dict)  # table -> changes, to keep indexes fresh
 
@@ -267,6 +269,8 @@ class FakeSwitch:
                 packet[action.dst] = multipath_hash(packet, action.fields, action.n_links)
             elif isinstance(action, LearnPin):
                 self._learn(action, packet)
+            elif isinstance(action, Track):
+                self._track(action, packet, out)
             elif not isinstance(action, Drop):
                 raise TypeError(action)
 
@@ -280,6 +284,17 @@ class FakeSwitch:
             pass  # OpenFlow: never back out of the port it came in by, unless sent to IN_PORT
         else:
             out.append(Emitted(port, copy.deepcopy(view)))
+
+    def _track(self, track: Track, packet: dict, out: list[Emitted]) -> None:
+        """Open vSwitch's ct: commit (a label) or look up, then (with a table)
+        fork: a copy goes on in that table with the connection's ct_label,
+        the packet itself on with this action list, untracked."""
+        l4_src, l4_dst = L4[packet["ip_proto"]]
+        key = (track.zone, packet["ipv4_src"], packet["ipv4_dst"], packet["ip_proto"], packet[l4_src], packet[l4_dst])
+        if track.label is not None:
+            self.connections[key] = track.label
+        if track.table is not None:
+            self._walk(track.table, dict(packet, ct_label=self.connections.get(key, 0)), out)
 
     def _learn(self, pin: LearnPin, packet: dict) -> None:
         l4_src, l4_dst = L4[pin.ip_proto]

@@ -201,3 +201,53 @@ def test_during_the_hold_every_connection_of_a_moved_slot_is_pinned_where_it_alr
     for p in fresh:
         rest = {k: v for k, v in p.items() if k != "tcp_flags"}
         assert backend_of(switch.send(rest, 1)) == "10.0.0.13"
+
+
+def test_with_the_connection_tracker_new_connections_of_a_moved_slot_are_labelled_not_pinned(tmp_path):
+    """``handover_tracking = conntrack``: after the hold, a moved slot's SYN
+    commits its connection with the new backend's label and goes there;
+    the connection's later packets are looked up and follow the label, with
+    no pin (no slow-path work per new connection). A connection older than
+    the move has no label: it goes to the old backend and is pinned there
+    once, as with learn. When the window ends the tracker is no longer
+    asked: new connections simply follow the slot."""
+    rig, switch = ready(tmp_path, settings={"handover_tracking": "conntrack"})
+    moved, _kept = reweigh(rig)
+    table = rig.balancer.planner.table("web")
+    tracked = [r for r in switch.rules(Table.SLOTS) if any(type(a).__name__ == "Track" for a in r.actions)]
+    assert tracked and switch.rules(Table.TRACKED)
+    fresh = [syn("10.0.0.7", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 32000)]
+    fresh = [p for p in fresh if slot_of(rig, p) in {slot_of(rig, m) for m in moved}][:30]
+    for p in fresh:
+        new = table[slot_of(rig, p)]
+        assert backend_of(switch.send(p, 1)) == new != "10.0.0.13"
+        rest = {k: v for k, v in p.items() if k != "tcp_flags"}
+        for _ in range(3):
+            assert backend_of(switch.send(rest, 1)) == new
+    assert pins(switch) == [] and len(switch.connections) == len(fresh)
+    # connections from before the move: to the old backend, each pinned once
+    for p in moved[:10]:
+        assert backend_of(switch.send(p, 1)) == "10.0.0.13"
+        assert backend_of(switch.send(p, 1)) == "10.0.0.13"
+    assert len(pins(switch, MAC["10.0.0.13"])) == 10
+    rig.settle()  # the window ends
+    assert switch.rules(Table.TRACKED) == [] and handover_rules(switch) == []
+    for p in fresh:
+        rest = {k: v for k, v in p.items() if k != "tcp_flags"}
+        assert backend_of(switch.send(rest, 1)) == table[slot_of(rig, p)]
+    assert {backend_of(switch.send(p, 1)) for p in moved[:10]} == {"10.0.0.13"}  # pinned
+
+
+def test_the_connection_tracker_setting_is_checked(tmp_path):
+    import pytest
+
+    from ryu_dsr.model import InvalidInput
+    from ryu_dsr.settings import Settings
+
+    for values, field in (
+        ({"handover_tracking": "ct"}, "handover_tracking"),
+        ({"conntrack_zone": 0}, "conntrack_zone"),
+    ):
+        with pytest.raises(InvalidInput) as error:
+            Settings.from_mapping(values)
+        assert field in str(error.value)

@@ -202,3 +202,50 @@ def test_one_client_address_holds_at_most_its_share_of_rest_connections():
     last.close()
     last.close()  # twice: its place comes back once
     assert cap.open == {}
+
+
+def test_the_connection_tracker_rules_serialise_read_back_and_open_vswitch_accepts_them(tmp_path):
+    """handover_tracking = conntrack: the ct actions (commit with a label;
+    lookup into TRACKED) and TRACKED's ct_label match, through Ryu and Open
+    vSwitch's own decoder."""
+    import subprocess
+
+    from ryu_dsr.flows.pipeline import Table
+
+    rig = make_rig(tmp_path, handover_tracking="conntrack", conntrack_zone=1493)
+    switch = rig.connect()
+    rig.setup_web(protocol="tcp")
+    rig.resolve_all()
+    rig.settle()
+    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.pass_hold()
+    rules = [
+        r for r in switch.rules() if r.table == Table.TRACKED or any(type(a).__name__ == "Track" for a in r.actions)
+    ]
+    assert {r.table for r in rules} == {Table.SLOTS, Table.TRACKED}
+    kinds = {}
+    for rule in rules:
+        kinds.setdefault((rule.table, rule.priority), rule)
+        message = ofp.to_message(FlowAdd(rule), DATAPATH)
+        message.serialize()
+        parsed = ofproto_v1_3_parser.OFPFlowMod.parser(
+            DATAPATH, message.version, message.msg_type, message.msg_len, message.xid, bytes(message.buf)
+        )
+        stat = type("Stat", (), {"table_id": parsed.table_id, "priority": parsed.priority, "match": parsed.match})
+        stat.cookie = parsed.cookie
+        assert ofp.installed_key(stat) == (rule.key, rule.cookie)
+    for rule in kinds.values():
+        printed = subprocess.run(
+            ["ovs-ofctl", "ofp-print", ofp.encode_flow_add(rule, 1).hex()], capture_output=True, text=True
+        ).stdout
+        assert "ADD" in printed and "error" not in printed, (rule, printed)
+        if rule.table == Table.SLOTS:
+            assert "ct(" in printed and "zone=1493" in printed, printed
+    assert any(
+        "ct_label="
+        in subprocess.run(
+            ["ovs-ofctl", "ofp-print", ofp.encode_flow_add(r, 1).hex()], capture_output=True, text=True
+        ).stdout
+        for r in kinds.values()
+        if r.table == Table.TRACKED
+    )
