@@ -55,18 +55,6 @@ TOOLS = Path(__file__).resolve().parent.parent / "tools"
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13, "b14": 14}
 
 
-def ab(lab: Lab, address: str, requests: int, concurrency: int) -> dict:
-    out = lab.run(
-        "c1", "ab", "-q", "-r", "-n", str(requests), "-c", str(concurrency), f"http://{address}/", timeout=600
-    )
-    number = lambda name: float((re.search(rf"{name}:\s+([\d.]+)", out) or [0, 0])[1])  # noqa: E731
-    return {
-        "per_second": number("Requests per second"),
-        "failed": int(number("Failed requests") + number("Non-2xx responses")),
-        "done": int(number("Complete requests")),
-    }
-
-
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -86,7 +74,7 @@ def ab_split(lab: Lab, addresses: list[str], requests: int, concurrency: int) ->
     results: list[dict] = []
     share = requests // len(addresses)
     runs = [
-        threading.Thread(target=lambda a=a: results.append(ab(lab, a, share, max(1, concurrency // len(addresses)))))
+        threading.Thread(target=lambda a=a: results.append(lab.ab(a, share, max(1, concurrency // len(addresses)))))
         for a in addresses
     ]
     took = run_at_once(runs)
@@ -163,13 +151,13 @@ def main() -> int:
         direct = lab.hosts["b11"].ip
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
         for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81"):  # warm up ARP and caches
-            ab(lab, address, 2000, args.concurrency)
+            lab.ab(address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
         cases = {
-            "TCP to b11": lambda: ab(lab, direct, args.requests, args.concurrency),
-            "TCP to VIP over b11": lambda: ab(lab, VIP_ONE, args.requests, args.concurrency),
-            "TCP to VIP:81 -> b11:80": lambda: ab(lab, f"{VIP_MAPPED}:81", args.requests, args.concurrency),
-            "TCP to VIP over 3": lambda: ab(lab, VIP, args.requests, args.concurrency),
+            "TCP to b11": lambda: lab.ab(direct, args.requests, args.concurrency),
+            "TCP to VIP over b11": lambda: lab.ab(VIP_ONE, args.requests, args.concurrency),
+            "TCP to VIP:81 -> b11:80": lambda: lab.ab(f"{VIP_MAPPED}:81", args.requests, args.concurrency),
+            "TCP to VIP over 3": lambda: lab.ab(VIP, args.requests, args.concurrency),
             "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
             "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
             "3 ab to b11": lambda: ab_split(lab, [direct] * len(spread), args.requests, args.concurrency),
@@ -227,7 +215,7 @@ def main() -> int:
         print(f"{'protocol':<9}{'run':<28}{'per second':>11}{'failed':>8}")
         outcome: dict = {}
         load = {
-            "TCP": lambda: ab(lab, VIP, args.requests, args.concurrency),
+            "TCP": lambda: lab.ab(VIP, args.requests, args.concurrency),
             "UDP": lambda: udp(lab, VIP, args.requests, 32),
         }
         runner = threading.Thread(target=lambda: outcome.update(tcp=load["TCP"]()))

@@ -21,27 +21,12 @@ import statistics
 import sys
 import time
 
-from ryu_dsr.flows.pipeline import Kind, Table
-
 from ryu_dsr.lab import Lab, rest, wait_backends_up, wait_no_hold
 
 VIP = "10.0.0.100"
 BASE = "http://127.0.0.1:18095"
 ZONE = 1493
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13, "b14": 14}
-
-
-def ab(lab: Lab, requests: int, concurrency: int) -> dict:
-    out = lab.run("c1", "ab", "-q", "-r", "-n", str(requests), "-c", str(concurrency), f"http://{VIP}/", timeout=600)
-    number = lambda name: float(out.split(f"{name}:", 1)[1].split()[0]) if f"{name}:" in out else 0.0  # noqa: E731
-    return {"per_second": number("Requests per second"), "failed": int(number("Failed requests"))}
-
-
-def pins(lab: Lab) -> int:
-    flows = lab.ofctl("dump-flows", lab.bridge, f"table={int(Table.SLOTS)}").splitlines()
-    return sum(
-        1 for f in flows if "cookie=0x" in f and int(f.split("cookie=0x")[1].split(",")[0], 16) >> 56 == Kind.PIN
-    )
 
 
 def one_mode(lab: Lab, mode: str, args) -> dict:
@@ -61,14 +46,14 @@ def one_mode(lab: Lab, mode: str, args) -> dict:
         assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
         wait_backends_up(BASE, 3)
         wait_no_hold(BASE)
-        ab(lab, 2000, args.concurrency)  # warm up
-        steady = [ab(lab, args.requests, args.concurrency) for _ in range(args.rounds)]
+        lab.ab(VIP, 2000, args.concurrency)  # warm up
+        steady = [lab.ab(VIP, args.requests, args.concurrency) for _ in range(args.rounds)]
         assert rest(BASE, "POST", "/v1/pools/web/backends", {"ip": "10.0.0.14"})[0] == 201
         wait_backends_up(BASE, 4)
         wait_no_hold(BASE)
         moved = rest(BASE, "GET", "/v1/pools/web")[1]["handover"]["slots"]
         started = time.time()
-        inside = [ab(lab, args.requests, args.concurrency) for _ in range(args.rounds)]
+        inside = [lab.ab(VIP, args.requests, args.concurrency) for _ in range(args.rounds)]
         tracked = lab.ovs("ovs-appctl", "dpctl/dump-conntrack", f"zone={ZONE}").count("zone=")
         return {
             "steady": statistics.median(r["per_second"] for r in steady),
@@ -76,7 +61,7 @@ def one_mode(lab: Lab, mode: str, args) -> dict:
             "failed": sum(r["failed"] for r in steady + inside),
             "moved": moved,
             "seconds": time.time() - started,
-            "pins": pins(lab),
+            "pins": len(lab.pin_flows()),
             "tracked": tracked,
         }
     finally:

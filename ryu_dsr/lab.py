@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ryu_dsr.auth import read_token
+from ryu_dsr.flows.pipeline import Kind, Table
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -67,6 +69,25 @@ class Lab:
 
     def vsctl(self, *args: str) -> str:
         return self.ovs("ovs-vsctl", f"--db=unix:{self.run_dir}/db.sock", "--timeout=20", *args)
+
+    def ab(self, address: str, requests: int, concurrency: int, host: str = "c1") -> dict:
+        """ApacheBench without keep-alive (each request a new connection) from
+        ``host`` to http://ADDRESS/: per_second, failed (errors and non-2xx
+        answers) and done."""
+        out = self.run(
+            host, "ab", "-q", "-r", "-n", str(requests), "-c", str(concurrency), f"http://{address}/", timeout=600
+        )
+        number = lambda name: float((re.search(rf"{name}:\s+([\d.]+)", out) or [0, 0])[1])  # noqa: E731
+        return {
+            "per_second": number("Requests per second"),
+            "failed": int(number("Failed requests") + number("Non-2xx responses")),
+            "done": int(number("Complete requests")),
+        }
+
+    def pin_flows(self) -> list[str]:
+        """The pins learned in the slot table, as ovs-ofctl prints them."""
+        flows = self.ofctl("dump-flows", self.bridge, f"table={int(Table.SLOTS)}").splitlines()
+        return [f for f in flows if (c := re.search(r"cookie=0x([0-9a-f]+)", f)) and int(c[1], 16) >> 56 == Kind.PIN]
 
     def conntrack_timeouts(self, zone: int, seconds: int) -> None:
         """A timeout policy for one connection-tracking zone of the userspace

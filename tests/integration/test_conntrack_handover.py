@@ -7,10 +7,9 @@ policy, which the operator sets, is what keeps them)."""
 
 from __future__ import annotations
 
-import re
 import time
 
-from ryu_dsr.flows.pipeline import Kind, Table
+from ryu_dsr.flows.pipeline import Table
 
 from ryu_dsr.lab import wait_no_hold
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
@@ -23,11 +22,6 @@ fabric = fabric_fixture(
     of_port=16704,
     settings={"handover_tracking": "conntrack", "conntrack_zone": ZONE, "handover_window": 300},
 )
-
-
-def pins(fabric) -> list[str]:
-    flows = fabric.lab.ofctl("dump-flows", fabric.lab.bridge, f"table={int(Table.SLOTS)}").splitlines()
-    return [f for f in flows if (c := re.search(r"cookie=0x([0-9a-f]+)", f)) and int(c[1], 16) >> 56 == Kind.PIN]
 
 
 def stream(fabric, log: str, seconds: int):
@@ -68,6 +62,6 @@ def test_connections_opened_in_the_window_follow_their_label_and_older_ones_thei
     assert opened["intact"] == STREAMS and opened["by_backend"].get("b13", 0) > 0, opened
     # Only connections older than the move were pinned (one each at most):
     # none of the 300 short ones and 16 streams opened in the window.
-    assert 0 < len(pins(fabric)) <= STREAMS, pins(fabric)
+    assert 0 < len(lab.pin_flows()) <= STREAMS, lab.pin_flows()
     tracked = lab.ovs("ovs-appctl", "dpctl/dump-conntrack", f"zone={ZONE}")
     assert tracked.count(f"zone={ZONE}") >= short["by_backend"]["b13"], tracked[:500]

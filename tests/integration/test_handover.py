@@ -12,8 +12,6 @@ import re
 import sys
 import time
 
-from ryu_dsr.flows.pipeline import Kind, Table
-
 from ryu_dsr.lab import TOOLS
 from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
@@ -24,13 +22,9 @@ fabric = fabric_fixture("dsrv", rest_port=18096, of_port=16696)
 
 def pins_by_protocol(fabric) -> dict[int | str, int]:
     """Learned pins by protocol, and ('short') those of the short connections' port."""
-    counts: dict[int | str, int] = {6: 0, 17: 0, "short": 0}
-    for line in fabric.lab.ofctl("dump-flows", fabric.lab.bridge, f"table={int(Table.SLOTS)}").splitlines():
-        cookie = re.search(r"cookie=0x([0-9a-f]+)", line)
-        if cookie and int(cookie[1], 16) >> 56 == Kind.PIN:
-            counts[6 if ",tcp," in line else 17] += 1
-            counts["short"] += bool(re.search(r"tp_dst=8080\b", line))
-    return counts
+    pins = fabric.lab.pin_flows()
+    tcp = [line for line in pins if ",tcp," in line]
+    return {6: len(tcp), 17: len(pins) - len(tcp), "short": sum(bool(re.search(r"tp_dst=8080\b", f)) for f in pins)}
 
 
 def test_long_lived_tcp_and_udp_survive_a_slot_move_beside_a_stream_of_new_connections(fabric):
