@@ -1,10 +1,14 @@
-# The two commands of README.rst: `make demo` and `make test`.
-PY ?= python3
+# The two commands of README.rst: `make demo` and `make test`. Everything
+# runs from the project's own virtual environment (.venv, made by
+# tools/setup with Debian's python3); nothing is installed into the system's
+# Python.
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
 .PHONY: setup demo demo-stop test lint unit integration bench
 
 setup:
-	./tools/setup
+	VENV=$(VENV) ./tools/setup
 
 demo: setup
 	$(PY) -m ryu_dsr.demo

@@ -19,7 +19,7 @@ namespaces, etcd (Debian's etcd-server) on loopback, ryu-manager.
    through etcd, single writes beside them, and a failover, which reads the
    whole state from etcd and compares the switch's flows.
 
-Run as root:  python3 bench/cluster.py [--writes 200] [--ttls 2,5] [--rounds 3] [--scale 1000,10000]
+Run as root:  .venv/bin/python bench/cluster.py [--writes 200] [--ttls 2,5] [--rounds 3] [--scale 1000,10000]
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Then the same load runs while a backend is added to the pool (its slots
 hand over), and once more inside the handover window. After each part: the
 slot table's pins and handover rules.
 
-Run as root:  python3 bench/cps.py [--rounds 5] [--requests 20000]
+Run as root:  .venv/bin/python bench/cps.py [--rounds 5] [--requests 20000]
 """
 
 from __future__ import annotations

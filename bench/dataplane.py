@@ -12,7 +12,7 @@ HTTP request rate (ApacheBench with keep-alive against HAProxy answering on
 each backend). Each round runs every case once, interleaved; the table shows
 medians. The controller polls the switch's counters every second meanwhile.
 
-Run as root:  python3 bench/dataplane.py [--rounds 3] [--seconds 4]
+Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 4]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ first answer through the other spine, and the answers lost. Repeated for
 ``--cuts`` links (each put back before the next). Then flows per switch,
 leaves beside spines.
 
-Run as root:  python3 bench/fabric.py [--cuts 3]
+Run as root:  .venv/bin/python bench/fabric.py [--cuts 3]
 """
 
 from __future__ import annotations

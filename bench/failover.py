@@ -13,7 +13,7 @@ every flow gone) and started again a second later, while the client runs
 and ten long-lived connections stream; prints how soon after the restart
 the VIP answers, the requests that failed, and the connections kept.
 
-Run as root:  python3 bench/failover.py [--intervals 0.1,0.3,1.0]
+Run as root:  .venv/bin/python bench/failover.py [--intervals 0.1,0.3,1.0]
 """
 
 from __future__ import annotations

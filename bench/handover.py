@@ -11,7 +11,7 @@ connection) in steady state, then a fourth backend joins (a quarter of the
 slots move) and the same load runs inside the window. Medians of the
 rounds; the slot table's pins and the tracker's entries after.
 
-Run as root:  python3 bench/handover.py [--rounds 3] [--requests 20000]
+Run as root:  .venv/bin/python bench/handover.py [--rounds 3] [--requests 20000]
 """
 
 from __future__ import annotations

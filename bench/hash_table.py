@@ -18,7 +18,7 @@ go through a select group of N buckets, a learned flow records each flow's
 bucket, the group is changed, the same flows are sent again.
 
 Run as root (needs Open vSwitch; tools/setup installs it):
-    python3 bench/hash_table.py [--flows 8192] [--sizes 2,4,8,16,32,64] [--no-ovs]
+    .venv/bin/python bench/hash_table.py [--flows 8192] [--sizes 2,4,8,16,32,64] [--no-ovs]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Prints errors (5xx, timeouts, any answer other than the one expected),
 p50/p99/max per kind, and whether the switch matches the final state: every
 VIP that exists has its entry rule on the switch and no deleted one has.
 
-Run as root:  python3 bench/rest_load.py [--clients 50] [--requests 10000]
+Run as root:  .venv/bin/python bench/rest_load.py [--clients 50] [--requests 10000]
 """
 
 from __future__ import annotations

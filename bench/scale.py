@@ -17,7 +17,7 @@ call's time is the time until the switch holds the change. Beside each bulk
 load, in the same run: ``ovs-ofctl add-flows`` of the same flows (dumped
 from the switch) into an empty bridge. Prints a table.
 
-Run as root:  python3 bench/scale.py [--small N]   (N VIPs for (a), for a quick look)
+Run as root:  .venv/bin/python bench/scale.py [--small N]   (N VIPs for (a), for a quick look)
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
+def program(name: str) -> str:
+    """A command of the environment this Python runs in (the project's
+    .venv: its bin beside the interpreter), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
 def sh(*args: str, check: bool = True, env: dict | None = None, timeout: float = 60) -> str:
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
     if check and result.returncode != 0:
@@ -378,7 +385,7 @@ class Lab:
         conf = {"token_file": str(self.run_dir / "api-token"), **conf}
         lines += [f"{key} = {value}" for key, value in conf.items()]
         conf_file.write_text("\n".join(lines) + "\n")
-        ryu_manager = shutil.which("ryu-manager") or "ryu-manager"
+        ryu_manager = program("ryu-manager")
         out = open(self.run_dir / log_name, "ab")
         proc = subprocess.Popen(
             [ryu_manager, "--config-file", str(conf_file), "ryu_dsr"],

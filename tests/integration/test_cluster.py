@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from ryu_dsr.lab import Lab, rest, wait_backends_up
+from ryu_dsr.lab import Lab, program, rest, wait_backends_up
 from tests.integration.conftest import BACKENDS, PROBE_IP, VIP, wait_for
 
 ETCD_PORT = 12379
@@ -111,7 +111,7 @@ def test_one_master_the_other_slave_as_the_switch_records_it(cluster):
     wait_for(lambda: cluster.lab.controller_roles()[NODES["beta"][1]][0] == "slave", what="beta slave at the switch")
     assert cluster.cluster("alpha")["generation"] == status["generation"] > 0
     shown = subprocess.run(
-        ["dsrctl", "--api", cluster.base("beta"), "cluster"], capture_output=True, text=True, check=True
+        [program("dsrctl"), "--api", cluster.base("beta"), "cluster"], capture_output=True, text=True, check=True
     ).stdout
     assert "beta: slave (etcd); master alpha" in shown and "healthy" in shown, shown
     assert re.search(r"0000000000000001\s+slave", shown), shown

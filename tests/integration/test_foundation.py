@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+from ryu_dsr.lab import program
 from tests.integration.conftest import BACKENDS, VIP, fabric_fixture, wait_for
 
 URL = f"http://{VIP}/"
@@ -246,7 +247,10 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
 
     def dsrctl(*args, token_file=token_file, api=fabric.base):
         done = subprocess.run(
-            ["dsrctl", "--api", api, "--token-file", token_file, *args], capture_output=True, text=True, env=env
+            [program("dsrctl"), "--api", api, "--token-file", token_file, *args],
+            capture_output=True,
+            text=True,
+            env=env,
         )
         return done.returncode, done.stdout, done.stderr
 

@@ -168,6 +168,42 @@ def test_check_command(tmp_path, capsys):
     assert "pools[0].backends[0].weight: must be an integer from 0 to 1000" in capsys.readouterr().out
 
 
+def test_check_command_with_a_config_file(tmp_path, capsys):
+    """What the service unit runs before ryu-manager: the [dsr] settings,
+    the state file and declared file they name, the token file."""
+    declared = tmp_path / "dsr.json"
+    declared.write_text(json.dumps(DECLARED))
+    conf = tmp_path / "ryu_dsr.conf"
+
+    def settings(**values) -> str:
+        base = {"state_file": str(tmp_path / "state.db"), "token_file": str(tmp_path / "token")}
+        lines = ["[DEFAULT]", "wsapi_port = 8080", "[dsr]"] + [f"{k} = {v}" for k, v in {**base, **values}.items()]
+        conf.write_text("\n".join(lines) + "\n")
+        return str(conf)
+
+    assert check_main(["--config-file", settings(declared_file=str(declared))]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 pools, 1 VIPs (settings of ")
+    assert not (tmp_path / "state.db").exists() and not (tmp_path / "token").exists()  # a check makes nothing
+    for values, words in (
+        ({"table_size": "4000"}, "invalid: dsr.table_size: must be a power of two"),
+        ({"tabel_size": "4096"}, "invalid: dsr.tabel_size: unknown option"),
+        ({"declared_file": str(tmp_path / "none.json")}, "cannot read"),
+        ({"state_file": str(declared / "state.db")}, f"invalid: dsr.state_file: cannot make {declared / 'state.db'}"),
+    ):
+        assert check_main(["--config-file", settings(**values)]) == 1
+        assert words in capsys.readouterr().out
+    (tmp_path / "token").write_text("admin:short\n")
+    assert check_main(["--config-file", settings()]) == 1
+    assert "dsr.token_file: " in capsys.readouterr().out
+    (tmp_path / "token").write_text("admin:" + "x" * 32 + "\n")
+    store = SqliteStore(tmp_path / "state.db")
+    store.write(plan_declared(Config(), declared))
+    store.close()
+    assert check_main(["--config-file", settings()]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: 1 pools, 1 VIPs") and f"state {tmp_path / 'state.db'}" in out
+
+
 @pytest.mark.parametrize(
     ("sql", "words"),
     [
