@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 
-from ryu_dsr.lab import TOKENS, Lab, rest
+from ryu_dsr.lab import TOKENS, Lab, program, rest
 
 REST_PORT, OF_PORT = 18092, 16692
 BASE = f"http://127.0.0.1:{REST_PORT}"
@@ -23,7 +23,7 @@ def test_schemathesis_finds_nothing_and_the_state_loads_afterwards():
         lab.wait_connected()
         run = subprocess.run(
             [
-                "schemathesis",
+                program("schemathesis"),
                 "run",
                 f"{BASE}/v1/openapi.json",
                 "--header",
