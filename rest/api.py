@@ -1,7 +1,8 @@
 """The REST API under /v1: a plain WSGI application (webob), no Ryu.
 
-``DsrApi(balancer)`` is mounted into ryu-manager's web server by the Ryu
-shell, and driven directly with ``webob.Request.blank`` in tests. JSON in and
+``DsrApi(service, status)`` is mounted into ryu-manager's web server by the
+Ryu shell, and driven directly with ``webob.Request.blank`` in tests: reads
+go to the ``Status`` facade, changes to the ``Service``. JSON in and
 out; every error is a JSON object ``{"error": ..., "message": ..., "field": ...}``.
 """
 
@@ -22,6 +23,8 @@ from webob import Request, Response
 
 from ryu_dsr.auth import token_holder
 from ryu_dsr.model import Conflict, InvalidInput, NotFound
+from ryu_dsr.service import Service
+from ryu_dsr.status import Status
 
 LOG = logging.getLogger("ryu_dsr.rest")
 NAME = r"(?P<{}>[^/]+)"
@@ -51,7 +54,8 @@ class DsrApi:
 
     def __init__(
         self,
-        balancer: Any,
+        service: Service,
+        status: Status,
         settle: Callable[[], dict[int, str]] | None = None,
         tokens: dict[str, str] | None = None,
         token_file: str = "",
@@ -59,52 +63,53 @@ class DsrApi:
     ) -> None:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
-        self.balancer = balancer
-        self.metrics = metrics.registry_for(balancer, cluster)
+        self.service = service
+        self.status = status
+        self.metrics = metrics.registry_for(status, cluster)
         self.settle = settle
         self.tokens = tokens
         self.token_file = token_file
-        b = balancer
+        b, st = service, status
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
         add("GET", "/v1/openapi.json", lambda c: (200, openapi_document()))
-        add("GET", "/v1/stats", lambda c: _paged(views.all_stats(b, c.query)))
-        add("GET", "/v1/status", lambda c: _paged(views.status_view(b, c.query)))
-        add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(b, vip)))
-        add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(b, pool)))
-        add("GET", "/v1/config", lambda c: (200, b.config.document()))
-        add("GET", "/v1/topology", lambda c: (200, views.topology_json(b)))
+        add("GET", "/v1/stats", lambda c: _paged(views.all_stats(st, c.query)))
+        add("GET", "/v1/status", lambda c: _paged(views.status_view(st, c.query)))
+        add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(st, vip)))
+        add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(st, pool)))
+        add("GET", "/v1/config", lambda c: (200, st.config.document()))
+        add("GET", "/v1/topology", lambda c: (200, st.topology()))
         add("PUT", "/v1/config", lambda c: (200, b.apply_document(c.body, _dry_run(c.query), c.who)))
-        add("GET", "/v1/pools", lambda c: _paged(views.list_pools(b, c.query)))
-        add("POST", "/v1/pools", lambda c: (201, views.pool_json(b, b.create_pool(c.body, c.who).name)))
-        add("GET", "/v1/pools/{pool}", lambda c, pool: (200, views.pool_json(b, pool)))
+        add("GET", "/v1/pools", lambda c: _paged(views.list_pools(st, c.query)))
+        add("POST", "/v1/pools", lambda c: (201, views.pool_json(st, b.create_pool(c.body, c.who).name)))
+        add("GET", "/v1/pools/{pool}", lambda c, pool: (200, views.pool_json(st, pool)))
         add(
             "PATCH",
             "/v1/pools/{pool}",
-            lambda c, pool: (200, _then(b.patch_pool(pool, c.body, c.who), views.pool_json(b, pool))),
+            lambda c, pool: (200, _changed(b.patch_pool(pool, c.body, c.who), views.pool_json(st, pool))),
         )
         add("DELETE", "/v1/pools/{pool}", lambda c, pool: (204, b.delete_pool(pool, c.who)))
         add(
             "GET",
             "/v1/pools/{pool}/backends",
-            lambda c, pool: (200, [views.backend_json(b, pool, ip) for ip in b.config.pool(pool).backends]),
+            lambda c, pool: (200, [views.backend_json(st, pool, ip) for ip in st.config.pool(pool).backends]),
         )
         add(
             "POST",
             "/v1/pools/{pool}/backends",
-            lambda c, pool: (201, views.backend_json(b, pool, b.add_backend(pool, c.body, c.who).ip)),
+            lambda c, pool: (201, views.backend_json(st, pool, b.add_backend(pool, c.body, c.who).ip)),
         )
         add(
             "GET",
             "/v1/pools/{pool}/backends/{backend}",
-            lambda c, pool, backend: (200, views.backend_json(b, pool, backend)),
+            lambda c, pool, backend: (200, views.backend_json(st, pool, backend)),
         )
         add(
             "PATCH",
             "/v1/pools/{pool}/backends/{backend}",
             lambda c, pool, backend: (
                 200,
-                _then(b.patch_backend(pool, backend, c.body, c.who), views.backend_json(b, pool, backend)),
+                _changed(b.patch_backend(pool, backend, c.body, c.who), views.backend_json(st, pool, backend)),
             ),
         )
         add(
@@ -112,16 +117,16 @@ class DsrApi:
             "/v1/pools/{pool}/backends/{backend}",
             lambda c, pool, backend: (204, b.delete_backend(pool, backend, c.who)),
         )
-        add("GET", "/v1/vips", lambda c: _paged(views.list_vips(b, c.query)))
-        add("POST", "/v1/vips", lambda c: (201, views.vip_json(b, b.create_vip(c.body, c.who).name)))
-        add("GET", "/v1/vips/{vip}", lambda c, vip: (200, views.vip_json(b, vip)))
+        add("GET", "/v1/vips", lambda c: _paged(views.list_vips(st, c.query)))
+        add("POST", "/v1/vips", lambda c: (201, views.vip_json(st, b.create_vip(c.body, c.who).name)))
+        add("GET", "/v1/vips/{vip}", lambda c, vip: (200, views.vip_json(st, vip)))
         add(
             "PATCH",
             "/v1/vips/{vip}",
-            lambda c, vip: (200, _then(b.patch_vip(vip, c.body, c.who), views.vip_json(b, vip))),
+            lambda c, vip: (200, _changed(b.patch_vip(vip, c.body, c.who), views.vip_json(st, vip))),
         )
         add("DELETE", "/v1/vips/{vip}", lambda c, vip: (204, b.delete_vip(vip, c.who)))
-        add("GET", "/v1/switches", lambda c: (200, views.switches_json(b)))
+        add("GET", "/v1/switches", lambda c: (200, views.switches_json(st)))
         add("GET", "/v1/cluster", lambda c: (200, cluster() if cluster else {"mode": "standalone", "role": "master"}))
         add("POST", "/v1/state/adopt", lambda c: (200, b.adopt_state(c.body, c.who)))
 
@@ -265,8 +270,10 @@ class DsrApi:
             raise InvalidInput("body", "is nested too deeply") from None
 
 
-def _then(_done: Any, value: Any) -> Any:
-    return value
+def _changed(_done: None, view: Any) -> Any:
+    """The view of an object after the change that came first (a PATCH
+    answers the object as it is now)."""
+    return view
 
 
 def _paged(listed: tuple[list, Any]) -> tuple[int, list, str | None]:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ryu_dsr.model import BACKEND_STATES
+from ryu_dsr.status import Status
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "ryu_dsr_"
@@ -100,94 +101,90 @@ def _family(name: str) -> GaugeMetricFamily | CounterMetricFamily:
     return maker(PREFIX + name, text, labels=list(labels))
 
 
-class BalancerCollector:
-    """A prometheus_client collector over one balancer's state."""
+class StatusCollector:
+    """A prometheus_client collector over what the controller knows (its
+    ``Status``)."""
 
-    def __init__(self, balancer: Any, cluster: Any = None) -> None:
-        self.balancer = balancer
+    def __init__(self, status: Status, cluster: Any = None) -> None:
+        self.status = status
         self.cluster = cluster  # () -> GET /v1/cluster's body, or None
 
     def describe(self) -> list:
         return [_family(name) for name in METRICS]
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        b = self.balancer
+        status = self.status
         families = {name: _family(name) for name in METRICS}
 
         def add(name: str, labels: tuple[str, ...], value: float) -> None:
             families[name].add_metric(list(labels), value)
 
-        for switch in b.switches.values():
+        for switch in status.switches():
             dpid = (f"{switch.dpid:016x}",)
             add("switch_connected", dpid, 1)
-            add("switch_flows", dpid, len(switch.rules.installed))
-            add("switch_hosts", dpid, len(switch.hosts))
-            add("switch_in_line", dpid, 0 if switch.rules.pending or switch.resyncing or switch.failure else 1)
+            add("switch_flows", dpid, switch.flows)
+            add("switch_hosts", dpid, switch.hosts)
+            add("switch_in_line", dpid, 1 if switch.in_line else 0)
             add("switch_flow_mods", dpid, switch.flow_mods)
             add("switch_openflow_errors", dpid, switch.errors)
             add("switch_resyncs", dpid, switch.resyncs)
             for reason, count in sorted(switch.packet_ins.items()):
                 add("switch_packet_ins", (*dpid, reason), count)
-            took = b.traffic.took.get(switch.dpid)
-            if took is not None:
-                add("switch_stats_poll_seconds", dpid, took[0])
-                add("switch_stats_poll_flows", dpid, took[1])
-            add("switch_kept_owners", dpid, len(switch.kept))
+            if switch.last_poll is not None:
+                add("switch_stats_poll_seconds", dpid, switch.last_poll[0])
+                add("switch_stats_poll_flows", dpid, switch.last_poll[1])
+            add("switch_kept_owners", dpid, switch.kept_owners)
         cluster = self.cluster() if self.cluster is not None else None
         if cluster is not None and cluster["mode"] == "etcd":
             add("cluster_master", (cluster["node"],), 1 if cluster["role"] == "master" else 0)
             add("cluster_candidates", (), len(cluster["members"]))
             add("cluster_etcd_healthy", (), 1 if cluster["etcd"]["healthy"] else 0)
-        add("pools", (), len(b.config.pools))
-        add("vips", (), len(b.config.vips))
+        config = status.config
+        add("pools", (), len(config.pools))
+        add("vips", (), len(config.vips))
         up_by_pool = {}
-        for name, pool in b.config.pools.items():
-            table = b.planner.table(name)
-            add("pool_slots", (name,), len(table))
-            counts: dict[str, int] = {}
-            for slot_backend in table:
-                counts[slot_backend] = counts.get(slot_backend, 0) + 1
-            handovers = b.handover_by_backend(name)
+        for name, pool in config.pools.items():
+            counts = status.slot_counts(name)
+            add("pool_slots", (name,), status.slots(name))
+            handovers = status.handover_by_backend(name)
             add("pool_handover_slots", (name,), sum(handovers.values()))
-            add("pool_failing_open", (name,), 1 if name in b.failing_open else 0)
+            add("pool_failing_open", (name,), 1 if status.failing_open(name) else 0)
             up = 0
             for ip, backend in pool.backends.items():
-                state, _reason = b.backend_state(name, backend)
+                state, _reason = status.backend_state(name, backend)
                 up += state == "up"
                 for each in BACKEND_STATES:
                     add("backend_state", (name, ip, each), 1 if each == state else 0)
-                add("backend_healthy", (name, ip), 1 if b.health.healthy(name, ip) else 0)
+                add("backend_healthy", (name, ip), 1 if status.healthy(name, ip) else 0)
                 add("backend_weight", (name, ip), backend.weight)
                 add("backend_slots", (name, ip), counts.get(ip, 0))
                 add("backend_handover_slots", (name, ip), handovers.get(ip, 0))
-                add("backend_pinned_connections", (name, ip), b.traffic.pinned(backend.uid))
+                add("backend_pinned_connections", (name, ip), status.pinned(backend))
             up_by_pool[name] = (up, len(pool.backends))
-        for name, vip in b.config.vips.items():
+        for name, vip in config.vips.items():
             up, total = up_by_pool.get(vip.pool, (0, 0))
             add("vip_backends_up", (name, vip.pool), up)
             add("vip_backends", (name, vip.pool), total)
-            traffic = b.traffic.of("vip", vip.uid)
+            traffic = status.vip_traffic(name)
             for what in ("packets", "bytes", "new_connections"):
                 add(f"vip_{what}", (name, vip.pool), traffic[what])
-        for ip in sorted({ip for pool in b.config.pools.values() for ip in pool.backends}):
-            name = next(iter(b.config.pools_by_backend.get(ip, ())), None)
-            mac = b.locator.where(b.config.pools[name].backends[ip])[0] if name else None
-            traffic = b.traffic.of("backend", mac)
+        for ip in sorted(config.pools_by_backend):
+            traffic, replies = status.mac_traffic(ip)
             for what in ("packets", "bytes", "new_connections"):
                 add(f"backend_{what}", (ip,), traffic[what])
-            replies = b.traffic.of("reply", mac)
             add("backend_reply_packets", (ip,), replies["packets"])
             add("backend_reply_bytes", (ip,), replies["bytes"])
             add("backend_answered", (ip,), replies["answered"])
             add("backend_resets", (ip,), replies["resets"])
+        counters = status.counters
         for name in ("changes", "write_failures", "openflow_errors", "switches_refused"):
-            add(name, (), b.counters.get(name, 0))
+            add(name, (), counters.get(name, 0))
         yield from families.values()
 
 
-def registry_for(balancer: Any, cluster: Any = None) -> CollectorRegistry:
+def registry_for(status: Status, cluster: Any = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BalancerCollector(balancer, cluster))
+    registry.register(StatusCollector(status, cluster))
     return registry
 
 

@@ -1,39 +1,40 @@
-"""JSON views of the balancer's objects for the REST API, and list paging."""
+"""JSON views of the controller's objects for the REST API (read through
+the ``Status`` facade), and list paging."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import Any
 
 from ryu_dsr.model import InvalidInput, parse_int, parse_ipv4, parse_name
+from ryu_dsr.status import Status
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
 
 
-def backend_json(balancer: Any, pool_name: str, ip: str) -> dict:
-    backend = balancer.config.backend(pool_name, ip)
+def backend_json(status: Status, pool_name: str, ip: str) -> dict:
+    backend = status.config.backend(pool_name, ip)
     out = backend.to_json()
-    out["status"] = balancer.backend_status(pool_name, ip)
+    out["status"] = status.backend_status(pool_name, ip)
     return out
 
 
-def pool_json(balancer: Any, name: str) -> dict:
-    pool = balancer.config.pool(name)
+def pool_json(status: Status, name: str) -> dict:
+    pool = status.config.pool(name)
     out = pool.to_json()
-    out["backends"] = [backend_json(balancer, name, ip) for ip in pool.backends]
-    out["slots"] = len(balancer.planner.table(name))
-    out["handover"] = balancer.handover_status(name)
-    out["failing_open"] = name in balancer.failing_open
+    out["backends"] = [backend_json(status, name, ip) for ip in pool.backends]
+    out["slots"] = status.slots(name)
+    out["handover"] = status.handover(name)
+    out["failing_open"] = status.failing_open(name)
     return out
 
 
-def vip_json(balancer: Any, name: str) -> dict:
-    vip = balancer.config.vip(name)
+def vip_json(status: Status, name: str) -> dict:
+    vip = status.config.vip(name)
     out = vip.to_json()
-    pool = balancer.config.pools[vip.pool]
-    up = sum(1 for b in pool.backends.values() if balancer.backend_state(vip.pool, b)[0] == "up")
+    pool = status.config.pools[vip.pool]
+    up = sum(1 for b in pool.backends.values() if status.backend_state(vip.pool, b)[0] == "up")
     out["status"] = {"backends_up": up, "backends": len(pool.backends)}
     return out
 
@@ -45,102 +46,64 @@ TRAFFIC_NOTE = (
 )
 
 
-def vip_stats(balancer: Any, name: str) -> dict:
-    vip = balancer.config.vip(name)
-    return {"vip": name, "pool": vip.pool, "traffic": balancer.vip_traffic(name)}
+def vip_stats(status: Status, name: str) -> dict:
+    vip = status.config.vip(name)
+    return {"vip": name, "pool": vip.pool, "traffic": status.vip_traffic(name)}
 
 
-def pool_stats(balancer: Any, name: str) -> dict:
-    pool = balancer.config.pool(name)
-    vips = sorted(balancer.config.vips_by_pool.get(name, ()))
+def pool_stats(status: Status, name: str) -> dict:
+    pool = status.config.pool(name)
+    vips = sorted(status.config.vips_by_pool.get(name, ()))
     return {
         "pool": name,
-        "backends": {ip: balancer.backend_traffic(name, ip) for ip in pool.backends},
-        "vips": {vip: balancer.vip_traffic(vip) for vip in vips},
+        "backends": {ip: status.backend_traffic(name, ip) for ip in pool.backends},
+        "vips": {vip: status.vip_traffic(vip) for vip in vips},
     }
 
 
-def all_stats(balancer: Any, query: dict[str, str]) -> tuple[dict, Page]:
+def all_stats(status: Status, query: dict[str, str]) -> tuple[dict, Page]:
     """Traffic of a page of pools (``limit``, ``cursor``: pool names), their
     backends and their VIPs; the cost follows the page."""
     _only(query, {"limit", "cursor"})
     page = Page(query)
-    config = balancer.config
+    config = status.config
     names = page.take((), config.pool_order)
     vips = sorted(vip for name in names for vip in config.vips_by_pool.get(name, ()))
     return {
         "note": TRAFFIC_NOTE,
-        "polls": balancer.traffic.polls,
-        "vips": {name: balancer.vip_traffic(name) for name in vips},
-        "pools": {name: pool_stats(balancer, name)["backends"] for name in names},
-        "switches": switches_json(balancer),
+        "polls": status.polls,
+        "vips": {name: status.vip_traffic(name) for name in vips},
+        "pools": {name: pool_stats(status, name)["backends"] for name in names},
+        "switches": switches_json(status),
     }, page
 
 
-def status_view(balancer: Any, query: dict[str, str]) -> tuple[dict, Page]:
+def status_view(status: Status, query: dict[str, str]) -> tuple[dict, Page]:
     """What the status page shows, for a page of pools: each pool with its
     backends (state, weight, slots, pins, traffic) and its VIPs (address and
     traffic), the switches, and how many pools and VIPs there are."""
     _only(query, {"limit", "cursor"})
     page = Page(query)
-    config = balancer.config
+    config = status.config
     pools = []
     for name in page.take((), config.pool_order):
-        traffic = pool_stats(balancer, name)
-        pool = pool_json(balancer, name)
+        traffic = pool_stats(status, name)
+        pool = pool_json(status, name)
         for backend in pool["backends"]:
             backend["traffic"] = traffic["backends"][backend["ip"]]
-        vips = [vip_json(balancer, vip) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
+        vips = [vip_json(status, vip) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
         pools.append(pool | {"vips": vips})
     return {
         "pools_total": len(config.pools),
         "vips_total": len(config.vips),
-        "polls": balancer.traffic.polls,
-        "switches": switches_json(balancer),
+        "polls": status.polls,
+        "switches": switches_json(status),
         "pools": pools,
     }, page
 
 
-def switches_json(balancer: Any) -> list[dict]:
-    return [
-        {
-            "dpid": sw.dpid,
-            "mode": sw.mode,
-            "description": sw.description,
-            "flows": len(sw.rules.installed),
-            "hosts": len(sw.hosts),
-            "ports_down": sorted(sw.ports_down),
-            "errors": sw.errors,
-            "resyncs": sw.resyncs,
-            "flow_mods": sw.flow_mods,
-            "kept_owners": len(sw.kept),
-            "in_line": not (sw.rules.pending or sw.resyncing or sw.failure),
-            "last_poll": _poll(balancer.traffic.took.get(sw.dpid)),
-            "packet_ins": dict(sw.packet_ins),
-        }
-        for sw in balancer.switches.values()
-    ]
-
-
-def topology_json(balancer: Any) -> dict:
-    """Switches, links (and whether each is on the flooding tree) and the
-    hosts at the edge: learned ones, and backends where they were found."""
-    out = balancer.fabric.to_json()
-    hosts = {
-        mac: {"mac": mac, "dpid": dpid, "port": port, "backends": []} for mac, (dpid, port) in balancer.host_at.items()
-    }
-    for ip, (mac, dpid, port) in sorted(balancer.at.items()):
-        if mac is None or dpid is None:
-            continue
-        hosts.setdefault(mac, {"mac": mac, "dpid": dpid, "port": port, "backends": []})["backends"].append(ip)
-    out["hosts"] = sorted(hosts.values(), key=lambda h: (h["dpid"], h["port"], h["mac"]))
-    return out
-
-
-def _poll(took: tuple[float, int] | None) -> dict | None:
-    """The last stats poll of a switch: from request to counted, and how
-    many counting flows it read."""
-    return None if took is None else {"seconds": round(took[0], 4), "flows": took[1]}
+def switches_json(status: Status) -> list[dict]:
+    return [switch.to_json() for switch in status.switches()]
 
 
 class Page:
@@ -172,28 +135,28 @@ def _int(value: str, where: str) -> int:
     return int(value)
 
 
-def list_pools(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
+def list_pools(status: Status, query: dict[str, str]) -> tuple[list[dict], Page]:
     _only(query, {"limit", "cursor", "backend"})
     page = Page(query)
-    config = balancer.config
+    config = status.config
     if "backend" in query:
         names = page.take(config.pools_by_backend.get(parse_ipv4(query["backend"], "backend"), ()))
     else:
         names = page.take((), config.pool_order)
-    return [pool_json(balancer, n) for n in names], page
+    return [pool_json(status, n) for n in names], page
 
 
-def list_vips(balancer: Any, query: dict[str, str]) -> tuple[list[dict], Page]:
+def list_vips(status: Status, query: dict[str, str]) -> tuple[list[dict], Page]:
     _only(query, {"limit", "cursor", "pool", "ip"})
     page = Page(query)
-    config = balancer.config
+    config = status.config
     filters = []
     if "pool" in query:
         filters.append(set(config.vips_by_pool.get(parse_name(query["pool"], "pool"), ())))
     if "ip" in query:
         filters.append(set(config.vips_by_ip.get(parse_ipv4(query["ip"], "ip"), {})))
     names = page.take(set.intersection(*filters)) if filters else page.take((), config.vip_order)
-    return [vip_json(balancer, n) for n in names], page
+    return [vip_json(status, n) for n in names], page
 
 
 def _only(query: dict[str, str], allowed: set[str]) -> None:

@@ -16,11 +16,13 @@ modules: ``slots`` (slot tables), ``locator`` (where backends are),
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ryu_dsr.effects import Effects
 from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, Fabric, discovery_frame, load_links, parse_discovery
 from ryu_dsr.flows.compute import (
     AddressPlan,
@@ -65,10 +67,6 @@ from ryu_dsr.model import (
     NotFound,
     Pool,
     Vip,
-    _check_object,
-    parse_backend,
-    parse_pool,
-    parse_vip,
 )
 from ryu_dsr.slots import HOLD, Planned, SlotPlanner, saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
@@ -81,7 +79,24 @@ PASSIVE_LOW = 0.5  # a backend that answers less than this share of its new conn
 DISCOVERY_SECONDS = 1.0  # discovery frames out of every port of every switch, this often
 PASSIVE_OK = 0.9  # and is back once it answers this share
 
-Send = Callable[[int, list], None]
+
+def event(method: Callable[..., Any]) -> Callable[..., Effects]:
+    """An event of the balancer: it returns what it wants done. An event
+    handled inside another adds to the outer one's effects."""
+
+    @functools.wraps(method)
+    def handle(self, *args: Any, **kwargs: Any) -> Effects:
+        self.depth += 1
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            self.depth -= 1
+        if self.depth:
+            return Effects()
+        effects, self.effects = self.effects, Effects()
+        return effects
+
+    return handle
 
 
 def utc_stamp(now: float) -> str:
@@ -96,25 +111,20 @@ class Balancer:
         self,
         settings: Any,
         store: Store | None = None,
-        send: Send | None = None,
         clock: Callable[[], float] = time.monotonic,
         saved: Saved | None = None,
-        wake: Callable[[int], None] | None = None,
         wall: Callable[[], float] = time.time,
-        read_flows: Callable[[int], None] | None = None,
     ) -> None:
-        """``send(dpid, commands)`` delivers commands in order. ``wake(dpid)``,
-        if given, asks the caller to run ``write(dpid, ...)`` when that
-        switch's writer is free; without it every change is flushed through
-        ``send`` at once. ``read_flows(dpid)`` asks for the switch's flow
-        table (answered by ``flows_read``), for a resync."""
+        """Events (a switch connected, a packet-in, a tick, a change of
+        desired state) return ``Effects``: what the caller must carry out
+        (packet-outs, switches with rule work for their writer, flow tables
+        to read). A writer pulls ``step(dpid)`` while ``pending(dpid)``."""
         self.settings = settings
         self.store = store if store is not None else MemoryStore()
-        self.send = send or (lambda dpid, commands: None)
         self.clock = clock
         self.wall = wall
-        self.wake = wake
-        self.read_flows = read_flows
+        self.effects = Effects()  # what the event being handled wants done so far
+        self.depth = 0  # events handled now (one inside another returns nothing of its own)
         self.restore(saved if saved is not None else self.store.load())
 
     def restore(self, saved: Saved) -> None:
@@ -196,6 +206,7 @@ class Balancer:
 
     # ================================================================ changes
 
+    @event
     def commit(self, change: Change, who: str = "", remote: bool = False) -> None:
         """Accept a checked change: save it (with the slot tables it makes),
         then apply it and mark what it touches. If saving fails, nothing
@@ -203,7 +214,7 @@ class Balancer:
         saved by another controller of the cluster: only the runtime data
         it makes is saved here."""
         if not remote:
-            self._check_settings(change)
+            self.check_settings(change)
         planned = {}
         for name, pool in change.pools.items():
             if pool is not None:
@@ -286,7 +297,8 @@ class Balancer:
                     gone.add(backend.uid)
         return gone
 
-    def _check_settings(self, change: Change) -> None:
+    def check_settings(self, change: Change) -> None:
+        """Refuse what the controller's settings cannot serve."""
         for name, pool in change.pools.items():
             if pool is not None and pool.health_check.kind in ("tcp", "http") and not self.settings.probe_ip:
                 raise InvalidInput(
@@ -306,53 +318,6 @@ class Balancer:
         self._delete_pins(self.pinnable.pop(name, set()))
         self.failing_open.discard(name)
         return touched
-
-    # ----------------------------------------------------------- REST service
-
-    def create_pool(self, body: Any, who: str = "") -> Pool:
-        pool = parse_pool(body)
-        self.commit(self.config.plan_pool(pool), who)
-        return pool
-
-    def patch_pool(self, name: str, body: Any, who: str = "") -> None:
-        self.commit(self.config.plan_pool_patch(name, body), who)
-
-    def delete_pool(self, name: str, who: str = "") -> None:
-        self.commit(self.config.plan_pool_delete(name), who)
-
-    def add_backend(self, pool_name: str, body: Any, who: str = "") -> Backend:
-        self.config.pool(pool_name)
-        backend = parse_backend(body)
-        self.commit(self.config.plan_backend(pool_name, backend), who)
-        return backend
-
-    def patch_backend(self, pool_name: str, ip: str, body: Any, who: str = "") -> None:
-        self.commit(self.config.plan_backend_patch(pool_name, ip, body), who)
-
-    def delete_backend(self, pool_name: str, ip: str, who: str = "") -> None:
-        self.commit(self.config.plan_backend_delete(pool_name, ip), who)
-
-    def create_vip(self, body: Any, who: str = "") -> Vip:
-        vip = parse_vip(body)
-        self.commit(self.config.plan_vip(vip), who)
-        return vip
-
-    def patch_vip(self, name: str, body: Any, who: str = "") -> None:
-        self.commit(self.config.plan_vip_patch(name, body), who)
-
-    def delete_vip(self, name: str, who: str = "") -> None:
-        self.commit(self.config.plan_vip_delete(name), who)
-
-    def apply_document(self, body: Any, dry_run: bool = False, who: str = "") -> dict:
-        """``PUT /v1/config``: make the desired state equal to the document
-        in one transaction and one diff; with ``dry_run`` only say what
-        would change."""
-        change = self.config.plan_document(body)
-        self._check_settings(change)
-        summary = change.summary(self.config)
-        if not dry_run and change:
-            self.commit(change, who)
-        return {"dry_run": dry_run, "changes": summary}
 
     # --------------------------------------------------------------- status
 
@@ -374,55 +339,23 @@ class Balancer:
         where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
         return "up", f"{how}: {mac}{where}"
 
-    def backend_status(self, pool_name: str, ip: str) -> dict:
-        backend = self.config.backend(pool_name, ip)
-        mac, dpid, port = self.locator.where(backend)
-        table = self.planner.table(pool_name)
-        state, reason = self.backend_state(pool_name, backend)
-        change = self.transitions.get((pool_name, ip))
-        health = self.health.status(pool_name, ip)
-        return {
-            "state": state,
-            "reason": reason,
-            "since": change[2] if change and change[0] == state else None,
-            "health": {
-                "check": self.config.pools[pool_name].health_check.kind,
-                "healthy": health.healthy if health else True,
-                "last_result": health.last_result if health else "not checked yet",
-            },
-            "resolved": mac is not None,
-            "mac": mac,
-            "location": None if dpid is None else {"dpid": dpid, "port": port},
-            "slots": table.count(ip),
-            "handover_slots": len(self._active_moves(pool_name, old=ip)),
-            "pinned_connections": self.traffic.pinned(backend.uid),
-            "arp_for_vip": self._arp_for_vip(ip),
-            "passive": self.traffic.passive(mac) if mac else None,
-            "claim": self.locator.claim_status(ip),
-        }
-
-    def _arp_for_vip(self, ip: str) -> dict | None:
-        seen = self.vip_arp.get(ip)
-        return None if seen is None else {"address": seen[0], "last_seen": utc_stamp(seen[1])}
-
-    def _active_moves(self, pool_name: str, old: str | None = None) -> list:
-        """The pool's moves whose handover rules are in force now (from
-        backend ``old`` only, if given)."""
-        return [
-            move
-            for slot, move in self.planner.moves.get(pool_name, {}).items()
-            if (old is None or move.old == old) and self._handover(pool_name, slot) is not None
-        ]
-
     # -- traffic, from the switches' counters --
 
     def pin_holders(self) -> set[int]:
         """Uids of the backends whose pins may exist (those in a handover)."""
         return set().union(*self.pinnable.values())
 
-    def traffic_read(self, dpid: int, entries: list[Entry], pins: dict[int, int] | None = None) -> None:
+    @event
+    def traffic_read(
+        self,
+        dpid: int,
+        entries: list[Entry],
+        pins: dict[int, int] | None = None,
+        took: tuple[float, int] | None = None,
+    ) -> None:
         """A poll of one switch's counting rules (DECIDE, CHOSEN and REPLIES)
-        and of the pins of ``pin_holders`` (backend uid -> pins) came back.
+        and of the pins of ``pin_holders`` (backend uid -> pins) came back
+        (``took``: seconds from request to counted, and flows read).
         The passive signal (connections offered, not answered) is looked at
         for the backends it counted and those already reported, not for
         every backend."""
@@ -430,6 +363,8 @@ class Balancer:
             return
         counted = self.traffic.read(dpid, entries, self.clock())
         self.traffic.pins[dpid] = dict(pins or {})
+        if took is not None:
+            self.traffic.took[dpid] = took
         failed = []
         for mac in sorted(counted | self.passive_low):
             ips = self.ips_by_mac.get(mac, set())
@@ -465,39 +400,6 @@ class Balancer:
                     failed += self.health.fail((name, ip), reason, now)
         return failed
 
-    def vip_traffic(self, name: str) -> dict:
-        return self.traffic.of("vip", self.config.vip(name).uid)
-
-    def backend_traffic(self, pool_name: str, ip: str) -> dict:
-        """Requests sent to a backend and, as ``replies``, what it sent back
-        from VIP addresses (SYN-ACKs: connections answered; resets)."""
-        backend = self.config.backend(pool_name, ip)
-        mac = self.locator.where(backend)[0]
-        return self.traffic.of("backend", mac) | {
-            "replies": self.traffic.of("reply", mac),
-            "pinned_connections": self.traffic.pinned(backend.uid),
-        }
-
-    def handover_by_backend(self, pool_name: str) -> dict[str, int]:
-        """Slots of the pool in a handover now, by the backend they keep
-        connections on (one pass over the pool's moves)."""
-        counts: dict[str, int] = {}
-        for move in self._active_moves(pool_name):
-            counts[move.old] = counts.get(move.old, 0) + 1
-        return counts
-
-    def handover_status(self, pool_name: str) -> dict:
-        """The pool's slots in a handover now, those still holding, and when
-        the last one ends."""
-        active = self._active_moves(pool_name)
-        now = self.wall()
-        ends = max((move.since + self.planner.window for move in active), default=None)
-        return {
-            "slots": len(active),
-            "holding": sum(1 for move in active if self.planner.holding(move, now)),
-            "ends": utc_stamp(ends) if ends is not None else None,
-        }
-
     def unconfirmed(self) -> dict[int, str]:
         """Switches whose rules are not yet in line with the desired state,
         and why (for a REST change that could not be confirmed)."""
@@ -524,6 +426,7 @@ class Balancer:
             LOG.warning("switch %016x refused: not in dsr.switches; its connection is closed", dpid)
         return False
 
+    @event
     def switch_connected(
         self,
         dpid: int,
@@ -572,6 +475,7 @@ class Balancer:
         self._discover(switch)
         self._probe(force=True)
 
+    @event
     def switch_disconnected(self, dpid: int) -> None:
         if self.switches.pop(dpid, None) is not None:
             for mac in [mac for mac, (at, _port) in self.host_at.items() if at == dpid]:
@@ -584,6 +488,7 @@ class Balancer:
             self.traffic.switch_gone(dpid)
             LOG.info("switch %016x disconnected", dpid)
 
+    @event
     def stalled(self, seconds: float) -> None:
         """The controller did not run for ``seconds`` (stopped, or starved):
         the answers to the health probes out were not read in time, so those
@@ -593,6 +498,7 @@ class Balancer:
             "the controller did not run for %.1f s: %d health probe(s) out end with no result", seconds, dropped
         )
 
+    @event
     def port_changed(self, dpid: int, port: int, up: bool) -> None:
         switch = self.switches.get(dpid)
         if switch is None:
@@ -621,6 +527,7 @@ class Balancer:
         self._mark(touched)
         self._request_flush(switch)
 
+    @event
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         switch = self.switches.get(dpid)
         eth = parse_ethernet(data)
@@ -655,6 +562,7 @@ class Balancer:
         if learned:
             self._request_flush(switch)
 
+    @event
     def tick(self) -> None:
         """Periodic work: find unresolved backends, check health, end
         overdue drains."""
@@ -670,9 +578,10 @@ class Balancer:
 
     # -- writing to a switch --
 
-    def flush(self, dpid: int) -> list[Command]:
+    def step(self, dpid: int) -> list[Command]:
         """The next step of commands that bring one switch in line: only the
-        owners marked dirty are computed. Call while ``pending(dpid)``."""
+        owners marked dirty are computed. A switch's writer calls it while
+        ``pending(dpid)``."""
         switch = self.switches.get(dpid)
         if switch is None:
             return []
@@ -684,27 +593,43 @@ class Balancer:
         switch = self.switches.get(dpid)
         return switch is not None and switch.rules.pending and not switch.resyncing
 
-    def write(self, dpid: int, transmit: Callable[[Command], None]) -> None:
-        """The switch writer's loop: compute and transmit steps until the
-        switch is in line. A failure is logged, counted and answered by a
-        resync from the switch's flow table; it never ends the writer."""
-        try:
-            while self.pending(dpid):
-                for command in self.flush(dpid):
-                    transmit(command)
-        except Exception as error:  # noqa: BLE001  (any failure: resync, never stop)
-            LOG.exception("switch %016x: write failed", dpid)
-            self.write_failed(dpid, f"{type(error).__name__}: {error}")
+    def writable(self, dpid: int) -> bool:
+        """Taken, not being read again, its last write not failed: what is
+        written to it now holds."""
+        switch = self.switches.get(dpid)
+        return switch is not None and not switch.resyncing and not switch.failure
 
+    def failed(self, dpid: int) -> bool:
+        switch = self.switches.get(dpid)
+        return switch is not None and bool(switch.failure)
+
+    def flow_mods(self, dpid: int) -> int:
+        switch = self.switches.get(dpid)
+        return switch.flow_mods if switch else 0
+
+    def counts_traffic(self, dpid: int) -> bool:
+        """Whether the switch holds counting rules (Open vSwitch mode)."""
+        switch = self.switches.get(dpid)
+        return switch is not None and switch.mode == "ovs"
+
+    def progress(self) -> tuple:
+        """Changes as writers make progress (a REST change waits while it does)."""
+        return tuple((sw.flow_mods, sw.rules.rules_computed) for sw in self.switches.values())
+
+    @event
     def write_failed(self, dpid: int, reason: str) -> None:
+        """A write to the switch failed: logged, counted, and the switch is
+        read again (a resync) before anything more is written to it."""
         switch = self.switches.get(dpid)
         if switch is None:
             return
+        LOG.error("switch %016x: write failed (%s)", dpid, reason)
         switch.errors += 1
         switch.failure = reason
         self.counters["write_failures"] += 1
         self._resync(switch)
 
+    @event
     def openflow_error(self, dpid: int, what: str) -> None:
         """The switch refused a message (matched to it by xid): log, count,
         resync."""
@@ -723,9 +648,9 @@ class Balancer:
         switch.resyncing = True
         switch.resyncs += 1
         LOG.warning("switch %016x: resync from its flow table", switch.dpid)
-        if self.read_flows is not None:
-            self.read_flows(switch.dpid)
+        self.effects.reads.add(switch.dpid)
 
+    @event
     def flows_read(self, dpid: int, installed: dict[tuple, int]) -> None:
         """The switch's flow table, read for a resync: compare everything."""
         switch = self.switches.get(dpid)
@@ -763,10 +688,14 @@ class Balancer:
             )
         return kept
 
-    def adopt_state(self, body: Any, who: str = "") -> dict:
+    def kept_owners(self) -> int:
+        """Rule owners kept on the switches from a lost state, until adopted."""
+        return sum(len(switch.kept) for switch in self.switches.values())
+
+    @event
+    def adopt(self, who: str = "") -> None:
         """The operator accepts the controller's state as it is: rules kept
         from a lost state are removed."""
-        _check_object(body, "", set())
         self.store.write(flags={"keep_foreign": "no"})
         self.keep_foreign = False
         removed = 0
@@ -776,7 +705,6 @@ class Balancer:
             switch.kept = set()
             self._request_flush(switch)
         LOG.warning("state adopted by %s: rules of %d unknown owners are removed", who or "an operator", removed)
-        return {"adopted": True, "owners_removed": removed}
 
     # ============================================================ internals
 
@@ -814,15 +742,11 @@ class Balancer:
             self._request_flush(switch)
 
     def _request_flush(self, switch: Switch) -> None:
-        if not switch.rules.pending:
-            return
-        if self.wake is None:
-            while self.pending(switch.dpid):
-                commands = self.flush(switch.dpid)
-                if commands:
-                    self.send(switch.dpid, commands)
-            return
-        self.wake(switch.dpid)
+        if switch.rules.pending:
+            self.effects.writes.add(switch.dpid)
+
+    def _out(self, dpid: int, commands: list[PacketOut]) -> None:
+        self.effects.packet_outs += [(dpid, command) for command in commands]
 
     def _switch_plan(self, switch: Switch) -> SwitchPlan:
         """What a switch's rules depend on besides the objects: made again
@@ -868,7 +792,7 @@ class Balancer:
             size = self._slot_size(name, switch.mode)
             table = self.planner.table(name, size)
             target = self._slot_target(name, table[slot]) if slot < len(table) else None
-            handover = self._handover(name, slot) if switch.mode == "ovs" else None
+            handover = self.handover_of(name, slot) if switch.mode == "ovs" else None
             return checked(slot_rules(plan, uid, slot, size, target, self.protocols.get(name, frozenset()), handover))
         if kind == Kind.VIP:
             name = self.vip_names.get(ident)
@@ -943,7 +867,7 @@ class Balancer:
             return None
         return SlotTarget(self.locator.where(backend)[0], backend.uid)
 
-    def _handover(self, name: str, slot: int) -> Handover | None:
+    def handover_of(self, name: str, slot: int) -> Handover | None:
         """A slot's handover now: None unless it moved within a window from
         a backend that still holds connections."""
         move = self.planner.move(name, slot)
@@ -1016,7 +940,7 @@ class Balancer:
             for port in sorted(self.fabric.ports.get(switch.dpid, {}))
         ]
         if commands:
-            self.send(switch.dpid, commands)
+            self._out(switch.dpid, commands)
 
     def _hold_flooding(self, switch: Switch) -> None:
         """New ports flood only after a discovery round could show them to
@@ -1372,11 +1296,11 @@ class Balancer:
         """Plain mode: the switch sends ARP for a VIP (or the probe address)
         here; answer it."""
         if self.settings.probe_ip and arp.tpa == self.settings.probe_ip:
-            self.send(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
+            self._out(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
             return
         vips = self.config.address_vips(arp.tpa)
         if vips:
-            self.send(switch.dpid, [PacketOut(arp_reply(arp, vips[0].mac), in_port)])
+            self._out(switch.dpid, [PacketOut(arp_reply(arp, vips[0].mac), in_port)])
 
     def _probe(self, force: bool) -> None:
         """ARP for backends without a configured MAC: often while not found,
@@ -1389,17 +1313,17 @@ class Balancer:
             target = None if force else self.locator.target(ip, now)
             at = self.switches.get(target[0]) if target else None
             if at is not None and at.link_up(target[1]):
-                self.send(at.dpid, [PacketOut(frame, target[1])])  # out of its own port only
+                self._out(at.dpid, [PacketOut(frame, target[1])])  # out of its own port only
                 continue
             for switch in self.switches.values():
-                self.send(switch.dpid, [PacketOut(frame, self._flood_out(switch))])
+                self._out(switch.dpid, [PacketOut(frame, self._flood_out(switch))])
 
     def _apply_health(self, sends, transitions) -> set[Owner]:
         for send in sends:
             switch = self.switches.get(send.dpid)
             if switch is not None:
                 port = send.port if send.port is not None else self._flood_out(switch)
-                self.send(send.dpid, [PacketOut(send.frame, port)])
+                self._out(send.dpid, [PacketOut(send.frame, port)])
         touched: set[Owner] = set()
         failed: dict[int, str | None] = {}  # saved where a new master reads them (etcd)
         for change in transitions:

@@ -105,7 +105,7 @@ def parse_text(value: Any, where: str) -> str:
     return value
 
 
-def _check_object(body: Any, where: str, allowed: set[str], read_only: set[str] = frozenset()) -> dict:
+def check_object(body: Any, where: str, allowed: set[str], read_only: set[str] = frozenset()) -> dict:
     if not isinstance(body, dict):
         raise InvalidInput(where or "body", "must be a JSON object")
     for key in body:
@@ -198,7 +198,7 @@ def parse_number(value: Any, where: str, low: float, high: float) -> float:
 
 def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -> HealthCheck:
     """A health check from JSON; fields not given keep ``base``'s values."""
-    _check_object(body, where, set(HealthCheck.FIELDS))
+    check_object(body, where, set(HealthCheck.FIELDS))
     check = copy.copy(base) if base is not None else HealthCheck()
     at = lambda name: _where(where, name)  # noqa: E731
     if "kind" in body:
@@ -309,7 +309,7 @@ def _apply_backend_fields(backend: Backend, body: dict, where: str) -> None:
             backend.dpid = backend.port = None
         else:
             loc_where = _where(where, "location")
-            _check_object(location, loc_where, {"dpid", "port"})
+            check_object(location, loc_where, {"dpid", "port"})
             if "dpid" not in location or "port" not in location:
                 raise InvalidInput(loc_where, "needs both dpid and port")
             backend.dpid = parse_dpid(location["dpid"], _where(loc_where, "dpid"))
@@ -317,7 +317,7 @@ def _apply_backend_fields(backend: Backend, body: dict, where: str) -> None:
 
 
 def parse_backend(body: Any, where: str = "") -> Backend:
-    _check_object(body, where, Backend.FIELDS, {"status", "uid"})
+    check_object(body, where, Backend.FIELDS, {"status", "uid"})
     if "ip" not in body:
         raise InvalidInput(_where(where, "ip"), "is required")
     backend = Backend(ip=parse_ipv4(body["ip"], _where(where, "ip")))
@@ -326,7 +326,7 @@ def parse_backend(body: Any, where: str = "") -> Backend:
 
 
 def parse_pool(body: Any, where: str = "") -> Pool:
-    _check_object(body, where, Pool.FIELDS, {"uid"})
+    check_object(body, where, Pool.FIELDS, {"uid"})
     if "name" not in body:
         raise InvalidInput(_where(where, "name"), "is required")
     pool = Pool(name=parse_name(body["name"], _where(where, "name")))
@@ -370,7 +370,7 @@ def _apply_vip_fields(vip: Vip, body: dict, where: str) -> None:
 
 
 def parse_vip(body: Any, where: str = "") -> Vip:
-    _check_object(body, where, Vip.FIELDS, {"uid", "status"})
+    check_object(body, where, Vip.FIELDS, {"uid", "status"})
     for required in ("name", "ip", "protocol", "pool"):
         if required not in body:
             raise InvalidInput(_where(where, required), "is required")
@@ -503,7 +503,7 @@ class Config:
 
     def plan_pool_patch(self, name: str, body: Any) -> Change:
         pool = self.pool(name)
-        _check_object(body, "", Pool.FIELDS, {"uid"})
+        check_object(body, "", Pool.FIELDS, {"uid"})
         for key in body:
             if key not in Pool.MUTABLE:
                 raise InvalidInput(
@@ -546,7 +546,7 @@ class Config:
 
     def plan_backend_patch(self, pool_name: str, ip: str, body: Any) -> Change:
         old = self.backend(pool_name, ip)
-        _check_object(body, "", Backend.FIELDS, {"status", "uid"})
+        check_object(body, "", Backend.FIELDS, {"status", "uid"})
         for key in body:
             if key not in Backend.MUTABLE:
                 raise InvalidInput(key, "cannot be changed; delete and add the backend instead")
@@ -577,7 +577,7 @@ class Config:
 
     def plan_vip_patch(self, name: str, body: Any) -> Change:
         vip = self.vip(name)
-        _check_object(body, "", Vip.FIELDS, {"uid", "status"})
+        check_object(body, "", Vip.FIELDS, {"uid", "status"})
         for key in body:
             if key not in Vip.MUTABLE:
                 raise InvalidInput(key, "cannot be changed")
@@ -699,7 +699,7 @@ class Config:
     @staticmethod
     def pool_from_saved(item: Any, where: str, high_uid: int = (1 << 24) - 1) -> Pool:
         """One pool in its saved form (uids included), every rule run again."""
-        _check_object(item, where, Pool.FIELDS | {"uid"})
+        check_object(item, where, Pool.FIELDS | {"uid"})
         plain = {k: v for k, v in item.items() if k != "uid"}
         backends = item.get("backends", [])
         if isinstance(backends, list):
@@ -715,7 +715,7 @@ class Config:
     @staticmethod
     def vip_from_saved(item: Any, where: str, high_uid: int = (1 << 24) - 1) -> Vip:
         """One VIP in its saved form, every rule run again."""
-        _check_object(item, where, Vip.FIELDS | {"uid"})
+        check_object(item, where, Vip.FIELDS | {"uid"})
         vip = parse_vip({k: v for k, v in item.items() if k != "uid"}, where)
         vip.uid = parse_int(item.get("uid"), f"{where}.uid", 1, high_uid)
         if not vip.mac:
@@ -791,7 +791,7 @@ def _located(error: Exception, where: str) -> Exception:
 
 def parse_document(data: Any) -> tuple[dict[str, tuple[str, Pool]], dict[str, tuple[str, Vip]]]:
     """Pools and VIPs of a config document, by name, with where each was."""
-    _check_object(data, "", {"pools", "vips"})
+    check_object(data, "", {"pools", "vips"})
     pools = _parse_named(data, "pools", parse_pool, "pool")
     vips = _parse_named(data, "vips", parse_vip, "VIP")
     return pools, vips

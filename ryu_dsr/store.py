@@ -28,7 +28,7 @@ from ryu_dsr.model import (
     Config,
     Conflict,
     InvalidInput,
-    _check_object,
+    check_object,
     parse_dpid,
     parse_int,
     parse_ipv4,
@@ -201,7 +201,7 @@ class SqliteStore(Store):
 
     def _import_legacy(self, data: dict) -> None:
         try:
-            _check_object(data, "state", {"version", "next_uid", "pools", "vips", "found"})
+            check_object(data, "state", {"version", "next_uid", "pools", "vips", "found"})
             pools = [{k: v for k, v in item.items() if k != "slot_tables"} for item in data.get("pools", [])]
             config = Config.from_saved(pools, data.get("vips", []), data.get("next_uid", 1))
             found = {ip: parse_found(ip, where) for ip, where in (data.get("found") or {}).items()}
@@ -241,7 +241,7 @@ def _body(name: str, text: str, table: str) -> Any:
 def parse_found(ip: str, where: Any) -> dict:
     at = f"state.found.{ip}"
     parse_ipv4(ip, at)
-    _check_object(where, at, {"mac", "dpid", "port"})
+    check_object(where, at, {"mac", "dpid", "port"})
     return {
         "mac": parse_mac(where.get("mac"), f"{at}.mac"),
         "dpid": None if where.get("dpid") is None else parse_dpid(where["dpid"], f"{at}.dpid"),

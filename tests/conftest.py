@@ -1,4 +1,6 @@
-"""Shared fixtures: a Balancer wired to in-memory switches."""
+"""Shared fixtures: a Balancer wired to in-memory switches, its effects
+carried out at once (packet-outs and every step of rules applied to the
+simulator's switches)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ import pytest
 from ryu_dsr.flows.packets import build_arp
 
 from ryu_dsr.core import Balancer
+from ryu_dsr.effects import Effects
+from ryu_dsr.service import Service
 from ryu_dsr.settings import Settings
+from ryu_dsr.status import Status
 from ryu_dsr.store import SqliteStore
 from tests.simulator import FakeSwitch
 
@@ -28,12 +33,63 @@ class Clock:
         return self.now
 
 
+class Driven:
+    """A balancer as a shell drives it: each event's effects are carried
+    out before it returns (other calls and attributes pass through)."""
+
+    def __init__(self, balancer: Balancer, carry_out) -> None:
+        self._balancer = balancer
+        self._carry_out = carry_out
+
+    def __getattr__(self, name: str):
+        value = getattr(self._balancer, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            result = value(*args, **kwargs)
+            if isinstance(result, Effects):
+                self._carry_out(result)
+                return None
+            return result
+
+        return call
+
+
 @dataclass
 class Rig:
-    balancer: Balancer
+    core: Balancer
     clock: Clock
     switches: dict[int, FakeSwitch] = field(default_factory=dict)
     sent: list = field(default_factory=list)
+    reads: list = field(default_factory=list)  # switches whose flow table the balancer asked to read
+    write_fault: Exception | None = None  # set: every write to a switch fails with it (as a broken connection)
+
+    def __post_init__(self) -> None:
+        self.balancer = Driven(self.core, self.carry_out)
+        self.service = Service(self.core, self.carry_out)
+        self.status = Status(self.core)
+
+    def carry_out(self, effects: Effects) -> None:
+        for dpid, packet_out in effects.packet_outs:
+            self._apply(dpid, [packet_out])
+        for dpid in sorted(effects.writes):  # as a shell's writer: steps until in line, a failure resyncs
+            try:
+                while self.core.pending(dpid):
+                    commands = self.core.step(dpid)
+                    if self.write_fault is not None:
+                        raise self.write_fault
+                    if commands:
+                        self._apply(dpid, commands)
+            except OSError as error:
+                self.carry_out(self.core.write_failed(dpid, f"{type(error).__name__}: {error}"))
+        self.reads += sorted(effects.reads)
+
+    def _apply(self, dpid: int, commands: list) -> None:
+        self.sent.append((dpid, list(commands)))
+        switch = self.switches.get(dpid)
+        if switch is not None:
+            switch.apply(commands)
 
     def connect(self, dpid: int = 1, mode: str = "ovs", ports: tuple[int, ...] = ()) -> FakeSwitch:
         """A switch connects; with ``ports`` it says which it has (a fabric:
@@ -72,8 +128,8 @@ class Rig:
             self.answer_arp(ip, mac, port, dpid)
 
     def setup_web(self, hash_fields: str = "5tuple", protocol: str = "tcp", port: int | None = 80) -> None:
-        self.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
-        self.balancer.create_vip(
+        self.service.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
+        self.service.create_vip(
             {"name": "web", "ip": "10.0.0.100", "protocol": protocol, "port": port, "pool": "web", "hash": hash_fields}
         )
 
@@ -82,18 +138,8 @@ def make_rig(tmp_path, clock: Clock | None = None, **settings) -> Rig:
     clock = clock or Clock()
     values = {"state_file": str(tmp_path / "state.db")}
     values.update(settings)
-    rig_ref: dict = {}
-
-    def send(dpid, commands):
-        rig_ref["rig"].sent.append((dpid, list(commands)))
-        switch = rig_ref["rig"].switches.get(dpid)
-        if switch is not None:
-            switch.apply(commands)
-
-    balancer = Balancer(Settings.from_mapping(values), SqliteStore(values["state_file"]), send, clock=clock, wall=clock)
-    rig = Rig(balancer, clock)
-    rig_ref["rig"] = rig
-    return rig
+    balancer = Balancer(Settings.from_mapping(values), SqliteStore(values["state_file"]), clock=clock, wall=clock)
+    return Rig(balancer, clock)
 
 
 @pytest.fixture

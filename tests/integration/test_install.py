@@ -36,7 +36,7 @@ def test_nothing_is_installed_into_debians_python():
     probe = (
         "import importlib.util, site, sysconfig, glob, json; "
         "dirs = set(site.getsitepackages()) | {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']}; "
-        "print(json.dumps({'modules': [m for m in ('ryu', 'ryu_dsr', 'ryu_dsr_eventlet_compat', 'etcd3gw', "
+        "print(json.dumps({'modules': [m for m in ('ryu', 'ryu_dsr', 'ryu_dsr_compat', 'etcd3gw', "
         "'prometheus_client') if importlib.util.find_spec(m)], "
         "'pth': [p for d in dirs for p in glob.glob(d + '/*ryu*')]}))"
     )

@@ -153,8 +153,8 @@ def fabric_rig(tmp_path):
         rig.balancer.tick()
 
     second()
-    rig.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in FABRIC_BACKENDS]})
-    rig.balancer.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
+    rig.service.create_pool({"name": "web", "backends": [{"ip": ip} for ip in FABRIC_BACKENDS]})
+    rig.service.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
     for mac, _ip, leaf, port in (CLIENT, OTHER_CLIENT):
         rig.learn(mac, port, leaf)
     for _ in range(5):  # holds and handover windows over
@@ -216,7 +216,7 @@ def test_port_translation_across_the_fabric_rewrites_each_direction_once(tmp_pat
     from tests.simulator import syn, tcp
 
     rig, links = fabric_rig(tmp_path)
-    rig.balancer.patch_vip("www", {"backend_port": 8080})
+    rig.service.patch_vip("www", {"backend_port": 8080})
     mac, ip, leaf, port = CLIENT
     reached = set()
     for sport in range(4000, 4032):
@@ -257,10 +257,9 @@ def test_a_cut_link_reroutes_and_connections_keep_their_backend(tmp_path):
 
 
 def test_the_topology_is_shown_over_rest(tmp_path):
-    from ryu_dsr.rest import views
 
     rig, _links = fabric_rig(tmp_path)
-    topology = views.topology_json(rig.balancer)
+    topology = rig.status.topology()
     assert len(topology["links"]) == 6 and sum(link["tree"] for link in topology["links"]) == 4
     assert {s["dpid"]: s["transit"] for s in topology["switches"]} == {
         1: False,

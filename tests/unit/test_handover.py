@@ -34,7 +34,7 @@ def reweigh(rig, hold: bool = False):
     before = list(rig.balancer.planner.table("web"))
     open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 22000)]
     open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"]
-    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     if not hold:
         rig.pass_hold()
     after = rig.balancer.planner.table("web")
@@ -66,7 +66,7 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
     # the REST view says which slots hand over, and for whom
     from ryu_dsr.rest import views
 
-    pool = views.pool_json(rig.balancer, "web")
+    pool = views.pool_json(rig.status, "web")
     moved_slots = len(rig.balancer.planner.moves["web"])  # 10.0.0.13's surplus
     assert pool["handover"]["slots"] == moved_slots > 0 and pool["handover"]["holding"] == 0
     assert pool["handover"]["ends"].endswith("Z")
@@ -75,7 +75,7 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
     # the window ends: handover rules go, pins stay until their connections idle
     pinned = len(pins(switch))
     rig.settle()
-    assert views.pool_json(rig.balancer, "web")["handover"] == {"slots": 0, "holding": 0, "ends": None}
+    assert views.pool_json(rig.status, "web")["handover"] == {"slots": 0, "holding": 0, "ends": None}
     assert handover_rules(switch) == [] and len(pins(switch)) == pinned
     assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
     # a connection idle through the whole window moves with its slot
@@ -85,7 +85,7 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
 def test_udp_flows_stay_for_the_udp_window_then_new_flows_move(tmp_path):
     rig, switch = ready(tmp_path, protocol="udp", port=53)
     before = list(rig.balancer.planner.table("web"))
-    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     after = rig.balancer.planner.table("web")
     flows = [udp(f"10.7.0.{c}", VIP, s, 53, CLIENT_MAC, VIP_MAC) for c in range(1, 60) for s in range(20000, 20064)]
     flows = [p for p in flows if before[slot_of(rig, p)] == "10.0.0.13" != after[slot_of(rig, p)]]
@@ -164,7 +164,7 @@ def test_connections_pinned_in_a_handover_keep_their_backend_when_the_table_doub
     for p in old:
         switch.send(p, 1)
     for i in range(2):  # two more backends (drained) double the table: 256 -> 512
-        rig.balancer.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
+        rig.service.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
     assert len(rig.balancer.planner.table("web")) == 2 * len(table)
     for p in new:
         rest = {k: v for k, v in p.items() if k != "tcp_flags"}
@@ -176,7 +176,7 @@ def test_removing_the_old_backend_of_a_handover_removes_its_handover_rules(tmp_p
     rig, switch = ready(tmp_path)
     reweigh(rig)
     assert handover_rules(switch)
-    rig.balancer.delete_backend("web", "10.0.0.13")
+    rig.service.delete_backend("web", "10.0.0.13")
     assert handover_rules(switch) == [] and not rig.balancer.planner.moves.get("web")
     saved = rig.balancer.store.load().slots["web"]["moves"]
     assert "10.0.0.13" not in {old for old, _since in saved.values()}

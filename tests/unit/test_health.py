@@ -20,8 +20,8 @@ VIP, VIP_MAC = "10.0.0.100", "02:d5:0a:00:00:64"
 def checked(tmp_path, check, **settings):
     rig = make_rig(tmp_path, probe_ip=PROBE_IP, **settings)
     switch = rig.connect()
-    rig.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS], "health_check": check})
-    rig.balancer.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
+    rig.service.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS], "health_check": check})
+    rig.service.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
     rig.resolve_all()
     rig.learn(CLIENT_MAC, 1)
     return rig, switch
@@ -57,7 +57,7 @@ def answer(rig, syn: Tcp, flags, payload=b"", seq=1000):
 
 
 def state(rig, ip):
-    return views.backend_json(rig.balancer, "web", ip)["status"]
+    return views.backend_json(rig.status, "web", ip)["status"]
 
 
 def test_tcp_check_takes_a_refusing_backend_out_and_brings_it_back(tmp_path):
@@ -146,7 +146,7 @@ def test_arp_check_is_the_default_and_needs_no_probe_address(tmp_path):
     tick(rig, 0.3)
     assert state(rig, "10.0.0.11")["state"] == "unhealthy"
     assert state(rig, "10.0.0.12")["state"] == "up"
-    assert views.pool_json(rig.balancer, "web")["health_check"]["kind"] == "arp"
+    assert views.pool_json(rig.status, "web")["health_check"]["kind"] == "arp"
 
 
 def test_http_check_wants_the_expected_status(tmp_path):
@@ -186,7 +186,7 @@ def test_vip_target_probes_the_vip_address_with_the_backend_mac(tmp_path):
 def test_vip_target_probes_every_vip_address_and_one_failing_takes_the_backend_out(tmp_path):
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "target": "vip"})
     other = "10.0.0.101"
-    rig.balancer.create_vip({"name": "www2", "ip": other, "protocol": "tcp", "port": 80, "pool": "web"})
+    rig.service.create_vip({"name": "www2", "ip": other, "protocol": "tcp", "port": 80, "pool": "web"})
     broken = BACKENDS["10.0.0.12"][0]  # 10.0.0.12 lost 10.0.0.101 from its lo
     seen = set()
 
@@ -253,7 +253,7 @@ def test_a_stale_or_foreign_answer_changes_nothing(tmp_path):
 def test_health_check_rules(tmp_path, check, words):
     rig = make_rig(tmp_path, probe_ip=PROBE_IP)
     with pytest.raises(InvalidInput) as error:
-        rig.balancer.create_pool({"name": "web", "health_check": check})
+        rig.service.create_pool({"name": "web", "health_check": check})
     assert words in str(error.value)
     assert list(rig.balancer.config.pools) == []
 
@@ -261,18 +261,18 @@ def test_health_check_rules(tmp_path, check, words):
 def test_tcp_checks_need_a_probe_address(tmp_path):
     rig = make_rig(tmp_path)
     with pytest.raises(InvalidInput, match="need the dsr.probe_ip setting"):
-        rig.balancer.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 80}})
-    rig.balancer.create_pool({"name": "web"})
+        rig.service.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 80}})
+    rig.service.create_pool({"name": "web"})
     with pytest.raises(InvalidInput, match="health_check.kind"):
-        rig.balancer.patch_pool("web", {"health_check": {"kind": "http", "port": 80}})
-    assert views.pool_json(rig.balancer, "web")["health_check"]["kind"] == "arp"
+        rig.service.patch_pool("web", {"health_check": {"kind": "http", "port": 80}})
+    assert views.pool_json(rig.status, "web")["health_check"]["kind"] == "arp"
 
 
 def test_patching_a_check_keeps_the_fields_not_given(tmp_path):
     rig = make_rig(tmp_path, probe_ip=PROBE_IP)
-    rig.balancer.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 8080, "fall": 3}})
-    rig.balancer.patch_pool("web", {"health_check": {"interval": 1.0}})
-    changed = views.pool_json(rig.balancer, "web")["health_check"]
+    rig.service.create_pool({"name": "web", "health_check": {"kind": "tcp", "port": 8080, "fall": 3}})
+    rig.service.patch_pool("web", {"health_check": {"interval": 1.0}})
+    changed = views.pool_json(rig.status, "web")["health_check"]
     assert (changed["kind"], changed["port"], changed["fall"], changed["interval"]) == ("tcp", 8080, 3, 1.0)
 
 
@@ -300,7 +300,7 @@ def test_failed_backends_are_saved_and_a_restart_keeps_them_out_until_they_pass(
     restarted = make_rig(tmp_path, probe_ip=PROBE_IP, clock=rig.clock)
     switch = restarted.connect()
     restarted.pass_hold()
-    status = views.backend_json(restarted.balancer, "web", "10.0.0.13")["status"]
+    status = views.backend_json(restarted.status, "web", "10.0.0.13")["status"]
     assert status["health"]["healthy"] is False and "no answer" in status["health"]["last_result"]
     assert status["state"] == "unhealthy" and status["slots"] == 0
     assert [restarted.balancer.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
@@ -317,7 +317,7 @@ def test_failed_backends_are_saved_and_a_restart_keeps_them_out_until_they_pass(
         tick(restarted, 0.3)
         for syn in [p for _, p in probes(restarted) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
             answer(restarted, syn, TCP_SYN | TCP_ACK)
-    assert views.backend_json(restarted.balancer, "web", "10.0.0.13")["status"]["state"] == "up"
+    assert views.backend_json(restarted.status, "web", "10.0.0.13")["status"]["state"] == "up"
     assert restarted.balancer.store.load().health == {}
 
 
@@ -329,10 +329,10 @@ def test_a_removed_backend_takes_its_saved_failure_with_it(tmp_path):
         tick(rig, 0.25)  # no backend answers: all fail
     uid = rig.balancer.config.pools["web"].backends["10.0.0.13"].uid
     assert uid in rig.balancer.store.load().health
-    rig.balancer.delete_backend("web", "10.0.0.13")
+    rig.service.delete_backend("web", "10.0.0.13")
     assert uid not in rig.balancer.store.load().health
-    rig.balancer.delete_vip("www")
-    rig.balancer.delete_pool("web")
+    rig.service.delete_vip("www")
+    rig.service.delete_pool("web")
     assert rig.balancer.store.load().health == {}
 
 
@@ -367,11 +367,11 @@ def test_a_pool_whose_every_backend_fails_its_checks_fails_open(tmp_path):
     from ryu_dsr.rest.metrics import metrics_text, registry_for
 
     def scraped():
-        return metrics_text(registry_for(rig.balancer)).decode()
+        return metrics_text(registry_for(rig.status)).decode()
 
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2, "rise": 2})
     fail_all(rig)
-    pool = views.pool_json(rig.balancer, "web")
+    pool = views.pool_json(rig.status, "web")
     assert pool["failing_open"] is True
     for backend in pool["backends"]:
         status = backend["status"]
@@ -379,13 +379,13 @@ def test_a_pool_whose_every_backend_fails_its_checks_fails_open(tmp_path):
         assert "fails open" in status["reason"] and status["slots"] > 60, status
     assert set(spread(rig, switch)) == set(BACKENDS)
     assert 'ryu_dsr_pool_failing_open{pool="web"} 1.0' in scraped()
-    assert views.vip_json(rig.balancer, "www")["status"]["backends_up"] == 0  # what alerts see
+    assert views.vip_json(rig.status, "www")["status"]["backends_up"] == 0  # what alerts see
     for _ in range(2):  # .12 answers again
         tick(rig, 0.3)
         for syn_ in [p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
             if syn_.dst == "10.0.0.12":
                 answer(rig, syn_, TCP_SYN | TCP_ACK)
-    assert views.pool_json(rig.balancer, "web")["failing_open"] is False
+    assert views.pool_json(rig.status, "web")["failing_open"] is False
     assert spread(rig, switch) == {"10.0.0.12": 90}
     assert state(rig, "10.0.0.11")["slots"] == 0 and "fails open" not in state(rig, "10.0.0.11")["reason"]
     assert 'ryu_dsr_pool_failing_open{pool="web"} 0.0' in scraped()
@@ -394,13 +394,13 @@ def test_a_pool_whose_every_backend_fails_its_checks_fails_open(tmp_path):
 def test_with_fail_open_false_a_pool_whose_every_backend_fails_takes_no_connection(tmp_path):
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fail_open": False})
     fail_all(rig)
-    pool = views.pool_json(rig.balancer, "web")
+    pool = views.pool_json(rig.status, "web")
     assert pool["failing_open"] is False and pool["health_check"]["fail_open"] is False
     assert {b["status"]["slots"] for b in pool["backends"]} == {0}
     assert spread(rig, switch) == {}
     # Turned on while every backend fails: the same change fills the table.
-    rig.balancer.patch_pool("web", {"health_check": {"fail_open": True}})
-    assert views.pool_json(rig.balancer, "web")["failing_open"] is True
+    rig.service.patch_pool("web", {"health_check": {"fail_open": True}})
+    assert views.pool_json(rig.status, "web")["failing_open"] is True
     assert set(spread(rig, switch)) == set(BACKENDS)
 
 
@@ -409,17 +409,17 @@ def test_fail_open_ignores_only_checks_not_a_backend_that_cannot_be_reached_or_d
     else: a drained backend still gets no new connection, and a pool whose
     only takers are drained does not fail open."""
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2})
-    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 0})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 0})
     fail_all(rig)
-    assert views.pool_json(rig.balancer, "web")["failing_open"] is True
+    assert views.pool_json(rig.status, "web")["failing_open"] is True
     assert set(spread(rig, switch)) == {"10.0.0.11", "10.0.0.12"}
     assert state(rig, "10.0.0.13")["slots"] == 0
 
 
 def test_fail_open_must_be_a_boolean(tmp_path):
     rig, _switch = checked(tmp_path, {"kind": "arp"})
-    before = views.pool_json(rig.balancer, "web")
+    before = views.pool_json(rig.status, "web")
     with pytest.raises(InvalidInput) as error:
-        rig.balancer.patch_pool("web", {"health_check": {"fail_open": "yes"}})
+        rig.service.patch_pool("web", {"health_check": {"fail_open": "yes"}})
     assert error.value.field == "health_check.fail_open" and "true or false" in str(error.value)
-    assert views.pool_json(rig.balancer, "web") == before
+    assert views.pool_json(rig.status, "web") == before

@@ -22,7 +22,7 @@ VIP_MAC = "02:d5:0a:00:00:64"
 def many_vips(rig, n_pools: int, per_pool: int = 4) -> None:
     """``n_pools`` pools of ``per_pool`` backends with configured MACs, one
     VIP each, made by one PUT of the config document."""
-    rig.balancer.apply_document(document(n_pools, per_pool))
+    rig.service.apply_document(document(n_pools, per_pool))
 
 
 def document(n_pools: int, per_pool: int = 4, weight: int = 100) -> dict:
@@ -62,13 +62,13 @@ def test_a_change_computes_only_its_owners_rules(tmp_path):
     assert flows > 200 * 256  # 256 slot rules per pool of 4, plus VIP rules
     base = computed(rig)
     table = list(rig.balancer.planner.table("pool7"))
-    rig.balancer.patch_backend("pool7", "10.1.7.2", {"weight": 50})
+    rig.service.patch_backend("pool7", "10.1.7.2", {"weight": 50})
     moved = sum(1 for a, b in zip(table, rig.balancer.planner.table("pool7")) if a != b)
     # the slots that moved (a rule each, counted with its owner), the
     # changed backend's other slots, nothing of the 199 other pools
     assert 0 < moved < 64 and computed(rig) - base <= 2 * 64 + 2 * 64
     base = computed(rig)
-    rig.balancer.create_vip({"name": "extra", "ip": "172.31.0.1", "protocol": "udp", "port": 53, "pool": "pool9"})
+    rig.service.create_vip({"name": "extra", "ip": "172.31.0.1", "protocol": "udp", "port": 53, "pool": "pool9"})
     # the VIP (2 rules), its address (3) and pool9's 256 slots, now tcp and udp
     assert computed(rig) - base <= (2 + 1) + (3 + 1) + 256 * (2 + 1)
     base = computed(rig)
@@ -79,15 +79,15 @@ def test_a_change_computes_only_its_owners_rules(tmp_path):
 def test_a_put_of_the_config_and_single_calls_reach_the_same_switch_state(tmp_path):
     bulk = make_rig(tmp_path / "bulk")
     bulk.connect()
-    bulk.balancer.apply_document(document(30))
+    bulk.service.apply_document(document(30))
     single = make_rig(tmp_path / "single")
     single.connect()
     for pool in document(30)["pools"]:
-        single.balancer.create_pool({"name": pool["name"], "health_check": pool["health_check"]})
+        single.service.create_pool({"name": pool["name"], "health_check": pool["health_check"]})
         for backend in pool["backends"]:
-            single.balancer.add_backend(pool["name"], backend)
+            single.service.add_backend(pool["name"], backend)
     for vip in document(30)["vips"]:
-        single.balancer.create_vip(vip)
+        single.service.create_vip(vip)
     assert bulk.balancer.config.document() == single.balancer.config.document()
     bulk_flows, single_flows = bulk.switches[1].installed(), single.switches[1].installed()
     # The same flows, and every rule but the slot rules identical; a slot
@@ -108,27 +108,27 @@ def test_a_put_of_the_config_and_single_calls_reach_the_same_switch_state(tmp_pa
 def test_a_dry_run_says_what_changes_and_changes_nothing(tmp_path):
     rig = make_rig(tmp_path)
     rig.connect()
-    rig.balancer.apply_document(document(3))
+    rig.service.apply_document(document(3))
     flows = rig.switches[1].installed()
     new = document(4)
     new["pools"][0]["backends"][1]["weight"] = 10
     del new["vips"][2]
-    answer = rig.balancer.apply_document(new, dry_run=True)
+    answer = rig.service.apply_document(new, dry_run=True)
     assert answer["changes"]["pools"] == {"create": ["pool3"], "change": ["pool0"], "delete": []}
     assert answer["changes"]["vips"] == {"create": ["vip3"], "change": [], "delete": ["vip2"]}
     assert rig.switches[1].installed() == flows and sorted(rig.balancer.config.vips) == ["vip0", "vip1", "vip2"]
-    rig.balancer.apply_document(new)
+    rig.service.apply_document(new)
     assert sorted(rig.balancer.config.vips) == ["vip0", "vip1", "vip3"]
     assert rig.balancer.config.pools["pool0"].backends["10.1.0.2"].weight == 10
-    again = rig.balancer.apply_document(rig.balancer.config.document(), dry_run=True)  # export, import: no change
+    again = rig.service.apply_document(rig.balancer.config.document(), dry_run=True)  # export, import: no change
     assert again["changes"]["pools"] == again["changes"]["vips"] == {"create": [], "change": [], "delete": []}
 
 
 def test_an_invalid_document_changes_nothing_and_names_the_field(tmp_path):
     rig = make_rig(tmp_path)
     rig.connect()
-    app = DsrApi(rig.balancer)
-    rig.balancer.apply_document(document(2))
+    app = DsrApi(rig.service, rig.status)
+    rig.service.apply_document(document(2))
     before = (rig.switches[1].installed(), rig.balancer.config.document())
     bad = document(3)
     bad["vips"][2]["ip"] = bad["vips"][0]["ip"]  # overlaps vip0
@@ -148,8 +148,8 @@ def test_an_invalid_document_changes_nothing_and_names_the_field(tmp_path):
 
 def test_lists_page_and_filter(tmp_path):
     rig = make_rig(tmp_path)
-    app = DsrApi(rig.balancer)
-    rig.balancer.apply_document(document(25))
+    app = DsrApi(rig.service, rig.status)
+    rig.service.apply_document(document(25))
     seen, cursor = [], None
     while True:
         path = "/v1/vips?limit=10" + (f"&cursor={cursor}" if cursor else "")
@@ -180,7 +180,7 @@ def test_tables_are_sized_to_the_pool_and_growth_moves_no_flow(tmp_path):
     before = [switch.send(p, in_port=1)[0].packet["eth_dst"] for p in clients]
     # a fifth backend with weight 0 (drained: takes nothing) grows the table
     for i in range(2):
-        rig.balancer.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
+        rig.service.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
     assert len(rig.balancer.planner.table("web")) == 512
     after = [switch.send(p, in_port=1)[0].packet["eth_dst"] for p in clients]
     assert after == before  # doubling the table moved no connection
@@ -190,29 +190,19 @@ def test_tables_are_sized_to_the_pool_and_growth_moves_no_flow(tmp_path):
 def test_a_failing_switch_write_is_logged_counted_resynced_and_reported(tmp_path, caplog):
     rig = make_rig(tmp_path)
     switch = rig.connect()
-    reads = []
-    rig.balancer.read_flows = reads.append
-    app = DsrApi(rig.balancer, settle=rig.balancer.unconfirmed)
-    calls = {"n": 0}
-
-    def failing(dpid, commands):
-        calls["n"] += 1
-        raise ConnectionResetError("switch went away mid-batch")
-
-    rig.balancer.send = lambda dpid, commands: None
-    rig.balancer.wake = lambda dpid: rig.balancer.write(dpid, lambda command: failing(dpid, [command]))
+    app = DsrApi(rig.service, rig.status, settle=rig.balancer.unconfirmed)
+    rig.write_fault = ConnectionResetError("switch went away mid-batch")
     body = json.dumps({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]}).encode()
     Request.blank("/v1/pools", method="POST", body=body, content_type="application/json").get_response(app)
     body = json.dumps({"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"}).encode()
     response = Request.blank("/v1/vips", method="POST", body=body, content_type="application/json").get_response(app)
     assert response.status_int == 503
     assert "switch 0000000000000001" in response.json["message"] and "ConnectionResetError" in response.json["message"]
-    assert reads == [1] and rig.balancer.counters["write_failures"] >= 1
+    assert rig.reads == [1] and rig.balancer.counters["write_failures"] >= 1
     assert "write failed" in caplog.text
     assert "www" in rig.balancer.config.vips  # saved, applied when the switch is back
     # the switch answers the flow read: the resync brings it in line
-    rig.balancer.wake = None
-    rig.balancer.send = lambda dpid, commands: switch.apply(commands)
+    rig.write_fault = None
     rig.balancer.flows_read(1, switch.installed())
     assert rig.balancer.unconfirmed() == {}
     assert any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
@@ -222,11 +212,9 @@ def test_an_openflow_error_resyncs_the_switch(tmp_path):
     rig = make_rig(tmp_path)
     switch = rig.connect()
     rig.setup_web()
-    reads = []
-    rig.balancer.read_flows = reads.append
     switch.tables.clear()  # the switch lost its flows (and refused a change)
     rig.balancer.openflow_error(1, "flow add table 3: error type 5 code 2")
-    assert reads == [1] and rig.balancer.switches[1].errors == 1
+    assert rig.reads == [1] and rig.balancer.switches[1].errors == 1
     rig.balancer.flows_read(1, switch.installed())
     assert any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
     assert rig.balancer.unconfirmed() == {}
@@ -254,7 +242,7 @@ def test_deleting_everything_leaves_only_base_rules(tmp_path):
     rig = make_rig(tmp_path)
     switch = rig.connect()
     many_vips(rig, 5)
-    rig.balancer.apply_document({"pools": [], "vips": []})
+    rig.service.apply_document({"pools": [], "vips": []})
     kinds = {c >> 56 for c in switch.installed().values()}
     assert kinds == {Kind.BASE}
 
@@ -273,7 +261,7 @@ def test_deletes_are_strict_and_come_in_bounded_steps(tmp_path):
     switch = rig.connect()
     many_vips(rig, 40)  # 40 pools of 256 slot rules
     rig.sent.clear()
-    rig.balancer.apply_document({"pools": [], "vips": []})
+    rig.service.apply_document({"pools": [], "vips": []})
     batches = [[c for c in commands if isinstance(c, FlowDelete)] for _dpid, commands in rig.sent]
     batches = [b for b in batches if b]
     assert sum(map(len, batches)) > 40 * 256 and len(batches) > 2

@@ -17,12 +17,12 @@ def all_rules(tmp_path, mode):
     rig = make_rig(tmp_path, table_size=32, pin_limit=500)
     switch = rig.connect(mode=mode)
     rig.setup_web(protocol="tcp")
-    rig.balancer.create_vip({"name": "dns", "ip": "10.0.0.53", "protocol": "udp", "pool": "web", "hash": "source_ip"})
-    rig.balancer.create_vip(
+    rig.service.create_vip({"name": "dns", "ip": "10.0.0.53", "protocol": "udp", "pool": "web", "hash": "source_ip"})
+    rig.service.create_vip(
         {"name": "dns5", "ip": "10.0.0.54", "protocol": "udp", "port": 53, "pool": "web", "hash": "5tuple"}
     )
     for name, protocol, port, backend_port in (("tls", "tcp", 443, 8443), ("dns6", "udp", 53, 5353)):
-        rig.balancer.create_vip(
+        rig.service.create_vip(
             {"name": name, "ip": "10.0.0.100", "protocol": protocol, "port": port, "backend_port": backend_port}
             | {"pool": "web", "hash": "5tuple"}
         )
@@ -217,7 +217,7 @@ def test_the_connection_tracker_rules_serialise_read_back_and_open_vswitch_accep
     rig.setup_web(protocol="tcp")
     rig.resolve_all()
     rig.settle()
-    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     rig.pass_hold()
     rules = [
         r for r in switch.rules() if r.table == Table.TRACKED or any(type(a).__name__ == "Track" for a in r.actions)

@@ -99,7 +99,7 @@ def test_a_backend_claiming_the_vip_by_arp_is_not_heard_and_shows_it(tmp_path):
         assert [out.port for out in outputs] == ["controller"]
         rule = switch.lookup(Table.INGRESS, dict(frame, in_port=2))
         assert rule.meter is not None
-    assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["arp_for_vip"] is None
+    assert views.backend_json(rig.status, "web", "10.0.0.12")["status"]["arp_for_vip"] is None
     rig.balancer.packet_in(
         1,
         2,
@@ -107,7 +107,7 @@ def test_a_backend_claiming_the_vip_by_arp_is_not_heard_and_shows_it(tmp_path):
             2, "02:00:00:00:00:0b", "02:00:00:00:00:01", "02:00:00:00:00:0b", VIP, "02:00:00:00:00:01", "10.0.0.1"
         ),
     )
-    seen = views.backend_json(rig.balancer, "web", "10.0.0.11")["status"]["arp_for_vip"]
+    seen = views.backend_json(rig.status, "web", "10.0.0.11")["status"]["arp_for_vip"]
     assert seen["address"] == VIP and seen["last_seen"].endswith("Z")
 
 
@@ -132,18 +132,16 @@ def test_the_guard_follows_the_pool_its_ports_and_pools_sharing_an_address(tmp_p
     reply = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:0c", CLIENT_MAC)
     assert switch.send(reply, in_port=5) == []  # the right MAC from another port
     assert [o.port for o in switch.send(reply, in_port=3)] == [1]
-    rig.balancer.delete_backend("web", "10.0.0.12")
+    rig.service.delete_backend("web", "10.0.0.12")
     assert switch.send(reply, in_port=3) == []  # no longer a backend of the address's pool
     # a second pool on the same address: each pool's backends may send
-    rig.balancer.create_pool(
+    rig.service.create_pool(
         {
             "name": "api",
             "backends": [{"ip": "10.0.0.21", "mac": "02:00:00:00:00:15", "location": {"dpid": 1, "port": 5}}],
         }
     )
-    rig.balancer.create_vip(
-        {"name": "api", "ip": VIP, "protocol": "tcp", "port": 8080, "pool": "api", "hash": "5tuple"}
-    )
+    rig.service.create_vip({"name": "api", "ip": VIP, "protocol": "tcp", "port": 8080, "pool": "api", "hash": "5tuple"})
     api_reply = tcp(VIP, "10.0.0.1", 8080, 4000, "02:00:00:00:00:15", CLIENT_MAC)
     assert [o.port for o in switch.send(api_reply, in_port=5)] == [1]
     web_reply = tcp(VIP, "10.0.0.1", 80, 4000, "02:00:00:00:00:0b", CLIENT_MAC)
@@ -210,13 +208,13 @@ def test_fragments_to_an_address_whose_udp_vips_differ_reach_no_backend(tmp_path
     say which it belongs to; it is dropped, never sent to a backend of the
     wrong pool."""
     rig, switch = ready(tmp_path, protocol="udp", port=53)
-    rig.balancer.create_pool({"name": "other", "backends": [{"ip": "10.0.0.11"}]})
-    rig.balancer.create_vip({"name": "other", "ip": VIP, "protocol": "udp", "port": 54, "pool": "other"})
+    rig.service.create_pool({"name": "other", "backends": [{"ip": "10.0.0.11"}]})
+    rig.service.create_vip({"name": "other", "ip": VIP, "protocol": "udp", "port": 54, "pool": "other"})
     rig.settle()
     packet = udp("10.0.0.1", VIP, 4000, 53, CLIENT_MAC, VIP_MAC)
     assert len(switch.send(packet, 1)) == 1  # whole datagrams have their port
     assert switch.send(fragment(packet, later=False), 1) == switch.send(fragment(packet, later=True), 1) == []
-    rig.balancer.delete_vip("other")  # one pool again: fragments follow the port 53 VIP
+    rig.service.delete_vip("other")  # one pool again: fragments follow the port 53 VIP
     rig.settle()
     assert len(fragments_reach(switch, packet)) == 1
 
@@ -243,7 +241,7 @@ def test_established_connections_stay_when_a_backend_is_added(tmp_path):
         s: backend_of(switch.send(syn("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3400)
     }
     assert switch.learned == 0
-    rig.balancer.add_backend("web", {"ip": "10.0.0.14", "mac": "02:00:00:00:00:0e", "location": {"dpid": 1, "port": 5}})
+    rig.service.add_backend("web", {"ip": "10.0.0.14", "mac": "02:00:00:00:00:0e", "location": {"dpid": 1, "port": 5}})
     rig.pass_hold()
     BACKEND_MACS["02:00:00:00:00:0e"], BACKEND_PORTS["02:00:00:00:00:0e"] = "10.0.0.14", 5
     try:
@@ -263,7 +261,7 @@ def test_removing_a_backend_deletes_its_pins_and_moves_its_connections(tmp_path)
         s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3300)
     }
     rig.sent.clear()
-    rig.balancer.delete_backend("web", "10.0.0.12")
+    rig.service.delete_backend("web", "10.0.0.12")
     deletes = [c for _, commands in rig.sent for c in commands if isinstance(c, FlowDeleteByCookie)]
     assert len(deletes) == 1 and kind_of(deletes[0].cookie) == Kind.PIN
     after = {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before}
@@ -277,26 +275,26 @@ def test_draining_backend_keeps_its_connections_but_gets_no_new_ones(tmp_path):
         s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(3000, 3300)
     }
     rig.sent.clear()
-    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
+    rig.service.patch_backend("web", "10.0.0.12", {"weight": 0})
     rig.pass_hold()  # new connections stop going to it two seconds later
     assert not [c for _, cs in rig.sent for c in cs if isinstance(c, FlowDeleteByCookie)]
     assert {s: backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in before} == before
     fresh = {backend_of(switch.send(syn("10.0.0.3", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
     assert fresh == {"10.0.0.11", "10.0.0.13"}
-    assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "draining"
+    assert views.backend_json(rig.status, "web", "10.0.0.12")["status"]["state"] == "draining"
     # its connections are pinned: a stats poll counts them (and only theirs) as its pinned connections
     uid = rig.balancer.config.backend("web", "10.0.0.12").uid
     holders = rig.balancer.pin_holders()
     assert uid in holders
     rig.balancer.traffic_read(1, [], {u: switch.flow_count(Table.SLOTS, pin_cookie(u)) for u in holders})
-    status = views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]
+    status = views.backend_json(rig.status, "web", "10.0.0.12")["status"]
     assert status["pinned_connections"] == sum(1 for b in before.values() if b == "10.0.0.12") > 0
-    assert views.pool_stats(rig.balancer, "web")["backends"]["10.0.0.12"]["pinned_connections"] > 0
+    assert views.pool_stats(rig.status, "web")["backends"]["10.0.0.12"]["pinned_connections"] > 0
 
 
 def test_drain_timeout_ends_remaining_connections(tmp_path):
     rig, switch = ready(tmp_path, settings={"drain_timeout": 30})
-    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 0})
+    rig.service.patch_backend("web", "10.0.0.12", {"weight": 0})
     for s in range(3000, 3300):  # packets of open connections: those on 10.0.0.12 are pinned there
         switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)
     drained = len(pins(switch, "02:00:00:00:00:0c"))
@@ -319,7 +317,7 @@ def test_port_down_takes_the_backend_out_of_the_hash(tmp_path):
     rig.balancer.port_changed(1, 3, up=False)  # 10.0.0.12's port
     reached = {backend_of(switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)) for s in range(300)}
     assert reached == {"10.0.0.11", "10.0.0.13"}
-    assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "down"
+    assert views.backend_json(rig.status, "web", "10.0.0.12")["status"]["state"] == "down"
 
 
 def test_plain_openflow_mode_balances_by_client_address_without_extensions(tmp_path):
@@ -350,12 +348,12 @@ def test_plain_openflow_mode_balances_by_client_address_without_extensions(tmp_p
 def test_a_change_sends_only_what_differs(tmp_path):
     rig, switch = ready(tmp_path)
     rig.sent.clear()
-    rig.balancer.patch_pool("web", {"description": "front end"})
+    rig.service.patch_pool("web", {"description": "front end"})
     assert [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))] == []
     table = list(rig.balancer.planner.table("web"))
     size = len(table)
     assert size == 256  # 64 slots per backend, a power of two
-    rig.balancer.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     new_table = rig.balancer.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
@@ -375,7 +373,7 @@ def test_a_change_sends_only_what_differs(tmp_path):
 
 def test_vip_delete_removes_its_rules_and_keeps_the_rest(tmp_path):
     rig, switch = ready(tmp_path)
-    rig.balancer.delete_vip("web")
+    rig.service.delete_vip("web")
     outputs = switch.send(tcp("10.0.0.1", VIP, 1000, 80, CLIENT_MAC, VIP_MAC), 1)
     assert outputs and all(o.packet["eth_dst"] == VIP_MAC for o in outputs)  # plain L2 now, no backend chosen
     kinds = {kind_of(r.cookie) for r in switch.rules()}
@@ -388,18 +386,18 @@ def test_backend_transitions_are_logged_with_reason_and_time(tmp_path, caplog):
 
     caplog.set_level(logging.INFO, logger="ryu_dsr")
     rig, switch = ready(tmp_path)
-    status = views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]
+    status = views.backend_json(rig.status, "web", "10.0.0.12")["status"]
     assert (
         status["state"] == "up"
         and "found by ARP: 02:00:00:00:00:0c on switch 0000000000000001 port 3" == status["reason"]
     )
     assert status["since"].endswith("Z")
     rig.balancer.port_changed(1, 3, up=False)
-    status = views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]
+    status = views.backend_json(rig.status, "web", "10.0.0.12")["status"]
     assert status["state"] == "down" and "port 3 is down" in status["reason"]
     assert "pool web backend 10.0.0.12: up -> down (switch 0000000000000001 port 3 is down)" in caplog.text
     rig.balancer.port_changed(1, 3, up=True)
-    assert views.backend_json(rig.balancer, "web", "10.0.0.12")["status"]["state"] == "up"
+    assert views.backend_json(rig.status, "web", "10.0.0.12")["status"]["state"] == "up"
     assert "10.0.0.12: down -> up" in caplog.text
 
 
@@ -462,9 +460,9 @@ def test_traffic_counters_count_each_vips_and_backends_new_connections_and_packe
             assert [out.port for out in switch.send(reply, BACKEND_PORTS[macs[backend]])] == [1]
     poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
-    stats = views.vip_stats(rig.balancer, "web")["traffic"]
+    stats = views.vip_stats(rig.status, "web")["traffic"]
     assert (stats["new_connections"], stats["packets"], stats["bytes"]) == (20, 60, 6000)
-    per_backend = views.pool_stats(rig.balancer, "web")["backends"]
+    per_backend = views.pool_stats(rig.status, "web")["backends"]
     assert {ip: s["new_connections"] for ip, s in per_backend.items() if s["new_connections"]} == dict(received)
     assert sum(s["packets"] for s in per_backend.values()) == 60
     assert {ip: s["replies"]["answered"] for ip, s in per_backend.items() if s["replies"]["answered"]} == dict(received)
@@ -475,7 +473,7 @@ def test_traffic_counters_count_each_vips_and_backends_new_connections_and_packe
     decide = [r for r in switch.rules(Table.DECIDE) if dict(r.match).get("tcp_flags")][0]
     switch.counts[decide.key] = [1, 100]  # as if the flow had been replaced just before that SYN
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
-    stats = views.vip_stats(rig.balancer, "web")["traffic"]
+    stats = views.vip_stats(rig.status, "web")["traffic"]
     assert stats["new_connections"] == 21 and stats["rates"]["new_connections"] == 0.1
 
 
@@ -504,13 +502,13 @@ def test_a_backend_that_resets_its_connections_is_reported_from_the_switchs_coun
         rig.balancer.traffic_read(1, switch.flow_stats(poll))
 
     second(dead="10.0.0.12")
-    status = {ip: rig.balancer.backend_status("web", ip) for ip in BACKENDS}
+    status = {ip: rig.status.backend_status("web", ip) for ip in BACKENDS}
     assert status["10.0.0.12"]["passive"]["answered_share"] == 0.0
     assert status["10.0.0.12"]["passive"]["resets_per_s"] > 1 and status["10.0.0.12"]["state"] == "up"
     assert status["10.0.0.11"]["passive"]["answered_share"] == 1.0
     assert "backend 10.0.0.12 (02:00:00:00:00:0c) answered 0% of the" in caplog.text
     second(dead=None)
-    assert rig.balancer.backend_status("web", "10.0.0.12")["passive"]["answered_share"] == 1.0
+    assert rig.status.backend_status("web", "10.0.0.12")["passive"]["answered_share"] == 1.0
     assert "backend 10.0.0.12 (02:00:00:00:00:0c) answers its connections again" in caplog.text
 
 
@@ -521,7 +519,7 @@ def test_a_pool_with_passive_fail_takes_out_a_backend_that_resets_its_connection
     from ryu_dsr.flows.pipeline import Table
 
     rig, switch = ready(tmp_path)
-    rig.balancer.patch_pool("web", {"health_check": {"passive": "fail"}})
+    rig.service.patch_pool("web", {"health_check": {"passive": "fail"}})
     macs = {ip: mac for mac, ip in BACKEND_MACS.items()}
     poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
@@ -534,23 +532,21 @@ def test_a_pool_with_passive_fail_takes_out_a_backend_that_resets_its_connection
         switch.send(reply, BACKEND_PORTS[macs[backend]])
     rig.clock.now += 1
     rig.balancer.traffic_read(1, switch.flow_stats(poll))
-    status = rig.balancer.backend_status("web", "10.0.0.12")
+    status = rig.status.backend_status("web", "10.0.0.12")
     assert status["state"] == "unhealthy" and "answer 0% of its new connections" in status["reason"]
-    assert rig.balancer.backend_status("web", "10.0.0.11")["state"] == "up"
+    assert rig.status.backend_status("web", "10.0.0.11")["state"] == "up"
     assert status["slots"] == 0 and sent["10.0.0.12"] > 0
     for _ in range(5):  # its ARP checks pass again: it is back
         rig.clock.now += 0.3
         rig.balancer.tick()
         rig.resolve_all()
-    assert rig.balancer.backend_status("web", "10.0.0.12")["state"] == "up", rig.balancer.backend_status(
-        "web", "10.0.0.12"
-    )
+    assert rig.status.backend_status("web", "10.0.0.12")["state"] == "up", rig.status.backend_status("web", "10.0.0.12")
 
 
 def test_passive_fail_needs_a_check_that_can_bring_the_backend_back(tmp_path):
     rig, _switch = ready(tmp_path)
     with pytest.raises(InvalidInput, match="health_check.passive"):
-        rig.balancer.patch_pool("web", {"health_check": {"kind": "none", "passive": "fail"}})
+        rig.service.patch_pool("web", {"health_check": {"kind": "none", "passive": "fail"}})
     assert rig.balancer.config.pools["web"].health_check.passive == "report"
 
 
@@ -564,7 +560,7 @@ def test_a_backend_that_stopped_answering_arp_comes_back_when_it_answers_again(t
             rig.balancer.tick()
             if answering:
                 rig.answer_arp("10.0.0.12", mac, port)
-        return rig.balancer.backend_status("web", "10.0.0.12")["state"]
+        return rig.status.backend_status("web", "10.0.0.12")["state"]
 
     assert checks(answering=False) == "unhealthy"
     assert checks(answering=True) == "up"

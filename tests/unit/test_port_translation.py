@@ -21,9 +21,9 @@ BY_MAC = {mac: (ip, port) for ip, (mac, port) in BACKENDS.items()}
 def translated(tmp_path, mode="ovs", protocol="tcp", port=80, backend_port=8080):
     rig = make_rig(tmp_path)
     switch = rig.connect(mode=mode)
-    rig.balancer.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
+    rig.service.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
     vip = {"name": "www", "ip": VIP, "protocol": protocol, "port": port, "pool": "web", "hash": "5tuple"}
-    rig.balancer.create_vip(vip | {"backend_port": backend_port})
+    rig.service.create_vip(vip | {"backend_port": backend_port})
     rig.resolve_all()
     rig.learn(CLIENT_MAC, 1)
     rig.settle()
@@ -87,11 +87,11 @@ def test_the_source_guard_still_holds_for_translated_replies(tmp_path):
 
 def test_turning_translation_off_and_on_changes_only_the_vips_rules(tmp_path):
     rig, switch = translated(tmp_path)
-    rig.balancer.patch_vip("www", {"backend_port": None})
+    rig.service.patch_vip("www", {"backend_port": None})
     _ip, request = one_backend(switch.send(syn("10.0.0.1", VIP, 30000, 80, CLIENT_MAC, VIP_MAC), 1))
     assert request["tcp_dst"] == 80
-    assert views.vip_json(rig.balancer, "www")["backend_port"] is None
-    rig.balancer.patch_vip("www", {"backend_port": 8443})
+    assert views.vip_json(rig.status, "www")["backend_port"] is None
+    rig.service.patch_vip("www", {"backend_port": 8443})
     _ip, request = one_backend(switch.send(syn("10.0.0.1", VIP, 30000, 80, CLIENT_MAC, VIP_MAC), 1))
     assert request["tcp_dst"] == 8443
 
@@ -99,20 +99,20 @@ def test_turning_translation_off_and_on_changes_only_the_vips_rules(tmp_path):
 def test_translations_that_would_mix_up_replies_are_refused(tmp_path):
     rig, _switch = translated(tmp_path)
     base = {"ip": VIP, "protocol": "tcp", "pool": "web"}
-    before = views.vip_json(rig.balancer, "www")
+    before = views.vip_json(rig.status, "www")
     for body in (
         base | {"name": "alt", "port": 8080},  # its replies would come from 8080 too
         base | {"name": "alt", "port": 81, "backend_port": 8080},  # two VIPs, one backend port
         base | {"name": "alt", "port": 81, "backend_port": 80},  # a backend port that is another VIP's port
     ):
         with pytest.raises(Conflict, match="could not be told apart"):
-            rig.balancer.create_vip(body)
-    rig.balancer.create_vip(base | {"name": "alt", "port": 81, "backend_port": 8081})
-    rig.balancer.create_vip(base | {"name": "dns", "protocol": "udp", "port": 80, "backend_port": 8080})
+            rig.service.create_vip(body)
+    rig.service.create_vip(base | {"name": "alt", "port": 81, "backend_port": 8081})
+    rig.service.create_vip(base | {"name": "dns", "protocol": "udp", "port": 80, "backend_port": 8080})
     with pytest.raises(InvalidInput) as error:
-        rig.balancer.create_vip(base | {"name": "all", "port": None, "backend_port": 8080, "ip": "10.0.0.101"})
+        rig.service.create_vip(base | {"name": "all", "port": None, "backend_port": 8080, "ip": "10.0.0.101"})
     assert error.value.field == "backend_port" and "needs the VIP's port" in error.value.rule
     with pytest.raises(InvalidInput) as error:
-        rig.balancer.patch_vip("www", {"backend_port": 70000})
+        rig.service.patch_vip("www", {"backend_port": 70000})
     assert error.value.field == "backend_port"
-    assert views.vip_json(rig.balancer, "www") == before
+    assert views.vip_json(rig.status, "www") == before

@@ -17,7 +17,7 @@ from tests.conftest import make_rig
 def api(tmp_path):
     rig = make_rig(tmp_path)
     rig.connect()
-    app = DsrApi(rig.balancer)
+    app = DsrApi(rig.service, rig.status)
     app.rig = rig
     app.state_file = tmp_path / "state.db"
     return app
@@ -296,7 +296,7 @@ def test_an_unexpected_error_is_500_with_an_id_in_the_log(api, monkeypatch, capl
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(api.rig.balancer, "create_pool", broken)
+    monkeypatch.setattr(api.rig.service, "create_pool", broken)
     status, error = call(api, "POST", "/v1/pools", {"name": "web"})
     assert status == 500 and error["error"] == "internal"
     incident = error["message"].rsplit(" ", 1)[1]
@@ -317,9 +317,9 @@ def test_changes_need_a_bearer_token_and_the_audit_names_it(tmp_path, caplog):
     token = read_token(token_file)
     assert tokens == {"admin": token} and len(token) >= 32 and token not in caplog.text
     rig = make_rig(tmp_path)
-    app = DsrApi(rig.balancer, tokens=tokens, token_file=str(token_file))
+    app = DsrApi(rig.service, rig.status, tokens=tokens, token_file=str(token_file))
     app.state_file = tmp_path / "state.db"
-    rig.balancer.create_pool({"name": "web"})
+    rig.service.create_pool({"name": "web"})
     before = snapshot(app)
     for header in (None, "Bearer wrong-token-of-some-length", f"Basic {token}", f"Bearer {token}x"):
         request = Request.blank("/v1/pools/web", method="DELETE")

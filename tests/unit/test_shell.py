@@ -1,4 +1,4 @@
-"""The Ryu shell (``ryu_dsr.DsrApp``) with a switch that speaks OpenFlow
+"""The Ryu shell (``ryu_dsr.shell.Shell``, ryu-manager's ``ryu_dsr.DsrApp``) with a switch that speaks OpenFlow
 messages but is not a socket: when a REST change counts as confirmed."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import pytest
 from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from ryu_dsr.flows.pipeline import Kind, kind_of
 
-import ryu_dsr
-from ryu_dsr import ofp
+from ryu_dsr import ofp, shell
 
 VIP = {"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
 
@@ -54,13 +53,13 @@ def event(datapath, **fields):
 def app(tmp_path, monkeypatch):
     config = tmp_path / "ryu_dsr.conf"
     config.write_text(f"[dsr]\nauth = none\nstate_file = {tmp_path / 'state.db'}\nstats_interval = 0\n")
-    monkeypatch.setattr(ryu_dsr, "_register_options", lambda: SimpleNamespace(config_file=[str(config)]))
-    app = ryu_dsr.DsrApp(wsgi=SimpleNamespace(register=lambda *args: None))
-    app.balancer.create_pool({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]})
+    monkeypatch.setattr(shell, "register_options", lambda: SimpleNamespace(config_file=[str(config)]))
+    app = shell.Shell(wsgi=SimpleNamespace(register=lambda *args: None))
+    app.service.create_pool({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]})
     yield app
     app.ticker.kill()
-    for outbox in app.outboxes.values():
-        outbox.put(None)
+    for session in app.sessions.values():
+        session.close()
 
 
 def connect(app, switch: Switch, held: dict | None = None) -> None:
@@ -90,8 +89,8 @@ def test_a_change_made_while_a_switch_is_being_read_is_confirmed_only_once_the_s
     it: it waits for the first write after the read."""
     switch = Switch(1)
     app._features(event(switch))  # the shell now reads the switch's flows
-    assert 1 in app.connecting
-    app.balancer.create_vip(VIP)  # a REST change, while the switch is read
+    assert app.sessions[1].connecting is not None
+    app.service.create_vip(VIP)  # a REST change, while the switch is read
     waiting = ofp.hub.spawn(app.wait_confirmed, 5.0)
     ofp.hub.sleep(0.1)
     assert not waiting.dead, "answered before the switch was even read"
@@ -121,10 +120,32 @@ def test_a_switch_that_already_holds_everything_still_confirms_a_change_made_whi
 
     again = Switch(1)  # the same switch, connected again
     app._features(event(again))
-    app.balancer.patch_pool("web", {"description": "front ends"})  # touches no rule
+    app.service.patch_pool("web", {"description": "front ends"})  # touches no rule
     waiting = ofp.hub.spawn(app.wait_confirmed, 1.0)
     connect(app, again, held)
     ofp.hub.sleep(0.1)
     assert again.flow_adds == 0  # no rule differed
     answer_barriers(app, again)
     assert waiting.wait() == {}
+
+
+def test_only_the_shell_loads_ryu_and_ryu_manager_finds_the_app():
+    """``dsrctl``, the config checker, the core and the REST API import no
+    Ryu and no eventlet; ``ryu-manager ryu_dsr`` (Ryu's own loader) finds
+    the application class in ``ryu_dsr`` itself."""
+    import json
+    import subprocess
+    import sys
+
+    pure = (
+        "import sys, json, ryu_dsr.ctl, ryu_dsr.check, ryu_dsr.core, ryu_dsr.service, ryu_dsr.rest.api; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ryu', 'eventlet'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", pure], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+    loader = (
+        "from ryu.base.app_manager import AppManager; import ryu_dsr.shell; "
+        "cls = AppManager().load_app('ryu_dsr'); print(cls.__module__, cls.__name__, issubclass(cls, ryu_dsr.shell.Shell))"
+    )
+    done = subprocess.run([sys.executable, "-c", loader], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["ryu_dsr", "DsrApp", "True"]

@@ -15,7 +15,7 @@ from ryu_dsr.core import Balancer
 from ryu_dsr.model import Config, InvalidInput
 from ryu_dsr.settings import Settings
 from ryu_dsr.store import SqliteStore, StateFileError, plan_declared
-from tests.conftest import make_rig
+from tests.conftest import Rig, make_rig
 from tests.simulator import FakeSwitch
 
 DECLARED = {
@@ -27,7 +27,7 @@ DECLARED = {
 def test_save_and_load_round_trip(tmp_path):
     rig = make_rig(tmp_path)
     rig.setup_web()
-    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 7})
+    rig.service.patch_backend("web", "10.0.0.12", {"weight": 7})
     loaded = SqliteStore(tmp_path / "state.db").load()
     assert loaded.config.document() == rig.balancer.config.document()
     assert [p.uid for p in loaded.config.pools.values()] == [p.uid for p in rig.balancer.config.pools.values()]
@@ -38,7 +38,7 @@ def test_a_crash_in_the_middle_of_a_write_leaves_the_last_commit(tmp_path, monke
     """A failure at any statement of a transaction leaves what was committed
     before it, readable."""
     rig = make_rig(tmp_path)
-    rig.balancer.create_pool({"name": "web"})
+    rig.service.create_pool({"name": "web"})
     store = rig.balancer.store
     real = store.db
     calls = []
@@ -52,7 +52,7 @@ def test_a_crash_in_the_middle_of_a_write_leaves_the_last_commit(tmp_path, monke
 
     monkeypatch.setattr(store, "db", Dying())
     with pytest.raises(KeyboardInterrupt):
-        rig.balancer.create_pool({"name": "other"})
+        rig.service.create_pool({"name": "other"})
     monkeypatch.undo()
     assert any(sql.startswith("INSERT OR REPLACE INTO pools") for sql in calls)
     assert list(rig.balancer.config.pools) == ["web"]  # nothing applied either
@@ -105,17 +105,15 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     rig.resolve_all()
     rig.learn("02:00:00:00:00:01", 1)
     before = switch.installed()
-    sent = []
     rig.balancer.store.close()
     assert rig.balancer.planner.moves["web"]  # backends found one by one: slots in handover
-    restarted = Balancer(
-        rig.balancer.settings, SqliteStore(tmp_path / "state.db"), lambda d, c: sent.extend(c), wall=rig.clock
-    )
-    restarted.switch_connected(1, "ovs", switch.installed())
-    assert restarted.planner.moves == rig.balancer.planner.moves  # handovers go on where they were
+    restarted = Rig(Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), wall=rig.clock), rig.clock)
+    restarted.balancer.switch_connected(1, "ovs", switch.installed())
+    sent = [c for _dpid, commands in restarted.sent for c in commands]
+    assert restarted.balancer.planner.moves == rig.balancer.planner.moves  # handovers go on where they were
     assert [c for c in sent if type(c).__name__ in ("FlowAdd", "FlowDelete", "FlowDeleteByCookie")] == []
     assert switch.installed() == before
-    assert views.backend_json(restarted, "web", "10.0.0.11")["status"]["state"] == "up"
+    assert views.backend_json(restarted.status, "web", "10.0.0.11")["status"]["state"] == "up"
 
 
 def declared(config, path):
@@ -331,11 +329,11 @@ def test_a_change_that_moves_slots_is_one_transaction_of_the_rows_it_touches(tmp
     rig.setup_web()
     rig.resolve_all()
     for i in range(20):  # other pools, which the change must not rewrite
-        rig.balancer.create_pool({"name": f"other{i}", "backends": [{"ip": f"10.0.1.{i + 1}"}]})
+        rig.service.create_pool({"name": f"other{i}", "backends": [{"ip": f"10.0.1.{i + 1}"}]})
     writes = []
     original = rig.balancer.store.write
     monkeypatch.setattr(rig.balancer.store, "write", lambda *a, **k: (writes.append((a, k)), original(*a, **k)))
-    rig.balancer.patch_backend("web", "10.0.0.12", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.12", {"weight": 50})
     assert len(writes) == 1
     (change, slots), _ = writes[0]
     assert list(change.pools) == ["web"] and not change.vips and list(slots) == ["web"]
@@ -384,28 +382,26 @@ def test_a_start_without_the_state_file_deletes_no_vip_rule_until_adopted(tmp_pa
     reached = switch.send(vip_packet, in_port=1)[0].packet["eth_dst"]
     old_uids = {c >> 32 & 0xFFFFFF for c in switch.installed().values()}
     # a second controller, its state file lost: same switch
-    sent = []
     lost = tmp_path / "lost"
     lost.mkdir()
-    second = Balancer(
-        first.balancer.settings, Sqlite(lost / "state.db"), lambda d, c: (sent.extend(c), switch.apply(c))
-    )
-    second.switch_connected(1, "ovs", switch.installed())
+    second = Rig(Balancer(first.balancer.settings, Sqlite(lost / "state.db")), first.clock, {1: switch})
+    second.balancer.switch_connected(1, "ovs", switch.installed())
+    sent = [c for _dpid, commands in second.sent for c in commands]
     # (only the counters of backends it does not know go: forwarding does not use them)
     deleted = [c for c in sent if isinstance(c, (FlowDelete, FlowDeleteByCookie))]
     assert all(isinstance(c, FlowDelete) and c.table in (Table.CHOSEN, Table.REPLIES) for c in deleted), deleted
     assert switch.send(vip_packet, in_port=1)[0].packet["eth_dst"] == reached  # the VIP is still served
-    assert views.switches_json(second)[0]["kept_owners"] > 0
+    assert views.switches_json(second.status)[0]["kept_owners"] > 0
     # new objects do not take the ids of the kept rules
-    second.create_pool({"name": "new", "backends": [{"ip": "10.0.0.61", "mac": "02:00:00:00:00:61"}]})
-    assert second.config.pools["new"].uid > max(old_uids)
+    second.service.create_pool({"name": "new", "backends": [{"ip": "10.0.0.61", "mac": "02:00:00:00:00:61"}]})
+    assert second.balancer.config.pools["new"].uid > max(old_uids)
     # still kept after a restart of the second controller (not yet adopted)
-    second.store.close()
-    third = Balancer(first.balancer.settings, Sqlite(lost / "state.db"), lambda d, c: (sent.extend(c), switch.apply(c)))
-    third.switch_connected(1, "ovs", switch.installed())
+    second.balancer.store.close()
+    third = Rig(Balancer(first.balancer.settings, Sqlite(lost / "state.db")), first.clock, {1: switch})
+    third.balancer.switch_connected(1, "ovs", switch.installed())
     assert switch.send(vip_packet, in_port=1)[0].packet["eth_dst"] == reached
     # the operator adopts: the unknown VIP's rules go
-    assert third.adopt_state({})["owners_removed"] > 0
+    assert third.service.adopt_state({})["owners_removed"] > 0
     assert not any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
 
 
@@ -451,14 +447,14 @@ def test_a_forged_arp_claim_for_a_backend_is_refused_while_the_backend_answers(t
     rig.answer_arp("10.0.0.12", "02:00:00:00:00:66", 5)
     assert (where().mac, where().port) == (real_mac, real_port)
     assert "claimed by 02:00:00:00:00:66" in caplog.text and "refused" in caplog.text
-    claim = rig.balancer.backend_status("web", "10.0.0.12")["claim"]
+    claim = rig.status.backend_status("web", "10.0.0.12")["claim"]
     assert claim["mac"] == "02:00:00:00:00:66" and claim["port"] == 5 and claim["state"] in ("pending", "refused")
     # a backend that really moved (the old place silent) is found at its new place
     for _ in range(4):
         rig.answer_arp("10.0.0.12", "02:00:00:00:00:77", 5)
         rig.clock.now += 1.0
     assert (where().mac, where().port) == ("02:00:00:00:00:77", 5)
-    assert rig.balancer.backend_status("web", "10.0.0.12")["claim"] is None
+    assert rig.status.backend_status("web", "10.0.0.12")["claim"] is None
     # and when that port goes down, the first place is believed again (its claim confirmed)
     rig.balancer.port_changed(1, 5, up=False)
     for _ in range(3):

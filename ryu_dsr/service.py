@@ -1,0 +1,78 @@
+"""Changes of the desired state, as the REST API and the declared file ask
+for them: each is parsed and checked against the desired state
+(``model.Config``), committed by the balancer, and what the commit wants
+done is handed to ``carry_out`` (the shell's, or a test's switches)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ryu_dsr.core import Balancer
+from ryu_dsr.effects import Effects
+from ryu_dsr.model import Backend, Change, Config, Pool, Vip, check_object, parse_backend, parse_pool, parse_vip
+
+
+class Service:
+    def __init__(self, balancer: Balancer, carry_out: Callable[[Effects], None]) -> None:
+        self.balancer = balancer
+        self.carry_out = carry_out
+
+    @property
+    def config(self) -> Config:
+        return self.balancer.config
+
+    def commit(self, change: Change, who: str = "") -> None:
+        self.carry_out(self.balancer.commit(change, who))
+
+    def create_pool(self, body: Any, who: str = "") -> Pool:
+        pool = parse_pool(body)
+        self.commit(self.config.plan_pool(pool), who)
+        return pool
+
+    def patch_pool(self, name: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_pool_patch(name, body), who)
+
+    def delete_pool(self, name: str, who: str = "") -> None:
+        self.commit(self.config.plan_pool_delete(name), who)
+
+    def add_backend(self, pool_name: str, body: Any, who: str = "") -> Backend:
+        self.config.pool(pool_name)
+        backend = parse_backend(body)
+        self.commit(self.config.plan_backend(pool_name, backend), who)
+        return backend
+
+    def patch_backend(self, pool_name: str, ip: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_backend_patch(pool_name, ip, body), who)
+
+    def delete_backend(self, pool_name: str, ip: str, who: str = "") -> None:
+        self.commit(self.config.plan_backend_delete(pool_name, ip), who)
+
+    def create_vip(self, body: Any, who: str = "") -> Vip:
+        vip = parse_vip(body)
+        self.commit(self.config.plan_vip(vip), who)
+        return vip
+
+    def patch_vip(self, name: str, body: Any, who: str = "") -> None:
+        self.commit(self.config.plan_vip_patch(name, body), who)
+
+    def delete_vip(self, name: str, who: str = "") -> None:
+        self.commit(self.config.plan_vip_delete(name), who)
+
+    def apply_document(self, body: Any, dry_run: bool = False, who: str = "") -> dict:
+        """``PUT /v1/config``: make the desired state equal to the document
+        in one transaction and one diff; with ``dry_run`` only say what
+        would change."""
+        change = self.config.plan_document(body)
+        self.balancer.check_settings(change)
+        summary = change.summary(self.config)
+        if not dry_run and change:
+            self.commit(change, who)
+        return {"dry_run": dry_run, "changes": summary}
+
+    def adopt_state(self, body: Any, who: str = "") -> dict:
+        """``POST /v1/state/adopt``: rules kept from a lost state go."""
+        check_object(body, "", set())
+        removed = self.balancer.kept_owners()
+        self.carry_out(self.balancer.adopt(who))
+        return {"adopted": True, "owners_removed": removed}

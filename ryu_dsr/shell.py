@@ -1,0 +1,576 @@
+"""The Ryu shell: OpenFlow events and REST requests in, the balancer's
+effects out to the switches. Nothing here decides a flow.
+
+Each connected switch has one ``Session`` (``ryu_dsr.session``): its
+datapath, the queue its writer thread reads, what it said while being
+taken, its traffic poll, its role, the barriers that confirm REST changes.
+An event handler looks the switch up, calls the balancer (``core``), and
+carries out the ``Effects`` that come back: packet-outs now, writes queued
+for the switch's writer, flow tables read for a resync. The writer pulls
+the balancer's next step of commands for its switch until it is in line.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import time
+
+from ryu_dsr import ofp
+from ryu_dsr.effects import Effects
+from ryu_dsr.session import Connecting, Poll, Session
+
+LOG = logging.getLogger("ryu_dsr")
+TICK_SECONDS = 0.05  # health probes are scheduled on this grain
+STALL_SECONDS = 1.0  # a tick this late: the controller did not run (SIGSTOP, starved); probes out have no result
+SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
+_FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
+BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
+FREEZE_SECONDS = 10.0  # objects that lived this long leave the collector's full passes
+COLLECT_SECONDS = 3600.0  # a full collection of everything (one pause) this often
+
+
+def register_options():
+    """The [dsr] section of ryu-manager's config file, from ryu_dsr.settings."""
+    from ryu_dsr.settings import OPTIONS
+
+    cfg = ofp.cfg
+    kinds = {str: cfg.StrOpt, int: cfg.IntOpt, float: cfg.FloatOpt}
+    opts = [kinds[o.kind](o.name, default=o.default, help=o.help) for o in OPTIONS]
+    cfg.CONF.register_opts(opts, group="dsr")  # registering the same options again is a no-op
+    return cfg.CONF
+
+
+# The REST API listens on loopback unless the operator says otherwise
+# (ryu-manager's own default is every address).
+ofp.cfg.CONF.set_default("wsapi_host", "127.0.0.1")
+
+
+class _RestController(ofp.ControllerBase):
+    """Hands every request under /v1 to the framework-free DsrApi."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+        self.api = data["api"]
+
+    @ofp.route("dsr", "/v1/{path}", requirements={"path": r"[\s\S]*"})  # any path, line breaks too
+    def dispatch(self, req, **_kwargs):
+        return self.api.handle(req)
+
+    @ofp.route("dsr", "/status")
+    def status(self, req, **_kwargs):
+        return self.api.handle(req)
+
+    @ofp.route("dsr", "/metrics")
+    def metrics(self, req, **_kwargs):
+        return self.api.handle(req)
+
+
+class Shell(ofp.RyuApp):
+    """The application; ``ryu_dsr.DsrApp`` is this class under the name
+    ryu-manager looks for."""
+
+    OFP_VERSIONS = [ofp.OF_VERSION]
+    _CONTEXTS = {"wsgi": ofp.WSGIApplication}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from ryu_dsr.auth import load_tokens
+        from ryu_dsr.core import Balancer
+        from ryu_dsr.model import InvalidInput
+        from ryu_dsr.rest.api import DsrApi
+        from ryu_dsr.service import Service
+        from ryu_dsr.settings import Settings
+        from ryu_dsr.status import Status
+        from ryu_dsr.store import StateFileError, open_store, plan_declared
+
+        conf = register_options()
+        self.cluster = None
+        self.sessions: dict[int, Session] = {}
+        try:
+            settings = Settings.from_files(list(conf.config_file or []))
+            ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
+            ofp.fix_openflow_tls()
+            if settings.etcd_endpoints:
+                store = self._cluster_store(settings, conf)
+            else:
+                store = open_store(settings.state_file or None)
+            saved = store.load()
+            if self.cluster is not None:
+                self.cluster.reached()  # it answered: healthy from the first GET /v1/cluster
+            declared = plan_declared(saved.config, settings.declared_file)
+            self.balancer = Balancer(settings, store, saved=saved)
+            self.service = Service(self.balancer, self.carry_out)
+            if declared:
+                self.service.commit(declared, who="declared file")
+        except (InvalidInput, StateFileError) as error:
+            LOG.error("ryu_dsr cannot start: %s", error)
+            sys.exit(f"ryu_dsr: {error}")
+        LOG.info(
+            "ryu_dsr: %d pools, %d VIPs; state in %s",
+            len(self.balancer.config.pools),
+            len(self.balancer.config.vips),
+            f"etcd {settings.etcd_endpoints}" if self.cluster else settings.state_file or "(nowhere)",
+        )
+        tokens = None
+        if settings.auth == "none":
+            LOG.warning("auth = none: anyone who reaches the REST port can change or delete every VIP")
+        else:
+            try:
+                tokens = load_tokens(settings.token_file)
+            except InvalidInput as error:
+                LOG.error("ryu_dsr cannot start: %s", error)
+                sys.exit(f"ryu_dsr: {error}")
+        api = DsrApi(
+            self.service,
+            Status(self.balancer),
+            settle=lambda: self.wait_confirmed(SETTLE_SECONDS),
+            tokens=tokens,
+            token_file=settings.token_file,
+            cluster=self.cluster_status,
+        )
+        kwargs["wsgi"].register(_RestController, {"api": api})
+        self.ticker = ofp.hub.spawn(self._tick_forever)
+        if settings.stats_interval:
+            self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
+        if self.cluster is not None:
+            self.campaigner = ofp.hub.spawn(self.cluster.campaign_forever)
+            self.watcher = ofp.hub.spawn(self.cluster.watch_forever)
+
+    # -- carrying out what the balancer wants done --
+
+    def carry_out(self, effects: Effects) -> None:
+        """Packet-outs now (probes and ARP answers do not wait behind a
+        batch of flow changes: their timing is what health checks
+        measure); rule work queued for each switch's writer; flow tables
+        asked for a resync. A slave carries out nothing."""
+        if not self.master:
+            return
+        for dpid, packet_out in effects.packet_outs:
+            session = self.sessions.get(dpid)
+            if session is not None:
+                session.datapath.send_msg(ofp.to_message(packet_out, session.datapath))
+        for dpid in sorted(effects.writes):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                session.confirm.queued()
+                if not session.busy:
+                    session.outbox.put(_FLUSH)
+        for dpid in sorted(effects.reads):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                session.reading = {}
+                session.datapath.send_msg(ofp.flow_stats_request(session.datapath))
+
+    # -- a cluster of controllers (etcd) --
+
+    def _cluster_store(self, settings, conf):
+        """The etcd store, and this controller's membership: a slave (it
+        writes nothing to a switch) until the cluster makes it master."""
+        import socket
+
+        from ryu_dsr.cluster import Cluster, Roles
+        from ryu_dsr.etcd import Etcd
+        from ryu_dsr.etcd_store import EtcdStore
+
+        etcd = Etcd(
+            settings.etcd_endpoints.split(","),
+            ca_cert=settings.etcd_ca_cert,
+            cert=settings.etcd_cert,
+            key=settings.etcd_key,
+        )
+        store = EtcdStore(etcd, settings.etcd_prefix, settings.etcd_max_txn_ops)
+        node = settings.node_name or f"{socket.gethostname()}:{conf.wsapi_port}"
+        roles = Roles(self._became_master, self._became_slave, self._remote_change, self._reload)
+        rest_url = f"http://{conf.wsapi_host}:{conf.wsapi_port}"
+        self.cluster = Cluster(etcd, store, node, settings.etcd_lease_ttl, roles, ofp.hub.sleep, rest_url)
+        return store
+
+    @property
+    def master(self) -> bool:
+        """Whether this controller programs the switches (always, alone)."""
+        return self.cluster is None or self.cluster.master
+
+    def _claim(self, datapath) -> None:
+        """Tell a switch our role (a cluster only), before anything else."""
+        if self.cluster is not None and (self.cluster.master or self.cluster.generation):
+            datapath.send_msg(ofp.role_request(datapath, self.cluster.master, self.cluster.generation))
+
+    def _became_master(self, generation: int) -> None:
+        """Read everything from etcd, then connect every switch as a
+        restarted controller does: read its flows, send what differs."""
+        from ryu_dsr.store import StateFileError
+
+        try:
+            saved = self.balancer.store.load()
+        except StateFileError as error:
+            LOG.error("cluster: cannot take over: %s", error)
+            self.cluster.step_down(f"cannot read etcd: {error}", resign=True)
+            return
+        self.balancer.restore(saved)
+        for session in list(self.sessions.values()):
+            self._claim(session.datapath)
+            self._connect(session)
+        LOG.warning("cluster: master of %d switches (generation %d)", len(self.sessions), generation)
+
+    def _became_slave(self, generation: int, reason: str) -> None:
+        for dpid in list(self.balancer.switches):
+            self.balancer.switch_disconnected(dpid)  # a slave programs nothing: its effects are nobody's
+        for session in self.sessions.values():
+            session.connecting = session.reading = session.poll = None
+            self._claim(session.datapath)
+        LOG.warning("cluster: slave (%s); switches are left to the master", reason)
+
+    def _remote_change(self, change) -> None:
+        self.carry_out(self.balancer.commit(change, who="another controller (etcd)", remote=True))
+
+    def _reload(self) -> None:
+        if self.master:
+            self._became_master(self.cluster.generation)
+        else:
+            self.balancer.restore(self.balancer.store.load())
+
+    def cluster_status(self) -> dict:
+        switches = [
+            {"dpid": f"{dpid:016x}", "role": self.sessions[dpid].role or ("master" if self.master else "unknown")}
+            for dpid in sorted(self.sessions)
+        ]
+        if self.cluster is None:
+            return {"mode": "standalone", "role": "master", "switches": switches}
+        return {"mode": "etcd", **self.cluster.to_json(), "switches": switches}
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPRoleReply, ofp.MAIN_DISPATCHER)
+    def _role_reply(self, ev):
+        session = self._session(ev.msg.datapath)
+        if session is None:
+            return
+        if session.asked_generation:
+            session.asked_generation = False
+            try:
+                self.cluster.switch_generation(ev.msg.generation_id)
+            except OSError as error:
+                LOG.warning("cluster: cannot compare switch %016x's generation id with etcd: %s", session.dpid, error)
+        role = ofp.role_name(ev.msg.role)
+        if session.role != role:
+            LOG.info("switch %016x: we are %s (generation %d)", session.dpid, role, ev.msg.generation_id)
+        session.role = role
+
+    # -- the writer of each switch --
+
+    def _transmit(self, session: Session, command) -> None:
+        datapath = session.datapath
+        if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
+            datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+            ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
+        else:
+            message = ofp.to_message(command, datapath)
+            ok = datapath.send_msg(message)
+            xid = message.xid
+        if not ok:
+            raise ConnectionError("the switch connection is closed")
+        if isinstance(command, ofp.Barrier):
+            session.barrier = xid
+            ofp.hub.sleep(0)  # a step is written: let REST and events run
+        else:
+            session.remember(xid, command if isinstance(command, ofp.MeterSet) else ofp.describe(command))
+
+    def _drain(self, session: Session) -> None:
+        """The one green thread that writes to a switch: what the balancer
+        has for it, step by step, until it is in line."""
+        dpid = session.dpid
+        while True:
+            commands = session.outbox.get()
+            if commands is None:
+                return
+            if not self.master:
+                continue  # stepped down: what was queued is the new master's to decide
+            session.busy = True
+            try:
+                before = self.balancer.flow_mods(dpid)
+                while self.balancer.pending(dpid):
+                    for command in self.balancer.step(dpid):
+                        self._transmit(session, command)
+                if self.balancer.flow_mods(dpid) - before > BULK_FLOW_MODS:
+                    # A bulk load leaves a million long-lived objects (the
+                    # switch's flow index): keep the collector from walking
+                    # them again and again (single changes waited up to 0.5 s).
+                    gc.freeze()
+            except Exception as error:  # never end the writer: resync the switch instead
+                if not isinstance(error, OSError):  # not the connection: a fault of ours, with its trace
+                    LOG.exception("switch %016x: the writer failed", dpid)
+                self.carry_out(self.balancer.write_failed(dpid, f"{type(error).__name__}: {error}"))
+            finally:
+                session.busy = False
+            if self.balancer.pending(dpid):
+                session.outbox.put(_FLUSH)
+            elif session.outbox.qsize() == 0 and self.sessions.get(dpid) is session:
+                self._confirm(session)
+
+    def _confirm(self, session: Session) -> None:
+        """Everything queued so far is written: a barrier stamped with the
+        count of work queued; its reply confirms all of it."""
+        count = session.confirm.due()
+        if count is None or not self.balancer.writable(session.dpid):
+            return  # nothing new, or not written yet: the resync writes it, then confirms
+        message = ofp.to_message(ofp.Barrier(), session.datapath)
+        if session.datapath.send_msg(message):
+            session.confirm.stamped(message.xid, count)
+
+    def _progress(self):
+        return (
+            self.balancer.progress(),
+            tuple((dpid, s.barrier) for dpid, s in self.sessions.items()),
+            tuple(len(s.connecting.installed) for s in self.sessions.values() if s.connecting),  # flows read so far
+        )
+
+    def wait_confirmed(self, timeout: float) -> dict:
+        """Wait until every switch confirmed the work queued for it so far
+        (a REST change calls this right after its commit); the switches that
+        did not, and why. A large change (a PUT of thousands of VIPs) may
+        take longer than ``timeout`` as long as the writers keep making
+        progress; ``timeout`` without progress is a failure."""
+        # A switch still being read (just connected, or this controller just
+        # became master) holds none of the change yet: it waits for the
+        # first write after the read, which sends all that differs.
+        tickets = {
+            dpid: (session, session.confirm.ticket(reading=self.master and session.connecting is not None))
+            for dpid, session in self.sessions.items()
+        }
+
+        def waiting():
+            late = set()
+            for dpid, (session, ticket) in list(tickets.items()):
+                current = self.sessions.get(dpid)
+                if current is None:
+                    continue  # gone: nothing to wait for
+                if current is not session:  # connected again: its first write after the read holds it all
+                    ticket = current.confirm.ticket(reading=self.master and current.connecting is not None)
+                    tickets[dpid] = (current, ticket)
+                if not current.confirm.holds(ticket):
+                    late.add(dpid)
+            return late
+
+        idle = 0.0
+        last = self._progress()
+        while waiting() and idle < timeout:
+            if any(self.balancer.failed(dpid) for dpid in waiting()):
+                break
+            ofp.hub.sleep(0.002)
+            now = self._progress()
+            idle = 0.0 if now != last else idle + 0.002
+            last = now
+        late = waiting()
+        if not late:
+            return {}
+        reasons = self.balancer.unconfirmed()
+        return {dpid: reasons.get(dpid, f"no confirmation within {timeout:g} s") for dpid in late}
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPBarrierReply, ofp.MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        session = self._session(ev.msg.datapath)
+        if session is None:
+            return
+        if session.barrier is not None and ev.msg.xid >= session.barrier:
+            session.barrier = None
+        session.confirm.answered(ev.msg.xid)
+
+    # -- periodic work --
+
+    def _tick_forever(self):
+        last = frozen = collected = time.monotonic()
+        while True:
+            ofp.hub.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            try:
+                if now - last > STALL_SECONDS:
+                    self.balancer.stalled(now - last)
+                    if self.cluster is not None and self.cluster.master:
+                        # Stopped for a while: are we still master? The switches say first.
+                        for session in list(self.sessions.values()):
+                            self._claim(session.datapath)
+                last = now
+                self.carry_out(self.balancer.tick())
+                if now - frozen > FREEZE_SECONDS:
+                    # The switches' flow indexes hold a few hundred thousand
+                    # long-lived objects: a full collection walks them all
+                    # (0.1-0.3 s with the loop stopped, seen as REST tails).
+                    # Frozen, they are left out of it; they are still freed
+                    # by reference counting, and once an hour everything is
+                    # collected.
+                    frozen = now
+                    if now - collected > COLLECT_SECONDS:
+                        collected = now
+                        gc.unfreeze()
+                        gc.collect()
+                    gc.freeze()
+            except Exception:  # keep ticking whatever one tick did
+                LOG.exception("ryu_dsr: periodic work failed")
+
+    def _poll_forever(self, interval: float):
+        """Read the counting rules (tables DECIDE, CHOSEN and REPLIES) of
+        every switch in Open vSwitch mode, every ``interval`` seconds, and
+        count the pins of the backends that may have some (one aggregate
+        request each: connections held in a handover)."""
+        from ryu_dsr.flows.pipeline import Table, pin_cookie
+
+        while True:
+            ofp.hub.sleep(interval)
+            for session in list(self.sessions.values()):
+                last = session.poll
+                if not self.balancer.counts_traffic(session.dpid) or (
+                    last and time.monotonic() - last.sent < 3 * interval
+                ):
+                    continue  # not taken yet, no counters, or the last poll is not back (yet)
+                datapath = session.datapath
+                poll = session.poll = Poll(time.monotonic())
+                requests = [
+                    (ofp.flow_stats_request(datapath, t), None) for t in (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
+                ]
+                for uid in self.balancer.pin_holders():
+                    requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
+                for request, uid in requests:
+                    datapath.set_xid(request)
+                    poll.waiting.add(request.xid)
+                    if uid is not None:
+                        poll.pin_requests[request.xid] = uid
+                    datapath.send_msg(request)
+
+    # -- connection: features, then desc, ports and flows, then hand over --
+
+    def _session(self, datapath) -> Session | None:
+        """The session of the switch this message came from, if it is ours."""
+        session = self.sessions.get(datapath.id)
+        return session if session is not None and session.datapath is datapath else None
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPSwitchFeatures, ofp.CONFIG_DISPATCHER)
+    def _features(self, ev):
+        datapath = ev.msg.datapath
+        if not self.balancer.admits(datapath.id):
+            datapath.close()
+            return
+        old = self.sessions.pop(datapath.id, None)
+        if old is not None:
+            old.close()
+        session = self.sessions[datapath.id] = Session(datapath, ofp.hub.Queue())
+        ofp.hub.spawn(self._drain, session)
+        self._claim(datapath)
+        self._connect(session)
+
+    def _connect(self, session: Session) -> None:
+        """Read what a switch is and holds; the balancer takes it then (the master only)."""
+        session.connecting = Connecting()
+        for request in (ofp.desc_stats_request, ofp.port_desc_request, ofp.flow_stats_request):
+            session.datapath.send_msg(request(session.datapath))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPDescStatsReply, ofp.MAIN_DISPATCHER)
+    def _desc(self, ev):
+        session = self._session(ev.msg.datapath)
+        if session is not None and session.connecting is not None:
+            session.connecting.desc = ev.msg.body
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortDescStatsReply, ofp.MAIN_DISPATCHER)
+    def _ports(self, ev):
+        session = self._session(ev.msg.datapath)
+        if session is not None and session.connecting is not None:
+            session.connecting.ports_down.update(p.port_no for p in ev.msg.body if ofp.port_is_down(p))
+            session.connecting.ports.update(p.port_no for p in ev.msg.body if ofp.is_switch_port(p.port_no))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
+    def _flows(self, ev):
+        session = self._session(ev.msg.datapath)
+        if session is None:
+            return
+        poll = session.poll
+        if poll is not None and ev.msg.xid in poll.waiting:
+            poll.entries.extend(ofp.counted(stat) for stat in ev.msg.body)
+            if not ofp.more_replies(ev.msg):
+                self._polled(session, ev.msg.xid)
+            return
+        connecting = session.connecting
+        installed = connecting.installed if connecting is not None else session.reading
+        if installed is None:
+            return
+        for stat in ev.msg.body:
+            key, cookie = ofp.installed_key(stat)
+            installed[key] = cookie
+        if ofp.more_replies(ev.msg):
+            return
+        if connecting is None:
+            session.reading = None
+            self.carry_out(self.balancer.flows_read(session.dpid, installed))
+            return
+        session.connecting = None
+        if not self.master:
+            return  # a slave keeps the connection only; it connects the switch when it becomes master
+        desc = connecting.desc
+        ovs = desc is not None and ofp.is_ovs(desc)
+        description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
+        mode = "ovs" if ovs else "plain"
+        self.carry_out(
+            self.balancer.switch_connected(
+                session.dpid, mode, installed, description, connecting.ports_down, connecting.ports
+            )
+        )
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPAggregateStatsReply, ofp.MAIN_DISPATCHER)
+    def _pin_count(self, ev):
+        session = self._session(ev.msg.datapath)
+        poll = session.poll if session is not None else None
+        if poll is not None and ev.msg.xid in poll.waiting:
+            poll.pins[poll.pin_requests[ev.msg.xid]] = ev.msg.body.flow_count
+            self._polled(session, ev.msg.xid)
+
+    def _polled(self, session: Session, xid: int) -> None:
+        """One reply of a poll is whole; when all are, the balancer reads them."""
+        poll = session.poll
+        poll.waiting.discard(xid)
+        if not poll.waiting:
+            session.poll = None
+            took = (time.monotonic() - poll.sent, len(poll.entries))
+            self.carry_out(self.balancer.traffic_read(session.dpid, poll.entries, poll.pins, took))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
+    def _gone(self, ev):
+        session = self._session(ev.datapath) if ev.datapath.id is not None else None
+        if session is not None:
+            del self.sessions[session.dpid]
+            session.close()
+            self.carry_out(self.balancer.switch_disconnected(session.dpid))
+
+    # -- events --
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPacketIn, ofp.MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        self.carry_out(self.balancer.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data)))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortStatus, ofp.MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        if ofp.is_switch_port(msg.desc.port_no):
+            up = not ofp.port_status_down(msg)
+            self.carry_out(self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, up))
+
+    @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
+    def _error(self, ev):
+        msg = ev.msg
+        session = self._session(msg.datapath)
+        if session is None:
+            return
+        refusal = ofp.role_refusal(msg) if self.cluster is not None else None
+        if refusal is not None:
+            session.role = "slave"
+            LOG.warning("cluster: switch %016x refused us: %s", session.dpid, refusal)
+            if self.cluster.master:
+                self.cluster.step_down(f"switch {session.dpid:016x} refused us: {refusal}", resign=True)
+                session.asked_generation = True  # its generation id: from an earlier etcd cluster?
+                msg.datapath.send_msg(ofp.role_query(msg.datapath))
+            return
+        what = session.sent.get(msg.xid, f"message xid {msg.xid}")
+        if isinstance(what, ofp.MeterSet):
+            if ofp.meter_exists(msg):  # made before (a reconnect): change it in place
+                msg.datapath.send_msg(ofp.meter_mod(what, msg.datapath, msg.datapath.ofproto.OFPMC_MODIFY))
+                return
+            what = ofp.describe(what)
+        self.carry_out(self.balancer.openflow_error(session.dpid, f"{what}: error type {msg.type} code {msg.code}"))

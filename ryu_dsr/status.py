@@ -1,0 +1,215 @@
+"""What the controller knows, read-only, for everyone who shows it: the REST
+views, ``/metrics``, the status page (and through them ``dsrctl``).
+
+Nothing here changes state; every answer costs what it shows (one pool,
+one backend, the switches), never a pass over the whole state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from ryu_dsr.core import Balancer, utc_stamp
+from ryu_dsr.model import Backend, Config
+
+
+@dataclass(frozen=True)
+class SwitchFacts:
+    """One connected switch as an operator sees it."""
+
+    dpid: int
+    mode: str
+    description: str
+    flows: int
+    hosts: int
+    ports_down: tuple[int, ...]
+    errors: int
+    resyncs: int
+    flow_mods: int
+    kept_owners: int
+    in_line: bool  # it holds every change made so far
+    last_poll: tuple[float, int] | None  # seconds from request to counted, counting flows read
+    packet_ins: dict[str, int]
+
+    def to_json(self) -> dict:
+        return {
+            "dpid": self.dpid,
+            "mode": self.mode,
+            "description": self.description,
+            "flows": self.flows,
+            "hosts": self.hosts,
+            "ports_down": list(self.ports_down),
+            "errors": self.errors,
+            "resyncs": self.resyncs,
+            "flow_mods": self.flow_mods,
+            "kept_owners": self.kept_owners,
+            "in_line": self.in_line,
+            "last_poll": None
+            if self.last_poll is None
+            else {"seconds": round(self.last_poll[0], 4), "flows": self.last_poll[1]},
+            "packet_ins": dict(self.packet_ins),
+        }
+
+
+class Status:
+    """A read-only face of one balancer."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        self._balancer = balancer
+
+    @property
+    def config(self) -> Config:
+        """The desired state (read it; changes go through ``Service``)."""
+        return self._balancer.config
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self._balancer.counters)
+
+    @property
+    def polls(self) -> int:
+        """Traffic polls read so far."""
+        return self._balancer.traffic.polls
+
+    # -- switches --
+
+    def switches(self) -> list[SwitchFacts]:
+        b = self._balancer
+        return [
+            SwitchFacts(
+                dpid=sw.dpid,
+                mode=sw.mode,
+                description=sw.description,
+                flows=len(sw.rules.installed),
+                hosts=len(sw.hosts),
+                ports_down=tuple(sorted(sw.ports_down)),
+                errors=sw.errors,
+                resyncs=sw.resyncs,
+                flow_mods=sw.flow_mods,
+                kept_owners=len(sw.kept),
+                in_line=not (sw.rules.pending or sw.resyncing or sw.failure),
+                last_poll=b.traffic.took.get(sw.dpid),
+                packet_ins=dict(sw.packet_ins),
+            )
+            for sw in b.switches.values()
+        ]
+
+    def topology(self) -> dict:
+        """Switches, links (and whether each is on the flooding tree) and the
+        hosts at the edge: learned ones, and backends where they were found."""
+        b = self._balancer
+        out = b.fabric.to_json()
+        hosts = {
+            mac: {"mac": mac, "dpid": dpid, "port": port, "backends": []} for mac, (dpid, port) in b.host_at.items()
+        }
+        for ip, (mac, dpid, port) in sorted(b.at.items()):
+            if mac is None or dpid is None:
+                continue
+            hosts.setdefault(mac, {"mac": mac, "dpid": dpid, "port": port, "backends": []})["backends"].append(ip)
+        out["hosts"] = sorted(hosts.values(), key=lambda h: (h["dpid"], h["port"], h["mac"]))
+        return out
+
+    # -- pools and backends --
+
+    def slots(self, pool_name: str) -> int:
+        return len(self._balancer.planner.table(pool_name))
+
+    def slot_counts(self, pool_name: str) -> Counter:
+        """Slots of the pool's table by the backend they send to."""
+        return Counter(self._balancer.planner.table(pool_name))
+
+    def failing_open(self, pool_name: str) -> bool:
+        return pool_name in self._balancer.failing_open
+
+    def backend_state(self, pool_name: str, backend: Backend) -> tuple[str, str]:
+        """(state, reason) of a backend of a pool now."""
+        return self._balancer.backend_state(pool_name, backend)
+
+    def healthy(self, pool_name: str, ip: str) -> bool:
+        return self._balancer.health.healthy(pool_name, ip)
+
+    def pinned(self, backend: Backend) -> int:
+        return self._balancer.traffic.pinned(backend.uid)
+
+    def backend_status(self, pool_name: str, ip: str) -> dict:
+        b = self._balancer
+        backend = b.config.backend(pool_name, ip)
+        mac, dpid, port = b.locator.where(backend)
+        state, reason = b.backend_state(pool_name, backend)
+        change = b.transitions.get((pool_name, ip))
+        health = b.health.status(pool_name, ip)
+        return {
+            "state": state,
+            "reason": reason,
+            "since": change[2] if change and change[0] == state else None,
+            "health": {
+                "check": b.config.pools[pool_name].health_check.kind,
+                "healthy": health.healthy if health else True,
+                "last_result": health.last_result if health else "not checked yet",
+            },
+            "resolved": mac is not None,
+            "mac": mac,
+            "location": None if dpid is None else {"dpid": dpid, "port": port},
+            "slots": b.planner.table(pool_name).count(ip),
+            "handover_slots": len(self._active_moves(pool_name, old=ip)),
+            "pinned_connections": b.traffic.pinned(backend.uid),
+            "arp_for_vip": self._arp_for_vip(ip),
+            "passive": b.traffic.passive(mac) if mac else None,
+            "claim": b.locator.claim_status(ip),
+        }
+
+    def _arp_for_vip(self, ip: str) -> dict | None:
+        seen = self._balancer.vip_arp.get(ip)
+        return None if seen is None else {"address": seen[0], "last_seen": utc_stamp(seen[1])}
+
+    def _active_moves(self, pool_name: str, old: str | None = None) -> list:
+        """The pool's moves whose handover rules are in force now (from
+        backend ``old`` only, if given)."""
+        b = self._balancer
+        return [
+            move
+            for slot, move in b.planner.moves.get(pool_name, {}).items()
+            if (old is None or move.old == old) and b.handover_of(pool_name, slot) is not None
+        ]
+
+    def handover_by_backend(self, pool_name: str) -> dict[str, int]:
+        """Slots of the pool in a handover now, by the backend they keep
+        connections on (one pass over the pool's moves)."""
+        return dict(Counter(move.old for move in self._active_moves(pool_name)))
+
+    def handover(self, pool_name: str) -> dict:
+        """The pool's slots in a handover now, those still holding, and when
+        the last one ends."""
+        b = self._balancer
+        active = self._active_moves(pool_name)
+        now = b.wall()
+        ends = max((move.since + b.planner.window for move in active), default=None)
+        return {
+            "slots": len(active),
+            "holding": sum(1 for move in active if b.planner.holding(move, now)),
+            "ends": utc_stamp(ends) if ends is not None else None,
+        }
+
+    # -- traffic, from the switches' counters --
+
+    def vip_traffic(self, name: str) -> dict:
+        return self._balancer.traffic.of("vip", self._balancer.config.vip(name).uid)
+
+    def backend_traffic(self, pool_name: str, ip: str) -> dict:
+        """Requests sent to a backend and, as ``replies``, what it sent back
+        from VIP addresses (SYN-ACKs: connections answered; resets)."""
+        b = self._balancer
+        backend = b.config.backend(pool_name, ip)
+        mac = b.locator.where(backend)[0]
+        return b.traffic.of("backend", mac) | {
+            "replies": b.traffic.of("reply", mac),
+            "pinned_connections": b.traffic.pinned(backend.uid),
+        }
+
+    def mac_traffic(self, ip: str) -> tuple[dict, dict]:
+        """What went to and came from a backend address's MAC (over all its pools)."""
+        b = self._balancer
+        name = next(iter(b.config.pools_by_backend.get(ip, ())), None)
+        mac = b.locator.where(b.config.pools[name].backends[ip])[0] if name else None
+        return b.traffic.of("backend", mac), b.traffic.of("reply", mac)
