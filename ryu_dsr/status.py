@@ -88,7 +88,7 @@ class Status:
                 resyncs=sw.resyncs,
                 flow_mods=sw.flow_mods,
                 kept_owners=len(sw.kept),
-                in_line=not (sw.rules.pending or sw.resyncing or sw.failure),
+                in_line=sw.in_line,
                 last_poll=b.traffic.took.get(sw.dpid),
                 packet_ins=dict(sw.packet_ins),
             )
@@ -99,11 +99,11 @@ class Status:
         """Switches, links (and whether each is on the flooding tree) and the
         hosts at the edge: learned ones, and backends where they were found."""
         b = self._balancer
-        out = b.fabric.to_json()
+        out = b.l2.fabric.to_json()
         hosts = {
-            mac: {"mac": mac, "dpid": dpid, "port": port, "backends": []} for mac, (dpid, port) in b.host_at.items()
+            mac: {"mac": mac, "dpid": dpid, "port": port, "backends": []} for mac, (dpid, port) in b.l2.host_at.items()
         }
-        for ip, (mac, dpid, port) in sorted(b.at.items()):
+        for ip, (mac, dpid, port) in sorted(b.backends.places.items()):
             if mac is None or dpid is None:
                 continue
             hosts.setdefault(mac, {"mac": mac, "dpid": dpid, "port": port, "backends": []})["backends"].append(ip)
@@ -113,21 +113,21 @@ class Status:
     # -- pools and backends --
 
     def slots(self, pool_name: str) -> int:
-        return len(self._balancer.planner.table(pool_name))
+        return len(self._balancer.desired.planner.table(pool_name))
 
     def slot_counts(self, pool_name: str) -> Counter:
         """Slots of the pool's table by the backend they send to."""
-        return Counter(self._balancer.planner.table(pool_name))
+        return Counter(self._balancer.desired.planner.table(pool_name))
 
     def failing_open(self, pool_name: str) -> bool:
-        return pool_name in self._balancer.failing_open
+        return pool_name in self._balancer.backends.failing_open
 
     def backend_state(self, pool_name: str, backend: Backend) -> tuple[str, str]:
         """(state, reason) of a backend of a pool now."""
-        return self._balancer.backend_state(pool_name, backend)
+        return self._balancer.backends.state(pool_name, backend)
 
     def healthy(self, pool_name: str, ip: str) -> bool:
-        return self._balancer.health.healthy(pool_name, ip)
+        return self._balancer.backends.health.healthy(pool_name, ip)
 
     def pinned(self, backend: Backend) -> int:
         return self._balancer.traffic.pinned(backend.uid)
@@ -135,10 +135,10 @@ class Status:
     def backend_status(self, pool_name: str, ip: str) -> dict:
         b = self._balancer
         backend = b.config.backend(pool_name, ip)
-        mac, dpid, port = b.locator.where(backend)
-        state, reason = b.backend_state(pool_name, backend)
-        change = b.transitions.get((pool_name, ip))
-        health = b.health.status(pool_name, ip)
+        mac, dpid, port = b.backends.place(backend)
+        state, reason = b.backends.state(pool_name, backend)
+        change = b.backends.transitions.get((pool_name, ip))
+        health = b.backends.health.status(pool_name, ip)
         return {
             "state": state,
             "reason": reason,
@@ -151,16 +151,16 @@ class Status:
             "resolved": mac is not None,
             "mac": mac,
             "location": None if dpid is None else {"dpid": dpid, "port": port},
-            "slots": b.planner.table(pool_name).count(ip),
+            "slots": b.desired.planner.table(pool_name).count(ip),
             "handover_slots": len(self._active_moves(pool_name, old=ip)),
             "pinned_connections": b.traffic.pinned(backend.uid),
             "arp_for_vip": self._arp_for_vip(ip),
             "passive": b.traffic.passive(mac) if mac else None,
-            "claim": b.locator.claim_status(ip),
+            "claim": b.backends.locator.claim_status(ip),
         }
 
     def _arp_for_vip(self, ip: str) -> dict | None:
-        seen = self._balancer.vip_arp.get(ip)
+        seen = self._balancer.backends.vip_arp.get(ip)
         return None if seen is None else {"address": seen[0], "last_seen": utc_stamp(seen[1])}
 
     def _active_moves(self, pool_name: str, old: str | None = None) -> list:
@@ -169,8 +169,8 @@ class Status:
         b = self._balancer
         return [
             move
-            for slot, move in b.planner.moves.get(pool_name, {}).items()
-            if (old is None or move.old == old) and b.handover_of(pool_name, slot) is not None
+            for slot, move in b.desired.planner.moves.get(pool_name, {}).items()
+            if (old is None or move.old == old) and b.rules.handover_of(pool_name, slot) is not None
         ]
 
     def handover_by_backend(self, pool_name: str) -> dict[str, int]:
@@ -184,10 +184,10 @@ class Status:
         b = self._balancer
         active = self._active_moves(pool_name)
         now = b.wall()
-        ends = max((move.since + b.planner.window for move in active), default=None)
+        ends = max((move.since + b.desired.planner.window for move in active), default=None)
         return {
             "slots": len(active),
-            "holding": sum(1 for move in active if b.planner.holding(move, now)),
+            "holding": sum(1 for move in active if b.desired.planner.holding(move, now)),
             "ends": utc_stamp(ends) if ends is not None else None,
         }
 
@@ -201,7 +201,7 @@ class Status:
         from VIP addresses (SYN-ACKs: connections answered; resets)."""
         b = self._balancer
         backend = b.config.backend(pool_name, ip)
-        mac = b.locator.where(backend)[0]
+        mac = b.backends.place(backend)[0]
         return b.traffic.of("backend", mac) | {
             "replies": b.traffic.of("reply", mac),
             "pinned_connections": b.traffic.pinned(backend.uid),
@@ -211,5 +211,5 @@ class Status:
         """What went to and came from a backend address's MAC (over all its pools)."""
         b = self._balancer
         name = next(iter(b.config.pools_by_backend.get(ip, ())), None)
-        mac = b.locator.where(b.config.pools[name].backends[ip])[0] if name else None
+        mac = b.backends.place(b.config.pools[name].backends[ip])[0] if name else None
         return b.traffic.of("backend", mac), b.traffic.of("reply", mac)

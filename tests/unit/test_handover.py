@@ -16,7 +16,7 @@ MAC = {ip: mac for ip, (mac, _port) in BACKENDS.items()}
 def slot_of(rig, packet: dict) -> int:
     """The slot the pipeline picks: hash bits; for UDP, whose datapath hash
     has no ports, the client port's low bits below them."""
-    size = len(rig.balancer.planner.table("web"))
+    size = len(rig.balancer.desired.planner.table("web"))
     if packet["ip_proto"] == 17:
         low = packet["udp_src"] & ((1 << UDP_PORT_BITS) - 1)
         return low | (datapath_hash(packet) << UDP_PORT_BITS) % size
@@ -31,13 +31,13 @@ def reweigh(rig, hold: bool = False):
     """10.0.0.13 to weight 50 (of 100 for the others): some of its slots
     move; the connections that were open, by whether their slot moved. The
     hold passes unless ``hold``."""
-    before = list(rig.balancer.planner.table("web"))
+    before = list(rig.balancer.desired.planner.table("web"))
     open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 22000)]
     open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"]
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     if not hold:
         rig.pass_hold()
-    after = rig.balancer.planner.table("web")
+    after = rig.balancer.desired.planner.table("web")
     moved = [p for p in open_ if after[slot_of(rig, p)] != "10.0.0.13"]
     kept = [p for p in open_ if after[slot_of(rig, p)] == "10.0.0.13"]
     assert moved and kept
@@ -47,7 +47,7 @@ def reweigh(rig, hold: bool = False):
 def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_backend(tmp_path):
     rig, switch = ready(tmp_path)
     moved, kept = reweigh(rig)
-    table = rig.balancer.planner.table("web")
+    table = rig.balancer.desired.planner.table("web")
     # open connections of moved slots stay on 10.0.0.13, and are pinned there
     seen, unseen = moved[: len(moved) // 2], moved[len(moved) // 2 :]
     assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
@@ -67,7 +67,7 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
     from ryu_dsr.rest import views
 
     pool = views.pool_json(rig.status, "web")
-    moved_slots = len(rig.balancer.planner.moves["web"])  # 10.0.0.13's surplus
+    moved_slots = len(rig.balancer.desired.planner.moves["web"])  # 10.0.0.13's surplus
     assert pool["handover"]["slots"] == moved_slots > 0 and pool["handover"]["holding"] == 0
     assert pool["handover"]["ends"].endswith("Z")
     holders = {b["ip"]: b["status"]["handover_slots"] for b in pool["backends"]}
@@ -84,9 +84,9 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
 
 def test_udp_flows_stay_for_the_udp_window_then_new_flows_move(tmp_path):
     rig, switch = ready(tmp_path, protocol="udp", port=53)
-    before = list(rig.balancer.planner.table("web"))
+    before = list(rig.balancer.desired.planner.table("web"))
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
-    after = rig.balancer.planner.table("web")
+    after = rig.balancer.desired.planner.table("web")
     flows = [udp(f"10.7.0.{c}", VIP, s, 53, CLIENT_MAC, VIP_MAC) for c in range(1, 60) for s in range(20000, 20064)]
     flows = [p for p in flows if before[slot_of(rig, p)] == "10.0.0.13" != after[slot_of(rig, p)]]
     stream, late = flows[:10], flows[10:40]
@@ -103,7 +103,7 @@ def test_a_syn_flood_during_a_handover_stops_at_the_pin_limit_and_every_connecti
     rig, switch = ready(tmp_path, settings={"pin_limit": 25})
     moved, _kept = reweigh(rig)
     slots = {slot_of(rig, p) for p in moved}
-    table = rig.balancer.planner.table("web")
+    table = rig.balancer.desired.planner.table("web")
     flood = [syn(f"10.8.{i // 200}.{i % 200}", VIP, 1024 + i, 80, CLIENT_MAC, VIP_MAC) for i in range(3000)]
     flood = [p for p in flood if slot_of(rig, p) in slots][:300]
     first = {p["tcp_src"]: backend_of(switch.send(p, 1)) for p in flood}
@@ -156,7 +156,7 @@ def test_connections_pinned_in_a_handover_keep_their_backend_when_the_table_doub
     rig, switch = ready(tmp_path)
     moved, _kept = reweigh(rig)
     slots = {slot_of(rig, p) for p in moved}
-    table = list(rig.balancer.planner.table("web"))
+    table = list(rig.balancer.desired.planner.table("web"))
     new = [syn("10.0.0.9", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(40000, 44000)]
     new = [p for p in new if slot_of(rig, p) in slots][:60]  # opened during the handover: pinned to the new backend
     old = moved[:60]  # open before it: pinned to 10.0.0.13 on their next packet
@@ -165,7 +165,7 @@ def test_connections_pinned_in_a_handover_keep_their_backend_when_the_table_doub
         switch.send(p, 1)
     for i in range(2):  # two more backends (drained) double the table: 256 -> 512
         rig.service.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
-    assert len(rig.balancer.planner.table("web")) == 2 * len(table)
+    assert len(rig.balancer.desired.planner.table("web")) == 2 * len(table)
     for p in new:
         rest = {k: v for k, v in p.items() if k != "tcp_flags"}
         assert backend_of(switch.send(rest, 1)) == opened[p["tcp_src"]] != "10.0.0.13"
@@ -177,7 +177,7 @@ def test_removing_the_old_backend_of_a_handover_removes_its_handover_rules(tmp_p
     reweigh(rig)
     assert handover_rules(switch)
     rig.service.delete_backend("web", "10.0.0.13")
-    assert handover_rules(switch) == [] and not rig.balancer.planner.moves.get("web")
+    assert handover_rules(switch) == [] and not rig.balancer.desired.planner.moves.get("web")
     saved = rig.balancer.store.load().slots["web"]["moves"]
     assert "10.0.0.13" not in {old for old, _since in saved.values()}
 
@@ -186,7 +186,7 @@ def test_during_the_hold_every_connection_of_a_moved_slot_is_pinned_where_it_alr
     rig, switch = ready(tmp_path)
     moved, _kept = reweigh(rig, hold=True)
     slots = {slot_of(rig, p) for p in moved}
-    table = rig.balancer.planner.table("web")
+    table = rig.balancer.desired.planner.table("web")
     # the slot's rule still sends to the old backend; a SYN too, and it is pinned there
     fresh = [syn("10.0.0.6", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 33000)]
     fresh = [p for p in fresh if slot_of(rig, p) in slots][:20]
@@ -213,7 +213,7 @@ def test_with_the_connection_tracker_new_connections_of_a_moved_slot_are_labelle
     asked: new connections simply follow the slot."""
     rig, switch = ready(tmp_path, settings={"handover_tracking": "conntrack"})
     moved, _kept = reweigh(rig)
-    table = rig.balancer.planner.table("web")
+    table = rig.balancer.desired.planner.table("web")
     tracked = [r for r in switch.rules(Table.SLOTS) if any(type(a).__name__ == "Track" for a in r.actions)]
     assert tracked and switch.rules(Table.TRACKED)
     fresh = [syn("10.0.0.7", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 32000)]

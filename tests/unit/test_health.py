@@ -303,7 +303,7 @@ def test_failed_backends_are_saved_and_a_restart_keeps_them_out_until_they_pass(
     status = views.backend_json(restarted.status, "web", "10.0.0.13")["status"]
     assert status["health"]["healthy"] is False and "no answer" in status["health"]["last_result"]
     assert status["state"] == "unhealthy" and status["slots"] == 0
-    assert [restarted.balancer.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
+    assert [restarted.balancer.backends.health.healthy("web", ip) for ip in ("10.0.0.11", "10.0.0.12")] == [True, True]
     backend_macs = {ip: mac for ip, (mac, _port) in BACKENDS.items()}
     chosen = {
         action.value

@@ -61,9 +61,9 @@ def test_a_change_computes_only_its_owners_rules(tmp_path):
     flows = len(rig.switches[1].installed())
     assert flows > 200 * 256  # 256 slot rules per pool of 4, plus VIP rules
     base = computed(rig)
-    table = list(rig.balancer.planner.table("pool7"))
+    table = list(rig.balancer.desired.planner.table("pool7"))
     rig.service.patch_backend("pool7", "10.1.7.2", {"weight": 50})
-    moved = sum(1 for a, b in zip(table, rig.balancer.planner.table("pool7")) if a != b)
+    moved = sum(1 for a, b in zip(table, rig.balancer.desired.planner.table("pool7")) if a != b)
     # the slots that moved (a rule each, counted with its owner), the
     # changed backend's other slots, nothing of the 199 other pools
     assert 0 < moved < 64 and computed(rig) - base <= 2 * 64 + 2 * 64
@@ -101,7 +101,7 @@ def test_a_put_of_the_config_and_single_calls_reach_the_same_switch_state(tmp_pa
         k: c for k, c in single_flows.items() if k[0] != Table.SLOTS
     }
     for name in bulk.balancer.config.pools:
-        shares = [Counter(rig.balancer.planner.table(name)) for rig in (bulk, single)]
+        shares = [Counter(rig.balancer.desired.planner.table(name)) for rig in (bulk, single)]
         assert shares[0] == shares[1]
 
 
@@ -175,13 +175,13 @@ def test_tables_are_sized_to_the_pool_and_growth_moves_no_flow(tmp_path):
     rig.setup_web()
     rig.resolve_all()
     rig.learn(CLIENT_MAC, 1)
-    assert len(rig.balancer.planner.table("web")) == 256
+    assert len(rig.balancer.desired.planner.table("web")) == 256
     clients = [tcp(f"10.9.{i // 250}.{i % 250}", "10.0.0.100", 1000 + i, 80, CLIENT_MAC, VIP_MAC) for i in range(600)]
     before = [switch.send(p, in_port=1)[0].packet["eth_dst"] for p in clients]
     # a fifth backend with weight 0 (drained: takes nothing) grows the table
     for i in range(2):
         rig.service.add_backend("web", {"ip": f"10.0.0.{21 + i}", "weight": 0, "mac": f"02:00:00:00:01:{i:02x}"})
-    assert len(rig.balancer.planner.table("web")) == 512
+    assert len(rig.balancer.desired.planner.table("web")) == 512
     after = [switch.send(p, in_port=1)[0].packet["eth_dst"] for p in clients]
     assert after == before  # doubling the table moved no connection
     assert len([r for r in switch.rules(Table.SLOTS) if r.priority == Priority.SLOT]) == 512
@@ -225,17 +225,17 @@ def test_an_unhealthy_backend_stays_out_across_a_port_flap(tmp_path):
     rig.connect()
     rig.setup_web()
     rig.resolve_all()
-    health = rig.balancer.health
+    health = rig.balancer.backends.health
     health.health[("web", "10.0.0.12")] = Health(healthy=False, last_result="failed: test")
     rig.balancer._mark(rig.balancer._refresh_pool("web"))
-    assert "10.0.0.12" not in rig.balancer.planner.table("web")
+    assert "10.0.0.12" not in rig.balancer.desired.planner.table("web")
     port = BACKENDS["10.0.0.12"][1]
     rig.balancer.port_changed(1, port, up=False)
     rig.balancer.port_changed(1, port, up=True)
     rig.balancer.switch_disconnected(1)
     rig.connect()
-    assert "10.0.0.12" not in rig.balancer.planner.table("web")
-    assert rig.balancer.health.status("web", "10.0.0.12").healthy is False
+    assert "10.0.0.12" not in rig.balancer.desired.planner.table("web")
+    assert rig.balancer.backends.health.status("web", "10.0.0.12").healthy is False
 
 
 def test_deleting_everything_leaves_only_base_rules(tmp_path):

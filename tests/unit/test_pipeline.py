@@ -227,7 +227,7 @@ def test_new_connections_cost_the_switch_no_per_connection_work_in_steady_state(
     assert switch.learned == 0 and pins(switch) == []
     # one rule per slot, none of them learns; the VIP hashes in the datapath (group)
     slot_rules = [r for r in switch.rules(Table.SLOTS)]
-    assert len(slot_rules) == len(rig.balancer.planner.table("web")) == 256
+    assert len(slot_rules) == len(rig.balancer.desired.planner.table("web")) == 256
     assert not [r for r in slot_rules if any(type(a).__name__ == "LearnPin" for a in r.actions)]
     assert [type(a).__name__ for a in switch.rules(Table.INGRESS) if a.priority == 200 for a in a.actions] == [
         "SetField",
@@ -350,11 +350,11 @@ def test_a_change_sends_only_what_differs(tmp_path):
     rig.sent.clear()
     rig.service.patch_pool("web", {"description": "front end"})
     assert [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))] == []
-    table = list(rig.balancer.planner.table("web"))
+    table = list(rig.balancer.desired.planner.table("web"))
     size = len(table)
     assert size == 256  # 64 slots per backend, a power of two
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
-    new_table = rig.balancer.planner.table("web")
+    new_table = rig.balancer.desired.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
     # each moved slot: two handover rules (TCP SYN, other TCP) and where a SYN

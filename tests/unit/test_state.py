@@ -106,11 +106,13 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     rig.learn("02:00:00:00:00:01", 1)
     before = switch.installed()
     rig.balancer.store.close()
-    assert rig.balancer.planner.moves["web"]  # backends found one by one: slots in handover
+    assert rig.balancer.desired.planner.moves["web"]  # backends found one by one: slots in handover
     restarted = Rig(Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), wall=rig.clock), rig.clock)
     restarted.balancer.switch_connected(1, "ovs", switch.installed())
     sent = [c for _dpid, commands in restarted.sent for c in commands]
-    assert restarted.balancer.planner.moves == rig.balancer.planner.moves  # handovers go on where they were
+    assert (
+        restarted.balancer.desired.planner.moves == rig.balancer.desired.planner.moves
+    )  # handovers go on where they were
     assert [c for c in sent if type(c).__name__ in ("FlowAdd", "FlowDelete", "FlowDeleteByCookie")] == []
     assert switch.installed() == before
     assert views.backend_json(restarted.status, "web", "10.0.0.11")["status"]["state"] == "up"
@@ -225,7 +227,7 @@ def test_a_broken_state_file_is_refused_naming_the_field(tmp_path, sql, words):
         db.execute(sql)
     if words is None:  # a broken slot table is rebuilt, not fatal: the desired state is intact
         restarted = Balancer(rig.balancer.settings, SqliteStore(path))
-        assert len(restarted.planner.table("web")) == 256
+        assert len(restarted.desired.planner.table("web")) == 256
         return
     with pytest.raises(StateFileError) as error:
         SqliteStore(path).load()
@@ -338,7 +340,7 @@ def test_a_change_that_moves_slots_is_one_transaction_of_the_rows_it_touches(tmp
     (change, slots), _ = writes[0]
     assert list(change.pools) == ["web"] and not change.vips and list(slots) == ["web"]
     saved = SqliteStore(tmp_path / "state.db").load()
-    assert saved.slots["web"]["tables"]["256"] == rig.balancer.planner.table("web")
+    assert saved.slots["web"]["tables"]["256"] == rig.balancer.desired.planner.table("web")
 
 
 @pytest.mark.parametrize(
@@ -438,7 +440,7 @@ def test_a_forged_arp_claim_for_a_backend_is_refused_while_the_backend_answers(t
     rig.setup_web()
     rig.resolve_all()
     real_mac, real_port = BACKENDS["10.0.0.12"]
-    where = lambda: rig.balancer.locator.found["10.0.0.12"]  # noqa: E731
+    where = lambda: rig.balancer.backends.locator.found["10.0.0.12"]  # noqa: E731
     # a host on port 5 claims 10.0.0.12; the real one keeps answering
     for _ in range(4):
         rig.answer_arp("10.0.0.12", "02:00:00:00:00:66", 5)

@@ -1,0 +1,388 @@
+"""Runtime data about backends: where each one is, what its checks say,
+which may hold connections, drains, a pool failing open, and what the
+switch's counters say of its answers.
+
+None of this is configuration: it is what the controller learns while it
+runs (Faucet keeps such data in ``dyn_*`` attributes beside its frozen
+config). Pure: time comes in; the owners whose rules change go out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ryu_dsr.flows.pipeline import Kind, Owner
+from ryu_dsr.health import Health, HealthChecker, Transition
+from ryu_dsr.health import Target as HealthTarget
+from ryu_dsr.locator import BackendLocator, Location
+from ryu_dsr.model import Backend, Config, Pool
+
+LOG = logging.getLogger("ryu_dsr")
+REFUSAL_LOG_SECONDS = 60.0  # a repeated warning about one host, at most this often
+PASSIVE_LOW = 0.5  # a backend that answers less than this share of its new connections is reported
+PASSIVE_OK = 0.9  # and is back once it answers this share
+
+Place = tuple[str | None, int | None, int | None]  # a backend's MAC, switch and port (each None until known)
+
+
+def utc_stamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+class Backends:
+    """What the controller knows of every backend now."""
+
+    def __init__(
+        self,
+        settings: Any,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+        link_up: Callable[[int | None, int | None], bool],
+    ) -> None:
+        """``link_up(dpid, port)``: whether that switch port is up (True
+        for a switch not connected: nothing says it is down)."""
+        self.settings = settings
+        self.clock = clock
+        self.wall = wall
+        self.link_up = link_up
+        self.locator = BackendLocator(settings.resolve_interval)
+        self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
+        self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
+        self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
+        self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
+        self.holders: dict[str, set[int]] = {}  # pool -> uids of its backends that may hold connections (pins)
+        self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
+        self.timed_out_drains: set[int] = set()
+        # Indexes of where backends are, by address, by MAC and by switch port.
+        self.places: dict[str, Place] = {}
+        self.ips_by_mac: dict[str, set[str]] = {}
+        self.ips_by_port: dict[tuple[int | None, int | None], set[str]] = {}
+        self.vip_arp: dict[str, tuple[str, float]] = {}  # backend ip -> VIP address it sent ARP for, when
+        self.vip_arp_logged: dict[str, float] = {}  # MAC -> when its ARP for a VIP was last logged
+        self.passive_low: set[str] = set()  # backend MACs that answer too few of their connections
+
+    def restore(self, found: dict[str, dict], failed: dict[int, str], config: Config) -> None:
+        """Where backends were found, and which failed their checks, before
+        this start (or before this controller became master)."""
+        now = self.clock()
+        for ip, where in found.items():
+            self.locator.found[ip] = Location(where["mac"], where["dpid"], where["port"], now, now)
+        for name, pool in config.pools.items():
+            for ip, backend in pool.backends.items():
+                if backend.uid in failed:
+                    self.health.health[(name, ip)] = Health(healthy=False, last_result=failed[backend.uid])
+                    self.reasons[(name, ip)] = failed[backend.uid]
+
+    # -- where backends are --
+
+    def place(self, backend: Backend) -> Place:
+        """MAC, switch and port of a backend: configured values win."""
+        return self.locator.where(backend)
+
+    def locate(self, ip: str, config: Config) -> tuple[bool, set[Owner]]:
+        """Work out again where a backend is (configured or found) and index
+        it; whether it moved, and the L2 rule owners of its old and new MAC."""
+        pools = config.pools_by_backend.get(ip)
+        old = self.places.get(ip)
+        if not pools:
+            new = None
+            self.locator.want(ip, False, self.clock())
+            self.locator.forget(ip)
+            self.vip_arp.pop(ip, None)
+        else:
+            backends = [config.pools[name].backends[ip] for name in sorted(pools)]
+            self.locator.want(ip, not any(b.mac for b in backends), self.clock())
+            configured = next((b for b in backends if b.mac or b.dpid is not None), backends[0])
+            new = self.locator.where(configured)
+        if old == new:
+            return False, set()
+        touched: set[Owner] = set()
+        if old is not None:
+            del self.places[ip]
+            if old[0]:
+                self.ips_by_mac[old[0]].discard(ip)
+                if not self.ips_by_mac[old[0]]:
+                    del self.ips_by_mac[old[0]]
+                touched.add((Kind.HOST, old[0]))
+            self.ips_by_port[(old[1], old[2])].discard(ip)
+            if not self.ips_by_port[(old[1], old[2])]:
+                del self.ips_by_port[(old[1], old[2])]
+        if new is not None:
+            self.places[ip] = new
+            if new[0]:
+                self.ips_by_mac.setdefault(new[0], set()).add(ip)
+                touched.add((Kind.HOST, new[0]))
+            self.ips_by_port.setdefault((new[1], new[2]), set()).add(ip)
+        return True, touched
+
+    def host_place(self, mac: str) -> tuple[int, int] | None:
+        """(switch, port) of a backend's MAC, where it is known."""
+        for ip in self.ips_by_mac.get(mac, ()):
+            _mac, dpid, port = self.places[ip]
+            if dpid is not None and port is not None:
+                return dpid, port
+        return None
+
+    def ips_on(self, dpid: int) -> set[str]:
+        """Backends found or configured on one switch (a pass over the
+        places: at a switch's connect only)."""
+        return {ip for (on, _port), ips in self.ips_by_port.items() if on == dpid for ip in ips}
+
+    def answered(self, ip: str, mac: str, dpid: int, port: int) -> bool:
+        """An ARP answer for a backend; True when it was found (or found at
+        a new place). A claim from another place is believed only once the
+        current place stopped answering (``locator``)."""
+        outcome = self.locator.answered(ip, mac, dpid, port, self.clock())
+        if outcome == "claimed":
+            LOG.warning(
+                "backend %s claimed by %s on switch %016x port %d: asking again before believing it",
+                ip,
+                mac,
+                dpid,
+                port,
+            )
+        elif outcome == "refused":
+            LOG.warning(
+                "backend %s: claim by %s on switch %016x port %d refused, its current place still answers",
+                *(ip, mac, dpid, port),
+            )
+        if outcome == "moved":
+            LOG.info("backend %s found at %s on switch %016x port %d", ip, mac, dpid, port)
+        return outcome == "moved"
+
+    def vip_claimed(self, address: str, mac: str, dpid: int, port: int) -> None:
+        """A host sent ARP from a VIP address (the switch keeps it from every
+        other host): shown in the status of the backends at that MAC (a
+        backend without arp_ignore/arp_announce) and logged once a minute."""
+        now = self.clock()
+        for ip in self.ips_by_mac.get(mac, ()):
+            self.vip_arp[ip] = (address, self.wall())
+        if now - self.vip_arp_logged.get(mac, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            self.vip_arp_logged[mac] = now
+            backends = ", ".join(sorted(self.ips_by_mac.get(mac, ()))) or "no backend"
+            LOG.warning(
+                "%s (%s) on switch %016x port %d sends ARP for VIP address %s: not heard by other hosts "
+                "(a backend needs arp_ignore=1 and arp_announce=2)",
+                *(mac, backends, dpid, port, address),
+            )
+
+    # -- whether they take connections --
+
+    def reachable(self, backend: Backend) -> bool:
+        mac, dpid, port = self.place(backend)
+        return mac is not None and self.link_up(dpid, port)
+
+    def usable(self, pool_name: str, backend: Backend) -> bool:
+        """Found, its link up, and passing its checks (or its pool fails open)."""
+        if not self.reachable(backend):
+            return False
+        return pool_name in self.failing_open or self.health.healthy(pool_name, backend.ip)
+
+    def fails_open(self, pool: Pool) -> bool:
+        """Whether the pool fails open: its check allows it, and of the
+        backends that could take new connections (found, link up, weight
+        above 0) there are some and none passes. A pass over this pool's
+        backends only."""
+        if not pool.health_check.fail_open:
+            return False
+        candidates = [b for b in pool.backends.values() if b.weight > 0 and self.reachable(b)]
+        return bool(candidates) and not any(self.health.healthy(pool.name, b.ip) for b in candidates)
+
+    def weights(self, pool: Pool) -> dict[str, int]:
+        """Backends that take new connections: found, link up, weight above 0,
+        and passing their checks unless the pool fails open. Decided from
+        ``pool`` itself, which may be a change not applied yet."""
+        open_ = self.fails_open(pool)
+        return {
+            b.ip: b.weight
+            for b in pool.backends.values()
+            if b.weight > 0 and self.reachable(b) and (open_ or self.health.healthy(pool.name, b.ip))
+        }
+
+    def holder_ips(self, pool: Pool) -> set[str]:
+        """Addresses of the pool's backends that may hold connections."""
+        holders = self.holders.get(pool.name, ())
+        return {b.ip for b in pool.backends.values() if b.uid in holders}
+
+    def state(self, pool_name: str, backend: Backend) -> tuple[str, str]:
+        """(state, reason) of a backend of a pool now."""
+        mac, dpid, port = self.place(backend)
+        if mac is None:
+            return "unresolved", "no answer to ARP from the switch yet"
+        if not self.link_up(dpid, port):
+            return "down", f"switch {dpid:016x} port {port} is down"
+        if not self.health.healthy(pool_name, backend.ip):
+            reason = self.reasons.get((pool_name, backend.ip), "health checks failed")
+            if pool_name in self.failing_open and backend.weight > 0:
+                reason += "; takes new connections: no backend of the pool passes, it fails open"
+            return "unhealthy", reason
+        if backend.weight == 0:
+            return "draining", "weight 0: no new connections"
+        how = "configured" if backend.mac else "found by ARP"
+        where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
+        return "up", f"{how}: {mac}{where}"
+
+    # -- one pool brought up to date --
+
+    def update_fail_open(self, pool: Pool) -> None:
+        """Note (and log) whether the pool fails open now."""
+        failing = self.fails_open(pool)
+        if failing == (pool.name in self.failing_open):
+            return
+        if failing:
+            self.failing_open.add(pool.name)
+            LOG.warning("pool %s: no backend passes its checks: failing open, all take new connections", pool.name)
+        else:
+            self.failing_open.discard(pool.name)
+            LOG.warning("pool %s: no longer failing open", pool.name)
+
+    def update_holders(self, pool: Pool) -> tuple[set[int], set[int]]:
+        """Which of the pool's backends may hold connections now: usable
+        ones, draining ones until their drain times out. Returns (before,
+        now)."""
+        now = self.clock()
+        holders: set[int] = set()
+        for backend in pool.backends.values():
+            if not self.usable(pool.name, backend):
+                continue
+            if backend.weight == 0:
+                self.draining_since.setdefault(backend.uid, now)
+                if backend.uid not in self.timed_out_drains:
+                    holders.add(backend.uid)
+                continue
+            self.draining_since.pop(backend.uid, None)
+            self.timed_out_drains.discard(backend.uid)
+            holders.add(backend.uid)
+        before = self.holders.get(pool.name, set())
+        self.holders[pool.name] = holders
+        for uid in before - holders:
+            if uid not in self.timed_out_drains:
+                self.draining_since.pop(uid, None)
+        return before, holders
+
+    def expire_drains(self) -> list[tuple[int, set[str]]]:
+        """Drained backends whose ``drain_timeout`` ended: they hold no
+        connections any more. Returns each one's uid and the pools it left."""
+        timeout = self.settings.drain_timeout
+        if not timeout:
+            return []
+        now, ended = self.clock(), []
+        for uid, since in list(self.draining_since.items()):
+            if uid not in self.timed_out_drains and now - since >= timeout:
+                self.timed_out_drains.add(uid)
+                LOG.info("backend uid %d drained for %ds: its remaining connections move on", uid, timeout)
+                pools = {name for name, holders in self.holders.items() if uid in holders}
+                for name in pools:
+                    self.holders[name].discard(uid)
+                ended.append((uid, pools))
+        return ended
+
+    def update_health_targets(self, pool: Pool, config: Config) -> None:
+        check = pool.health_check
+        enabled = check.kind != "none" and (check.kind not in ("tcp", "http") or self.settings.probe_ip)
+        addresses: tuple[str, ...] = ()
+        if check.target == "vip" and config.vips_by_pool.get(pool.name):
+            # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
+            addresses = tuple(sorted({config.vips[v].ip for v in config.vips_by_pool[pool.name]}))
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            if not enabled:
+                self.health.forget(key)
+                continue
+            mac, dpid, port = self.place(backend)
+            if mac is None or dpid not in self.health.online or not self.link_up(dpid, port):
+                self.health.set_target(key, None)
+                continue
+            address = addresses[0] if addresses else backend.ip
+            self.health.set_target(key, HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address, addresses))
+
+    def note_transitions(self, pool: Pool) -> None:
+        """Log every change of a backend's state, and remember when it was."""
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            state, reason = self.state(pool.name, backend)
+            old = self.transitions.get(key)
+            if old is None or old[0] != state:
+                self.transitions[key] = (state, reason, utc_stamp(self.wall()))
+                LOG.info(
+                    "pool %s backend %s: %s -> %s (%s)", pool.name, backend.ip, old[0] if old else "new", state, reason
+                )
+
+    def forget(self, pool_name: str, ip: str) -> None:
+        """A backend left a pool."""
+        self.health.forget((pool_name, ip))
+        self.transitions.pop((pool_name, ip), None)
+
+    def pool_gone(self, pool: Pool) -> set[int]:
+        """A pool was deleted; the uids of its backends whose pins go."""
+        for ip in pool.backends:
+            self.forget(pool.name, ip)
+        self.failing_open.discard(pool.name)
+        return self.holders.pop(pool.name, set())
+
+    def failed_gone(self, pool_name: str, old: Pool, new: Pool | None) -> set[int]:
+        """uids of a pool's failed backends that a change removes (or gives a new uid)."""
+        return {
+            backend.uid
+            for ip, backend in old.backends.items()
+            if (new is None or ip not in new.backends or new.backends[ip].uid != backend.uid)
+            and (pool_name, ip) in self.reasons
+        }
+
+    # -- health --
+
+    def checked(self, transitions: list[Transition], config: Config) -> dict[int, str | None]:
+        """Health transitions noted and logged; what to save of them
+        (backend uid -> why it failed, None: it passes again)."""
+        failed: dict[int, str | None] = {}
+        for change in transitions:
+            if change.healthy:
+                self.reasons.pop((change.pool, change.ip), None)
+            else:
+                self.reasons[(change.pool, change.ip)] = change.reason
+            backend = config.pools.get(change.pool) and config.pools[change.pool].backends.get(change.ip)
+            if backend:
+                failed[backend.uid] = None if change.healthy else change.reason
+            LOG.info(
+                "pool %s backend %s: health %s (%s)",
+                *(change.pool, change.ip, "passed" if change.healthy else "failed", change.reason),
+            )
+        return failed
+
+    def passive(self, traffic: Any, counted: set[str], config: Config) -> list[Transition]:
+        """The switch's passive signal (connections offered, not answered),
+        for the backend MACs a poll counted and those already reported:
+        logged once each way; a failed check where the pool says
+        ``passive: fail``."""
+        failed: list[Transition] = []
+        for mac in sorted(counted | self.passive_low):
+            ips = self.ips_by_mac.get(mac, set())
+            passive = traffic.passive(mac)
+            share = passive and passive["answered_share"]
+            if share is not None and share < PASSIVE_LOW:
+                failed += self._passive_failures(ips, share, config)
+            if share is not None and share < PASSIVE_LOW and mac not in self.passive_low:
+                self.passive_low.add(mac)
+                LOG.warning(
+                    "backend %s (%s) answered %.0f%% of the %.1f connections a second sent to it (%.1f resets a "
+                    "second), seen by the switch",
+                    *(", ".join(sorted(ips)), mac, share * 100, passive["offered_per_s"], passive["resets_per_s"]),
+                )
+            elif mac in self.passive_low and (share is None or share >= PASSIVE_OK):
+                self.passive_low.discard(mac)
+                LOG.info("backend %s (%s) answers its connections again", ", ".join(sorted(ips)), mac)
+        return failed
+
+    def _passive_failures(self, ips: set[str], share: float, config: Config) -> list[Transition]:
+        """Health transitions of the backends at one MAC whose pool treats a
+        low answered share as a failed check (``passive: fail``)."""
+        now, failed = self.clock(), []
+        for ip in sorted(ips):
+            for name in sorted(config.pools_by_backend.get(ip, ())):
+                if config.pools[name].health_check.passive == "fail":
+                    reason = f"the switch saw it answer {share:.0%} of its new connections"
+                    failed += self.health.fail((name, ip), reason, now)
+        return failed

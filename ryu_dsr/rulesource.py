@@ -1,0 +1,246 @@
+"""Every rule one owner should have on one switch, from read-only views of
+the desired state, the backends' runtime data and the L2 fabric.
+
+The owners are those of ``flows.pipeline`` (a pool's slot, a VIP, a VIP
+address, a pool's guard, a host's MAC, the base rules); the rules
+themselves come from the pure functions of ``flows.compute``, fed plain
+plans built here. Nothing here changes state but the cache of each
+switch's plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ryu_dsr.backends import Backends
+from ryu_dsr.desired import Desired
+from ryu_dsr.flows.compute import (
+    AddressPlan,
+    Handover,
+    SlotTarget,
+    SwitchPlan,
+    backend_count_rules,
+    base_rules,
+    checked,
+    fragment_vip,
+    guard_rules,
+    hash_group,
+    host_rules,
+    learn_meter,
+    slot_rules,
+    vip_address_rules,
+    vip_rules,
+)
+from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
+from ryu_dsr.flows.rules import Command, NormalFragments, Rule
+from ryu_dsr.l2 import L2
+from ryu_dsr.model import Backend, Vip
+from ryu_dsr.slots import HOLD
+from ryu_dsr.switches import Switch
+
+
+class RuleSource:
+    def __init__(
+        self,
+        settings: Any,
+        desired: Desired,
+        backends: Backends,
+        l2: L2,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.desired = desired
+        self.backends = backends
+        self.l2 = l2
+        self.clock = clock
+        self.wall = wall
+        self.plans: dict[int, tuple[tuple, SwitchPlan]] = {}  # dpid -> (what it was made from, the plan)
+
+    # -- what a switch holds --
+
+    def owners(self, switch: Switch) -> set[Owner]:
+        """Every owner whose rules the switch should hold."""
+        owners: set[Owner] = {BASE_OWNER} | self.desired.balancing_owners(switch.mode)
+        owners |= {(Kind.HOST, mac) for mac in self.l2.host_at}
+        owners |= {(Kind.HOST, mac) for mac in switch.hosts}
+        owners |= {(Kind.HOST, mac) for mac in self.backends.ips_by_mac}
+        return owners
+
+    def setup(self, switch: Switch) -> list[Command]:
+        """What a switch needs before its rules: normal fragment handling and
+        the hash group (replaced in place if it exists, so its flows stay),
+        and the MAC-learning meter."""
+        meter = learn_meter(self.switch_plan(switch))
+        ovs = [NormalFragments(), hash_group()] if switch.mode == "ovs" else []
+        return ovs + ([meter] if meter else [])
+
+    def forget(self, dpid: int) -> None:
+        self.plans.pop(dpid, None)
+
+    def switch_plan(self, switch: Switch) -> SwitchPlan:
+        """What a switch's rules depend on besides the objects: made again
+        only when the fabric or the switch's flooding hold changed, not for
+        every owner a write computes."""
+        fabric = self.l2.fabric
+        key = (switch.mode, fabric.version, switch.dpid in self.l2.flood_holds)
+        cached = self.plans.get(switch.dpid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        settings = self.settings
+        plan = SwitchPlan(
+            mode=switch.mode,
+            l2=settings.l2_mode,
+            probe_mac=settings.probe_mac,
+            probe_ip=settings.probe_ip or None,
+            pin_idle_timeout=settings.pin_idle_timeout,
+            pin_fin_timeout=settings.pin_fin_timeout,
+            pin_limit=settings.pin_limit,
+            packet_in_limit=settings.packet_in_limit,
+            handover_tracking=settings.handover_tracking,
+            conntrack_zone=settings.conntrack_zone,
+            links=tuple(sorted(fabric.link_ports(switch.dpid))) if settings.l2_mode == "learning" else (),
+            flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
+        )
+        self.plans[switch.dpid] = (key, plan)
+        return plan
+
+    def rules_of(self, switch: Switch, who: Owner) -> list[Rule]:
+        """Every rule one owner should have on one switch."""
+        kind, ident = who
+        plan = self.switch_plan(switch)
+        desired = self.desired
+        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD):
+            return []  # nothing enters the fabric here: no balancing
+        if kind == Kind.POOL:
+            uid, slot = divmod(ident, MAX_SLOTS_OVS)
+            name = desired.pool_names.get(uid)
+            if name is None:
+                return []
+            size = desired.slot_size(name, switch.mode)
+            table = desired.planner.table(name, size)
+            target = self.slot_target(name, table[slot]) if slot < len(table) else None
+            handover = self.handover_of(name, slot) if switch.mode == "ovs" else None
+            protocols = desired.protocols.get(name, frozenset())
+            return checked(slot_rules(plan, uid, slot, size, target, protocols, handover))
+        if kind == Kind.VIP:
+            name = desired.vip_names.get(ident)
+            return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []
+        if kind == Kind.ADDRESS:
+            return checked(vip_address_rules(plan, self.address_plan(switch, ident)))
+        if kind == Kind.HOST:
+            place = self.host_place(ident)
+            here = place is not None and place[0] == switch.dpid
+            backend = ident in self.backends.ips_by_mac
+            counted = backend_count_rules(plan, ident) if backend and not switch.transit else []
+            return checked(host_rules(plan, ident, self.host_port(switch, ident), learned=here) + counted)
+        if kind == Kind.GUARD:
+            name = desired.pool_names.get(ident)
+            return checked(guard_rules(plan, ident, self.senders_here(switch, name))) if name else []
+        if who == BASE_OWNER:
+            return checked(base_rules(plan))
+        return []
+
+    # -- the plans the rules are computed from --
+
+    def address_plan(self, switch: Switch, ip: str) -> AddressPlan:
+        config = self.desired.config
+        vips = config.address_vips(ip)
+        if not vips:
+            return AddressPlan(ip, None)
+        # Backends on this switch are allowed from their ports; those on
+        # other switches reach this one over links, which skip the guard.
+        senders: dict[str, int | None] = {}
+        placed, found = True, False
+        for name in {vip.pool for vip in vips}:
+            for backend in config.pools[name].backends.values():
+                mac = self.backends.place(backend)[0]
+                if not mac:
+                    continue
+                found = True
+                place = self.host_place(mac)
+                if place is None:
+                    placed, senders[mac] = False, None  # not known where: let it send from anywhere
+                elif place[0] == switch.dpid:
+                    senders[mac] = place[1]
+        return AddressPlan(
+            ip,
+            vips[0].mac,
+            self.macs_behind(vips),
+            fragment_vip([self.desired.vip_plan(vip.name, switch.mode) for vip in vips]),
+            tuple(sorted(senders.items())),
+            placed and found,  # every backend known where: the rest may not send from the address
+            config.pools[vips[0].pool].uid if len({vip.pool for vip in vips}) == 1 else None,
+            tuple(sorted((v.ip_proto, v.backend_port, v.port) for v in vips if v.backend_port is not None)),
+        )
+
+    def macs_behind(self, vips: list[Vip]) -> tuple[str, ...]:
+        """The MACs of the backends that may hold connections of these VIPs."""
+        macs = set()
+        for name in {vip.pool for vip in vips}:
+            holders = self.backends.holders.get(name, set())
+            for backend in self.desired.config.pools[name].backends.values():
+                mac = self.backends.place(backend)[0]
+                if backend.uid in holders and mac:
+                    macs.add(mac)
+        return tuple(sorted(macs))
+
+    def slot_target(self, name: str, ip: str | None) -> SlotTarget | None:
+        """Where a slot holding backend ``ip`` sends: None if it takes no new
+        connections."""
+        backend = self.desired.config.pools[name].backends.get(ip) if ip else None
+        if backend is None or backend.weight == 0 or not self.backends.usable(name, backend):
+            return None
+        return self.target_of(backend)
+
+    def handover_of(self, name: str, slot: int) -> Handover | None:
+        """A slot's handover now: None unless it moved within a window from
+        a backend that still holds connections."""
+        move = self.desired.planner.move(name, slot)
+        if move is None:
+            return None
+        backends = self.desired.config.pools[name].backends
+        holders = self.backends.holders.get(name, ())
+        backend = backends.get(move.old)
+        if backend is None or backend.uid not in holders:
+            return None
+        age = self.wall() - move.since
+        tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
+        if not (tcp or udp):
+            return None
+        first = None
+        if age < HOLD:  # the hold: new connections stay where they went, if that backend still takes them
+            leader = backends.get(move.leader)
+            if leader is not None and leader.uid in holders:
+                first = self.target_of(leader)
+        return Handover(self.target_of(backend), tcp, udp, first)
+
+    def target_of(self, backend: Backend) -> SlotTarget:
+        return SlotTarget(self.backends.place(backend)[0], backend.uid)
+
+    def host_place(self, mac: str) -> tuple[int, int] | None:
+        """(switch, edge port) of a host: a backend's location, else where
+        it was learned."""
+        return self.backends.host_place(mac) or self.l2.host_at.get(mac)
+
+    def host_port(self, switch: Switch, mac: str) -> int | None:
+        """Where a MAC is forwarded on this switch: its own port when the
+        host is here (a backend's own location wins over learning), else the
+        port towards the switch it is on (the fabric's shortest path)."""
+        where = self.host_place(mac)
+        if where is None:
+            return None
+        dpid, port = where
+        if dpid == switch.dpid:
+            return port if switch.link_up(port) else None
+        return self.l2.fabric.next_port(switch.dpid, dpid)
+
+    def senders_here(self, switch: Switch, name: str) -> tuple[tuple[str, int], ...]:
+        """(MAC, port) of a pool's backends on this switch, their link up."""
+        senders = set()
+        for ip in self.desired.config.pools[name].backends:
+            mac, dpid, port = self.backends.places.get(ip, (None, None, None))
+            if mac and dpid == switch.dpid and port is not None and switch.link_up(port):
+                senders.add((mac, port))
+        return tuple(sorted(senders))
