@@ -32,15 +32,15 @@ from ryu_dsr.desired import Desired
 from ryu_dsr.effects import Effects
 from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
 from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of, owner_of, uid_of
+from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
 from ryu_dsr.flows.rules import Command, PacketOut
 from ryu_dsr.health import Transition
 from ryu_dsr.l2 import L2
-from ryu_dsr.model import Backend, Change, Config, InvalidInput, Pool
+from ryu_dsr.model import Backend, Change, Config, Pool
 from ryu_dsr.rulesource import RuleSource
 from ryu_dsr.slots import saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
-from ryu_dsr.switches import Switch, Switches
+from ryu_dsr.switches import Switch, Switches, lost_state
 from ryu_dsr.traffic import Entry, Traffic
 
 LOG = logging.getLogger("ryu_dsr")
@@ -135,16 +135,6 @@ class Balancer:
 
     # ================================================================ changes
 
-    def check_settings(self, change: Change) -> None:
-        """Refuse what the controller's settings cannot serve."""
-        for name, pool in change.pools.items():
-            if pool is not None and pool.health_check.kind in ("tcp", "http") and not self.settings.probe_ip:
-                raise InvalidInput(
-                    "health_check.kind",
-                    f"pool {name}: {pool.health_check.kind} checks need the dsr.probe_ip setting "
-                    "(an unused address in the backends' subnet)",
-                )
-
     @event
     def commit(self, change: Change, who: str = "", remote: bool = False) -> None:
         """Accept a checked change: save it (with the slot tables it makes),
@@ -152,8 +142,6 @@ class Balancer:
         changes and the error goes to the caller. A ``remote`` change was
         saved by another controller of the cluster: only the runtime data
         it makes is saved here."""
-        if not remote:
-            self.check_settings(change)
         planned = {name: self._plan_tables(pool) for name, pool in change.pools.items() if pool is not None}
         slots = {name: saved_form(plan) for name, plan in planned.items() if plan is not None}
         gone: set[int] = set()  # failed backends the change removes: their saved failures go with them
@@ -434,31 +422,6 @@ class Balancer:
     def pending(self, dpid: int) -> bool:
         return self.switches.pending(dpid)
 
-    def writable(self, dpid: int) -> bool:
-        """Taken, not being read again, its last write not failed: what is
-        written to it now holds."""
-        switch = self.switches.get(dpid)
-        return switch is not None and not switch.resyncing and not switch.failure
-
-    def failed(self, dpid: int) -> bool:
-        switch = self.switches.get(dpid)
-        return switch is not None and bool(switch.failure)
-
-    def flow_mods(self, dpid: int) -> int:
-        switch = self.switches.get(dpid)
-        return switch.flow_mods if switch else 0
-
-    def counts_traffic(self, dpid: int) -> bool:
-        """Whether the switch holds counting rules (Open vSwitch mode)."""
-        switch = self.switches.get(dpid)
-        return switch is not None and switch.mode == "ovs"
-
-    def progress(self) -> tuple:
-        return self.switches.progress()
-
-    def unconfirmed(self) -> dict[int, str]:
-        return self.switches.unconfirmed()
-
     @event
     def write_failed(self, dpid: int, reason: str) -> None:
         """A write to the switch failed: logged, counted, and the switch is
@@ -495,14 +458,7 @@ class Balancer:
         ids above theirs, until the operator adopts the empty state."""
         if not self.keep_foreign:
             return set()
-        kept: set[Owner] = set()
-        highest = 0
-        for key, cookie in installed.items():
-            if kind_of(cookie) in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD):
-                highest = max(highest, uid_of(cookie))
-                who = owner_of(key, cookie)
-                if who is not None and who not in desired:
-                    kept.add(who)
+        kept, highest = lost_state(installed, desired)
         if kept:
             self.config.next_uid = max(self.config.next_uid, highest + 1)
             LOG.warning(

@@ -10,7 +10,18 @@ from typing import Any
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects
-from ryu_dsr.model import Backend, Change, Config, Pool, Vip, check_object, parse_backend, parse_pool, parse_vip
+from ryu_dsr.model import (
+    Backend,
+    Change,
+    Config,
+    InvalidInput,
+    Pool,
+    Vip,
+    check_object,
+    parse_backend,
+    parse_pool,
+    parse_vip,
+)
 
 
 class Service:
@@ -23,7 +34,18 @@ class Service:
         return self.balancer.config
 
     def commit(self, change: Change, who: str = "") -> None:
+        self.check_settings(change)
         self.carry_out(self.balancer.commit(change, who))
+
+    def check_settings(self, change: Change) -> None:
+        """Refuse what the controller's settings cannot serve."""
+        for name, pool in change.pools.items():
+            if pool is not None and pool.health_check.kind in ("tcp", "http") and not self.balancer.settings.probe_ip:
+                raise InvalidInput(
+                    "health_check.kind",
+                    f"pool {name}: {pool.health_check.kind} checks need the dsr.probe_ip setting "
+                    "(an unused address in the backends' subnet)",
+                )
 
     def create_pool(self, body: Any, who: str = "") -> Pool:
         pool = parse_pool(body)
@@ -64,7 +86,7 @@ class Service:
         in one transaction and one diff; with ``dry_run`` only say what
         would change."""
         change = self.config.plan_document(body)
-        self.balancer.check_settings(change)
+        self.check_settings(change)
         summary = change.summary(self.config)
         if not dry_run and change:
             self.commit(change, who)

@@ -20,13 +20,12 @@ import time
 from ryu_dsr import ofp
 from ryu_dsr.effects import Effects
 from ryu_dsr.session import Connecting, Poll, Session
+from ryu_dsr.writer import Writers
 
 LOG = logging.getLogger("ryu_dsr")
 TICK_SECONDS = 0.05  # health probes are scheduled on this grain
 STALL_SECONDS = 1.0  # a tick this late: the controller did not run (SIGSTOP, starved); probes out have no result
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
-_FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
-BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
 FREEZE_SECONDS = 10.0  # objects that lived this long leave the collector's full passes
 COLLECT_SECONDS = 3600.0  # a full collection of everything (one pause) this often
 
@@ -88,6 +87,7 @@ class Shell(ofp.RyuApp):
         conf = register_options()
         self.cluster = None
         self.sessions: dict[int, Session] = {}
+        self.writers = Writers(None, self.sessions, lambda: self.master, self.carry_out)
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
@@ -100,7 +100,7 @@ class Shell(ofp.RyuApp):
             if self.cluster is not None:
                 self.cluster.reached()  # it answered: healthy from the first GET /v1/cluster
             declared = plan_declared(saved.config, settings.declared_file)
-            self.balancer = Balancer(settings, store, saved=saved)
+            self.balancer = self.writers.balancer = Balancer(settings, store, saved=saved)
             self.service = Service(self.balancer, self.carry_out)
             if declared:
                 self.service.commit(declared, who="declared file")
@@ -125,7 +125,7 @@ class Shell(ofp.RyuApp):
         api = DsrApi(
             self.service,
             Status(self.balancer),
-            settle=lambda: self.wait_confirmed(SETTLE_SECONDS),
+            settle=lambda: self.writers.wait_confirmed(SETTLE_SECONDS),
             tokens=tokens,
             token_file=settings.token_file,
             cluster=self.cluster_status,
@@ -154,9 +154,7 @@ class Shell(ofp.RyuApp):
         for dpid in sorted(effects.writes):
             session = self.sessions.get(dpid)
             if session is not None:
-                session.confirm.queued()
-                if not session.busy:
-                    session.outbox.put(_FLUSH)
+                self.writers.wake(session)
         for dpid in sorted(effects.reads):
             session = self.sessions.get(dpid)
             if session is not None:
@@ -256,116 +254,6 @@ class Shell(ofp.RyuApp):
             LOG.info("switch %016x: we are %s (generation %d)", session.dpid, role, ev.msg.generation_id)
         session.role = role
 
-    # -- the writer of each switch --
-
-    def _transmit(self, session: Session, command) -> None:
-        datapath = session.datapath
-        if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
-            datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
-            ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
-        else:
-            message = ofp.to_message(command, datapath)
-            ok = datapath.send_msg(message)
-            xid = message.xid
-        if not ok:
-            raise ConnectionError("the switch connection is closed")
-        if isinstance(command, ofp.Barrier):
-            session.barrier = xid
-            ofp.hub.sleep(0)  # a step is written: let REST and events run
-        else:
-            session.remember(xid, command if isinstance(command, ofp.MeterSet) else ofp.describe(command))
-
-    def _drain(self, session: Session) -> None:
-        """The one green thread that writes to a switch: what the balancer
-        has for it, step by step, until it is in line."""
-        dpid = session.dpid
-        while True:
-            commands = session.outbox.get()
-            if commands is None:
-                return
-            if not self.master:
-                continue  # stepped down: what was queued is the new master's to decide
-            session.busy = True
-            try:
-                before = self.balancer.flow_mods(dpid)
-                while self.balancer.pending(dpid):
-                    for command in self.balancer.step(dpid):
-                        self._transmit(session, command)
-                if self.balancer.flow_mods(dpid) - before > BULK_FLOW_MODS:
-                    # A bulk load leaves a million long-lived objects (the
-                    # switch's flow index): keep the collector from walking
-                    # them again and again (single changes waited up to 0.5 s).
-                    gc.freeze()
-            except Exception as error:  # never end the writer: resync the switch instead
-                if not isinstance(error, OSError):  # not the connection: a fault of ours, with its trace
-                    LOG.exception("switch %016x: the writer failed", dpid)
-                self.carry_out(self.balancer.write_failed(dpid, f"{type(error).__name__}: {error}"))
-            finally:
-                session.busy = False
-            if self.balancer.pending(dpid):
-                session.outbox.put(_FLUSH)
-            elif session.outbox.qsize() == 0 and self.sessions.get(dpid) is session:
-                self._confirm(session)
-
-    def _confirm(self, session: Session) -> None:
-        """Everything queued so far is written: a barrier stamped with the
-        count of work queued; its reply confirms all of it."""
-        count = session.confirm.due()
-        if count is None or not self.balancer.writable(session.dpid):
-            return  # nothing new, or not written yet: the resync writes it, then confirms
-        message = ofp.to_message(ofp.Barrier(), session.datapath)
-        if session.datapath.send_msg(message):
-            session.confirm.stamped(message.xid, count)
-
-    def _progress(self):
-        return (
-            self.balancer.progress(),
-            tuple((dpid, s.barrier) for dpid, s in self.sessions.items()),
-            tuple(len(s.connecting.installed) for s in self.sessions.values() if s.connecting),  # flows read so far
-        )
-
-    def wait_confirmed(self, timeout: float) -> dict:
-        """Wait until every switch confirmed the work queued for it so far
-        (a REST change calls this right after its commit); the switches that
-        did not, and why. A large change (a PUT of thousands of VIPs) may
-        take longer than ``timeout`` as long as the writers keep making
-        progress; ``timeout`` without progress is a failure."""
-        # A switch still being read (just connected, or this controller just
-        # became master) holds none of the change yet: it waits for the
-        # first write after the read, which sends all that differs.
-        tickets = {
-            dpid: (session, session.confirm.ticket(reading=self.master and session.connecting is not None))
-            for dpid, session in self.sessions.items()
-        }
-
-        def waiting():
-            late = set()
-            for dpid, (session, ticket) in list(tickets.items()):
-                current = self.sessions.get(dpid)
-                if current is None:
-                    continue  # gone: nothing to wait for
-                if current is not session:  # connected again: its first write after the read holds it all
-                    ticket = current.confirm.ticket(reading=self.master and current.connecting is not None)
-                    tickets[dpid] = (current, ticket)
-                if not current.confirm.holds(ticket):
-                    late.add(dpid)
-            return late
-
-        idle = 0.0
-        last = self._progress()
-        while waiting() and idle < timeout:
-            if any(self.balancer.failed(dpid) for dpid in waiting()):
-                break
-            ofp.hub.sleep(0.002)
-            now = self._progress()
-            idle = 0.0 if now != last else idle + 0.002
-            last = now
-        late = waiting()
-        if not late:
-            return {}
-        reasons = self.balancer.unconfirmed()
-        return {dpid: reasons.get(dpid, f"no confirmation within {timeout:g} s") for dpid in late}
-
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPBarrierReply, ofp.MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
         session = self._session(ev.msg.datapath)
@@ -418,7 +306,7 @@ class Shell(ofp.RyuApp):
             ofp.hub.sleep(interval)
             for session in list(self.sessions.values()):
                 last = session.poll
-                if not self.balancer.counts_traffic(session.dpid) or (
+                if not self.balancer.switches.counts_traffic(session.dpid) or (
                     last and time.monotonic() - last.sent < 3 * interval
                 ):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
@@ -453,7 +341,7 @@ class Shell(ofp.RyuApp):
         if old is not None:
             old.close()
         session = self.sessions[datapath.id] = Session(datapath, ofp.hub.Queue())
-        ofp.hub.spawn(self._drain, session)
+        self.writers.start(session)
         self._claim(datapath)
         self._connect(session)
 

@@ -9,7 +9,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import Owner
+from ryu_dsr.flows.pipeline import Kind, Owner, kind_of, owner_of, uid_of
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 from ryu_dsr.sync import RuleSync
 
@@ -147,6 +147,25 @@ class Switches(dict[int, Switch]):
         LOG.warning("switch %016x: resync from its flow table", dpid)
         return True
 
+    def writable(self, dpid: int) -> bool:
+        """Taken, not being read again, its last write not failed: what is
+        written to it now holds."""
+        switch = self.get(dpid)
+        return switch is not None and not switch.resyncing and not switch.failure
+
+    def failing(self, dpid: int) -> bool:
+        switch = self.get(dpid)
+        return switch is not None and bool(switch.failure)
+
+    def flow_mods(self, dpid: int) -> int:
+        switch = self.get(dpid)
+        return switch.flow_mods if switch else 0
+
+    def counts_traffic(self, dpid: int) -> bool:
+        """Whether the switch holds counting rules (Open vSwitch mode)."""
+        switch = self.get(dpid)
+        return switch is not None and switch.mode == "ovs"
+
     def unconfirmed(self) -> dict[int, str]:
         """Switches whose rules are not yet in line with the desired state,
         and why (for a REST change that could not be confirmed)."""
@@ -161,3 +180,18 @@ class Switches(dict[int, Switch]):
     def progress(self) -> tuple:
         """Changes as writers make progress (a REST change waits while it does)."""
         return tuple((switch.flow_mods, switch.rules.rules_computed) for switch in self.values())
+
+
+def lost_state(installed: dict[tuple, int], desired: set[Owner]) -> tuple[set[Owner], int]:
+    """The VIP, address, guard and slot owners a switch holds rules of that
+    the desired state does not name (somebody's lost state), and the
+    highest object id among them (new objects must not take theirs)."""
+    kept: set[Owner] = set()
+    highest = 0
+    for key, cookie in installed.items():
+        if kind_of(cookie) in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD):
+            highest = max(highest, uid_of(cookie))
+            who = owner_of(key, cookie)
+            if who is not None and who not in desired:
+                kept.add(who)
+    return kept, highest

@@ -190,7 +190,7 @@ def test_tables_are_sized_to_the_pool_and_growth_moves_no_flow(tmp_path):
 def test_a_failing_switch_write_is_logged_counted_resynced_and_reported(tmp_path, caplog):
     rig = make_rig(tmp_path)
     switch = rig.connect()
-    app = DsrApi(rig.service, rig.status, settle=rig.balancer.unconfirmed)
+    app = DsrApi(rig.service, rig.status, settle=rig.balancer.switches.unconfirmed)
     rig.write_fault = ConnectionResetError("switch went away mid-batch")
     body = json.dumps({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]}).encode()
     Request.blank("/v1/pools", method="POST", body=body, content_type="application/json").get_response(app)
@@ -204,7 +204,7 @@ def test_a_failing_switch_write_is_logged_counted_resynced_and_reported(tmp_path
     # the switch answers the flow read: the resync brings it in line
     rig.write_fault = None
     rig.balancer.flows_read(1, switch.installed())
-    assert rig.balancer.unconfirmed() == {}
+    assert rig.balancer.switches.unconfirmed() == {}
     assert any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
 
 
@@ -217,7 +217,7 @@ def test_an_openflow_error_resyncs_the_switch(tmp_path):
     assert rig.reads == [1] and rig.balancer.switches[1].errors == 1
     rig.balancer.flows_read(1, switch.installed())
     assert any(r.match_dict().get("ipv4_dst") == "10.0.0.100" for r in switch.rules(0))
-    assert rig.balancer.unconfirmed() == {}
+    assert rig.balancer.switches.unconfirmed() == {}
 
 
 def test_an_unhealthy_backend_stays_out_across_a_port_flap(tmp_path):

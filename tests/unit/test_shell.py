@@ -91,7 +91,7 @@ def test_a_change_made_while_a_switch_is_being_read_is_confirmed_only_once_the_s
     app._features(event(switch))  # the shell now reads the switch's flows
     assert app.sessions[1].connecting is not None
     app.service.create_vip(VIP)  # a REST change, while the switch is read
-    waiting = ofp.hub.spawn(app.wait_confirmed, 5.0)
+    waiting = ofp.hub.spawn(app.writers.wait_confirmed, 5.0)
     ofp.hub.sleep(0.1)
     assert not waiting.dead, "answered before the switch was even read"
     assert switch.flow_adds == 0
@@ -116,12 +116,12 @@ def test_a_switch_that_already_holds_everything_still_confirms_a_change_made_whi
     ofp.hub.sleep(0.1)
     answer_barriers(app, switch)
     held = dict(app.balancer.switches[1].rules.installed)
-    assert held and app.wait_confirmed(1.0) == {}
+    assert held and app.writers.wait_confirmed(1.0) == {}
 
     again = Switch(1)  # the same switch, connected again
     app._features(event(again))
     app.service.patch_pool("web", {"description": "front ends"})  # touches no rule
-    waiting = ofp.hub.spawn(app.wait_confirmed, 1.0)
+    waiting = ofp.hub.spawn(app.writers.wait_confirmed, 1.0)
     connect(app, again, held)
     ofp.hub.sleep(0.1)
     assert again.flow_adds == 0  # no rule differed

@@ -1,0 +1,156 @@
+"""The writer of each switch, and a REST change's wait for the switches'
+confirmation.
+
+Each connected switch has one green thread (``drain``) that writes to it:
+woken with work, it pulls the balancer's next step of commands for its
+switch until the switch is in line, then sends a barrier stamped with the
+work queued so far (``session.Confirmations``). A REST change waits until
+every switch confirmed the work queued when it was made.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ryu_dsr import ofp
+from ryu_dsr.session import Session
+
+LOG = logging.getLogger("ryu_dsr")
+FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
+BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
+
+
+class Writers:
+    def __init__(
+        self,
+        balancer: Any,
+        sessions: dict[int, Session],
+        master: Callable[[], bool],
+        carry_out: Callable[[Any], None],
+    ) -> None:
+        self.balancer = balancer
+        self.sessions = sessions
+        self.master = master  # whether this controller programs the switches now
+        self.carry_out = carry_out
+
+    def start(self, session: Session) -> None:
+        ofp.hub.spawn(self.drain, session)
+
+    def wake(self, session: Session) -> None:
+        """Rule work for the switch: counted for confirmation, and its writer woken."""
+        session.confirm.queued()
+        if not session.busy:
+            session.outbox.put(FLUSH)
+
+    def transmit(self, session: Session, command) -> None:
+        datapath = session.datapath
+        if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
+            datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+            ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
+        else:
+            message = ofp.to_message(command, datapath)
+            ok = datapath.send_msg(message)
+            xid = message.xid
+        if not ok:
+            raise ConnectionError("the switch connection is closed")
+        if isinstance(command, ofp.Barrier):
+            session.barrier = xid
+            ofp.hub.sleep(0)  # a step is written: let REST and events run
+        else:
+            session.remember(xid, command if isinstance(command, ofp.MeterSet) else ofp.describe(command))
+
+    def drain(self, session: Session) -> None:
+        """The one green thread that writes to a switch: what the balancer
+        has for it, step by step, until it is in line."""
+        dpid = session.dpid
+        switches = lambda: self.balancer.switches  # noqa: E731  (a new master's restore makes them anew)
+        while True:
+            commands = session.outbox.get()
+            if commands is None:
+                return
+            if not self.master():
+                continue  # stepped down: what was queued is the new master's to decide
+            session.busy = True
+            try:
+                before = switches().flow_mods(dpid)
+                while switches().pending(dpid):
+                    for command in self.balancer.step(dpid):
+                        self.transmit(session, command)
+                if switches().flow_mods(dpid) - before > BULK_FLOW_MODS:
+                    # A bulk load leaves a million long-lived objects (the
+                    # switch's flow index): keep the collector from walking
+                    # them again and again (single changes waited up to 0.5 s).
+                    gc.freeze()
+            except Exception as error:  # never end the writer: resync the switch instead
+                if not isinstance(error, OSError):  # not the connection: a fault of ours, with its trace
+                    LOG.exception("switch %016x: the writer failed", dpid)
+                self.carry_out(self.balancer.write_failed(dpid, f"{type(error).__name__}: {error}"))
+            finally:
+                session.busy = False
+            if switches().pending(dpid):
+                session.outbox.put(FLUSH)
+            elif session.outbox.qsize() == 0 and self.sessions.get(dpid) is session:
+                self.confirm(session)
+
+    def confirm(self, session: Session) -> None:
+        """Everything queued so far is written: a barrier stamped with the
+        count of work queued; its reply confirms all of it."""
+        count = session.confirm.due()
+        if count is None or not self.balancer.switches.writable(session.dpid):
+            return  # nothing new, or not written yet: the resync writes it, then confirms
+        message = ofp.to_message(ofp.Barrier(), session.datapath)
+        if session.datapath.send_msg(message):
+            session.confirm.stamped(message.xid, count)
+
+    def progress(self) -> tuple:
+        return (
+            self.balancer.switches.progress(),
+            tuple((dpid, s.barrier) for dpid, s in self.sessions.items()),
+            tuple(len(s.connecting.installed) for s in self.sessions.values() if s.connecting),  # flows read so far
+        )
+
+    def wait_confirmed(self, timeout: float) -> dict[int, str]:
+        """Wait until every switch confirmed the work queued for it so far
+        (a REST change calls this right after its commit); the switches that
+        did not, and why. A large change (a PUT of thousands of VIPs) may
+        take longer than ``timeout`` as long as the writers keep making
+        progress; ``timeout`` without progress is a failure."""
+
+        # A switch still being read (just connected, or this controller just
+        # became master) holds none of the change yet: it waits for the
+        # first write after the read, which sends all that differs.
+        def ticket(session: Session) -> int:
+            return session.confirm.ticket(reading=self.master() and session.connecting is not None)
+
+        tickets = {dpid: (session, ticket(session)) for dpid, session in self.sessions.items()}
+
+        def waiting() -> set[int]:
+            late = set()
+            for dpid, (session, count) in list(tickets.items()):
+                current = self.sessions.get(dpid)
+                if current is None:
+                    continue  # gone: nothing to wait for
+                if current is not session:  # connected again: its first write after the read holds it all
+                    count = ticket(current)
+                    tickets[dpid] = (current, count)
+                if not current.confirm.holds(count):
+                    late.add(dpid)
+            return late
+
+        idle = 0.0
+        last = self.progress()
+        while waiting() and idle < timeout:
+            if any(self.balancer.switches.failing(dpid) for dpid in waiting()):
+                break
+            ofp.hub.sleep(0.002)
+            now = self.progress()
+            idle = 0.0 if now != last else idle + 0.002
+            last = now
+        late = waiting()
+        if not late:
+            return {}
+        reasons = self.balancer.switches.unconfirmed()
+        return {dpid: reasons.get(dpid, f"no confirmation within {timeout:g} s") for dpid in late}
