@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ryu_dsr.flows.family import FAMILIES, Family, family_of
 from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
     IP_FRAGMENT,
@@ -46,10 +47,6 @@ from ryu_dsr.flows.rules import (
     match_items,
 )
 
-ETH_IP = 0x0800
-ETH_ARP = 0x0806
-ARP_REQUEST = 1
-ARP_REPLY = 2
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
 L4_SRC = {6: "tcp_src", 17: "udp_src"}
 CONTROLLER_PEEK = 128  # bytes of a packet sent to the controller for learning
@@ -127,10 +124,6 @@ def plain_slot_bits(n_slots: int) -> int:
     return bits
 
 
-def _int_to_ipv4(value: int) -> str:
-    return ".".join(str((value >> shift) & 0xFF) for shift in (24, 16, 8, 0))
-
-
 def base_rules(switch: SwitchPlan) -> list[Rule]:
     """Rules every switch has whatever the VIPs: probes, misses, L2."""
     base = owner(Kind.BASE)
@@ -144,20 +137,11 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         ),
         Rule(Table.INGRESS, Priority.MISS, (), goto=Table.ETH_SRC, owner=base),
     ]
-    if switch.probe_ip:
-        answer = (
-            arp_responder_actions(switch.probe_ip, switch.probe_mac)
-            if switch.mode == "ovs"
-            else (Output("controller"),)
-        )
+    if switch.probe_ip:  # answered for the health probes that come from it
+        family = family_of(switch.probe_ip)
+        answer = family.answer(switch.probe_ip, switch.probe_mac) if switch.mode == "ovs" else (Output("controller"),)
         rules.append(
-            Rule(
-                Table.INGRESS,
-                Priority.VIP_ARP,
-                match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=switch.probe_ip),
-                answer,
-                owner=base,
-            )
+            Rule(Table.INGRESS, Priority.VIP_ARP, match_items(**family.asks_for(switch.probe_ip)), answer, owner=base)
         )
     if switch.mode == "ovs":
         rules.append(
@@ -251,30 +235,17 @@ def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
         return []
     host = owner(Kind.HOST)
     chosen = {REG_CHOSEN: (1, 1), "eth_dst": mac}
-    syn = match_items(**chosen, eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN)
     rules = [
-        Rule(Table.CHOSEN, Priority.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host),
         Rule(Table.CHOSEN, Priority.COUNT, match_items(**chosen), goto=Table.ETH_SRC, owner=host),
         Rule(Table.REPLIES, Priority.COUNT, match_items(eth_src=mac), (), owner=host),
     ]
-    for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
-        flagged = match_items(eth_src=mac, eth_type=ETH_IP, ip_proto=6, tcp_flags=flags)
-        rules.append(Rule(Table.REPLIES, priority, flagged, (), owner=host))
+    for family in FAMILIES:
+        syn = match_items(**chosen, eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN)
+        rules.insert(0, Rule(Table.CHOSEN, Priority.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host))
+        for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
+            flagged = match_items(eth_src=mac, eth_type=family.eth_type, ip_proto=6, tcp_flags=flags)
+            rules.append(Rule(Table.REPLIES, priority, flagged, (), owner=host))
     return rules
-
-
-def arp_responder_actions(ip: str, mac: str) -> tuple[Action, ...]:
-    """Turn an ARP request for ``ip`` into the reply, in the switch."""
-    return (
-        Move("eth_src", "eth_dst", 48),
-        SetField("eth_src", mac),
-        SetField("arp_op", ARP_REPLY),
-        Move("arp_sha", "arp_tha", 48),
-        Move("arp_spa", "arp_tpa", 32),
-        SetField("arp_sha", mac),
-        SetField("arp_spa", ip),
-        Output("in_port"),
-    )
 
 
 @dataclass(frozen=True)
@@ -313,12 +284,13 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
     if mac is None:
         return []
     address_owner = owner(Kind.ADDRESS)
-    answer = arp_responder_actions(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
+    family = family_of(ip)
+    answer = family.answer(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
     rules = []
     if switch.mode == "ovs" and address.backend_macs:
         forward: Action = Output("normal") if switch.l2 == "normal" else Resubmit(Table.ETH_DST)
         copies = tuple(action for each in address.backend_macs for action in (SetField("eth_dst", each), forward))
-        too_big = match_items(eth_type=ETH_IP, ip_proto=1, ipv4_dst=ip, icmpv4_type=3, icmpv4_code=4)
+        too_big = match_items(**family.too_big(ip))
         rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
     if switch.mode == "ovs" and address.fragments is not None:
         rules.append(fragments_rule(address.fragments))
@@ -326,19 +298,19 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         # A translated VIP's replies: source port set back to the VIP's, then
         # looked up again as any reply from the address (guard, counters).
         for ip_proto, backend_port, port in address.translations:
-            reply = match_items(eth_type=ETH_IP, ipv4_src=ip, ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
+            reply = match_items(**family.sent_from(ip), ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
             back = (SetField(L4_SRC[ip_proto], port), Resubmit(Table.INGRESS))
             rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_PORT, reply, back, owner=address_owner))
     if switch.mode == "ovs" and address.guarded and address.pool_uid is not None:
         # One pool's address: one rule here, and the pool's backends are
         # allowed in GUARD (by MAC and port, owned with each backend's
         # MAC): a rule per address and per backend, not per both.
-        from_pool = match_items(eth_type=ETH_IP, ipv4_src=ip)
+        from_pool = match_items(**family.sent_from(ip))
         guard = (SetField(REG_GUARD, address.pool_uid), Resubmit(Table.GUARD))
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE, from_pool, guard, owner=address_owner))
-        return rules + _address_arp_rules(switch, ip, mac, answer)
+        return rules + _address_neighbour_rules(switch, family, ip, answer)
     for mac_of_backend, port in address.senders:
-        sent = {"eth_type": ETH_IP, "ipv4_src": ip, "eth_src": mac_of_backend}
+        sent = {**family.sent_from(ip), "eth_src": mac_of_backend}
         if address.guarded:
             sent["in_port"] = port
         # what a backend sends from the VIP (its replies): counted per backend in REPLIES
@@ -356,11 +328,11 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         if switch.mode == "plain":  # no resubmit: each sender's translated replies, set back here
             rules += _plain_translations(address, sent)
     if switch.mode == "plain" and not address.senders:
-        rules += _plain_translations(address, {"eth_type": ETH_IP, "ipv4_src": ip})
+        rules += _plain_translations(address, family.sent_from(ip))
     if address.guarded:
-        from_anyone = match_items(eth_type=ETH_IP, ipv4_src=ip)
+        from_anyone = match_items(**family.sent_from(ip))
         rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
-    return rules + _address_arp_rules(switch, ip, mac, answer)
+    return rules + _address_neighbour_rules(switch, family, ip, answer)
 
 
 def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
@@ -376,15 +348,16 @@ def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
     return rules
 
 
-def _address_arp_rules(switch: SwitchPlan, ip: str, mac: str, answer: tuple[Action, ...]) -> list[Rule]:
-    """ARP guard, ARP answer and catch-all of a VIP address."""
+def _address_neighbour_rules(switch: SwitchPlan, family: Family, ip: str, answer: tuple[Action, ...]) -> list[Rule]:
+    """Neighbour guard (ARP from the address), neighbour answer (ARP for it)
+    and catch-all of a VIP address."""
     address_owner = owner(Kind.ADDRESS)
     metered = switch.mode == "ovs" and switch.packet_in_limit
     return [
         Rule(
             Table.INGRESS,
             Priority.VIP_ARP_GUARD,
-            match_items(eth_type=ETH_ARP, arp_spa=ip),
+            match_items(**family.claims(ip)),
             (Output("controller", CONTROLLER_PEEK),),
             meter=LEARN_METER if metered else None,
             owner=address_owner,
@@ -392,19 +365,19 @@ def _address_arp_rules(switch: SwitchPlan, ip: str, mac: str, answer: tuple[Acti
         Rule(
             Table.INGRESS,
             Priority.VIP_ARP,
-            match_items(eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+            match_items(**family.asks_for(ip)),
             answer,
             owner=address_owner,
         ),
         # IP for the VIP that no VIP serves is dropped, not flooded.
-        Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(eth_type=ETH_IP, ipv4_dst=ip), (), owner=address_owner),
+        Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(**family.to(ip)), (), owner=address_owner),
     ]
 
 
 def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     """The entry of one VIP's traffic into the balancing pipeline."""
     vip_owner = owner(Kind.VIP, vip.uid)
-    fields = {"eth_type": ETH_IP, "ipv4_dst": vip.ip, "ip_proto": vip.ip_proto}
+    fields = {**family_of(vip.ip).to(vip.ip), "ip_proto": vip.ip_proto}
     priority = Priority.VIP_PORT
     if vip.port is not None:
         fields[L4_DST[vip.ip_proto]] = vip.port
@@ -462,7 +435,7 @@ def _decide(vip: VipPlan, picks: tuple[Action, ...], priority: int = Priority.SL
         Table.DECIDE,
         priority,
         # the protocol is matched again: moving a port's bits needs it
-        match_items(eth_type=ETH_IP, ip_proto=vip.ip_proto, **{REG_VIP: vip.uid}, **fields),
+        match_items(eth_type=family_of(vip.ip).eth_type, ip_proto=vip.ip_proto, **{REG_VIP: vip.uid}, **fields),
         (*picks, SetField(REG_POOL, vip.pool_uid), Resubmit(Table.SLOTS)),
         goto=Table.CHOSEN,
         owner=owner(Kind.VIP, vip.uid),
@@ -475,7 +448,7 @@ def fragments_rule(vip: VipPlan) -> Rule:
     reads the ports of no fragment, the first included, as 0: a VIP's port
     rule never sees them."""
     enter, goto = _entry(vip)
-    match = match_items(eth_type=ETH_IP, ipv4_dst=vip.ip, ip_proto=17, ip_frag=IP_FRAGMENT)
+    match = match_items(**family_of(vip.ip).to(vip.ip), ip_proto=17, ip_frag=IP_FRAGMENT)
     return Rule(Table.INGRESS, Priority.VIP_FRAGMENT, match, enter, goto=goto, owner=owner(Kind.ADDRESS))
 
 
@@ -510,7 +483,8 @@ def slot_rules(
     n_slots: int,
     target: SlotTarget | None,
     protocols: frozenset[int],
-    handover: Handover | None = None,
+    handover: Handover | None,
+    family: Family,
 ) -> list[Rule]:
     """The rules of one slot of a pool's consistent-hash table.
 
@@ -519,13 +493,15 @@ def slot_rules(
     holds connections): a TCP SYN goes to the new backend, other TCP packets
     (and, in the UDP window, every datagram) to the old one, each pinning
     its connection there by ``learn``. Plain mode: one rule per slot of
-    masked client-address bits, no handovers."""
+    masked client-address bits, no handovers. ``family``: of the pool's
+    VIPs (whose packets the handover rules and pins match)."""
     pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
         if target is None:
             return []
-        mask = _int_to_ipv4((1 << plain_slot_bits(n_slots)) - 1)
-        match = match_items(eth_type=ETH_IP, metadata=pool_uid, ipv4_src=(_int_to_ipv4(slot), mask))
+        match = match_items(
+            eth_type=family.eth_type, metadata=pool_uid, **{family.src: family.masked(slot, plain_slot_bits(n_slots))}
+        )
         return [
             Rule(
                 Table.SLOTS,
@@ -547,28 +523,34 @@ def slot_rules(
         return rules
     tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
     if tracked:
-        rules += _tracked_handover(switch, regs, target, handover.old, n_slots, pool_owner)
+        rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)
     elif handover.tcp and 6 in protocols:
-        syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
+        syn = match_items(eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN, **regs)
         opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
         if target is not None:
             # At the pin limit the SYN goes where the connection's next
             # packets will (the old backend), not unpinned to the new one.
-            pin = _pin(switch, 6, target, n_slots, result=REG_LEARNED)
+            pin = _pin(switch, family, 6, target, n_slots, result=REG_LEARNED)
             opening = (*_send(target), pin, Resubmit(Table.UNPINNED))
             refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
             rules.append(Rule(Table.UNPINNED, Priority.SLOT, refused, _send(handover.old), owner=pool_owner))
         rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner))
     for ip_proto in sorted(protocols - ({6} if tracked else set())):
         if handover.tcp if ip_proto == 6 else handover.udp:
-            match = match_items(eth_type=ETH_IP, ip_proto=ip_proto, **regs)
-            actions = _send(handover.old) + (_pin(switch, ip_proto, handover.old, n_slots),)
+            match = match_items(eth_type=family.eth_type, ip_proto=ip_proto, **regs)
+            actions = _send(handover.old) + (_pin(switch, family, ip_proto, handover.old, n_slots),)
             rules.append(Rule(Table.SLOTS, Priority.HANDOVER, match, actions, owner=pool_owner))
     return rules
 
 
 def _tracked_handover(
-    switch: SwitchPlan, regs: dict, target: SlotTarget | None, old: SlotTarget, n_slots: int, pool_owner: int
+    switch: SwitchPlan,
+    family: Family,
+    regs: dict,
+    target: SlotTarget | None,
+    old: SlotTarget,
+    n_slots: int,
+    pool_owner: int,
 ) -> list[Rule]:
     """A moved slot's TCP rules with the connection tracker (after the
     hold): a SYN commits its connection labelled with the new backend and
@@ -576,7 +558,7 @@ def _tracked_handover(
     backend its label names if that is the slot's new one, else (a
     connection older than the move) to the old backend, pinned there by
     ``learn`` once. New connections cost no slow-path work."""
-    syn = match_items(eth_type=ETH_IP, ip_proto=6, tcp_flags=TCP_SYN, **regs)
+    syn = match_items(eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN, **regs)
     opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
     if target is not None:
         opening = (Track(switch.conntrack_zone, label=target.backend_uid), *_send(target))
@@ -585,20 +567,20 @@ def _tracked_handover(
         Rule(
             Table.SLOTS,
             Priority.HANDOVER,
-            match_items(eth_type=ETH_IP, ip_proto=6, **regs),
+            match_items(eth_type=family.eth_type, ip_proto=6, **regs),
             (Track(switch.conntrack_zone, table=Table.TRACKED),),
             owner=pool_owner,
         ),
         Rule(
             Table.TRACKED,
             Priority.HANDOVER,
-            match_items(eth_type=ETH_IP, ip_proto=6, **regs),  # the pin reads the 5-tuple: its prerequisites
-            (*_send(old), _pin(switch, 6, old, n_slots), Resubmit(Table.CHOSEN)),
+            match_items(eth_type=family.eth_type, ip_proto=6, **regs),  # the pin reads the 5-tuple: its prerequisites
+            (*_send(old), _pin(switch, family, 6, old, n_slots), Resubmit(Table.CHOSEN)),
             owner=pool_owner,
         ),
     ]
     if target is not None:
-        labelled = match_items(eth_type=ETH_IP, ip_proto=6, **regs, ct_label=target.backend_uid)
+        labelled = match_items(eth_type=family.eth_type, ip_proto=6, **regs, ct_label=target.backend_uid)
         # (a resubmit: OpenFlow's goto only goes to later tables)
         rules.append(
             Rule(
@@ -616,12 +598,16 @@ def _send(target: SlotTarget) -> tuple[Action, ...]:
     return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1))
 
 
-def _pin(switch: SwitchPlan, ip_proto: int, target: SlotTarget, n_slots: int, result: str | None = None) -> LearnPin:
+def _pin(
+    switch: SwitchPlan, family: Family, ip_proto: int, target: SlotTarget, n_slots: int, result: str | None = None
+) -> LearnPin:
     """Pin the packet's connection (in its pool and slot) to ``target``. The
     pin matches the slot's bits only: when the table doubles, slot i is i or
     i + n, and the pin still holds."""
     return LearnPin(
         table=Table.SLOTS,
+        eth_type=family.eth_type,
+        addresses=(family.src, family.dst),
         ip_proto=ip_proto,
         cookie=pin_cookie(target.backend_uid),
         idle_timeout=switch.pin_idle_timeout,

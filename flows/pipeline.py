@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from ryu_dsr.flows.family import FAMILIES
+
 
 class Table(IntEnum):
     INGRESS = 0
@@ -112,16 +114,17 @@ class TableContract:
     miss: str  # what a packet that matches nothing gets
 
 
-_L3L4 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
+_ADDRESSES = {field for family in FAMILIES for field in (family.src, family.dst)}
+_L3L4 = {"eth_type", "ip_proto", "tcp_src", "tcp_dst", "udp_src", "udp_dst"} | _ADDRESSES
 TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
 TCP_SYN_ACK = (0x012, 0x012)  # SYN and ACK set: a connection answered
 TCP_RST = (0x004, 0x004)
-_ARP = {"arp_op", "arp_spa", "arp_tpa"}
-_ICMP = {"icmpv4_type", "icmpv4_code"}
+_NEIGHBOUR = set().union(*(family.neighbour_fields for family in FAMILIES))
+_ICMP = set().union(*(family.icmp_fields for family in FAMILIES))
 
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
-        frozenset(_L3L4 | _ARP | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
+        frozenset(_L3L4 | _NEIGHBOUR | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
         frozenset({Table.INGRESS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
         "to ETH_SRC (a MISS rule)",
     ),
@@ -131,7 +134,7 @@ CONTRACT: dict[int, TableContract] = {
         "drop (no rule for the VIP)",
     ),
     Table.SLOTS: TableContract(
-        frozenset({"eth_type", "ip_proto", "metadata", "ipv4_src", "tcp_flags", REG_POOL, REG_SLOT}),
+        frozenset({"eth_type", "ip_proto", "metadata", "tcp_flags", REG_POOL, REG_SLOT} | _ADDRESSES),
         frozenset({Table.ETH_SRC, Table.UNPINNED, Table.TRACKED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
     ),
@@ -250,7 +253,7 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
     if kind == Kind.HOST:
         return (Kind.HOST, fields.get("eth_src") or fields.get("eth_dst"))
     if kind == Kind.ADDRESS:
-        address = fields.get("arp_spa") or fields.get("arp_tpa") or fields.get("ipv4_dst") or fields.get("ipv4_src")
+        address = next((fields[f] for family in FAMILIES for f in family.address_fields if f in fields), None)
         return (Kind.ADDRESS, address)
     if kind == Kind.VIP:
         return (Kind.VIP, uid_of(cookie))
@@ -259,8 +262,8 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
     if kind == Kind.POOL:
         slot = fields.get(REG_SLOT)
         if slot is None:  # plain mode: the slot is the masked client address
-            address = fields.get("ipv4_src", ("0.0.0.0", None))[0]
-            slot = sum(int(part) << shift for part, shift in zip(address.split("."), (24, 16, 8, 0)))
+            family = next((f for f in FAMILIES if f.src in fields), FAMILIES[0])
+            slot = family.low_bits(fields.get(family.src, (family.unspecified, None))[0])
         return (Kind.POOL, slot_owner(uid_of(cookie), slot))
     if kind == Kind.BASE:
         return BASE_OWNER

@@ -93,7 +93,7 @@ class Group:
 class LearnPin:
     """Nicira learn: install a flow in ``table`` matching the low bits of the
     packet's registers (``regs``: (register, bits) pairs) and its exact
-    5-tuple, that loads the packet's current eth_dst and sets bit 0 of
+    5-tuple (addresses of its family), that loads the packet's current eth_dst and sets bit 0 of
     ``flag_reg``; at most ``limit`` flows with ``cookie`` (0: no limit),
     and ``result``'s bit 0 set to whether it learned.
 
@@ -102,6 +102,8 @@ class LearnPin:
     """
 
     table: int
+    eth_type: int  # of the packets it learns from (their family)
+    addresses: tuple[str, str]  # the family's source and destination fields, as the flow matches them
     ip_proto: int
     cookie: int
     idle_timeout: int

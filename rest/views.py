@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from ryu_dsr.model import InvalidInput, parse_int, parse_ipv4, parse_name
+from ryu_dsr.model import InvalidInput, parse_address, parse_int, parse_name
 from ryu_dsr.status import Status
 
 DEFAULT_LIMIT = 1000
@@ -140,7 +140,7 @@ def list_pools(status: Status, query: dict[str, str]) -> tuple[list[dict], Page]
     page = Page(query)
     config = status.config
     if "backend" in query:
-        names = page.take(config.pools_by_backend.get(parse_ipv4(query["backend"], "backend"), ()))
+        names = page.take(config.pools_by_backend.get(parse_address(query["backend"], "backend"), ()))
     else:
         names = page.take((), config.pool_order)
     return [pool_json(status, n) for n in names], page
@@ -154,7 +154,7 @@ def list_vips(status: Status, query: dict[str, str]) -> tuple[list[dict], Page]:
     if "pool" in query:
         filters.append(set(config.vips_by_pool.get(parse_name(query["pool"], "pool"), ())))
     if "ip" in query:
-        filters.append(set(config.vips_by_ip.get(parse_ipv4(query["ip"], "ip"), {})))
+        filters.append(set(config.vips_by_ip.get(parse_address(query["ip"], "ip"), {})))
     names = page.take(set.intersection(*filters)) if filters else page.take((), config.vip_order)
     return [vip_json(status, n) for n in names], page
 

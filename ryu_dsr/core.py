@@ -31,7 +31,8 @@ from ryu_dsr.backends import Backends, utc_stamp
 from ryu_dsr.desired import Desired
 from ryu_dsr.effects import Effects
 from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
-from ryu_dsr.flows.packets import arp_probe, arp_reply, parse_arp, parse_ethernet
+from ryu_dsr.flows.family import family_of, neighbour_of
+from ryu_dsr.flows.frames import parse_ethernet
 from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
 from ryu_dsr.flows.rules import Command, PacketOut
 from ryu_dsr.health import Transition
@@ -338,18 +339,19 @@ class Balancer:
         if in_port not in self.l2.fabric.link_ports(dpid):
             learned = self.l2.learn(switch, eth.src, in_port, self.switches)
         self._mark({(Kind.HOST, mac) for mac in learned})
-        arp = parse_arp(data)
+        found = neighbour_of(data)
+        message = found[1] if found else None
         touched: set[Owner] = set()
         probe_mac = self.settings.probe_mac
-        if arp is not None and arp.spa in self.config.vips_by_ip:
+        if message is not None and message.sender_ip in self.config.vips_by_ip:
             reason = "vip_arp_claim"
-            self.backends.vip_claimed(arp.spa, eth.src, dpid, in_port)
-        elif arp is not None and arp.op == 2 and eth.dst == probe_mac:
+            self.backends.vip_claimed(message.sender_ip, eth.src, dpid, in_port)
+        elif message is not None and not message.request and eth.dst == probe_mac:
             reason = "health_probe"
-            touched = self._backend_answered(arp.spa, arp.sha, dpid, in_port)
-        elif arp is not None and arp.op == 1:
+            touched = self._backend_answered(message.sender_ip, message.sender_mac, dpid, in_port)
+        elif message is not None and message.request:
             reason = "arp_request"
-            self._answer_arp(switch, in_port, arp)
+            self._answer(switch, in_port, found[0], message)
         else:
             reason = "health_probe" if eth.dst == probe_mac else "learning"
         switch.packet_ins[reason] += 1
@@ -542,15 +544,15 @@ class Balancer:
             touched |= self._refresh_pool(name) | self.desired.slots_of(name, {ip}) | self.desired.addresses_of(name)
         return touched
 
-    def _answer_arp(self, switch: Switch, in_port: int, arp) -> None:
-        """Plain mode: the switch sends ARP for a VIP (or the probe address)
-        here; answer it."""
-        if self.settings.probe_ip and arp.tpa == self.settings.probe_ip:
-            self._out(switch.dpid, [PacketOut(arp_reply(arp, self.settings.probe_mac), in_port)])
+    def _answer(self, switch: Switch, in_port: int, family, request) -> None:
+        """Plain mode: the switch sends neighbour requests (ARP) for a VIP
+        (or the probe address) here; answer them."""
+        if self.settings.probe_ip and request.target_ip == self.settings.probe_ip:
+            self._out(switch.dpid, [PacketOut(family.reply(request, self.settings.probe_mac), in_port)])
             return
-        vips = self.config.address_vips(arp.tpa)
+        vips = self.config.address_vips(request.target_ip)
         if vips:
-            self._out(switch.dpid, [PacketOut(arp_reply(arp, vips[0].mac), in_port)])
+            self._out(switch.dpid, [PacketOut(family.reply(request, vips[0].mac), in_port)])
 
     def _probe(self, force: bool) -> None:
         """ARP for backends without a configured MAC: often while not found,
@@ -560,7 +562,7 @@ class Balancer:
         now = self.clock()
         locator = self.backends.locator
         for ip in locator.due(now, force):
-            frame = arp_probe(self.settings.probe_mac, ip)
+            frame = family_of(ip).probe(self.settings.probe_mac, ip)
             target = None if force else locator.target(ip, now)
             on = self.switches.get(target[0]) if target else None
             if on is not None and on.link_up(target[1]):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ryu_dsr.flows.compute import VipPlan
+from ryu_dsr.flows.family import IPV4, Family, family_of
 from ryu_dsr.flows.pipeline import Kind, Owner, slot_owner
 from ryu_dsr.model import Change, Config, InvalidInput, Pool, Vip
 from ryu_dsr.slots import Planned, SlotPlanner
@@ -126,6 +127,12 @@ class Desired:
             if name in self.config.pools:
                 ended.add((Kind.POOL, slot_owner(self.config.pools[name].uid, slot)))
         return ended
+
+    def family(self, name: str) -> Family:
+        """The address family of a pool's VIPs, whose packets its slots'
+        handover rules match (IPv4 while it is the only one)."""
+        vips = self.config.vips_by_pool.get(name)
+        return family_of(self.config.vips[min(vips)].ip) if vips else IPV4
 
     def slot_size(self, name: str, mode: str) -> int:
         return self.planner.plain_size if mode == "plain" else self.planner.size(name)

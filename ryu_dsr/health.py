@@ -16,17 +16,8 @@ import heapq
 import logging
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.packets import (
-    TCP_ACK,
-    TCP_PSH,
-    TCP_RST,
-    TCP_SYN,
-    Tcp,
-    build_arp,
-    build_tcp,
-    parse_arp,
-    parse_tcp,
-)
+from ryu_dsr.flows.family import FAMILIES, Neighbour, family_of, neighbour_of
+from ryu_dsr.flows.frames import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp
 from ryu_dsr.model import HealthCheck
 
 LOG = logging.getLogger("ryu_dsr.health")
@@ -190,13 +181,17 @@ class HealthChecker:
         probe = Probe(target, now, now + target.check.timeout, address=addresses[turn % len(addresses)])
         self.probes[key] = probe
         if target.check.kind == "arp":
-            frame = build_arp(1, self.probe_mac, target.mac, self.probe_mac, "0.0.0.0", "00:00:00:00:00:00", target.ip)
+            frame = family_of(target.ip).probe(self.probe_mac, target.ip, target.mac)  # ARP to its MAC
             return [Send(target.dpid, target.port, frame)]
         probe.sport = self._take_sport()
         probe.seq = (int(now * 1e6) * 2654435761) & 0xFFFFFFFF
         probe.stage = "syn"
         self.by_sport[probe.sport] = key
-        return [Send(target.dpid, target.port, build_tcp(self._segment(probe, TCP_SYN, probe.seq, 0)))]
+        return [Send(target.dpid, target.port, self._frame(self._segment(probe, TCP_SYN, probe.seq, 0)))]
+
+    @staticmethod
+    def _frame(segment: Tcp) -> bytes:
+        return family_of(segment.dst).tcp_frame(segment)
 
     def _take_sport(self) -> int:
         while True:
@@ -210,7 +205,7 @@ class HealthChecker:
         return Tcp(
             self.probe_mac,
             target.mac,
-            self.probe_ip or "0.0.0.0",
+            self.probe_ip or family_of(probe.address).unspecified,
             probe.address,
             probe.sport,
             target.check.port or 0,
@@ -229,7 +224,7 @@ class HealthChecker:
         rst = self._segment(
             probe, TCP_RST, probe.seq + 1 + (len(self._request(probe)) if probe.stage == "request" else 0), 0
         )
-        return [Send(probe.target.dpid, probe.target.port, build_tcp(rst))]
+        return [Send(probe.target.dpid, probe.target.port, self._frame(rst))]
 
     def _drop(self, key) -> None:
         probe = self.probes.pop(key, None)
@@ -244,10 +239,10 @@ class HealthChecker:
     # ------------------------------------------------------------- answers
 
     def packet_in(self, now: float, data: bytes) -> tuple[list[Send], list[Transition]]:
-        arp = parse_arp(data)
-        if arp is not None:
-            return self._arp_answer(now, arp)
-        segment = parse_tcp(data)
+        found = neighbour_of(data)
+        if found is not None:
+            return self._neighbour_answer(now, found[1])
+        segment = next((s for s in (family.tcp(data) for family in FAMILIES) if s is not None), None)
         if segment is None or segment.eth_dst != self.probe_mac or segment.dport not in self.by_sport:
             return [], []
         key = self.by_sport[segment.dport]
@@ -256,15 +251,15 @@ class HealthChecker:
             return [], []
         return self._tcp_answer(now, key, probe, segment)
 
-    def _arp_answer(self, now: float, arp) -> tuple[list[Send], list[Transition]]:
-        if arp.op != 2 or arp.tha != self.probe_mac:
+    def _neighbour_answer(self, now: float, answer: Neighbour) -> tuple[list[Send], list[Transition]]:
+        if answer.request or answer.target_mac != self.probe_mac:
             return [], []
         transitions: list[Transition] = []
         for key, probe in list(self.probes.items()):
-            if probe.target.check.kind == "arp" and probe.target.ip == arp.spa:
+            if probe.target.check.kind == "arp" and probe.target.ip == answer.sender_ip:
                 self._drop(key)
-                ok = arp.sha == probe.target.mac
-                reason = "answered ARP" if ok else f"ARP answered by another MAC, {arp.sha}"
+                ok = answer.sender_mac == probe.target.mac
+                reason = "answered ARP" if ok else f"ARP answered by another MAC, {answer.sender_mac}"
                 transitions += self._result(key, probe.target.check, ok, reason, now, probe.address)
         return [], transitions
 
@@ -280,13 +275,13 @@ class HealthChecker:
             server_seq = (segment.seq + 1) & 0xFFFFFFFF
             if check.kind == "tcp":
                 self._drop(key)
-                rst = build_tcp(self._segment(probe, TCP_RST, probe.seq + 1, 0))
+                rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1, 0))
                 return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
                     key, check, True, f"{where} accepted a connection", now, probe.address
                 )
             probe.stage = "request"
             request = self._request(probe)
-            frame = build_tcp(self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request))
+            frame = self._frame(self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request))
             return [Send(probe.target.dpid, probe.target.port, frame)], []
         if probe.stage == "request" and segment.payload:
             probe.response += segment.payload
@@ -295,7 +290,7 @@ class HealthChecker:
                 return [], []  # the status line is not complete yet
             self._drop(key)
             sent = len(self._request(probe))
-            rst = build_tcp(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0))
+            rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0))
             parts = line.split()
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
             ok = status == check.expect_status

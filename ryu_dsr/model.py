@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import bisect
 import copy
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ryu_dsr.flows.family import family_of
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
 HASH_FIELDS = ("source_ip", "5tuple")
@@ -56,16 +57,15 @@ def parse_name(value: Any, where: str) -> str:
     return value
 
 
-def parse_ipv4(value: Any, where: str) -> str:
+def parse_address(value: Any, where: str) -> str:
+    """An IP address of a host, in its family's one canonical text
+    (``flows.family``: the family says what is valid)."""
     if not isinstance(value, str):
         raise InvalidInput(where, 'must be an IPv4 address as a string, like "10.0.0.10"')
     try:
-        address = ipaddress.IPv4Address(value)
-    except ValueError:
-        raise InvalidInput(where, f"{value!r} is not an IPv4 address") from None
-    if address.is_multicast or address.is_unspecified or address.is_loopback or str(address) == "255.255.255.255":
-        raise InvalidInput(where, f"{value} is not a unicast host address")
-    return str(address)
+        return family_of(value).address(value)
+    except ValueError as error:
+        raise InvalidInput(where, str(error)) from None
 
 
 def parse_mac(value: Any, where: str) -> str:
@@ -118,7 +118,7 @@ def check_object(body: Any, where: str, allowed: set[str], read_only: set[str] =
 
 def default_vip_mac(ip: str) -> str:
     """A locally administered unicast MAC derived from the VIP address."""
-    return "02:d5:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    return family_of(ip).vip_mac(ip)
 
 
 # --- objects -----------------------------------------------------------------
@@ -320,7 +320,7 @@ def parse_backend(body: Any, where: str = "") -> Backend:
     check_object(body, where, Backend.FIELDS, {"status", "uid"})
     if "ip" not in body:
         raise InvalidInput(_where(where, "ip"), "is required")
-    backend = Backend(ip=parse_ipv4(body["ip"], _where(where, "ip")))
+    backend = Backend(ip=parse_address(body["ip"], _where(where, "ip")))
     _apply_backend_fields(backend, body, where)
     return backend
 
@@ -347,7 +347,7 @@ def parse_pool(body: Any, where: str = "") -> Pool:
 
 def _apply_vip_fields(vip: Vip, body: dict, where: str) -> None:
     if "ip" in body:
-        vip.ip = parse_ipv4(body["ip"], _where(where, "ip"))
+        vip.ip = parse_address(body["ip"], _where(where, "ip"))
     if "protocol" in body:
         vip.protocol = parse_choice(body["protocol"], _where(where, "protocol"), tuple(PROTOCOLS))
     if "port" in body:

@@ -199,6 +199,7 @@ NXAST_LEARN2 = 45  # learn with a limit (Open vSwitch 2.8+; Ryu 4.34 has no clas
 NX_LEARN_F_WRITE_RESULT = 1 << 2  # learn2 writes whether it learned into a field
 AFTER_PREREQUISITES = {"ip_frag"}  # Nicira match fields that need eth_type before them
 OFPGC_ADD_OR_MOD = 0x8000  # Open vSwitch: create a group or replace it in place
+ADDRESS_BITS = {"ipv4_src": 32, "ipv4_dst": 32, "ipv6_src": 128, "ipv6_dst": 128}  # a learned pin's address fields
 
 
 def _port(port) -> int:
@@ -273,10 +274,12 @@ def _learn(pin: LearnPin):
     l4_src, l4_dst = L4_NXM[pin.ip_proto]
     specs = [parser.NXFlowSpecMatch(src=(reg, 0), dst=(reg, 0), n_bits=bits) for reg, bits in pin.regs]
     specs += [
-        parser.NXFlowSpecMatch(src=0x0800, dst=("eth_type_nxm", 0), n_bits=16),
+        parser.NXFlowSpecMatch(src=pin.eth_type, dst=("eth_type_nxm", 0), n_bits=16),
         parser.NXFlowSpecMatch(src=pin.ip_proto, dst=("ip_proto_nxm", 0), n_bits=8),
-        parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
-        parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
+        *(
+            parser.NXFlowSpecMatch(src=(f"{a}_nxm", 0), dst=(f"{a}_nxm", 0), n_bits=ADDRESS_BITS[a])
+            for a in pin.addresses
+        ),
         parser.NXFlowSpecMatch(src=(l4_src, 0), dst=(l4_src, 0), n_bits=16),
         parser.NXFlowSpecMatch(src=(l4_dst, 0), dst=(l4_dst, 0), n_bits=16),
         parser.NXFlowSpecLoad(src=("eth_dst_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48),

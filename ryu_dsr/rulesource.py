@@ -123,7 +123,7 @@ class RuleSource:
             target = self.slot_target(name, table[slot]) if slot < len(table) else None
             handover = self.handover_of(name, slot) if switch.mode == "ovs" else None
             protocols = desired.protocols.get(name, frozenset())
-            return checked(slot_rules(plan, uid, slot, size, target, protocols, handover))
+            return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, desired.family(name)))
         if kind == Kind.VIP:
             name = desired.vip_names.get(ident)
             return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
 
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
-from ryu_dsr.model import InvalidInput, parse_choice, parse_int, parse_ipv4, parse_mac
+from ryu_dsr.model import InvalidInput, parse_address, parse_choice, parse_int, parse_mac
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ class _SettingsMethods:
             if name == "probe_mac":
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:
-                value = parse_ipv4(value, where)
+                value = parse_address(value, where)
             if name == "etcd_endpoints":
                 value = ",".join(parse_endpoints(value, where))
             if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):

@@ -29,9 +29,9 @@ from ryu_dsr.model import (
     Conflict,
     InvalidInput,
     check_object,
+    parse_address,
     parse_dpid,
     parse_int,
-    parse_ipv4,
     parse_mac,
 )
 
@@ -240,7 +240,7 @@ def _body(name: str, text: str, table: str) -> Any:
 
 def parse_found(ip: str, where: Any) -> dict:
     at = f"state.found.{ip}"
-    parse_ipv4(ip, at)
+    parse_address(ip, at)
     check_object(where, at, {"mac", "dpid", "port"})
     return {
         "mac": parse_mac(where.get("mac"), f"{at}.mac"),

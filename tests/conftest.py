@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from ryu_dsr.flows.packets import build_arp
+from ryu_dsr.flows.frames import build_arp
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects

@@ -299,10 +299,9 @@ class FakeSwitch:
     def _learn(self, pin: LearnPin, packet: dict) -> None:
         l4_src, l4_dst = L4[pin.ip_proto]
         match = match_items(
-            eth_type=0x0800,
+            eth_type=pin.eth_type,
             ip_proto=pin.ip_proto,
-            ipv4_src=packet["ipv4_src"],
-            ipv4_dst=packet["ipv4_dst"],
+            **{address: packet[address] for address in pin.addresses},
             **{l4_src: packet[l4_src], l4_dst: packet[l4_dst]},
             **{reg: _low_bits(packet.get(reg, 0), bits) for reg, bits in pin.regs},
         )

@@ -49,8 +49,8 @@ def test_connections_opened_in_the_window_follow_their_label_and_older_ones_thei
     time.sleep(2.0)
     assert fabric.api("POST", "/v1/pools/web/backends", {"ip": "10.0.0.13"})[0] == 201
     wait_for(lambda: fabric.api("GET", "/v1/pools/web/backends/10.0.0.13")[1]["status"]["state"] == "up", what="b13")
-    wait_no_hold(fabric.base)
-    assert "ct(" in lab.ofctl("dump-flows", lab.bridge, f"table={int(Table.SLOTS)}")
+    wait_no_hold(fabric.base)  # the hold's end is processed; its rules are on their way to the switch
+    wait_for(lambda: "ct(" in lab.ofctl("dump-flows", lab.bridge, f"table={int(Table.SLOTS)}"), 5, what="ct rules")
     newer = stream(fabric, "newer.json", 40)  # opened in the window: labelled
     short = lab.requests("c1", f"http://{VIP}/", 300)  # new short connections in the window
     assert short["failed"] == 0 and short["by_backend"].get("b13", 0) > 30, short

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ryu_dsr.flows.packets import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp, build_arp, build_tcp, parse_arp, parse_tcp
+from ryu_dsr.flows.frames import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Tcp, build_arp, build_tcp, parse_arp, parse_tcp
 from ryu_dsr.flows.pipeline import Kind, Table, kind_of
 from ryu_dsr.flows.rules import FlowDeleteByCookie, PacketOut, SetField
 from ryu_dsr.rest import views

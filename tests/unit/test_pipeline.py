@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from ryu_dsr.flows.packets import build_arp
+from ryu_dsr.flows.frames import build_arp
 from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 from ryu_dsr.rest import views
@@ -334,7 +334,7 @@ def test_plain_openflow_mode_balances_by_client_address_without_extensions(tmp_p
     # ARP for the VIP goes to the controller, which answers
     assert [o.port for o in switch.send(arp_request(CLIENT_MAC, "10.0.0.1", VIP), 1)] == ["controller"]
     rig.sent.clear()
-    from ryu_dsr.flows.packets import build_arp, parse_arp
+    from ryu_dsr.flows.frames import build_arp, parse_arp
 
     rig.balancer.packet_in(
         1, 1, build_arp(1, CLIENT_MAC, "ff:ff:ff:ff:ff:ff", CLIENT_MAC, "10.0.0.1", "00:00:00:00:00:00", VIP)
@@ -567,7 +567,7 @@ def test_a_backend_that_stopped_answering_arp_comes_back_when_it_answers_again(t
 
 
 def test_a_found_backend_is_asked_again_at_its_own_port_and_everywhere_once_it_falls_silent(tmp_path):
-    from ryu_dsr.flows.packets import parse_arp
+    from ryu_dsr.flows.frames import parse_arp
 
     from ryu_dsr.locator import REPROBE_SECONDS
 

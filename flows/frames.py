@@ -1,4 +1,6 @@
-"""The few packets the controller builds and reads itself: Ethernet and ARP."""
+"""The frame codec: the few frames the controller builds and reads itself
+(Ethernet, ARP, and IPv4 carrying TCP for health probes), as bytes. Which
+of them an IP version uses is for its ``family`` to say."""
 
 from __future__ import annotations
 
@@ -68,18 +70,6 @@ def build_arp(op: int, eth_src: str, eth_dst: str, sha: str, spa: str, tha: str,
         ipaddress.IPv4Address(tpa).packed,
     )
     return frame.ljust(60, b"\x00")
-
-
-def arp_probe(probe_mac: str, target_ip: str) -> bytes:
-    """Who-has ``target_ip``, sent from 0.0.0.0 (an RFC 5227 probe): the
-    controller needs no address on the data network, and Linux answers it
-    with ``arp_ignore=1`` as long as the target is on the receiving interface."""
-    return build_arp(1, probe_mac, BROADCAST, probe_mac, "0.0.0.0", "00:00:00:00:00:00", target_ip)
-
-
-def arp_reply(request: Arp, mac: str) -> bytes:
-    """The reply to ``request`` saying its target address is at ``mac``."""
-    return build_arp(2, mac, request.sha, mac, request.tpa, request.sha, request.spa)
 
 
 # --- IPv4 and TCP, for the controller's own health probes ----------------------
