@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from ryu_dsr.flows.pipeline import Kind, Priority, Table
+from ryu_dsr.flows.pipeline import Kind, Slots, Table
 
 from ryu_dsr.lab import Lab, rest, run_at_once, wait_backends_up
 
@@ -108,7 +108,7 @@ def slot_table(lab: Lab) -> dict:
             continue
         if int(cookie[1], 16) >> 56 == Kind.PIN:
             counts["pins"] += 1
-        elif int(priority[1]) in (Priority.HANDOVER, Priority.HANDOVER_SYN):
+        elif int(priority[1]) in (Slots.HANDOVER, Slots.HANDOVER_SYN):
             counts["handover"] += 1
         else:
             counts["slots"] += 1

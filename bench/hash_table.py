@@ -31,7 +31,7 @@ import sys
 import time
 from collections import Counter
 
-from ryu_dsr.flows.maglev import build_table, changed_slots
+from ryu_dsr.flows.slot_tables import build_table, changed_slots
 
 from ryu_dsr.lab import Lab
 from ryu_dsr.slots import SlotPlanner

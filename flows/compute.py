@@ -24,9 +24,19 @@ from ryu_dsr.flows.pipeline import (
     TCP_SYN,
     TCP_SYN_ACK,
     UDP_PORT_BITS,
+    Chosen,
+    Decide,
+    EthDst,
+    EthSrc,
+    Guard,
+    Ingress,
     Kind,
-    Priority,
+    Learn,
+    Replies,
+    Slots,
     Table,
+    Tracked,
+    Unpinned,
     check_rule,
     owner,
     pin_cookie,
@@ -130,40 +140,38 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
     rules = [
         Rule(
             Table.INGRESS,
-            Priority.CONTROL,
+            Ingress.CONTROL,
             match_items(eth_dst=switch.probe_mac),  # answers to the controller's probes
             (Output("controller"),),
             owner=base,
         ),
-        Rule(Table.INGRESS, Priority.MISS, (), goto=Table.ETH_SRC, owner=base),
+        Rule(Table.INGRESS, Ingress.MISS, (), goto=Table.ETH_SRC, owner=base),
     ]
     if switch.probe_ip:  # answered for the health probes that come from it
         family = family_of(switch.probe_ip)
         answer = family.answer(switch.probe_ip, switch.probe_mac) if switch.mode == "ovs" else (Output("controller"),)
         rules.append(
-            Rule(Table.INGRESS, Priority.VIP_ARP, match_items(**family.asks_for(switch.probe_ip)), answer, owner=base)
+            Rule(Table.INGRESS, Ingress.VIP_ARP, match_items(**family.asks_for(switch.probe_ip)), answer, owner=base)
         )
     if switch.mode == "ovs":
         rules.append(
-            Rule(Table.CHOSEN, Priority.CHOSEN, match_items(**{REG_CHOSEN: (1, 1)}), goto=Table.ETH_SRC, owner=base)
+            Rule(Table.CHOSEN, Chosen.CHOSEN, match_items(**{REG_CHOSEN: (1, 1)}), goto=Table.ETH_SRC, owner=base)
         )
     if switch.l2 == "normal":
-        rules.append(Rule(Table.ETH_SRC, Priority.MISS, (), (Output("normal"),), owner=base))
+        rules.append(Rule(Table.ETH_SRC, EthSrc.MISS, (), (Output("normal"),), owner=base))
         return rules
     if switch.packet_in_limit and switch.mode == "ovs":
         # Forwarded first, then shown to the controller through the meter:
         # above the limit only the copy for the controller is dropped.
         rules += [
-            Rule(Table.ETH_SRC, Priority.MISS, (), (Resubmit(Table.ETH_DST), Resubmit(Table.LEARN)), owner=base),
-            Rule(
-                Table.LEARN, Priority.MISS, (), (Output("controller", CONTROLLER_PEEK),), meter=LEARN_METER, owner=base
-            ),
+            Rule(Table.ETH_SRC, EthSrc.MISS, (), (Resubmit(Table.ETH_DST), Resubmit(Table.LEARN)), owner=base),
+            Rule(Table.LEARN, Learn.MISS, (), (Output("controller", CONTROLLER_PEEK),), meter=LEARN_METER, owner=base),
         ]
     else:
         rules.append(
             Rule(
                 Table.ETH_SRC,
-                Priority.MISS,
+                EthSrc.MISS,
                 (),
                 (Output("controller", CONTROLLER_PEEK),),
                 goto=Table.ETH_DST,
@@ -173,9 +181,9 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
     # Frames that come over a link entered the fabric elsewhere: they were
     # balanced and learned there, and go on by destination MAC alone.
     for port in switch.links:
-        rules.append(Rule(Table.INGRESS, Priority.LINK, match_items(in_port=port), goto=Table.ETH_DST, owner=base))
+        rules.append(Rule(Table.INGRESS, Ingress.LINK, match_items(in_port=port), goto=Table.ETH_DST, owner=base))
     flood = (Output("flood"),) if switch.flood is None else tuple(Output(port) for port in switch.flood)
-    rules.append(Rule(Table.ETH_DST, Priority.MISS, (), flood, owner=base))
+    rules.append(Rule(Table.ETH_DST, EthDst.MISS, (), flood, owner=base))
     return rules
 
 
@@ -193,11 +201,11 @@ def host_rules(switch: SwitchPlan, mac: str, port: int | None, learned: bool = T
     if switch.l2 == "normal" or port is None:
         return []
     host = owner(Kind.HOST)
-    to_host = Rule(Table.ETH_DST, Priority.HOST, match_items(eth_dst=mac), (Output(port),), owner=host)
+    to_host = Rule(Table.ETH_DST, EthDst.HOST, match_items(eth_dst=mac), (Output(port),), owner=host)
     if not learned:
         return [to_host]
     return [
-        Rule(Table.ETH_SRC, Priority.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host),
+        Rule(Table.ETH_SRC, EthSrc.HOST, match_items(in_port=port, eth_src=mac), goto=Table.ETH_DST, owner=host),
         to_host,
     ]
 
@@ -213,7 +221,7 @@ def guard_rules(switch: SwitchPlan, pool_uid: int, senders: tuple[tuple[str, int
     return [
         Rule(
             Table.GUARD,
-            Priority.HOST,
+            Guard.SENDER,
             match_items(**{REG_GUARD: pool_uid}, eth_src=mac, in_port=port),
             allowed,
             owner=guard,
@@ -236,13 +244,13 @@ def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
     host = owner(Kind.HOST)
     chosen = {REG_CHOSEN: (1, 1), "eth_dst": mac}
     rules = [
-        Rule(Table.CHOSEN, Priority.COUNT, match_items(**chosen), goto=Table.ETH_SRC, owner=host),
-        Rule(Table.REPLIES, Priority.COUNT, match_items(eth_src=mac), (), owner=host),
+        Rule(Table.CHOSEN, Chosen.COUNT, match_items(**chosen), goto=Table.ETH_SRC, owner=host),
+        Rule(Table.REPLIES, Replies.COUNT, match_items(eth_src=mac), (), owner=host),
     ]
     for family in FAMILIES:
         syn = match_items(**chosen, eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN)
-        rules.insert(0, Rule(Table.CHOSEN, Priority.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host))
-        for priority, flags in ((Priority.REPLY_SYN_ACK, TCP_SYN_ACK), (Priority.REPLY_RESET, TCP_RST)):
+        rules.insert(0, Rule(Table.CHOSEN, Chosen.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host))
+        for priority, flags in ((Replies.SYN_ACK, TCP_SYN_ACK), (Replies.RESET, TCP_RST)):
             flagged = match_items(eth_src=mac, eth_type=family.eth_type, ip_proto=6, tcp_flags=flags)
             rules.append(Rule(Table.REPLIES, priority, flagged, (), owner=host))
     return rules
@@ -291,7 +299,7 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         forward: Action = Output("normal") if switch.l2 == "normal" else Resubmit(Table.ETH_DST)
         copies = tuple(action for each in address.backend_macs for action in (SetField("eth_dst", each), forward))
         too_big = match_items(**family.too_big(ip))
-        rules.append(Rule(Table.INGRESS, Priority.VIP_ICMP, too_big, copies, owner=address_owner))
+        rules.append(Rule(Table.INGRESS, Ingress.VIP_ICMP, too_big, copies, owner=address_owner))
     if switch.mode == "ovs" and address.fragments is not None:
         rules.append(fragments_rule(address.fragments))
     if switch.mode == "ovs":
@@ -300,14 +308,14 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         for ip_proto, backend_port, port in address.translations:
             reply = match_items(**family.sent_from(ip), ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
             back = (SetField(L4_SRC[ip_proto], port), Resubmit(Table.INGRESS))
-            rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_PORT, reply, back, owner=address_owner))
+            rules.append(Rule(Table.INGRESS, Ingress.VIP_SOURCE_PORT, reply, back, owner=address_owner))
     if switch.mode == "ovs" and address.guarded and address.pool_uid is not None:
         # One pool's address: one rule here, and the pool's backends are
         # allowed in GUARD (by MAC and port, owned with each backend's
         # MAC): a rule per address and per backend, not per both.
         from_pool = match_items(**family.sent_from(ip))
         guard = (SetField(REG_GUARD, address.pool_uid), Resubmit(Table.GUARD))
-        rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE, from_pool, guard, owner=address_owner))
+        rules.append(Rule(Table.INGRESS, Ingress.VIP_SOURCE, from_pool, guard, owner=address_owner))
         return rules + _address_neighbour_rules(switch, family, ip, answer)
     for mac_of_backend, port in address.senders:
         sent = {**family.sent_from(ip), "eth_src": mac_of_backend}
@@ -318,7 +326,7 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         rules.append(
             Rule(
                 Table.INGRESS,
-                Priority.VIP_SOURCE,
+                Ingress.VIP_SOURCE,
                 match_items(**sent),
                 counted,
                 goto=Table.ETH_SRC,
@@ -331,7 +339,7 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         rules += _plain_translations(address, family.sent_from(ip))
     if address.guarded:
         from_anyone = match_items(**family.sent_from(ip))
-        rules.append(Rule(Table.INGRESS, Priority.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
+        rules.append(Rule(Table.INGRESS, Ingress.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
     return rules + _address_neighbour_rules(switch, family, ip, answer)
 
 
@@ -343,7 +351,7 @@ def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
         reply = match_items(**sent, ip_proto=ip_proto, **{L4_SRC[ip_proto]: backend_port})
         back = (SetField(L4_SRC[ip_proto], port),)
         rules.append(
-            Rule(Table.INGRESS, Priority.VIP_SOURCE_PORT, reply, back, goto=Table.ETH_SRC, owner=owner(Kind.ADDRESS))
+            Rule(Table.INGRESS, Ingress.VIP_SOURCE_PORT, reply, back, goto=Table.ETH_SRC, owner=owner(Kind.ADDRESS))
         )
     return rules
 
@@ -356,7 +364,7 @@ def _address_neighbour_rules(switch: SwitchPlan, family: Family, ip: str, answer
     return [
         Rule(
             Table.INGRESS,
-            Priority.VIP_ARP_GUARD,
+            Ingress.VIP_ARP_GUARD,
             match_items(**family.claims(ip)),
             (Output("controller", CONTROLLER_PEEK),),
             meter=LEARN_METER if metered else None,
@@ -364,13 +372,13 @@ def _address_neighbour_rules(switch: SwitchPlan, family: Family, ip: str, answer
         ),
         Rule(
             Table.INGRESS,
-            Priority.VIP_ARP,
+            Ingress.VIP_ARP,
             match_items(**family.asks_for(ip)),
             answer,
             owner=address_owner,
         ),
         # IP for the VIP that no VIP serves is dropped, not flooded.
-        Rule(Table.INGRESS, Priority.VIP_OTHER, match_items(**family.to(ip)), (), owner=address_owner),
+        Rule(Table.INGRESS, Ingress.VIP_OTHER, match_items(**family.to(ip)), (), owner=address_owner),
     ]
 
 
@@ -378,11 +386,11 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
     """The entry of one VIP's traffic into the balancing pipeline."""
     vip_owner = owner(Kind.VIP, vip.uid)
     fields = {**family_of(vip.ip).to(vip.ip), "ip_proto": vip.ip_proto}
-    priority = Priority.VIP_PORT
+    priority = Ingress.VIP_PORT
     if vip.port is not None:
         fields[L4_DST[vip.ip_proto]] = vip.port
     else:
-        priority = Priority.VIP_ALL_PORTS
+        priority = Ingress.VIP_ALL_PORTS
     # a translated VIP: the request goes on (hashed, pinned) to the backend's port
     translate = (SetField(L4_DST[vip.ip_proto], vip.backend_port),) if vip.backend_port is not None else ()
     if switch.mode == "plain":
@@ -412,12 +420,12 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
         # the hash's recirculation): every fragment takes the hash bits
         # alone, low bits 0, so all fragments reach one backend.
         hash_only = (Move("dp_hash", REG_SLOT, bits - UDP_PORT_BITS, dst_ofs=UDP_PORT_BITS),)
-        rules.append(_decide(vip, hash_only, Priority.FRAGMENT, ip_frag=IP_FRAGMENT))
+        rules.append(_decide(vip, hash_only, Decide.FRAGMENT, ip_frag=IP_FRAGMENT))
     else:  # the datapath hashes the 5-tuple; megaflows match hash bits, not connections
         picks = (Move("dp_hash", REG_SLOT, bits),)
     rules.append(_decide(vip, picks))
     if vip.ip_proto == 6:  # the same, for a connection's first packet: its counters are the VIP's new connections
-        rules.append(_decide(vip, picks, Priority.COUNT_SYN, tcp_flags=TCP_SYN))
+        rules.append(_decide(vip, picks, Decide.COUNT_SYN, tcp_flags=TCP_SYN))
     return rules
 
 
@@ -430,7 +438,7 @@ def _entry(vip: VipPlan) -> tuple[tuple[Action, ...], int | None]:
     return (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
 
 
-def _decide(vip: VipPlan, picks: tuple[Action, ...], priority: int = Priority.SLOT, **fields) -> Rule:
+def _decide(vip: VipPlan, picks: tuple[Action, ...], priority: int = Decide.SLOT, **fields) -> Rule:
     return Rule(
         Table.DECIDE,
         priority,
@@ -449,7 +457,7 @@ def fragments_rule(vip: VipPlan) -> Rule:
     rule never sees them."""
     enter, goto = _entry(vip)
     match = match_items(**family_of(vip.ip).to(vip.ip), ip_proto=17, ip_frag=IP_FRAGMENT)
-    return Rule(Table.INGRESS, Priority.VIP_FRAGMENT, match, enter, goto=goto, owner=owner(Kind.ADDRESS))
+    return Rule(Table.INGRESS, Ingress.VIP_FRAGMENT, match, enter, goto=goto, owner=owner(Kind.ADDRESS))
 
 
 def fragment_vip(vips: list[VipPlan]) -> VipPlan | None:
@@ -505,7 +513,7 @@ def slot_rules(
         return [
             Rule(
                 Table.SLOTS,
-                Priority.SLOT,
+                Slots.SLOT,
                 match,
                 (SetField("eth_dst", target.mac),),
                 goto=Table.ETH_SRC,
@@ -518,7 +526,7 @@ def slot_rules(
     if hold:
         target = handover.first  # new connections keep going where they went, pinned
     if target is not None:
-        rules.append(Rule(Table.SLOTS, Priority.SLOT, match_items(**regs), _send(target), owner=pool_owner))
+        rules.append(Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), _send(target), owner=pool_owner))
     if handover is None or (handover.old == target and not hold):
         return rules
     tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
@@ -533,13 +541,13 @@ def slot_rules(
             pin = _pin(switch, family, 6, target, n_slots, result=REG_LEARNED)
             opening = (*_send(target), pin, Resubmit(Table.UNPINNED))
             refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
-            rules.append(Rule(Table.UNPINNED, Priority.SLOT, refused, _send(handover.old), owner=pool_owner))
-        rules.append(Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner))
+            rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(handover.old), owner=pool_owner))
+        rules.append(Rule(Table.SLOTS, Slots.HANDOVER_SYN, syn, opening, owner=pool_owner))
     for ip_proto in sorted(protocols - ({6} if tracked else set())):
         if handover.tcp if ip_proto == 6 else handover.udp:
             match = match_items(eth_type=family.eth_type, ip_proto=ip_proto, **regs)
             actions = _send(handover.old) + (_pin(switch, family, ip_proto, handover.old, n_slots),)
-            rules.append(Rule(Table.SLOTS, Priority.HANDOVER, match, actions, owner=pool_owner))
+            rules.append(Rule(Table.SLOTS, Slots.HANDOVER, match, actions, owner=pool_owner))
     return rules
 
 
@@ -563,17 +571,17 @@ def _tracked_handover(
     if target is not None:
         opening = (Track(switch.conntrack_zone, label=target.backend_uid), *_send(target))
     rules = [
-        Rule(Table.SLOTS, Priority.HANDOVER_SYN, syn, opening, owner=pool_owner),
+        Rule(Table.SLOTS, Slots.HANDOVER_SYN, syn, opening, owner=pool_owner),
         Rule(
             Table.SLOTS,
-            Priority.HANDOVER,
+            Slots.HANDOVER,
             match_items(eth_type=family.eth_type, ip_proto=6, **regs),
             (Track(switch.conntrack_zone, table=Table.TRACKED),),
             owner=pool_owner,
         ),
         Rule(
             Table.TRACKED,
-            Priority.HANDOVER,
+            Tracked.UNLABELLED,
             match_items(eth_type=family.eth_type, ip_proto=6, **regs),  # the pin reads the 5-tuple: its prerequisites
             (*_send(old), _pin(switch, family, 6, old, n_slots), Resubmit(Table.CHOSEN)),
             owner=pool_owner,
@@ -585,7 +593,7 @@ def _tracked_handover(
         rules.append(
             Rule(
                 Table.TRACKED,
-                Priority.HANDOVER_SYN,
+                Tracked.LABELLED,
                 labelled,
                 (*_send(target), Resubmit(Table.CHOSEN)),
                 owner=pool_owner,
@@ -613,7 +621,7 @@ def _pin(
         idle_timeout=switch.pin_idle_timeout,
         fin_idle_timeout=switch.pin_fin_timeout if ip_proto == 6 else 0,
         flag_reg=REG_CHOSEN,
-        priority=Priority.PIN,
+        priority=Slots.PIN,
         regs=((REG_POOL, 32), (REG_SLOT, n_slots.bit_length() - 1)),
         limit=switch.pin_limit,
         result=result,

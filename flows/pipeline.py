@@ -39,6 +39,7 @@ from enum import IntEnum
 from typing import Any
 
 from ryu_dsr.flows.family import FAMILIES
+from ryu_dsr.flows.rules import Resubmit, Track
 
 
 class Table(IntEnum):
@@ -59,34 +60,77 @@ HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
 LEARN_METER = 1  # the meter that bounds frames sent to the controller for MAC learning
 
 
-class Priority(IntEnum):
-    """Named priority bands (higher wins)."""
+# Each table's priority bands (higher wins), declared with the table and
+# checked by its contract: a rule's priority must be one of its table's.
+# The values are the ones flows were written with (a cookie digests them).
 
-    CONTROL = 400  # ARP replies to the controller's probes, discovery frames
+
+class Ingress(IntEnum):
+    CONTROL = 400  # answers to the controller's probes, discovery frames
     LINK = 390  # a frame from another switch of the fabric: forwarded by destination MAC only
-    VIP_ARP_GUARD = 310  # ARP that claims a VIP's address from outside
-    VIP_ARP = 300  # ARP requests for a VIP
+    VIP_ARP_GUARD = 310  # neighbour messages that speak for a VIP's address: to the controller only
+    VIP_ARP = 300  # neighbour requests for a VIP (or the probe address): answered
     VIP_PORT = 200  # VIP traffic on one port
     VIP_FRAGMENT = 195  # UDP fragments for a VIP address (Open vSwitch reads no ports in fragments)
     VIP_ALL_PORTS = 190  # VIP traffic on all ports of a protocol
-    VIP_ICMP = 160  # ICMP "fragmentation needed" for a VIP address: to every backend behind it
+    VIP_ICMP = 160  # ICMP "too big" for a VIP address: to every backend behind it
     VIP_OTHER = 150  # other IP traffic for a VIP address: dropped
-    REPLY_SYN_ACK = 130  # REPLIES: a backend answering a connection from a VIP address (counted)
-    REPLY_RESET = 125  # REPLIES: a backend resetting a connection from a VIP address (counted)
     VIP_SOURCE_PORT = 146  # IP from a VIP address and a translated VIP's backend port: its source port set back
     VIP_SOURCE = 145  # IP from a VIP address, from one of its backends (MAC, and port when known): counted, forwarded
     VIP_SOURCE_GUARD = 144  # IP from a VIP address, from anywhere else: dropped
-    PIN = 200  # learned pins in SLOTS
+    MISS = 0  # everything else: L2
+
+
+class Decide(IntEnum):
+    COUNT_SYN = 120  # a VIP's connection's first packet (its counters are the VIP's new connections)
+    FRAGMENT = 110  # a UDP fragment's slot, from the hash alone
+    SLOT = 100  # a VIP's packet: its slot, then the pool's slot table
+
+
+class Slots(IntEnum):
+    PIN = 200  # learned: one connection's backend
     HANDOVER_SYN = 130  # a moved slot: a connection's first packet
     HANDOVER = 120  # a moved slot: other packets, to the old backend
-    FRAGMENT = 110  # DECIDE: a UDP fragment's slot, from the hash alone
-    COUNT_SYN = 120  # CHOSEN: a backend's new connections (counted by the rule), DECIDE: a VIP's
-    COUNT = 110  # CHOSEN: a backend's request packets (counted by the rule)
-    SLOT = 100
-    CHOSEN = 100
-    HOST = 100
-    FLOOD = 10
-    MISS = 0
+    SLOT = 100  # a slot's backend
+
+
+class Chosen(IntEnum):
+    COUNT_SYN = 120  # a backend's new connections (counted by the rule)
+    COUNT = 110  # a backend's request packets (counted by the rule)
+    CHOSEN = 100  # a backend was chosen: on to L2
+
+
+class EthSrc(IntEnum):
+    HOST = 100  # a known host on its own port
+    MISS = 0  # an unknown source: forwarded, shown to the controller
+
+
+class EthDst(IntEnum):
+    HOST = 100  # to a known host
+    MISS = 0  # flood
+
+
+class Learn(IntEnum):
+    MISS = 0  # to the controller, through the meter
+
+
+class Guard(IntEnum):
+    SENDER = 100  # a backend of the pool, from its own port: may send from the pool's VIP addresses
+
+
+class Replies(IntEnum):
+    SYN_ACK = 130  # a backend answering a connection from a VIP address (counted)
+    RESET = 125  # a backend resetting a connection from a VIP address (counted)
+    COUNT = 110  # anything else a backend sends from a VIP address (counted)
+
+
+class Unpinned(IntEnum):
+    REFUSED = 100  # a handover's SYN whose pin the limit refused: to the old backend
+
+
+class Tracked(IntEnum):
+    LABELLED = 130  # a connection the tracker labelled with the slot's new backend
+    UNLABELLED = 120  # a connection older than the move: to the old backend, pinned
 
 
 # Registers (Open vSwitch mode).
@@ -112,9 +156,11 @@ class TableContract:
     matches: frozenset[str]  # fields a rule of this table may match
     next_tables: frozenset[int]  # where a rule may go (goto or resubmit)
     miss: str  # what a packet that matches nothing gets
+    priorities: type[IntEnum]  # the table's priority bands: a rule has one of them
 
 
-_ADDRESSES = {field for family in FAMILIES for field in (family.src, family.dst)}
+_SOURCES = {family.src for family in FAMILIES}  # plain mode's slots: bits of the client's address
+_ADDRESSES = _SOURCES | {family.dst for family in FAMILIES}
 _L3L4 = {"eth_type", "ip_proto", "tcp_src", "tcp_dst", "udp_src", "udp_dst"} | _ADDRESSES
 TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
 TCP_SYN_ACK = (0x012, 0x012)  # SYN and ACK set: a connection answered
@@ -127,44 +173,54 @@ CONTRACT: dict[int, TableContract] = {
         frozenset(_L3L4 | _NEIGHBOUR | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
         frozenset({Table.INGRESS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
         "to ETH_SRC (a MISS rule)",
+        Ingress,
     ),
     Table.DECIDE: TableContract(
         frozenset({"eth_type", "ip_proto", "ip_frag", "tcp_flags", REG_VIP}),
         frozenset({Table.SLOTS, Table.CHOSEN}),
         "drop (no rule for the VIP)",
+        Decide,
     ),
     Table.SLOTS: TableContract(
-        frozenset({"eth_type", "ip_proto", "metadata", "tcp_flags", REG_POOL, REG_SLOT} | _ADDRESSES),
+        frozenset({"eth_type", "ip_proto", "metadata", "tcp_flags", REG_POOL, REG_SLOT} | _SOURCES),
         frozenset({Table.ETH_SRC, Table.UNPINNED, Table.TRACKED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
+        Slots,
     ),
     Table.CHOSEN: TableContract(
         frozenset({REG_CHOSEN, "eth_dst", "eth_type", "ip_proto", "tcp_flags"}),
         frozenset({Table.ETH_SRC}),
         "drop (no backend chosen)",
+        Chosen,
     ),
     Table.ETH_SRC: TableContract(
         frozenset({"in_port", "eth_src"}),
         frozenset({Table.ETH_DST, Table.LEARN}),
         "learning: to ETH_DST and (metered) to the controller",
+        EthSrc,
     ),
-    Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood"),
-    Table.LEARN: TableContract(frozenset(), frozenset(), "nothing: resubmit returns"),
+    Table.ETH_DST: TableContract(frozenset({"eth_dst"}), frozenset(), "learning: flood", EthDst),
+    Table.LEARN: TableContract(frozenset(), frozenset(), "nothing: resubmit returns", Learn),
     Table.GUARD: TableContract(
         frozenset({REG_GUARD, "eth_src", "in_port"}),
         frozenset({Table.REPLIES, Table.ETH_SRC}),
         "nothing: resubmit returns, and the packet is dropped",
+        Guard,
     ),
     Table.REPLIES: TableContract(
-        frozenset({"eth_src", "eth_type", "ip_proto", "tcp_flags"}), frozenset(), "nothing: resubmit returns"
+        frozenset({"eth_src", "eth_type", "ip_proto", "tcp_flags"}), frozenset(), "nothing: resubmit returns", Replies
     ),
     Table.UNPINNED: TableContract(
-        frozenset({REG_POOL, REG_SLOT, REG_LEARNED}), frozenset(), "nothing: resubmit returns (the pin was learned)"
+        frozenset({REG_POOL, REG_SLOT, REG_LEARNED}),
+        frozenset(),
+        "nothing: resubmit returns (the pin was learned)",
+        Unpinned,
     ),
     Table.TRACKED: TableContract(
         frozenset({"eth_type", "ip_proto", REG_POOL, REG_SLOT, "ct_label"}),
         frozenset({Table.CHOSEN}),
         "drop (the slot's handover is over)",
+        Tracked,
     ),
 }
 
@@ -177,9 +233,14 @@ def check_rule(rule: Any) -> None:
     extra = {name for name, _value in rule.match} - contract.matches
     if extra:
         raise ValueError(f"table {Table(rule.table).name} does not match on {', '.join(sorted(extra))}")
+    if rule.priority not in contract.priorities.__members__.values():
+        raise ValueError(
+            f"table {Table(rule.table).name} has no priority {rule.priority}; its bands: "
+            + ", ".join(f"{band.name} {band.value}" for band in contract.priorities)
+        )
     targets = {rule.goto} if rule.goto is not None else set()
-    targets |= {action.table for action in rule.actions if type(action).__name__ == "Resubmit"}
-    targets |= {a.table for a in rule.actions if type(a).__name__ == "Track" and a.table is not None}
+    targets |= {action.table for action in rule.actions if isinstance(action, Resubmit)}
+    targets |= {action.table for action in rule.actions if isinstance(action, Track) and action.table is not None}
     wrong = targets - contract.next_tables
     if wrong:
         names = ", ".join(Table(t).name for t in sorted(wrong))

@@ -166,7 +166,7 @@ class Rule:
     actions: tuple[Action, ...] = ()
     goto: int | None = None
     write_metadata: tuple[int, int] | None = None
-    owner: int = 0  # cookie bits 63..32: kind and owner uid, see flows.cookies
+    owner: int = 0  # cookie bits 63..32: kind and owner uid (``pipeline.owner``)
     idle_timeout: int = 0
     meter: int | None = None  # an OpenFlow meter the entry's packets go through first
     cookie: int = field(init=False, compare=False)

@@ -34,7 +34,7 @@ from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
 from ryu_dsr.flows.family import family_of, neighbour_of
 from ryu_dsr.flows.frames import parse_ethernet
 from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
-from ryu_dsr.flows.rules import Command, PacketOut
+from ryu_dsr.flows.rules import PacketOut
 from ryu_dsr.health import Transition
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import Backend, Change, Config, Pool
@@ -414,15 +414,7 @@ class Balancer:
         """Uids of the backends whose pins may exist (those in a handover)."""
         return set().union(*self.backends.holders.values())
 
-    # -- writing to a switch --
-
-    def step(self, dpid: int) -> list[Command]:
-        """The next step of commands that bring one switch in line; a
-        switch's writer calls it while ``pending(dpid)``."""
-        return self.switches.step(dpid, self.rules.rules_of)
-
-    def pending(self, dpid: int) -> bool:
-        return self.switches.pending(dpid)
+    # -- writing to a switch (its writer pulls ``switches.step(dpid, rules.rules_of)``) --
 
     @event
     def write_failed(self, dpid: int, reason: str) -> None:

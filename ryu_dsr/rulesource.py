@@ -56,7 +56,7 @@ class RuleSource:
         self.l2 = l2
         self.clock = clock
         self.wall = wall
-        self.plans: dict[int, tuple[tuple, SwitchPlan]] = {}  # dpid -> (what it was made from, the plan)
+        self.switch_plans: dict[int, tuple[tuple, SwitchPlan]] = {}  # dpid -> (what it was made from, the plan)
 
     # -- what a switch holds --
 
@@ -77,7 +77,7 @@ class RuleSource:
         return ovs + ([meter] if meter else [])
 
     def forget(self, dpid: int) -> None:
-        self.plans.pop(dpid, None)
+        self.switch_plans.pop(dpid, None)
 
     def switch_plan(self, switch: Switch) -> SwitchPlan:
         """What a switch's rules depend on besides the objects: made again
@@ -85,7 +85,7 @@ class RuleSource:
         every owner a write computes."""
         fabric = self.l2.fabric
         key = (switch.mode, fabric.version, switch.dpid in self.l2.flood_holds)
-        cached = self.plans.get(switch.dpid)
+        cached = self.switch_plans.get(switch.dpid)
         if cached is not None and cached[0] == key:
             return cached[1]
         settings = self.settings
@@ -103,7 +103,7 @@ class RuleSource:
             links=tuple(sorted(fabric.link_ports(switch.dpid))) if settings.l2_mode == "learning" else (),
             flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
         )
-        self.plans[switch.dpid] = (key, plan)
+        self.switch_plans[switch.dpid] = (key, plan)
         return plan
 
     def rules_of(self, switch: Switch, who: Owner) -> list[Rule]:

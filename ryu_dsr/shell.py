@@ -18,7 +18,6 @@ import sys
 import time
 
 from ryu_dsr import ofp
-from ryu_dsr.effects import Effects
 from ryu_dsr.session import Connecting, Poll, Session
 from ryu_dsr.writer import Writers
 
@@ -87,7 +86,7 @@ class Shell(ofp.RyuApp):
         conf = register_options()
         self.cluster = None
         self.sessions: dict[int, Session] = {}
-        self.writers = Writers(None, self.sessions, lambda: self.master, self.carry_out)
+        self.writers = Writers(None, self.sessions, lambda: self.master)
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
@@ -101,7 +100,7 @@ class Shell(ofp.RyuApp):
                 self.cluster.reached()  # it answered: healthy from the first GET /v1/cluster
             declared = plan_declared(saved.config, settings.declared_file)
             self.balancer = self.writers.balancer = Balancer(settings, store, saved=saved)
-            self.service = Service(self.balancer, self.carry_out)
+            self.service = Service(self.balancer, self.writers.carry_out)
             if declared:
                 self.service.commit(declared, who="declared file")
         except (InvalidInput, StateFileError) as error:
@@ -137,29 +136,6 @@ class Shell(ofp.RyuApp):
         if self.cluster is not None:
             self.campaigner = ofp.hub.spawn(self.cluster.campaign_forever)
             self.watcher = ofp.hub.spawn(self.cluster.watch_forever)
-
-    # -- carrying out what the balancer wants done --
-
-    def carry_out(self, effects: Effects) -> None:
-        """Packet-outs now (probes and ARP answers do not wait behind a
-        batch of flow changes: their timing is what health checks
-        measure); rule work queued for each switch's writer; flow tables
-        asked for a resync. A slave carries out nothing."""
-        if not self.master:
-            return
-        for dpid, packet_out in effects.packet_outs:
-            session = self.sessions.get(dpid)
-            if session is not None:
-                session.datapath.send_msg(ofp.to_message(packet_out, session.datapath))
-        for dpid in sorted(effects.writes):
-            session = self.sessions.get(dpid)
-            if session is not None:
-                self.writers.wake(session)
-        for dpid in sorted(effects.reads):
-            session = self.sessions.get(dpid)
-            if session is not None:
-                session.reading = {}
-                session.datapath.send_msg(ofp.flow_stats_request(session.datapath))
 
     # -- a cluster of controllers (etcd) --
 
@@ -221,7 +197,7 @@ class Shell(ofp.RyuApp):
         LOG.warning("cluster: slave (%s); switches are left to the master", reason)
 
     def _remote_change(self, change) -> None:
-        self.carry_out(self.balancer.commit(change, who="another controller (etcd)", remote=True))
+        self.writers.carry_out(self.balancer.commit(change, who="another controller (etcd)", remote=True))
 
     def _reload(self) -> None:
         if self.master:
@@ -278,7 +254,7 @@ class Shell(ofp.RyuApp):
                         for session in list(self.sessions.values()):
                             self._claim(session.datapath)
                 last = now
-                self.carry_out(self.balancer.tick())
+                self.writers.carry_out(self.balancer.tick())
                 if now - frozen > FREEZE_SECONDS:
                     # The switches' flow indexes hold a few hundred thousand
                     # long-lived objects: a full collection walks them all
@@ -386,7 +362,7 @@ class Shell(ofp.RyuApp):
             return
         if connecting is None:
             session.reading = None
-            self.carry_out(self.balancer.flows_read(session.dpid, installed))
+            self.writers.carry_out(self.balancer.flows_read(session.dpid, installed))
             return
         session.connecting = None
         if not self.master:
@@ -395,7 +371,7 @@ class Shell(ofp.RyuApp):
         ovs = desc is not None and ofp.is_ovs(desc)
         description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
         mode = "ovs" if ovs else "plain"
-        self.carry_out(
+        self.writers.carry_out(
             self.balancer.switch_connected(
                 session.dpid, mode, installed, description, connecting.ports_down, connecting.ports
             )
@@ -416,7 +392,7 @@ class Shell(ofp.RyuApp):
         if not poll.waiting:
             session.poll = None
             took = (time.monotonic() - poll.sent, len(poll.entries))
-            self.carry_out(self.balancer.traffic_read(session.dpid, poll.entries, poll.pins, took))
+            self.writers.carry_out(self.balancer.traffic_read(session.dpid, poll.entries, poll.pins, took))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
     def _gone(self, ev):
@@ -424,21 +400,21 @@ class Shell(ofp.RyuApp):
         if session is not None:
             del self.sessions[session.dpid]
             session.close()
-            self.carry_out(self.balancer.switch_disconnected(session.dpid))
+            self.writers.carry_out(self.balancer.switch_disconnected(session.dpid))
 
     # -- events --
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPPacketIn, ofp.MAIN_DISPATCHER)
     def _packet_in(self, ev):
         msg = ev.msg
-        self.carry_out(self.balancer.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data)))
+        self.writers.carry_out(self.balancer.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data)))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPPortStatus, ofp.MAIN_DISPATCHER)
     def _port_status(self, ev):
         msg = ev.msg
         if ofp.is_switch_port(msg.desc.port_no):
             up = not ofp.port_status_down(msg)
-            self.carry_out(self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, up))
+            self.writers.carry_out(self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, up))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
     def _error(self, ev):
@@ -461,4 +437,6 @@ class Shell(ofp.RyuApp):
                 msg.datapath.send_msg(ofp.meter_mod(what, msg.datapath, msg.datapath.ofproto.OFPMC_MODIFY))
                 return
             what = ofp.describe(what)
-        self.carry_out(self.balancer.openflow_error(session.dpid, f"{what}: error type {msg.type} code {msg.code}"))
+        self.writers.carry_out(
+            self.balancer.openflow_error(session.dpid, f"{what}: error type {msg.type} code {msg.code}")
+        )

@@ -31,7 +31,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ryu_dsr.flows.maglev import rebalance
+from ryu_dsr.flows.slot_tables import rebalance
 from ryu_dsr.model import InvalidInput
 
 LOG = logging.getLogger("ryu_dsr.slots")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import Kind, Priority, Table, kind_of, uid_of
+from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
 Entry = tuple[int, int, int, str | None, int, int]  # table, priority, cookie, MAC matched, packets, bytes
 
@@ -44,10 +44,10 @@ REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
 PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share is given
 # (table, priority) of a counting rule -> what its packets are; other rules count packets and bytes only
 FLAGS = {
-    (Table.DECIDE, Priority.COUNT_SYN): "new_connections",
-    (Table.CHOSEN, Priority.COUNT_SYN): "new_connections",
-    (Table.REPLIES, Priority.REPLY_SYN_ACK): "answered",
-    (Table.REPLIES, Priority.REPLY_RESET): "resets",
+    (Table.DECIDE, Decide.COUNT_SYN): "new_connections",
+    (Table.CHOSEN, Chosen.COUNT_SYN): "new_connections",
+    (Table.REPLIES, Replies.SYN_ACK): "answered",
+    (Table.REPLIES, Replies.RESET): "resets",
 }
 
 

@@ -1,5 +1,6 @@
-"""The writer of each switch, and a REST change's wait for the switches'
-confirmation.
+"""What the balancer wants done, carried out on the switches: packet-outs,
+the writer of each switch, flow tables read for a resync; and a REST
+change's wait for the switches' confirmation.
 
 Each connected switch has one green thread (``drain``) that writes to it:
 woken with work, it pulls the balancer's next step of commands for its
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ryu_dsr import ofp
+from ryu_dsr.effects import Effects
 from ryu_dsr.session import Session
 
 LOG = logging.getLogger("ryu_dsr")
@@ -24,17 +26,31 @@ BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
 
 
 class Writers:
-    def __init__(
-        self,
-        balancer: Any,
-        sessions: dict[int, Session],
-        master: Callable[[], bool],
-        carry_out: Callable[[Any], None],
-    ) -> None:
+    def __init__(self, balancer: Any, sessions: dict[int, Session], master: Callable[[], bool]) -> None:
         self.balancer = balancer
         self.sessions = sessions
         self.master = master  # whether this controller programs the switches now
-        self.carry_out = carry_out
+
+    def carry_out(self, effects: Effects) -> None:
+        """Packet-outs now (probes and ARP answers do not wait behind a
+        batch of flow changes: their timing is what health checks
+        measure); rule work queued for each switch's writer; flow tables
+        asked for a resync. A slave carries out nothing."""
+        if not self.master():
+            return
+        for dpid, packet_out in effects.packet_outs:
+            session = self.sessions.get(dpid)
+            if session is not None:
+                session.datapath.send_msg(ofp.to_message(packet_out, session.datapath))
+        for dpid in sorted(effects.writes):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                self.wake(session)
+        for dpid in sorted(effects.reads):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                session.reading = {}
+                session.datapath.send_msg(ofp.flow_stats_request(session.datapath))
 
     def start(self, session: Session) -> None:
         ofp.hub.spawn(self.drain, session)
@@ -77,7 +93,7 @@ class Writers:
             try:
                 before = switches().flow_mods(dpid)
                 while switches().pending(dpid):
-                    for command in self.balancer.step(dpid):
+                    for command in switches().step(dpid, self.balancer.rules.rules_of):
                         self.transmit(session, command)
                 if switches().flow_mods(dpid) - before > BULK_FLOW_MODS:
                     # A bulk load leaves a million long-lived objects (the

@@ -75,8 +75,8 @@ class Rig:
             self._apply(dpid, [packet_out])
         for dpid in sorted(effects.writes):  # as a shell's writer: steps until in line, a failure resyncs
             try:
-                while self.core.pending(dpid):
-                    commands = self.core.step(dpid)
+                while self.core.switches.pending(dpid):
+                    commands = self.core.switches.step(dpid, self.core.rules.rules_of)
                     if self.write_fault is not None:
                         raise self.write_fault
                     if commands:

@@ -3,7 +3,7 @@ and only for its windows; walked through the simulator."""
 
 from __future__ import annotations
 
-from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Priority, Table, kind_of
+from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Slots, Table, kind_of
 
 from ryu_dsr.slots import SlotMove, SlotPlanner
 from tests.conftest import BACKENDS, CLIENT_MAC
@@ -24,7 +24,7 @@ def slot_of(rig, packet: dict) -> int:
 
 
 def handover_rules(switch) -> list:
-    return [r for r in switch.rules(Table.SLOTS) if r.priority in (Priority.HANDOVER, Priority.HANDOVER_SYN)]
+    return [r for r in switch.rules(Table.SLOTS) if r.priority in (Slots.HANDOVER, Slots.HANDOVER_SYN)]
 
 
 def reweigh(rig, hold: bool = False):

@@ -6,7 +6,7 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ryu_dsr.flows.maglev import build_table, changed_slots, permutation, rebalance
+from ryu_dsr.flows.slot_tables import build_table, changed_slots, permutation, rebalance
 
 SIZES = st.sampled_from([251, 1021, 4099])
 KEYS = st.lists(st.integers(1, 250).map(lambda i: f"10.0.0.{i}"), min_size=1, max_size=24, unique=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from ryu_dsr.flows.pipeline import Kind, Priority, Table
+from ryu_dsr.flows.pipeline import Kind, Slots, Table
 from ryu_dsr.flows.rules import Barrier, FlowAdd, FlowDelete
 from ryu_dsr.rest.api import DsrApi
 from webob import Request
@@ -96,7 +96,7 @@ def test_a_put_of_the_config_and_single_calls_reach_the_same_switch_state(tmp_pa
     # Slots that moved while a pool was filled, before any VIP used it,
     # hand nothing over: no connection can be on them.
     assert bulk_flows.keys() == single_flows.keys()
-    assert not [k for k in single_flows if k[0] == Table.SLOTS and k[1] >= Priority.HANDOVER]
+    assert not [k for k in single_flows if k[0] == Table.SLOTS and k[1] >= Slots.HANDOVER]
     assert {k: c for k, c in bulk_flows.items() if k[0] != Table.SLOTS} == {
         k: c for k, c in single_flows.items() if k[0] != Table.SLOTS
     }
@@ -184,7 +184,7 @@ def test_tables_are_sized_to_the_pool_and_growth_moves_no_flow(tmp_path):
     assert len(rig.balancer.desired.planner.table("web")) == 512
     after = [switch.send(p, in_port=1)[0].packet["eth_dst"] for p in clients]
     assert after == before  # doubling the table moved no connection
-    assert len([r for r in switch.rules(Table.SLOTS) if r.priority == Priority.SLOT]) == 512
+    assert len([r for r in switch.rules(Table.SLOTS) if r.priority == Slots.SLOT]) == 512
 
 
 def test_a_failing_switch_write_is_logged_counted_resynced_and_reported(tmp_path, caplog):

@@ -84,7 +84,7 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
     import subprocess
 
     from ryu_dsr.flows.compute import hash_group
-    from ryu_dsr.flows.pipeline import Priority, Table
+    from ryu_dsr.flows.pipeline import Slots, Table
 
     rules = all_rules(tmp_path, "ovs")
     vip = next(r for r in rules if r.table == Table.INGRESS and r.match_dict().get("ipv4_dst") == "10.0.0.100")
@@ -94,7 +94,7 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
     assert move.src_field == "_dp_hash" and move.n_bits == 5  # 32 slots
     dns = next(r for r in rules if r.table == Table.DECIDE and type(r.actions[0]).__name__ == "Multipath")
     assert ofp.to_action(dns.actions[0]).fields == ofp.HASH_FIELDS["nw_src"]
-    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Priority.HANDOVER_SYN)
+    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Slots.HANDOVER_SYN)
     learn = ofp.to_action(handover.actions[2])
     assert learn.subtype == ofp.NXAST_LEARN2
     # Open vSwitch's own decoder reads the flow mod and its group as meant

@@ -595,3 +595,31 @@ def test_a_found_backend_is_asked_again_at_its_own_port_and_everywhere_once_it_f
     for _ in range(3):
         ports = probes_for("10.0.0.12")
     assert "flood" in ports
+
+
+def test_the_contract_holds_each_rule_to_its_tables_fields_targets_and_priority_bands(rig):
+    """Every rule the switch got was checked against its table's contract;
+    a rule that breaks one is refused with the table and the rule named."""
+    from ryu_dsr.flows.pipeline import CONTRACT, Ingress, Slots, check_rule
+    from ryu_dsr.flows.rules import Output, Resubmit, Rule, match_items
+
+    switch = rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    rules = [rule for table in CONTRACT for rule in switch.rules(table)]
+    assert len({rule.table for rule in rules}) >= 7
+    for rule in rules:
+        check_rule(rule)  # what the controller sent holds
+        assert rule.priority in CONTRACT[rule.table].priorities.__members__.values()
+    ok = Rule(Table.SLOTS, Slots.SLOT, match_items(reg0=1, reg3=1), (Output(2),))
+    check_rule(ok)
+    with pytest.raises(ValueError, match="table SLOTS has no priority 145; its bands: PIN 200, HANDOVER_SYN 130"):
+        check_rule(Rule(Table.SLOTS, Ingress.VIP_SOURCE, match_items(reg0=1)))  # another table's band
+    with pytest.raises(ValueError, match="table SLOTS has no priority 201"):
+        check_rule(Rule(Table.SLOTS, 201, match_items(reg0=1)))
+    with pytest.raises(ValueError, match="table SLOTS does not match on ipv4_dst"):
+        check_rule(Rule(Table.SLOTS, Slots.SLOT, match_items(ipv4_dst="10.0.0.100")))
+    with pytest.raises(ValueError, match="table SLOTS may not go to INGRESS"):
+        check_rule(Rule(Table.SLOTS, Slots.SLOT, match_items(reg0=1), (Resubmit(Table.INGRESS),)))
+    with pytest.raises(ValueError, match="table INGRESS may not go to CHOSEN"):
+        check_rule(Rule(Table.INGRESS, Ingress.MISS, (), goto=Table.CHOSEN))
