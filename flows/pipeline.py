@@ -34,7 +34,7 @@ rule to it (in the manner of Faucet's ``faucet_pipeline.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -157,6 +157,10 @@ class TableContract:
     next_tables: frozenset[int]  # where a rule may go (goto or resubmit)
     miss: str  # what a packet that matches nothing gets
     priorities: type[IntEnum]  # the table's priority bands: a rule has one of them
+    bands: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", frozenset(band.value for band in self.priorities))
 
 
 _SOURCES = {family.src for family in FAMILIES}  # plain mode's slots: bits of the client's address
@@ -233,14 +237,15 @@ def check_rule(rule: Any) -> None:
     extra = {name for name, _value in rule.match} - contract.matches
     if extra:
         raise ValueError(f"table {Table(rule.table).name} does not match on {', '.join(sorted(extra))}")
-    if rule.priority not in contract.priorities.__members__.values():
+    if rule.priority not in contract.bands:
         raise ValueError(
             f"table {Table(rule.table).name} has no priority {rule.priority}; its bands: "
             + ", ".join(f"{band.name} {band.value}" for band in contract.priorities)
         )
     targets = {rule.goto} if rule.goto is not None else set()
-    targets |= {action.table for action in rule.actions if isinstance(action, Resubmit)}
-    targets |= {action.table for action in rule.actions if isinstance(action, Track) and action.table is not None}
+    for action in rule.actions:
+        if isinstance(action, Resubmit) or (isinstance(action, Track) and action.table is not None):
+            targets.add(action.table)
     wrong = targets - contract.next_tables
     if wrong:
         names = ", ".join(Table(t).name for t in sorted(wrong))

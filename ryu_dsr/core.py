@@ -33,13 +33,14 @@ from ryu_dsr.effects import Effects
 from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
 from ryu_dsr.flows.family import family_of, neighbour_of
 from ryu_dsr.flows.frames import parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
+from ryu_dsr.flows.pipeline import BASE_OWNER, REG_SLOT, Kind, Owner, Slots, Table, Tracked, kind_of, uid_of
 from ryu_dsr.flows.rules import PacketOut
+from ryu_dsr.handovers import WATCH_SECONDS, Handovers
 from ryu_dsr.health import Transition
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import Backend, Change, Config, Pool
 from ryu_dsr.rulesource import RuleSource
-from ryu_dsr.slots import saved_form
+from ryu_dsr.slots import HOLD, saved_form
 from ryu_dsr.store import MemoryStore, Saved, Store
 from ryu_dsr.switches import Switch, Switches, lost_state
 from ryu_dsr.traffic import Entry, Traffic
@@ -102,6 +103,8 @@ class Balancer:
         self.l2 = L2(settings, self.clock)
         self.rules = RuleSource(settings, self.desired, self.backends, self.l2, self.clock, self.wall)
         self.traffic = Traffic()
+        self.handovers = Handovers(settings.handover_quiet, self.wall)
+        self.watched_at = 0.0  # when the quiet of slots in a handover was last looked at
         self.changes = 0  # changes of desired state accepted
         # Started with no saved state: rules a switch holds for VIPs are
         # somebody's lost state, kept until the operator adopts (remembered
@@ -187,7 +190,7 @@ class Balancer:
     def _pool_changed(self, name: str, old: Pool | None, new: Pool, planned: Any) -> set[Owner]:
         touched: set[Owner] = set()
         if planned is not None:
-            touched |= self.desired.install_tables(name, planned, self.switches.plain)
+            touched |= self._install(name, planned)
         moved = set(new.backends) ^ set(old.backends if old else ())
         changed = {  # backends configured at another MAC or place: their slots' rules change
             ip
@@ -209,6 +212,7 @@ class Balancer:
     def _pool_gone(self, old: Pool | None) -> set[Owner]:
         if old is None:
             return set()
+        self.handovers.forget(old.name)
         self._delete_pins(self.backends.pool_gone(old))
         touched: set[Owner] = set()
         for ip in old.backends:
@@ -254,6 +258,7 @@ class Balancer:
             mode = self.settings.hash_mode
         first_plain = mode == "plain" and not self.switches.plain
         switch = self.switches[dpid] = Switch(dpid, mode, description, set(ports_down))
+        self._tracking(switch)
         self.backends.health.switch_online(dpid)
         discovery = self.l2.switch_up(switch, set(ports) - set(ports_down))
         # Hosts this switch already forwards to stay learned: a restarted
@@ -286,6 +291,47 @@ class Balancer:
         self._out(dpid, discovery)
         self._probe(force=True)
 
+    def _tracking(self, switch: Switch) -> None:
+        """How the switch's handovers keep new TCP connections, until its
+        zone is prepared (``tracking_prepared``); ask for that where it may
+        make a difference."""
+        wanted, remote = self.settings.handover_tracking, self.settings.ovsdb_remote
+        if wanted == "learn":
+            switch.tracking, switch.tracking_reason = "learn", "handover_tracking = learn"
+            return
+        if wanted == "conntrack":
+            switch.tracking, switch.tracking_reason = "conntrack", "handover_tracking = conntrack"
+        elif not remote:
+            switch.tracking, switch.tracking_reason = (
+                "learn",
+                "ovsdb_remote is empty: the zone's timeout policy cannot be set",
+            )
+            return
+        else:
+            switch.tracking, switch.tracking_reason = "learn", "its zone's timeout policy is being set over OVSDB"
+        if remote and switch.mode == "ovs":
+            self.effects.zones.add(switch.dpid)
+
+    @event
+    def tracking_prepared(self, dpid: int, done: bool, reason: str) -> None:
+        """The switch's OVSDB said whether the handover zone has its timeout
+        policy (``reason`` says what was done, or why not): with
+        ``handover_tracking = auto`` its handovers use the tracker if so,
+        learn if not. Its slots in a handover are written again."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        forced = self.settings.handover_tracking == "conntrack"
+        switch.tracking = "conntrack" if done or forced else "learn"
+        switch.tracking_reason = reason if done else f"{reason}" + ("" if forced else ": handovers use learn")
+        if done:
+            LOG.info("switch %016x: handovers use the connection tracker (%s)", dpid, reason)
+        else:
+            LOG.warning("switch %016x: %s", dpid, switch.tracking_reason)
+        for name, moves in self.desired.planner.moves.items():
+            switch.rules.mark(self.desired.slot_owners(name, moves))
+        self._wake(switch)
+
     @event
     def switch_disconnected(self, dpid: int) -> None:
         if self.switches.pop(dpid, None) is not None:
@@ -294,6 +340,7 @@ class Balancer:
                 self._fabric_changed()
             self.backends.health.switch_offline(dpid)
             self.traffic.switch_gone(dpid)
+            self.handovers.switch_gone(dpid)
             LOG.info("switch %016x disconnected", dpid)
 
     @event
@@ -376,6 +423,9 @@ class Balancer:
             self.switches[dpid].rules.mark([BASE_OWNER])
             self._wake(self.switches[dpid])
         self._mark(self.desired.expire())
+        for name in self.handovers.overdue():  # a switch did not say: its slots hand over
+            self._mark(self._settle(name, carried_all=True))
+        self._end_quiet()
 
     @event
     def stalled(self, seconds: float) -> None:
@@ -496,6 +546,109 @@ class Balancer:
                 switch.rules.mark(self.desired.balancing_owners(switch.mode))
             self._wake(switch)
 
+    def _install(self, name: str, planned: Any) -> set[Owner]:
+        """Install a pool's new slot tables; the slots that move from a
+        backend that may hold connections are first checked: their
+        counters are read on every switch that balances (``Effects.counts``)."""
+        touched = self.desired.install_tables(name, planned, self.switches.plain)
+        base = self.desired.planner.smallest[name]  # a slot of a grown table carries its twin's history
+        if self.desired.planner.checking(name):
+            edges = self._edges()
+            if edges:
+                self.effects.counts |= self.handovers.check(name, self.config.pools[name].uid, base, edges)
+            else:  # no switch to ask: they hand over
+                touched |= self._settle(name, carried_all=True)
+        return touched
+
+    def _edges(self) -> set[int]:
+        """Switches that balance in Open vSwitch mode (where handovers are)."""
+        return {dpid for dpid, switch in self.switches.items() if switch.mode == "ovs" and not switch.transit}
+
+    def _settle(self, name: str, carried_all: bool = False) -> set[Owner]:
+        """A pool's moved slots checked: those that carried packets hand
+        over from now, the others move at once; the slots whose rules change."""
+        slots = self.desired.planner.checking(name)
+        if carried_all:
+            self.handovers.forget(name)
+            busy = set(slots)
+        else:
+            busy = self.handovers.finish(name, slots)
+        changed = self.desired.planner.checked(name, busy, self.wall())
+        if slots:
+            LOG.info(
+                "pool %s: %d moved slots carried no packet and move at once; %d hand over their connections",
+                *(name, len(slots) - len(busy), len(busy)),
+            )
+            self.desired.save_tables(name)
+        return self.desired.slot_owners(name, changed)
+
+    @event
+    def slots_counted(self, dpid: int, pool_uid: int, packets: dict[int, int]) -> None:
+        """A switch's slot counters of a pool came back (slot -> packets
+        since its rule was written) for the check of its moved slots."""
+        name = self.desired.pool_names.get(pool_uid)
+        if name is not None and self.handovers.counted(name, dpid, packets):
+            self._mark(self._settle(name))
+
+    def watched(self) -> set[int]:
+        """The old backends of slots in a handover (their pins are counted,
+        with the slots' counters, to tell when the handover can end)."""
+        uids = set()
+        for name, moves in self.desired.planner.moves.items():
+            backends = self.config.pools[name].backends if name in self.config.pools else {}
+            uids |= {backends[move.old].uid for move in moves.values() if move.checked and move.old in backends}
+        return uids
+
+    @event
+    def handover_read(self, dpid: int, entries: list[tuple[int, int, int, dict, int]], pins: dict[int, int]) -> None:
+        """A switch's counters of slots in a handover came back: rules of
+        tables SLOTS and TRACKED (table, priority, cookie, match, packets)
+        and each watched backend's pins' packets."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        # the rule that sends a moved slot's unpinned older packets to the old backend (and pins them)
+        to_old = (
+            (Table.TRACKED, Tracked.UNLABELLED) if switch.tracking == "conntrack" else (Table.SLOTS, Slots.HANDOVER)
+        )
+        unpinned: dict[tuple[int, int], int] = {}
+        for table, priority, cookie, match, packets in entries:
+            if (table, priority) == to_old and match.get("ip_proto") == 6 and REG_SLOT in match:
+                key = (uid_of(cookie), match[REG_SLOT])
+                unpinned[key] = unpinned.get(key, 0) + packets
+        self.handovers.read(dpid, unpinned, pins)
+
+    def _end_quiet(self) -> None:
+        """End the TCP windows of moved slots whose older connections went
+        quiet (``Handovers``); the UDP window and the hold run their course."""
+        now = self.wall()
+        if now - self.watched_at < WATCH_SECONDS:
+            return
+        self.watched_at = now
+        edges = self._edges()
+        quiet = self.settings.handover_quiet
+        least = max(quiet, self.settings.udp_handover_window, HOLD)
+        for name, moves in list(self.desired.planner.moves.items()):
+            pool = self.config.pools.get(name)
+            if pool is None or not edges:
+                continue
+            ended = []
+            for slot, move in moves.items():
+                old = pool.backends.get(move.old)
+                if old is None or not move.checked or now - move.since < least:
+                    continue
+                last = self.handovers.quiet_since(pool.uid, slot, old.uid, move.since, edges)
+                if last is not None and now - last >= quiet:
+                    ended.append(slot)
+            if ended:
+                self.desired.planner.end(name, ended)
+                self.handovers.ended(pool.uid, ended)
+                self.desired.save_tables(name)
+                LOG.info(
+                    "pool %s: %d slots end their handover: what they kept went quiet for %d s", name, len(ended), quiet
+                )
+                self._mark(self.desired.slot_owners(name, ended))
+
     def _plan_tables(self, pool: Pool):
         return self.desired.plan_tables(
             pool, self.backends.weights(pool), self.switches.plain, self.backends.holder_ips(pool)
@@ -510,7 +663,7 @@ class Balancer:
         self.backends.update_fail_open(pool)
         planned = self._plan_tables(pool) if plan else None
         if planned is not None:
-            touched |= self.desired.install_tables(name, planned, self.switches.plain)
+            touched |= self._install(name, planned)
             if save:
                 self.desired.save_tables(name)
         before, holders = self.backends.update_holders(pool)

@@ -125,6 +125,19 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
 BACKEND_HEADER = ["backend", "weight", "state", "slots", "handover", "pinned", "mac", "conns", "conns/s", "reason"]
 
 
+def _handover_line(pool: dict) -> str:
+    """The pool's handover in one line: slots, those checked or holding,
+    when it ends at the latest, how each switch keeps new connections."""
+    h = pool.get("handover") or {}
+    methods = ", ".join(f"{t['dpid']:016x} {t['method']}" for t in h.get("tracking", [])) or "no switch"
+    if not h.get("slots"):
+        return f"handover: none (new connections of moved slots: {methods})"
+    return (
+        f"handover: {h['slots']} slots ({h.get('checking', 0)} checked, {h.get('holding', 0)} holding), "
+        f"ends by {h.get('ends')} or once quiet for {h.get('quiet')} s; new connections: {methods}"
+    )
+
+
 def status(client: Client) -> str:
     """Switches, then each VIP with its pool's backends, like ipvsadm -L -n --stats."""
     out = []
@@ -154,6 +167,8 @@ def status(client: Client) -> str:
                 out.append(f"\npool {pool['name']} (no VIP)")
             if pool.get("failing_open"):
                 out.append(f"pool {pool['name']} FAILING OPEN: no backend passes its checks, all take new connections")
+            if (pool.get("handover") or {}).get("slots"):
+                out.append(_handover_line(pool))
             out.append(table(_backend_rows(pool, traffic), BACKEND_HEADER))
     return "\n".join(out)
 
@@ -169,7 +184,7 @@ def run(args, client: Client) -> Any:
         return pools, table(rows, ["pool", "backends", "slots", "check"])
     if c == "pool":
         pool = client.call("GET", f"/v1/pools/{args.name}")
-        return pool, table(_backend_rows(pool), BACKEND_HEADER)
+        return pool, table(_backend_rows(pool), BACKEND_HEADER) + "\n" + _handover_line(pool)
     if c == "pool-add":
         body = {"name": args.name, "backends": [{"ip": ip} for ip in args.ips.split(",") if ip]}
         return client.call("POST", "/v1/pools", body), f"pool {args.name} created"

@@ -50,7 +50,7 @@ def api(base_port: int, method: str, path: str, body: dict | None = None):
     return answer
 
 
-def build(lab: Lab, rest_port: int, of_port: int) -> None:
+def build(lab: Lab, rest_port: int, of_port: int, ovsdb_port: int) -> None:
     say("== Open vSwitch (userspace datapath) and hosts in network namespaces")
     lab.start_switch(controller_port=of_port)
     for name, last in CLIENTS.items():
@@ -65,8 +65,12 @@ def build(lab: Lab, rest_port: int, of_port: int) -> None:
             "arp_ignore=1, arp_announce=2, HTTP on :80"
         )
     say("== ryu-manager ryu_dsr")
+    remote = lab.serve_ovsdb(ovsdb_port)  # the controller prepares the handover zone there (README "Handovers")
+    say(f"  the switch's OVSDB on 127.0.0.1:{ovsdb_port} (ovs-vsctl set-manager ptcp:{ovsdb_port}:127.0.0.1)")
     lab.start_controller(
-        {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP}, rest_port=rest_port, of_port=of_port
+        {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP, "ovsdb_remote": remote},
+        rest_port=rest_port,
+        of_port=of_port,
     )
     lab.wait_connected()
     say(f"  controller up: OpenFlow on 127.0.0.1:{of_port}, REST on 127.0.0.1:{rest_port}")
@@ -94,6 +98,11 @@ def configure(rest_port: int) -> None:
             f"  {backend['ip']}: {status['state']}, found by ARP at {status['mac']} on switch port "
             f"{where.get('port')}, {status['slots']} slots"
         )
+    for switch in pool["handover"]["tracking"]:
+        say(
+            f"  switch {switch['dpid']:016x}: a moved slot's new connections use {switch['method']} ({switch['reason']})"
+        )
+    say(f"  slots in a handover: {pool['handover']['slots']} (the backends, found one after another, moved idle slots)")
 
 
 def drive(lab: Lab, per_client: int) -> dict:
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30, help="requests per client")
     parser.add_argument("--rest-port", type=int, default=8080)
     parser.add_argument("--of-port", type=int, default=6653)
+    parser.add_argument("--ovsdb-port", type=int, default=6640, help="the switch's OVSDB manager port")
     args = parser.parse_args(argv)
     lab = Lab(PREFIX)
     if args.stop:
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         say("demo stopped; nothing left" if not left else f"demo stopped; still there: {left}")
         return 0 if not left else 1
     try:
-        build(lab, args.rest_port, args.of_port)
+        build(lab, args.rest_port, args.of_port, args.ovsdb_port)
         configure(args.rest_port)
         report = drive(lab, args.requests)
         show(report, args.rest_port)

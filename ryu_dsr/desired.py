@@ -86,7 +86,7 @@ class Desired:
         found one after another in a new pool hand nothing over)."""
         if not self.config.vips_by_pool.get(pool.name):
             holders = ()
-        return self.planner.plan(pool.name, len(pool.backends), weights, plain, self.wall(), set(holders))
+        return self.planner.plan(pool.name, len(pool.backends), weights, plain, self.wall(), set(holders), check=True)
 
     def install_tables(self, name: str, planned: Planned, plain: bool) -> set[Owner]:
         """Install a pool's new tables; the owners of the slots that change
@@ -132,7 +132,11 @@ class Desired:
         """The address family of a pool's VIPs, whose packets its slots'
         handover rules match (IPv4 while it is the only one)."""
         vips = self.config.vips_by_pool.get(name)
-        return family_of(self.config.vips[min(vips)].ip) if vips else IPV4
+        return family_of(self.config.vips[next(iter(vips))].ip) if vips else IPV4
+
+    def slot_owners(self, name: str, slots: Iterable[int]) -> set[Owner]:
+        pool = self.config.pools.get(name)
+        return {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in slots} if pool else set()
 
     def slot_size(self, name: str, mode: str) -> int:
         return self.planner.plain_size if mode == "plain" else self.planner.size(name)

@@ -116,6 +116,27 @@ class Lab:
         states = ("syn_sent", "syn_recv", "established", "fin_wait", "time_wait", "close")
         self.vsctl("add-zone-tp", "netdev", f"zone={zone}", *[f"tcp_{state}={seconds}" for state in states])
 
+    def serve_ovsdb(self, port: int) -> str:
+        """Let a controller reach this Open vSwitch's OVSDB at
+        127.0.0.1:``port`` (a manager target, as an operator sets with
+        ``ovs-vsctl set-manager``); the ``ovsdb_remote`` that reaches it."""
+        self.vsctl("set-manager", f"ptcp:{port}:127.0.0.1")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if f":{port} " in sh("ss", "-ltnH", check=False):
+                return f"tcp:{{address}}:{port}"
+            time.sleep(0.05)
+        raise RuntimeError(f"OVSDB does not listen on {port}")
+
+    def zone_timeouts(self, zone: int) -> dict[str, int]:
+        """The timeout policy of a connection-tracking zone of the netdev
+        datapath, as ovs-vsctl lists it ({} when it has none)."""
+        out = self.vsctl("list-zone-tp", "netdev")
+        for line in out.splitlines():
+            if line.startswith(f"Zone:{zone},"):
+                return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split(",", 1)[1])}
+        return {}
+
     def ofctl(self, *args: str) -> str:
         return self.ovs("ovs-ofctl", "-O", "OpenFlow13", *args)
 
@@ -140,6 +161,7 @@ class Lab:
             "ovsdb-server",
             f"{d}/conf.db",
             f"--remote=punix:{d}/db.sock",
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",  # as ovs-ctl starts it: set-manager works
             f"--pidfile={d}/ovsdb-server.pid",
             "--detach",
             f"--log-file={d}/ovsdb-server.log",

@@ -514,6 +514,21 @@ def pin_count_request(datapath, table: int, cookie: int):
     )
 
 
+def owned_flows_request(datapath, table: int, cookie: int, mask: int, match: dict | None = None):
+    """The flows of ``table`` whose cookie is ``cookie`` under ``mask`` (an
+    owner, or a kind of owner) and whose match is ``match`` or narrower."""
+    return parser.OFPFlowStatsRequest(
+        datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch(**(match or {}))
+    )
+
+
+def counter_entry(stat) -> tuple[int, int, int, dict, int]:
+    """(table, priority, cookie, match fields, packets) of one flow-stats entry."""
+    raw = getattr(stat, "_raw_match", None)
+    pairs = match_fields(*raw) if raw is not None else stat.match._fields2
+    return stat.table_id, stat.priority, stat.cookie, dict(pairs), stat.packet_count
+
+
 _OXM_ETH_DST, _OXM_ETH_SRC = (0x8000 << 16) | (3 << 9), (0x8000 << 16) | (4 << 9)
 
 

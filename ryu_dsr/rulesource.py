@@ -84,7 +84,7 @@ class RuleSource:
         only when the fabric or the switch's flooding hold changed, not for
         every owner a write computes."""
         fabric = self.l2.fabric
-        key = (switch.mode, fabric.version, switch.dpid in self.l2.flood_holds)
+        key = (switch.mode, fabric.version, switch.dpid in self.l2.flood_holds, switch.tracking)
         cached = self.switch_plans.get(switch.dpid)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -98,7 +98,7 @@ class RuleSource:
             pin_fin_timeout=settings.pin_fin_timeout,
             pin_limit=settings.pin_limit,
             packet_in_limit=settings.packet_in_limit,
-            handover_tracking=settings.handover_tracking,
+            handover_tracking=switch.tracking,
             conntrack_zone=settings.conntrack_zone,
             links=tuple(sorted(fabric.link_ports(switch.dpid))) if settings.l2_mode == "learning" else (),
             flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
@@ -121,7 +121,7 @@ class RuleSource:
             size = desired.slot_size(name, switch.mode)
             table = desired.planner.table(name, size)
             target = self.slot_target(name, table[slot]) if slot < len(table) else None
-            handover = self.handover_of(name, slot) if switch.mode == "ovs" else None
+            handover = self.handover_of(name, slot, switch) if switch.mode == "ovs" else None
             protocols = desired.protocols.get(name, frozenset())
             return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, desired.family(name)))
         if kind == Kind.VIP:
@@ -194,9 +194,11 @@ class RuleSource:
             return None
         return self.target_of(backend)
 
-    def handover_of(self, name: str, slot: int) -> Handover | None:
-        """A slot's handover now: None unless it moved within a window from
-        a backend that still holds connections."""
+    def handover_of(self, name: str, slot: int, switch: Switch | None = None) -> Handover | None:
+        """A slot's handover now (on ``switch``, whose tracking decides
+        whether there is a hold): None unless it moved within a window from
+        a backend that still holds connections. A move still checked keeps
+        the slot where it was: no handover rule yet."""
         move = self.desired.planner.move(name, slot)
         if move is None:
             return None
@@ -205,15 +207,17 @@ class RuleSource:
         backend = backends.get(move.old)
         if backend is None or backend.uid not in holders:
             return None
+        leader = backends.get(move.leader)
+        leading = self.target_of(leader) if leader is not None and leader.uid in holders else None
+        if not move.checked:
+            return Handover(self.target_of(backend), False, False, leading or self.target_of(backend))
         age = self.wall() - move.since
         tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
         if not (tcp or udp):
             return None
-        first = None
-        if age < HOLD:  # the hold: new connections stay where they went, if that backend still takes them
-            leader = backends.get(move.leader)
-            if leader is not None and leader.uid in holders:
-                first = self.target_of(leader)
+        learn = switch is None or switch.tracking == "learn"
+        # The hold (learn only): new connections stay where they went, pinned, if that backend still takes them.
+        first = leading if learn and age < HOLD else None
         return Handover(self.target_of(backend), tcp, udp, first)
 
     def target_of(self, backend: Backend) -> SlotTarget:

@@ -76,7 +76,8 @@ class Connecting:
 
 @dataclass
 class Poll:
-    """One read of a switch's traffic counters, until every reply is in."""
+    """One read of a switch's counters (traffic, or slots in a handover),
+    until every reply is in."""
 
     sent: float  # monotonic time it was asked
     waiting: set[int] = field(default_factory=set)  # xids not answered yet
@@ -94,7 +95,9 @@ class Session:
     confirm: Confirmations = field(default_factory=Confirmations)
     connecting: Connecting | None = None  # being taken: description, ports, flows read so far
     reading: dict[tuple, int] | None = None  # flows read for a resync so far
-    poll: Poll | None = None
+    poll: Poll | None = None  # a read of its traffic counters
+    watch: Poll | None = None  # a read of the counters of its slots in a handover
+    counting: dict[int, tuple[int, dict[int, int]]] = field(default_factory=dict)  # xid -> pool uid, slot packets
     role: str | None = None  # the role the switch last confirmed for us (a cluster)
     asked_generation: bool = False  # asked for its generation id after it refused us
     busy: bool = False  # its writer is writing

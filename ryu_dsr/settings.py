@@ -144,21 +144,40 @@ OPTIONS = (
         high=86400,
     ),
     Option(
+        "handover_quiet",
+        int,
+        30,
+        "seconds a moved slot's TCP window stays open once the connections it protects went quiet (no packet "
+        "of an unpinned older connection, none of the old backend's pins); handover_window is the most it lasts",
+        low=1,
+        high=86400,
+    ),
+    Option(
         "handover_tracking",
         str,
-        "learn",
-        "how a moved slot's new TCP connections keep their backend during the handover window: learn (a pin "
-        "per connection, learned in Open vSwitch's slow path) or conntrack (the connection tracker's label, in "
-        "the datapath; needs a zone timeout policy on each switch, see README)",
-        choices=("learn", "conntrack"),
+        "auto",
+        "how a moved slot's new TCP connections keep their backend during the handover window: conntrack (the "
+        "connection tracker's label, in the datapath, at full speed; the zone needs a timeout policy), learn (a "
+        "pin per connection, learned in Open vSwitch's slow path), or auto: conntrack on each switch where the "
+        "controller set the zone's timeout policy over OVSDB (ovsdb_remote), learn elsewhere",
+        choices=("auto", "conntrack", "learn"),
     ),
     Option(
         "conntrack_zone",
         int,
         1493,
-        "the connection-tracking zone of handover_tracking = conntrack (give it a timeout policy)",
+        "the connection-tracking zone of the handover (the controller gives it a timeout policy over OVSDB)",
         low=1,
         high=65535,
+    ),
+    Option(
+        "ovsdb_remote",
+        str,
+        "tcp:{address}:6640",
+        "where the controller reaches each switch's OVSDB to set the handover zone's timeout policy: "
+        "tcp:HOST:PORT or unix:PATH, {address} being the address the switch's OpenFlow connection comes from "
+        "(the switch needs ovs-vsctl set-manager ptcp:6640:ADDRESS); empty: never (handovers use learn, "
+        "unless handover_tracking = conntrack)",
     ),
     Option(
         "pin_limit",
@@ -286,6 +305,10 @@ class _SettingsMethods:
                 value = parse_choice(value, where, option.choices)
             if name == "table_size" and value & (value - 1):
                 raise InvalidInput(where, "must be a power of two (a slot is picked by the low bits of a hash)")
+            if name == "ovsdb_remote" and value and not re.fullmatch(r"tcp:[^:\s]+:\d{1,5}|unix:/\S+", value):
+                raise InvalidInput(
+                    where, "must be tcp:HOST:PORT or unix:PATH ({address}: the switch's address), or empty"
+                )
             if name == "probe_mac":
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:

@@ -18,10 +18,13 @@ import sys
 import time
 
 from ryu_dsr import ofp
+from ryu_dsr.flows.pipeline import REG_SLOT as SLOT_REGISTER
+from ryu_dsr.flows.pipeline import Slots
 from ryu_dsr.session import Connecting, Poll, Session
 from ryu_dsr.writer import Writers
 
 LOG = logging.getLogger("ryu_dsr")
+SLOT_PRIORITY = Slots.SLOT  # a slot's own rule, whose counter says whether the slot carried packets
 TICK_SECONDS = 0.05  # health probes are scheduled on this grain
 STALL_SECONDS = 1.0  # a tick this late: the controller did not run (SIGSTOP, starved); probes out have no result
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
@@ -86,7 +89,7 @@ class Shell(ofp.RyuApp):
         conf = register_options()
         self.cluster = None
         self.sessions: dict[int, Session] = {}
-        self.writers = Writers(None, self.sessions, lambda: self.master)
+        self.writers = Writers(None, self.sessions, lambda: self.master, self.count_slots, self.prepare_zone)
         try:
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
@@ -133,6 +136,7 @@ class Shell(ofp.RyuApp):
         self.ticker = ofp.hub.spawn(self._tick_forever)
         if settings.stats_interval:
             self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
+        self.watcher_of_handovers = ofp.hub.spawn(self._watch_forever)
         if self.cluster is not None:
             self.campaigner = ofp.hub.spawn(self.cluster.campaign_forever)
             self.watcher = ofp.hub.spawn(self.cluster.watch_forever)
@@ -192,7 +196,8 @@ class Shell(ofp.RyuApp):
         for dpid in list(self.balancer.switches):
             self.balancer.switch_disconnected(dpid)  # a slave programs nothing: its effects are nobody's
         for session in self.sessions.values():
-            session.connecting = session.reading = session.poll = None
+            session.connecting = session.reading = session.poll = session.watch = None
+            session.counting.clear()
             self._claim(session.datapath)
         LOG.warning("cluster: slave (%s); switches are left to the master", reason)
 
@@ -300,6 +305,72 @@ class Shell(ofp.RyuApp):
                         poll.pin_requests[request.xid] = uid
                     datapath.send_msg(request)
 
+    def _watch_forever(self):
+        """While slots are in a handover, read every WATCH_SECONDS what still
+        reaches their old backends (``handovers.py``): the handover rules of
+        tables SLOTS and TRACKED, and the old backends' pins."""
+        from ryu_dsr.flows.family import FAMILIES
+        from ryu_dsr.flows.pipeline import KIND_MASK, Kind, Table, pin_cookie
+        from ryu_dsr.handovers import WATCH_SECONDS
+
+        pools = int(Kind.POOL) << 56
+        while True:
+            ofp.hub.sleep(WATCH_SECONDS)
+            try:
+                backends = self.balancer.watched() if self.master else set()
+            except Exception:  # keep watching whatever one round did
+                LOG.exception("ryu_dsr: watching handovers failed")
+                continue
+            if not backends:
+                continue
+            for session in list(self.sessions.values()):
+                if not self.balancer.switches.counts_traffic(session.dpid) or session.watch is not None:
+                    continue
+                datapath = session.datapath
+                watch = session.watch = Poll(time.monotonic())
+                requests = [(ofp.owned_flows_request(datapath, Table.TRACKED, pools, KIND_MASK), None)]
+                for family in FAMILIES:  # SLOTS' rules that match a packet's type: its handover rules, not its slots
+                    match = {"eth_type": family.eth_type}
+                    requests.append((ofp.owned_flows_request(datapath, Table.SLOTS, pools, KIND_MASK, match), None))
+                for uid in backends:
+                    requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
+                for request, uid in requests:
+                    datapath.set_xid(request)
+                    watch.waiting.add(request.xid)
+                    if uid is not None:
+                        watch.pin_requests[request.xid] = uid
+                    datapath.send_msg(request)
+
+    def count_slots(self, session: Session, pool_uid: int) -> None:
+        """Ask a switch for a pool's slot counters (a moved slot's check)."""
+        from ryu_dsr.flows.pipeline import OWNER_MASK, Kind, Table, owner
+
+        request = ofp.owned_flows_request(session.datapath, Table.SLOTS, owner(Kind.POOL, pool_uid) << 32, OWNER_MASK)
+        session.datapath.set_xid(request)
+        session.counting[request.xid] = (pool_uid, {})
+        session.datapath.send_msg(request)
+
+    def prepare_zone(self, session: Session) -> None:
+        """Give the switch's handover zone its timeout policy over OVSDB, in
+        a green thread of its own; the balancer hears how it went."""
+        from ryu_dsr.ovsdb import OvsdbError, prepare_zone
+
+        settings = self.balancer.settings
+        peer = getattr(session.datapath, "address", None)  # where its OpenFlow connection comes from
+        address = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        remote = settings.ovsdb_remote.replace("{address}", address)
+        seconds = settings.handover_window + 60  # a label outlives the longest window
+
+        def prepare() -> None:
+            try:
+                done, reason = True, prepare_zone(remote, session.dpid, settings.conntrack_zone, seconds)
+            except (OvsdbError, OSError, ValueError, KeyError) as error:
+                done, reason = False, f"its OVSDB ({remote}) did not take the zone's timeout policy: {error}"
+            if self.sessions.get(session.dpid) is session:
+                self.writers.carry_out(self.balancer.tracking_prepared(session.dpid, done, reason))
+
+        ofp.hub.spawn(prepare)
+
     # -- connection: features, then desc, ports and flows, then hand over --
 
     def _session(self, datapath) -> Session | None:
@@ -345,11 +416,26 @@ class Shell(ofp.RyuApp):
         session = self._session(ev.msg.datapath)
         if session is None:
             return
-        poll = session.poll
-        if poll is not None and ev.msg.xid in poll.waiting:
+        poll, watch, xid = session.poll, session.watch, ev.msg.xid
+        if poll is not None and xid in poll.waiting:
             poll.entries.extend(ofp.counted(stat) for stat in ev.msg.body)
             if not ofp.more_replies(ev.msg):
-                self._polled(session, ev.msg.xid)
+                self._polled(session, xid)
+            return
+        if watch is not None and xid in watch.waiting:
+            watch.entries.extend(ofp.counter_entry(stat) for stat in ev.msg.body)
+            if not ofp.more_replies(ev.msg):
+                self._watched(session, xid)
+            return
+        if xid in session.counting:
+            pool_uid, packets = session.counting[xid]
+            for stat in ev.msg.body:
+                _table, priority, _cookie, match, count = ofp.counter_entry(stat)
+                if priority == SLOT_PRIORITY and SLOT_REGISTER in match:
+                    packets[match[SLOT_REGISTER]] = count
+            if not ofp.more_replies(ev.msg):
+                del session.counting[xid]
+                self.writers.carry_out(self.balancer.slots_counted(session.dpid, pool_uid, packets))
             return
         connecting = session.connecting
         installed = connecting.installed if connecting is not None else session.reading
@@ -380,10 +466,23 @@ class Shell(ofp.RyuApp):
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPAggregateStatsReply, ofp.MAIN_DISPATCHER)
     def _pin_count(self, ev):
         session = self._session(ev.msg.datapath)
-        poll = session.poll if session is not None else None
-        if poll is not None and ev.msg.xid in poll.waiting:
-            poll.pins[poll.pin_requests[ev.msg.xid]] = ev.msg.body.flow_count
-            self._polled(session, ev.msg.xid)
+        if session is None:
+            return
+        poll, watch, xid = session.poll, session.watch, ev.msg.xid
+        if poll is not None and xid in poll.waiting:
+            poll.pins[poll.pin_requests[xid]] = ev.msg.body.flow_count
+            self._polled(session, xid)
+        elif watch is not None and xid in watch.waiting:
+            watch.pins[watch.pin_requests[xid]] = ev.msg.body.packet_count  # what the pins still carry
+            self._watched(session, xid)
+
+    def _watched(self, session: Session, xid: int) -> None:
+        """One reply of a handover watch is whole; when all are, the balancer reads them."""
+        watch = session.watch
+        watch.waiting.discard(xid)
+        if not watch.waiting:
+            session.watch = None
+            self.writers.carry_out(self.balancer.handover_read(session.dpid, watch.entries, watch.pins))
 
     def _polled(self, session: Session, xid: int) -> None:
         """One reply of a poll is whole; when all are, the balancer reads them."""

@@ -48,12 +48,20 @@ HOLD = 2.0  # seconds a moved slot keeps sending new connections where they went
 class SlotMove:
     """A slot's backend changed at ``since`` (wall clock). ``old`` holds the
     connections the switch cannot tell from new ones; ``first`` is where new
-    connections went until this move (they keep going there for ``HOLD``
-    seconds, pinned, before they follow the slot: see ``flows.compute``)."""
+    connections went until this move (in ``learn`` mode they keep going
+    there for ``HOLD`` seconds, pinned, before they follow the slot: see
+    ``flows.compute``).
+
+    A new move is first ``checked``: until the switches' counters say
+    whether the slot carried any packet since its backend was chosen,
+    nothing moves on them. A slot that carried none moves at once, with no
+    handover (no connection can be on it); the others hand over from the
+    moment the counters came back."""
 
     old: str
     since: float
     first: str | None = None
+    checked: bool = True
 
     @property
     def leader(self) -> str:
@@ -96,6 +104,9 @@ class SlotPlanner:
         self.tcp_window = tcp_window
         self.udp_window = udp_window
         self.sizes: dict[str, int] = {}  # pool -> size of its Open vSwitch table
+        # pool -> the smallest its table was since this controller started: slot s of a table that grew
+        # from it carries what slot s mod that size carried before (a check reads both)
+        self.smallest: dict[str, int] = {}
         self.tables: dict[str, dict[int, Table]] = {}  # pool -> size -> table
         self.moves: dict[str, dict[int, SlotMove]] = {}  # pool -> slot -> move in handover
         self._deadlines: list[tuple[float, str, int, float]] = []  # (when, pool, slot, move's since)
@@ -122,12 +133,14 @@ class SlotPlanner:
         plain: bool,
         now: float = 0.0,
         holders: Collection[str] = (),
+        check: bool = False,
     ) -> Planned | None:
         """The pool's next tables for these weights, or None if nothing
         changes. ``n_backends`` (configured, whatever their health) sets the
         size, so health flaps never resize a table. A slot whose backend
         changes from one of ``holders`` (backends that may hold connections)
-        is in handover from ``now``."""
+        is in handover from ``now``; with ``check``, a slot that was in no
+        handover is checked first (``SlotMove``)."""
         size = size_for(n_backends, self.cap, self.sizes.get(pool))
         old = self.tables.get(pool, {})
         old_size = self.sizes.get(pool)
@@ -151,9 +164,10 @@ class SlotPlanner:
                 if holder is None or holder == b or holder not in holders:
                     moves.pop(slot, None)
                     continue
-                held = current is not None and now - current.since < HOLD
+                held = current is not None and (now - current.since < HOLD or not current.checked)
                 first = current.leader if held else a  # where new connections went until now
-                moves[slot] = SlotMove(holder, now, first if first != holder else None)
+                checked = current.checked if current is not None else not check  # in a handover: it has traffic
+                moves[slot] = SlotMove(holder, now, first if first != holder else None, checked)
         return Planned(size, new, moves)
 
     def _grown_moves(self, pool: str, size: int, now: float) -> dict[int, SlotMove]:
@@ -178,6 +192,7 @@ class SlotPlanner:
             elif old is not None:
                 LOG.info("pool %s: table grows from %d to %d slots", pool, len(old), each)
         self.sizes[pool] = planned.size
+        self.smallest.setdefault(pool, planned.size)
         self.tables[pool] = dict(planned.tables)
         self._set_moves(pool, planned.moves)
 
@@ -203,6 +218,34 @@ class SlotPlanner:
             self.moves.pop(pool, None)
         return ended
 
+    def checking(self, pool: str) -> list[int]:
+        """The pool's slots whose move waits for the switches' counters."""
+        return [slot for slot, move in self.moves.get(pool, {}).items() if not move.checked]
+
+    def checked(self, pool: str, busy: Collection[int], now: float) -> list[int]:
+        """The counters came back: a checked slot in ``busy`` (it carried
+        packets) hands over from ``now``; any other moves at once, its move
+        forgotten. The slots whose rules change (all that were checked)."""
+        moves = dict(self.moves.get(pool, {}))
+        slots = self.checking(pool)
+        for slot in slots:
+            move = moves.pop(slot)
+            if slot in busy:
+                moves[slot] = SlotMove(move.old, now, move.first, True)
+        self._set_moves(pool, moves)
+        return slots
+
+    def end(self, pool: str, slots: Collection[int]) -> list[int]:
+        """End these slots' handovers now (their connections are gone); the
+        slots whose rules change."""
+        moves = self.moves.get(pool, {})
+        ended = [slot for slot in slots if slot in moves]
+        for slot in ended:
+            del moves[slot]
+        if not moves:
+            self.moves.pop(pool, None)
+        return ended
+
     def expire(self, now: float) -> list[tuple[str, int]]:
         """(pool, slot) of every handover whose hold or window (TCP or UDP)
         ended by ``now``: their rules change; moves past both windows are
@@ -221,14 +264,16 @@ class SlotPlanner:
                     del self.moves[pool]
         return changed
 
-    def holding(self, move: SlotMove, now: float) -> bool:
-        """Whether a move is in its hold as the switches see it: its hold
-        ends when ``expire`` has processed the end (and the slot's rules are
-        being rewritten), not at the instant the clock passes it."""
-        return now - move.since < HOLD or move.since + HOLD > self.held_until
+    def holding(self, move: SlotMove, now: float, hold: bool = True) -> bool:
+        """Whether a move is still checked, or (``hold``: some switch uses
+        learn) in its hold, as the switches see it: its hold ends when
+        ``expire`` has processed the end (and the slot's rules are being
+        rewritten), not at the instant the clock passes it."""
+        return not move.checked or (hold and (now - move.since < HOLD or move.since + HOLD > self.held_until))
 
     def forget(self, pool: str) -> None:
         self.sizes.pop(pool, None)
+        self.smallest.pop(pool, None)
         self.tables.pop(pool, None)
         self.moves.pop(pool, None)
 
@@ -260,6 +305,7 @@ class SlotPlanner:
             if now - move[1] < self.window:
                 moves[int(slot)] = SlotMove(move[0], float(move[1]), move[2] if len(move) == 3 else None)
         self.sizes[pool] = size
+        self.smallest.setdefault(pool, size)
         self.tables[pool] = tables
         self._set_moves(pool, moves)
 

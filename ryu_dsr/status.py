@@ -179,16 +179,26 @@ class Status:
         return dict(Counter(move.old for move in self._active_moves(pool_name)))
 
     def handover(self, pool_name: str) -> dict:
-        """The pool's slots in a handover now, those still holding, and when
-        the last one ends."""
+        """The pool's slots in a handover now: those still checked (their
+        counters being read), those in the hold (learn), when the last one
+        ends at the latest, and how each switch keeps new connections."""
         b = self._balancer
+        planner = b.desired.planner
         active = self._active_moves(pool_name)
         now = b.wall()
-        ends = max((move.since + b.desired.planner.window for move in active), default=None)
+        edges = [sw for sw in b.switches.values() if sw.mode == "ovs" and not sw.transit]
+        hold = not edges or any(sw.tracking == "learn" for sw in edges)
+        ends = max((move.since + planner.window for move in active), default=None)
         return {
             "slots": len(active),
-            "holding": sum(1 for move in active if b.desired.planner.holding(move, now)),
+            "checking": sum(1 for move in active if not move.checked),
+            "holding": sum(1 for move in active if planner.holding(move, now, hold)),
             "ends": utc_stamp(ends) if ends is not None else None,
+            "quiet": b.settings.handover_quiet,
+            "tracking": [
+                {"dpid": sw.dpid, "method": sw.tracking, "reason": sw.tracking_reason}
+                for sw in sorted(edges, key=lambda x: x.dpid)
+            ],
         }
 
     # -- traffic, from the switches' counters --

@@ -33,6 +33,8 @@ class Switch:
     kept: set = field(default_factory=set)  # owners of rules from a lost state, left alone until adopted
     transit: bool = False  # every port a link: no VIP rules here
     packet_ins: Counter = field(default_factory=Counter)  # reason -> frames the switch sent the controller
+    tracking: str = "learn"  # how its handovers keep new TCP connections: 'conntrack' or 'learn'
+    tracking_reason: str = ""  # why
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:
         """Learn ``mac`` on ``port``: the MACs whose forwarding changed

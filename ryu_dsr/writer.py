@@ -26,10 +26,19 @@ BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
 
 
 class Writers:
-    def __init__(self, balancer: Any, sessions: dict[int, Session], master: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        balancer: Any,
+        sessions: dict[int, Session],
+        master: Callable[[], bool],
+        count_slots: Callable[[Session, int], None],
+        prepare_zone: Callable[[Session], None],
+    ) -> None:
         self.balancer = balancer
         self.sessions = sessions
         self.master = master  # whether this controller programs the switches now
+        self.count_slots = count_slots  # ask a switch for a pool's slot counters (the shell's)
+        self.prepare_zone = prepare_zone  # set the switch's handover zone over OVSDB (the shell's)
 
     def carry_out(self, effects: Effects) -> None:
         """Packet-outs now (probes and ARP answers do not wait behind a
@@ -51,6 +60,14 @@ class Writers:
             if session is not None:
                 session.reading = {}
                 session.datapath.send_msg(ofp.flow_stats_request(session.datapath))
+        for dpid, pool_uid in sorted(effects.counts):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                self.count_slots(session, pool_uid)
+        for dpid in sorted(effects.zones):
+            session = self.sessions.get(dpid)
+            if session is not None:
+                self.prepare_zone(session)
 
     def start(self, session: Session) -> None:
         ofp.hub.spawn(self.drain, session)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from ryu_dsr.flows.frames import build_arp
+from ryu_dsr.flows.pipeline import Kind, Slots, Table, kind_of
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects
@@ -64,6 +65,7 @@ class Rig:
     sent: list = field(default_factory=list)
     reads: list = field(default_factory=list)  # switches whose flow table the balancer asked to read
     write_fault: Exception | None = None  # set: every write to a switch fails with it (as a broken connection)
+    answer_counts: bool = True  # the switches answer the check of a move's slots (False: they stay silent)
 
     def __post_init__(self) -> None:
         self.balancer = Driven(self.core, self.carry_out)
@@ -73,6 +75,10 @@ class Rig:
     def carry_out(self, effects: Effects) -> None:
         for dpid, packet_out in effects.packet_outs:
             self._apply(dpid, [packet_out])
+        for dpid, pool_uid in sorted(effects.counts):  # asked before the writer writes, as the shell does
+            switch = self.switches.get(dpid)
+            if switch is not None and self.answer_counts:
+                self.carry_out(self.core.slots_counted(dpid, pool_uid, switch.slot_counts(pool_uid)))
         for dpid in sorted(effects.writes):  # as a shell's writer: steps until in line, a failure resyncs
             try:
                 while self.core.switches.pending(dpid):
@@ -97,6 +103,15 @@ class Rig:
         switch = self.switches.setdefault(dpid, FakeSwitch(list(ports) or [1, 2, 3, 4, 5]))
         self.balancer.switch_connected(dpid, mode, switch.installed(), ports=ports)
         return switch
+
+    def in_use(self, dpid: int = 1) -> None:
+        """Every slot rule on the switch carried a packet, as in a service
+        in use: the check of a move then hands each moved slot over (a
+        slot that carried none would move at once)."""
+        switch = self.switches[dpid]
+        for rule in switch.rules(Table.SLOTS):
+            if rule.priority == Slots.SLOT and kind_of(rule.cookie) == Kind.POOL:
+                switch.counts.setdefault(rule.key, [0, 0])[0] += 1
 
     def answer_arp(self, ip: str, mac: str, port: int, dpid: int = 1) -> None:
         probe = self.balancer.settings.probe_mac

@@ -20,6 +20,7 @@ import ipaddress
 import zlib
 from dataclasses import dataclass, field
 
+from ryu_dsr.flows.pipeline import OWNER_MASK, REG_SLOT, Kind, Slots, Table, kind_of
 from ryu_dsr.flows.rules import (
     Barrier,
     Drop,
@@ -180,6 +181,34 @@ class FakeSwitch:
                 mac = fields.get("eth_dst") or fields.get("eth_src")
                 out.append((rule.table, rule.priority, rule.cookie, mac, *self.counts.get(rule.key, (0, 0))))
         return out
+
+    def slot_counts(self, pool_uid: int) -> dict[int, int]:
+        """Packets of each slot rule of a pool (slot -> packets), as the
+        controller reads them to check a move."""
+        owner = (int(Kind.POOL) << 56) | (pool_uid << 32)
+        counts = {}
+        for rule in self.tables.get(Table.SLOTS, {}).values():
+            if rule.priority == Slots.SLOT and rule.cookie & OWNER_MASK == owner:
+                counts[dict(rule.match)[REG_SLOT]] = self.counts.get(rule.key, (0, 0))[0]
+        return counts
+
+    def handover_counts(self) -> list[tuple]:
+        """(table, priority, cookie, match, packets) of the handover rules
+        (SLOTS rules that match a protocol, TRACKED), as the controller reads
+        them to tell when a handover can end."""
+        out = []
+        for table in (Table.SLOTS, Table.TRACKED):
+            for rule in self.tables.get(table, {}).values():
+                fields = dict(rule.match)
+                if kind_of(rule.cookie) == Kind.POOL and (table == Table.TRACKED or "ip_proto" in fields):
+                    out.append((table, rule.priority, rule.cookie, fields, self.counts.get(rule.key, (0, 0))[0]))
+        return out
+
+    def pin_packets(self, cookie: int) -> int:
+        """Packets of the rules with this cookie (one backend's pins)."""
+        return sum(
+            self.counts.get(r.key, (0, 0))[0] for r in self.tables.get(Table.SLOTS, {}).values() if r.cookie == cookie
+        )
 
     def flow_count(self, table: int, cookie: int) -> int:
         """Rules of ``table`` whose cookie is ``cookie``, as an aggregate

@@ -3,7 +3,8 @@
 only: copy this one file to the switch's host and run it as root).
 
     dsr_switch.py apply BRIDGE --controller tcp:CONTROLLER:6653 [--controller ...]
-                  [--dpid 0000000000000001] [--datapath-type netdev|system]
+                  [--dpid 0000000000000001] [--datapath-type netdev|system] [--manager ptcp:6640:ADDRESS]
+                  [--conntrack-limit N [--conntrack-zone 1493]]
     dsr_switch.py check BRIDGE [--controller tcp:CONTROLLER:6653 ...] [--dpid ...]
 
 What ryu_dsr needs of a bridge:
@@ -16,7 +17,14 @@ What ryu_dsr needs of a bridge:
   controller restart costs no connection;
 - the controller targets (several for a cluster of controllers);
 - a datapath id of your choosing (``dsr.switches`` names the switches a
-  controller takes; a bridge's id otherwise follows its MAC, which can change).
+  controller takes; a bridge's id otherwise follows its MAC, which can change);
+- an OVSDB manager target the controller can reach (``--manager``, e.g.
+  ``ptcp:6640:ADDRESS``): it gives the handover's connection-tracking zone
+  its timeout policy there, and handovers then run at full speed
+  (``handover_tracking = auto``; without it they pin each connection);
+- a bound on the connection tracker's entries in that zone
+  (``--conntrack-limit``: ``ovs-appctl dpctl/ct-set-limits``, which Open
+  vSwitch 3.1 keeps until ovs-vswitchd restarts: run apply again then).
 
 ``apply`` makes the bridge if it does not exist, changes only what differs,
 and prints each change (``nothing to change`` otherwise). ``check`` changes
@@ -97,6 +105,12 @@ def _target(text: str) -> str:
     return text
 
 
+def _manager(text: str) -> str:
+    if not re.fullmatch(r"p?(tcp|ssl):\d{1,5}(:\S+)?|p?(tcp|ssl):\S+:\d{1,5}|punix:/\S+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an OVSDB target such as ptcp:6640:ADDRESS")
+    return text
+
+
 def problems(bridge: dict | None, name: str, controllers: list[str], dpid: str | None) -> list[str]:
     """What keeps the bridge from serving ryu_dsr, one line each."""
     if bridge is None:
@@ -121,7 +135,16 @@ def problems(bridge: dict | None, name: str, controllers: list[str], dpid: str |
     return found
 
 
-def apply(vsctl: Vsctl, name: str, controllers: list[str], dpid: str | None, datapath_type: str | None) -> list[str]:
+def apply(
+    vsctl: Vsctl,
+    name: str,
+    controllers: list[str],
+    dpid: str | None,
+    datapath_type: str | None,
+    manager: str | None = None,
+    conntrack_limit: int | None = None,
+    conntrack_zone: int = 1493,
+) -> list[str]:
     """Make the bridge ready; the changes made, one line each."""
     changes = []
     bridge = vsctl.bridge(name)
@@ -148,6 +171,19 @@ def apply(vsctl: Vsctl, name: str, controllers: list[str], dpid: str | None, dat
     if controllers and sorted(controllers) != bridge["controllers"]:
         vsctl("set-controller", name, *controllers)
         changes.append(f"controllers: {', '.join(bridge['controllers']) or '(none)'} -> {', '.join(controllers)}")
+    if conntrack_limit is not None:
+        done = subprocess.run(
+            ["ovs-appctl", "dpctl/ct-set-limits", f"zone={conntrack_zone},limit={conntrack_limit}"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"dsr_switch: ovs-appctl dpctl/ct-set-limits: {done.stderr.strip()}")
+        changes.append(f"connection tracker: zone {conntrack_zone} holds at most {conntrack_limit} entries")
+    managers = vsctl("get-manager").split()
+    if manager and manager not in managers:
+        vsctl("set-manager", *managers, manager)
+        changes.append(f"OVSDB managers: {', '.join(managers) or '(none)'} -> {', '.join([*managers, manager])}")
     return [f"bridge {name}: {change}" if not change.startswith("bridge ") else change for change in changes]
 
 
@@ -158,13 +194,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controller", action="append", default=[], type=_target, help="tcp:HOST:PORT (repeatable)")
     parser.add_argument("--dpid", type=_dpid, help="datapath id, hex (as ovs-vsctl shows it)")
     parser.add_argument("--datapath-type", choices=("system", "netdev"), help="apply: the bridge's datapath type")
+    parser.add_argument(
+        "--manager", type=_manager, help="apply: an OVSDB manager target for the controller (ptcp:6640:ADDRESS)"
+    )
+    parser.add_argument("--conntrack-limit", type=int, help="apply: most tracker entries in the handover zone")
+    parser.add_argument("--conntrack-zone", type=int, default=1493, help="the handover zone (dsr.conntrack_zone)")
     parser.add_argument("--db", help="Open vSwitch's database (default: as ovs-vsctl finds it)")
     args = parser.parse_args(argv)
     vsctl = Vsctl(args.db)
     if args.action == "apply":
         if not args.controller and vsctl.bridge(args.bridge) is None:
             parser.error("a new bridge needs --controller")
-        for line in apply(vsctl, args.bridge, args.controller, args.dpid, args.datapath_type) or ["nothing to change"]:
+        made = apply(
+            vsctl,
+            args.bridge,
+            args.controller,
+            args.dpid,
+            args.datapath_type,
+            args.manager,
+            args.conntrack_limit,
+            args.conntrack_zone,
+        )
+        for line in made or ["nothing to change"]:
             print(line)
     bridge = vsctl.bridge(args.bridge)
     found = problems(bridge, args.bridge, args.controller, args.dpid)
@@ -175,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             connected, role = bridge["connected"].get(target, (False, ""))
             state = "connected" if connected is True else "not connected"
             print(f"controller {target}: {state}" + (f" ({role})" if isinstance(role, str) and role else ""))
+    managers = vsctl("get-manager").split()
+    if managers:
+        print(f"OVSDB managers: {', '.join(managers)} (the controller may set the handover zone there)")
+    else:
+        print("OVSDB managers: none (the controller cannot set the handover zone: handovers pin each connection)")
     if not found:
         print(f"ok: bridge {args.bridge} is ready for ryu_dsr (OpenFlow 1.3, fail_mode=secure)")
     return 1 if found else 0

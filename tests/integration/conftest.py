@@ -52,7 +52,9 @@ def fabric_fixture(prefix: str, rest_port: int, of_port: int, **options):
 class Fabric:
     """One switch, clients and DSR backends serving VIP, and the controller."""
 
-    def __init__(self, prefix: str, rest_port: int, of_port: int, clients=("c1",), settings=None, tls=False):
+    def __init__(
+        self, prefix: str, rest_port: int, of_port: int, clients=("c1",), settings=None, tls=False, ovsdb_port=None
+    ):
         self.lab = Lab(prefix)
         self.rest_port, self.of_port = rest_port, of_port
         self.base = f"http://127.0.0.1:{rest_port}"
@@ -60,6 +62,8 @@ class Fabric:
         self.settings.update(settings or {})
         self.servers = {}
         self.lab.start_switch(controller_port=of_port)
+        if ovsdb_port:  # the switch lets the controller set its handover zone over OVSDB
+            self.settings["ovsdb_remote"] = self.lab.serve_ovsdb(ovsdb_port)
         self.ryu_options = self.lab.use_tls(of_port) if tls else {}
         for i, name in enumerate(clients):
             self.lab.add_host(name, 1 + i)

@@ -13,7 +13,18 @@ from ryu_dsr.lab import Lab
 
 def run_demo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ryu_dsr.demo", "--rest-port", "18097", "--of-port", "16697", *args],
+        [
+            sys.executable,
+            "-m",
+            "ryu_dsr.demo",
+            "--rest-port",
+            "18097",
+            "--of-port",
+            "16697",
+            "--ovsdb-port",
+            "16642",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

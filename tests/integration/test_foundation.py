@@ -271,6 +271,8 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
         code, out, err = dsrctl(*args)
         assert code == 0 and out.strip(), (args, err)
     assert {p["name"] for p in json.loads(dsrctl("--json", "pools")[1])} >= {"web"}
+    # how the switch keeps moved slots' new connections: no OVSDB manager here, so learn
+    assert "handover: none (new connections of moved slots: 0000000000000001 learn)" in dsrctl("pool", "web")[1]
     # changes, one of each
     steps = [
         ["pool-add", "ctl", "10.0.0.31"],

@@ -31,8 +31,16 @@ def tool(lab: Lab, *args: str) -> subprocess.CompletedProcess:
 
 def test_new_bridge_prepared_then_checked_and_taken(lab):
     target = f"tcp:127.0.0.1:{OF_PORT}"
-    made = tool(lab, "apply", "dsrsw-new", "--controller", target, "--dpid", "a1", "--datapath-type", "netdev")
+    before = tool(lab, "check", "dsrsw-none")
+    assert "OVSDB managers: none (the controller cannot set the handover zone" in before.stdout
+    made = tool(
+        lab, "apply", "dsrsw-new", "--controller", target, "--dpid", "a1", "--datapath-type", "netdev",
+        "--manager", "ptcp:16650:127.0.0.1", "--conntrack-limit", "5000",
+    )  # fmt: skip
     assert made.returncode == 0, made.stdout + made.stderr
+    assert "OVSDB managers: (none) -> ptcp:16650:127.0.0.1" in made.stdout
+    assert "connection tracker: zone 1493 holds at most 5000 entries" in made.stdout
+    assert "zone=1493,limit=5000" in lab.ovs("ovs-appctl", "dpctl/ct-get-limits", "zone=1493")
     for line in (
         "bridge dsrsw-new: made",
         "bridge dsrsw-new: protocols: (default) -> OpenFlow13",

@@ -4,9 +4,10 @@ and only for its windows; walked through the simulator."""
 from __future__ import annotations
 
 from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Slots, Table, kind_of
+from ryu_dsr.rest import views
 
 from ryu_dsr.slots import SlotMove, SlotPlanner
-from tests.conftest import BACKENDS, CLIENT_MAC
+from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
 from tests.simulator import datapath_hash, syn, tcp, udp
 from tests.unit.test_pipeline import VIP, VIP_MAC, backend_of, pins, ready
 
@@ -75,7 +76,8 @@ def test_a_moved_slot_keeps_old_tcp_connections_and_sends_new_ones_to_its_new_ba
     # the window ends: handover rules go, pins stay until their connections idle
     pinned = len(pins(switch))
     rig.settle()
-    assert views.pool_json(rig.status, "web")["handover"] == {"slots": 0, "holding": 0, "ends": None}
+    handover = views.pool_json(rig.status, "web")["handover"]
+    assert {key: handover[key] for key in ("slots", "holding", "ends")} == {"slots": 0, "holding": 0, "ends": None}
     assert handover_rules(switch) == [] and len(pins(switch)) == pinned
     assert {backend_of(switch.send(p, 1)) for p in seen} == {"10.0.0.13"}
     # a connection idle through the whole window moves with its slot
@@ -251,3 +253,174 @@ def test_the_connection_tracker_setting_is_checked(tmp_path):
         with pytest.raises(InvalidInput) as error:
             Settings.from_mapping(values)
         assert field in str(error.value)
+
+
+# -- a handover only where a connection could break, for as long as one could --
+
+
+def watch(rig, dpid: int = 1) -> None:
+    """One read of the switch's handover counters, as the shell's watch
+    makes it: the handover rules, and the pins' packets of each old backend."""
+    from ryu_dsr.flows.pipeline import pin_cookie
+
+    switch = rig.switches[dpid]
+    pins_read = {uid: switch.pin_packets(pin_cookie(uid)) for uid in rig.core.watched()}
+    rig.balancer.handover_read(dpid, switch.handover_counts(), pins_read)
+
+
+def test_a_new_service_whose_backends_are_found_one_after_another_never_hands_over(tmp_path):
+    """The VIP exists, then its backends are found one by one: each moves
+    slots from those found before; the switch says none of them carried a
+    packet: they move at once, no handover rule, no pin, no hold to wait for."""
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.learn(CLIENT_MAC, 1)
+    rig.resolve_all()  # one after another
+    assert not rig.balancer.desired.planner.moves.get("web")
+    assert handover_rules(switch) == [] and switch.rules(Table.TRACKED) == []
+    pool = views.pool_json(rig.status, "web")
+    assert pool["handover"]["slots"] == pool["handover"]["holding"] == pool["handover"]["checking"] == 0
+    table = rig.balancer.desired.planner.table("web")
+    fresh = [syn("10.0.0.7", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 30300)]
+    assert [backend_of(switch.send(p, 1)) for p in fresh] == [table[slot_of(rig, p)] for p in fresh]
+    assert {table[slot_of(rig, p)] for p in fresh} == set(BACKENDS) and pins(switch) == []
+
+
+def test_only_the_moved_slots_that_carried_packets_hand_over(tmp_path):
+    rig, switch = ready(tmp_path, in_use=False)
+    before = list(rig.balancer.desired.planner.table("web"))
+    open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 22000)]
+    open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"][:40]
+    for p in open_:  # connections that carried packets: their slots did
+        assert backend_of(switch.send(p, 1)) == "10.0.0.13"
+    busy = {slot_of(rig, p) for p in open_}
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
+    after = rig.balancer.desired.planner.table("web")
+    moved = {s for s, (a, b) in enumerate(zip(before, after)) if a != b}
+    handed = set(rig.balancer.desired.planner.moves.get("web", {}))
+    assert handed == moved & busy and moved - busy  # idle moved slots moved at once
+    rig.pass_hold()
+    assert {backend_of(switch.send(p, 1)) for p in open_} == {"10.0.0.13"}  # kept
+    idle = next(s for s in moved - busy)
+    fresh = next(
+        p
+        for p in (tcp("10.0.0.8", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(1024, 60000))
+        if slot_of(rig, p) == idle
+    )
+    assert backend_of(switch.send(fresh, 1)) == after[idle] != "10.0.0.13"  # no handover rule: the new backend
+
+
+def test_until_the_switch_answers_nothing_moves_and_a_silent_switch_counts_as_busy(tmp_path):
+    rig, switch = ready(tmp_path, in_use=False)
+    rig.answer_counts = False
+    before = list(rig.balancer.desired.planner.table("web"))
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
+    moves = rig.balancer.desired.planner.moves["web"]
+    assert moves and all(not move.checked for move in moves.values())
+    assert views.pool_json(rig.status, "web")["handover"]["checking"] == len(moves)
+    probe = {
+        s: p
+        for p in (tcp("10.0.0.8", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(1024, 20000))
+        if (s := slot_of(rig, p)) in moves
+    }
+    assert {backend_of(switch.send(p, 1)) for p in probe.values()} == {"10.0.0.13"}  # still where it was
+    assert pins(switch) == []
+    rig.clock.now += 1.5  # no answer within the check's second: they hand over
+    rig.balancer.tick()
+    assert all(move.checked for move in rig.balancer.desired.planner.moves["web"].values())
+    assert handover_rules(switch) and before != rig.balancer.desired.planner.table("web")
+
+
+def test_a_window_ends_once_what_it_keeps_is_quiet_not_after_the_fixed_window(tmp_path):
+    rig, switch = ready(tmp_path, settings={"handover_quiet": 20})
+    moved, _kept = reweigh(rig)
+    for p in moved[:10]:
+        switch.send(p, 1)  # older connections seen after the move: pinned to 10.0.0.13
+    watch(rig)
+    for _second in range(25):  # they keep talking: the window stays
+        rig.clock.now += 1
+        for p in moved[:10]:
+            switch.send(p, 1)
+        rig.resolve_all()
+        watch(rig)
+        rig.balancer.tick()
+    assert handover_rules(switch) and rig.balancer.desired.planner.moves.get("web")
+    for _second in range(19):  # now quiet: not yet
+        rig.clock.now += 1
+        rig.resolve_all()
+        watch(rig)
+        rig.balancer.tick()
+    assert handover_rules(switch)
+    for _second in range(3):  # quiet for 20 s: the window ends, long before handover_window (300 s)
+        rig.clock.now += 1
+        rig.resolve_all()
+        watch(rig)
+        rig.balancer.tick()
+    assert handover_rules(switch) == [] and not rig.balancer.desired.planner.moves.get("web")
+    assert {backend_of(switch.send(p, 1)) for p in moved[:10]} == {"10.0.0.13"}  # still pinned
+
+
+def test_a_window_waits_for_every_switch_to_be_read(tmp_path):
+    """No read of the counters since the move (a switch that does not
+    answer the watch): the window lasts its fixed length."""
+    rig, switch = ready(tmp_path, settings={"handover_quiet": 5})
+    reweigh(rig)
+    for _second in range(30):
+        rig.clock.now += 1
+        rig.resolve_all()
+        rig.balancer.tick()
+    assert handover_rules(switch)
+
+
+def test_with_the_tracker_prepared_a_moved_slot_has_no_hold_and_no_pin_for_new_connections(tmp_path):
+    """``handover_tracking = auto``: once the switch's OVSDB took the zone's
+    timeout policy, its handovers label new connections in the datapath
+    from the move on: no hold, no pin, no slow-path work."""
+    rig, switch = ready(tmp_path)
+    assert rig.core.switches[1].tracking == "learn"  # until its zone is prepared
+    rig.balancer.tracking_prepared(1, True, "zone 1493 given a timeout policy of 360 s")
+    assert rig.core.switches[1].tracking == "conntrack"
+    pool = views.pool_json(rig.status, "web")
+    assert pool["handover"]["tracking"] == [
+        {"dpid": 1, "method": "conntrack", "reason": "zone 1493 given a timeout policy of 360 s"}
+    ]
+    moved, _kept = reweigh(rig, hold=True)  # the hold's time has not passed
+    assert views.pool_json(rig.status, "web")["handover"]["holding"] == 0
+    table = rig.balancer.desired.planner.table("web")
+    slots = {slot_of(rig, m) for m in moved}
+    fresh = [syn("10.0.0.7", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(30000, 32000)]
+    fresh = [p for p in fresh if slot_of(rig, p) in slots][:20]
+    assert [backend_of(switch.send(p, 1)) for p in fresh] == [table[slot_of(rig, p)] for p in fresh]
+    assert pins(switch) == []
+    assert {backend_of(switch.send(p, 1)) for p in moved} == {"10.0.0.13"}  # older ones: to the old backend
+    # a switch whose OVSDB refused keeps learn, and says why
+    rig.balancer.tracking_prepared(1, False, "its OVSDB (tcp:127.0.0.1:6640) did not take the zone's timeout policy")
+    assert rig.core.switches[1].tracking == "learn"
+    assert "handovers use learn" in views.pool_json(rig.status, "web")["handover"]["tracking"][0]["reason"]
+
+
+def test_the_check_and_the_quiet_of_handovers_in_isolation():
+    from ryu_dsr.handovers import Handovers
+
+    now = [100.0]
+    handovers = Handovers(quiet=10, wall=lambda: now[0])
+    assert handovers.check("web", 7, 64, {1, 2}) == {(1, 7), (2, 7)}
+    assert handovers.check("web", 7, 64, {1, 2}) == set()  # one check at a time
+    assert not handovers.counted("web", 1, {3: 0, 5: 12})
+    assert handovers.counted("web", 2, {3: 0, 70: 1})
+    # the table was 64 slots at its smallest: a slot carries its twins' history (69 = 5 + 64, 70 + 64 = 134)
+    assert handovers.finish("web", [3, 5, 6, 69, 70, 134]) == {5, 6, 69, 70, 134}
+    handovers.check("db", 8, 64, {1})
+    now[0] += 2
+    assert handovers.overdue() == ["db"] and handovers.finish("db", [1, 2]) == {1, 2}  # silent: busy
+    # quiet: every switch read since the move, counters unchanged for 10 s
+    assert handovers.quiet_since(7, 5, 30, since=now[0], switches={1}) is None
+    handovers.read(1, {(7, 5): 4}, {30: 100})
+    start = now[0]
+    now[0] += 5
+    handovers.read(1, {(7, 5): 4}, {30: 100})
+    assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == start
+    now[0] += 1
+    handovers.read(1, {(7, 5): 4}, {30: 101})  # a pinned connection spoke
+    assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == now[0]

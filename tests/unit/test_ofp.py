@@ -7,13 +7,14 @@ from ryu.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
 from ryu_dsr.flows.rules import Barrier, FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 
 from ryu_dsr import ofp
-from tests.conftest import make_rig
+from tests.conftest import BACKENDS, make_rig
 
 DATAPATH = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
 
 
 def all_rules(tmp_path, mode):
-    """Every kind of rule: backends found one by one leave slots in handover."""
+    """Every kind of rule: backends found one by one, the first one in use,
+    leave slots in handover."""
     rig = make_rig(tmp_path, table_size=32, pin_limit=500)
     switch = rig.connect(mode=mode)
     rig.setup_web(protocol="tcp")
@@ -26,6 +27,9 @@ def all_rules(tmp_path, mode):
             {"name": name, "ip": "10.0.0.100", "protocol": protocol, "port": port, "backend_port": backend_port}
             | {"pool": "web", "hash": "5tuple"}
         )
+    rig.answer_arp("10.0.0.11", *BACKENDS["10.0.0.11"])
+    if mode == "ovs":
+        rig.in_use()
     rig.resolve_all()
     rig.learn("02:00:00:00:00:01", 1)
     return switch.rules()
@@ -217,6 +221,7 @@ def test_the_connection_tracker_rules_serialise_read_back_and_open_vswitch_accep
     rig.setup_web(protocol="tcp")
     rig.resolve_all()
     rig.settle()
+    rig.in_use()
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
     rig.pass_hold()
     rules = [

@@ -20,15 +20,18 @@ BACKEND_MACS = {mac: ip for ip, (mac, _port) in BACKENDS.items()}
 BACKEND_PORTS = {mac: port for _ip, (mac, port) in BACKENDS.items()}
 
 
-def ready(tmp_path, mode="ovs", settings=None, **kwargs):
-    """A switch with the web VIP over three backends, in steady state (the
-    handovers of backends found one after another are over)."""
+def ready(tmp_path, mode="ovs", settings=None, in_use=True, **kwargs):
+    """A switch with the web VIP over three backends, in steady state, and
+    (``in_use``) every slot having carried traffic: a slot that moves then
+    hands its connections over."""
     rig = make_rig(tmp_path, **(settings or {}))
     switch = rig.connect(mode=mode)
     rig.setup_web(**kwargs)
     rig.resolve_all()
     rig.learn(CLIENT_MAC, 1)
     rig.settle()
+    if in_use and mode == "ovs":
+        rig.in_use()
     return rig, switch
 
 

@@ -52,7 +52,7 @@ def event(datapath, **fields):
 @pytest.fixture
 def app(tmp_path, monkeypatch):
     config = tmp_path / "ryu_dsr.conf"
-    config.write_text(f"[dsr]\nauth = none\nstate_file = {tmp_path / 'state.db'}\nstats_interval = 0\n")
+    config.write_text(f"[dsr]\nauth = none\nstate_file = {tmp_path / 'state.db'}\nstats_interval = 0\novsdb_remote =\n")
     monkeypatch.setattr(shell, "register_options", lambda: SimpleNamespace(config_file=[str(config)]))
     app = shell.Shell(wsgi=SimpleNamespace(register=lambda *args: None))
     app.service.create_pool({"name": "web", "backends": [{"ip": "10.0.0.11", "mac": "02:00:00:00:00:0b"}]})

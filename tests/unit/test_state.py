@@ -15,7 +15,7 @@ from ryu_dsr.core import Balancer
 from ryu_dsr.model import Config, InvalidInput
 from ryu_dsr.settings import Settings
 from ryu_dsr.store import SqliteStore, StateFileError, plan_declared
-from tests.conftest import Rig, make_rig
+from tests.conftest import BACKENDS, Rig, make_rig
 from tests.simulator import FakeSwitch
 
 DECLARED = {
@@ -102,11 +102,13 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     rig = make_rig(tmp_path)
     switch = rig.connect()
     rig.setup_web()
+    rig.answer_arp("10.0.0.11", *BACKENDS["10.0.0.11"])
+    rig.in_use()  # the first backend served traffic
     rig.resolve_all()
     rig.learn("02:00:00:00:00:01", 1)
     before = switch.installed()
     rig.balancer.store.close()
-    assert rig.balancer.desired.planner.moves["web"]  # backends found one by one: slots in handover
+    assert rig.balancer.desired.planner.moves["web"]  # backends found one by one in use: slots in handover
     restarted = Rig(Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), wall=rig.clock), rig.clock)
     restarted.balancer.switch_connected(1, "ovs", switch.installed())
     sent = [c for _dpid, commands in restarted.sent for c in commands]
@@ -336,9 +338,11 @@ def test_a_change_that_moves_slots_is_one_transaction_of_the_rows_it_touches(tmp
     original = rig.balancer.store.write
     monkeypatch.setattr(rig.balancer.store, "write", lambda *a, **k: (writes.append((a, k)), original(*a, **k)))
     rig.service.patch_backend("web", "10.0.0.12", {"weight": 50})
-    assert len(writes) == 1
+    # the change, then what the check of its moved slots decided: web's rows only
+    assert len(writes) == 2
     (change, slots), _ = writes[0]
     assert list(change.pools) == ["web"] and not change.vips and list(slots) == ["web"]
+    assert writes[1][0] == () and list(writes[1][1]) == ["slots"] and list(writes[1][1]["slots"]) == ["web"]
     saved = SqliteStore(tmp_path / "state.db").load()
     assert saved.slots["web"]["tables"]["256"] == rig.balancer.desired.planner.table("web")
 

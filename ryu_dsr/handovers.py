@@ -1,0 +1,142 @@
+"""What the controller watches of the slots that move, so that a handover
+happens only where a connection could break, and lasts only while one
+could.
+
+- Before a slot hands over, the switches say whether it carried any packet
+  since its backend was chosen (the packet counter of its slot rule, read
+  per pool): one that carried none moves at once, with no handover, no pin
+  and no window. Until they answer (at most ``CHECK_SECONDS``) nothing
+  moves on the switches; a switch that does not answer counts as "it did".
+- During a handover, the switches' counters of what still goes to the old
+  backend are read every ``WATCH_SECONDS``: packets of older connections
+  not pinned yet (the rule that sends them to the old backend) and the old
+  backend's pins. Once both were quiet for ``handover_quiet`` seconds, the
+  slot's TCP window ends; ``handover_window`` is only its upper bound.
+
+Pure: counters and time come in, decisions go out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+CHECK_SECONDS = 1.0  # slot counters not back by then: the slots are taken as having carried packets
+WATCH_SECONDS = 1.0  # the counters of slots in a handover are read this often
+
+
+@dataclass
+class Check:
+    """A pool's moved slots whose counters are being read."""
+
+    uid: int
+    base: int  # the smallest size of the table since its rules were written: slot s carries s mod base's history
+    waiting: set[int]  # switches that did not answer yet
+    deadline: float
+    busy: set[int] = field(default_factory=set)  # slots that carried packets
+
+    def carried(self, slots: set[int]) -> set[int]:
+        """Of ``slots``, those that (or a twin they grew from or into) carried packets."""
+        busy = {slot % self.base for slot in self.busy}
+        return {slot for slot in slots if slot % self.base in busy}
+
+
+@dataclass
+class Activity:
+    """A counter of what still reaches an old backend, and when it last changed."""
+
+    count: int
+    changed: float
+
+
+class Handovers:
+    def __init__(self, quiet: float, wall: Callable[[], float]) -> None:
+        self.quiet = quiet
+        self.wall = wall
+        self.checks: dict[str, Check] = {}  # pool name -> its check
+        # (pool uid, slot) -> dpid -> packets that went to the old backend unpinned (older connections)
+        self.unpinned: dict[tuple[int, int], dict[int, Activity]] = {}
+        self.pins: dict[int, dict[int, Activity]] = {}  # backend uid -> dpid -> its pins' packets
+        self.read_at: dict[int, float] = {}  # dpid -> when its last handover counters came back
+
+    # -- before a slot hands over --
+
+    def check(self, name: str, uid: int, base: int, switches: set[int]) -> set[tuple[int, int]]:
+        """Read the pool's slot counters on these switches (unless a check
+        of the pool is out already); what to ask, as (dpid, pool uid)."""
+        if name in self.checks:
+            return set()
+        self.checks[name] = Check(uid, base, set(switches), self.wall() + CHECK_SECONDS)
+        return {(dpid, uid) for dpid in switches}
+
+    def counted(self, name: str, dpid: int, packets: dict[int, int]) -> bool:
+        """A switch's slot counters of a pool came back; True when the
+        check is whole (``finish`` it)."""
+        check = self.checks.get(name)
+        if check is None or dpid not in check.waiting:
+            return False
+        check.waiting.discard(dpid)
+        check.busy |= {slot for slot, count in packets.items() if count}
+        return not check.waiting
+
+    def overdue(self) -> list[str]:
+        """Checks whose switches did not all answer in time."""
+        now = self.wall()
+        return [name for name, check in self.checks.items() if now >= check.deadline]
+
+    def finish(self, name: str, slots: Iterable[int]) -> set[int]:
+        """The slots of ``slots`` that carried packets (all of them when a
+        switch did not answer)."""
+        check = self.checks.pop(name, None)
+        slots = set(slots)
+        if check is None or check.waiting:
+            return slots
+        return check.carried(slots)
+
+    def forget(self, name: str) -> None:
+        self.checks.pop(name, None)
+
+    # -- during a handover --
+
+    def read(self, dpid: int, unpinned: dict[tuple[int, int], int], pins: dict[int, int]) -> None:
+        """One read of a switch's handover counters: packets sent unpinned
+        to the old backend, by (pool uid, slot), and each old backend's pins'
+        packets."""
+        now = self.wall()
+        for key, count in unpinned.items():
+            self._note(self.unpinned.setdefault(key, {}), dpid, count, now)
+        for backend, count in pins.items():
+            self._note(self.pins.setdefault(backend, {}), dpid, count, now)
+        self.read_at[dpid] = now
+
+    @staticmethod
+    def _note(by_switch: dict[int, Activity], dpid: int, count: int, now: float) -> None:
+        seen = by_switch.get(dpid)
+        if seen is None or seen.count != count:
+            by_switch[dpid] = Activity(count, now)
+
+    def quiet_since(self, uid: int, slot: int, old: int, since: float, switches: Iterable[int]) -> float | None:
+        """Since when nothing reached backend ``old`` through slot ``slot``
+        of pool ``uid`` (or its pins) on any of ``switches``: the latest
+        change of those counters, or the move itself; None while a switch
+        has not been read since then."""
+        last = since
+        unpinned, pins = self.unpinned.get((uid, slot), {}), self.pins.get(old, {})
+        for dpid in switches:
+            read = self.read_at.get(dpid)
+            if read is None or read < since:
+                return None
+            for activity in (unpinned.get(dpid), pins.get(dpid)):
+                if activity is not None:
+                    last = max(last, activity.changed)
+        return last
+
+    def switch_gone(self, dpid: int) -> None:
+        self.read_at.pop(dpid, None)
+        for by_switch in (*self.unpinned.values(), *self.pins.values()):
+            by_switch.pop(dpid, None)
+
+    def ended(self, uid: int, slots: Iterable[int]) -> None:
+        """Forget the counters of slots out of their handover."""
+        for slot in slots:
+            self.unpinned.pop((uid, slot), None)
