@@ -17,7 +17,8 @@ For each: a pool "web" of three backends (HAProxy) and a VIP made over
 REST, ApacheBench without keep-alive (each request a new connection)
 started 3 s after the pool shows no hold (the VIP's first minute); then
 rounds in steady state; then a fourth backend joins (a quarter of the
-slots move) and the same load runs at once (the next minute). Medians of
+slots move) and the same load runs at once (the next seconds), then again
+once the window closed (the same four backends in steady state). Medians of
 the rounds; pins and tracker entries after; how long the window lasted
 once the load stopped. Beside them, ApacheBench straight to one backend.
 
@@ -73,20 +74,23 @@ def one_way(lab: Lab, name: str, settings: dict, args) -> dict:
         deadline = stopped + 400
         while rest(BASE, "GET", "/v1/pools/web")[1]["handover"]["slots"] and time.time() < deadline:
             time.sleep(0.5)
+        window = time.time() - stopped
+        after = [lab.ab(VIP, args.requests, args.concurrency) for _ in range(args.rounds)]  # the four, steady
         return {
             "method": handover["tracking"][0]["method"] if handover["tracking"] else "?",
             "direct": median(direct),
             "fresh": median(fresh),
             "steady": median(steady),
             "added": median(added),
-            "failed": sum(r["failed"] for r in fresh + steady + direct + added),
+            "after": median(after),
+            "failed": sum(r["failed"] for r in fresh + steady + direct + added + after),
             "fresh_seconds": fresh_seconds,
             "added_seconds": added_seconds,
             "fresh_pins": fresh_pins,
             "moved": handover["slots"],
             "pins": pins,
             "tracked": tracked,
-            "window": time.time() - stopped,
+            "window": window,
         }
     finally:
         lab.stop(controller)
@@ -117,13 +121,13 @@ def main() -> int:
         results = {name: one_way(lab, name, settings, args) for name, settings in ways.items()}
         print(f"\nNew connections per second, {args.rounds} rounds of {args.requests} requests each, medians")
         print(
-            f"{'settings':<10}{'method':<11}{'direct':>8}{'new VIP':>9}{'steady':>8}{'added':>8}"
-            f"{'new/steady':>12}{'added/steady':>14}{'failed':>8}"
+            f"{'settings':<10}{'method':<11}{'direct':>8}{'new VIP':>9}{'steady':>8}{'added':>8}{'after':>8}"
+            f"{'new/steady':>12}{'added/after':>13}{'failed':>8}"
         )
         for name, r in results.items():
             print(
                 f"{name:<10}{r['method']:<11}{r['direct']:>8.0f}{r['fresh']:>9.0f}{r['steady']:>8.0f}{r['added']:>8.0f}"
-                f"{r['fresh'] / r['steady']:>12.2f}{r['added'] / r['steady']:>14.2f}{r['failed']:>8}"
+                f"{r['after']:>8.0f}{r['fresh'] / r['steady']:>12.2f}{r['added'] / r['after']:>13.2f}{r['failed']:>8}"
             )
         print("\nWhat the switch kept")
         print(
@@ -136,7 +140,8 @@ def main() -> int:
         some = next(iter(results.values()))
         print(
             f"  new VIP: its first {some['fresh_seconds']:.0f} s (ab started 3 s after no hold); added: a fourth "
-            f"backend joined, the next {some['added_seconds']:.0f} s; direct: straight to one backend\n"
+            f"backend joined, the next {some['added_seconds']:.0f} s; after: the four once the window closed; "
+            "steady: the three before; direct: straight to one backend\n"
             "  window after load: from the end of the load until the pool shows no slot in a handover"
         )
         return 0

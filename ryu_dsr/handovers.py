@@ -111,9 +111,13 @@ class Handovers:
 
     @staticmethod
     def _note(by_switch: dict[int, Activity], dpid: int, count: int, now: float) -> None:
+        """A counter that grew is activity; one that fell is not (pins that
+        expired take their packets with them, a rewritten rule starts at 0)."""
         seen = by_switch.get(dpid)
-        if seen is None or seen.count != count:
+        if seen is None or count > seen.count:
             by_switch[dpid] = Activity(count, now)
+        elif count < seen.count:
+            by_switch[dpid] = Activity(count, seen.changed)
 
     def quiet_since(self, uid: int, slot: int, old: int, since: float, switches: Iterable[int]) -> float | None:
         """Since when nothing reached backend ``old`` through slot ``slot``

@@ -424,3 +424,7 @@ def test_the_check_and_the_quiet_of_handovers_in_isolation():
     now[0] += 1
     handovers.read(1, {(7, 5): 4}, {30: 101})  # a pinned connection spoke
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == now[0]
+    spoke = now[0]
+    now[0] += 3
+    handovers.read(1, {(7, 5): 4}, {30: 60})  # pins expired: fewer packets counted, nobody spoke
+    assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == spoke
