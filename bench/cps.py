@@ -24,7 +24,9 @@ backends:
   three to one backend (what spreading costs by itself here).
 
 Then the same load runs while a backend is added to the pool (its slots
-hand over), and once more inside the handover window. After each part: the
+hand over), and once more inside the handover window. The controller
+reaches the switch's OVSDB, so handovers use the defaults (the connection
+tracker). After each part: the
 slot table's pins and handover rules.
 
 Run as root:  .venv/bin/python bench/cps.py [--rounds 5] [--requests 20000]
@@ -115,6 +117,12 @@ def slot_table(lab: Lab) -> dict:
     return counts
 
 
+def tracking(lab: Lab) -> str:
+    """How the switch keeps a moved slot's new connections (conntrack or learn)."""
+    methods = rest(BASE, "GET", "/v1/pools/web")[1]["handover"]["tracking"]
+    return ", ".join(sorted({m["method"] for m in methods})) or "?"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -130,7 +138,12 @@ def main() -> int:
             lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED] if name == "b11" else [VIP])
             lab.serve_haproxy(name)
             lab.serve_udp(name, UDP_PORT, [VIP, host.ip])
-        settings = {"state_file": str(lab.run_dir / "state.db"), "handover_window": 300, "udp_handover_window": 10}
+        settings = {
+            "state_file": str(lab.run_dir / "state.db"),
+            "handover_window": 300,
+            "udp_handover_window": 10,
+            "ovsdb_remote": lab.serve_ovsdb(16643),  # the defaults where the switch lets the controller in
+        }
         lab.start_controller(settings, rest_port=18095, of_port=16695)
         lab.wait_connected()
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in (11, 12, 13)]}
@@ -210,7 +223,8 @@ def main() -> int:
         # A backend joins while the load runs: its slots hand over.
         print(
             "\nDuring a pool change (b14 added one second into the run; handover windows: "
-            f"TCP {settings['handover_window']} s, UDP {settings['udp_handover_window']} s)"
+            f"TCP {settings['handover_window']} s at most, UDP {settings['udp_handover_window']} s; "
+            f"TCP handovers by {tracking(lab)})"
         )
         print(f"{'protocol':<9}{'run':<28}{'per second':>11}{'failed':>8}")
         outcome: dict = {}

@@ -18,8 +18,11 @@ import sys
 import time
 
 from ryu_dsr import ofp
+from ryu_dsr.flows.family import FAMILIES
+from ryu_dsr.flows.pipeline import KIND_MASK, OWNER_MASK, Kind, Slots, Table, owner, pin_cookie
 from ryu_dsr.flows.pipeline import REG_SLOT as SLOT_REGISTER
-from ryu_dsr.flows.pipeline import Slots
+from ryu_dsr.handovers import WATCH_SECONDS
+from ryu_dsr.ovsdb import OvsdbError, prepare_zone
 from ryu_dsr.session import Connecting, Poll, Session
 from ryu_dsr.writer import Writers
 
@@ -281,8 +284,6 @@ class Shell(ofp.RyuApp):
         every switch in Open vSwitch mode, every ``interval`` seconds, and
         count the pins of the backends that may have some (one aggregate
         request each: connections held in a handover)."""
-        from ryu_dsr.flows.pipeline import Table, pin_cookie
-
         while True:
             ofp.hub.sleep(interval)
             for session in list(self.sessions.values()):
@@ -309,10 +310,6 @@ class Shell(ofp.RyuApp):
         """While slots are in a handover, read every WATCH_SECONDS what still
         reaches their old backends (``handovers.py``): the handover rules of
         tables SLOTS and TRACKED, and the old backends' pins."""
-        from ryu_dsr.flows.family import FAMILIES
-        from ryu_dsr.flows.pipeline import KIND_MASK, Kind, Table, pin_cookie
-        from ryu_dsr.handovers import WATCH_SECONDS
-
         pools = int(Kind.POOL) << 56
         while True:
             ofp.hub.sleep(WATCH_SECONDS)
@@ -343,8 +340,6 @@ class Shell(ofp.RyuApp):
 
     def count_slots(self, session: Session, pool_uid: int) -> None:
         """Ask a switch for a pool's slot counters (a moved slot's check)."""
-        from ryu_dsr.flows.pipeline import OWNER_MASK, Kind, Table, owner
-
         request = ofp.owned_flows_request(session.datapath, Table.SLOTS, owner(Kind.POOL, pool_uid) << 32, OWNER_MASK)
         session.datapath.set_xid(request)
         session.counting[request.xid] = (pool_uid, {})
@@ -353,8 +348,6 @@ class Shell(ofp.RyuApp):
     def prepare_zone(self, session: Session) -> None:
         """Give the switch's handover zone its timeout policy over OVSDB, in
         a green thread of its own; the balancer hears how it went."""
-        from ryu_dsr.ovsdb import OvsdbError, prepare_zone
-
         settings = self.balancer.settings
         peer = getattr(session.datapath, "address", None)  # where its OpenFlow connection comes from
         address = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
