@@ -294,17 +294,8 @@ class Shell(ofp.RyuApp):
                     continue  # not taken yet, no counters, or the last poll is not back (yet)
                 datapath = session.datapath
                 poll = session.poll = Poll(time.monotonic())
-                requests = [
-                    (ofp.flow_stats_request(datapath, t), None) for t in (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
-                ]
-                for uid in self.balancer.pin_holders():
-                    requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
-                for request, uid in requests:
-                    datapath.set_xid(request)
-                    poll.waiting.add(request.xid)
-                    if uid is not None:
-                        poll.pin_requests[request.xid] = uid
-                    datapath.send_msg(request)
+                tables = [ofp.flow_stats_request(datapath, t) for t in (Table.DECIDE, Table.CHOSEN, Table.REPLIES)]
+                self._send_reads(datapath, poll, tables, self.balancer.pin_holders())
 
     def _watch_forever(self):
         """While slots are in a handover, read every WATCH_SECONDS what still
@@ -325,18 +316,24 @@ class Shell(ofp.RyuApp):
                     continue
                 datapath = session.datapath
                 watch = session.watch = Poll(time.monotonic())
-                requests = [(ofp.owned_flows_request(datapath, Table.TRACKED, pools, KIND_MASK), None)]
+                tables = [ofp.owned_flows_request(datapath, Table.TRACKED, pools, KIND_MASK)]
                 for family in FAMILIES:  # SLOTS' rules that match a packet's type: its handover rules, not its slots
                     match = {"eth_type": family.eth_type}
-                    requests.append((ofp.owned_flows_request(datapath, Table.SLOTS, pools, KIND_MASK, match), None))
-                for uid in backends:
-                    requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
-                for request, uid in requests:
-                    datapath.set_xid(request)
-                    watch.waiting.add(request.xid)
-                    if uid is not None:
-                        watch.pin_requests[request.xid] = uid
-                    datapath.send_msg(request)
+                    tables.append(ofp.owned_flows_request(datapath, Table.SLOTS, pools, KIND_MASK, match))
+                self._send_reads(datapath, watch, tables, backends)
+
+    @staticmethod
+    def _send_reads(datapath, poll: Poll, tables: list, pin_holders) -> None:
+        """Send a read of flow tables and one aggregate request per backend
+        for its pins' packets; ``poll`` keeps what is awaited."""
+        requests = [(request, None) for request in tables]
+        requests += [(ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid) for uid in pin_holders]
+        for request, uid in requests:
+            datapath.set_xid(request)
+            poll.waiting.add(request.xid)
+            if uid is not None:
+                poll.pin_requests[request.xid] = uid
+            datapath.send_msg(request)
 
     def count_slots(self, session: Session, pool_uid: int) -> None:
         """Ask a switch for a pool's slot counters (a moved slot's check)."""
