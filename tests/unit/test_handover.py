@@ -428,3 +428,38 @@ def test_the_check_and_the_quiet_of_handovers_in_isolation():
     now[0] += 3
     handovers.read(1, {(7, 5): 4}, {30: 60})  # pins expired: fewer packets counted, nobody spoke
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == spoke
+
+
+def test_a_second_change_during_a_check_keeps_the_busy_slots_with_the_backend_that_held_them(tmp_path):
+    """Two weight changes before the switch answers the first check: the
+    slots still being checked stay where they were; once the counters come
+    back, those that carried packets hand over from the backend that held
+    their connections, the others take the second table's backend at once."""
+    rig, switch = ready(tmp_path, in_use=False)
+    before = list(rig.balancer.desired.planner.table("web"))
+    open_ = [tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(20000, 24000)]
+    open_ = [p for p in open_ if before[slot_of(rig, p)] == "10.0.0.13"][:40]
+    for p in open_:
+        assert backend_of(switch.send(p, 1)) == "10.0.0.13"
+    busy = {slot_of(rig, p) for p in open_}
+    rig.answer_counts = False
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 20})  # before the switch answered
+    after = rig.balancer.desired.planner.table("web")
+    moved = {s for s, (a, b) in enumerate(zip(before, after)) if a != b}
+    assert set(rig.balancer.desired.planner.checking("web")) == moved and moved & busy and moved - busy
+    assert {backend_of(switch.send(p, 1)) for p in open_} == {"10.0.0.13"} and pins(switch) == []
+    rig.answer_counts = True
+    uid = rig.core.config.pools["web"].uid
+    rig.carry_out(rig.core.slots_counted(1, uid, switch.slot_counts(uid)))  # the switch answers late
+    moves = rig.balancer.desired.planner.moves.get("web", {})
+    assert set(moves) == moved & busy and {move.old for move in moves.values()} == {"10.0.0.13"}
+    rig.pass_hold()
+    assert {backend_of(switch.send(p, 1)) for p in open_} == {"10.0.0.13"}  # kept through both changes
+    idle = next(iter(sorted(moved - busy)))
+    fresh = next(
+        p
+        for p in (tcp("10.0.0.8", VIP, s, 80, CLIENT_MAC, VIP_MAC) for s in range(1024, 60000))
+        if slot_of(rig, p) == idle
+    )
+    assert backend_of(switch.send(fresh, 1)) == after[idle] != "10.0.0.13"
