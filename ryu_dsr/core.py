@@ -648,6 +648,7 @@ class Balancer:
                     "pool %s: %d slots end their handover: what they kept went quiet for %d s", name, len(ended), quiet
                 )
                 self._mark(self.desired.slot_owners(name, ended))
+        self.handovers.watching(self.watched())
 
     def _plan_tables(self, pool: Pool):
         return self.desired.plan_tables(

@@ -140,6 +140,11 @@ class Handovers:
         for by_switch in (*self.unpinned.values(), *self.pins.values()):
             by_switch.pop(dpid, None)
 
+    def watching(self, backends: set[int]) -> None:
+        """Forget the pins' counters of old backends no handover waits for any more."""
+        for backend in self.pins.keys() - backends:
+            del self.pins[backend]
+
     def ended(self, uid: int, slots: Iterable[int]) -> None:
         """Forget the counters of slots out of their handover."""
         for slot in slots:

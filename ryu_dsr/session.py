@@ -108,6 +108,13 @@ class Session:
     def dpid(self) -> int:
         return self.datapath.id
 
+    def awaiting(self, xid: int) -> Poll | None:
+        """The read of counters (traffic poll or handover watch) that waits for reply ``xid``."""
+        for read in (self.poll, self.watch):
+            if read is not None and xid in read.waiting:
+                return read
+        return None
+
     def remember(self, xid: int, what: Any) -> None:
         """What went out with ``xid``, to name it if the switch refuses it."""
         self.sent[xid] = what

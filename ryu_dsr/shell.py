@@ -406,16 +406,13 @@ class Shell(ofp.RyuApp):
         session = self._session(ev.msg.datapath)
         if session is None:
             return
-        poll, watch, xid = session.poll, session.watch, ev.msg.xid
-        if poll is not None and xid in poll.waiting:
-            poll.entries.extend(ofp.counted(stat) for stat in ev.msg.body)
+        xid = ev.msg.xid
+        read = session.awaiting(xid)
+        if read is not None:  # a traffic poll reads counting rules; a handover watch, the rules' counters
+            decode = ofp.counted if read is session.poll else ofp.counter_entry
+            read.entries.extend(decode(stat) for stat in ev.msg.body)
             if not ofp.more_replies(ev.msg):
-                self._polled(session, xid)
-            return
-        if watch is not None and xid in watch.waiting:
-            watch.entries.extend(ofp.counter_entry(stat) for stat in ev.msg.body)
-            if not ofp.more_replies(ev.msg):
-                self._watched(session, xid)
+                self._answered(session, read, xid)
             return
         if xid in session.counting:
             pool_uid, packets = session.counting[xid]
@@ -458,30 +455,26 @@ class Shell(ofp.RyuApp):
         session = self._session(ev.msg.datapath)
         if session is None:
             return
-        poll, watch, xid = session.poll, session.watch, ev.msg.xid
-        if poll is not None and xid in poll.waiting:
-            poll.pins[poll.pin_requests[xid]] = ev.msg.body.flow_count
-            self._polled(session, xid)
-        elif watch is not None and xid in watch.waiting:
-            watch.pins[watch.pin_requests[xid]] = ev.msg.body.packet_count  # what the pins still carry
-            self._watched(session, xid)
+        xid = ev.msg.xid
+        read = session.awaiting(xid)
+        if read is not None:  # a traffic poll counts a backend's pins; a handover watch, what they still carry
+            body = ev.msg.body
+            read.pins[read.pin_requests[xid]] = body.flow_count if read is session.poll else body.packet_count
+            self._answered(session, read, xid)
 
-    def _watched(self, session: Session, xid: int) -> None:
-        """One reply of a handover watch is whole; when all are, the balancer reads them."""
-        watch = session.watch
-        watch.waiting.discard(xid)
-        if not watch.waiting:
-            session.watch = None
-            self.writers.carry_out(self.balancer.handover_read(session.dpid, watch.entries, watch.pins))
-
-    def _polled(self, session: Session, xid: int) -> None:
-        """One reply of a poll is whole; when all are, the balancer reads them."""
-        poll = session.poll
-        poll.waiting.discard(xid)
-        if not poll.waiting:
+    def _answered(self, session: Session, read: Poll, xid: int) -> None:
+        """One reply of a poll or a watch is whole; when all are, the balancer reads them."""
+        read.waiting.discard(xid)
+        if read.waiting:
+            return
+        if read is session.poll:
             session.poll = None
-            took = (time.monotonic() - poll.sent, len(poll.entries))
-            self.writers.carry_out(self.balancer.traffic_read(session.dpid, poll.entries, poll.pins, took))
+            took = (time.monotonic() - read.sent, len(read.entries))
+            effects = self.balancer.traffic_read(session.dpid, read.entries, read.pins, took)
+        else:
+            session.watch = None
+            effects = self.balancer.handover_read(session.dpid, read.entries, read.pins)
+        self.writers.carry_out(effects)
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPStateChange, [ofp.DEAD_DISPATCHER])
     def _gone(self, ev):

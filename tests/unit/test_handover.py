@@ -428,6 +428,8 @@ def test_the_check_and_the_quiet_of_handovers_in_isolation():
     now[0] += 3
     handovers.read(1, {(7, 5): 4}, {30: 60})  # pins expired: fewer packets counted, nobody spoke
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == spoke
+    handovers.watching({31})  # no handover waits for backend 30 any more: its counters go
+    assert 30 not in handovers.pins
 
 
 def test_a_second_change_during_a_check_keeps_the_busy_slots_with_the_backend_that_held_them(tmp_path):
