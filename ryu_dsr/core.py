@@ -33,9 +33,9 @@ from ryu_dsr.effects import Effects
 from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
 from ryu_dsr.flows.family import family_of, neighbour_of
 from ryu_dsr.flows.frames import parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, REG_SLOT, Kind, Owner, Slots, Table, Tracked, kind_of, uid_of
+from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
 from ryu_dsr.flows.rules import PacketOut
-from ryu_dsr.handovers import WATCH_SECONDS, Handovers
+from ryu_dsr.handovers import WATCH_SECONDS, Handovers, unpinned_packets
 from ryu_dsr.health import Transition
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import Backend, Change, Config, Pool
@@ -605,18 +605,8 @@ class Balancer:
         tables SLOTS and TRACKED (table, priority, cookie, match, packets)
         and each watched backend's pins' packets."""
         switch = self.switches.get(dpid)
-        if switch is None:
-            return
-        # the rule that sends a moved slot's unpinned older packets to the old backend (and pins them)
-        to_old = (
-            (Table.TRACKED, Tracked.UNLABELLED) if switch.tracking == "conntrack" else (Table.SLOTS, Slots.HANDOVER)
-        )
-        unpinned: dict[tuple[int, int], int] = {}
-        for table, priority, cookie, match, packets in entries:
-            if (table, priority) == to_old and match.get("ip_proto") == 6 and REG_SLOT in match:
-                key = (uid_of(cookie), match[REG_SLOT])
-                unpinned[key] = unpinned.get(key, 0) + packets
-        self.handovers.read(dpid, unpinned, pins)
+        if switch is not None:
+            self.handovers.read(dpid, unpinned_packets(entries, switch.tracking), pins)
 
     def _end_quiet(self) -> None:
         """End the TCP windows of moved slots whose older connections went
@@ -627,27 +617,16 @@ class Balancer:
         self.watched_at = now
         edges = self._edges()
         quiet = self.settings.handover_quiet
-        least = max(quiet, self.settings.udp_handover_window, HOLD)
-        for name, moves in list(self.desired.planner.moves.items()):
-            pool = self.config.pools.get(name)
-            if pool is None or not edges:
-                continue
-            ended = []
-            for slot, move in moves.items():
-                old = pool.backends.get(move.old)
-                if old is None or not move.checked or now - move.since < least:
-                    continue
-                last = self.handovers.quiet_since(pool.uid, slot, old.uid, move.since, edges)
-                if last is not None and now - last >= quiet:
-                    ended.append(slot)
-            if ended:
-                self.desired.planner.end(name, ended)
-                self.handovers.ended(pool.uid, ended)
-                self.desired.save_tables(name)
-                LOG.info(
-                    "pool %s: %d slots end their handover: what they kept went quiet for %d s", name, len(ended), quiet
-                )
-                self._mark(self.desired.slot_owners(name, ended))
+        least = max(quiet, self.settings.udp_handover_window, HOLD)  # the UDP window and the hold run their course
+        for name, ended in self.handovers.quiet_slots(self.desired.planner.moves, self.config.pools, edges, least):
+            uid = self.config.pools[name].uid
+            self.desired.planner.end(name, ended)
+            self.handovers.ended(uid, ended)
+            self.desired.save_tables(name)
+            LOG.info(
+                "pool %s: %d slots end their handover: what they kept went quiet for %d s", name, len(ended), quiet
+            )
+            self._mark(self.desired.slot_owners(name, ended))
         self.handovers.watching(self.watched())
 
     def _plan_tables(self, pool: Pool):

@@ -18,8 +18,11 @@ Pure: counters and time come in, decisions go out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from ryu_dsr.flows.pipeline import REG_SLOT, Slots, Table, Tracked, uid_of
 
 CHECK_SECONDS = 1.0  # slot counters not back by then: the slots are taken as having carried packets
 WATCH_SECONDS = 1.0  # the counters of slots in a handover are read this often
@@ -135,6 +138,31 @@ class Handovers:
                     last = max(last, activity.changed)
         return last
 
+    def quiet_slots(
+        self, moves: Mapping[str, Mapping[int, Any]], pools: Mapping[str, Any], switches: set[int], least: float
+    ) -> list[tuple[str, list[int]]]:
+        """The checked TCP moves, by pool, whose older connections stayed
+        quiet for ``quiet`` seconds on every switch, once ``least`` seconds
+        passed since the move (``moves``: the planner's, pool name -> slot
+        -> ``SlotMove``)."""
+        now = self.wall()
+        quiet = []
+        for name, pool_moves in moves.items():
+            pool = pools.get(name)
+            if pool is None or not switches:
+                continue
+            ended = []
+            for slot, move in pool_moves.items():
+                old = pool.backends.get(move.old)
+                if old is None or not move.checked or now - move.since < least:
+                    continue
+                last = self.quiet_since(pool.uid, slot, old.uid, move.since, switches)
+                if last is not None and now - last >= self.quiet:
+                    ended.append(slot)
+            if ended:
+                quiet.append((name, ended))
+        return quiet
+
     def switch_gone(self, dpid: int) -> None:
         self.read_at.pop(dpid, None)
         for by_switch in (*self.unpinned.values(), *self.pins.values()):
@@ -149,3 +177,19 @@ class Handovers:
         """Forget the counters of slots out of their handover."""
         for slot in slots:
             self.unpinned.pop((uid, slot), None)
+
+
+def unpinned_packets(entries: Iterable[tuple[int, int, int, dict, int]], tracking: str) -> dict[tuple[int, int], int]:
+    """From a switch's handover rules (table, priority, cookie, match,
+    packets), the TCP packets each moved slot sent to its old backend
+    unpinned (older connections, pinned there on the way), by (pool uid,
+    slot). Which rule does that depends on how the switch keeps new
+    connections: table TRACKED's unlabelled rule with the tracker, the
+    slot's handover rule with ``learn``."""
+    to_old = (Table.TRACKED, Tracked.UNLABELLED) if tracking == "conntrack" else (Table.SLOTS, Slots.HANDOVER)
+    unpinned: dict[tuple[int, int], int] = {}
+    for table, priority, cookie, match, packets in entries:
+        if (table, priority) == to_old and match.get("ip_proto") == 6 and REG_SLOT in match:
+            key = (uid_of(cookie), match[REG_SLOT])
+            unpinned[key] = unpinned.get(key, 0) + packets
+    return unpinned
