@@ -42,6 +42,15 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "switch_stats_poll_flows": ("gauge", "counting flows the last traffic counter poll read", ("switch",)),
     "switch_kept_owners": ("gauge", "rule owners kept on the switch from an unknown earlier state", ("switch",)),
+    "discovery_frames": (
+        "counter",
+        "link-discovery frames that came back: accepted, or refused by reason (bad_code: forged; stale; replayed; "
+        "host_port: would make a link of a port where hosts are; unknown_switch; held_down; malformed)",
+        ("result",),
+    ),
+    "port_role_changes": ("counter", "times a switch port changed role (unknown, host, link)", ()),
+    "port_flaps": ("counter", "times a switch port went down or its link stopped being heard", ()),
+    "ports_held_down": ("counter", "times a flapping port was held down", ()),
     "cluster_master": ("gauge", "1 while this controller is master of the switches (etcd cluster)", ("node",)),
     "cluster_candidates": ("gauge", "controllers standing in the etcd cluster, the master included", ()),
     "cluster_etcd_healthy": ("gauge", "1 while etcd answered this controller's last call", ()),
@@ -134,6 +143,13 @@ class StatusCollector:
                 add("switch_stats_poll_seconds", dpid, switch.last_poll[0])
                 add("switch_stats_poll_flows", dpid, switch.last_poll[1])
             add("switch_kept_owners", dpid, switch.kept_owners)
+        discovery = status.discovery()
+        add("discovery_frames", ("accepted",), discovery["accepted"])
+        for reason, count in discovery["refused"].items():
+            add("discovery_frames", (reason,), count)
+        add("port_role_changes", (), discovery["role_changes"])
+        add("port_flaps", (), discovery["flaps"])
+        add("ports_held_down", (), discovery["held_down"])
         cluster = self.cluster() if self.cluster is not None else None
         if cluster is not None and cluster["mode"] == "etcd":
             add("cluster_master", (cluster["node"],), 1 if cluster["role"] == "master" else 0)

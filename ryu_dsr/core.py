@@ -24,13 +24,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ryu_dsr.backends import Backends, utc_stamp
 from ryu_dsr.desired import Desired
+from ryu_dsr.discovery import DISCOVERY_ETHERTYPE, new_key
 from ryu_dsr.effects import Effects
-from ryu_dsr.fabric import DISCOVERY_ETHERTYPE, parse_discovery
 from ryu_dsr.flows.family import family_of, neighbour_of
 from ryu_dsr.flows.frames import parse_ethernet
 from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
@@ -100,7 +100,7 @@ class Balancer:
         self.switches = Switches(allowed, self.clock)
         self.desired = Desired(settings, store, saved, self.wall)
         self.backends = Backends(settings, self.clock, self.wall, self.switches.link_up)
-        self.l2 = L2(settings, self.clock)
+        self.l2 = L2(settings, self.clock, self.wall, self._discovery_key(saved, store))
         self.rules = RuleSource(settings, self.desired, self.backends, self.l2, self.clock, self.wall)
         self.traffic = Traffic()
         self.handovers = Handovers(settings.handover_quiet, self.wall)
@@ -119,6 +119,20 @@ class Balancer:
                 self._locate(ip)
         for name in self.config.pools:
             self._refresh_pool(name)
+
+    def _discovery_key(self, saved: Saved, store: Store) -> bytes:
+        """The key of the discovery frames: the operator's file, or one made
+        at the first start and kept with the state (so every controller of
+        a cluster holds the same, and a restart keeps it)."""
+        if self.settings.discovery_key_file:
+            with open(self.settings.discovery_key_file, "rb") as handle:
+                return handle.read().strip()
+        key = saved.flags.get("discovery_key")
+        if not key:
+            key = new_key()
+            store.write(flags={"discovery_key": key})
+            saved.flags["discovery_key"] = key
+        return bytes.fromhex(key)
 
     @property
     def config(self) -> Config:
@@ -251,16 +265,19 @@ class Balancer:
         description: str = "",
         ports_down: Iterable[int] = (),
         ports: Iterable[int] = (),
+        port_macs: Mapping[int, str] | None = None,
     ) -> None:
         """A switch (re)connected; ``installed`` is what it holds now (key ->
-        cookie). Only the differences are sent, so a reconnect is hitless."""
+        cookie). Only the differences are sent, so a reconnect is hitless.
+        ``port_macs``: the ports' own MAC addresses (frames from these are
+        the switch's own, not a host's)."""
         if self.settings.hash_mode != "auto":
             mode = self.settings.hash_mode
         first_plain = mode == "plain" and not self.switches.plain
         switch = self.switches[dpid] = Switch(dpid, mode, description, set(ports_down))
         self._tracking(switch)
         self.backends.health.switch_online(dpid)
-        discovery = self.l2.switch_up(switch, set(ports) - set(ports_down))
+        discovery = self.l2.switch_up(switch, set(ports) - set(ports_down), port_macs or {})
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
         for (table, _priority, match), cookie in installed.items():
@@ -344,10 +361,12 @@ class Balancer:
             LOG.info("switch %016x disconnected", dpid)
 
     @event
-    def port_changed(self, dpid: int, port: int, up: bool) -> None:
+    def port_changed(self, dpid: int, port: int, up: bool, mac: str | None = None) -> None:
         switch = self.switches.get(dpid)
         if switch is None:
             return
+        if mac:
+            self.l2.port_mac(dpid, port, mac)
         if up:
             switch.ports_down.discard(port)
             discovery = self.l2.port_up(switch, port)
@@ -358,6 +377,7 @@ class Balancer:
             if links_changed:
                 self._fabric_changed()
         LOG.info("switch %016x port %d %s", dpid, port, "up" if up else "down")
+        switch.rules.mark([BASE_OWNER])  # flooding: a new port waits for discovery, a flapping one is held
         touched: set[Owner] = set()
         for ip in self.backends.ips_by_port.get((dpid, port), ()):
             if not up:
@@ -376,15 +396,14 @@ class Balancer:
         eth = parse_ethernet(data)
         if switch is None or eth is None:
             return
-        sender = parse_discovery(data) if eth.ethertype == DISCOVERY_ETHERTYPE else None
-        if sender is not None:
+        if eth.ethertype == DISCOVERY_ETHERTYPE:
             switch.packet_ins["discovery"] += 1
-            if self.l2.link_seen(sender, dpid, in_port):
+            changed, replies = self.l2.frame_in(dpid, in_port, data)
+            if changed:
                 self._fabric_changed()
+            self._out(dpid, replies)
             return
-        learned = []
-        if in_port not in self.l2.fabric.link_ports(dpid):
-            learned = self.l2.learn(switch, eth.src, in_port, self.switches)
+        learned = self.l2.learn(switch, eth.src, in_port, self.switches)
         self._mark({(Kind.HOST, mac) for mac in learned})
         found = neighbour_of(data)
         message = found[1] if found else None

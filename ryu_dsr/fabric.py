@@ -3,7 +3,12 @@ hosts attach, in one networkx graph. Pure: time comes in, answers go out.
 
 Links are found by the controller's own discovery frames (each switch sends
 one out of every port; the switch at the other end hands it back with its
-own datapath id and port), or declared in a static file. From the graph:
+own datapath id and port; ``discovery.py`` makes and checks them), or
+declared in a static file. A link is believed only when frames have come
+both ways over it, and never on a port where hosts were seen: each port has
+a role, ``host`` (hosts seen there, until the port goes down) or ``link``
+(a link is believed there), or an operator pins it (``port_roles``). From
+the graph:
 
 - ``next_port(at, to)``: the port a switch forwards out of towards another
   switch, on a shortest path (ties broken by datapath id, so every switch
@@ -22,7 +27,7 @@ on it could close a loop.
 from __future__ import annotations
 
 import json
-import struct
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,33 +35,13 @@ import networkx
 
 from ryu_dsr.model import InvalidInput
 
-DISCOVERY_ETHERTYPE = 0x88B5  # IEEE 802 local experimental
-_DISCOVERY = struct.Struct("!6s6sH4sQI")
-_MAGIC = b"rdsr"
+ROLES = ("host", "link")  # what a port can be pinned as
 
 Link = tuple[int, int, int, int]  # (dpid, port, dpid, port), lower dpid first
 
 
 def link_key(a: int, pa: int, b: int, pb: int) -> Link:
     return (a, pa, b, pb) if (a, pa) <= (b, pb) else (b, pb, a, pa)
-
-
-def discovery_frame(dst_mac: str, dpid: int, port: int) -> bytes:
-    """What a switch sends out of ``port`` to find its neighbour."""
-    src = bytes.fromhex(f"0e{dpid & 0xFFFFFFFFFF:010x}")  # locally administered, apart from hosts' 02:...
-    dst = bytes.fromhex(dst_mac.replace(":", ""))
-    frame = _DISCOVERY.pack(dst, src, DISCOVERY_ETHERTYPE, _MAGIC, dpid, port)
-    return frame + bytes(max(0, 60 - len(frame)))
-
-
-def parse_discovery(data: bytes) -> tuple[int, int] | None:
-    """(dpid, port) a discovery frame was sent from, or None."""
-    if len(data) < _DISCOVERY.size:
-        return None
-    _dst, _src, ethertype, magic, dpid, port = _DISCOVERY.unpack_from(data)
-    if ethertype != DISCOVERY_ETHERTYPE or magic != _MAGIC:
-        return None
-    return dpid, port
 
 
 @dataclass
@@ -67,6 +52,10 @@ class Fabric:
     graph: networkx.MultiGraph = field(default_factory=networkx.MultiGraph)
     ports: dict[int, dict[int, float]] = field(default_factory=dict)  # dpid -> port -> since when it is up
     seen: dict[Link, float] = field(default_factory=dict)  # link -> when it was last seen
+    # (sender dpid, port, receiver dpid, port) -> when a frame last came that way
+    heard: dict[Link, float] = field(default_factory=dict)
+    pinned: dict[tuple[int, int], str] = field(default_factory=dict)  # (dpid, port) -> role an operator set
+    hosts_seen: set[tuple[int, int]] = field(default_factory=set)  # ports where hosts were seen since up
     declared: set[Link] = field(default_factory=set)  # static links
     version: int = 0  # grows with every change of ports or links (callers cache what they derive)
     _paths: dict[int, dict[int, int]] | None = None  # cache: destination -> switch -> port towards it
@@ -86,6 +75,8 @@ class Fabric:
     def switch_down(self, dpid: int) -> list[Link]:
         """The links that went with the switch."""
         self.ports.pop(dpid, None)
+        self.hosts_seen = {end for end in self.hosts_seen if end[0] != dpid}
+        self.heard = {way: when for way, when in self.heard.items() if dpid not in (way[0], way[2])}
         gone = [link for link in self.links() if dpid in (link[0], link[2])]
         for link in gone:
             self._remove(link)
@@ -103,31 +94,72 @@ class Fabric:
         """The port stops (its link too, at once: no wait for a timeout)."""
         if dpid in self.ports:
             self.ports[dpid].pop(port, None)
+        self.hosts_seen.discard((dpid, port))
+        for way in [w for w in self.heard if (dpid, port) in ((w[0], w[1]), (w[2], w[3]))]:
+            del self.heard[way]
         gone = [link for link in self.links() if (dpid, port) in ((link[0], link[1]), (link[2], link[3]))]
         for link in gone:
             self._remove(link)
         self._changed()
         return gone
 
-    def link_seen(self, a: int, pa: int, b: int, pb: int, now: float) -> bool:
-        """A discovery frame from (a, pa) came in at (b, pb); True when the
-        link is new (the graph changed)."""
-        if a == b or a not in self.ports or b not in self.ports or self.static:
-            return False
+    def link_seen(self, a: int, pa: int, b: int, pb: int, now: float) -> str:
+        """A checked discovery frame from (a, pa) came in at (b, pb). What
+        it did: ``new`` (the link is believed now: frames came both ways),
+        ``known``, ``one_way`` (the other way is not heard yet), or why it
+        is refused (``unknown_switch``, ``host_port``); ``static`` when the
+        links come from a file."""
+        if self.static:
+            return "static"
+        if a == b or a not in self.ports or b not in self.ports:
+            return "unknown_switch"
+        if self.role(a, pa) == "host" or self.role(b, pb) == "host":
+            return "host_port"
+        self.heard[(a, pa, b, pb)] = now
+        back = self.heard.get((b, pb, a, pa))
+        if back is None or now - back > self.link_timeout:
+            return "one_way"
         link = link_key(a, pa, b, pb)
         new = link not in self.seen
-        self.seen[link] = now
-        if new:
-            # a port has one link: an older one on either end is gone
-            for old in [k for k in self.links() if k != link and _shares_port(k, link)]:
-                self._remove(old)
-            self._add(link)
-            self._changed()
-        return new
+        self.seen[link] = min(now, back)
+        if not new:
+            return "known"
+        # a port has one link: an older one on either end is gone
+        for old in [k for k in self.links() if k != link and _shares_port(k, link)]:
+            self._remove(old)
+        self._add(link)
+        self.seen[link] = min(now, back)
+        self._changed()
+        return "new"
+
+    def host_seen(self, dpid: int, port: int) -> bool:
+        """A host was seen at (dpid, port); True when that makes it a host
+        port (until it goes down: no frame makes it a link meanwhile)."""
+        if (dpid, port) in self.hosts_seen or dpid not in self.ports or port not in self.ports[dpid]:
+            return False
+        self.hosts_seen.add((dpid, port))
+        return True
+
+    def role(self, dpid: int, port: int) -> str:
+        """``host``, ``link`` or ``unknown`` (neither seen yet); a pinned
+        role first."""
+        pinned = self.pinned.get((dpid, port))
+        if pinned:
+            return pinned
+        if (dpid, port) in self.hosts_seen:
+            return "host"
+        return "link" if port in self.link_ports(dpid) else "unknown"
+
+    def learns(self, dpid: int, port: int) -> bool:
+        """Hosts are learned at this port: it is neither a link nor pinned as one."""
+        return port not in self.link_ports(dpid) and self.pinned.get((dpid, port)) != "link"
 
     def expire(self, now: float) -> list[Link]:
         """Discovered links not seen for ``link_timeout`` seconds."""
-        gone = [link for link, when in self.seen.items() if now - when > self.link_timeout]
+        for way in [way for way, when in self.heard.items() if now - when > self.link_timeout]:
+            del self.heard[way]
+        gone = [link for link in self.seen if link[:2] + link[2:] not in self.heard or _back(link) not in self.heard]
+        gone = [link for link in gone if link not in self.declared]
         for link in gone:
             self._remove(link)
         if gone:
@@ -269,6 +301,10 @@ class Fabric:
         }
 
 
+def _back(link: Link) -> Link:
+    return (link[2], link[3], link[0], link[1])
+
+
 def _shares_port(one: Link, other: Link) -> bool:
     ends = {(one[0], one[1]), (one[2], one[3])}
     return bool(ends & {(other[0], other[1]), (other[2], other[3])})
@@ -305,3 +341,19 @@ def _dpid(value: object) -> int:
     if isinstance(value, int) and value > 0:
         return value
     raise ValueError(value)
+
+
+def parse_port_roles(text: str, where: str) -> dict[tuple[int, int], str]:
+    """Ports pinned to a role: ``DPID:PORT=host`` or ``=link``, comma
+    separated (datapath ids in hex, as Open vSwitch shows them)."""
+    pinned: dict[tuple[int, int], str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"(?:0x)?([0-9a-fA-F]{1,16}):([0-9]{1,10})=(host|link)", item)
+        if not match or not 1 <= int(match[2]) <= 0xFFFFFF00:
+            raise InvalidInput(
+                where, f"{item!r} is not DPID:PORT=host or DPID:PORT=link (like 0000000000000001:3=host)"
+            )
+        pinned[(int(match[1], 16), int(match[2]))] = match[3]
+    return pinned

@@ -71,6 +71,7 @@ class Connecting:
     desc: Any = None
     ports: set[int] = field(default_factory=set)
     ports_down: set[int] = field(default_factory=set)
+    port_macs: dict[int, str] = field(default_factory=dict)  # the ports' own MAC addresses
     installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
 
+from ryu_dsr.discovery import MIN_KEY_BYTES
+from ryu_dsr.fabric import parse_port_roles
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS
 from ryu_dsr.model import InvalidInput, parse_address, parse_choice, parse_int, parse_mac
 
@@ -219,6 +221,21 @@ OPTIONS = (
         "a JSON file of the links between switches (for switches that cannot pass the controller's discovery "
         'frames): {"links": [{"a": {"dpid": 1, "port": 5}, "b": {"dpid": 2, "port": 1}}]}; empty: links are found',
     ),
+    Option(
+        "discovery_key_file",
+        str,
+        "",
+        "a file whose bytes (at least 16) are the key that seals the controller's link-discovery frames, the "
+        "same for every controller of a cluster; empty: a key is made at the first start and kept with the state "
+        "(state_file or etcd), so the controllers of a cluster share it",
+    ),
+    Option(
+        "port_roles",
+        str,
+        "",
+        "switch ports pinned to a role, DPID:PORT=host or DPID:PORT=link, comma separated: a host port never "
+        "becomes a link whatever frames come in there, a link port never learns hosts; empty: roles are found",
+    ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
         "probe_ip",
@@ -317,6 +334,11 @@ class _SettingsMethods:
                 value = ",".join(parse_endpoints(value, where))
             if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):
                 raise InvalidInput(where, "must be a key path like /ryu_dsr (letters, digits, _ . - /)")
+            if name == "port_roles":
+                pinned = parse_port_roles(value, where)
+                value = ",".join(f"{dpid:016x}:{port}={role}" for (dpid, port), role in sorted(pinned.items()))
+            if name == "discovery_key_file" and value:
+                check_key_file(value, where)
             if name == "switches":
                 value = ",".join(f"{dpid:016x}" for dpid in sorted(parse_dpids(value, where)))
             if name in ("etcd_ca_cert", "etcd_cert", "etcd_key") and value and not os.access(value, os.R_OK):
@@ -352,6 +374,17 @@ class _SettingsMethods:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_key_file(path: str, where: str) -> None:
+    """A key file is readable and holds at least ``MIN_KEY_BYTES`` bytes."""
+    try:
+        with open(path, "rb") as handle:
+            key = handle.read().strip()
+    except OSError as error:
+        raise InvalidInput(where, f"cannot read {path!r}: {error.strerror}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise InvalidInput(where, f"{path!r} must hold at least {MIN_KEY_BYTES} bytes (it holds {len(key)})")
 
 
 def parse_dpids(text: str, where: str) -> set[int]:

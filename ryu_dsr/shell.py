@@ -400,6 +400,9 @@ class Shell(ofp.RyuApp):
         if session is not None and session.connecting is not None:
             session.connecting.ports_down.update(p.port_no for p in ev.msg.body if ofp.port_is_down(p))
             session.connecting.ports.update(p.port_no for p in ev.msg.body if ofp.is_switch_port(p.port_no))
+            session.connecting.port_macs.update(
+                (p.port_no, p.hw_addr) for p in ev.msg.body if ofp.is_switch_port(p.port_no)
+            )
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
     def _flows(self, ev):
@@ -446,7 +449,13 @@ class Shell(ofp.RyuApp):
         mode = "ovs" if ovs else "plain"
         self.writers.carry_out(
             self.balancer.switch_connected(
-                session.dpid, mode, installed, description, connecting.ports_down, connecting.ports
+                session.dpid,
+                mode,
+                installed,
+                description,
+                connecting.ports_down,
+                connecting.ports,
+                connecting.port_macs,
             )
         )
 
@@ -496,7 +505,7 @@ class Shell(ofp.RyuApp):
         msg = ev.msg
         if ofp.is_switch_port(msg.desc.port_no):
             up = not ofp.port_status_down(msg)
-            self.writers.carry_out(self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, up))
+            self.writers.carry_out(self.balancer.port_changed(msg.datapath.id, msg.desc.port_no, up, msg.desc.hw_addr))
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPErrorMsg, ofp.MAIN_DISPATCHER)
     def _error(self, ev):

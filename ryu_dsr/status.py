@@ -96,8 +96,10 @@ class Status:
         ]
 
     def topology(self) -> dict:
-        """Switches, links (and whether each is on the flooding tree) and the
-        hosts at the edge: learned ones, and backends where they were found."""
+        """Switches (their ports' roles, pinned and held down ones), links
+        (and whether each is on the flooding tree), the hosts at the edge
+        (learned ones, and backends where they were found) and what
+        discovery took and refused."""
         b = self._balancer
         out = b.l2.fabric.to_json()
         hosts = {
@@ -108,7 +110,15 @@ class Status:
                 continue
             hosts.setdefault(mac, {"mac": mac, "dpid": dpid, "port": port, "backends": []})["backends"].append(ip)
         out["hosts"] = sorted(hosts.values(), key=lambda h: (h["dpid"], h["port"], h["mac"]))
+        for switch in out["switches"]:
+            switch.update(b.l2.ports_of(switch["dpid"]))
+        out["discovery"] = b.l2.discovery_counts()
         return out
+
+    def discovery(self) -> dict:
+        """Discovery frames taken and refused (by reason), port role changes
+        and flaps."""
+        return self._balancer.l2.discovery_counts()
 
     # -- pools and backends --
 

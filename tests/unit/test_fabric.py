@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ryu_dsr.fabric import Fabric, discovery_frame, load_links, parse_discovery
+from ryu_dsr.fabric import Fabric, load_links
 from ryu_dsr.model import InvalidInput
 
 SPINES = (101, 102)
@@ -23,15 +23,14 @@ def leaf_spine(now: float = 0.0) -> Fabric:
         fabric.switch_up(spine, set(LEAVES), now)
     for leaf in LEAVES:
         for index, spine in enumerate(SPINES, 1):
-            assert fabric.link_seen(leaf, index, spine, leaf, now)
+            assert both_ways(fabric, leaf, index, spine, leaf, now) == "new"
     return fabric
 
 
-def test_a_discovery_frame_names_its_switch_and_port():
-    frame = discovery_frame("02:00:00:00:00:fe", 0x1234, 7)
-    assert parse_discovery(frame) == (0x1234, 7) and len(frame) >= 60
-    assert parse_discovery(frame[:20]) is None
-    assert parse_discovery(bytes(60)) is None
+def both_ways(fabric: Fabric, a: int, pa: int, b: int, pb: int, now: float) -> str:
+    """Frames came over a link both ways: what the second did."""
+    fabric.link_seen(a, pa, b, pb, now)
+    return fabric.link_seen(b, pb, a, pa, now)
 
 
 def test_paths_are_shortest_and_every_switch_agrees():
@@ -78,14 +77,14 @@ def test_a_cut_link_moves_paths_to_the_other_spine_and_a_rejoined_one_moves_noth
     assert fabric.next_port(1, 3) == 2 and fabric.next_port(102, 1) == 1
     assert len(fabric.tree()) == 4  # still spans all five
     fabric.port_up(1, 1, now=10)
-    assert fabric.link_seen(101, 1, 1, 1, now=10)
+    assert both_ways(fabric, 101, 1, 1, 1, now=10) == "new"
     assert fabric.next_port(1, 3) == 1
 
 
 def test_discovered_links_expire_and_a_switch_that_leaves_takes_its_links():
     fabric = leaf_spine(now=0.0)
     for leaf in LEAVES:
-        fabric.link_seen(leaf, 2, 102, leaf, now=3.0)  # only spine 102's links are seen again
+        both_ways(fabric, leaf, 2, 102, leaf, now=3.0)  # only spine 102's links are seen again
     assert sorted(fabric.expire(now=4.0)) == [(1, 1, 101, 1), (2, 1, 101, 2), (3, 1, 101, 3)]
     assert fabric.next_port(1, 3) == 2
     assert len(fabric.switch_down(102)) == 3
@@ -105,7 +104,8 @@ def test_static_links_from_a_file(tmp_path):
     assert fabric.next_port(1, 2) is None  # switch 2 not up yet
     fabric.switch_up(2, {5, 6}, 0.0)
     assert fabric.next_port(1, 2) == 1 and fabric.flood_ports(2, now=0.0) == (5, 6)
-    assert not fabric.link_seen(1, 2, 2, 6, now=0.0)  # discovery does not change a static fabric
+    assert both_ways(fabric, 1, 2, 2, 6, now=0.0) == "static"  # discovery does not change a static fabric
+    assert fabric.expire(now=60.0) == [] and fabric.next_port(1, 2) == 1  # declared links do not time out
     for body, rule in (
         ({"links": [{"a": {"dpid": 1, "port": 1}, "b": {"dpid": 1, "port": 2}}]}, "two different switches"),
         ({"links": [{"a": {"dpid": 1}}]}, '"a": {"dpid"'),
@@ -128,7 +128,6 @@ def fabric_rig(tmp_path):
     """Leaves 1-3 (ports 1, 2 to spines 101 and 102; hosts on 3 and 4),
     spines with a port per leaf; links found by discovery frames; two
     backends on leaves 2 and 3, clients on leaves 1 and 3."""
-    from ryu_dsr.fabric import discovery_frame
     from tests.conftest import make_rig
 
     rig = make_rig(tmp_path, handover_window=1, udp_handover_window=1)
@@ -140,13 +139,12 @@ def fabric_rig(tmp_path):
     for leaf in LEAVES:
         for index, spine in enumerate(SPINES, 1):
             links[(leaf, index)], links[(spine, leaf)] = (spine, leaf), (leaf, index)
-    probe = rig.balancer.settings.probe_mac
 
     def second() -> None:
         """A second passes: the switches hand back each other's discovery
         frames, backends answer their checks."""
         for (a, pa), (b, pb) in links.items():
-            rig.balancer.packet_in(b, pb, discovery_frame(probe, a, pa))
+            rig.balancer.packet_in(b, pb, rig.balancer.l2.sealed.frame(a, pa))
         for ip, (mac, leaf, port) in FABRIC_BACKENDS.items():
             rig.answer_arp(ip, mac, port, leaf)
         rig.clock.now += 1
