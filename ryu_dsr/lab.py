@@ -223,6 +223,10 @@ class Lab:
         """Pull the cable: both switches see their port go down."""
         sh("ip", "link", "set", self.links[name][0], "down")
 
+    def restore_link(self, name: str) -> None:
+        """Put the cable back."""
+        sh("ip", "link", "set", self.links[name][0], "up")
+
     def link_packets(self) -> int:
         """Frames sent on every link so far (both directions)."""
         total = 0

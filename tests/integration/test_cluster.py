@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from ryu_dsr.etcd import Etcd
 from ryu_dsr.lab import Lab, program, rest, wait_backends_up
 from tests.integration.conftest import BACKENDS, PROBE_IP, VIP, wait_for
 
@@ -176,8 +177,17 @@ def failover(cluster, stop, resume=None):
     return old, new, took
 
 
+def discovery_key() -> str:
+    """The key that seals discovery frames, as the cluster keeps it in etcd."""
+    _revision, kvs = Etcd([f"http://127.0.0.1:{ETCD_PORT}"]).range_prefix("/ryu_dsr/runtime/flags/discovery_key")
+    return kvs[0].value if kvs else ""
+
+
 def test_kill_9_of_the_master_fails_over_within_the_lease_without_a_failed_request(cluster):
+    key = discovery_key()
+    assert len(key) == 64  # made by the first master, kept for the cluster
     old, new, took = failover(cluster, lambda node: cluster.procs[node].send_signal(signal.SIGKILL))
+    assert discovery_key() == key  # the new master seals with the same key
     assert took <= TTL + 1 + 1.5, took  # the lease, a second, and the test's own polling
     assert cluster.cluster(new)["role"] == "master"
     cluster.start(old)  # back as a slave, last in line

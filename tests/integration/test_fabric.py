@@ -4,7 +4,12 @@ clients and DSR backends on different leaves, one controller."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +116,57 @@ def test_cutting_a_spine_link_keeps_long_lived_connections(lab):
     assert set(report["by_backend"]) - {"b11"}, report  # some crossed the fabric through the cut spine
     after = lab.requests("c1", URL, 30)
     assert after["failed"] == 0 and set(after["by_backend"]) == set(BACKENDS)
+
+
+def test_forged_and_relayed_discovery_frames_from_hosts_change_no_link(lab):
+    """The attack of issue 29: a host on leaf 1 sends discovery frames naming
+    the port of the client on leaf 3, ten a second for six seconds (in the
+    old format, and sealed with a key it made up), while two colluding hosts
+    hand each other the genuine frames their switches send them. No link
+    appears, no request fails, the frames are counted and logged; a real
+    link cut and restored still comes and goes as before."""
+    lab.restore_link("11")  # cut by the test before
+    wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 6, 10, 0.2, "the six links again")
+    before = api("GET", "/v1/topology")[1]
+    c1, c3 = lab.hosts["c1"], lab.hosts["c3"]
+    attack = Path(__file__).with_name("discovery_attack.py")
+    forged, relayed = (
+        subprocess.Popen([sys.executable, str(attack), *args], stdout=subprocess.PIPE, text=True)
+        for args in (
+            ("forge", c1.ns, str(LEAVES["leaf3"]), str(c3.ofport), "10", "6"),
+            ("relay", c1.ns, c3.ns, "6"),
+        )
+    )
+    lab.procs += [forged, relayed]
+    report = lab.requests("c3", URL, 30)
+    sent = json.loads(forged.communicate(timeout=30)[0])
+    handed = json.loads(relayed.communicate(timeout=30)[0])
+    time.sleep(1.0)
+    after = api("GET", "/v1/topology")[1]
+    assert report["failed"] == 0 and set(report["by_backend"]) == set(BACKENDS), report
+    assert after["links"] == before["links"]
+    ends = {(end["dpid"], end["port"]) for link in after["links"] for end in (link["a"], link["b"])}
+    assert not ends & {(LEAVES["leaf1"], c1.ofport), (LEAVES["leaf3"], c3.ofport)}
+    roles = {s["dpid"]: s["roles"] for s in after["switches"]}
+    assert roles[LEAVES["leaf1"]][str(c1.ofport)] == roles[LEAVES["leaf3"]][str(c3.ofport)] == "host"
+    refused = {
+        k: after["discovery"]["refused"][k] - before["discovery"]["refused"][k] for k in before["discovery"]["refused"]
+    }
+    print(f"sent {sent}, relayed {handed}, refused {refused}")
+    assert refused["malformed"] >= sent["old_format"] - 2 and sent["old_format"] >= 40
+    assert refused["bad_code"] >= sent["made_up_key"] - 2
+    assert handed["relayed"] >= 8 and refused["host_port"] >= handed["relayed"] - 2
+    log = (lab.run_dir / "ryu-manager.log").read_text()
+    assert f"discovery frame refused at switch {LEAVES['leaf1']:016x} port {c1.ofport}" in log
+    assert "bad_code" in log and "host_port" in log
+    metrics = urllib.request.urlopen(BASE + "/metrics", timeout=10).read().decode()
+    assert 'ryu_dsr_discovery_frames_total{result="bad_code"}' in metrics
+
+    # a real link cut and restored: gone at once, back within the hold
+    lab.cut_link("21")
+    wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 5, 5, 0.1, "the cut link gone")
+    lab.restore_link("21")
+    wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 6, 10, 0.1, "the link back")
+    for client in CLIENTS:
+        report = lab.requests(client, URL, 15)
+        assert report["failed"] == 0 and set(report["by_backend"]) == set(BACKENDS), report
