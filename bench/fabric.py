@@ -8,7 +8,11 @@ While the client on leaf 1 pings the backend on leaf 3 every 2 ms, the
 link leaf 1 uses to reach the spines is cut: the time from the cut to the
 first answer through the other spine, and the answers lost. Repeated for
 ``--cuts`` links (each put back before the next). Then flows per switch,
-leaves beside spines.
+leaves beside spines. Then what discovery costs: the frames a second on
+the links and handed back to the controller (a frame per switch port per
+second, as before the frames were sealed), the time to seal and to check one
+frame beside parsing the unsealed frame of 0.2, and a REST read while a host
+sends forged discovery frames at 1,000 a second (each refused and counted).
 
 Run as root:  .venv/bin/python bench/fabric.py [--cuts 3]
 """
@@ -16,12 +20,16 @@ Run as root:  .venv/bin/python bench/fabric.py [--cuts 3]
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from ryu_dsr.discovery import Discovery
 from ryu_dsr.lab import Lab, rest, sh
 
 REST_PORT, OF_PORT = 18095, 16695
@@ -66,6 +74,74 @@ def cut_once(lab: Lab, link: str, target: str) -> tuple[float, int]:
     return (after[0] - cut_at if after else float("nan")), sent - received
 
 
+def per_frame_us(work, count: int = 20000) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        work()
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def frame_costs() -> list[tuple[str, float]]:
+    """Microseconds per frame: sealing and checking, beside the 0.2 parse."""
+    old_format = struct.Struct("!6s6sH4sQI")
+    old = old_format.pack(bytes(6), bytes(6), 0x88B5, b"rdsr", 1, 1) + bytes(28)
+
+    def parse_unsealed() -> None:
+        _dst, _src, ethertype, magic, _dpid, _port = old_format.unpack_from(old)
+        assert ethertype == 0x88B5 and magic == b"rdsr"
+
+    discovery = Discovery(bytes(32), "02:d4:00:00:00:01", time.time)
+    frames = iter([discovery.frame(1, port) for port in range(1, 20001)] * 2)
+    forged = bytearray(discovery.frame(1, 1))
+    forged[-30] ^= 1
+    return [
+        ("parse an unsealed frame (0.2, no check)", per_frame_us(parse_unsealed)),
+        ("seal a frame (keyed BLAKE2b)", per_frame_us(lambda: discovery.frame(1, 1))),
+        ("check a genuine frame", per_frame_us(lambda: discovery.check(next(frames)))),
+        ("refuse a forged frame", per_frame_us(lambda: discovery.check(bytes(forged)))),
+    ]
+
+
+def discovery_window(lab: Lab, seconds: float = 10.0) -> tuple[float, float, int]:
+    """(frames a second handed back to the controller and accepted, frames a
+    second on the links, switch ports) over a quiet window."""
+    before, on_links = rest(BASE, "GET", "/v1/topology")[1], lab.link_packets()
+    time.sleep(seconds)
+    after, sent = rest(BASE, "GET", "/v1/topology")[1], lab.link_packets() - on_links
+    ports = sum(len(s["ports"]) for s in after["switches"])
+    return (after["discovery"]["accepted"] - before["discovery"]["accepted"]) / seconds, sent / seconds, ports
+
+
+def forged_flood(lab: Lab, rate: float, seconds: float) -> tuple[float, float, dict]:
+    """A host on leaf 1 sends forged discovery frames (two per turn, ``rate``
+    turns a second): (REST read median ms meanwhile, frames refused a
+    second, the links' count before and after)."""
+    attack = Path(__file__).resolve().parents[1] / "tests" / "integration" / "discovery_attack.py"
+    links = len(rest(BASE, "GET", "/v1/topology")[1]["links"])
+    before = rest(BASE, "GET", "/v1/topology")[1]["discovery"]["refused"]
+    forger = subprocess.Popen(
+        [sys.executable, str(attack), "forge", lab.hosts["c1"].ns, "3", "1", str(rate), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    read = rest_read_ms(int((seconds - 2) / 0.03))
+    json.loads(forger.communicate(timeout=seconds + 30)[0])
+    after = rest(BASE, "GET", "/v1/topology")[1]
+    refused = sum(after["discovery"]["refused"].values()) - sum(before.values())
+    return read, refused / seconds, {"before": links, "after": len(after["links"])}
+
+
+def rest_read_ms(count: int = 50) -> float:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        rest(BASE, "GET", "/v1/topology")
+        times.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.02)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cuts", type=int, default=3)
@@ -104,6 +180,21 @@ def main() -> int:
             flows = sum(1 for line in lab.ofctl("dump-flows", bridge).splitlines() if "actions=" in line)
             role = "spine" if name in SPINES else "leaf"
             print(f"  {name:<8}{role:<7}{flows:>6}")
+
+        accepted, on_links, ports = discovery_window(lab)
+        quiet = rest_read_ms()
+        read, refused, links = forged_flood(lab, 1000, 10)
+        print("\nDiscovery (sealed frames, links believed from both ends)")
+        print(f"  {'switch ports / links':<70} {ports} / {links['before']}")
+        print(f"  {'frames handed back and accepted a second (one per link end)':<70} {accepted:.1f}")
+        print(f"  {'frames a second on the links (discovery, both ways, and any traffic)':<70} {on_links:.1f}")
+        print(f"  {'GET /v1/topology median (ms), quiet':<70} {quiet:.1f}")
+        print(f"  {'the same while a host sends forged frames (ms)':<70} {read:.1f}")
+        print(f"  {'forged frames refused a second / links before and after':<70} ", end="")
+        print(f"{refused:.0f} / {links['before']} -> {links['after']}")
+        print("\nOne frame, in this process (us)")
+        for what, cost in frame_costs():
+            print(f"  {what:<70} {cost:.2f}")
         return 0
     finally:
         lab.destroy()
