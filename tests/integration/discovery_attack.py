@@ -3,7 +3,7 @@
 
     forge NS DPID PORT RATE SECONDS
         From host namespace NS, discovery frames that name switch DPID port
-        PORT: alternately in the 0.2 format (no code, the attack of the issue)
+        PORT: alternately in the old format (no code, the attack of the issue)
         and in today's with a code under a key the tenant made up.
     relay NS_A NS_B SECONDS
         Two colluding hosts: every discovery frame the switch sends to one is
