@@ -34,6 +34,7 @@ class L2:
         self.damping = Damping()
         self.roles: dict[tuple[int, int], str] = {}  # (dpid, port) -> its role when last told (not unknown)
         self.role_changes = 0
+        self.host_frames_on_links = 0  # frames from hosts not known elsewhere that came in at a link port
         self.told: set[tuple[str, int, int]] = set()  # (what, dpid, port) already logged as a warning
         self.port_macs: dict[str, tuple[int, int]] = {}  # the switches' own ports' MACs -> (dpid, port)
         self.host_at: dict[str, tuple[int, int]] = {}  # MAC -> (switch, edge port) where it was learned
@@ -250,6 +251,7 @@ class L2:
             "accepted": self.sealed.accepted,
             "refused": {reason: self.sealed.refused[reason] for reason in REFUSALS},
             "role_changes": self.role_changes,
+            "host_frames_on_links": self.host_frames_on_links,
             "flaps": self.damping.flaps,
             "held_down": self.damping.holds,
         }
@@ -267,9 +269,11 @@ class L2:
         if self.damping.is_held(end):
             return []
         if not self.fabric.learns(*end):
-            if mac not in self.host_at and ("host_on_link", *end) not in self.told:
-                self.told.add(("host_on_link", *end))
-                LOG.warning("switch %016x port %d is a link but a frame from unknown host %s came in there", *end, mac)
+            if mac not in self.host_at:
+                self.host_frames_on_links += 1
+                if ("host_on_link", *end) not in self.told:
+                    self.told.add(("host_on_link", *end))
+                    LOG.warning("switch %016x port %d is a link but a frame from unknown host %s came in", *end, mac)
             return []
         if self.fabric.host_seen(*end):
             self._role(end)

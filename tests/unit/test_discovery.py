@@ -199,6 +199,7 @@ def test_a_pinned_link_port_learns_no_host(tmp_path):
     rig.learn("02:00:00:00:00:32", 3)
     assert {h["mac"]: h["port"] for h in rig.status.topology()["hosts"]} == {"02:00:00:00:00:32": 3}
     assert rig.status.topology()["switches"][0]["pinned"] == {"2": "link"}
+    assert rig.status.topology()["discovery"]["host_frames_on_links"] == 1  # noticed (and logged)
 
 
 # -- flaps --
