@@ -60,12 +60,14 @@ class DsrApi:
         tokens: dict[str, str] | None = None,
         token_file: str = "",
         cluster: Callable[[], dict] | None = None,
+        pause: Callable[[], None] = metrics.no_pause,
     ) -> None:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
         self.service = service
         self.status = status
-        self.metrics = metrics.registry_for(status, cluster)
+        self.cluster = cluster
+        self.pause = pause
         self.settle = settle
         self.tokens = tokens
         self.token_file = token_file
@@ -158,7 +160,7 @@ class DsrApi:
             if request.method != "GET":
                 return _error(405, "method_not_allowed", "/metrics answers GET only")
             return Response(
-                body=metrics.metrics_text(self.metrics),
+                body=metrics.render(self.status, self.cluster, self.pause),
                 content_type=None,
                 headerlist=[("Content-Type", metrics.CONTENT_TYPE)],
             )

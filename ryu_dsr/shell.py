@@ -134,6 +134,7 @@ class Shell(ofp.RyuApp):
             tokens=tokens,
             token_file=settings.token_file,
             cluster=self.cluster_status,
+            pause=lambda: ofp.hub.sleep(0),  # a long scrape lets OpenFlow and other requests in
         )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)

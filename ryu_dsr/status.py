@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ryu_dsr.core import Balancer, utc_stamp
-from ryu_dsr.model import Backend, Config
+from ryu_dsr.model import Backend, Config, Vip
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,12 @@ class Status:
         }
 
     # -- traffic, from the switches' counters --
+
+    def vip_totals(self, vip: Vip) -> tuple[int, int, int]:
+        """Packets, bytes and new connections to a VIP so far (no rates: a
+        scrape's cheap read)."""
+        counts = self._balancer.traffic.vips.get(vip.uid)
+        return (0, 0, 0) if counts is None else (counts.packets, counts.bytes, counts.new_connections)
 
     def vip_traffic(self, name: str) -> dict:
         return self._balancer.traffic.of("vip", self._balancer.config.vip(name).uid)

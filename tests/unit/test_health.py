@@ -364,10 +364,10 @@ def test_a_pool_whose_every_backend_fails_its_checks_fails_open(tmp_path):
     an empty table that serves nobody, every backend keeps taking new
     connections, each still reported unhealthy, the pool reported failing
     open. The first backend that passes again takes them all back."""
-    from ryu_dsr.rest.metrics import metrics_text, registry_for
+    from ryu_dsr.rest.metrics import render
 
     def scraped():
-        return metrics_text(registry_for(rig.status)).decode()
+        return render(rig.status).decode()
 
     rig, switch = checked(tmp_path, {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2, "rise": 2})
     fail_all(rig)

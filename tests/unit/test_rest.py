@@ -399,3 +399,51 @@ def test_the_status_page_is_one_self_contained_html_page(api):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from outside the machine
     assert "connect-src 'self'" in response.headers["Content-Security-Policy"]
     assert Request.blank("/status", method="POST").get_response(api).status_int == 405
+
+
+def _fleet(n_vips: int, n_pools: int = 4) -> dict:
+    """A document of ``n_vips`` VIPs over pools of three backends placed by hand."""
+    pools = [
+        {
+            "name": f"p{p}",
+            "health_check": {"kind": "none"},
+            "backends": [
+                {"ip": f"10.9.{p}.{b}", "mac": f"02:0b:00:00:{p:02x}:{b:02x}", "location": {"dpid": 1, "port": 10 + b}}
+                for b in range(1, 4)
+            ],
+        }
+        for p in range(n_pools)
+    ]
+    vips = [
+        {"name": f"v{i}", "ip": f"172.16.{i // 250}.{i % 250 + 1}", "protocol": "tcp", "port": 80, "pool": f"p{i % 4}"}
+        for i in range(n_vips)
+    ]
+    return {"pools": pools, "vips": vips}
+
+
+def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
+    """/metrics at 10 and at 1,200 VIPs: the same lines per VIP (five), so a
+    scrape grows with what it reports and nothing else; at 1,200 it stops
+    to let other work run (``pause``) every ``PAUSE_EVERY`` VIPs, and what
+    that work changes (a VIP deleted meanwhile) does not break the scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from ryu_dsr.rest.metrics import PAUSE_EVERY, render
+
+    rig = make_rig(tmp_path)
+    rig.connect()
+    rig.service.apply_document(_fleet(10))
+    small = render(rig.status).decode().count("\n")
+    rig.service.apply_document(_fleet(1200))
+    pauses = []
+
+    def pause() -> None:
+        pauses.append(1)
+        if len(pauses) == 1:
+            rig.service.apply_document(_fleet(1199))  # the last VIP goes while the scrape waits
+
+    text = render(rig.status, pause=pause).decode()
+    assert len(pauses) >= 1200 // PAUSE_EVERY
+    samples = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "ryu_dsr_vip_new_connections_total" in samples
+    assert text.count("\n") - small == (1200 - 10) * 5  # five lines a VIP, whatever the size
+    assert render(rig.status).decode().count("\n") - small == (1199 - 10) * 5
