@@ -93,6 +93,29 @@ def _p50_max(values: list[float]) -> str:
     return f"{percentile(values, 0.5) * 1000:.0f} / {max(values) * 1000:.0f}"
 
 
+def probe(work) -> list[float]:
+    """Seconds each small REST read took (one every 5 ms, from another
+    thread) while ``work()`` ran."""
+    import threading
+
+    waits: list[float] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        while not done.is_set():
+            waits.append(fetch("/v1/vips/vip0"))
+            time.sleep(0.005)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        work()
+    finally:
+        done.set()
+        asker.join()
+    return waits
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -232,9 +255,24 @@ class Bench:
             f"  one counter poll at {n_vips} VIPs ({polls[-1]['flows']} flows): p50 / max (ms)",
             _p50_max(took),
         )
-        for path in ("/metrics", "/v1/stats", "/v1/status?limit=50"):
-            times = [fetch(path) for _ in range(5)]
-            self.row(f"  GET {path}: p50 / max (ms)", _p50_max(times))
+        self.stalls(n_vips)
+
+    def stalls(self, n_vips: int) -> None:
+        """What a user of the REST API waits while the controller works on
+        something big: a small read (one VIP) every 5 ms, its longest wait
+        while nothing else is asked, during each big read, and over a
+        counter poll."""
+        quiet = probe(lambda: time.sleep(3.0))
+        self.row("  a small REST read every 5 ms, nothing else asked: p50 / max (ms)", _p50_max(quiet))
+        for path, goal in (("/metrics", "goal: scrape < 100 ms"), ("/v1/stats", ""), ("/v1/status?limit=50", "")):
+            times: list[float] = []
+            waits = probe(lambda path=path, times=times: times.extend(fetch(path) for _ in range(5)))
+            self.row(f"  GET {path}: p50 / max (ms){'  [' + goal + ']' if goal else ''}", _p50_max(times))
+            self.row("    a small read sent meanwhile waited at most (ms)  [goal: 20]", f"{max(waits) * 1000:.0f}")
+        during_poll = probe(lambda: time.sleep(POLL_SECONDS + 1))
+        self.row(
+            f"  a small read over a counter poll at {n_vips} VIPs waited at most (ms)", f"{max(during_poll) * 1000:.0f}"
+        )
 
     def restart(self) -> None:
         flows_before = self.flows()
