@@ -15,15 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ryu_dsr.model import BACKEND_STATES
-from ryu_dsr.status import Status
+from ryu_dsr.status import Status, no_pause
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 PREFIX = "ryu_dsr_"
 TRAFFIC = ("packets", "bytes", "new_connections")
-
-
-def no_pause() -> None:
-    """No other work to let run (tests, tools)."""
 
 
 # name: (kind, help, labels)
@@ -134,8 +130,10 @@ class Scrape:
 
 
 def labels(**values: object) -> str:
-    """``{name="value",...}`` with the text format's escapes."""
-    return "{" + ",".join(f'{key}="{_escape(str(value))}"' for key, value in values.items()) + "}"
+    """``{name="value",...}`` with the text format's escapes, names in
+    alphabetical order (as prometheus_client wrote them, and as the samples
+    written by hand below have them)."""
+    return "{" + ",".join(f'{key}="{_escape(str(values[key]))}"' for key in sorted(values)) + "}"
 
 
 def _escape(value: str) -> str:
@@ -210,9 +208,9 @@ def render(
         for ip, backend in pool.backends.items():
             state, _reason = status.backend_state(name, backend)
             up += state == "up"
-            of_backend = f'{{pool="{name}",backend="{ip}"}}'
+            of_backend = f'{{backend="{ip}",pool="{name}"}}'
             for each in BACKEND_STATES:
-                add("backend_state", f'{{pool="{name}",backend="{ip}",state="{each}"}}', 1 if each == state else 0)
+                add("backend_state", f'{{backend="{ip}",pool="{name}",state="{each}"}}', 1 if each == state else 0)
             add("backend_healthy", of_backend, 1 if status.healthy(name, ip) else 0)
             add("backend_weight", of_backend, backend.weight)
             add("backend_slots", of_backend, counts.get(ip, 0))
@@ -227,7 +225,7 @@ def render(
     vip_samples = {what: _SAMPLE[f"vip_{what}"] for what in vip_lines}
     for count, (name, vip) in enumerate(list(config.vips.items()), 1):
         up, total = up_by_pool.get(vip.pool, (0, 0))
-        of_vip = f'{{vip="{name}",pool="{vip.pool}"}} '
+        of_vip = f'{{pool="{vip.pool}",vip="{name}"}} '
         traffic = status.vip_totals(vip)
         vip_lines["backends_up"].append(f"{vip_samples['backends_up']}{of_vip}{float(up)!r}\n")
         vip_lines["backends"].append(f"{vip_samples['backends']}{of_vip}{float(total)!r}\n")

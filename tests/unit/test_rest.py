@@ -447,3 +447,7 @@ def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
     assert "ryu_dsr_vip_new_connections_total" in samples
     assert text.count("\n") - small == (1200 - 10) * 5  # five lines a VIP, whatever the size
     assert render(rig.status).decode().count("\n") - small == (1199 - 10) * 5
+    for line in text.splitlines():  # label names in order, as prometheus_client wrote them before
+        if "{" in line and not line.startswith("#"):
+            names = [pair.split("=")[0] for pair in line[line.index("{") + 1 : line.index("}")].split(",")]
+            assert names == sorted(names), line
