@@ -479,6 +479,14 @@ class Balancer:
         if failed:
             self._mark(self._health([], failed))
 
+    def traffic_part(self, dpid: int, entries: list[Entry]) -> None:
+        """One reply of a poll of the switch's counting rules came in (a
+        large table comes in many): compared with the last poll now, so
+        that no single step of the controller reads the whole table; the
+        poll ends with ``traffic_read``."""
+        if dpid in self.switches:
+            self.traffic.read_part(dpid, entries)
+
     def pin_holders(self) -> set[int]:
         """Uids of the backends whose pins may exist (those in a handover)."""
         return set().union(*self.backends.holders.values())

@@ -82,7 +82,8 @@ class Poll:
 
     sent: float  # monotonic time it was asked
     waiting: set[int] = field(default_factory=set)  # xids not answered yet
-    entries: list = field(default_factory=list)  # counting flows read so far
+    entries: list = field(default_factory=list)  # counting flows read so far (a handover watch)
+    flows: int = 0  # flows read so far
     pin_requests: dict[int, int] = field(default_factory=dict)  # xid -> backend uid whose pins it counts
     pins: dict[int, int] = field(default_factory=dict)  # backend uid -> its pins
 

@@ -413,8 +413,12 @@ class Shell(ofp.RyuApp):
         xid = ev.msg.xid
         read = session.awaiting(xid)
         if read is not None:  # a traffic poll reads counting rules; a handover watch, the rules' counters
-            decode = ofp.counted if read is session.poll else ofp.counter_entry
-            read.entries.extend(decode(stat) for stat in ev.msg.body)
+            read.flows += len(ev.msg.body)
+            if read is session.poll:  # counted reply by reply: a table of 25,000 flows is no single long step
+                self.balancer.traffic_part(session.dpid, [ofp.counted(stat) for stat in ev.msg.body])
+                ofp.hub.sleep(0)
+            else:
+                read.entries.extend(ofp.counter_entry(stat) for stat in ev.msg.body)
             if not ofp.more_replies(ev.msg):
                 self._answered(session, read, xid)
             return
@@ -479,7 +483,7 @@ class Shell(ofp.RyuApp):
             return
         if read is session.poll:
             session.poll = None
-            took = (time.monotonic() - read.sent, len(read.entries))
+            took = (time.monotonic() - read.sent, read.flows)
             effects = self.balancer.traffic_read(session.dpid, read.entries, read.pins, took)
         else:
             session.watch = None

@@ -11,7 +11,9 @@ are over the last poll interval. Pure: entries and time come in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
@@ -41,6 +43,9 @@ class Counts:
 
 
 REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
+TRAFFIC_FIELDS = ("packets", "bytes", "new_connections")
+_IDLE = MappingProxyType(dict.fromkeys(TRAFFIC_FIELDS, 0.0))  # rates of a flow that carried nothing (read only)
+_IDLE_REPLIES = MappingProxyType(dict.fromkeys(REPLY_FIELDS, 0.0))
 PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share is given
 # (table, priority) of a counting rule -> what its packets are; other rules count packets and bytes only
 FLAGS = {
@@ -56,18 +61,28 @@ class Traffic:
     vips: dict[int, Counts] = field(default_factory=dict)  # VIP uid -> totals
     backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of requests to it
     replies: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of what it sent from a VIP
-    rates: dict[tuple[str, object], dict[int, dict]] = field(default_factory=dict)  # (kind, id) -> dpid -> per second
-    last: dict[tuple[int, tuple], tuple[int, int]] = field(default_factory=dict)  # (dpid, flow key) -> counts
+    # dpid -> (kind, id) -> per second over the switch's last poll interval
+    rates: dict[int, dict[tuple[str, object], Mapping[str, float]]] = field(default_factory=dict)
+    last: dict[int, dict[tuple, tuple[int, int]]] = field(default_factory=dict)  # dpid -> flow key -> counts
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
     pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
     took: dict[int, tuple[float, int]] = field(default_factory=dict)  # dpid -> last poll: seconds to read, flows read
     polls: int = 0
+    # dpid -> a poll's growth so far (what grew, flow keys seen), while its replies come in
+    reading: dict[int, tuple[dict, set]] = field(default_factory=dict)
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
         """One poll of a switch's DECIDE, CHOSEN and REPLIES tables; the
         backend MACs it counted traffic to or from."""
-        grown: dict[tuple[str, object], Counts] = {}
-        seen = set()
+        self.read_part(dpid, entries)
+        return self.read_done(dpid, now)
+
+    def read_part(self, dpid: int, entries: list[Entry]) -> None:
+        """One reply of a poll (the switch sends a large table in many): its
+        flows are compared with the last poll now, so the work is spread
+        over the replies as they come in."""
+        grown, seen = self.reading.setdefault(dpid, ({}, set()))
+        last = self.last.setdefault(dpid, {})
         for table, priority, cookie, mac, packets, size in entries:
             kind = kind_of(cookie)
             if table == Table.DECIDE and kind == Kind.VIP:
@@ -80,40 +95,47 @@ class Traffic:
                 continue
             key = (table, priority, cookie, mac)
             seen.add(key)
-            before = self.last.get((dpid, key), (0, 0))
-            self.last[(dpid, key)] = (packets, size)
+            before = last.get(key, (0, 0))
+            last[key] = (packets, size)
             if packets >= before[0] and size >= before[1]:
                 packets, size = packets - before[0], size - before[1]
-            grown.setdefault(what, Counts()).add(packets, size, FLAGS.get((table, priority), ""))
-        for stale in [k for k in self.last if k[0] == dpid and k[1] not in seen]:
-            del self.last[stale]  # a flow that is gone: a new one with its key starts from 0
+            if packets or size or what not in grown:
+                grown.setdefault(what, Counts()).add(packets, size, FLAGS.get((table, priority), ""))
+
+    def read_done(self, dpid: int, now: float) -> set:
+        """Every reply of a poll is in: totals and rates; the backend MACs
+        it counted traffic to or from."""
+        grown, seen = self.reading.pop(dpid, ({}, set()))
+        last = self.last.get(dpid, {})
+        for stale in last.keys() - seen:
+            del last[stale]  # a flow that is gone: a new one with its key starts from 0
         interval = now - self.polled.get(dpid, now)
         self.polled[dpid] = now
         self.polls += 1
-        self._drop_rates(dpid)
+        rates_now: dict[tuple[str, object], Mapping[str, float]] = {}
         for (kind, ident), counts in grown.items():
-            self._totals(kind).setdefault(ident, Counts()).merge(counts)
+            totals = self._totals(kind)
+            if ident not in totals or counts.packets or counts.bytes:
+                totals.setdefault(ident, Counts()).merge(counts)
             if interval > 0:
-                names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
-                rates = {name: getattr(counts, name) / interval for name in names}
-                self.rates.setdefault((kind, ident), {})[dpid] = rates
+                if counts.packets or counts.bytes:
+                    names = REPLY_FIELDS if kind == "reply" else TRAFFIC_FIELDS
+                    rates = {name: getattr(counts, name) / interval for name in names}
+                else:  # most flows of a large table carried nothing: one shared answer
+                    rates = _IDLE_REPLIES if kind == "reply" else _IDLE
+                rates_now[(kind, ident)] = rates
+        self.rates[dpid] = rates_now
         return {ident for kind, ident in grown if kind != "vip"}
 
     def switch_gone(self, dpid: int) -> None:
         """Its flows' counters are not ours to compare with any more (a
         reconnecting switch may have lost them)."""
-        for key in [k for k in self.last if k[0] == dpid]:
-            del self.last[key]
-        self._drop_rates(dpid)
+        self.last.pop(dpid, None)
+        self.rates.pop(dpid, None)
+        self.reading.pop(dpid, None)
         self.polled.pop(dpid, None)
         self.pins.pop(dpid, None)
         self.took.pop(dpid, None)
-
-    def _drop_rates(self, dpid: int) -> None:
-        for key in list(self.rates):
-            self.rates[key].pop(dpid, None)
-            if not self.rates[key]:
-                del self.rates[key]
 
     def _totals(self, kind: str) -> dict:
         return {"vip": self.vips, "backend": self.backends, "reply": self.replies}[kind]
@@ -124,9 +146,11 @@ class Traffic:
         names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
         totals = self._totals(kind).get(ident, Counts())
         rate = dict.fromkeys(names, 0.0)
-        for value in self.rates.get((kind, ident), {}).values():
-            for name in rate:
-                rate[name] += value[name]
+        for by_key in self.rates.values():
+            value = by_key.get((kind, ident))
+            if value is not None:
+                for name in rate:
+                    rate[name] += value[name]
         return totals.to_json(names) | {"rates": {name: round(value, 3) for name, value in rate.items()}}
 
     def passive(self, mac: object) -> dict | None:
@@ -134,7 +158,7 @@ class Traffic:
         poll interval, from the switch's counters: offered (SYNs to it),
         answered (its SYN-ACKs from a VIP) and resets, a second; the share
         answered when at least one a second was offered. None before a poll."""
-        if ("backend", mac) not in self.rates and ("reply", mac) not in self.rates:
+        if not any(("backend", mac) in by_key or ("reply", mac) in by_key for by_key in self.rates.values()):
             return None
         offered = self.of("backend", mac)["rates"]["new_connections"]
         replies = self.of("reply", mac)["rates"]
