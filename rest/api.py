@@ -24,7 +24,7 @@ from webob import Request, Response
 from ryu_dsr.auth import token_holder
 from ryu_dsr.model import Conflict, InvalidInput, NotFound
 from ryu_dsr.service import Service
-from ryu_dsr.status import Status
+from ryu_dsr.status import Status, no_pause
 
 LOG = logging.getLogger("ryu_dsr.rest")
 NAME = r"(?P<{}>[^/]+)"
@@ -60,7 +60,7 @@ class DsrApi:
         tokens: dict[str, str] | None = None,
         token_file: str = "",
         cluster: Callable[[], dict] | None = None,
-        pause: Callable[[], None] = metrics.no_pause,
+        pause: Callable[[], None] = no_pause,
     ) -> None:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
@@ -75,8 +75,8 @@ class DsrApi:
         self.routes: list[tuple[str, str, re.Pattern, Callable[..., tuple[int, Any]]]] = []
         add = self._add
         add("GET", "/v1/openapi.json", lambda c: (200, openapi_document()))
-        add("GET", "/v1/stats", lambda c: _paged(views.all_stats(st, c.query)))
-        add("GET", "/v1/status", lambda c: _paged(views.status_view(st, c.query)))
+        add("GET", "/v1/stats", lambda c: _paged(views.all_stats(st, c.query, self.pause)))
+        add("GET", "/v1/status", lambda c: _paged(views.status_view(st, c.query, self.pause)))
         add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(st, vip)))
         add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(st, pool)))
         add("GET", "/v1/config", lambda c: (200, st.config.document()))
@@ -237,7 +237,7 @@ class DsrApi:
                     )
             if status == 204:
                 return Response(status=204)
-            response = _json(status, payload)
+            response = _json(status, payload, self.pause) if len(result) > 2 else _json(status, payload)
             if len(result) > 2 and result[2]:
                 response.headers["X-Next-Cursor"] = result[2]
                 query = dict(request.GET, cursor=result[2])
@@ -290,13 +290,41 @@ def _dry_run(query: dict[str, str]) -> bool:
     return value == "true"
 
 
-def _json(status: int, payload: Any) -> Response:
-    return Response(
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        body=json.dumps(payload, indent=1).encode() + b"\n",
-    )
+def _json(status: int, payload: Any, pause: Callable[[], None] | None = None) -> Response:
+    """JSON, indented for a person; a page (a list, stats, status: with
+    ``pause``) without indents, which Python writes five times faster, and
+    piece by piece with a pause every ``PAGE_PIECES`` objects: a page may
+    hold thousands."""
+    text = _compact(payload, pause) if pause is not None else json.dumps(payload, indent=1)
+    return Response(status=status, content_type="application/json", charset="utf-8", body=text.encode() + b"\n")
+
+
+PAGE_PIECES = 200
+
+
+def _compact(payload: Any, pause: Callable[[], None]) -> str:
+    """Compact JSON of a page; its top-level lists and objects written an
+    element at a time."""
+    dumps = functools.partial(json.dumps, separators=(",", ":"))
+    if not isinstance(payload, dict):
+        return _pieces(payload, dumps, pause)
+    return "{" + ",".join(f"{dumps(key)}:{_pieces(value, dumps, pause)}" for key, value in payload.items()) + "}"
+
+
+def _pieces(value: Any, dumps: Callable[[Any], str], pause: Callable[[], None]) -> str:
+    if isinstance(value, list) and len(value) > PAGE_PIECES:
+        items = value
+        wrap, write = "[]", dumps
+    elif isinstance(value, dict) and len(value) > PAGE_PIECES:
+        items = list(value.items())
+        wrap, write = "{}", lambda item: f"{dumps(item[0])}:{dumps(item[1])}"
+    else:
+        return dumps(value)
+    out = []
+    for start in range(0, len(items), PAGE_PIECES):
+        out += [write(item) for item in items[start : start + PAGE_PIECES]]
+        pause()
+    return wrap[0] + ",".join(out) + wrap[1]
 
 
 def _error(status: int, error: str, message: str, field: str | None = None) -> Response:

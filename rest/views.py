@@ -4,10 +4,10 @@ the ``Status`` facade), and list paging."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ryu_dsr.model import InvalidInput, parse_address, parse_int, parse_name
-from ryu_dsr.status import Status
+from ryu_dsr.status import Status, no_pause
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
@@ -30,13 +30,19 @@ def pool_json(status: Status, name: str) -> dict:
     return out
 
 
-def vip_json(status: Status, name: str) -> dict:
+def vip_json(status: Status, name: str, backends: dict | None = None) -> dict:
+    """A VIP and how many backends of its pool take new connections
+    (``backends``: that count, when the caller has it for the pool)."""
     vip = status.config.vip(name)
     out = vip.to_json()
-    pool = status.config.pools[vip.pool]
-    up = sum(1 for b in pool.backends.values() if status.backend_state(vip.pool, b)[0] == "up")
-    out["status"] = {"backends_up": up, "backends": len(pool.backends)}
+    out["status"] = backends if backends is not None else pool_backends_up(status, vip.pool)
     return out
+
+
+def pool_backends_up(status: Status, name: str) -> dict:
+    pool = status.config.pools[name]
+    up = sum(1 for b in pool.backends.values() if status.backend_state(name, b)[0] == "up")
+    return {"backends_up": up, "backends": len(pool.backends)}
 
 
 TRAFFIC_NOTE = (
@@ -51,34 +57,42 @@ def vip_stats(status: Status, name: str) -> dict:
     return {"vip": name, "pool": vip.pool, "traffic": status.vip_traffic(name)}
 
 
-def pool_stats(status: Status, name: str) -> dict:
+def pool_stats(status: Status, name: str, vips: bool = True) -> dict:
+    """A pool's traffic: its backends' and (``vips``) its VIPs'."""
     pool = status.config.pool(name)
-    vips = sorted(status.config.vips_by_pool.get(name, ()))
     return {
         "pool": name,
         "backends": {ip: status.backend_traffic(name, ip) for ip in pool.backends},
-        "vips": {vip: status.vip_traffic(vip) for vip in vips},
+        "vips": {vip: status.vip_traffic(vip) for vip in sorted(status.config.vips_by_pool.get(name, ()))}
+        if vips
+        else {},
     }
 
 
-def all_stats(status: Status, query: dict[str, str]) -> tuple[dict, Page]:
+def all_stats(status: Status, query: dict[str, str], pause: Callable[[], None] = no_pause) -> tuple[dict, Page]:
     """Traffic of a page of pools (``limit``, ``cursor``: pool names), their
-    backends and their VIPs; the cost follows the page."""
+    backends and their VIPs; the cost follows the page (with a ``pause``
+    after each pool, so a page of thousands of VIPs is no single long step)."""
     _only(query, {"limit", "cursor"})
     page = Page(query)
     config = status.config
     names = page.take((), config.pool_order)
-    vips = sorted(vip for name in names for vip in config.vips_by_pool.get(name, ()))
+    vips, pools = {}, {}
+    for name in names:
+        for vip in config.vips_by_pool.get(name, ()):
+            vips[vip] = status.vip_traffic(vip)
+        pools[name] = pool_stats(status, name, vips=False)["backends"]
+        pause()
     return {
         "note": TRAFFIC_NOTE,
         "polls": status.polls,
-        "vips": {name: status.vip_traffic(name) for name in vips},
-        "pools": {name: pool_stats(status, name)["backends"] for name in names},
+        "vips": dict(sorted(vips.items())),
+        "pools": pools,
         "switches": switches_json(status),
     }, page
 
 
-def status_view(status: Status, query: dict[str, str]) -> tuple[dict, Page]:
+def status_view(status: Status, query: dict[str, str], pause: Callable[[], None] = no_pause) -> tuple[dict, Page]:
     """What the status page shows, for a page of pools: each pool with its
     backends (state, weight, slots, pins, traffic) and its VIPs (address and
     traffic), the switches, and how many pools and VIPs there are."""
@@ -91,8 +105,10 @@ def status_view(status: Status, query: dict[str, str]) -> tuple[dict, Page]:
         pool = pool_json(status, name)
         for backend in pool["backends"]:
             backend["traffic"] = traffic["backends"][backend["ip"]]
-        vips = [vip_json(status, vip) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
+        up = pool_backends_up(status, name)
+        vips = [vip_json(status, vip, up) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
         pools.append(pool | {"vips": vips})
+        pause()
     return {
         "pools_total": len(config.pools),
         "vips_total": len(config.vips),

@@ -14,6 +14,11 @@ from ryu_dsr.core import Balancer, utc_stamp
 from ryu_dsr.model import Backend, Config, Vip
 
 
+def no_pause() -> None:
+    """What a long read calls between its pieces when there is no other work
+    to let run (tests, tools); the shell passes a yield to its green threads."""
+
+
 @dataclass(frozen=True)
 class SwitchFacts:
     """One connected switch as an operator sees it."""
