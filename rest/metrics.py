@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ryu_dsr.model import BACKEND_STATES
-from ryu_dsr.status import Status, no_pause
+from ryu_dsr.status import Pacer, Status, no_pause
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 PREFIX = "ryu_dsr_"
@@ -121,12 +121,13 @@ class Scrape:
         """A sample; ``labels`` is ``{...}`` text already (see ``labels``)."""
         self.lines[name].append(f"{_SAMPLE[name]}{labels} {_number(value)}\n")
 
-    def text(self) -> bytes:
+    def text(self, pace: Callable[[], None] = no_pause) -> bytes:
         parts = []
         for name, lines in self.lines.items():
-            parts.append(_HEADER[name])
-            parts += lines
-        return "".join(parts).encode()
+            parts.append(_HEADER[name].encode())
+            parts.append("".join(lines).encode())
+            pace()
+        return b"".join(parts)
 
 
 def labels(**values: object) -> str:
@@ -152,16 +153,16 @@ _HEADER = {
     name: f"# HELP {_SAMPLE[name]} {_escape(text)}\n# TYPE {_SAMPLE[name]} {kind}\n"
     for name, (kind, text, _labels) in METRICS.items()
 }
-PAUSE_EVERY = 200  # objects (VIPs, backends) rendered between two pauses
 
 
 def render(
     status: Status, cluster: Callable[[], dict | None] | None = None, pause: Callable[[], None] = no_pause
 ) -> bytes:
-    """The scrape's text. ``pause`` is called every ``PAUSE_EVERY`` objects
-    so that a controller of thousands of VIPs goes on serving meanwhile
-    (the shell passes a yield to its other green threads); what changes
-    during a scrape is read as it is when reached."""
+    """The scrape's text. ``pause`` is called every few milliseconds of work
+    (``Pacer``) so that a controller of thousands of VIPs goes on serving
+    meanwhile (the shell passes a yield to its other green threads); what
+    changes during a scrape is read as it is when reached."""
+    pace = pause if isinstance(pause, Pacer) else Pacer(pause)
     scrape = Scrape()
     add = scrape.add
     for switch in status.switches():
@@ -196,7 +197,6 @@ def render(
     add("pools", "", len(config.pools))
     add("vips", "", len(config.vips))
     up_by_pool = {}
-    done = 0
     for name, pool in list(config.pools.items()):  # names and values are checked: no escapes needed
         counts = status.slot_counts(name)
         of_pool = f'{{pool="{name}"}}'
@@ -216,14 +216,11 @@ def render(
             add("backend_slots", of_backend, counts.get(ip, 0))
             add("backend_handover_slots", of_backend, handovers.get(ip, 0))
             add("backend_pinned_connections", of_backend, status.pinned(backend))
+            pace()
         up_by_pool[name] = (up, len(pool.backends))
-        done += len(pool.backends)
-        if done >= PAUSE_EVERY:
-            pause()
-            done = 0
     vip_lines = {what: scrape.lines[f"vip_{what}"] for what in ("backends_up", "backends", *TRAFFIC)}
     vip_samples = {what: _SAMPLE[f"vip_{what}"] for what in vip_lines}
-    for count, (name, vip) in enumerate(list(config.vips.items()), 1):
+    for name, vip in list(config.vips.items()):
         up, total = up_by_pool.get(vip.pool, (0, 0))
         of_vip = f'{{pool="{vip.pool}",vip="{name}"}} '
         traffic = status.vip_totals(vip)
@@ -231,9 +228,8 @@ def render(
         vip_lines["backends"].append(f"{vip_samples['backends']}{of_vip}{float(total)!r}\n")
         for what, value in zip(TRAFFIC, traffic):
             vip_lines[what].append(f"{vip_samples[what]}{of_vip}{float(value)!r}\n")
-        if count % PAUSE_EVERY == 0:
-            pause()
-    for count, ip in enumerate(sorted(config.pools_by_backend), 1):
+        pace()
+    for ip in sorted(config.pools_by_backend):
         traffic, replies = status.mac_traffic(ip)
         of_ip = f'{{backend="{ip}"}}'
         for what in TRAFFIC:
@@ -242,9 +238,8 @@ def render(
         add("backend_reply_bytes", of_ip, replies["bytes"])
         add("backend_answered", of_ip, replies["answered"])
         add("backend_resets", of_ip, replies["resets"])
-        if count % PAUSE_EVERY == 0:
-            pause()
+        pace()
     counters = status.counters
     for name in ("changes", "write_failures", "openflow_errors", "switches_refused"):
         add(name, "", counters.get(name, 0))
-    return scrape.text()
+    return scrape.text(pace)

@@ -71,8 +71,9 @@ def pool_stats(status: Status, name: str, vips: bool = True) -> dict:
 
 def all_stats(status: Status, query: dict[str, str], pause: Callable[[], None] = no_pause) -> tuple[dict, Page]:
     """Traffic of a page of pools (``limit``, ``cursor``: pool names), their
-    backends and their VIPs; the cost follows the page (with a ``pause``
-    after each pool, so a page of thousands of VIPs is no single long step)."""
+    backends and their VIPs; the cost follows the page (``pause`` is asked
+    after each VIP and pool: a ``Pacer``, so a page of thousands of VIPs is
+    no single long step)."""
     _only(query, {"limit", "cursor"})
     page = Page(query)
     config = status.config
@@ -81,6 +82,7 @@ def all_stats(status: Status, query: dict[str, str], pause: Callable[[], None] =
     for name in names:
         for vip in config.vips_by_pool.get(name, ()):
             vips[vip] = status.vip_traffic(vip)
+            pause()
         pools[name] = pool_stats(status, name, vips=False)["backends"]
         pause()
     return {
@@ -106,7 +108,10 @@ def status_view(status: Status, query: dict[str, str], pause: Callable[[], None]
         for backend in pool["backends"]:
             backend["traffic"] = traffic["backends"][backend["ip"]]
         up = pool_backends_up(status, name)
-        vips = [vip_json(status, vip, up) | {"traffic": traffic["vips"][vip]} for vip in traffic["vips"]]
+        vips = []
+        for vip in traffic["vips"]:
+            vips.append(vip_json(status, vip, up) | {"traffic": traffic["vips"][vip]})
+            pause()
         pools.append(pool | {"vips": vips})
         pause()
     return {

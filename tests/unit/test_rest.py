@@ -423,11 +423,14 @@ def _fleet(n_vips: int, n_pools: int = 4) -> dict:
 
 def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
     """/metrics at 10 and at 1,200 VIPs: the same lines per VIP (five), so a
-    scrape grows with what it reports and nothing else; at 1,200 it stops
-    to let other work run (``pause``) every ``PAUSE_EVERY`` VIPs, and what
-    that work changes (a VIP deleted meanwhile) does not break the scrape."""
+    scrape grows with what it reports and nothing else; it can stop to let
+    other work run after every object (``Pacer``: once its slice of time is
+    used), and what that work changes (a VIP deleted meanwhile) does not
+    break the scrape."""
     from prometheus_client.parser import text_string_to_metric_families
-    from ryu_dsr.rest.metrics import PAUSE_EVERY, render
+    from ryu_dsr.rest.metrics import render
+
+    from ryu_dsr.status import Pacer
 
     rig = make_rig(tmp_path)
     rig.connect()
@@ -441,12 +444,14 @@ def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
         if len(pauses) == 1:
             rig.service.apply_document(_fleet(1199))  # the last VIP goes while the scrape waits
 
-    text = render(rig.status, pause=pause).decode()
-    assert len(pauses) >= 1200 // PAUSE_EVERY
+    text = render(rig.status, pause=Pacer(pause, slice=0.0)).decode()  # a pause after every object
+    assert len(pauses) >= 1200
     samples = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     assert "ryu_dsr_vip_new_connections_total" in samples
-    assert text.count("\n") - small == (1200 - 10) * 5  # five lines a VIP, whatever the size
-    assert render(rig.status).decode().count("\n") - small == (1199 - 10) * 5
+    # the first pause came before the VIPs were reached: the scrape shows the 1,199 left, five lines each
+    assert text.count("\n") - small == (1199 - 10) * 5
+    rig.service.apply_document(_fleet(1200))
+    assert render(rig.status).decode().count("\n") - small == (1200 - 10) * 5  # whatever the size
     for line in text.splitlines():  # label names in order, as prometheus_client wrote them before
         if "{" in line and not line.startswith("#"):
             names = [pair.split("=")[0] for pair in line[line.index("{") + 1 : line.index("}")].split(",")]
