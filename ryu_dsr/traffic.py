@@ -11,9 +11,7 @@ are over the last poll interval. Pure: entries and time come in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
@@ -44,8 +42,6 @@ class Counts:
 
 REPLY_FIELDS = ("packets", "bytes", "answered", "resets")
 TRAFFIC_FIELDS = ("packets", "bytes", "new_connections")
-_IDLE = MappingProxyType(dict.fromkeys(TRAFFIC_FIELDS, 0.0))  # rates of a flow that carried nothing (read only)
-_IDLE_REPLIES = MappingProxyType(dict.fromkeys(REPLY_FIELDS, 0.0))
 PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share is given
 # (table, priority) of a counting rule -> what its packets are; other rules count packets and bytes only
 FLAGS = {
@@ -61,8 +57,8 @@ class Traffic:
     vips: dict[int, Counts] = field(default_factory=dict)  # VIP uid -> totals
     backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of requests to it
     replies: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of what it sent from a VIP
-    # dpid -> (kind, id) -> per second over the switch's last poll interval
-    rates: dict[int, dict[tuple[str, object], Mapping[str, float]]] = field(default_factory=dict)
+    # dpid -> what its last poll counted ((kind, id) -> growth) and over how many seconds: rates when asked
+    rates: dict[int, tuple[dict[tuple[str, object], Counts], float]] = field(default_factory=dict)
     last: dict[int, dict[tuple, tuple[int, int]]] = field(default_factory=dict)  # dpid -> flow key -> counts
     polled: dict[int, float] = field(default_factory=dict)  # dpid -> time of its last poll
     pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
@@ -80,7 +76,7 @@ class Traffic:
     def read_part(self, dpid: int, entries: list[Entry]) -> None:
         """One reply of a poll (the switch sends a large table in many): its
         flows are compared with the last poll now, so the work is spread
-        over the replies as they come in."""
+        over the replies as they come in; totals grow here too."""
         grown, seen = self.reading.setdefault(dpid, ({}, set()))
         last = self.last.setdefault(dpid, {})
         for table, priority, cookie, mac, packets, size in entries:
@@ -99,12 +95,23 @@ class Traffic:
             last[key] = (packets, size)
             if packets >= before[0] and size >= before[1]:
                 packets, size = packets - before[0], size - before[1]
-            if packets or size or what not in grown:
-                grown.setdefault(what, Counts()).add(packets, size, FLAGS.get((table, priority), ""))
+            counts = grown.get(what)
+            if counts is None:
+                counts = grown[what] = Counts()
+            totals = self._totals(what[0])
+            total = totals.get(what[1])
+            if total is None:
+                total = totals[what[1]] = Counts()
+            if packets or size:
+                flag = FLAGS.get((table, priority), "")
+                counts.add(packets, size, flag)
+                total.add(packets, size, flag)
 
     def read_done(self, dpid: int, now: float) -> set:
-        """Every reply of a poll is in: totals and rates; the backend MACs
-        it counted traffic to or from."""
+        """Every reply of a poll is in: its growth stands for the switch's
+        rates until the next (computed when asked, not here: a poll's end
+        is no pass over every object); the backend MACs it counted traffic
+        to or from."""
         grown, seen = self.reading.pop(dpid, ({}, set()))
         last = self.last.get(dpid, {})
         for stale in last.keys() - seen:
@@ -112,19 +119,7 @@ class Traffic:
         interval = now - self.polled.get(dpid, now)
         self.polled[dpid] = now
         self.polls += 1
-        rates_now: dict[tuple[str, object], Mapping[str, float]] = {}
-        for (kind, ident), counts in grown.items():
-            totals = self._totals(kind)
-            if ident not in totals or counts.packets or counts.bytes:
-                totals.setdefault(ident, Counts()).merge(counts)
-            if interval > 0:
-                if counts.packets or counts.bytes:
-                    names = REPLY_FIELDS if kind == "reply" else TRAFFIC_FIELDS
-                    rates = {name: getattr(counts, name) / interval for name in names}
-                else:  # most flows of a large table carried nothing: one shared answer
-                    rates = _IDLE_REPLIES if kind == "reply" else _IDLE
-                rates_now[(kind, ident)] = rates
-        self.rates[dpid] = rates_now
+        self.rates[dpid] = (grown, interval) if interval > 0 else ({}, 0.0)
         return {ident for kind, ident in grown if kind != "vip"}
 
     def switch_gone(self, dpid: int) -> None:
@@ -146,11 +141,11 @@ class Traffic:
         names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
         totals = self._totals(kind).get(ident, Counts())
         rate = dict.fromkeys(names, 0.0)
-        for by_key in self.rates.values():
-            value = by_key.get((kind, ident))
-            if value is not None:
+        for grown, interval in self.rates.values():
+            counts = grown.get((kind, ident))
+            if counts is not None:
                 for name in rate:
-                    rate[name] += value[name]
+                    rate[name] += getattr(counts, name) / interval
         return totals.to_json(names) | {"rates": {name: round(value, 3) for name, value in rate.items()}}
 
     def passive(self, mac: object) -> dict | None:
@@ -158,7 +153,7 @@ class Traffic:
         poll interval, from the switch's counters: offered (SYNs to it),
         answered (its SYN-ACKs from a VIP) and resets, a second; the share
         answered when at least one a second was offered. None before a poll."""
-        if not any(("backend", mac) in by_key or ("reply", mac) in by_key for by_key in self.rates.values()):
+        if not any(("backend", mac) in grown or ("reply", mac) in grown for grown, _interval in self.rates.values()):
             return None
         offered = self.of("backend", mac)["rates"]["new_connections"]
         replies = self.of("reply", mac)["rates"]
