@@ -23,8 +23,9 @@ from webob import Request, Response
 
 from ryu_dsr.auth import token_holder
 from ryu_dsr.model import Conflict, InvalidInput, NotFound
+from ryu_dsr.pacing import Lateness, Pacer, no_pause
 from ryu_dsr.service import Service
-from ryu_dsr.status import Pacer, Status, no_pause
+from ryu_dsr.status import Status
 
 LOG = logging.getLogger("ryu_dsr.rest")
 NAME = r"(?P<{}>[^/]+)"
@@ -62,6 +63,7 @@ class DsrApi:
         token_file: str = "",
         cluster: Callable[[], dict] | None = None,
         pause: Callable[[], None] = no_pause,
+        lateness: Lateness | None = None,
     ) -> None:
         """``tokens`` (name -> token): changes need one as a bearer token;
         None: no authentication (``auth = none``)."""
@@ -69,6 +71,7 @@ class DsrApi:
         self.status = status
         self.cluster = cluster
         self.pause = pause
+        self.lateness = lateness
         self.settle = settle
         self.tokens = tokens
         self.token_file = token_file
@@ -161,7 +164,7 @@ class DsrApi:
             if request.method != "GET":
                 return _error(405, "method_not_allowed", "/metrics answers GET only")
             return Response(
-                body=metrics.render(self.status, self.cluster, Pacer(self.pause)),
+                body=metrics.render(self.status, self.cluster, Pacer(self.pause), self.lateness),
                 content_type=None,
                 headerlist=[("Content-Type", metrics.CONTENT_TYPE)],
             )

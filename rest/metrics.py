@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ryu_dsr.model import BACKEND_STATES
-from ryu_dsr.status import Pacer, Status, no_pause
+from ryu_dsr.pacing import Lateness, Pacer, no_pause
+from ryu_dsr.status import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 PREFIX = "ryu_dsr_"
@@ -57,6 +58,13 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "port_role_changes": ("counter", "times a switch port changed role (unknown, host, link)", ()),
     "port_flaps": ("counter", "times a switch port went down or its link stopped being heard", ()),
     "ports_held_down": ("counter", "times a flapping port was held down", ()),
+    "loop_late_seconds": (
+        "gauge",
+        "the longest the controller's loop woke up late over the last 10-20 s (while something held it, "
+        "REST and OpenFlow waited as long)",
+        (),
+    ),
+    "loop_stalls": ("counter", "times the controller's loop woke up more than 20 ms late", ()),
     "cluster_master": ("gauge", "1 while this controller is master of the switches (etcd cluster)", ("node",)),
     "cluster_candidates": ("gauge", "controllers standing in the etcd cluster, the master included", ()),
     "cluster_etcd_healthy": ("gauge", "1 while etcd answered this controller's last call", ()),
@@ -156,7 +164,10 @@ _HEADER = {
 
 
 def render(
-    status: Status, cluster: Callable[[], dict | None] | None = None, pause: Callable[[], None] = no_pause
+    status: Status,
+    cluster: Callable[[], dict | None] | None = None,
+    pause: Callable[[], None] = no_pause,
+    lateness: Lateness | None = None,
 ) -> bytes:
     """The scrape's text. ``pause`` is called every few milliseconds of work
     (``Pacer``) so that a controller of thousands of VIPs goes on serving
@@ -188,6 +199,9 @@ def render(
     add("port_role_changes", "", discovery["role_changes"])
     add("port_flaps", "", discovery["flaps"])
     add("ports_held_down", "", discovery["held_down"])
+    if lateness is not None:
+        add("loop_late_seconds", "", lateness.recent())
+        add("loop_stalls", "", lateness.stalls)
     body = cluster() if cluster is not None else None
     if body is not None and body["mode"] == "etcd":
         add("cluster_master", labels(node=body["node"]), 1 if body["role"] == "master" else 0)

@@ -7,7 +7,8 @@ import bisect
 from collections.abc import Callable, Iterable
 
 from ryu_dsr.model import InvalidInput, parse_address, parse_int, parse_name
-from ryu_dsr.status import Status, no_pause
+from ryu_dsr.pacing import no_pause
+from ryu_dsr.status import Status
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000

@@ -23,6 +23,7 @@ from ryu_dsr.flows.pipeline import KIND_MASK, OWNER_MASK, Kind, Slots, Table, ow
 from ryu_dsr.flows.pipeline import REG_SLOT as SLOT_REGISTER
 from ryu_dsr.handovers import WATCH_SECONDS
 from ryu_dsr.ovsdb import OvsdbError, prepare_zone
+from ryu_dsr.pacing import Lateness
 from ryu_dsr.session import Connecting, Poll, Session
 from ryu_dsr.writer import Writers
 
@@ -33,6 +34,7 @@ STALL_SECONDS = 1.0  # a tick this late: the controller did not run (SIGSTOP, st
 SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm it
 FREEZE_SECONDS = 10.0  # objects that lived this long leave the collector's full passes
 COLLECT_SECONDS = 3600.0  # a full collection of everything (one pause) this often
+LATENESS_NAP = 0.01  # the lateness watcher sleeps this long, again and again
 
 
 def register_options():
@@ -107,6 +109,7 @@ class Shell(ofp.RyuApp):
             declared = plan_declared(saved.config, settings.declared_file)
             self.balancer = self.writers.balancer = Balancer(settings, store, saved=saved)
             self.service = Service(self.balancer, self.writers.carry_out)
+            self.lateness = Lateness()
             if declared:
                 self.service.commit(declared, who="declared file")
         except (InvalidInput, StateFileError) as error:
@@ -135,9 +138,11 @@ class Shell(ofp.RyuApp):
             token_file=settings.token_file,
             cluster=self.cluster_status,
             pause=lambda: ofp.hub.sleep(0),  # a long scrape lets OpenFlow and other requests in
+            lateness=self.lateness,
         )
         kwargs["wsgi"].register(_RestController, {"api": api})
         self.ticker = ofp.hub.spawn(self._tick_forever)
+        self.late_watcher = ofp.hub.spawn(self._watch_lateness)
         if settings.stats_interval:
             self.poller = ofp.hub.spawn(self._poll_forever, settings.stats_interval)
         self.watcher_of_handovers = ofp.hub.spawn(self._watch_forever)
@@ -279,6 +284,15 @@ class Shell(ofp.RyuApp):
                     gc.freeze()
             except Exception:  # keep ticking whatever one tick did
                 LOG.exception("ryu_dsr: periodic work failed")
+
+    def _watch_lateness(self):
+        """Sleep a short while, again and again, and note how late each
+        wake-up is: the longest stretch anything held the controller."""
+        while True:
+            started = time.monotonic()
+            ofp.hub.sleep(LATENESS_NAP)
+            now = time.monotonic()
+            self.lateness.woke(max(0.0, now - started - LATENESS_NAP), now)
 
     def _poll_forever(self, interval: float):
         """Read the counting rules (tables DECIDE, CHOSEN and REPLIES) of

@@ -7,37 +7,11 @@ one backend, the switches), never a pass over the whole state.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ryu_dsr.core import Balancer, utc_stamp
 from ryu_dsr.model import Backend, Config, Vip
-
-
-def no_pause() -> None:
-    """What a long read calls between its pieces when there is no other work
-    to let run (tests, tools); the shell passes a yield to its green threads."""
-
-
-class Pacer:
-    """The pauses of one long read (a scrape, a page of thousands of
-    objects): asked after every object, it calls ``pause`` once ``slice``
-    seconds of work have passed since the last one, so other work waits
-    that long at most, however large or small the objects."""
-
-    def __init__(self, pause: Callable[[], None] = no_pause, slice: float = 0.004) -> None:
-        self.pause = pause
-        self.slice = slice
-        self.last = time.perf_counter()
-        self.pauses = 0
-
-    def __call__(self) -> None:
-        if time.perf_counter() - self.last >= self.slice:
-            self.pause()
-            self.pauses += 1
-            self.last = time.perf_counter()
 
 
 @dataclass(frozen=True)

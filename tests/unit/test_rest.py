@@ -430,7 +430,7 @@ def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
     from ryu_dsr.rest.metrics import render
 
-    from ryu_dsr.status import Pacer
+    from ryu_dsr.pacing import Pacer
 
     rig = make_rig(tmp_path)
     rig.connect()
@@ -456,3 +456,27 @@ def test_a_scrape_costs_lines_per_object_and_lets_other_work_run(tmp_path):
         if "{" in line and not line.startswith("#"):
             names = [pair.split("=")[0] for pair in line[line.index("{") + 1 : line.index("}")].split(",")]
             assert names == sorted(names), line
+
+
+def test_the_controllers_own_lateness_is_kept_per_window_and_shown(tmp_path):
+    """How late the controller's loop woke up: the longest over the last one
+    to two windows (an old stall ages out), stalls over 20 ms counted, and
+    both in /metrics."""
+    from ryu_dsr.rest.metrics import render
+
+    from ryu_dsr.pacing import Lateness
+
+    lateness = Lateness(window=10.0)
+    lateness.woke(0.002, now=1.0)
+    lateness.woke(0.120, now=2.0)  # something held the loop for 120 ms
+    lateness.woke(0.001, now=3.0)
+    assert lateness.recent() == 0.120 and lateness.stalls == 1
+    lateness.woke(0.003, now=12.0)  # the next window: the stall is still within the last two
+    assert lateness.recent() == 0.120
+    lateness.woke(0.004, now=22.5)
+    assert lateness.recent() == 0.004 and lateness.stalls == 1  # aged out
+    lateness.woke(0.002, now=60.0)  # a window passed with no wake-up at all: nothing carried over
+    assert lateness.recent() == 0.002
+    rig = make_rig(tmp_path)
+    text = render(rig.status, lateness=lateness).decode()
+    assert "ryu_dsr_loop_late_seconds 0.002\n" in text and "ryu_dsr_loop_stalls_total 1.0\n" in text
