@@ -26,7 +26,7 @@ from ryu.controller.handler import (  # noqa: F401
     set_ev_cls,
 )
 from ryu.lib import hub  # noqa: F401
-from ryu.ofproto import nicira_ext
+from ryu.ofproto import nicira_ext, ofproto_parser
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
@@ -182,6 +182,27 @@ def fix_openflow_tls() -> None:
 
     __init__.fixed_tls = True
     hub.StreamServer.__init__ = __init__
+
+
+def yield_between_messages() -> None:
+    """Ryu 4.34's receive loop parses every message a switch has sent
+    before it lets another green thread run (it yields once every 2,048
+    messages): a poll of 25,000 flows comes back as some fifty replies,
+    parsed back to back, and for that 80-140 ms nothing else runs (REST,
+    other switches, barriers; measured by the loop's lateness). Each parse
+    now ends with a yield."""
+    original = ofproto_parser.msg
+    if getattr(original, "yields", False):
+        return
+
+    def msg(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            hub.sleep(0)
+
+    msg.yields = True
+    ofproto_parser.msg = msg
 
 
 SPECIAL_PORTS = {

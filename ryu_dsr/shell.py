@@ -99,6 +99,7 @@ class Shell(ofp.RyuApp):
             settings = Settings.from_files(list(conf.config_file or []))
             ofp.limit_rest_connections(settings.rest_idle_timeout, settings.rest_max_per_client)
             ofp.fix_openflow_tls()
+            ofp.yield_between_messages()
             if settings.etcd_endpoints:
                 store = self._cluster_store(settings, conf)
             else:
