@@ -64,8 +64,8 @@ class Traffic:
     pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
     took: dict[int, tuple[float, int]] = field(default_factory=dict)  # dpid -> last poll: seconds to read, flows read
     polls: int = 0
-    # dpid -> a poll's growth so far (what grew, flow keys seen), while its replies come in
-    reading: dict[int, tuple[dict, set]] = field(default_factory=dict)
+    # dpid -> a poll's growth so far (what grew, flow keys seen, backend MACs with traffic), while it comes in
+    reading: dict[int, tuple[dict, set, set]] = field(default_factory=dict)
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
         """One poll of a switch's DECIDE, CHOSEN and REPLIES tables; the
@@ -77,7 +77,7 @@ class Traffic:
         """One reply of a poll (the switch sends a large table in many): its
         flows are compared with the last poll now, so the work is spread
         over the replies as they come in; totals grow here too."""
-        grown, seen = self.reading.setdefault(dpid, ({}, set()))
+        grown, seen, busy = self.reading.setdefault(dpid, ({}, set(), set()))
         last = self.last.setdefault(dpid, {})
         for table, priority, cookie, mac, packets, size in entries:
             kind = kind_of(cookie)
@@ -106,13 +106,15 @@ class Traffic:
                 flag = FLAGS.get((table, priority), "")
                 counts.add(packets, size, flag)
                 total.add(packets, size, flag)
+                if what[0] != "vip":
+                    busy.add(what[1])
 
     def read_done(self, dpid: int, now: float) -> set:
         """Every reply of a poll is in: its growth stands for the switch's
         rates until the next (computed when asked, not here: a poll's end
         is no pass over every object); the backend MACs it counted traffic
         to or from."""
-        grown, seen = self.reading.pop(dpid, ({}, set()))
+        grown, seen, busy = self.reading.pop(dpid, ({}, set(), set()))
         last = self.last.get(dpid, {})
         for stale in last.keys() - seen:
             del last[stale]  # a flow that is gone: a new one with its key starts from 0
@@ -120,7 +122,7 @@ class Traffic:
         self.polled[dpid] = now
         self.polls += 1
         self.rates[dpid] = (grown, interval) if interval > 0 else ({}, 0.0)
-        return {ident for kind, ident in grown if kind != "vip"}
+        return busy
 
     def switch_gone(self, dpid: int) -> None:
         """Its flows' counters are not ours to compare with any more (a
@@ -153,17 +155,20 @@ class Traffic:
         poll interval, from the switch's counters: offered (SYNs to it),
         answered (its SYN-ACKs from a VIP) and resets, a second; the share
         answered when at least one a second was offered. None before a poll."""
-        if not any(("backend", mac) in grown or ("reply", mac) in grown for grown, _interval in self.rates.values()):
+        offered = answered = resets = 0.0
+        found = False
+        for grown, interval in self.rates.values():  # a few switches: no dicts made per backend
+            sent, back = grown.get(("backend", mac)), grown.get(("reply", mac))
+            if sent is not None:
+                found, offered = True, offered + sent.new_connections / interval
+            if back is not None:
+                found = True
+                answered, resets = answered + back.answered / interval, resets + back.resets / interval
+        if not found:
             return None
-        offered = self.of("backend", mac)["rates"]["new_connections"]
-        replies = self.of("reply", mac)["rates"]
-        share = round(min(1.0, replies["answered"] / offered), 3) if offered >= PASSIVE_MIN_RATE else None
-        return {
-            "offered_per_s": offered,
-            "answered_per_s": replies["answered"],
-            "resets_per_s": replies["resets"],
-            "answered_share": share,
-        }
+        offered, answered, resets = round(offered, 3), round(answered, 3), round(resets, 3)
+        share = round(min(1.0, answered / offered), 3) if offered >= PASSIVE_MIN_RATE else None
+        return {"offered_per_s": offered, "answered_per_s": answered, "resets_per_s": resets, "answered_share": share}
 
     def pinned(self, backend_uid: int) -> int:
         """Connections of a backend held by pins, over all switches: those of
