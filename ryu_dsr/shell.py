@@ -35,6 +35,7 @@ SETTLE_SECONDS = 5.0  # longest a REST change waits for the switches to confirm 
 FREEZE_SECONDS = 10.0  # objects that lived this long leave the collector's full passes
 COLLECT_SECONDS = 3600.0  # a full collection of everything (one pause) this often
 LATENESS_NAP = 0.01  # the lateness watcher sleeps this long, again and again
+READS_BETWEEN_YIELDS = 100  # requests of a poll made and sent before other green threads run
 
 
 def register_options():
@@ -343,13 +344,19 @@ class Shell(ofp.RyuApp):
         """Send a read of flow tables and one aggregate request per backend
         for its pins' packets; ``poll`` keeps what is awaited."""
         requests = [(request, None) for request in tables]
-        requests += [(ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid) for uid in pin_holders]
-        for request, uid in requests:
+        for number, uid in enumerate(pin_holders, 1):  # made as it goes: a thousand holders are no long step
+            requests.append((ofp.pin_count_request(datapath, Table.SLOTS, pin_cookie(uid)), uid))
+            if number % READS_BETWEEN_YIELDS == 0:
+                ofp.hub.sleep(0)
+        for request, uid in requests:  # every reply awaited before the first request goes
             datapath.set_xid(request)
             poll.waiting.add(request.xid)
             if uid is not None:
                 poll.pin_requests[request.xid] = uid
+        for number, (request, _uid) in enumerate(requests, 1):
             datapath.send_msg(request)
+            if number % READS_BETWEEN_YIELDS == 0:
+                ofp.hub.sleep(0)
 
     def count_slots(self, session: Session, pool_uid: int) -> None:
         """Ask a switch for a pool's slot counters (a moved slot's check)."""
