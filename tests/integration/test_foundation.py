@@ -242,6 +242,8 @@ def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
 
     if fabric.api("GET", "/v1/pools/web")[0] == 404:
         fabric.create_web(backends=tuple(BACKENDS.values()))
+    # the controller was restarted just before: the switch reconnects on its own backoff (up to 8 s)
+    wait_for(lambda: [sw for sw in fabric.api("GET", "/v1/switches")[1] if sw["in_line"]], 20, what="the switch back")
     token_file = str(fabric.lab.run_dir / "api-token")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSRCTL_")}
 
