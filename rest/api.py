@@ -314,15 +314,14 @@ def _compact(payload: Any, pause: Callable[[], None]) -> str:
 
 def _pieces(value: Any, dumps: Callable[[Any], str], pause: Callable[[], None]) -> str:
     if isinstance(value, list):
-        items, wrap, write = value, "[]", dumps
+        wrap, pieces = "[]", (dumps(item) for item in value)
     elif isinstance(value, dict):
-        items, wrap = list(value.items()), "{}"
-        write = lambda item: f"{dumps(item[0])}:{dumps(item[1])}"  # noqa: E731
+        wrap, pieces = "{}", (f"{dumps(key)}:{dumps(item)}" for key, item in value.items())
     else:
         return dumps(value)
     out = []
-    for item in items:
-        out.append(write(item))
+    for piece in pieces:
+        out.append(piece)
         pause()
     return wrap[0] + ",".join(out) + wrap[1]
 

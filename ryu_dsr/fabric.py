@@ -120,9 +120,8 @@ class Fabric:
         if back is None or now - back > self.link_timeout:
             return "one_way"
         link = link_key(a, pa, b, pb)
-        new = link not in self.seen
-        self.seen[link] = min(now, back)
-        if not new:
+        if link in self.seen:
+            self.seen[link] = min(now, back)
             return "known"
         # a port has one link: an older one on either end is gone
         for old in [k for k in self.links() if k != link and _shares_port(k, link)]:
@@ -158,7 +157,7 @@ class Fabric:
         """Discovered links not seen for ``link_timeout`` seconds."""
         for way in [way for way, when in self.heard.items() if now - when > self.link_timeout]:
             del self.heard[way]
-        gone = [link for link in self.seen if link[:2] + link[2:] not in self.heard or _back(link) not in self.heard]
+        gone = [link for link in self.seen if link not in self.heard or _back(link) not in self.heard]
         gone = [link for link in gone if link not in self.declared]
         for link in gone:
             self._remove(link)

@@ -147,27 +147,26 @@ class L2:
         one way of the link is heard yet (so both ends report it at once).
         A frame that fails its checks, or would make a link of a host port,
         is refused, counted and logged."""
-        sender = self.sealed.check(data)
-        if isinstance(sender, tuple):
-            if self.damping.is_held(sender) or self.damping.is_held((dpid, port)):
-                sender = "held_down"
-            else:
-                sender, verdict = (sender, self.fabric.link_seen(*sender, dpid, port, self.clock()))
-                if verdict in ("unknown_switch", "host_port"):
-                    self.sealed.refused[verdict] += 1
-                    self._refused(verdict, dpid, port, sender)
-                    return False, []
-                self.sealed.accepted += 1
-                if verdict == "new":
-                    LOG.info("link: switch %016x port %d - switch %016x port %d (heard both ways)", *sender, dpid, port)
-                    self._role(sender)
-                    self._role((dpid, port))
-                    return True, []
-                if verdict == "one_way":
-                    return False, [PacketOut(self.sealed.frame(dpid, port), port)]
-                return False, []
-            self.sealed.refused[sender] += 1
-        self._refused(sender, dpid, port)
+        sender = self.sealed.check(data)  # counts its own refusals
+        if isinstance(sender, str):
+            self._refused(sender, dpid, port)
+            return False, []
+        if self.damping.is_held(sender) or self.damping.is_held((dpid, port)):
+            verdict = "held_down"
+        else:
+            verdict = self.fabric.link_seen(*sender, dpid, port, self.clock())
+        if verdict in ("held_down", "unknown_switch", "host_port"):
+            self.sealed.refused[verdict] += 1
+            self._refused(verdict, dpid, port, sender)
+            return False, []
+        self.sealed.accepted += 1
+        if verdict == "new":
+            LOG.info("link: switch %016x port %d - switch %016x port %d (heard both ways)", *sender, dpid, port)
+            self._role(sender)
+            self._role((dpid, port))
+            return True, []
+        if verdict == "one_way":  # heard one way: a frame back at once, so both ends report the link now
+            return False, [PacketOut(self.sealed.frame(dpid, port), port)]
         return False, []
 
     def _refused(self, reason: str, dpid: int, port: int, sender: tuple[int, int] | None = None) -> None:
