@@ -24,6 +24,7 @@ from ryu_dsr.flows.pipeline import (
     TCP_SYN,
     TCP_SYN_ACK,
     UDP_PORT_BITS,
+    Answer,
     Chosen,
     Decide,
     EthDst,
@@ -147,12 +148,10 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         ),
         Rule(Table.INGRESS, Ingress.MISS, (), goto=Table.ETH_SRC, owner=base),
     ]
-    if switch.probe_ip:  # answered for the health probes that come from it
-        family = family_of(switch.probe_ip)
-        answer = family.answer(switch.probe_ip, switch.probe_mac) if switch.mode == "ovs" else (Output("controller"),)
-        rules.append(
-            Rule(Table.INGRESS, Ingress.VIP_ARP, match_items(**family.asks_for(switch.probe_ip)), answer, owner=base)
-        )
+    for family in FAMILIES:  # the probes' own addresses, answered for the health probes that come from them
+        source = family.probe_source(switch.probe_mac, switch.probe_ip)
+        if source is not None and family_of(source) is family:
+            rules += _answers(switch, family, source, switch.probe_mac, base)
     if switch.mode == "ovs":
         rules.append(
             Rule(Table.CHOSEN, Chosen.CHOSEN, match_items(**{REG_CHOSEN: (1, 1)}), goto=Table.ETH_SRC, owner=base)
@@ -293,7 +292,6 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         return []
     address_owner = owner(Kind.ADDRESS)
     family = family_of(ip)
-    answer = family.answer(ip, mac) if switch.mode == "ovs" else (Output("controller"),)
     rules = []
     if switch.mode == "ovs" and address.backend_macs:
         forward: Action = Output("normal") if switch.l2 == "normal" else Resubmit(Table.ETH_DST)
@@ -316,7 +314,7 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
         from_pool = match_items(**family.sent_from(ip))
         guard = (SetField(REG_GUARD, address.pool_uid), Resubmit(Table.GUARD))
         rules.append(Rule(Table.INGRESS, Ingress.VIP_SOURCE, from_pool, guard, owner=address_owner))
-        return rules + _address_neighbour_rules(switch, family, ip, answer)
+        return rules + _address_neighbour_rules(switch, family, ip, mac)
     for mac_of_backend, port in address.senders:
         sent = {**family.sent_from(ip), "eth_src": mac_of_backend}
         if address.guarded:
@@ -340,7 +338,7 @@ def vip_address_rules(switch: SwitchPlan, address: AddressPlan) -> list[Rule]:
     if address.guarded:
         from_anyone = match_items(**family.sent_from(ip))
         rules.append(Rule(Table.INGRESS, Ingress.VIP_SOURCE_GUARD, from_anyone, (), owner=address_owner))
-    return rules + _address_neighbour_rules(switch, family, ip, answer)
+    return rules + _address_neighbour_rules(switch, family, ip, mac)
 
 
 def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
@@ -356,30 +354,52 @@ def _plain_translations(address: AddressPlan, sent: dict) -> list[Rule]:
     return rules
 
 
-def _address_neighbour_rules(switch: SwitchPlan, family: Family, ip: str, answer: tuple[Action, ...]) -> list[Rule]:
-    """Neighbour guard (ARP from the address), neighbour answer (ARP for it)
-    and catch-all of a VIP address."""
+def _address_neighbour_rules(switch: SwitchPlan, family: Family, ip: str, mac: str) -> list[Rule]:
+    """Neighbour guard (ARP from the address; IPv6: advertisements of it and
+    solicitations from it), neighbour answer (requests for it) and
+    catch-all of a VIP address."""
     address_owner = owner(Kind.ADDRESS)
     metered = switch.mode == "ovs" and switch.packet_in_limit
-    return [
+    rules = [
         Rule(
             Table.INGRESS,
             Ingress.VIP_ARP_GUARD,
-            match_items(**family.claims(ip)),
+            match_items(**claim),
             (Output("controller", CONTROLLER_PEEK),),
             meter=LEARN_METER if metered else None,
             owner=address_owner,
-        ),
+        )
+        for claim in family.claims(ip)
+    ]
+    rules += _answers(switch, family, ip, mac, address_owner)
+    # IP for the VIP that no VIP serves is dropped, not flooded.
+    rules.append(Rule(Table.INGRESS, Ingress.VIP_OTHER, match_items(**family.to(ip)), (), owner=address_owner))
+    return rules
+
+
+def _answers(switch: SwitchPlan, family: Family, ip: str, mac: str, rule_owner: int) -> list[Rule]:
+    """The rules that answer neighbour requests for ``ip`` with ``mac``: in
+    the switch (Open vSwitch mode) where it can, else by the controller."""
+    ask = match_items(**family.asks_for(ip))
+    if switch.mode != "ovs":
+        return [Rule(Table.INGRESS, Ingress.VIP_ARP, ask, (Output("controller"),), owner=rule_owner)]
+    rules = [Rule(Table.INGRESS, Ingress.VIP_ARP, ask, family.answer(ip, mac), owner=rule_owner)]
+    rules += [  # through the learning meter, as claims are: a flood of them costs the controller a bounded rate
         Rule(
             Table.INGRESS,
-            Ingress.VIP_ARP,
-            match_items(**family.asks_for(ip)),
-            answer,
-            owner=address_owner,
-        ),
-        # IP for the VIP that no VIP serves is dropped, not flooded.
-        Rule(Table.INGRESS, Ingress.VIP_OTHER, match_items(**family.to(ip)), (), owner=address_owner),
+            Ingress.VIP_ARP_GUARD,
+            match_items(**odd),
+            (Output("controller", CONTROLLER_PEEK),),
+            meter=LEARN_METER if switch.packet_in_limit else None,
+            owner=rule_owner,
+        )
+        for odd in family.unanswerable(ip)
     ]
+    answered = family.answered(ip, mac)
+    if answered is not None:
+        match, actions = answered
+        rules.append(Rule(Table.NEIGHBOUR, Answer.ANSWER, match_items(**match), actions, owner=rule_owner))
+    return rules
 
 
 def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
@@ -492,7 +512,7 @@ def slot_rules(
     target: SlotTarget | None,
     protocols: frozenset[int],
     handover: Handover | None,
-    family: Family,
+    families: tuple[Family, ...],
 ) -> list[Rule]:
     """The rules of one slot of a pool's consistent-hash table.
 
@@ -501,24 +521,26 @@ def slot_rules(
     holds connections): a TCP SYN goes to the new backend, other TCP packets
     (and, in the UDP window, every datagram) to the old one, each pinning
     its connection there by ``learn``. Plain mode: one rule per slot of
-    masked client-address bits, no handovers. ``family``: of the pool's
-    VIPs (whose packets the handover rules and pins match)."""
+    masked client-address bits, no handovers. ``families``: of the pool's
+    VIPs (the handover rules and pins, and plain mode's slots, match each)."""
     pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
         if target is None:
             return []
-        match = match_items(
-            eth_type=family.eth_type, metadata=pool_uid, **{family.src: family.masked(slot, plain_slot_bits(n_slots))}
-        )
         return [
             Rule(
                 Table.SLOTS,
                 Slots.SLOT,
-                match,
+                match_items(
+                    eth_type=family.eth_type,
+                    metadata=pool_uid,
+                    **{family.src: family.masked(slot, plain_slot_bits(n_slots))},
+                ),
                 (SetField("eth_dst", target.mac),),
                 goto=Table.ETH_SRC,
                 owner=pool_owner,
             )
+            for family in families
         ]
     regs = {REG_POOL: pool_uid, REG_SLOT: slot}
     rules = []
@@ -529,6 +551,28 @@ def slot_rules(
         rules.append(Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), _send(target), owner=pool_owner))
     if handover is None or (handover.old == target and not hold):
         return rules
+    for family in families:
+        rules += _handover(switch, family, regs, target, handover, protocols, n_slots, pool_owner)
+    if any(isinstance(action, LearnPin) and action.result for rule in rules for action in rule.actions):
+        # a SYN whose pin the limit refused (any family): to the old backend
+        refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
+        rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(handover.old), owner=pool_owner))
+    return rules
+
+
+def _handover(
+    switch: SwitchPlan,
+    family: Family,
+    regs: dict,
+    target: SlotTarget | None,
+    handover: Handover,
+    protocols: frozenset[int],
+    n_slots: int,
+    pool_owner: int,
+) -> list[Rule]:
+    """A moved slot's handover rules for the packets of one family."""
+    rules = []
+    hold = handover.first is not None
     tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
     if tracked:
         rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)
@@ -540,8 +584,6 @@ def slot_rules(
             # packets will (the old backend), not unpinned to the new one.
             pin = _pin(switch, family, 6, target, n_slots, result=REG_LEARNED)
             opening = (*_send(target), pin, Resubmit(Table.UNPINNED))
-            refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
-            rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(handover.old), owner=pool_owner))
         rules.append(Rule(Table.SLOTS, Slots.HANDOVER_SYN, syn, opening, owner=pool_owner))
     for ip_proto in sorted(protocols - ({6} if tracked else set())):
         if handover.tcp if ip_proto == 6 else handover.udp:

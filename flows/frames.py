@@ -1,6 +1,7 @@
 """The frame codec: the few frames the controller builds and reads itself
-(Ethernet, ARP, and IPv4 carrying TCP for health probes), as bytes. Which
-of them an IP version uses is for its ``family`` to say."""
+(Ethernet, ARP, IPv6 Neighbor Discovery, and IPv4 or IPv6 carrying TCP for
+health probes), as bytes. Which of them an IP version uses is for its
+``family`` to say."""
 
 from __future__ import annotations
 
@@ -103,14 +104,24 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def build_tcp(segment: Tcp, ttl: int = 64) -> bytes:
-    """An Ethernet frame carrying one TCP segment, checksums computed."""
-    src, dst = ipaddress.IPv4Address(segment.src).packed, ipaddress.IPv4Address(segment.dst).packed
+def _tcp_header(segment: Tcp, pseudo: bytes) -> bytes:
+    """A TCP header with its checksum over ``pseudo`` (the IP version's
+    pseudo-header, less the length and protocol), header and payload."""
     window = 65535
     header = _TCP.pack(segment.sport, segment.dport, segment.seq, segment.ack, 5 << 4, segment.flags, window, 0, 0)
-    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(header) + len(segment.payload))
+    length = len(header) + len(segment.payload)
+    if len(pseudo) == 8:  # IPv4: zero, protocol, length (16 bits)
+        pseudo += struct.pack("!BBH", 0, 6, length)
+    else:  # IPv6: length (32 bits), zeros, next header
+        pseudo += struct.pack("!I3xB", length, 6)
     checksum = _checksum(pseudo + header + segment.payload)
-    header = header[:16] + struct.pack("!H", checksum) + header[18:]
+    return header[:16] + struct.pack("!H", checksum) + header[18:]
+
+
+def build_tcp(segment: Tcp, ttl: int = 64) -> bytes:
+    """An Ethernet frame carrying one TCP segment over IPv4, checksums computed."""
+    src, dst = ipaddress.IPv4Address(segment.src).packed, ipaddress.IPv4Address(segment.dst).packed
+    header = _tcp_header(segment, src + dst)
     total = _IP.size + len(header) + len(segment.payload)
     ip = _IP.pack(0x45, 0, total, 0, 0x4000, ttl, 6, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
@@ -144,4 +155,149 @@ def parse_tcp(data: bytes) -> Tcp | None:
         ack,
         flags,
         bytes(payload),
+    )
+
+
+# --- IPv6: Neighbor Discovery (RFC 4861) and TCP, for the controller's own frames ---
+
+ETH_IP6 = 0x86DD
+ICMPV6 = 58
+ND_SOLICIT = 135
+ND_ADVERT = 136
+ND_SOURCE_LL = 1  # option types
+ND_TARGET_LL = 2
+NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0x80000000, 0x40000000, 0x20000000
+ALL_NODES = "ff02::1"
+_IP6 = struct.Struct("!IHBB16s16s")
+_ND = struct.Struct("!BBHI16s")  # type, code, checksum, reserved (flags), target
+
+
+@dataclass(frozen=True)
+class Nd:
+    """A Neighbor Solicitation or Advertisement."""
+
+    eth_src: str
+    eth_dst: str
+    src: str  # the IPv6 source ("::" for duplicate address detection)
+    dst: str
+    hop_limit: int
+    type: int  # ND_SOLICIT or ND_ADVERT
+    flags: int  # an advertisement's R, S, O bits (the 32-bit word)
+    target: str
+    link_layer: str | None  # the source (solicitation) or target (advertisement) link-layer option
+    checksum_ok: bool
+
+
+def solicited_node(ip: str) -> str:
+    """The solicited-node multicast address of ``ip`` (ff02::1:ffXX:XXXX)."""
+    low = ipaddress.IPv6Address(ip).packed[13:]
+    return str(ipaddress.IPv6Address(bytes.fromhex("ff0200000000000000000001ff") + low))
+
+
+def multicast_mac(ip: str) -> str:
+    """The Ethernet address of an IPv6 multicast group (33:33 and its low 32 bits)."""
+    return mac_text(b"\x33\x33" + ipaddress.IPv6Address(ip).packed[12:])
+
+
+def link_local(mac: str) -> str:
+    """The modified EUI-64 link-local address of ``mac`` (RFC 4291)."""
+    raw = bytearray(mac_bytes(mac))
+    raw[0] ^= 0x02
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])))
+
+
+def _ip6(src: bytes, dst: bytes, next_header: int, payload: bytes, hop_limit: int) -> bytes:
+    return _IP6.pack(6 << 28, len(payload), next_header, hop_limit, src, dst) + payload
+
+
+def _icmpv6_checksum(src: bytes, dst: bytes, message: bytes) -> int:
+    return _checksum(src + dst + struct.pack("!I3xB", len(message), ICMPV6) + message)
+
+
+def build_nd(message: Nd) -> bytes:
+    """An Ethernet frame carrying one Neighbor Solicitation or Advertisement
+    (hop limit as given: 255 for a valid one), its ICMPv6 checksum computed."""
+    src, dst = ipaddress.IPv6Address(message.src).packed, ipaddress.IPv6Address(message.dst).packed
+    body = _ND.pack(message.type, 0, 0, message.flags, ipaddress.IPv6Address(message.target).packed)
+    if message.link_layer is not None:
+        kind = ND_SOURCE_LL if message.type == ND_SOLICIT else ND_TARGET_LL
+        body += struct.pack("!BB", kind, 1) + mac_bytes(message.link_layer)
+    body = body[:2] + struct.pack("!H", _icmpv6_checksum(src, dst, body)) + body[4:]
+    ip = _ip6(src, dst, ICMPV6, body, message.hop_limit)
+    return _ETH.pack(mac_bytes(message.eth_dst), mac_bytes(message.eth_src), ETH_IP6) + ip
+
+
+def _ip6_payload(data: bytes, next_header: int) -> tuple[Ethernet, bytes, bytes, int, bytes] | None:
+    """(Ethernet, source, destination, hop limit, payload) of an untagged
+    IPv6 frame whose first header is ``next_header``, or None."""
+    eth = parse_ethernet(data)
+    if eth is None or eth.ethertype != ETH_IP6 or len(data) < _ETH.size + _IP6.size:
+        return None
+    word, length, header, hop_limit, src, dst = _IP6.unpack_from(data, _ETH.size)
+    if word >> 28 != 6 or header != next_header:
+        return None
+    start = _ETH.size + _IP6.size
+    return eth, src, dst, hop_limit, bytes(data[start : start + length])
+
+
+def parse_nd(data: bytes) -> Nd | None:
+    """The Neighbor Solicitation or Advertisement of a frame, or None."""
+    found = _ip6_payload(data, ICMPV6)
+    if found is None:
+        return None
+    eth, src, dst, hop_limit, body = found
+    if len(body) < _ND.size or body[0] not in (ND_SOLICIT, ND_ADVERT) or body[1] != 0:
+        return None
+    kind, _code, _sum, flags, target = _ND.unpack_from(body)
+    link_layer = None
+    offset = _ND.size
+    while offset + 2 <= len(body):
+        option, units = body[offset], body[offset + 1]
+        if units == 0:
+            return None  # RFC 4861 7.1.1: an option of length 0 is invalid
+        if option == (ND_SOURCE_LL if kind == ND_SOLICIT else ND_TARGET_LL) and units == 1:
+            link_layer = mac_text(body[offset + 2 : offset + 8])
+        offset += units * 8
+    return Nd(
+        eth.src,
+        eth.dst,
+        str(ipaddress.IPv6Address(src)),
+        str(ipaddress.IPv6Address(dst)),
+        hop_limit,
+        kind,
+        flags if kind == ND_ADVERT else 0,
+        str(ipaddress.IPv6Address(target)),
+        link_layer,
+        _icmpv6_checksum(src, dst, body) == 0,
+    )
+
+
+def build_tcp6(segment: Tcp, hop_limit: int = 64) -> bytes:
+    """An Ethernet frame carrying one TCP segment over IPv6, checksum computed."""
+    src, dst = ipaddress.IPv6Address(segment.src).packed, ipaddress.IPv6Address(segment.dst).packed
+    header = _tcp_header(segment, src + dst)
+    ip = _ip6(src, dst, 6, header + segment.payload, hop_limit)
+    frame = _ETH.pack(mac_bytes(segment.eth_dst), mac_bytes(segment.eth_src), ETH_IP6) + ip
+    return frame.ljust(60, b"\x00")
+
+
+def parse_tcp6(data: bytes) -> Tcp | None:
+    """The TCP segment of an untagged Ethernet/IPv6 frame (no extension
+    headers: the controller's probes and their answers have none), or None."""
+    found = _ip6_payload(data, 6)
+    if found is None or len(found[4]) < _TCP.size:
+        return None
+    eth, src, dst, _hops, body = found
+    sport, dport, seq, ack, offset, flags, _win, _sum, _urg = _TCP.unpack_from(body)
+    return Tcp(
+        eth.src,
+        eth.dst,
+        str(ipaddress.IPv6Address(src)),
+        str(ipaddress.IPv6Address(dst)),
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        bytes(body[(offset >> 4) * 4 :]),
     )

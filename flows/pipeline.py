@@ -8,6 +8,7 @@ Open vSwitch mode (Nicira extensions)::
        |                        +--> DECIDE: slot = hash bits; resubmit(SLOTS); --> CHOSEN --chosen--> ETH_SRC --> ETH_DST
        |                                       SLOTS sets eth_dst (and REG_CHOSEN)  miss: drop
        +--ARP for a VIP: answered in the switch
+       +--IPv6 solicitation for a VIP: made an advertisement, resubmit(NEIGHBOUR): its option, back out
        +--everything else------------------------------------------------------------------> ETH_SRC --> ETH_DST
 
 In steady state a VIP's packet costs the datapath a hash and a
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ryu_dsr.flows.family import FAMILIES
+from ryu_dsr.flows.family import FAMILIES, NEIGHBOUR_TABLE
 from ryu_dsr.flows.rules import Resubmit, Track
 
 
@@ -54,6 +55,7 @@ class Table(IntEnum):
     REPLIES = 8  # what each backend sends from a VIP address, counted per backend MAC; by resubmit only
     GUARD = 9  # who may send from a VIP address: a pool's backends, each from its own port; by resubmit only
     TRACKED = 10  # a moved slot's TCP packet after the connection tracker (handover_tracking = conntrack)
+    NEIGHBOUR = NEIGHBOUR_TABLE  # an IPv6 solicitation for a VIP, made an advertisement: its option, and back
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -128,6 +130,10 @@ class Unpinned(IntEnum):
     REFUSED = 100  # a handover's SYN whose pin the limit refused: to the old backend
 
 
+class Answer(IntEnum):
+    ANSWER = 100  # an advertisement made in INGRESS: its target link-layer option written, sent back
+
+
 class Tracked(IntEnum):
     LABELLED = 130  # a connection the tracker labelled with the slot's new backend
     UNLABELLED = 120  # a connection older than the move: to the old backend, pinned
@@ -175,7 +181,18 @@ _ICMP = set().union(*(family.icmp_fields for family in FAMILIES))
 CONTRACT: dict[int, TableContract] = {
     Table.INGRESS: TableContract(
         frozenset(_L3L4 | _NEIGHBOUR | _ICMP | {"eth_dst", "eth_src", "ip_frag", "in_port", "tcp_flags"}),
-        frozenset({Table.INGRESS, Table.DECIDE, Table.SLOTS, Table.ETH_SRC, Table.ETH_DST, Table.REPLIES, Table.GUARD}),
+        frozenset(
+            {
+                Table.INGRESS,
+                Table.DECIDE,
+                Table.SLOTS,
+                Table.ETH_SRC,
+                Table.ETH_DST,
+                Table.REPLIES,
+                Table.GUARD,
+                Table.NEIGHBOUR,
+            }
+        ),
         "to ETH_SRC (a MISS rule)",
         Ingress,
     ),
@@ -219,6 +236,12 @@ CONTRACT: dict[int, TableContract] = {
         frozenset(),
         "nothing: resubmit returns (the pin was learned)",
         Unpinned,
+    ),
+    Table.NEIGHBOUR: TableContract(
+        frozenset({"eth_type", "ip_proto", "icmpv6_type", "ipv6_nd_target"}),
+        frozenset(),
+        "nothing: resubmit returns, and the packet is dropped",
+        Answer,
     ),
     Table.TRACKED: TableContract(
         frozenset({"eth_type", "ip_proto", REG_POOL, REG_SLOT, "ct_label"}),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
 from ryu_dsr.health import Health, HealthChecker, Transition
 from ryu_dsr.health import Target as HealthTarget
@@ -282,14 +283,13 @@ class Backends:
 
     def update_health_targets(self, pool: Pool, config: Config) -> None:
         check = pool.health_check
-        enabled = check.kind != "none" and (check.kind not in ("tcp", "http") or self.settings.probe_ip)
         addresses: tuple[str, ...] = ()
         if check.target == "vip" and config.vips_by_pool.get(pool.name):
             # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
             addresses = tuple(sorted({config.vips[v].ip for v in config.vips_by_pool[pool.name]}))
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
-            if not enabled:
+            if check.kind == "none" or not self.can_probe(check.kind, addresses or (backend.ip,)):
                 self.health.forget(key)
                 continue
             mac, dpid, port = self.place(backend)
@@ -298,6 +298,14 @@ class Backends:
                 continue
             address = addresses[0] if addresses else backend.ip
             self.health.set_target(key, HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address, addresses))
+
+    def can_probe(self, kind: str, addresses: Iterable[str]) -> bool:
+        """Whether the controller has a source address for ``kind`` checks
+        of these addresses (TCP and HTTP over IPv4 need ``probe_ip``)."""
+        if kind not in ("tcp", "http"):
+            return True
+        settings = self.settings
+        return all(family_of(ip).probe_source(settings.probe_mac, settings.probe_ip or None) for ip in addresses)
 
     def note_transitions(self, pool: Pool) -> None:
         """Log every change of a backend's state, and remember when it was."""

@@ -697,14 +697,23 @@ class Balancer:
         return touched
 
     def _answer(self, switch: Switch, in_port: int, family, request) -> None:
-        """Plain mode: the switch sends neighbour requests (ARP) for a VIP
-        (or the probe address) here; answer them."""
-        if self.settings.probe_ip and request.target_ip == self.settings.probe_ip:
-            self._out(switch.dpid, [PacketOut(family.reply(request, self.settings.probe_mac), in_port)])
+        """Neighbour requests the switch sends here: all of them in plain
+        mode, IPv6's duplicate address detection and solicitations without
+        a link-layer option in any. A host testing a VIP address for itself
+        is told it is taken (and reported)."""
+        probe_mac = self.settings.probe_mac
+        if request.target_ip == family.probe_source(probe_mac, self.settings.probe_ip or None):
+            self._out(switch.dpid, [PacketOut(family.reply(request, probe_mac), in_port)])
             return
         vips = self.config.address_vips(request.target_ip)
-        if vips:
-            self._out(switch.dpid, [PacketOut(family.reply(request, vips[0].mac), in_port)])
+        if not vips:
+            return
+        if request.sender_ip == family.unspecified:
+            LOG.warning(
+                "switch %016x port %d: %s tested VIP address %s for itself (duplicate address detection): told it is taken",
+                *(switch.dpid, in_port, request.sender_mac, request.target_ip),
+            )
+        self._out(switch.dpid, [PacketOut(family.reply(request, vips[0].mac), in_port)])
 
     def _probe(self, force: bool) -> None:
         """ARP for backends without a configured MAC: often while not found,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ryu_dsr.flows.compute import VipPlan
-from ryu_dsr.flows.family import IPV4, Family, family_of
+from ryu_dsr.flows.family import FAMILIES, IPV4, Family, family_of
 from ryu_dsr.flows.pipeline import Kind, Owner, slot_owner
 from ryu_dsr.model import Change, Config, InvalidInput, Pool, Vip
 from ryu_dsr.slots import Planned, SlotPlanner
@@ -37,6 +37,7 @@ class Desired:
         self.pool_names: dict[int, str] = {pool.uid: name for name, pool in self.config.pools.items()}
         self.vip_names: dict[int, str] = {vip.uid: name for name, vip in self.config.vips.items()}
         self.protocols: dict[str, frozenset[int]] = {}  # pool -> protocols of its VIPs (a slot has a rule for each)
+        self.families: dict[str, tuple[Family, ...]] = {}  # pool -> address families of its VIPs (the same)
         for name, body in saved.slots.items():
             try:
                 self.planner.restore(name, body, wall())
@@ -65,16 +66,21 @@ class Desired:
             if new is None:
                 self.planner.forget(name)
                 self.protocols.pop(name, None)
+                self.families.pop(name, None)
             else:
                 self.pool_names[new.uid] = name
         return old_pools, old_vips
 
     def update_protocols(self, name: str) -> bool:
-        """The protocols of the VIPs using a pool; True if they changed."""
+        """The protocols and address families of the VIPs using a pool
+        (its slots' handover rules match each); True if they changed."""
         config = self.config
-        protocols = frozenset(config.vips[v].ip_proto for v in config.vips_by_pool.get(name, ()))
-        changed = self.protocols.get(name) != protocols
+        vips = [config.vips[v] for v in config.vips_by_pool.get(name, ())]
+        protocols = frozenset(vip.ip_proto for vip in vips)
+        families = tuple(family for family in FAMILIES if any(family_of(vip.ip) is family for vip in vips)) or (IPV4,)
+        changed = self.protocols.get(name) != protocols or self.families.get(name) != families
         self.protocols[name] = protocols
+        self.families[name] = families
         return changed
 
     # -- slot tables --
@@ -127,12 +133,6 @@ class Desired:
             if name in self.config.pools:
                 ended.add((Kind.POOL, slot_owner(self.config.pools[name].uid, slot)))
         return ended
-
-    def family(self, name: str) -> Family:
-        """The address family of a pool's VIPs, whose packets its slots'
-        handover rules match (IPv4 while it is the only one)."""
-        vips = self.config.vips_by_pool.get(name)
-        return family_of(self.config.vips[next(iter(vips))].ip) if vips else IPV4
 
     def slot_owners(self, name: str, slots: Iterable[int]) -> set[Owner]:
         pool = self.config.pools.get(name)

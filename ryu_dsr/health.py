@@ -193,6 +193,10 @@ class HealthChecker:
     def _frame(segment: Tcp) -> bytes:
         return family_of(segment.dst).tcp_frame(segment)
 
+    def _source(self, address: str) -> str:
+        family = family_of(address)
+        return family.probe_source(self.probe_mac, self.probe_ip) or family.unspecified
+
     def _take_sport(self) -> int:
         while True:
             sport = self._next_sport
@@ -205,7 +209,7 @@ class HealthChecker:
         return Tcp(
             self.probe_mac,
             target.mac,
-            self.probe_ip or family_of(probe.address).unspecified,
+            self._source(probe.address),
             probe.address,
             probe.sport,
             target.check.port or 0,
@@ -233,7 +237,7 @@ class HealthChecker:
 
     @staticmethod
     def _request(probe: Probe) -> bytes:
-        host = probe.address
+        host = f"[{probe.address}]" if ":" in probe.address else probe.address
         return f"GET {probe.target.check.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ryu_dsr-health\r\n\r\n".encode()
 
     # ------------------------------------------------------------- answers
@@ -259,7 +263,8 @@ class HealthChecker:
             if probe.target.check.kind == "arp" and probe.target.ip == answer.sender_ip:
                 self._drop(key)
                 ok = answer.sender_mac == probe.target.mac
-                reason = "answered ARP" if ok else f"ARP answered by another MAC, {answer.sender_mac}"
+                asked = family_of(answer.sender_ip).neighbour_name
+                reason = f"answered {asked}" if ok else f"{asked} answered by another MAC, {answer.sender_mac}"
                 transitions += self._result(key, probe.target.check, ok, reason, now, probe.address)
         return [], transitions
 

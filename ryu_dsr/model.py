@@ -61,7 +61,7 @@ def parse_address(value: Any, where: str) -> str:
     """An IP address of a host, in its family's one canonical text
     (``flows.family``: the family says what is valid)."""
     if not isinstance(value, str):
-        raise InvalidInput(where, 'must be an IPv4 address as a string, like "10.0.0.10"')
+        raise InvalidInput(where, 'must be an IPv4 or IPv6 address as a string, like "10.0.0.10" or "2001:db8::10"')
     try:
         return family_of(value).address(value)
     except ValueError as error:

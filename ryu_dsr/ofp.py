@@ -25,8 +25,8 @@ from ryu.controller.handler import (  # noqa: F401
     MAIN_DISPATCHER,
     set_ev_cls,
 )
-from ryu.lib import hub  # noqa: F401
-from ryu.ofproto import nicira_ext, ofproto_parser
+from ryu.lib import hub, type_desc  # noqa: F401
+from ryu.ofproto import nicira_ext, ofproto_parser, oxm_fields
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
@@ -55,6 +55,28 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
 
 OF_VERSION = ofp.OFP_VERSION
 LOG = logging.getLogger("ryu_dsr")
+
+
+class _EricssonOxm(oxm_fields._OxmClass):
+    """OXM class 0x1000, where Open vSwitch (2.12+, userspace datapath)
+    puts the fields an IPv6 Neighbor Advertisement made from a solicitation
+    needs: the R/S/O flags word and the option type. Ryu 4.34 knows neither."""
+
+    _class = 0x1000
+
+
+def teach_nd_fields() -> None:
+    """Add ``nd_reserved`` and ``nd_options_type`` to Ryu's OpenFlow 1.3
+    fields (matches and set-fields, both ways), once."""
+    if "nd_reserved" in {field.name for field in ofp.oxm_types}:
+        return
+    ofp.oxm_types.extend(
+        [_EricssonOxm("nd_reserved", 1, type_desc.Int4), _EricssonOxm("nd_options_type", 2, type_desc.Int1)]
+    )
+    oxm_fields.generate(ofp.__name__)
+
+
+teach_nd_fields()
 
 
 def limit_rest_connections(idle_timeout: float, per_client: int = 0) -> None:

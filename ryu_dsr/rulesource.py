@@ -32,6 +32,7 @@ from ryu_dsr.flows.compute import (
     vip_address_rules,
     vip_rules,
 )
+from ryu_dsr.flows.family import IPV4
 from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
@@ -123,7 +124,8 @@ class RuleSource:
             target = self.slot_target(name, table[slot]) if slot < len(table) else None
             handover = self.handover_of(name, slot, switch) if switch.mode == "ovs" else None
             protocols = desired.protocols.get(name, frozenset())
-            return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, desired.family(name)))
+            families = desired.families.get(name, (IPV4,))
+            return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, families))
         if kind == Kind.VIP:
             name = desired.vip_names.get(ident)
             return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []

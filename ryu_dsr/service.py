@@ -40,12 +40,25 @@ class Service:
     def check_settings(self, change: Change) -> None:
         """Refuse what the controller's settings cannot serve."""
         for name, pool in change.pools.items():
-            if pool is not None and pool.health_check.kind in ("tcp", "http") and not self.balancer.settings.probe_ip:
+            if pool is None or pool.health_check.kind not in ("tcp", "http"):
+                continue
+            probed = self._probed(name, pool, change) or {"0.0.0.0"}  # none yet: of either family
+            if not self.balancer.backends.can_probe(pool.health_check.kind, probed):
                 raise InvalidInput(
                     "health_check.kind",
-                    f"pool {name}: {pool.health_check.kind} checks need the dsr.probe_ip setting "
-                    "(an unused address in the backends' subnet)",
+                    f"pool {name}: {pool.health_check.kind} checks of IPv4 addresses need the dsr.probe_ip "
+                    "setting (an unused address in the backends' subnet); IPv6 checks need none, given the "
+                    "IPv6 addresses they go to",
                 )
+
+    def _probed(self, name: str, pool, change: Change) -> set[str]:
+        """The addresses a pool's health checks go to after ``change``: its
+        backends', or (a check of the VIP) its VIPs'."""
+        if pool.health_check.target != "vip":
+            return set(pool.backends)
+        vips = {vip_name: self.config.vips[vip_name] for vip_name in self.config.vips_by_pool.get(name, ())}
+        vips.update(change.vips)
+        return {vip.ip for vip in vips.values() if vip is not None and vip.pool == name}
 
     def create_pool(self, body: Any, who: str = "") -> Pool:
         pool = parse_pool(body)

@@ -330,6 +330,10 @@ class _SettingsMethods:
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:
                 value = parse_address(value, where)
+                if ":" in value:
+                    raise InvalidInput(
+                        where, "must be an IPv4 address: IPv6 probes come from probe_mac's link-local address"
+                    )
             if name == "etcd_endpoints":
                 value = ",".join(parse_endpoints(value, where))
             if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):

@@ -43,8 +43,10 @@ from ryu_dsr.flows.rules import (
     match_items,
 )
 
-IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
-MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
+IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
+# Open vSwitch checks a set-field's prerequisites against the packet as it is then
+ND_OPTION = {"ipv6_nd_sll": 135, "ipv6_nd_tll": 136}
 L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
 ZERO_BY_DEFAULT = ("reg", "metadata", "tcp_flags", "ct_label")
 
@@ -55,7 +57,7 @@ def _default(name: str):
 
 def _as_int(name: str, value) -> int:
     if name in IP_FIELDS:
-        return int(ipaddress.IPv4Address(value))
+        return int(ipaddress.ip_address(value))
     if name in MAC_FIELDS:
         return int(value.replace(":", ""), 16)
     return int(value)
@@ -101,9 +103,16 @@ def _low_bits(value: int, bits: int):
     return value if bits == 32 else (value & ((1 << bits) - 1), (1 << bits) - 1)
 
 
+def addresses(packet: dict) -> tuple[str, str]:
+    """(source, destination) of an IPv4 or IPv6 packet."""
+    if "ipv6_src" in packet:
+        return packet["ipv6_src"], packet["ipv6_dst"]
+    return packet["ipv4_src"], packet["ipv4_dst"]
+
+
 def multipath_hash(packet: dict, fields: str, n_links: int) -> int:
-    if fields == "nw_src":
-        return zlib.crc32(packet["ipv4_src"].encode()) % n_links
+    if fields == "nw_src":  # Open vSwitch: the whole source address, of either family
+        return zlib.crc32(addresses(packet)[0].encode()) % n_links
     return datapath_hash(packet) % n_links
 
 
@@ -111,9 +120,9 @@ def datapath_hash(packet: dict) -> int:
     """A symmetric L3/L4 hash, never 0, as Open vSwitch's dp_hash: like it,
     the ports of TCP are in, those of UDP are not."""
     ports = L4.get(packet.get("ip_proto"), ("", "")) if packet.get("ip_proto") == 6 else ("", "")
-    addresses = sorted([packet["ipv4_src"], packet["ipv4_dst"]])
+    both = sorted(addresses(packet))
     l4 = sorted([packet.get(ports[0], 0), packet.get(ports[1], 0)])
-    return zlib.crc32(f"{addresses}{packet.get('ip_proto')}{l4}".encode()) or 1
+    return zlib.crc32(f"{both}{packet.get('ip_proto')}{l4}".encode()) or 1
 
 
 @dataclass
@@ -279,6 +288,9 @@ class FakeSwitch:
             if isinstance(action, Output):
                 self._output(action.port, packet, out)
             elif isinstance(action, SetField):
+                wants = ND_OPTION.get(action.field)
+                if wants is not None and packet.get("icmpv6_type") != wants:
+                    raise ValueError(f"set_field {action.field} on a packet that is not ICMPv6 type {wants}")
                 packet[action.field] = action.value
             elif isinstance(action, Move):
                 value = packet[action.src]
@@ -319,7 +331,7 @@ class FakeSwitch:
         fork: a copy goes on in that table with the connection's ct_label,
         the packet itself on with this action list, untracked."""
         l4_src, l4_dst = L4[packet["ip_proto"]]
-        key = (track.zone, packet["ipv4_src"], packet["ipv4_dst"], packet["ip_proto"], packet[l4_src], packet[l4_dst])
+        key = (track.zone, *addresses(packet), packet["ip_proto"], packet[l4_src], packet[l4_dst])
         if track.label is not None:
             self.connections[key] = track.label
         if track.table is not None:
@@ -369,6 +381,58 @@ def tcp(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst:
         "ip_proto": 6,
         "tcp_src": sport,
         "tcp_dst": dport,
+    }
+
+
+def tcp6(src_ip: str, dst_ip: str, sport: int, dport: int, eth_src: str, eth_dst: str) -> dict:
+    """A TCP packet over IPv6."""
+    packet = tcp("0.0.0.0", "0.0.0.0", sport, dport, eth_src, eth_dst)
+    del packet["ipv4_src"], packet["ipv4_dst"]
+    packet.update(eth_type=0x86DD, ipv6_src=src_ip, ipv6_dst=dst_ip)
+    return packet
+
+
+def as_ipv6(packet: dict, src_ip: str, dst_ip: str) -> dict:
+    """``packet`` (TCP or UDP, as built above) carried over IPv6."""
+    packet = {k: v for k, v in packet.items() if k not in ("ipv4_src", "ipv4_dst")}
+    packet.update(eth_type=0x86DD, ipv6_src=src_ip, ipv6_dst=dst_ip)
+    return packet
+
+
+def solicitation(sha: str | None, src: str, target: str) -> dict:
+    """An IPv6 Neighbor Solicitation for ``target`` (``sha``: its source
+    link-layer option; None for none, as in duplicate address detection)."""
+    return {
+        "eth_src": sha or "02:00:00:00:0d:ad",
+        "eth_dst": "33:33:ff:" + ":".join(f"{b:02x}" for b in ipaddress.IPv6Address(target).packed[13:]),
+        "eth_type": 0x86DD,
+        "ipv6_src": src,
+        "ipv6_dst": "ff02::1:ff" + ipaddress.IPv6Address(target).exploded[-7:],
+        "ip_proto": 58,
+        "icmpv6_type": 135,
+        "icmpv6_code": 0,
+        "ipv6_nd_target": target,
+        "ipv6_nd_sll": sha or "00:00:00:00:00:00",
+        "nd_reserved": 0,
+        "nd_options_type": 1 if sha else 0,
+    }
+
+
+def advertisement(tha: str, target: str, dst: str = "ff02::1") -> dict:
+    """An IPv6 Neighbor Advertisement: ``target`` is at ``tha``."""
+    return {
+        "eth_src": tha,
+        "eth_dst": "33:33:00:00:00:01",
+        "eth_type": 0x86DD,
+        "ipv6_src": target,
+        "ipv6_dst": dst,
+        "ip_proto": 58,
+        "icmpv6_type": 136,
+        "icmpv6_code": 0,
+        "ipv6_nd_target": target,
+        "ipv6_nd_tll": tha,
+        "nd_reserved": 0x20000000,
+        "nd_options_type": 2,
     }
 
 
