@@ -171,7 +171,7 @@ class Ipv6(Ipv4):
     controller."""
 
     name = "IPv6"
-    neighbour_name = "Neighbor Solicitation"
+    neighbour_name = "Neighbor Discovery"
     version = 6
     eth_type = frames.ETH_IP6
     neighbour_eth_type = frames.ETH_IP6

@@ -165,9 +165,9 @@ class Backends:
             self.vip_arp_logged[mac] = now
             backends = ", ".join(sorted(self.ips_by_mac.get(mac, ()))) or "no backend"
             LOG.warning(
-                "%s (%s) on switch %016x port %d sends ARP for VIP address %s: not heard by other hosts "
-                "(a backend needs arp_ignore=1 and arp_announce=2)",
-                *(mac, backends, dpid, port, address),
+                "%s (%s) on switch %016x port %d sends %s for VIP address %s: not heard by other hosts%s",
+                *(mac, backends, dpid, port, family_of(address).neighbour_name, address),
+                "" if ":" in address else " (a backend needs arp_ignore=1 and arp_announce=2)",
             )
 
     # -- whether they take connections --
@@ -212,7 +212,7 @@ class Backends:
         """(state, reason) of a backend of a pool now."""
         mac, dpid, port = self.place(backend)
         if mac is None:
-            return "unresolved", "no answer to ARP from the switch yet"
+            return "unresolved", f"no answer to {family_of(backend.ip).neighbour_name} from the switch yet"
         if not self.link_up(dpid, port):
             return "down", f"switch {dpid:016x} port {port} is down"
         if not self.health.healthy(pool_name, backend.ip):
@@ -222,7 +222,7 @@ class Backends:
             return "unhealthy", reason
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
-        how = "configured" if backend.mac else "found by ARP"
+        how = "configured" if backend.mac else f"found by {family_of(backend.ip).neighbour_name}"
         where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
         return "up", f"{how}: {mac}{where}"
 

@@ -270,7 +270,7 @@ class HealthChecker:
 
     def _tcp_answer(self, now, key, probe: Probe, segment: Tcp) -> tuple[list[Send], list[Transition]]:
         check = probe.target.check
-        where = f"{probe.address}:{check.port}"
+        where = f"[{probe.address}]:{check.port}" if ":" in probe.address else f"{probe.address}:{check.port}"
         if segment.flags & TCP_RST:
             self._drop(key)
             return [], self._result(key, check, False, f"connection to {where} refused", now, probe.address)

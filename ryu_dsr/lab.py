@@ -56,10 +56,17 @@ class Host:
 
 
 class Lab:
-    def __init__(self, prefix: str = "dsr", run_dir: str | os.PathLike | None = None, subnet: str = "10.0.0") -> None:
+    def __init__(
+        self,
+        prefix: str = "dsr",
+        run_dir: str | os.PathLike | None = None,
+        subnet: str = "10.0.0",
+        subnet6: str = "2001:db8",
+    ) -> None:
         self.prefix = prefix
         self.run_dir = Path(run_dir or f"/run/ryu_dsr-lab-{prefix}")
         self.subnet = subnet
+        self.subnet6 = subnet6
         self.bridge = f"{prefix}-br0"
         self.hosts: dict[str, Host] = {}
         self.bridges: dict[str, int] = {}  # bridge -> its next free OpenFlow port
@@ -261,9 +268,12 @@ class Lab:
         (self.run_dir / "ovs-vswitchd.pid").unlink(missing_ok=True)
         self._start_vswitchd()
 
-    def add_host(self, name: str, ip_last: int, mac: str | None = None, bridge: str | None = None) -> Host:
+    def add_host(
+        self, name: str, ip_last: int, mac: str | None = None, bridge: str | None = None, ip6: bool = False
+    ) -> Host:
         """A namespace with one veth into the bridge (the first one, or
-        ``bridge``), at SUBNET.ip_last/24."""
+        ``bridge``), at SUBNET.ip_last/24 and, with ``ip6``, at
+        SUBNET6::ip_last/64 too (``address6``)."""
         ns = f"{self.prefix}-{name}"
         veth = f"{self.prefix}-{name}"[:15]
         peer = f"{veth[:12]}-p"
@@ -275,6 +285,8 @@ class Lab:
         self.in_ns(ns, "ip", "link", "set", peer, "name", "eth0")
         self.in_ns(ns, "ip", "link", "set", "eth0", "address", mac)
         self.in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        if ip6:  # no duplicate address detection: usable at once
+            self.in_ns(ns, "ip", "-6", "addr", "add", f"{self.address6(ip_last)}/64", "dev", "eth0", "nodad")
         self.in_ns(ns, "ip", "link", "set", "eth0", "up")
         self.in_ns(ns, "ip", "link", "set", "lo", "up")
         sh("ip", "link", "set", veth, "up")
@@ -284,6 +296,10 @@ class Lab:
         host = Host(name, ns, ip, mac, ofport, veth)
         self.hosts[name] = host
         return host
+
+    def address6(self, ip_last: int) -> str:
+        """The IPv6 address of host ``ip_last`` (its last group reads as the IPv4 one's last byte)."""
+        return f"{self.subnet6}::{ip_last}"
 
     def in_ns(self, ns: str, *args: str, check: bool = True, timeout: float = 60) -> str:
         return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)

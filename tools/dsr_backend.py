@@ -2,15 +2,18 @@
 """Prepare a Linux host to be a DSR backend (standard library only: copy this
 one file to the host and run it as root).
 
-    dsr_backend.py apply --vip 10.0.0.100 [--vip ...] [--rp-filter loose]
+    dsr_backend.py apply --vip 10.0.0.100 [--vip 2001:db8::100 ...] [--rp-filter loose]
     dsr_backend.py check --vip 10.0.0.100 [--vip ...]
     dsr_backend.py undo  --vip 10.0.0.100 [--vip ...]
 
 A DSR backend must accept packets addressed to the VIP and answer from it, but
 never answer ARP for it (the switch does; a backend that answers steals the
-VIP's traffic). So: each VIP as a /32 on ``lo``; ``arp_ignore=1`` (answer ARP
-only for addresses on the receiving interface); ``arp_announce=2`` (never use
-the VIP as the source of ARP requests). ``--rp-filter loose`` sets reverse
+VIP's traffic). So: each IPv4 VIP as a /32 on ``lo``; ``arp_ignore=1``
+(answer ARP only for addresses on the receiving interface); ``arp_announce=2``
+(never use the VIP as the source of ARP requests). Each IPv6 VIP as a /128
+on ``lo``, and nothing else: Linux answers Neighbor Solicitations only for
+addresses of the receiving interface, and never solicits from an address of
+another (the two sysctls are built in for IPv6). ``--rp-filter loose`` sets reverse
 path filtering to loose mode, needed when client traffic arrives on an
 interface other than the route back to the client.
 
@@ -47,8 +50,13 @@ def write_sysctl(name: str, value: str) -> None:
 
 
 def lo_addresses() -> set[str]:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
-    return {line.split()[3] for line in out.stdout.splitlines() if "inet" in line}
+    out = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
+    return {str(ipaddress.ip_interface(line.split()[3])) for line in out.stdout.splitlines() if "inet" in line}
+
+
+def on_lo(vip: str) -> str:
+    """The VIP as ``lo`` holds it: a host route (/32 or /128)."""
+    return f"{vip}/{128 if ':' in vip else 32}"
 
 
 def saved_file() -> Path:
@@ -67,10 +75,10 @@ def check(args) -> int:
     missing = 0
     have = lo_addresses()
     for vip in args.vip:
-        if f"{vip}/32" in have:
-            print(f"ok: {vip}/32 on lo")
+        if on_lo(vip) in have:
+            print(f"ok: {on_lo(vip)} on lo")
         else:
-            print(f"missing: {vip}/32 on lo")
+            print(f"missing: {on_lo(vip)} on lo")
             missing += 1
     for name, value in wanted_sysctls(args).items():
         current = read_sysctl(name)
@@ -96,11 +104,11 @@ def apply(args) -> int:
             print(f"ok: {name} = {value}")
     have = lo_addresses()
     for vip in args.vip:
-        if f"{vip}/32" in have:
-            print(f"ok: {vip}/32 on lo")
+        if on_lo(vip) in have:
+            print(f"ok: {on_lo(vip)} on lo")
         else:
-            subprocess.run(["ip", "addr", "add", f"{vip}/32", "dev", "lo"], check=True)
-            print(f"changed: {vip}/32 added to lo")
+            subprocess.run(["ip", "addr", "add", on_lo(vip), "dev", "lo"], check=True)
+            print(f"changed: {on_lo(vip)} added to lo")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     if saved:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +119,9 @@ def apply(args) -> int:
 def undo(args) -> int:
     have = lo_addresses()
     for vip in args.vip:
-        if f"{vip}/32" in have:
-            subprocess.run(["ip", "addr", "del", f"{vip}/32", "dev", "lo"], check=True)
-            print(f"changed: {vip}/32 removed from lo")
+        if on_lo(vip) in have:
+            subprocess.run(["ip", "addr", "del", on_lo(vip), "dev", "lo"], check=True)
+            print(f"changed: {on_lo(vip)} removed from lo")
     path = saved_file()
     saved = json.loads(path.read_text()) if path.exists() else {}
     for name, value in saved.items():
@@ -126,9 +134,12 @@ def undo(args) -> int:
 
 def parse_vip(text: str) -> str:
     try:
-        return str(ipaddress.IPv4Address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--vip: {text!r} is not an IPv4 address") from None
+        raise argparse.ArgumentTypeError(f"--vip: {text!r} is not an IPv4 or IPv6 address") from None
+    if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_loopback:
+        raise argparse.ArgumentTypeError(f"--vip: {text} is not a unicast host address")
+    return str(address)
 
 
 def main(argv: list[str] | None = None) -> int:

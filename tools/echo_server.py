@@ -4,9 +4,12 @@
     echo_server.py NAME [PORT] [BIND]
 
 GET /            -> "NAME CLIENT_IP"  (which backend answered, and whom it saw)
+
+BIND "::" serves IPv4 and IPv6 on one socket.
 GET /stream?n=N&ms=M -> N lines "NAME i", one every M ms (a long-lived connection)
 """
 
+import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +38,8 @@ def main() -> None:
                     self.wfile.flush()
                     time.sleep(pause)
                 return
-            self.wfile.write(f"{name} {self.client_address[0]}\n".encode())
+            client = self.client_address[0]
+            self.wfile.write(f"{name} {client.removeprefix('::ffff:')}\n".encode())
 
         def log_message(self, *args):
             pass
@@ -43,6 +47,12 @@ def main() -> None:
     class Server(ThreadingHTTPServer):
         daemon_threads = True
         request_queue_size = 256
+        address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+        def server_bind(self):
+            if self.address_family == socket.AF_INET6:  # "::" serves both families
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
 
     Server((bind, port), Handler).serve_forever()
 

@@ -18,7 +18,7 @@ def main() -> None:
     name, port, addresses = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3:]
     selector = selectors.DefaultSelector()
     for address in addresses:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         sock.bind((address, port))
         sock.setblocking(False)

@@ -23,7 +23,7 @@ from collections import Counter
 def streams(args) -> dict:
     socks = []
     for _ in range(args.streams):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in args.address else socket.AF_INET, socket.SOCK_DGRAM)
         sock.connect((args.address, args.port))
         sock.settimeout(args.timeout)
         socks.append(sock)
@@ -69,7 +69,7 @@ def main() -> None:
 
     def start() -> None:
         nonlocal sent
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in args.address else socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect((args.address, args.port))
         sock.send(b"ping %d" % sent)

@@ -53,7 +53,15 @@ class Fabric:
     """One switch, clients and DSR backends serving VIP, and the controller."""
 
     def __init__(
-        self, prefix: str, rest_port: int, of_port: int, clients=("c1",), settings=None, tls=False, ovsdb_port=None
+        self,
+        prefix: str,
+        rest_port: int,
+        of_port: int,
+        clients=("c1",),
+        settings=None,
+        tls=False,
+        ovsdb_port=None,
+        vips6=(),
     ):
         self.lab = Lab(prefix)
         self.rest_port, self.of_port = rest_port, of_port
@@ -65,12 +73,13 @@ class Fabric:
         if ovsdb_port:  # the switch lets the controller set its handover zone over OVSDB
             self.settings["ovsdb_remote"] = self.lab.serve_ovsdb(ovsdb_port)
         self.ryu_options = self.lab.use_tls(of_port) if tls else {}
+        ip6 = bool(vips6)  # every host dual-stack, each backend serving both families on one socket
         for i, name in enumerate(clients):
-            self.lab.add_host(name, 1 + i)
+            self.lab.add_host(name, 1 + i, ip6=ip6)
         for name, last in BACKENDS.items():
-            self.lab.add_host(name, last)
-            self.lab.make_backend(name, [VIP])
-            self.servers[name] = self.lab.serve_http(name)
+            self.lab.add_host(name, last, ip6=ip6)
+            self.lab.make_backend(name, [VIP, *vips6])
+            self.servers[name] = self.lab.serve_http(name, bind="::" if ip6 else "0.0.0.0")
         self.controller = self.start_controller()
 
     def start_controller(self):
