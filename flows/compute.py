@@ -59,6 +59,7 @@ from ryu_dsr.flows.rules import (
 )
 
 L4_DST = {6: "tcp_dst", 17: "udp_dst"}
+ROUTER_ADVERT = {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 134}
 L4_SRC = {6: "tcp_src", 17: "udp_src"}
 CONTROLLER_PEEK = 128  # bytes of a packet sent to the controller for learning
 
@@ -126,6 +127,7 @@ class SwitchPlan:
     # 'learn' (a pin each) or 'conntrack' (the tracker's label, in this zone)
     handover_tracking: str = "learn"
     conntrack_zone: int = 0
+    router_ports: tuple[int, ...] = ()  # ports whose IPv6 Router Advertisements are let through
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -147,7 +149,13 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
             owner=base,
         ),
         Rule(Table.INGRESS, Ingress.MISS, (), goto=Table.ETH_SRC, owner=base),
+        # IPv6 Router Advertisements from a host port: dropped (a host cannot make
+        # itself the clients' router); from a declared router's port, forwarded.
+        Rule(Table.INGRESS, Ingress.RA_GUARD, match_items(**ROUTER_ADVERT), (), owner=base),
     ]
+    for port in switch.router_ports:
+        from_router = match_items(**ROUTER_ADVERT, in_port=port)
+        rules.append(Rule(Table.INGRESS, Ingress.RA_ROUTER, from_router, goto=Table.ETH_SRC, owner=base))
     for family in FAMILIES:  # the probes' own addresses, answered for the health probes that come from them
         source = family.probe_source(switch.probe_mac, switch.probe_ip)
         if source is not None and family_of(source) is family:

@@ -70,6 +70,8 @@ LEARN_METER = 1  # the meter that bounds frames sent to the controller for MAC l
 class Ingress(IntEnum):
     CONTROL = 400  # answers to the controller's probes, discovery frames
     LINK = 390  # a frame from another switch of the fabric: forwarded by destination MAC only
+    RA_ROUTER = 385  # an IPv6 Router Advertisement from a declared router's port: forwarded
+    RA_GUARD = 380  # an IPv6 Router Advertisement from any other host port: dropped
     VIP_ARP_GUARD = 310  # neighbour messages that speak for a VIP's address: to the controller only
     VIP_ARP = 300  # neighbour requests for a VIP (or the probe address): answered
     VIP_PORT = 200  # VIP traffic on one port

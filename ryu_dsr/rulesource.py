@@ -33,6 +33,7 @@ from ryu_dsr.flows.compute import (
     vip_rules,
 )
 from ryu_dsr.flows.family import IPV4
+from ryu_dsr.settings import parse_router_ports
 from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
@@ -58,6 +59,7 @@ class RuleSource:
         self.clock = clock
         self.wall = wall
         self.switch_plans: dict[int, tuple[tuple, SwitchPlan]] = {}  # dpid -> (what it was made from, the plan)
+        self.router_ports = parse_router_ports(settings.router_ports, "dsr.router_ports")
 
     # -- what a switch holds --
 
@@ -103,6 +105,7 @@ class RuleSource:
             conntrack_zone=settings.conntrack_zone,
             links=tuple(sorted(fabric.link_ports(switch.dpid))) if settings.l2_mode == "learning" else (),
             flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
+            router_ports=tuple(sorted(port for dpid, port in self.router_ports if dpid == switch.dpid)),
         )
         self.switch_plans[switch.dpid] = (key, plan)
         return plan

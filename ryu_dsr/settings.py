@@ -236,6 +236,14 @@ OPTIONS = (
         "switch ports pinned to a role, DPID:PORT=host or DPID:PORT=link, comma separated: a host port never "
         "becomes a link whatever frames come in there, a link port never learns hosts; empty: roles are found",
     ),
+    Option(
+        "router_ports",
+        str,
+        "",
+        "switch ports that lead to IPv6 routers, DPID:PORT, comma separated: their Router Advertisements are "
+        "let through; from every other host port they are dropped (a host cannot make itself the clients' "
+        "router)",
+    ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
         "probe_ip",
@@ -293,6 +301,19 @@ OPTIONS = (
 )
 
 
+def parse_router_ports(text: str, where: str) -> set[tuple[int, int]]:
+    """``DPID:PORT`` items, comma separated (datapath ids in hex)."""
+    ports = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"(?:0x)?([0-9a-fA-F]{1,16}):([0-9]{1,10})", item)
+        if not match or not 1 <= int(match[2]) <= 0xFFFFFF00:
+            raise InvalidInput(where, f"{item!r} is not DPID:PORT (like 0000000000000001:7)")
+        ports.add((int(match[1], 16), int(match[2])))
+    return ports
+
+
 class _SettingsMethods:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Any:
@@ -338,6 +359,8 @@ class _SettingsMethods:
                 value = ",".join(parse_endpoints(value, where))
             if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):
                 raise InvalidInput(where, "must be a key path like /ryu_dsr (letters, digits, _ . - /)")
+            if name == "router_ports":
+                value = ",".join(f"{dpid:016x}:{port}" for dpid, port in sorted(parse_router_ports(value, where)))
             if name == "port_roles":
                 pinned = parse_port_roles(value, where)
                 value = ",".join(f"{dpid:016x}:{port}={role}" for (dpid, port), role in sorted(pinned.items()))

@@ -339,3 +339,32 @@ def test_every_ipv6_rule_keeps_the_pipeline_contract(rig):
     sources = {dict(r.match).get("ipv6_src") for r in plain.rules(Table.SLOTS)} - {None}
     assert len(sources) == rig.core.desired.slot_size("web", "plain")  # a slot rule per slot, for IPv6 too
     assert family_of(VIP6) is IPV6
+
+
+def router_advertisement(mac: str) -> dict:
+    return {
+        "eth_src": mac,
+        "eth_dst": "33:33:00:00:00:01",
+        "eth_type": 0x86DD,
+        "ipv6_src": "fe80::1",
+        "ipv6_dst": "ff02::1",
+        "ip_proto": 58,
+        "icmpv6_type": 134,
+        "icmpv6_code": 0,
+    }
+
+
+def test_router_advertisements_pass_only_from_a_declared_routers_port(tmp_path):
+    rig = make_rig(tmp_path, router_ports="0000000000000001:5")
+    switch = rig.connect()
+    rig.learn("02:00:00:00:00:99", 5)
+    rig.learn(CLIENT_MAC, 1)
+    assert switch.send(router_advertisement(CLIENT_MAC), in_port=1) == []  # a host making itself the router
+    heard = {e.port for e in switch.send(router_advertisement("02:00:00:00:00:99"), in_port=5)}
+    assert heard >= {1, 2, 3, 4}
+
+
+def test_router_ports_are_checked_naming_the_setting(tmp_path):
+    with pytest.raises(InvalidInput, match="dsr.router_ports") as refused:
+        make_rig(tmp_path, router_ports="1:5,one:2")
+    assert "'one:2' is not DPID:PORT" in str(refused.value)
