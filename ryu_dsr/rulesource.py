@@ -33,11 +33,11 @@ from ryu_dsr.flows.compute import (
     vip_rules,
 )
 from ryu_dsr.flows.family import IPV4
-from ryu_dsr.settings import parse_router_ports
 from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import Backend, Vip
+from ryu_dsr.settings import parse_router_ports
 from ryu_dsr.slots import HOLD
 from ryu_dsr.switches import Switch
 

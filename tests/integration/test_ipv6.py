@@ -215,6 +215,44 @@ def test_ipv6_connections_are_kept_across_a_backend_added_and_one_drained(fabric
     assert after["failed"] == 0 and after["by_backend"].get("b14", 0) > 5 and "b11" not in after["by_backend"]
 
 
+WITH_OPTIONS = r"""
+import json, socket, sys
+from collections import Counter
+vip, count = sys.argv[1], int(sys.argv[2])
+options = bytes([0, 0, 1, 4, 0, 0, 0, 0])  # a Destination Options header: one PadN option (the kernel sets its next header)
+seen, failed = Counter(), 0
+for _ in range(count):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as conn:
+            conn.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, options)
+            conn.settimeout(3)
+            conn.connect((vip, 80))
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+        seen[answer.split(b"\r\n\r\n", 1)[-1].split()[0].decode()] += 1
+    except OSError:
+        failed += 1
+print(json.dumps({"by_backend": seen, "failed": failed}))
+"""
+
+
+def test_packets_with_an_extension_header_are_hashed_by_their_transport_ports(fabric):
+    """Every packet of these connections carries a Destination Options
+    header before TCP: Open vSwitch reads past it, so the VIP's rule and the
+    5-tuple hash see the ports as for any packet, and the connections work
+    and spread."""
+    lab = fabric.lab
+    dump = lab.spawn("b12", "tcpdump", "-i", "eth0", "-l", "-n", "-c", "1", "ip6[6] == 60", log="dstopts.log")
+    wait_for(lambda: "listening on" in (lab.run_dir / "dstopts.log").read_text(errors="replace"), 10, what="tcpdump")
+    report = __import__("json").loads(lab.run("c1", sys.executable, "-c", WITH_OPTIONS, VIP6, "60"))
+    assert report["failed"] == 0, report
+    assert len(report["by_backend"]) >= 2 and set(report["by_backend"]) <= set(BACKENDS6) | {"b14"}, report
+    dump.wait(10)  # a backend saw the header itself: it reached the backends as it left the client
+    assert "DSTOPT" in (lab.run_dir / "dstopts.log").read_text(), (lab.run_dir / "dstopts.log").read_text()
+
+
 def test_a_killed_ipv6_backend_leaves_the_hash(fabric):
     lab = fabric.lab
     lab.stop(fabric.servers["b13"])
