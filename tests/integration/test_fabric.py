@@ -19,6 +19,7 @@ from tests.integration.conftest import PROBE_IP, VIP, wait_for
 REST_PORT, OF_PORT = 18088, 16688
 BASE = f"http://127.0.0.1:{REST_PORT}"
 URL = f"http://{VIP}/"
+VIP6 = "2001:db8::100"
 LEAVES = {"leaf1": 1, "leaf2": 2, "leaf3": 3}
 SPINES = {"spine1": 0x65, "spine2": 0x66}
 CLIENTS = {"c1": ("leaf1", 1), "c2": ("leaf2", 2), "c3": ("leaf3", 3)}
@@ -32,11 +33,11 @@ def lab():
         lab.start_switch(controller_port=OF_PORT, dpid=0xFF)  # the first bridge: unused, no port
         bridges = lab.leaf_spine(LEAVES, SPINES, OF_PORT)
         for name, (leaf, last) in CLIENTS.items():
-            lab.add_host(name, last, bridge=bridges[leaf])
+            lab.add_host(name, last, bridge=bridges[leaf], ip6=True)
         for name, (leaf, last) in BACKENDS.items():
-            lab.add_host(name, last, bridge=bridges[leaf])
-            lab.make_backend(name, [VIP])
-            lab.serve_http(name)
+            lab.add_host(name, last, bridge=bridges[leaf], ip6=True)
+            lab.make_backend(name, [VIP, VIP6])
+            lab.serve_http(name, bind="::")  # both families
         settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP}
         lab.start_controller(settings, rest_port=REST_PORT, of_port=OF_PORT)
         yield lab
@@ -53,7 +54,14 @@ def test_the_fabric_is_found_and_balances_at_the_edge(lab):
         topology = api("GET", "/v1/topology")[1]
         return topology if len(topology["links"]) == 6 and len(topology["switches"]) == 6 else None
 
-    topology = wait_for(found, 20, 0.3, "the six links of the fabric")
+    try:
+        topology = wait_for(found, 20, 0.3, "the six links of the fabric")
+    except AssertionError as error:
+        seen = api("GET", "/v1/topology")[1]
+        log = (lab.run_dir / "ryu-manager.log").read_text(errors="replace")
+        raise AssertionError(
+            f"{seen['links']} {seen['discovery']} {[s['held_down'] for s in seen['switches']]}\n{log[-4000:]}"
+        ) from error
     transit = {s["dpid"] for s in topology["switches"] if s["transit"]}
     assert transit == set(SPINES.values())
     assert sum(link["tree"] for link in topology["links"]) == 4  # a spanning tree of the five switches
@@ -85,6 +93,36 @@ def test_the_fabric_is_found_and_balances_at_the_edge(lab):
         assert report["failed"] == 0, report
         assert set(report["by_backend"]) == set(BACKENDS), report
         assert set(report["clients_seen"]) == {f"10.0.0.{last}"}, report
+
+
+def test_ipv6_clients_and_backends_on_different_leaves(lab):
+    """An IPv6 VIP on a pool of the same backends by their IPv6 addresses
+    (found by Neighbor Discovery across the fabric, checked over TCP from
+    the probe's link-local address): clients on every leaf reach backends
+    on every leaf, balanced at their own leaf, each seen by its own address."""
+    pool = {"name": "web6", "backends": [{"ip": lab.address6(last)} for _leaf, last in BACKENDS.values()]}
+    pool["health_check"] = {"kind": "tcp", "port": 80}
+    assert api("POST", "/v1/pools", pool)[0] == 201
+    vip = {"name": "www6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web6", "hash": "5tuple"}
+    assert api("POST", "/v1/vips", vip)[0] == 201
+    wait_for(
+        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web6")[1]["backends"]] == ["up"] * 3,
+        20,
+        0.2,
+        "three IPv6 backends up",
+    )
+    wait_no_hold(BASE, pool="web6")
+    wait_for(lambda: all(sw["in_line"] for sw in api("GET", "/v1/switches")[1]), 10, 0.2, "switches in line")
+    time.sleep(1.0)
+    for client, (_leaf, last) in CLIENTS.items():
+        report = lab.requests(client, f"http://[{VIP6}]/", 45)
+        assert report["failed"] == 0, report
+        assert set(report["by_backend"]) == set(BACKENDS), report
+        assert set(report["clients_seen"]) == {lab.address6(last)}, report
+    # the switches answered the clients' solicitations for the VIP: each client's entry is the VIP's MAC
+    vip_mac = api("GET", "/v1/vips/www6")[1]["mac"]
+    for client in CLIENTS:
+        assert f"lladdr {vip_mac}" in lab.run(client, "ip", "-6", "neigh", "show", VIP6)
 
 
 def test_broadcasts_stay_bounded_on_a_fabric_with_loops(lab):
