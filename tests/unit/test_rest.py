@@ -480,3 +480,20 @@ def test_the_controllers_own_lateness_is_kept_per_window_and_shown(tmp_path):
     rig = make_rig(tmp_path)
     text = render(rig.status, lateness=lateness).decode()
     assert "ryu_dsr_loop_late_seconds 0.002\n" in text and "ryu_dsr_loop_stalls_total 1.0\n" in text
+
+
+def test_ipv6_addresses_in_bodies_and_filters_are_written_one_way(api):
+    """A dual-stack service over REST: any spelling of an IPv6 address
+    names the same object, and answers write it in its canonical form."""
+    assert call(api, "POST", "/v1/pools", {"name": "web", "backends": [{"ip": "2001:DB8:0::11"}]})[0] == 201
+    vip = {"name": "www6", "ip": "2001:db8:0:0::100", "protocol": "tcp", "port": 80, "pool": "web"}
+    status, created = call(api, "POST", "/v1/vips", vip)
+    assert status == 201 and created["ip"] == "2001:db8::100" and created["mac"] == "02:d6:00:00:01:00"
+    four = {"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"}
+    assert call(api, "POST", "/v1/vips", four)[0] == 201  # the same pool serves both families
+    assert [v["name"] for v in call(api, "GET", "/v1/vips?ip=2001:DB8::100")[1]] == ["www6"]
+    assert [p["name"] for p in call(api, "GET", "/v1/pools?backend=2001:db8::0:11")[1]] == ["web"]
+    status, backend = call(api, "GET", "/v1/pools/web/backends/2001:db8::11")
+    assert status == 200 and backend["ip"] == "2001:db8::11"
+    status, error = call(api, "POST", "/v1/pools/web/backends", {"ip": "fe80::11"})
+    assert status == 400 and error["field"] == "ip" and "link-local" in error["message"]
