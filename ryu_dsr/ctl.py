@@ -158,7 +158,7 @@ def status(client: Client) -> str:
                 port = vip["port"] if vip["port"] is not None else "*"
                 t = vip["traffic"]
                 out.append(
-                    f"\n{vip['protocol'].upper()}  {vip['ip']}:{port}"
+                    f"\n{vip['protocol'].upper()}  {_bracketed(vip['ip'])}:{port}"
                     + (f" -> backends' :{vip['backend_port']}" if vip.get("backend_port") else "")
                     + f"  {vip['name']}  pool {vip['pool']}  "
                     f"hash {vip['hash']}  conns {t['new_connections']}  packets {t['packets']}"
@@ -347,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(answer, indent=1) if args.json and answer is not None else text)
     return 0
+
+
+def _bracketed(ip: str) -> str:
+    """An address as it is written before a port (IPv6 in brackets)."""
+    return f"[{ip}]" if ":" in ip else ip
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The demo fabric: `make demo` (or ``python -m ryu_dsr.demo``).
 
 Builds, on this machine, one Open vSwitch bridge (userspace datapath), two
-clients and three DSR backends in network namespaces, starts
-``ryu-manager ryu_dsr``, creates a pool and a VIP with the REST calls the
-README shows, drives real requests and prints what happened. Then it stays
+clients and three DSR backends in network namespaces (every host
+dual-stack), starts ``ryu-manager ryu_dsr``, creates a pool and two VIPs on
+it, an IPv4 and an IPv6 one (a dual-stack service), with the REST calls the
+README shows, drives real requests to both and prints what happened. Then it stays
 up for your own curl and REST calls until Ctrl-C or ``make demo-stop``.
 
     python -m ryu_dsr.demo [--exit-after-report] [--stop] [--rest-port 8080] [--of-port 6653]
@@ -21,6 +22,7 @@ from ryu_dsr.lab import Lab, rest, wait_backends_up, wait_no_hold
 
 PREFIX = "dsrdemo"
 VIP = "10.0.0.100"
+VIP6 = "2001:db8::100"
 PROBE_IP = "10.0.0.250"  # source of the controller's HTTP health probes
 CLIENTS = {"c1": 1, "c2": 2}
 BACKENDS = {"b1": 11, "b2": 12, "b3": 13}
@@ -54,15 +56,15 @@ def build(lab: Lab, rest_port: int, of_port: int, ovsdb_port: int) -> None:
     say("== Open vSwitch (userspace datapath) and hosts in network namespaces")
     lab.start_switch(controller_port=of_port)
     for name, last in CLIENTS.items():
-        host = lab.add_host(name, last)
-        say(f"  client  {name}: {host.ip} {host.mac} (switch port {host.ofport})")
+        host = lab.add_host(name, last, ip6=True)
+        say(f"  client  {name}: {host.ip} {lab.address6(last)} {host.mac} (switch port {host.ofport})")
     for name, last in BACKENDS.items():
-        host = lab.add_host(name, last)
-        lab.make_backend(name, [VIP])
-        lab.serve_http(name)
+        host = lab.add_host(name, last, ip6=True)
+        lab.make_backend(name, [VIP, VIP6])
+        lab.serve_http(name, bind="::")
         say(
-            f"  backend {name}: {host.ip} {host.mac} (switch port {host.ofport}); VIP {VIP} on lo, "
-            "arp_ignore=1, arp_announce=2, HTTP on :80"
+            f"  backend {name}: {host.ip} {lab.address6(last)} {host.mac} (switch port {host.ofport}); VIPs {VIP} "
+            f"and {VIP6} on lo, arp_ignore=1, arp_announce=2, HTTP on :80 (both families)"
         )
     say("== ryu-manager ryu_dsr")
     remote = lab.serve_ovsdb(ovsdb_port)  # the controller prepares the handover zone there (README "Handovers")
@@ -77,7 +79,7 @@ def build(lab: Lab, rest_port: int, of_port: int, ovsdb_port: int) -> None:
 
 
 def configure(rest_port: int) -> None:
-    say("== REST: a pool of three backends (by IP only, HTTP health checks) and a VIP")
+    say("== REST: a pool of three backends (by IP only, HTTP health checks) and two VIPs on it, IPv4 and IPv6")
     backends = [{"ip": f"10.0.0.{last}"} for last in BACKENDS.values()]
     check = {"kind": "http", "port": 80, "path": "/"}
     api(rest_port, "POST", "/v1/pools", {"name": "web", "backends": backends, "health_check": check})
@@ -86,6 +88,12 @@ def configure(rest_port: int) -> None:
         "POST",
         "/v1/vips",
         {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+    )
+    api(
+        rest_port,
+        "POST",
+        "/v1/vips",
+        {"name": "www6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
     )
     base = f"http://127.0.0.1:{rest_port}"
     wait_backends_up(base, len(BACKENDS))
@@ -118,6 +126,14 @@ def drive(lab: Lab, per_client: int) -> dict:
     macs = {lab.hosts[name].mac: name for name in BACKENDS}
     reply_sources = sorted({macs.get(line.split()[1], line.split()[1]) for line in replies})
     by_backend = {name: sum(r["by_backend"].get(name, 0) for r in reports.values()) for name in BACKENDS}
+    say(f"== the same over IPv6: http://[{VIP6}]/, the same pool")
+    reports6 = {name: lab.requests(name, f"http://[{VIP6}]/", per_client) for name in CLIENTS}
+    ipv6 = {
+        "requests": sum(r["ok"] + r["failed"] for r in reports6.values()),
+        "failed": sum(r["failed"] for r in reports6.values()),
+        "by_backend": {name: sum(r["by_backend"].get(name, 0) for r in reports6.values()) for name in BACKENDS},
+        "clients_seen_by_backends": sorted({ip for r in reports6.values() for ip in r["clients_seen"]}),
+    }
     return {
         "requests": sum(r["ok"] + r["failed"] for r in reports.values()),
         "failed": sum(r["failed"] for r in reports.values()),
@@ -126,6 +142,7 @@ def drive(lab: Lab, per_client: int) -> dict:
         "reply_packets_seen_at_c1": len(replies),
         "reply_source_ip": VIP if replies else None,
         "reply_source_macs_are_backends": reply_sources,
+        "ipv6": ipv6,
     }
 
 
@@ -142,12 +159,19 @@ def show(report: dict, rest_port: int) -> None:
         f"source MAC of backend(s) {', '.join(report['reply_source_macs_are_backends'])}: straight from the "
         "backends, no balancer on the way back"
     )
+    ipv6 = report["ipv6"]
+    say(
+        f"  IPv6 ({VIP6}): {ipv6['requests']} requests, {ipv6['failed']} failed, by backend "
+        + ", ".join(f"{name} {count}" for name, count in ipv6["by_backend"].items())
+        + f"; the backends saw {', '.join(ipv6['clients_seen_by_backends'])}"
+    )
     say("REPORT " + json.dumps(report))
 
 
 def how_to_try(rest_port: int) -> None:
     say("== Try it yourself (in another terminal)")
     say(f"  ip netns exec {PREFIX}-c2 curl -s http://{VIP}/            # which backend answers, whom it saw")
+    say(f"  ip netns exec {PREFIX}-c2 curl -s http://[{VIP6}]/         # the same service over IPv6")
     say(f"  curl -s http://127.0.0.1:{rest_port}/v1/pools/web             # backends, where they are, their slots")
     say(
         f"  curl -s -X PATCH {token_header()} -H 'Content-Type: application/json' "

@@ -47,6 +47,9 @@ def test_demo_reports_dsr_then_stop_leaves_nothing():
         assert report["clients_seen_by_backends"] == ["10.0.0.1", "10.0.0.2"]
         assert report["reply_source_ip"] == "10.0.0.100"
         assert report["reply_source_macs_are_backends"] == ["b1", "b2", "b3"]
+        ipv6 = report["ipv6"]  # the dual-stack service's IPv6 VIP: the same pool
+        assert ipv6["failed"] == 0 and ipv6["requests"] == 60 and min(ipv6["by_backend"].values()) > 0
+        assert ipv6["clients_seen_by_backends"] == ["2001:db8::1", "2001:db8::2"]
         # the README's own calls, with the token the demo controller made
         assert re.search(
             r"curl -X POST -H \"Authorization: Bearer \$\(cut .*api-token\)\" http://127.0.0.1:18097/v1/vips",
