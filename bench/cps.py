@@ -51,6 +51,7 @@ from ryu_dsr.lab import Lab, rest, run_at_once, wait_backends_up
 VIP = "10.0.0.100"  # pool "web": b11, b12, b13
 VIP_ONE = "10.0.0.101"  # pool "one": b11 alone
 VIP_MAPPED = "10.0.0.102"  # pool "one", port 81 translated to the backend's 80
+VIP6 = "2001:db8::100"  # pool "web" too: the service is dual-stack
 UDP_PORT = 5300
 BASE = "http://127.0.0.1:18095"
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -132,12 +133,12 @@ def main() -> int:
     lab = Lab("dsrcps")
     try:
         lab.start_switch(controller_port=16695)
-        lab.add_host("c1", 1)
+        lab.add_host("c1", 1, ip6=True)
         for name, last in BACKENDS.items():
-            host = lab.add_host(name, last)
-            lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED] if name == "b11" else [VIP])
+            host = lab.add_host(name, last, ip6=True)
+            lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED, VIP6] if name == "b11" else [VIP, VIP6])
             lab.serve_haproxy(name)
-            lab.serve_udp(name, UDP_PORT, [VIP, host.ip])
+            lab.serve_udp(name, UDP_PORT, [VIP, host.ip, VIP6, lab.address6(last)])
         settings = {
             "state_file": str(lab.run_dir / "state.db"),
             "handover_window": 300,
@@ -155,6 +156,8 @@ def main() -> int:
             ("www", VIP, "tcp", 80, "web"),
             ("dns", VIP, "udp", UDP_PORT, "web"),
             ("one", VIP_ONE, "tcp", 80, "one"),
+            ("www6", VIP6, "tcp", 80, "web"),
+            ("dns6", VIP6, "udp", UDP_PORT, "web"),
         ):
             vip = {"name": name, "ip": ip, "protocol": protocol, "port": port, "pool": pool_name, "hash": "5tuple"}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
@@ -162,10 +165,11 @@ def main() -> int:
         assert rest(BASE, "POST", "/v1/vips", mapped | {"hash": "5tuple"})[0] == 201
         time.sleep(1.0)
         direct = lab.hosts["b11"].ip
+        direct6 = lab.address6(BACKENDS["b11"])
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
-        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81"):  # warm up ARP and caches
+        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81", f"[{direct6}]", f"[{VIP6}]"):  # warm up caches
             lab.ab(address, 2000, args.concurrency)
-        udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32)
+        udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32), udp(lab, direct6, 2000, 32), udp(lab, VIP6, 2000, 32)
         cases = {
             "TCP to b11": lambda: lab.ab(direct, args.requests, args.concurrency),
             "TCP to VIP over b11": lambda: lab.ab(VIP_ONE, args.requests, args.concurrency),
@@ -173,6 +177,10 @@ def main() -> int:
             "TCP to VIP over 3": lambda: lab.ab(VIP, args.requests, args.concurrency),
             "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
             "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
+            "TCP6 to b11": lambda: lab.ab(f"[{direct6}]", args.requests, args.concurrency),
+            "TCP6 to VIP over 3": lambda: lab.ab(f"[{VIP6}]", args.requests, args.concurrency),
+            "UDP6 to b11": lambda: udp(lab, direct6, args.requests, 32),
+            "UDP6 to VIP over 3": lambda: udp(lab, VIP6, args.requests, 32),
             "3 ab to b11": lambda: ab_split(lab, [direct] * len(spread), args.requests, args.concurrency),
             "3 ab to 3 backends": lambda: ab_split(lab, spread, args.requests, args.concurrency),
             "3 ab to VIP over 3": lambda: ab_split(lab, [VIP] * len(spread), args.requests, args.concurrency),
@@ -182,6 +190,8 @@ def main() -> int:
             ("TCP, port translated", "TCP to VIP over b11", "TCP to VIP:81 -> b11:80"),
             ("TCP, pool of three", "TCP to b11", "TCP to VIP over 3"),
             ("UDP, pool of three", "UDP to b11", "UDP to VIP over 3"),
+            ("IPv6 TCP, pool of three", "TCP6 to b11", "TCP6 to VIP over 3"),
+            ("IPv6 UDP, pool of three", "UDP6 to b11", "UDP6 to VIP over 3"),
             ("TCP, 3 ab, three backends", "3 ab to 3 backends", "3 ab to VIP over 3"),
             ("no VIP: 3 backends / b11", "3 ab to b11", "3 ab to 3 backends"),
         )
@@ -204,6 +214,10 @@ def main() -> int:
         for label, baseline, measured in rows:
             b, m = median(baseline), median(measured)
             print(f"{label:<27}{b:>9.0f}{m:>9.0f}{m / b:>7.2f}{f'{failed(baseline)}/{failed(measured)}':>9}")
+        for protocol in ("TCP", "UDP"):
+            four = median(f"{protocol} to VIP over 3") / median(f"{protocol} to b11")
+            six = median(f"{protocol}6 to VIP over 3") / median(f"{protocol}6 to b11")
+            print(f"  {protocol}: IPv6's ratio / IPv4's {six / four:.2f} (goal: within 5 %, 0.95-1.05)")
         print(
             "  baseline/measured: the same client straight to backend b11 / through the VIP, except the second"
             "\n  (the VIP over b11, without / with port translation) and the last row;"

@@ -6,7 +6,8 @@ A client, three DSR backends and a proxy host in namespaces on one bridge.
 Three paths from the client: straight to one backend (the limit), to the
 VIP through ryu_dsr (requests rewritten in the switch, responses straight
 back), and to HAProxy in the proxy namespace as a full proxy to the same
-backends (both directions through it). Per path: iperf3 requests direction
+backends (both directions through it); then the first two again over IPv6
+(every host is dual-stack, the pool has an IPv6 VIP beside the IPv4 one). Per path: iperf3 requests direction
 (client sends), iperf3 responses direction (``-R``: the server sends) and an
 HTTP request rate (ApacheBench with keep-alive against HAProxy answering on
 each backend). Each round runs every case once, interleaved; the table shows
@@ -27,6 +28,7 @@ import time
 from ryu_dsr.lab import Lab, rest, wait_backends_up
 
 VIP = "10.0.0.100"
+VIP6 = "2001:db8::100"  # the same pool: a dual-stack service
 IPERF_PORT = 5201
 BASE = "http://127.0.0.1:18095"
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
@@ -43,7 +45,8 @@ def iperf(lab: Lab, address: str, seconds: int, reverse: bool) -> float:
 
 def http_rate(lab: Lab, address: str, requests: int) -> tuple[float, int]:
     """(requests a second, failed) of ApacheBench with keep-alive."""
-    out = lab.run("c1", "ab", "-q", "-k", "-r", "-n", str(requests), "-c", "16", f"http://{address}/", timeout=600)
+    host = f"[{address}]" if ":" in address else address
+    out = lab.run("c1", "ab", "-q", "-k", "-r", "-n", str(requests), "-c", "16", f"http://{host}/", timeout=600)
     number = lambda name: float((re.search(rf"{name}:\s+([\d.]+)", out) or [0, 0])[1])  # noqa: E731
     return number("Requests per second"), int(number("Failed requests") + number("Non-2xx responses"))
 
@@ -73,10 +76,10 @@ def main() -> int:
     lab = Lab("dsrdp")
     try:
         lab.start_switch(controller_port=16695)
-        lab.add_host("c1", 1)
+        lab.add_host("c1", 1, ip6=True)
         for name, last in BACKENDS.items():
-            lab.add_host(name, last)
-            lab.make_backend(name, [VIP])
+            lab.add_host(name, last, ip6=True)
+            lab.make_backend(name, [VIP, VIP6])
             lab.serve_haproxy(name)
             lab.spawn(name, "iperf3", "-s", "-p", str(IPERF_PORT), log=f"{name}-iperf3.log")
         proxy = lab.add_host("lb", 50)
@@ -92,12 +95,23 @@ def main() -> int:
         check = {"kind": "arp", "interval": 1.0, "timeout": 0.9, "fall": 3}
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()], "health_check": check}
         assert rest(BASE, "POST", "/v1/pools", pool)[0] == 201
-        for name, port, hash_fields in (("www", 80, "5tuple"), ("bulk", IPERF_PORT, "source_ip")):
-            vip = {"name": name, "ip": VIP, "protocol": "tcp", "port": port, "pool": "web", "hash": hash_fields}
+        for name, ip, port, hash_fields in (
+            ("www", VIP, 80, "5tuple"),
+            ("bulk", VIP, IPERF_PORT, "source_ip"),
+            ("www6", VIP6, 80, "5tuple"),
+            ("bulk6", VIP6, IPERF_PORT, "source_ip"),
+        ):
+            vip = {"name": name, "ip": ip, "protocol": "tcp", "port": port, "pool": "web", "hash": hash_fields}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
         wait_backends_up(BASE, 3)
         time.sleep(1.0)
-        paths = {"direct": lab.hosts["b11"].ip, "ryu_dsr VIP": VIP, "HAProxy proxy": proxy.ip}
+        paths = {
+            "direct": lab.hosts["b11"].ip,
+            "ryu_dsr VIP": VIP,
+            "HAProxy proxy": proxy.ip,
+            "direct IPv6": lab.address6(BACKENDS["b11"]),
+            "ryu_dsr VIP IPv6": VIP6,
+        }
         for address in paths.values():  # warm up ARP, caches and HAProxy's connections
             http_rate(lab, address, 1000)
         kinds = ("requests Gbit/s", "responses Gbit/s", "HTTP req/s")
@@ -125,6 +139,12 @@ def main() -> int:
         for path in ("ryu_dsr VIP", "HAProxy proxy"):
             ratios = "".join(f"{medians[(path, k)] / medians[('direct', k)]:>18.2f}" for k in kinds)
             print(f"{path + ' / direct':<22}{ratios}")
+        six = {k: medians[("ryu_dsr VIP IPv6", k)] / medians[("direct IPv6", k)] for k in kinds}
+        print(f"{'VIP6 / direct6':<22}" + "".join(f"{six[k]:>18.2f}" for k in kinds))
+        four = {k: medians[("ryu_dsr VIP", k)] / medians[("direct", k)] for k in kinds}
+        print(
+            f"{'IPv6 / IPv4 ratios':<22}" + "".join(f"{six[k] / four[k]:>18.2f}" for k in kinds) + "  (goal 0.95-1.05)"
+        )
         ratios = "".join(f"{medians[('ryu_dsr VIP', k)] / medians[('HAProxy proxy', k)]:>18.2f}" for k in kinds)
         print(f"{'VIP / HAProxy':<22}{ratios}")
         return 0

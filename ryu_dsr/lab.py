@@ -354,7 +354,7 @@ class Lab:
         conf = self.run_dir / f"{host}-haproxy.cfg"
         conf.write_text(
             "global\n maxconn 8000\ndefaults\n mode http\n timeout client 5s\n timeout server 5s\n"
-            f" timeout connect 5s\nfrontend web\n bind 0.0.0.0:{port}\n"
+            f" timeout connect 5s\nfrontend web\n bind :::{port} v4v6\n"
             f" http-request return status 200 content-type text/plain string {host}\n"
         )
         proc = self.spawn(host, "haproxy", "-f", str(conf), "-db", log=f"{host}-haproxy.log")
