@@ -10,7 +10,10 @@ health checks, so no hosts are needed: what is measured is the controller.
       made again as one PUT /v1/config;
   (b) 10,000 VIPs over 100 pools of 10 backends: one PUT /v1/config, then
       100 single-object changes (a backend's weight);
-  and a controller restart at 10,000 VIPs.
+  and a controller restart at 10,000 VIPs;
+  (c) the same 10,000 VIPs, all IPv4 and then half IPv6 (every other VIP
+      an IPv6 address on the same pools: dual-stack services), side by
+      side: the PUT, flows per VIP, 100 single changes.
 
 Each REST change returns once the switch confirmed it (barrier), so a
 call's time is the time until the switch holds the change. Beside each bulk
@@ -59,10 +62,11 @@ def pool_body(name: str, index: int, n_backends: int) -> dict:
     return {"name": name, "backends": backends, "health_check": {"kind": "none"}}
 
 
-def vip_body(index: int, pool: str) -> dict:
+def vip_body(index: int, pool: str, ipv6: bool = False) -> dict:
+    ip = f"2001:db8:172::{index + 1:x}" if ipv6 else f"172.{16 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}"
     return {
         "name": f"vip{index}",
-        "ip": f"172.{16 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}",
+        "ip": ip,
         "protocol": "tcp",
         "port": 80,
         "pool": pool,
@@ -258,6 +262,28 @@ class Bench:
         self.observability(n_vips)
         self.restart()
 
+    def case_c(self, n_vips: int, n_pools: int, per_pool: int) -> None:
+        print(f"(c) {n_vips} VIPs over {n_pools} pools: IPv4 only, then half IPv6", flush=True)
+        pools = [pool_body(f"pool{p}", p, per_pool) for p in range(n_pools)]
+        figures = {}
+        for label, ipv6 in (("IPv4 only", lambda i: False), ("half IPv6", lambda i: i % 2 == 1)):
+            call("PUT", "/v1/config", {"pools": [], "vips": []})
+            vips = [vip_body(i, f"pool{i % n_pools}", ipv6(i)) for i in range(n_vips)]
+            took = call("PUT", "/v1/config", {"pools": pools, "vips": vips})[0]
+            flows = self.flows()
+            changes = self.weight_changes([f"pool{p}" for p in range(n_pools)], 100, per_pool)
+            figures[label] = (took, flows / n_vips, changes, rss_mb(self.controller.pid))
+        print(f"  {'':<40}{'IPv4 only':>14}{'half IPv6':>14}")
+        rows = (
+            ("one PUT /v1/config, until confirmed (s)", lambda f: f"{f[0]:.2f}"),
+            ("flows on the switch per VIP", lambda f: f"{f[1]:.1f}"),
+            ("100 single changes: p50 / p99 (ms)", lambda f: ms(f[2])),
+            ("controller RSS (MB)", lambda f: f"{f[3]:.0f}"),
+        )
+        for name, cell in rows:
+            print(f"  {name:<40}{cell(figures['IPv4 only']):>14}{cell(figures['half IPv6']):>14}", flush=True)
+        call("PUT", "/v1/config", {"pools": [], "vips": []})
+
     def observability(self, n_vips: int) -> None:
         """What reading the counters and serving them costs at this size."""
         polls = []
@@ -322,7 +348,7 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=0, help="a quick run: this many VIPs in (a), 10x in (b)")
-    parser.add_argument("--cases", default="a,b", help="which cases to run: a, b or both")
+    parser.add_argument("--cases", default="a,b,c", help="which cases to run: a, b, c, comma separated")
     args = parser.parse_args()
     n_a = args.small or 1000
     n_b = args.small * 10 if args.small else 10000
@@ -332,6 +358,8 @@ def main() -> int:
             bench.case_a(n_a)
         if "b" in args.cases:
             bench.case_b(n_b, max(1, n_b // 100), 10)
+        if "c" in args.cases:
+            bench.case_c(n_b, max(1, n_b // 100), 10)
     finally:
         bench.close()
     return 0
