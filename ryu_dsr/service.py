@@ -38,11 +38,19 @@ class Service:
         self.carry_out(self.balancer.commit(change, who))
 
     def check_settings(self, change: Change) -> None:
-        """Refuse what the controller's settings cannot serve."""
-        for name, pool in change.pools.items():
-            if pool is None or pool.health_check.kind not in ("tcp", "http"):
+        """Refuse what the controller's settings cannot serve: TCP and HTTP
+        checks of IPv4 addresses without ``probe_ip``, for a pool the
+        change makes or whose VIPs it changes (a check of the VIP)."""
+        pools = {name: pool for name, pool in change.pools.items() if pool is not None}
+        for vip in change.vips.values():
+            if vip is not None and vip.pool not in pools and vip.pool in self.config.pools:
+                pools[vip.pool] = self.config.pools[vip.pool]
+        for name, pool in pools.items():
+            if pool.health_check.kind not in ("tcp", "http"):
                 continue
-            probed = self._probed(name, pool, change) or {"0.0.0.0"}  # none yet: of either family
+            probed = self._probed(name, pool, change)
+            if not probed and pool.health_check.target != "vip":
+                probed = {"0.0.0.0"}  # no backend yet: of either family
             if not self.balancer.backends.can_probe(pool.health_check.kind, probed):
                 raise InvalidInput(
                     "health_check.kind",

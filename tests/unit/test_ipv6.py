@@ -368,3 +368,50 @@ def test_router_ports_are_checked_naming_the_setting(tmp_path):
     with pytest.raises(InvalidInput, match="dsr.router_ports") as refused:
         make_rig(tmp_path, router_ports="1:5,one:2")
     assert "'one:2' is not DPID:PORT" in str(refused.value)
+
+
+def test_the_fragments_of_an_ipv6_udp_datagram_reach_one_backend(rig):
+    from tests.simulator import fragment, udp
+
+    switch = rig.connect()
+    web6(rig, protocol="udp")
+    vip_mac = rig.core.config.vips["web6"].mac
+    for n in range(40):
+        datagram = as_ipv6(udp("0.0.0.0", "0.0.0.0", 5000 + n, 80, CLIENT_MAC, vip_mac), f"2001:db8::5:{n:x}", VIP6)
+        first = switch.send(fragment(datagram, later=False), 1)
+        later = switch.send(fragment(datagram, later=True), 1)
+        assert len(first) == len(later) == 1 and first[0].packet["eth_dst"] == later[0].packet["eth_dst"]
+
+
+def test_a_check_addressed_to_an_ipv6_vip_goes_to_each_backend_s_mac(rig):
+    """The VIP-addressed check: a SYN to the VIP with the backend's MAC,
+    which fails a backend that lost the VIP from lo."""
+    switch = rig.connect()
+    rig.service.create_pool(
+        {
+            "name": "web",
+            "backends": [{"ip": ip} for ip in BACKENDS6],
+            "health_check": {"kind": "tcp", "port": 80, "target": "vip", "interval": 1.0},
+        }
+    )
+    rig.service.create_vip({"name": "web6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web"})
+    for ip, (mac, port) in BACKENDS6.items():
+        answer_solicitation(rig, ip, mac, port)
+    rig.clock.now += 2
+    rig.balancer.tick()
+    syns = [frames.parse_tcp6(out.data) for out in switch.packet_outs if frames.parse_tcp6(out.data)]
+    assert {(s.dst, s.eth_dst) for s in syns} == {(VIP6, mac) for mac, _port in BACKENDS6.values()}
+
+
+def test_an_ipv4_vip_for_a_pool_that_checks_its_vips_needs_probe_ip(rig):
+    rig.service.create_pool(
+        {
+            "name": "web",
+            "backends": [{"ip": "2001:db8::11"}],
+            "health_check": {"kind": "tcp", "port": 80, "target": "vip"},
+        }
+    )
+    rig.service.create_vip({"name": "web6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web"})
+    with pytest.raises(InvalidInput, match="IPv4 addresses need the dsr.probe_ip"):
+        rig.service.create_vip({"name": "web4", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"})
+    assert "web4" not in rig.core.config.vips
