@@ -128,6 +128,7 @@ class SwitchPlan:
     handover_tracking: str = "learn"
     conntrack_zone: int = 0
     router_ports: tuple[int, ...] = ()  # ports whose IPv6 Router Advertisements are let through
+    neighbour_answers: bool = True  # the switch can turn a solicitation into an advertisement (IPv6)
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -389,7 +390,7 @@ def _answers(switch: SwitchPlan, family: Family, ip: str, mac: str, rule_owner: 
     """The rules that answer neighbour requests for ``ip`` with ``mac``: in
     the switch (Open vSwitch mode) where it can, else by the controller."""
     ask = match_items(**family.asks_for(ip))
-    if switch.mode != "ovs":
+    if switch.mode != "ovs" or (family.neighbour_table and not switch.neighbour_answers):
         return [Rule(Table.INGRESS, Ingress.VIP_ARP, ask, (Output("controller"),), owner=rule_owner)]
     rules = [Rule(Table.INGRESS, Ingress.VIP_ARP, ask, family.answer(ip, mac), owner=rule_owner)]
     rules += [  # through the learning meter, as claims are: a flood of them costs the controller a bounded rate

@@ -503,6 +503,26 @@ class Balancer:
             self.effects.reads.add(dpid)
 
     @event
+    def neighbour_answers_refused(self, dpid: int, what: str) -> None:
+        """The switch cannot make an IPv6 advertisement itself (a kernel
+        datapath: Open vSwitch sets nd_reserved and nd_options_type in its
+        userspace datapath only): from now on its solicitations for VIPs
+        come here and are answered by the controller. Its rules are read
+        and written again without those."""
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return
+        if switch.neighbour_answers:
+            switch.neighbour_answers = False
+            LOG.warning(
+                "switch %016x cannot answer IPv6 Neighbor Solicitations itself (it refused %s): "
+                "the controller answers them",
+                *(dpid, what),
+            )
+        if self.switches.failed(dpid, f"the switch refused {what}", refused=True):
+            self.effects.reads.add(dpid)
+
+    @event
     def openflow_error(self, dpid: int, what: str) -> None:
         """The switch refused a message (matched to it by xid): log, count, resync."""
         if dpid in self.switches:

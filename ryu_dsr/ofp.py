@@ -634,6 +634,15 @@ def text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def answers_neighbours(command: Command) -> bool:
+    """Whether ``command`` writes a rule that makes an IPv6 advertisement
+    in the switch (the fields a kernel datapath refuses to set)."""
+    return isinstance(command, FlowAdd) and any(
+        isinstance(action, SetField) and action.field in ("nd_reserved", "nd_options_type", "ipv6_nd_tll")
+        for action in command.rule.actions
+    )
+
+
 def describe(command: Command) -> str:
     """A short text naming a command, for errors the switch reports."""
     if isinstance(command, FlowAdd):

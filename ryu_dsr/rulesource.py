@@ -87,7 +87,13 @@ class RuleSource:
         only when the fabric or the switch's flooding hold changed, not for
         every owner a write computes."""
         fabric = self.l2.fabric
-        key = (switch.mode, fabric.version, switch.dpid in self.l2.flood_holds, switch.tracking)
+        key = (
+            switch.mode,
+            fabric.version,
+            switch.dpid in self.l2.flood_holds,
+            switch.tracking,
+            switch.neighbour_answers,
+        )
         cached = self.switch_plans.get(switch.dpid)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -106,6 +112,7 @@ class RuleSource:
             links=tuple(sorted(fabric.link_ports(switch.dpid))) if settings.l2_mode == "learning" else (),
             flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
             router_ports=tuple(sorted(port for dpid, port in self.router_ports if dpid == switch.dpid)),
+            neighbour_answers=switch.neighbour_answers,
         )
         self.switch_plans[switch.dpid] = (key, plan)
         return plan

@@ -550,6 +550,10 @@ class Shell(ofp.RyuApp):
                 msg.datapath.send_msg(ofp.role_query(msg.datapath))
             return
         what = session.sent.get(msg.xid, f"message xid {msg.xid}")
+        if ofp.answers_neighbours(what):
+            error = f"{ofp.describe(what)}: error type {msg.type} code {msg.code}"
+            self.writers.carry_out(self.balancer.neighbour_answers_refused(session.dpid, error))
+            return
         if isinstance(what, ofp.MeterSet):
             if ofp.meter_exists(msg):  # made before (a reconnect): change it in place
                 msg.datapath.send_msg(ofp.meter_mod(what, msg.datapath, msg.datapath.ofproto.OFPMC_MODIFY))

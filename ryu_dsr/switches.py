@@ -34,6 +34,9 @@ class Switch:
     transit: bool = False  # every port a link: no VIP rules here
     packet_ins: Counter = field(default_factory=Counter)  # reason -> frames the switch sent the controller
     tracking: str = "learn"  # how its handovers keep new TCP connections: 'conntrack' or 'learn'
+    # whether it answers IPv6 Neighbor Solicitations itself (Open vSwitch's nd_reserved and
+    # nd_options_type, userspace datapath only); False once it refused them: the controller answers
+    neighbour_answers: bool = True
     tracking_reason: str = ""  # why
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:

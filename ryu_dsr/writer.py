@@ -93,7 +93,8 @@ class Writers:
             session.barrier = xid
             ofp.hub.sleep(0)  # a step is written: let REST and events run
         else:
-            session.remember(xid, command if isinstance(command, ofp.MeterSet) else ofp.describe(command))
+            kept = isinstance(command, ofp.MeterSet) or ofp.answers_neighbours(command)  # told apart if refused
+            session.remember(xid, command if kept else ofp.describe(command))
 
     def drain(self, session: Session) -> None:
         """The one green thread that writes to a switch: what the balancer

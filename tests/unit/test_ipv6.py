@@ -415,3 +415,33 @@ def test_an_ipv4_vip_for_a_pool_that_checks_its_vips_needs_probe_ip(rig):
     with pytest.raises(InvalidInput, match="IPv4 addresses need the dsr.probe_ip"):
         rig.service.create_vip({"name": "web4", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web"})
     assert "web4" not in rig.core.config.vips
+
+
+def test_a_switch_that_cannot_make_advertisements_has_its_solicitations_answered_by_the_controller(rig, caplog):
+    """A kernel datapath refuses to set nd_reserved: the switch's
+    solicitations for VIPs then come to the controller, which answers them,
+    and nothing is left refused."""
+    switch = rig.connect()
+    web6(rig)
+    rig.balancer.neighbour_answers_refused(1, "flow add table 0 priority 300: error type 2 code 14")
+    assert rig.reads == [1] and "cannot answer IPv6 Neighbor Solicitations itself" in caplog.text
+    rig.balancer.flows_read(1, switch.installed())
+    assert not any(a.field == "nd_reserved" for r in switch.rules() for a in r.actions if hasattr(a, "field"))
+    out = switch.send(solicitation(CLIENT_MAC, CLIENT6, VIP6), in_port=1)
+    assert [e.port for e in out] == ["controller"]
+    ns = frames.build_nd(
+        frames.Nd(CLIENT_MAC, "33:33:ff:00:01:00", CLIENT6, "ff02::1:ff00:100", 255, 135, 0, VIP6, CLIENT_MAC, True)
+    )
+    rig.balancer.packet_in(1, 1, ns)
+    na = frames.parse_nd(switch.packet_outs[-1].data)
+    vip_mac = rig.core.config.vips["web6"].mac
+    assert (na.type, na.src, na.dst, na.eth_dst, na.target, na.link_layer) == (
+        136,
+        VIP6,
+        CLIENT6,
+        CLIENT_MAC,
+        VIP6,
+        vip_mac,
+    )
+    assert na.flags == frames.NA_SOLICITED | frames.NA_OVERRIDE and na.checksum_ok and na.hop_limit == 255
+    assert switch.packet_outs[-1].port == 1
