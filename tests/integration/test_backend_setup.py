@@ -69,4 +69,25 @@ def test_rp_filter_loose_and_bad_input(namespace):
     applied = tool(namespace, "apply", "--vip", "10.0.0.100", "--rp-filter", "loose")
     assert applied.returncode == 0 and sysctl("net.ipv4.conf.all.rp_filter") == "2"
     bad = tool(namespace, "apply", "--vip", "10.0.0.300")
-    assert bad.returncode == 2 and "--vip: '10.0.0.300' is not an IPv4 address" in bad.stderr
+    assert bad.returncode == 2 and "--vip: '10.0.0.300' is not an IPv4 or IPv6 address" in bad.stderr
+    link_local = tool(namespace, "apply", "--vip", "fe80::1")
+    assert link_local.returncode == 2 and "--vip: fe80::1 is not a unicast host address" in link_local.stderr
+
+
+def test_an_ipv6_vip_goes_on_lo_as_a_host_route_and_needs_no_sysctl(namespace):
+    vips = ["--vip", "2001:db8::100", "--vip", "10.0.0.100"]
+    assert "missing: 2001:db8::100/128 on lo" in tool(namespace, "check", *vips).stdout
+    applied = tool(namespace, "apply", *vips)
+    assert applied.returncode == 0 and "changed: 2001:db8::100/128 added to lo" in applied.stdout
+    assert tool(namespace, "check", *vips).returncode == 0
+    addresses = subprocess.run(
+        ["ip", "netns", "exec", NS, "ip", "-6", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True
+    ).stdout
+    assert "2001:db8::100/128" in addresses
+    assert tool(namespace, "undo", *vips).returncode == 0
+    assert (
+        "2001:db8::100"
+        not in subprocess.run(
+            ["ip", "netns", "exec", NS, "ip", "addr", "show", "dev", "lo"], capture_output=True, text=True
+        ).stdout
+    )
