@@ -141,16 +141,18 @@ class Ipv4:
             ARP_REPLY, mac, request.sender_mac, mac, request.target_ip, request.sender_mac, request.sender_ip
         )
 
-    def tcp_frame(self, segment: frames.Tcp) -> bytes:
-        return frames.build_tcp(segment)
+    def tcp_frame(self, segment: frames.Tcp, tos: int = 0) -> bytes:
+        """A TCP segment's frame, its traffic class ``tos`` (DSCP << 2)."""
+        return frames.build_tcp(segment, tos=tos)
 
     def tcp(self, frame: bytes) -> frames.Tcp | None:
         return frames.parse_tcp(frame)
 
     def probe_source(self, probe_mac: str, probe_ip: str | None) -> str | None:
-        """Where the controller's probes of this family come from (TCP and
-        HTTP checks need an address: ``probe_ip``)."""
-        return probe_ip
+        """Where the controller's probes of this family come from: its
+        address in ``probe_ip`` (one per family, comma separated); IPv4's
+        TCP and HTTP checks need it."""
+        return next((ip for ip in (probe_ip or "").split(",") if ip and (":" in ip) == (self.version == 6)), None)
 
 
 def _ipv4(value: int) -> str:
@@ -292,15 +294,18 @@ class Ipv6(Ipv4):
             )
         )
 
-    def tcp_frame(self, segment: frames.Tcp) -> bytes:
-        return frames.build_tcp6(segment)
+    def tcp_frame(self, segment: frames.Tcp, tos: int = 0) -> bytes:
+        return frames.build_tcp6(segment, tclass=tos)
 
     def tcp(self, frame: bytes) -> frames.Tcp | None:
         return frames.parse_tcp6(frame)
 
     def probe_source(self, probe_mac: str, probe_ip: str | None) -> str:
-        """Where the controller's probes of this family come from."""
-        return frames.link_local(probe_mac)
+        """Where the controller's probes of this family come from: an IPv6
+        address in ``probe_ip``, else ``probe_mac``'s link-local address
+        (enough on the segment; not routed, so backends behind a router
+        need the former)."""
+        return super().probe_source(probe_mac, probe_ip) or frames.link_local(probe_mac)
 
 
 NEIGHBOUR_TABLE = 11  # flows.pipeline's Table.NEIGHBOUR (the pipeline imports this module)

@@ -18,6 +18,10 @@ from typing import Any
 from ryu_dsr.flows.family import family_of
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
+FORWARDING = ("l2", "dscp")  # how a backend is reached: on the segment, or routed with a DSCP naming the VIP
+# DSCP values that name VIP addresses (L3DSR): all but 0 (best effort) and
+# EF, CS6 and CS7 (kept for voice and network control)
+DSCP_VALUES = tuple(v for v in range(1, 64) if v not in (46, 48, 56))
 HASH_FIELDS = ("source_ip", "5tuple")
 MAX_WEIGHT = 1000
 DEFAULT_WEIGHT = 100
@@ -132,13 +136,20 @@ class Backend:
     dpid: int | None = None
     port: int | None = None
     uid: int = 0
+    forwarding: str = "l2"  # 'l2' (on the switch's segment) or 'dscp' (behind a router: L3DSR)
 
-    FIELDS = {"ip", "weight", "mac", "location"}
+    FIELDS = {"ip", "weight", "mac", "location", "forwarding"}
     MUTABLE = {"weight", "mac", "location"}
 
     def to_json(self) -> dict[str, Any]:
         location = None if self.dpid is None else {"dpid": self.dpid, "port": self.port}
-        return {"ip": self.ip, "weight": self.weight, "mac": self.mac, "location": location}
+        return {
+            "ip": self.ip,
+            "weight": self.weight,
+            "mac": self.mac,
+            "location": location,
+            "forwarding": self.forwarding,
+        }
 
 
 BACKEND_STATES = ("up", "draining", "unhealthy", "down", "unresolved")  # what a backend of a pool is now
@@ -276,9 +287,12 @@ class Vip:
     # rewrites requests' destination port and replies' source port (None:
     # no translation).
     backend_port: int | None = None
+    # The DSCP value that names the VIP's address to its dscp backends
+    # (L3DSR); given, or chosen when its pool has dscp backends.
+    dscp: int | None = None
 
-    FIELDS = {"name", "ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description"}
-    MUTABLE = {"ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description"}
+    FIELDS = {"name", "ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description", "dscp"}
+    MUTABLE = {"ip", "protocol", "port", "backend_port", "pool", "hash", "mac", "description", "dscp"}
 
     @property
     def ip_proto(self) -> int:
@@ -295,6 +309,7 @@ class Vip:
             "hash": self.hash,
             "mac": self.mac,
             "description": self.description,
+            "dscp": self.dscp,
         }
 
 
@@ -322,6 +337,13 @@ def parse_backend(body: Any, where: str = "") -> Backend:
         raise InvalidInput(_where(where, "ip"), "is required")
     backend = Backend(ip=parse_address(body["ip"], _where(where, "ip")))
     _apply_backend_fields(backend, body, where)
+    if "forwarding" in body:
+        backend.forwarding = parse_choice(body["forwarding"], _where(where, "forwarding"), FORWARDING)
+    if backend.forwarding == "dscp" and (backend.mac is not None or backend.dpid is not None):
+        raise InvalidInput(
+            _where(where, "mac" if backend.mac is not None else "location"),
+            "a dscp backend is reached through its route's gateway: give it no MAC or location",
+        )
     return backend
 
 
@@ -360,6 +382,11 @@ def _apply_vip_fields(vip: Vip, body: dict, where: str) -> None:
         vip.mac = "" if body["mac"] is None else parse_mac(body["mac"], _where(where, "mac"))
     if "description" in body:
         vip.description = parse_text(body["description"], _where(where, "description"))
+    if "dscp" in body:
+        value = body["dscp"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value not in DSCP_VALUES):
+            raise InvalidInput(_where(where, "dscp"), "must be a DSCP value from 1 to 63 but 46, 48 and 56, or null")
+        vip.dscp = value
     if "backend_port" in body:
         port = body["backend_port"]
         vip.backend_port = None if port is None else parse_int(port, _where(where, "backend_port"), 1, 65535)
@@ -418,6 +445,7 @@ class Config:
         self.vips_by_ip: dict[str, dict[str, Vip]] = {}
         self.vips_by_pool: dict[str, set[str]] = {}
         self.pools_by_backend: dict[str, set[str]] = {}
+        self.vips_by_dscp: dict[int, set[str]] = {}  # DSCP value -> the VIPs it names (one address)
         self.pool_order: list[str] = []  # names, sorted: a page of a list costs its size
         self.vip_order: list[str] = []
 
@@ -451,6 +479,7 @@ class Config:
             raise InvalidInput("pool", f"no pool named {vip.pool!r}")
         if vip.pool in pools and pools[vip.pool] is None:
             raise InvalidInput("pool", f"no pool named {vip.pool!r}")
+        self._check_dscp(vip, change)
         owners = self.pools_by_backend.get(vip.ip, set()) - set(pools)
         owners |= {name for name, pool in pools.items() if pool is not None and vip.ip in pool.backends}
         if owners:
@@ -472,6 +501,62 @@ class Config:
                         f"VIP {vip.name} overlaps VIP {other.name}: {vip.ip} {vip.protocol} port {min(shared)} "
                         "is used by both as port or backend_port (their replies could not be told apart)"
                     )
+
+    def _pool_after(self, name: str, change: Change) -> Pool | None:
+        return change.pools[name] if name in change.pools else self.pools.get(name)
+
+    def _check_dscp(self, vip: Vip, change: Change) -> None:
+        """L3DSR: a pool with dscp backends serves VIPs of their family
+        (the switch writes the backend's address over the VIP's), and one
+        DSCP value names one VIP address."""
+        pool = self._pool_after(vip.pool, change)
+        routed = [b for b in pool.backends.values() if b.forwarding == "dscp"] if pool else []
+        for backend in routed:
+            if (":" in backend.ip) != (":" in vip.ip):
+                raise Conflict(
+                    f"VIP {vip.name} {vip.ip} and dscp backend {backend.ip} of pool {vip.pool} are of two address "
+                    "families: the switch writes the backend's address over the VIP's"
+                )
+        if vip.dscp is None and routed:
+            vip.dscp = self._choose_dscp(vip, change)
+        if vip.dscp is None:
+            return
+        named = [change.vips[n] if n in change.vips else self.vips[n] for n in self.vips_by_dscp.get(vip.dscp, ())]
+        for other in [*named, *change.vips.values()]:
+            if other is not None and other.dscp == vip.dscp and other.name != vip.name and other.ip != vip.ip:
+                raise Conflict(f"VIP {vip.name} dscp {vip.dscp} already names {other.ip} (VIP {other.name})")
+        for other in [*self.vips_by_ip.get(vip.ip, {}).values(), *change.vips.values()]:
+            if (
+                other is not None
+                and other.ip == vip.ip
+                and other.name != vip.name
+                and other.dscp not in (None, vip.dscp)
+            ):
+                raise Conflict(f"VIP {vip.name} dscp {vip.dscp}: VIP {other.name} on {vip.ip} has dscp {other.dscp}")
+
+    def _choose_dscp(self, vip: Vip, change: Change) -> int:
+        """The address's value if a VIP on it has one, else the lowest free."""
+        for other in [*self.vips_by_ip.get(vip.ip, {}).values(), *change.vips.values()]:
+            if other is not None and other.ip == vip.ip and other.dscp is not None:
+                return other.dscp
+        taken = set(self.vips_by_dscp) | {v.dscp for v in change.vips.values() if v is not None}
+        free = next((value for value in DSCP_VALUES if value not in taken), None)
+        if free is None:
+            raise Conflict(f"VIP {vip.name}: no DSCP value left ({len(DSCP_VALUES)} VIP addresses use dscp backends)")
+        return free
+
+    def _routed_vips(self, pool: Pool, change: Change) -> None:
+        """A pool that reaches dscp backends: its VIPs checked, and given
+        DSCP values, within ``change``."""
+        if not any(b.forwarding == "dscp" for b in pool.backends.values()):
+            return
+        for name in sorted(self.vips_by_pool.get(pool.name, ())):
+            if name in change.vips:
+                continue
+            vip = copy.copy(self.vips[name])
+            self._check_dscp(vip, change)
+            if vip.dscp != self.vips[name].dscp:
+                change.vips[name] = vip
 
     def _check_backend_ip(self, pool_name: str, ip: str) -> None:
         if self.vips_by_ip.get(ip):
@@ -542,6 +627,7 @@ class Config:
         change = self._with_backends(pool, dict(pool.backends))
         backend.uid = self._take_uid(change)
         change.pools[pool_name].backends[backend.ip] = backend
+        self._routed_vips(change.pools[pool_name], change)
         return change
 
     def plan_backend_patch(self, pool_name: str, ip: str, body: Any) -> Change:
@@ -604,6 +690,10 @@ class Config:
         whole document is checked before anything is planned; objects that
         are already as declared are not part of the change."""
         pools, vips = parse_document(data)
+        for name, (_where_of, vip) in vips.items():  # a VIP's DSCP value stays unless the document moves it
+            old = self.vips.get(name)
+            if vip.dscp is None and old is not None and old.ip == vip.ip:
+                vip.dscp = old.dscp
         if not replace:
             pools = {**{n: (f"pool {n}", _clone_pool(p)) for n, p in self.pools.items()}, **pools}
             vips = {**{n: (f"VIP {n}", copy.copy(v)) for n, v in self.vips.items()}, **vips}
@@ -653,6 +743,10 @@ class Config:
                 if not self.vips_by_ip[old.ip]:
                     del self.vips_by_ip[old.ip]
                 self.vips_by_pool[old.pool].discard(name)
+                if old.dscp is not None:
+                    self.vips_by_dscp[old.dscp].discard(name)
+                    if not self.vips_by_dscp[old.dscp]:
+                        del self.vips_by_dscp[old.dscp]
         for name, pool in change.pools.items():
             old = self.pools.pop(name, None)
             _reorder(self.pool_order, name, pool is not None)
@@ -673,6 +767,8 @@ class Config:
                 self.vips[name] = vip
                 self.vips_by_ip.setdefault(vip.ip, {})[name] = vip
                 self.vips_by_pool.setdefault(vip.pool, set()).add(name)
+                if vip.dscp is not None:
+                    self.vips_by_dscp.setdefault(vip.dscp, set()).add(name)
         self.next_uid = max(self.next_uid, change.next_uid)
 
     # -- export and the saved form --

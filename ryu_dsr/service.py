@@ -10,6 +10,7 @@ from typing import Any
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects
+from ryu_dsr.flows.family import family_of
 from ryu_dsr.model import (
     Backend,
     Change,
@@ -42,6 +43,8 @@ class Service:
         checks of IPv4 addresses without ``probe_ip``, for a pool the
         change makes or whose VIPs it changes (a check of the VIP)."""
         pools = {name: pool for name, pool in change.pools.items() if pool is not None}
+        for name, pool in pools.items():
+            self._check_routes(name, pool)
         for vip in change.vips.values():
             if vip is not None and vip.pool not in pools and vip.pool in self.config.pools:
                 pools[vip.pool] = self.config.pools[vip.pool]
@@ -57,6 +60,36 @@ class Service:
                     f"pool {name}: {pool.health_check.kind} checks of IPv4 addresses need the dsr.probe_ip "
                     "setting (an unused address in the backends' subnet); IPv6 checks need none, given the "
                     "IPv6 addresses they go to",
+                )
+
+    def _check_routes(self, name: str, pool) -> None:
+        """dscp backends need a route, and a check that travels as their
+        traffic does (TCP or HTTP with the VIP's DSCP)."""
+        backends = self.balancer.backends
+        for i, backend in enumerate(pool.backends.values()):
+            if backend.forwarding != "dscp":
+                continue
+            if backends.gateway(backend) is None:
+                raise InvalidInput(
+                    f"backends[{i}].forwarding",
+                    f"pool {name}: dscp backend {backend.ip} has no route: no prefix of the dsr.routes setting holds it",
+                )
+            if pool.health_check.kind == "arp":
+                raise InvalidInput(
+                    "health_check.kind",
+                    f"pool {name}: dscp backends are checked as their traffic goes (tcp or http, with the VIP's "
+                    "DSCP); arp cannot reach them behind a router",
+                )
+            if pool.health_check.kind not in ("tcp", "http"):
+                continue
+            source = family_of(backend.ip).probe_source(
+                self.balancer.settings.probe_mac, self.balancer.settings.probe_ip
+            )
+            if source is None or source.startswith("fe80:"):
+                raise InvalidInput(
+                    f"backends[{i}].forwarding",
+                    f"pool {name}: dscp backend {backend.ip} is checked from a routed address: give dsr.probe_ip "
+                    f"one of its family (an unused address of the switch's segment)",
                 )
 
     def _probed(self, name: str, pool, change: Change) -> set[str]:

@@ -8,6 +8,7 @@ section of a ryu-manager config file (``--config-file conf/ryu_dsr.conf``);
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -237,6 +238,13 @@ OPTIONS = (
         "becomes a link whatever frames come in there, a link port never learns hosts; empty: roles are found",
     ),
     Option(
+        "routes",
+        str,
+        "",
+        "where dscp backends are (L3DSR): PREFIX via GATEWAY, comma separated, like 192.168.50.0/24 via "
+        "10.0.0.254; the gateway is on the switch's segment and found by ARP (IPv6: Neighbor Solicitation)",
+    ),
+    Option(
         "router_ports",
         str,
         "",
@@ -249,8 +257,10 @@ OPTIONS = (
         "probe_ip",
         str,
         "",
-        "source address of TCP/HTTP health probes: an unused address in the backends' subnet "
-        "(the switch answers ARP for it); empty: only ARP checks",
+        "source addresses of TCP/HTTP health probes, one per family, comma separated: unused addresses of "
+        "the switch's segment (the switch answers ARP or Neighbor Solicitations for them); IPv4 checks need "
+        "one, IPv6 checks use probe_mac's link-local address without one (not for dscp backends: it is not "
+        "routed); empty: only ARP checks of IPv4 backends",
     ),
     Option(
         "resolve_interval", float, 1.0, "seconds between ARP probes for a backend not yet found", low=0.1, high=3600
@@ -299,6 +309,45 @@ OPTIONS = (
         ("keep", "adopt"),
     ),
 )
+
+
+def parse_routes(text: str, where: str) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+    """``PREFIX via GATEWAY`` items, comma separated: a gateway of the
+    prefix's family, outside every routed prefix (it must be on the
+    segment)."""
+    routes = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"(\S+)\s+via\s+(\S+)", item)
+        if not match:
+            raise InvalidInput(where, f"{item!r} is not PREFIX via GATEWAY (like 192.168.50.0/24 via 10.0.0.254)")
+        try:
+            network = ipaddress.ip_network(match[1])
+        except ValueError:
+            raise InvalidInput(where, f"{match[1]!r} is not a network prefix (host bits must be zero)") from None
+        gateway = parse_address(match[2], where)
+        if (":" in gateway) != (network.version == 6):
+            raise InvalidInput(where, f"{item!r}: the gateway is not of the prefix's family")
+        routes.append((network, gateway))
+    for _network, gateway in routes:
+        inside = next((net for net, _gw in routes if ipaddress.ip_address(gateway) in net), None)
+        if inside is not None:
+            raise InvalidInput(
+                where, f"gateway {gateway} is inside a routed prefix ({inside}): it must be on the segment"
+            )
+    return routes
+
+
+def route_of(routes, ip: str) -> str | None:
+    """The gateway of the longest routed prefix holding ``ip``, or None."""
+    address = ipaddress.ip_address(ip)
+    best = None
+    for network, gateway in routes:
+        if address.version == network.version and address in network:
+            if best is None or network.prefixlen > best[0].prefixlen:
+                best = (network, gateway)
+    return best[1] if best else None
 
 
 def parse_router_ports(text: str, where: str) -> set[tuple[int, int]]:
@@ -350,15 +399,16 @@ class _SettingsMethods:
             if name == "probe_mac":
                 value = parse_mac(value, where)
             if name == "probe_ip" and value:
-                value = parse_address(value, where)
-                if ":" in value:
-                    raise InvalidInput(
-                        where, "must be an IPv4 address: IPv6 probes come from probe_mac's link-local address"
-                    )
+                addresses = [parse_address(part.strip(), where) for part in value.split(",") if part.strip()]
+                if len(addresses) > 2 or len({":" in a for a in addresses}) != len(addresses):
+                    raise InvalidInput(where, "must be one address, or one IPv4 and one IPv6 address, comma separated")
+                value = ",".join(addresses)
             if name == "etcd_endpoints":
                 value = ",".join(parse_endpoints(value, where))
             if name == "etcd_prefix" and not re.fullmatch(r"/[A-Za-z0-9_./-]*[A-Za-z0-9_.-]", value):
                 raise InvalidInput(where, "must be a key path like /ryu_dsr (letters, digits, _ . - /)")
+            if name == "routes":
+                value = ", ".join(f"{net} via {gateway}" for net, gateway in parse_routes(value, where))
             if name == "router_ports":
                 value = ",".join(f"{dpid:016x}:{port}" for dpid, port in sorted(parse_router_ports(value, where)))
             if name == "port_roles":

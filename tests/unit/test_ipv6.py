@@ -82,9 +82,28 @@ def test_an_ipv6_vip_gets_a_locally_administered_mac_from_its_address(rig):
     assert int(mac[:2], 16) & 0b11 == 0b10  # local, unicast
 
 
-def test_probe_ip_stays_ipv4_since_ipv6_probes_need_none(tmp_path):
-    with pytest.raises(InvalidInput, match="link-local"):
-        make_rig(tmp_path, probe_ip="2001:db8::250")
+def test_probe_ip_holds_one_address_per_family(tmp_path):
+    rig = make_rig(tmp_path, probe_ip="10.0.0.250, 2001:DB8::250")
+    assert rig.balancer.settings.probe_ip == "10.0.0.250,2001:db8::250"
+    for bad in ("2001:db8::1,2001:db8::2", "10.0.0.1,10.0.0.2", "10.0.0.1,fe80::1"):
+        with pytest.raises(InvalidInput) as refused:
+            make_rig(tmp_path, probe_ip=bad)
+        assert refused.value.field == "dsr.probe_ip"
+
+
+def test_an_ipv6_probe_ip_is_the_source_of_ipv6_checks_and_answered_by_the_switch(tmp_path):
+    rig = make_rig(tmp_path, probe_ip="2001:db8::250")
+    switch = rig.connect()
+    rig.service.create_pool(
+        {"name": "web", "backends": [{"ip": "2001:db8::11"}], "health_check": {"kind": "tcp", "port": 80}}
+    )
+    answer_solicitation(rig, "2001:db8::11", *BACKENDS6["2001:db8::11"])
+    rig.clock.now += 2
+    rig.balancer.tick()
+    syns = [frames.parse_tcp6(out.data) for out in switch.packet_outs if frames.parse_tcp6(out.data)]
+    assert syns and all(s.src == "2001:db8::250" for s in syns)
+    out = switch.send(solicitation("02:00:00:00:00:0b", "2001:db8::11", "2001:db8::250"), in_port=2)
+    assert [(e.port, e.packet["ipv6_nd_tll"]) for e in out] == [(2, rig.balancer.settings.probe_mac)]
 
 
 # -- the frame codec, checked against Ryu's packet library --
