@@ -13,7 +13,9 @@ from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
     IP_FRAGMENT,
     LEARN_METER,
+    REG_BACKEND,
     REG_CHOSEN,
+    REG_DSCP,
     REG_GUARD,
     REG_LEARNED,
     REG_POOL,
@@ -44,6 +46,7 @@ from ryu_dsr.flows.pipeline import (
 )
 from ryu_dsr.flows.rules import (
     Action,
+    DecTtl,
     Group,
     GroupAdd,
     LearnPin,
@@ -75,14 +78,16 @@ class VipPlan:
     pool_uid: int
     n_slots: int  # size of the pool's slot table this VIP hashes into
     backend_port: int | None = None  # requests' destination port becomes this (None: kept)
+    dscp: int | None = None  # the value that names the VIP's address to its pool's dscp backends
 
 
 @dataclass(frozen=True)
 class SlotTarget:
     """The backend a slot sends to."""
 
-    mac: str
+    mac: str  # its own, or (routed) its gateway's
     backend_uid: int
+    routed: bool = False  # a dscp backend: CHOSEN writes its address and the VIP's DSCP
 
 
 @dataclass(frozen=True)
@@ -460,11 +465,15 @@ def vip_rules(switch: SwitchPlan, vip: VipPlan) -> list[Rule]:
 
 def _entry(vip: VipPlan) -> tuple[tuple[Action, ...], int | None]:
     """What a VIP's packet does in INGRESS (Open vSwitch mode): name the VIP
-    in a register, then hash in the datapath (the group) or, for a VIP
-    hashed by client address, go straight to DECIDE."""
+    in a register (and its DSCP value in another, for dscp backends), then
+    hash in the datapath (the group) or, for a VIP hashed by client
+    address, go straight to DECIDE."""
+    named: tuple[Action, ...] = (SetField(REG_VIP, vip.uid),)
+    if vip.dscp is not None:
+        named += (SetField(REG_DSCP, vip.dscp),)
     if vip.hash == "source_ip":
-        return (SetField(REG_VIP, vip.uid),), Table.DECIDE
-    return (SetField(REG_VIP, vip.uid), Group(HASH_GROUP)), None
+        return named, Table.DECIDE
+    return (*named, Group(HASH_GROUP)), None
 
 
 def _decide(vip: VipPlan, picks: tuple[Action, ...], priority: int = Decide.SLOT, **fields) -> Rule:
@@ -534,7 +543,7 @@ def slot_rules(
     VIPs (the handover rules and pins, and plain mode's slots, match each)."""
     pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
-        if target is None:
+        if target is None or target.routed:  # routing (dscp backends) needs Open vSwitch mode
             return []
         return [
             Rule(
@@ -654,7 +663,27 @@ def _tracked_handover(
 
 
 def _send(target: SlotTarget) -> tuple[Action, ...]:
+    if target.routed:  # CHOSEN routes it (``routed_rules``)
+        return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1), SetField(REG_BACKEND, target.backend_uid))
     return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1))
+
+
+def routed_rules(switch: SwitchPlan, gateway_mac: str, backends: tuple[tuple[int, str], ...]) -> list[Rule]:
+    """L3DSR: in CHOSEN, for each dscp backend (uid, address) reached
+    through the gateway at ``gateway_mac``, what makes a VIP's request a
+    routed one: the backend's address written over the VIP's, the DSCP that
+    names the VIP (from the VIP's rule), the TTL or hop limit down by one;
+    the gateway's MAC is already the destination. The rule counts the
+    backend's requests. Owned with the gateway's MAC."""
+    if switch.mode != "ovs":
+        return []
+    rules = []
+    for uid, ip in backends:
+        family = family_of(ip)
+        match = match_items(**{REG_CHOSEN: (1, 1), REG_BACKEND: uid}, eth_dst=gateway_mac, eth_type=family.eth_type)
+        actions = (SetField(family.dst, ip), Move(REG_DSCP, "ip_dscp", 6), DecTtl())
+        rules.append(Rule(Table.CHOSEN, Chosen.ROUTED, match, actions, goto=Table.ETH_SRC, owner=owner(Kind.HOST)))
+    return rules
 
 
 def _pin(
@@ -676,6 +705,7 @@ def _pin(
         regs=((REG_POOL, 32), (REG_SLOT, n_slots.bit_length() - 1)),
         limit=switch.pin_limit,
         result=result,
+        keep=(REG_BACKEND,) if target.routed else (),
     )
 
 

@@ -118,12 +118,12 @@ def _tcp_header(segment: Tcp, pseudo: bytes) -> bytes:
     return header[:16] + struct.pack("!H", checksum) + header[18:]
 
 
-def build_tcp(segment: Tcp, ttl: int = 64) -> bytes:
+def build_tcp(segment: Tcp, ttl: int = 64, tos: int = 0) -> bytes:
     """An Ethernet frame carrying one TCP segment over IPv4, checksums computed."""
     src, dst = ipaddress.IPv4Address(segment.src).packed, ipaddress.IPv4Address(segment.dst).packed
     header = _tcp_header(segment, src + dst)
     total = _IP.size + len(header) + len(segment.payload)
-    ip = _IP.pack(0x45, 0, total, 0, 0x4000, ttl, 6, 0, src, dst)
+    ip = _IP.pack(0x45, tos, total, 0, 0x4000, ttl, 6, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
     frame = _ETH.pack(mac_bytes(segment.eth_dst), mac_bytes(segment.eth_src), ETH_IP) + ip + header + segment.payload
     return frame.ljust(60, b"\x00")
@@ -206,8 +206,8 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes(raw[:3]) + b"\xff\xfe" + bytes(raw[3:])))
 
 
-def _ip6(src: bytes, dst: bytes, next_header: int, payload: bytes, hop_limit: int) -> bytes:
-    return _IP6.pack(6 << 28, len(payload), next_header, hop_limit, src, dst) + payload
+def _ip6(src: bytes, dst: bytes, next_header: int, payload: bytes, hop_limit: int, tclass: int = 0) -> bytes:
+    return _IP6.pack(6 << 28 | tclass << 20, len(payload), next_header, hop_limit, src, dst) + payload
 
 
 def _icmpv6_checksum(src: bytes, dst: bytes, message: bytes) -> int:
@@ -272,11 +272,11 @@ def parse_nd(data: bytes) -> Nd | None:
     )
 
 
-def build_tcp6(segment: Tcp, hop_limit: int = 64) -> bytes:
+def build_tcp6(segment: Tcp, hop_limit: int = 64, tclass: int = 0) -> bytes:
     """An Ethernet frame carrying one TCP segment over IPv6, checksum computed."""
     src, dst = ipaddress.IPv6Address(segment.src).packed, ipaddress.IPv6Address(segment.dst).packed
     header = _tcp_header(segment, src + dst)
-    ip = _ip6(src, dst, 6, header + segment.payload, hop_limit)
+    ip = _ip6(src, dst, 6, header + segment.payload, hop_limit, tclass)
     frame = _ETH.pack(mac_bytes(segment.eth_dst), mac_bytes(segment.eth_src), ETH_IP6) + ip
     return frame.ljust(60, b"\x00")
 

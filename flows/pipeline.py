@@ -99,6 +99,7 @@ class Slots(IntEnum):
 
 
 class Chosen(IntEnum):
+    ROUTED = 130  # a dscp backend chosen: its address over the VIP's, the VIP's DSCP, TTL down (counted)
     COUNT_SYN = 120  # a backend's new connections (counted by the rule)
     COUNT = 110  # a backend's request packets (counted by the rule)
     CHOSEN = 100  # a backend was chosen: on to L2
@@ -148,6 +149,8 @@ REG_CHOSEN = "reg2"  # bit 0 set when SLOTS chose a backend
 REG_POOL = "reg3"  # uid of the pool whose slot table applies
 REG_LEARNED = "reg4"  # bit 0: the pin a handover's SYN asked for was learned
 REG_GUARD = "reg5"  # uid of the pool whose backends may send from the packet's VIP address
+REG_DSCP = "reg6"  # the DSCP value that names the VIP's address to dscp backends (L3DSR)
+REG_BACKEND = "reg7"  # uid of the dscp backend chosen: CHOSEN routes the packet to it
 
 SLOT_BITS = 16
 # Open vSwitch's datapath hash (symmetric L3/L4) leaves UDP ports out: a UDP
@@ -211,7 +214,7 @@ CONTRACT: dict[int, TableContract] = {
         Slots,
     ),
     Table.CHOSEN: TableContract(
-        frozenset({REG_CHOSEN, "eth_dst", "eth_type", "ip_proto", "tcp_flags"}),
+        frozenset({REG_CHOSEN, REG_BACKEND, "eth_dst", "eth_type", "ip_proto", "tcp_flags"}),
         frozenset({Table.ETH_SRC}),
         "drop (no backend chosen)",
         Chosen,

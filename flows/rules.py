@@ -113,6 +113,7 @@ class LearnPin:
     regs: tuple[tuple[str, int], ...] = ()
     limit: int = 0
     result: str | None = None  # a register whose bit 0 says whether the pin was learned (under the limit)
+    keep: tuple[str, ...] = ()  # registers whose values the pin loads again (a routed backend's id)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,12 @@ class Drop:
     """An explicit empty action list (readability only)."""
 
 
-Action = Union[Output, SetField, Move, Resubmit, Multipath, Group, LearnPin, Track, Drop]
+@dataclass(frozen=True)
+class DecTtl:
+    """Decrement the IPv4 TTL or IPv6 hop limit (the switch routes)."""
+
+
+Action = Union[Output, SetField, Move, Resubmit, Multipath, Group, LearnPin, Track, Drop, DecTtl]
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -20,6 +20,7 @@ from ryu_dsr.health import Health, HealthChecker, Transition
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
 from ryu_dsr.model import Backend, Config, Pool
+from ryu_dsr.settings import parse_routes, route_of
 
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0  # a repeated warning about one host, at most this often
@@ -64,6 +65,9 @@ class Backends:
         self.vip_arp: dict[str, tuple[str, float]] = {}  # backend ip -> VIP address it sent ARP for, when
         self.vip_arp_logged: dict[str, float] = {}  # MAC -> when its ARP for a VIP was last logged
         self.passive_low: set[str] = set()  # backend MACs that answer too few of their connections
+        # L3DSR: dscp backends are reached through their route's gateway, found on the segment
+        self.routes = parse_routes(settings.routes, "dsr.routes")
+        self.behind: dict[str, set[str]] = {}  # gateway -> the dscp backends routed through it
 
     def restore(self, found: dict[str, dict], failed: dict[int, str], config: Config) -> None:
         """Where backends were found, and which failed their checks, before
@@ -79,9 +83,30 @@ class Backends:
 
     # -- where backends are --
 
+    def gateway(self, backend: Backend) -> str | None:
+        """The gateway a dscp backend is reached through; None for l2 backends."""
+        return route_of(self.routes, backend.ip) if backend.forwarding == "dscp" else None
+
     def place(self, backend: Backend) -> Place:
-        """MAC, switch and port of a backend: configured values win."""
+        """MAC, switch and port of a backend: configured values win; a dscp
+        backend's are its gateway's."""
+        gateway = self.gateway(backend)
+        if gateway is not None:
+            return self.locator.where(Backend(gateway))
         return self.locator.where(backend)
+
+    def _route(self, ip: str, gateway: str | None) -> None:
+        """Keep ``ip`` behind ``gateway`` (None: behind none), and the
+        gateways wanted while a backend is behind them."""
+        for gw, ips in list(self.behind.items()):
+            if gw != gateway and ip in ips:
+                ips.discard(ip)
+                if not ips:
+                    del self.behind[gw]
+                    self.locator.want(gw, False, self.clock())
+        if gateway is not None:
+            self.behind.setdefault(gateway, set()).add(ip)
+            self.locator.want(gateway, True, self.clock())
 
     def locate(self, ip: str, config: Config) -> tuple[bool, set[Owner]]:
         """Work out again where a backend is (configured or found) and index
@@ -93,13 +118,17 @@ class Backends:
             self.locator.want(ip, False, self.clock())
             self.locator.forget(ip)
             self.vip_arp.pop(ip, None)
+            self._route(ip, None)
         else:
             backends = [config.pools[name].backends[ip] for name in sorted(pools)]
-            self.locator.want(ip, not any(b.mac for b in backends), self.clock())
+            gateway = self.gateway(backends[0])
+            self._route(ip, gateway)
+            self.locator.want(ip, gateway is None and not any(b.mac for b in backends), self.clock())
             configured = next((b for b in backends if b.mac or b.dpid is not None), backends[0])
-            new = self.locator.where(configured)
-        if old == new:
-            return False, set()
+            new = self.place(configured)
+        if old == new:  # a dscp backend behind a gateway already found: its routed rule (uid) may be new
+            routed = new is not None and new[0] and self.gateway(backends[0]) is not None
+            return False, {(Kind.HOST, new[0])} if routed else set()
         touched: set[Owner] = set()
         if old is not None:
             del self.places[ip]
@@ -211,6 +240,12 @@ class Backends:
     def state(self, pool_name: str, backend: Backend) -> tuple[str, str]:
         """(state, reason) of a backend of a pool now."""
         mac, dpid, port = self.place(backend)
+        gateway = self.gateway(backend)
+        if mac is None and gateway is not None:
+            return (
+                "unresolved",
+                f"gateway {gateway} of its route has not answered {family_of(gateway).neighbour_name} yet",
+            )
         if mac is None:
             return "unresolved", f"no answer to {family_of(backend.ip).neighbour_name} from the switch yet"
         if not self.link_up(dpid, port):
@@ -223,6 +258,8 @@ class Backends:
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
         how = "configured" if backend.mac else f"found by {family_of(backend.ip).neighbour_name}"
+        if gateway is not None:
+            how = f"routed (dscp) through gateway {gateway}, found by {family_of(gateway).neighbour_name}"
         where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
         return "up", f"{how}: {mac}{where}"
 
@@ -283,21 +320,26 @@ class Backends:
 
     def update_health_targets(self, pool: Pool, config: Config) -> None:
         check = pool.health_check
-        addresses: tuple[str, ...] = ()
-        if check.target == "vip" and config.vips_by_pool.get(pool.name):
-            # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
-            addresses = tuple(sorted({config.vips[v].ip for v in config.vips_by_pool[pool.name]}))
+        vips = [config.vips[v] for v in sorted(config.vips_by_pool.get(pool.name, ()))]
+        # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
+        every = tuple(sorted({vip.ip for vip in vips}))
+        dscp = {vip.ip: vip.dscp for vip in vips if vip.dscp is not None}
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
+            routed = backend.forwarding == "dscp"  # probed as its traffic goes: DSCP naming each VIP address
+            addresses = every if check.target == "vip" or routed else ()
             if check.kind == "none" or not self.can_probe(check.kind, addresses or (backend.ip,)):
                 self.health.forget(key)
                 continue
             mac, dpid, port = self.place(backend)
-            if mac is None or dpid not in self.health.online or not self.link_up(dpid, port):
+            if mac is None or dpid not in self.health.online or not self.link_up(dpid, port) or (routed and not dscp):
                 self.health.set_target(key, None)
                 continue
             address = addresses[0] if addresses else backend.ip
-            self.health.set_target(key, HealthTarget(pool.name, backend.ip, mac, dpid, port, check, address, addresses))
+            target = HealthTarget(
+                pool.name, backend.ip, mac, dpid, port, check, address, addresses, dscp if routed else None
+            )
+            self.health.set_target(key, target)
 
     def can_probe(self, kind: str, addresses: Iterable[str]) -> bool:
         """Whether the controller has a source address for ``kind`` checks

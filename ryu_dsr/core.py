@@ -711,9 +711,15 @@ class Balancer:
         if not self.backends.answered(ip, mac, dpid, port):
             return set()
         self.store.write(found={ip: {"mac": mac, "dpid": dpid, "port": port}})
-        touched = self._locate(ip)
-        for name in self.config.pools_by_backend.get(ip, ()):  # its new MAC: its slots and addresses
-            touched |= self._refresh_pool(name) | self.desired.slots_of(name, {ip}) | self.desired.addresses_of(name)
+        touched: set[Owner] = set()
+        # the backend itself, or (a gateway) the dscp backends routed through it
+        ips = ({ip} & set(self.config.pools_by_backend)) | self.backends.behind.get(ip, set())
+        for each in sorted(ips):
+            touched |= self._locate(each)
+            for name in self.config.pools_by_backend.get(each, ()):  # its new MAC: its slots and addresses
+                touched |= (
+                    self._refresh_pool(name) | self.desired.slots_of(name, {each}) | self.desired.addresses_of(name)
+                )
         return touched
 
     def _answer(self, switch: Switch, in_port: int, family, request) -> None:

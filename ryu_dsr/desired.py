@@ -186,4 +186,6 @@ class Desired:
         vip = self.config.vips[name]
         pool = self.config.pools[vip.pool]
         n_slots = self.slot_size(vip.pool, mode)
-        return VipPlan(vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots, vip.backend_port)
+        return VipPlan(
+            vip.uid, vip.ip, vip.mac, vip.ip_proto, vip.port, vip.hash, pool.uid, n_slots, vip.backend_port, vip.dscp
+        )

@@ -36,6 +36,10 @@ class Target:
     check: HealthCheck
     address: str  # where probes go: the backend's own IP, or a VIP's
     addresses: tuple[str, ...] = ()  # VIP target: every VIP address of the pool, probed in turn
+    # A dscp backend (L3DSR): VIP address -> its DSCP value. Probes go as the
+    # traffic does: to the backend's own address with the VIP's DSCP, and
+    # the answer must come from the VIP (the backend's rewrite works).
+    dscp: dict[str, int] | None = None
 
 
 @dataclass
@@ -187,11 +191,11 @@ class HealthChecker:
         probe.seq = (int(now * 1e6) * 2654435761) & 0xFFFFFFFF
         probe.stage = "syn"
         self.by_sport[probe.sport] = key
-        return [Send(target.dpid, target.port, self._frame(self._segment(probe, TCP_SYN, probe.seq, 0)))]
+        return [Send(target.dpid, target.port, self._frame(self._segment(probe, TCP_SYN, probe.seq, 0), _tos(probe)))]
 
     @staticmethod
-    def _frame(segment: Tcp) -> bytes:
-        return family_of(segment.dst).tcp_frame(segment)
+    def _frame(segment: Tcp, tos: int = 0) -> bytes:
+        return family_of(segment.dst).tcp_frame(segment, tos)
 
     def _source(self, address: str) -> str:
         family = family_of(address)
@@ -210,7 +214,7 @@ class HealthChecker:
             self.probe_mac,
             target.mac,
             self._source(probe.address),
-            probe.address,
+            target.ip if target.dscp else probe.address,  # routed: to the backend, its DSCP naming the VIP
             probe.sport,
             target.check.port or 0,
             seq,
@@ -228,7 +232,7 @@ class HealthChecker:
         rst = self._segment(
             probe, TCP_RST, probe.seq + 1 + (len(self._request(probe)) if probe.stage == "request" else 0), 0
         )
-        return [Send(probe.target.dpid, probe.target.port, self._frame(rst))]
+        return [Send(probe.target.dpid, probe.target.port, self._frame(rst, _tos(probe)))]
 
     def _drop(self, key) -> None:
         probe = self.probes.pop(key, None)
@@ -251,6 +255,13 @@ class HealthChecker:
             return [], []
         key = self.by_sport[segment.dport]
         probe = self.probes.get(key)
+        if probe is not None and probe.target.dscp and segment.src == probe.target.ip:
+            self._drop(key)  # answered from its own address: the DSCP never became the VIP
+            reason = (
+                f"{probe.target.ip} answered DSCP {probe.target.dscp[probe.address]} from its own address, not from "
+                f"VIP {probe.address}: its rewrite of the DSCP to the VIP (nft) is missing"
+            )
+            return [], self._result(key, probe.target.check, False, reason, now, probe.address)
         if probe is None or segment.src != probe.address:
             return [], []
         return self._tcp_answer(now, key, probe, segment)
@@ -280,13 +291,15 @@ class HealthChecker:
             server_seq = (segment.seq + 1) & 0xFFFFFFFF
             if check.kind == "tcp":
                 self._drop(key)
-                rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1, 0))
+                rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1, 0), _tos(probe))
                 return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
                     key, check, True, f"{where} accepted a connection", now, probe.address
                 )
             probe.stage = "request"
             request = self._request(probe)
-            frame = self._frame(self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request))
+            frame = self._frame(
+                self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request), _tos(probe)
+            )
             return [Send(probe.target.dpid, probe.target.port, frame)], []
         if probe.stage == "request" and segment.payload:
             probe.response += segment.payload
@@ -295,7 +308,7 @@ class HealthChecker:
                 return [], []  # the status line is not complete yet
             self._drop(key)
             sent = len(self._request(probe))
-            rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0))
+            rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0), _tos(probe))
             parts = line.split()
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
             ok = status == check.expect_status
@@ -344,3 +357,8 @@ class HealthChecker:
                 state.healthy = False
                 return [Transition(key[0], key[1], False, f"{check.fall} check(s) failed: {reason}")]
         return []
+
+
+def _tos(probe: Probe) -> int:
+    """The traffic class of a probe's packets: a routed backend's DSCP."""
+    return probe.target.dscp[probe.address] << 2 if probe.target.dscp else 0

@@ -33,6 +33,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported for the shell)
     Barrier,
     Command,
+    DecTtl,
     Drop,
     FlowAdd,
     FlowDelete,
@@ -287,6 +288,8 @@ def to_action(action):
         )
     if isinstance(action, Group):
         return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
     if isinstance(action, Resubmit):
         return parser.NXActionResubmitTable(table_id=action.table)  # in_port: OF1.0 IN_PORT, "keep"
     if isinstance(action, Multipath):
@@ -327,6 +330,7 @@ def _learn(pin: LearnPin):
         parser.NXFlowSpecMatch(src=(l4_dst, 0), dst=(l4_dst, 0), n_bits=16),
         parser.NXFlowSpecLoad(src=("eth_dst_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48),
         parser.NXFlowSpecLoad(src=1, dst=(pin.flag_reg, 0), n_bits=1),
+        *(parser.NXFlowSpecLoad(src=(reg, 0), dst=(reg, 0), n_bits=32) for reg in pin.keep),
     ]
     learn = parser.NXActionLearn(
         table_id=pin.table,

@@ -28,6 +28,7 @@ from ryu_dsr.flows.compute import (
     hash_group,
     host_rules,
     learn_meter,
+    routed_rules,
     slot_rules,
     vip_address_rules,
     vip_rules,
@@ -146,6 +147,8 @@ class RuleSource:
             here = place is not None and place[0] == switch.dpid
             backend = ident in self.backends.ips_by_mac
             counted = backend_count_rules(plan, ident) if backend and not switch.transit else []
+            if backend and not switch.transit:
+                counted += routed_rules(plan, ident, self.routed_behind(ident))
             return checked(host_rules(plan, ident, self.host_port(switch, ident), learned=here) + counted)
         if kind == Kind.GUARD:
             name = desired.pool_names.get(ident)
@@ -233,7 +236,19 @@ class RuleSource:
         return Handover(self.target_of(backend), tcp, udp, first)
 
     def target_of(self, backend: Backend) -> SlotTarget:
-        return SlotTarget(self.backends.place(backend)[0], backend.uid)
+        return SlotTarget(self.backends.place(backend)[0], backend.uid, backend.forwarding == "dscp")
+
+    def routed_behind(self, mac: str) -> tuple[tuple[int, str], ...]:
+        """(uid, address) of the dscp backends reached through the gateway
+        at ``mac``, in every pool that has them."""
+        config = self.desired.config
+        routed = []
+        for ip in self.backends.ips_by_mac.get(mac, ()):
+            for name in config.pools_by_backend.get(ip, ()):
+                backend = config.pools[name].backends[ip]
+                if backend.forwarding == "dscp":
+                    routed.append((backend.uid, ip))
+        return tuple(sorted(routed))
 
     def host_place(self, mac: str) -> tuple[int, int] | None:
         """(switch, edge port) of a host: a backend's location, else where

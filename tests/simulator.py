@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ryu_dsr.flows.pipeline import OWNER_MASK, REG_SLOT, Kind, Slots, Table, kind_of
 from ryu_dsr.flows.rules import (
     Barrier,
+    DecTtl,
     Drop,
     FlowAdd,
     FlowDelete,
@@ -312,6 +313,10 @@ class FakeSwitch:
                 self._learn(action, packet)
             elif isinstance(action, Track):
                 self._track(action, packet, out)
+            elif isinstance(action, DecTtl):
+                if packet.get("eth_type") not in (0x0800, 0x86DD):
+                    raise ValueError("dec_ttl on a packet that is not IP")
+                packet["ttl"] = packet.get("ttl", 64) - 1
             elif not isinstance(action, Drop):
                 raise TypeError(action)
 
@@ -354,11 +359,12 @@ class FakeSwitch:
             return
         if pin.result:
             packet[pin.result] = packet.get(pin.result, 0) | 1
+        kept = tuple(SetField(reg, packet.get(reg, 0)) for reg in pin.keep)
         rule = Rule(
             pin.table,
             pin.priority,
             match,
-            (SetField("eth_dst", packet["eth_dst"]), SetField(pin.flag_reg, 1)),
+            (SetField("eth_dst", packet["eth_dst"]), SetField(pin.flag_reg, 1), *kept),
         )
         object.__setattr__(rule, "cookie", pin.cookie)
         replaced = rule.key in table
