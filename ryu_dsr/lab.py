@@ -297,6 +297,45 @@ class Lab:
         self.hosts[name] = host
         return host
 
+    def make_router(self, name: str) -> None:
+        """Turn host ``name`` (on the switch) into a Linux router: forwarding
+        on, reverse-path filtering off (DSR replies leave from the VIP, an
+        address of the switch's segment, through it)."""
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+            self.run(name, "sysctl", "-qw", key)
+        for key in ("all", "default", "eth0"):
+            self.run(name, "sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0")
+
+    def add_routed_host(self, name: str, router: str, subnet: int, ip6: bool = False) -> Host:
+        """A namespace behind ``router`` (not on the switch): a point-to-point
+        veth in 192.168.SUBNET.0/24 (the router .1, the host .2; with ``ip6``
+        also 2001:db8:SUBNET::/64, ::1 and ::2), the host's default route
+        through the router."""
+        ns, veth, peer = f"{self.prefix}-{name}", f"{self.prefix}-{name}-r"[:15], f"{self.prefix}-{name}-h"[:15]
+        mac = f"02:00:00:00:{subnet:02x}:02"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", veth, "netns", self.hosts[router].ns)
+        sh("ip", "link", "set", peer, "netns", ns)
+        self.run(router, "ip", "addr", "add", f"192.168.{subnet}.1/24", "dev", veth)
+        self.run(router, "ip", "link", "set", veth, "up")
+        self.run(router, "sysctl", "-qw", f"net.ipv4.conf.{veth}.rp_filter=0")
+        self.run(router, "ethtool", "-K", veth, "tx", "off", check=False)
+        self.in_ns(ns, "ip", "link", "set", peer, "name", "eth0")
+        self.in_ns(ns, "ip", "link", "set", "eth0", "address", mac)
+        self.in_ns(ns, "ip", "addr", "add", f"192.168.{subnet}.2/24", "dev", "eth0")
+        self.in_ns(ns, "ip", "link", "set", "eth0", "up")
+        self.in_ns(ns, "ip", "link", "set", "lo", "up")
+        self.in_ns(ns, "ethtool", "-K", "eth0", "tx", "off", check=False)
+        self.in_ns(ns, "ip", "route", "add", "default", "via", f"192.168.{subnet}.1")
+        if ip6:
+            self.run(router, "ip", "-6", "addr", "add", f"2001:db8:{subnet}::1/64", "dev", veth, "nodad")
+            self.in_ns(ns, "ip", "-6", "addr", "add", f"2001:db8:{subnet}::2/64", "dev", "eth0", "nodad")
+            self.in_ns(ns, "ip", "-6", "route", "add", "default", "via", f"2001:db8:{subnet}::1")
+        host = Host(name, ns, f"192.168.{subnet}.2", mac, 0, veth)
+        self.hosts[name] = host
+        return host
+
     def address6(self, ip_last: int) -> str:
         """The IPv6 address of host ``ip_last`` (its last group reads as the IPv4 one's last byte)."""
         return f"{self.subnet6}::{ip_last}"

@@ -3,6 +3,7 @@
 one file to the host and run it as root).
 
     dsr_backend.py apply --vip 10.0.0.100 [--vip 2001:db8::100 ...] [--rp-filter loose]
+    dsr_backend.py apply --dscp 10.0.0.100=1 [--dscp ...]     (L3DSR: a backend behind a router)
     dsr_backend.py check --vip 10.0.0.100 [--vip ...]
     dsr_backend.py undo  --vip 10.0.0.100 [--vip ...]
 
@@ -16,6 +17,15 @@ addresses of the receiving interface, and never solicits from an address of
 another (the two sysctls are built in for IPv6). ``--rp-filter loose`` sets reverse
 path filtering to loose mode, needed when client traffic arrives on an
 interface other than the route back to the client.
+
+L3DSR (a pool's ``dscp`` backends, behind a router): the switch sends a
+request to the backend's own address with a DSCP value that names the VIP
+(``GET /v1/vips/NAME`` shows it). ``--dscp VIP=N`` puts the VIP on ``lo``
+and adds a stateless nftables rule (table ``dsr_backend``, hook prerouting,
+priority -300, before the connection tracker) that writes the VIP over the
+destination of packets carrying DSCP N: ``ip dscp N ip daddr set VIP`` (IPv6:
+``ip6 dscp N ip6 daddr set VIP``). The kernel fixes the checksums; replies
+leave from the VIP by the host's own routes.
 
 ``apply`` is idempotent and remembers the sysctl values it replaced, so
 ``undo`` restores them. ``check`` changes nothing; exit status 0 means ready,
@@ -34,6 +44,7 @@ from pathlib import Path
 
 SYSCTLS = {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
 RP_FILTER = ("net.ipv4.conf.all.rp_filter", "2")
+NFT_TABLE = "dsr_backend"
 SAVED_DIR = Path(os.environ.get("DSR_BACKEND_STATE", "/var/lib/dsr-backend"))
 
 
@@ -71,10 +82,52 @@ def wanted_sysctls(args) -> dict[str, str]:
     return wanted
 
 
+def nft(*args: str, check: bool = True) -> str:
+    return subprocess.run(["nft", *args], capture_output=True, text=True, check=check).stdout
+
+
+def dscp_rules() -> dict[tuple[str, int], tuple[str, int]]:
+    """(VIP, DSCP) -> (nft family, rule handle) of the rules this tool made
+    (named by their comment)."""
+    rules = {}
+    for family in ("ip", "ip6"):
+        out = nft("-j", "list", "table", family, NFT_TABLE, check=False)
+        if not out.strip():
+            continue
+        for item in json.loads(out).get("nftables", []):
+            rule = item.get("rule")
+            comment = (rule or {}).get("comment", "")
+            if comment.startswith("dsr_backend "):
+                fields = dict(part.split("=", 1) for part in comment.split()[1:])
+                rules[(fields["vip"], int(fields["dscp"]))] = (family, rule["handle"])
+    return rules
+
+
+def add_dscp_rule(vip: str, dscp: int) -> None:
+    family = "ip6" if ":" in vip else "ip"
+    nft("add", "table", family, NFT_TABLE)
+    nft("add", "chain", family, NFT_TABLE, "prerouting", "{ type filter hook prerouting priority -300; }")
+    nft(
+        "add", "rule", family, NFT_TABLE, "prerouting", family, "dscp", str(dscp), family, "daddr", "set", vip,
+        "comment", f'"dsr_backend vip={vip} dscp={dscp}"',
+    )  # fmt: skip
+
+
+def all_vips(args) -> list[str]:
+    return list(dict.fromkeys([*args.vip, *(vip for vip, _dscp in args.dscp)]))
+
+
 def check(args) -> int:
     missing = 0
     have = lo_addresses()
-    for vip in args.vip:
+    rules = dscp_rules() if args.dscp else {}
+    for vip, dscp in args.dscp:
+        if (vip, dscp) in rules:
+            print(f"ok: nft rule DSCP {dscp} -> {vip}")
+        else:
+            print(f"missing: nft rule DSCP {dscp} -> {vip} (requests from the switch would not reach the VIP)")
+            missing += 1
+    for vip in all_vips(args):
         if on_lo(vip) in have:
             print(f"ok: {on_lo(vip)} on lo")
         else:
@@ -103,12 +156,22 @@ def apply(args) -> int:
         else:
             print(f"ok: {name} = {value}")
     have = lo_addresses()
-    for vip in args.vip:
+    for vip in all_vips(args):
         if on_lo(vip) in have:
             print(f"ok: {on_lo(vip)} on lo")
         else:
             subprocess.run(["ip", "addr", "add", on_lo(vip), "dev", "lo"], check=True)
             print(f"changed: {on_lo(vip)} added to lo")
+    rules = dscp_rules() if args.dscp else {}
+    for vip, dscp in args.dscp:
+        for (other, value), (family, handle) in rules.items():
+            if other == vip and value != dscp:  # the VIP's value moved
+                nft("delete", "rule", family, NFT_TABLE, "prerouting", "handle", str(handle))
+        if (vip, dscp) in rules:
+            print(f"ok: nft rule DSCP {dscp} -> {vip}")
+        else:
+            add_dscp_rule(vip, dscp)
+            print(f"changed: nft rule DSCP {dscp} -> {vip} added")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     if saved:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,10 +181,15 @@ def apply(args) -> int:
 
 def undo(args) -> int:
     have = lo_addresses()
-    for vip in args.vip:
+    for vip in all_vips(args):
         if on_lo(vip) in have:
             subprocess.run(["ip", "addr", "del", on_lo(vip), "dev", "lo"], check=True)
             print(f"changed: {on_lo(vip)} removed from lo")
+    rules = dscp_rules() if args.dscp else {}
+    for (vip, dscp), (family, handle) in rules.items():
+        if vip in all_vips(args):
+            nft("delete", "rule", family, NFT_TABLE, "prerouting", "handle", str(handle))
+            print(f"changed: nft rule DSCP {dscp} -> {vip} removed")
     path = saved_file()
     saved = json.loads(path.read_text()) if path.exists() else {}
     for name, value in saved.items():
@@ -142,12 +210,24 @@ def parse_vip(text: str) -> str:
     return str(address)
 
 
+def parse_dscp(text: str) -> tuple[str, int]:
+    vip, _, value = text.partition("=")
+    if not value.isdigit() or not 1 <= int(value) <= 63:
+        raise argparse.ArgumentTypeError(f"--dscp: {text!r} is not VIP=N with N from 1 to 63")
+    return parse_vip(vip), int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("apply", "check", "undo"))
-    parser.add_argument("--vip", action="append", type=parse_vip, required=True, help="a VIP this host serves")
+    parser.add_argument("--vip", action="append", type=parse_vip, default=[], help="a VIP this host serves")
+    parser.add_argument(
+        "--dscp", action="append", type=parse_dscp, default=[], help="VIP=N: L3DSR, requests with DSCP N are for VIP"
+    )
     parser.add_argument("--rp-filter", choices=("keep", "loose"), default="keep")
     args = parser.parse_args(argv)
+    if not args.vip and not args.dscp:
+        parser.error("give at least one --vip or --dscp")
     if os.geteuid() != 0 and args.action != "check":
         print("dsr_backend: must run as root", file=sys.stderr)
         return 2

@@ -91,3 +91,27 @@ def test_an_ipv6_vip_goes_on_lo_as_a_host_route_and_needs_no_sysctl(namespace):
             ["ip", "netns", "exec", NS, "ip", "addr", "show", "dev", "lo"], capture_output=True, text=True
         ).stdout
     )
+
+
+def test_l3dsr_rules_are_applied_checked_moved_and_undone(namespace):
+    pairs = ["--dscp", "10.0.0.100=1", "--dscp", "2001:db8::100=2"]
+    before = tool(namespace, "check", *pairs)
+    assert before.returncode == 1 and "missing: nft rule DSCP 1 -> 10.0.0.100" in before.stdout
+    applied = tool(namespace, "apply", *pairs)
+    assert applied.returncode == 0, applied.stderr
+    assert "changed: nft rule DSCP 2 -> 2001:db8::100 added" in applied.stdout
+    ruleset = subprocess.run(["ip", "netns", "exec", NS, "nft", "list", "ruleset"], capture_output=True, text=True)
+    assert "ip daddr set 10.0.0.100" in ruleset.stdout and "ip6 daddr set 2001:db8::100" in ruleset.stdout
+    assert tool(namespace, "check", *pairs).returncode == 0
+    again = tool(namespace, "apply", *pairs)
+    assert "changed" not in again.stdout
+    moved = tool(namespace, "apply", "--dscp", "10.0.0.100=3")  # the VIP's value moved: the old rule goes
+    assert "changed: nft rule DSCP 3 -> 10.0.0.100 added" in moved.stdout
+    ruleset = subprocess.run(["ip", "netns", "exec", NS, "nft", "list", "ruleset"], capture_output=True, text=True)
+    assert ruleset.stdout.count("ip daddr set 10.0.0.100") == 1
+    undone = tool(namespace, "undo", "--dscp", "10.0.0.100=3", "--dscp", "2001:db8::100=2")
+    assert undone.returncode == 0 and "removed" in undone.stdout
+    ruleset = subprocess.run(["ip", "netns", "exec", NS, "nft", "list", "ruleset"], capture_output=True, text=True)
+    assert "daddr set" not in ruleset.stdout
+    bad = tool(namespace, "apply", "--dscp", "10.0.0.100=64")
+    assert bad.returncode == 2 and "is not VIP=N with N from 1 to 63" in bad.stderr
