@@ -3,7 +3,7 @@
     dsrctl status                              the whole picture on one screen
     dsrctl pools | pool NAME                   list, or one pool with its backends
     dsrctl pool-add NAME IP[,IP...] | pool-rm NAME
-    dsrctl backend-add POOL IP [--weight W] | backend-rm POOL IP | weight POOL IP W
+    dsrctl backend-add POOL IP [--weight W] [--forwarding l2|dscp] | backend-rm POOL IP | weight POOL IP W
     dsrctl vips | vip NAME
     dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] [--backend-port PORT] | vip-rm NAME
     dsrctl switches | topology | cluster | stats | config | apply FILE [--dry-run]
@@ -192,6 +192,8 @@ def run(args, client: Client) -> Any:
         return client.call("DELETE", f"/v1/pools/{args.name}"), f"pool {args.name} deleted"
     if c == "backend-add":
         body = {"ip": args.ip, **({"weight": args.weight} if args.weight is not None else {})}
+        if args.forwarding:
+            body["forwarding"] = args.forwarding
         return client.call("POST", f"/v1/pools/{args.pool}/backends", body), f"{args.ip} added to {args.pool}"
     if c == "backend-rm":
         return client.call("DELETE", f"/v1/pools/{args.pool}/backends/{args.ip}"), f"{args.ip} removed"
@@ -316,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
     backend.add_argument("pool")
     backend.add_argument("ip")
     backend.add_argument("--weight", type=int)
+    backend.add_argument("--forwarding", choices=("l2", "dscp"), help="dscp: behind a router (L3DSR)")
     rm = sub.add_parser("backend-rm")
     rm.add_argument("pool")
     rm.add_argument("ip")
