@@ -167,7 +167,18 @@ class Status:
             "arp_for_vip": self._arp_for_vip(ip),
             "passive": b.traffic.passive(mac) if mac else None,
             "claim": b.backends.locator.claim_status(ip),
+            "routed": self._routed(pool_name, backend),
         }
+
+    def _routed(self, pool_name: str, backend: Backend) -> dict | None:
+        """A dscp backend: its gateway and the DSCP values it must map back,
+        VIP address by VIP address (what ``dsr_backend.py --dscp`` takes)."""
+        gateway = self._balancer.backends.gateway(backend)
+        if gateway is None:
+            return None
+        config = self._balancer.config
+        vips = (config.vips[name] for name in config.vips_by_pool.get(pool_name, ()))
+        return {"gateway": gateway, "dscp": {vip.ip: vip.dscp for vip in sorted(vips, key=lambda v: v.ip)}}
 
     def _arp_for_vip(self, ip: str) -> dict | None:
         seen = self._balancer.backends.vip_arp.get(ip)

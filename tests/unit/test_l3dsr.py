@@ -169,3 +169,15 @@ def test_a_dscp_backend_is_checked_through_its_rewrite(tmp_path):
     result = checks.status("web", ROUTED[1]).last_result
     assert "answered DSCP 1 from its own address, not from VIP 10.0.0.100" in result, result
     assert "rewrite of the DSCP to the VIP (nft) is missing" in result
+
+
+def test_a_dscp_backend_shows_its_gateway_and_the_values_it_must_map(tmp_path):
+    rig = rig_with_routes(tmp_path)
+    rig.connect()
+    service(rig)
+    rig.service.create_vip({"name": "api", "ip": "10.0.0.101", "protocol": "tcp", "port": 80, "pool": "web"})
+    routed = rig.status.backend_status("web", ROUTED[0])
+    assert routed["routed"] == {"gateway": GATEWAY, "dscp": {VIP: 1, "10.0.0.101": 2}}
+    assert routed["mac"] == GATEWAY_MAC and routed["state"] == "up"
+    assert "routed (dscp) through gateway 10.0.0.254" in routed["reason"]
+    assert rig.status.backend_status("web", LOCAL[0])["routed"] is None
