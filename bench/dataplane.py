@@ -7,10 +7,12 @@ Three paths from the client: straight to one backend (the limit), to the
 VIP through ryu_dsr (requests rewritten in the switch, responses straight
 back), and to HAProxy in the proxy namespace as a full proxy to the same
 backends (both directions through it); then the first two again over IPv6
-(every host is dual-stack, the pool has an IPv6 VIP beside the IPv4 one). Per path: iperf3 requests direction
+(every host is dual-stack, the pool has an IPv6 VIP beside the IPv4 one),
+and L3DSR: a backend behind a Linux router namespace, straight through the
+router and through a VIP whose pool reaches it with forwarding "dscp". Per path: iperf3 requests direction
 (client sends), iperf3 responses direction (``-R``: the server sends) and an
 HTTP request rate (ApacheBench with keep-alive against HAProxy answering on
-each backend). Each round runs every case once, interleaved; the table shows
+each backend) and new connections a second (ApacheBench without keep-alive). Each round runs every case once, interleaved; the table shows
 medians. The controller polls the switch's counters every second meanwhile.
 
 Run as root:  .venv/bin/python bench/dataplane.py [--rounds 3] [--seconds 4]
@@ -25,10 +27,12 @@ import statistics
 import sys
 import time
 
-from ryu_dsr.lab import Lab, rest, wait_backends_up
+from ryu_dsr.lab import TOOLS, Lab, rest, wait_backends_up
 
 VIP = "10.0.0.100"
 VIP6 = "2001:db8::100"  # the same pool: a dual-stack service
+VIP_L3 = "10.0.0.102"  # pool "routed": b21, behind router r1 (L3DSR, forwarding dscp)
+ROUTES = "192.168.48.0/20 via 10.0.0.254"
 IPERF_PORT = 5201
 BASE = "http://127.0.0.1:18095"
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
@@ -82,11 +86,18 @@ def main() -> int:
             lab.make_backend(name, [VIP, VIP6])
             lab.serve_haproxy(name)
             lab.spawn(name, "iperf3", "-s", "-p", str(IPERF_PORT), log=f"{name}-iperf3.log")
+        # L3DSR: b21 behind a Linux router on the switch; the client routes there through it too
+        lab.add_host("r1", 254)
+        lab.make_router("r1")
+        lab.add_routed_host("b21", "r1", 51)
+        lab.serve_haproxy("b21")
+        lab.spawn("b21", "iperf3", "-s", "-p", str(IPERF_PORT), log="b21-iperf3.log")
+        lab.run("c1", "ip", "route", "add", "192.168.48.0/20", "via", "10.0.0.254")
         proxy = lab.add_host("lb", 50)
         conf = lab.run_dir / "lb-haproxy.cfg"
         conf.write_text(proxy_config(lab))
         lab.spawn("lb", "haproxy", "-f", str(conf), "-db", log="lb-haproxy.log")
-        settings = {"state_file": str(lab.run_dir / "state.db"), "stats_interval": 1}
+        settings = {"state_file": str(lab.run_dir / "state.db"), "stats_interval": 1, "routes": ROUTES}
         lab.start_controller(settings, rest_port=18095, of_port=16695)
         lab.wait_connected()
         # ARP checks every second with 0.9 s to answer: with iperf3 filling
@@ -103,7 +114,15 @@ def main() -> int:
         ):
             vip = {"name": name, "ip": ip, "protocol": "tcp", "port": port, "pool": "web", "hash": hash_fields}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
+        routed = {"name": "routed", "backends": [{"ip": "192.168.51.2", "forwarding": "dscp"}]}
+        assert rest(BASE, "POST", "/v1/pools", routed | {"health_check": {"kind": "none"}})[0] == 201
+        for name, port in (("l3", 80), ("l3bulk", IPERF_PORT)):
+            vip = {"name": name, "ip": VIP_L3, "protocol": "tcp", "port": port, "pool": "routed", "hash": "5tuple"}
+            assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
+        dscp = rest(BASE, "GET", "/v1/vips/l3")[1]["dscp"]
+        lab.run("b21", sys.executable, str(TOOLS / "dsr_backend.py"), "apply", "--dscp", f"{VIP_L3}={dscp}")
         wait_backends_up(BASE, 3)
+        wait_backends_up(BASE, 1, pool="routed")
         time.sleep(1.0)
         paths = {
             "direct": lab.hosts["b11"].ip,
@@ -111,10 +130,12 @@ def main() -> int:
             "HAProxy proxy": proxy.ip,
             "direct IPv6": lab.address6(BACKENDS["b11"]),
             "ryu_dsr VIP IPv6": VIP6,
+            "direct via router": "192.168.51.2",
+            "ryu_dsr VIP dscp": VIP_L3,
         }
         for address in paths.values():  # warm up ARP, caches and HAProxy's connections
             http_rate(lab, address, 1000)
-        kinds = ("requests Gbit/s", "responses Gbit/s", "HTTP req/s")
+        kinds = ("requests Gbit/s", "responses Gbit/s", "HTTP req/s", "new conn/s")
         results: dict = {(path, kind): [] for path in paths for kind in kinds}
         failed = dict.fromkeys(paths, 0)
         for _round in range(args.rounds):
@@ -124,6 +145,9 @@ def main() -> int:
                 rate, bad = http_rate(lab, address, args.requests)
                 results[(path, kinds[2])].append(rate)
                 failed[path] += bad
+                fresh = lab.ab(f"[{address}]" if ":" in address else address, args.requests // 2, 50)
+                results[(path, kinds[3])].append(fresh["per_second"])
+                failed[path] += fresh["failed"]
         polls = rest(BASE, "GET", "/v1/stats?limit=1")[1]["polls"]
         medians = {key: statistics.median(values) for key, values in results.items()}
         print(
@@ -141,6 +165,8 @@ def main() -> int:
             print(f"{path + ' / direct':<22}{ratios}")
         six = {k: medians[("ryu_dsr VIP IPv6", k)] / medians[("direct IPv6", k)] for k in kinds}
         print(f"{'VIP6 / direct6':<22}" + "".join(f"{six[k]:>18.2f}" for k in kinds))
+        routed = {k: medians[("ryu_dsr VIP dscp", k)] / medians[("direct via router", k)] for k in kinds}
+        print(f"{'VIP dscp / via router':<22}" + "".join(f"{routed[k]:>18.2f}" for k in kinds) + "  (goal >= 0.95)")
         four = {k: medians[("ryu_dsr VIP", k)] / medians[("direct", k)] for k in kinds}
         print(
             f"{'IPv6 / IPv4 ratios':<22}" + "".join(f"{six[k] / four[k]:>18.2f}" for k in kinds) + "  (goal 0.95-1.05)"
