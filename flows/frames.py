@@ -139,23 +139,16 @@ def parse_tcp(data: bytes) -> Tcp | None:
     if version_ihl >> 4 != 4 or proto != 6:
         return None
     start = _ETH.size + ihl
-    if len(data) < start + _TCP.size:
+    body = data[start : min(len(data), _ETH.size + total)]
+    return _tcp_of(eth, str(ipaddress.IPv4Address(src)), str(ipaddress.IPv4Address(dst)), body)
+
+
+def _tcp_of(eth: Ethernet, src: str, dst: str, body: bytes) -> Tcp | None:
+    """The segment whose TCP header and payload are ``body``, or None."""
+    if len(body) < _TCP.size:
         return None
-    sport, dport, seq, ack, offset, flags, _win, _sum, _urg = _TCP.unpack_from(data, start)
-    end = min(len(data), _ETH.size + total)
-    payload = data[start + (offset >> 4) * 4 : end]
-    return Tcp(
-        eth.src,
-        eth.dst,
-        str(ipaddress.IPv4Address(src)),
-        str(ipaddress.IPv4Address(dst)),
-        sport,
-        dport,
-        seq,
-        ack,
-        flags,
-        bytes(payload),
-    )
+    sport, dport, seq, ack, offset, flags, _win, _sum, _urg = _TCP.unpack_from(body)
+    return Tcp(eth.src, eth.dst, src, dst, sport, dport, seq, ack, flags, bytes(body[(offset >> 4) * 4 :]))
 
 
 # --- IPv6: Neighbor Discovery (RFC 4861) and TCP, for the controller's own frames ---
@@ -285,19 +278,7 @@ def parse_tcp6(data: bytes) -> Tcp | None:
     """The TCP segment of an untagged Ethernet/IPv6 frame (no extension
     headers: the controller's probes and their answers have none), or None."""
     found = _ip6_payload(data, 6)
-    if found is None or len(found[4]) < _TCP.size:
+    if found is None:
         return None
     eth, src, dst, _hops, body = found
-    sport, dport, seq, ack, offset, flags, _win, _sum, _urg = _TCP.unpack_from(body)
-    return Tcp(
-        eth.src,
-        eth.dst,
-        str(ipaddress.IPv6Address(src)),
-        str(ipaddress.IPv6Address(dst)),
-        sport,
-        dport,
-        seq,
-        ack,
-        flags,
-        bytes(body[(offset >> 4) * 4 :]),
-    )
+    return _tcp_of(eth, str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst)), body)
