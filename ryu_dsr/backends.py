@@ -20,7 +20,7 @@ from ryu_dsr.health import Health, HealthChecker, Transition
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
 from ryu_dsr.model import Backend, Config, Pool
-from ryu_dsr.settings import parse_routes, route_of
+from ryu_dsr.routes import parse_routes, route_of
 
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0  # a repeated warning about one host, at most this often
