@@ -30,6 +30,7 @@ from ryu.ofproto import nicira_ext, ofproto_parser, oxm_fields
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
+from ryu_dsr.flows.pipeline import REG_BACKEND
 from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported for the shell)
     Barrier,
     Command,
@@ -577,17 +578,20 @@ def counter_entry(stat) -> tuple[int, int, int, dict, int]:
 
 
 _OXM_ETH_DST, _OXM_ETH_SRC = (0x8000 << 16) | (3 << 9), (0x8000 << 16) | (4 << 9)
+_NXM_REG_BACKEND = (0x0001 << 16) | (int(REG_BACKEND.removeprefix("reg")) << 9)  # NXM_NX_REGn: class 1, field n
 
 
 def _ports(port: int | str | tuple) -> tuple:
     return port if isinstance(port, tuple) else (port,)
 
 
-def counted(stat) -> tuple[int, int, int, str | None, int, int]:
-    """(table, priority, cookie, MAC, packets, bytes) of one flow-stats
-    entry of a traffic poll: the MAC is the match's Ethernet destination or
-    source, read from the OXM bytes without parsing the rest."""
-    mac = None
+def counted(stat) -> tuple[int, int, int, str | None, int | None, int, int]:
+    """(table, priority, cookie, MAC, routed backend, packets, bytes) of one
+    flow-stats entry of a traffic poll: the MAC is the match's Ethernet
+    destination or source, the routed backend the uid a rule that routes to
+    a dscp backend matches (``REG_BACKEND``), read from the OXM bytes
+    without parsing the rest."""
+    mac = routed = None
     if stat._raw_match is not None:
         buf, offset = stat._raw_match
         (length,) = struct.unpack_from("!H", buf, offset + 2)
@@ -596,12 +600,14 @@ def counted(stat) -> tuple[int, int, int, str | None, int, int]:
             (header,) = struct.unpack_from("!I", buf, at)
             if header & 0xFFFFFE00 in (_OXM_ETH_DST, _OXM_ETH_SRC) and not header & 0x100:
                 mac = ":".join(f"{b:02x}" for b in buf[at + 4 : at + 10])
-                break
+            elif header & 0xFFFFFE00 == _NXM_REG_BACKEND and not header & 0x100:
+                (routed,) = struct.unpack_from("!I", buf, at + 4)
             at += 4 + (header & 0xFF)
     else:
         fields = dict(stat.match._fields2)
         mac = fields.get("eth_dst") or fields.get("eth_src")
-    return stat.table_id, stat.priority, stat.cookie, mac, stat.packet_count, stat.byte_count
+        routed = fields.get(REG_BACKEND)
+    return stat.table_id, stat.priority, stat.cookie, mac, routed, stat.packet_count, stat.byte_count
 
 
 def desc_stats_request(datapath):

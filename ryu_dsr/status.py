@@ -239,7 +239,9 @@ class Status:
         b = self._balancer
         backend = b.config.backend(pool_name, ip)
         mac = b.backends.place(backend)[0]
-        return b.traffic.of("backend", mac) | {
+        # a dscp backend: what was routed to it; its replies are its gateway's (all it routes back)
+        sent = b.traffic.of("routed", backend.uid) if backend.forwarding == "dscp" else b.traffic.of("backend", mac)
+        return sent | {
             "replies": b.traffic.of("reply", mac),
             "pinned_connections": b.traffic.pinned(backend.uid),
         }

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
-Entry = tuple[int, int, int, str | None, int, int]  # table, priority, cookie, MAC matched, packets, bytes
+# table, priority, cookie, MAC matched, routed backend's uid matched (or None), packets, bytes
+Entry = tuple[int, int, int, str | None, int | None, int, int]
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Traffic:
     vips: dict[int, Counts] = field(default_factory=dict)  # VIP uid -> totals
     backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of requests to it
     replies: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of what it sent from a VIP
+    routed: dict[int, Counts] = field(default_factory=dict)  # dscp backend uid -> totals of requests routed to it
     # dpid -> what its last poll counted ((kind, id) -> growth) and over how many seconds: rates when asked
     rates: dict[int, tuple[dict[tuple[str, object], Counts], float]] = field(default_factory=dict)
     last: dict[int, dict[tuple, tuple[int, int]]] = field(default_factory=dict)  # dpid -> flow key -> counts
@@ -79,17 +81,19 @@ class Traffic:
         over the replies as they come in; totals grow here too."""
         grown, seen, busy = self.reading.setdefault(dpid, ({}, set(), set()))
         last = self.last.setdefault(dpid, {})
-        for table, priority, cookie, mac, packets, size in entries:
+        for table, priority, cookie, mac, routed, packets, size in entries:
             kind = kind_of(cookie)
             if table == Table.DECIDE and kind == Kind.VIP:
                 what: tuple[str, object] = ("vip", uid_of(cookie))
+            elif table == Table.CHOSEN and kind == Kind.HOST and routed is not None:
+                what = ("routed", routed)  # a dscp backend: its own rule, behind its gateway's MAC
             elif table == Table.CHOSEN and kind == Kind.HOST and mac:
                 what = ("backend", mac)
             elif table == Table.REPLIES and kind == Kind.HOST and mac:
                 what = ("reply", mac)
             else:
                 continue
-            key = (table, priority, cookie, mac)
+            key = (table, priority, cookie, mac, routed)
             seen.add(key)
             before = last.get(key, (0, 0))
             last[key] = (packets, size)
@@ -106,7 +110,7 @@ class Traffic:
                 flag = FLAGS.get((table, priority), "")
                 counts.add(packets, size, flag)
                 total.add(packets, size, flag)
-                if what[0] != "vip":
+                if what[0] in ("backend", "reply"):
                     busy.add(what[1])
 
     def read_done(self, dpid: int, now: float) -> set:
@@ -135,11 +139,12 @@ class Traffic:
         self.took.pop(dpid, None)
 
     def _totals(self, kind: str) -> dict:
-        return {"vip": self.vips, "backend": self.backends, "reply": self.replies}[kind]
+        return {"vip": self.vips, "backend": self.backends, "reply": self.replies, "routed": self.routed}[kind]
 
     def of(self, kind: str, ident: object) -> dict:
         """Totals and rates (summed over switches) of one VIP uid (``vip``),
-        or of what went to (``backend``) or came from (``reply``) a backend MAC."""
+        of what went to (``backend``) or came from (``reply``) a backend MAC,
+        or of what was routed to a dscp backend (``routed``, by uid)."""
         names = REPLY_FIELDS if kind == "reply" else ("packets", "bytes", "new_connections")
         totals = self._totals(kind).get(ident, Counts())
         rate = dict.fromkeys(names, 0.0)

@@ -20,7 +20,7 @@ import ipaddress
 import zlib
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import OWNER_MASK, REG_SLOT, Kind, Slots, Table, kind_of
+from ryu_dsr.flows.pipeline import OWNER_MASK, REG_BACKEND, REG_SLOT, Kind, Slots, Table, kind_of
 from ryu_dsr.flows.rules import (
     Barrier,
     DecTtl,
@@ -182,14 +182,16 @@ class FakeSwitch:
                 raise TypeError(command)
 
     def flow_stats(self, tables) -> list[tuple]:
-        """(table, priority, cookie, MAC matched, packets, bytes) of every
-        rule of ``tables``, as the controller reads a traffic poll."""
+        """(table, priority, cookie, MAC matched, routed backend matched,
+        packets, bytes) of every rule of ``tables``, as the controller reads
+        a traffic poll."""
         out = []
         for table in tables:
             for rule in self.tables.get(table, {}).values():
                 fields = dict(rule.match)
                 mac = fields.get("eth_dst") or fields.get("eth_src")
-                out.append((rule.table, rule.priority, rule.cookie, mac, *self.counts.get(rule.key, (0, 0))))
+                routed = fields.get(REG_BACKEND)
+                out.append((rule.table, rule.priority, rule.cookie, mac, routed, *self.counts.get(rule.key, (0, 0))))
         return out
 
     def slot_counts(self, pool_uid: int) -> dict[int, int]:

@@ -181,3 +181,21 @@ def test_a_dscp_backend_shows_its_gateway_and_the_values_it_must_map(tmp_path):
     assert routed["mac"] == GATEWAY_MAC and routed["state"] == "up"
     assert "routed (dscp) through gateway 10.0.0.254" in routed["reason"]
     assert rig.status.backend_status("web", LOCAL[0])["routed"] is None
+
+
+def test_a_poll_counts_each_routed_backend_apart_behind_one_gateway(tmp_path):
+    from ryu_dsr.rest import views
+
+    rig = rig_with_routes(tmp_path)
+    switch = rig.connect()
+    service(rig)
+    vip_mac = rig.core.config.vips["www"].mac
+    sent: dict[str, int] = {}
+    for n in range(200):
+        packet = syn(f"10.4.{n // 200}.{n % 200 + 1}", VIP, 20000 + n, 80, CLIENT_MAC, vip_mac)
+        out = switch.send(packet, 1)[0].packet
+        sent[out["ipv4_dst"]] = sent.get(out["ipv4_dst"], 0) + 1
+    rig.balancer.traffic_read(1, switch.flow_stats((Table.DECIDE, Table.CHOSEN, Table.REPLIES)))
+    per_backend = views.pool_stats(rig.status, "web")["backends"]
+    assert {ip: per_backend[ip]["packets"] for ip in ROUTED} == {ip: sent.get(ip, 0) for ip in ROUTED}
+    assert per_backend[LOCAL[0]]["packets"] == sent.get(VIP, 0)  # the local one: by its MAC, as before

@@ -14,10 +14,18 @@ DATAPATH = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
 
 def all_rules(tmp_path, mode):
     """Every kind of rule: backends found one by one, the first one in use,
-    leave slots in handover."""
-    rig = make_rig(tmp_path, table_size=32, pin_limit=500)
+    leave slots in handover; a dual-stack pool (IPv6 neighbour answers,
+    handovers of both families) and dscp backends behind a gateway."""
+    rig = make_rig(
+        tmp_path, table_size=32, pin_limit=500, routes="192.168.48.0/20 via 10.0.0.254", probe_ip="10.0.0.250"
+    )
     switch = rig.connect(mode=mode)
     rig.setup_web(protocol="tcp")
+    rig.service.create_vip({"name": "www6", "ip": "2001:db8::100", "protocol": "tcp", "port": 80, "pool": "web"})
+    routed = [{"ip": f"192.168.5{n}.2", "forwarding": "dscp"} for n in (1, 2)]
+    rig.service.create_pool({"name": "routed", "backends": routed, "health_check": {"kind": "none"}})
+    rig.service.create_vip({"name": "l3", "ip": "10.0.0.102", "protocol": "tcp", "port": 80, "pool": "routed"})
+    rig.answer_arp("10.0.0.254", "02:00:00:00:00:fe", 5)
     rig.service.create_vip({"name": "dns", "ip": "10.0.0.53", "protocol": "udp", "pool": "web", "hash": "source_ip"})
     rig.service.create_vip(
         {"name": "dns5", "ip": "10.0.0.54", "protocol": "udp", "port": 53, "pool": "web", "hash": "5tuple"}
@@ -32,7 +40,12 @@ def all_rules(tmp_path, mode):
         rig.in_use()
     rig.resolve_all()
     rig.learn("02:00:00:00:00:01", 1)
-    return switch.rules()
+    rules = switch.rules()
+    if mode == "ovs":  # the kinds this set is meant to hold are in it
+        fields = {name for rule in rules for name, _value in rule.match}
+        actions = {getattr(a, "field", type(a).__name__) for rule in rules for a in rule.actions}
+        assert {"reg7", "ipv6_nd_target", "ipv6_src"} <= fields and {"nd_reserved", "DecTtl"} <= actions
+    return rules
 
 
 @pytest.mark.parametrize("mode", ["ovs", "plain"])
@@ -150,7 +163,7 @@ def test_flow_stats_read_lazily_equal_ryus_own_parse(tmp_path, mode):
         mac = fields.get("eth_dst") or fields.get("eth_src")
         mac = mac if isinstance(mac, str) else None
         counted = ofp.counted(ofp.LazyFlowStats.parser(head + body, 0))
-        assert counted == (rule.table, rule.priority, rule.cookie, mac, 3, 4), rule
+        assert counted == (rule.table, rule.priority, rule.cookie, mac, fields.get("reg7"), 3, 4), rule
         lazy = ofp.LazyFlowStats.parser(head + body, 0)
         full = ofproto_v1_3_parser.OFPFlowStats.parser(head + body, 0)
         assert ofp.installed_key(lazy) == ofp.installed_key(full) == (rule.key, rule.cookie)
