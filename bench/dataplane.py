@@ -100,10 +100,12 @@ def main() -> int:
         settings = {"state_file": str(lab.run_dir / "state.db"), "stats_interval": 1, "routes": ROUTES}
         lab.start_controller(settings, rest_port=18095, of_port=16695)
         lab.wait_connected()
-        # ARP checks every second with 0.9 s to answer: with iperf3 filling
-        # both cores, answers take longer than the default 0.25 s and a
-        # backend would flap out of the hash, taking its connections along.
-        check = {"kind": "arp", "interval": 1.0, "timeout": 0.9, "fall": 3}
+        # No health checks: with iperf3 and ApacheBench filling both cores,
+        # ARP answers here take seconds at times, and a backend that flaps
+        # out of the hash takes its connections along (a run with ARP checks,
+        # 0.9 s to answer and three misses allowed, lost an iperf3 stream so).
+        # What is measured is the data plane; checks have their own tests.
+        check = {"kind": "none"}
         pool = {"name": "web", "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()], "health_check": check}
         assert rest(BASE, "POST", "/v1/pools", pool)[0] == 201
         for name, ip, port, hash_fields in (
