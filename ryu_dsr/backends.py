@@ -326,8 +326,10 @@ class Backends:
         dscp = {vip.ip: vip.dscp for vip in vips if vip.dscp is not None}
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
-            routed = backend.forwarding == "dscp"  # probed as its traffic goes: DSCP naming each VIP address
-            addresses = every if check.target == "vip" or routed else ()
+            # a dscp backend: probed as its traffic goes (to its address, the DSCP naming each VIP address,
+            # answered from the VIP), and at its own address (plainly reachable through the router)
+            routed = backend.forwarding == "dscp"
+            addresses = (*every, backend.ip) if routed else every if check.target == "vip" else ()
             if check.kind == "none" or not self.can_probe(check.kind, addresses or (backend.ip,)):
                 self.health.forget(key)
                 continue

@@ -38,7 +38,8 @@ class Target:
     addresses: tuple[str, ...] = ()  # VIP target: every VIP address of the pool, probed in turn
     # A dscp backend (L3DSR): VIP address -> its DSCP value. Probes go as the
     # traffic does: to the backend's own address with the VIP's DSCP, and
-    # the answer must come from the VIP (the backend's rewrite works).
+    # the answer must come from the VIP (the backend's rewrite works); in
+    # turn with one to its own address, plainly (it is reachable at all).
     dscp: dict[str, int] | None = None
 
 
@@ -255,7 +256,7 @@ class HealthChecker:
             return [], []
         key = self.by_sport[segment.dport]
         probe = self.probes.get(key)
-        if probe is not None and probe.target.dscp and segment.src == probe.target.ip:
+        if probe is not None and _tos(probe) and segment.src == probe.target.ip:
             self._drop(key)  # answered from its own address: the DSCP never became the VIP
             reason = (
                 f"{probe.target.ip} answered DSCP {probe.target.dscp[probe.address]} from its own address, not from "
@@ -361,4 +362,4 @@ class HealthChecker:
 
 def _tos(probe: Probe) -> int:
     """The traffic class of a probe's packets: a routed backend's DSCP."""
-    return probe.target.dscp[probe.address] << 2 if probe.target.dscp else 0
+    return probe.target.dscp.get(probe.address, 0) << 2 if probe.target.dscp else 0

@@ -199,3 +199,27 @@ def test_a_poll_counts_each_routed_backend_apart_behind_one_gateway(tmp_path):
     per_backend = views.pool_stats(rig.status, "web")["backends"]
     assert {ip: per_backend[ip]["packets"] for ip in ROUTED} == {ip: sent.get(ip, 0) for ip in ROUTED}
     assert per_backend[LOCAL[0]]["packets"] == sent.get(VIP, 0)  # the local one: by its MAC, as before
+
+
+def test_a_dscp_backend_is_also_checked_plainly_at_its_own_address(tmp_path):
+    rig = rig_with_routes(tmp_path)
+    switch = rig.connect()
+    service(rig, check=CHECK)
+    plain = []
+    for _ in range(4):  # probes take turns: through the rewrite (the VIP's DSCP), then plainly
+        before = len(switch.packet_outs)
+        rig.clock.now += 1.1
+        rig.balancer.tick()
+        for out in switch.packet_outs[before:]:
+            segment = frames.parse_tcp(out.data)
+            if segment is not None and segment.dst == ROUTED[2]:
+                if out.data[15] == 0:
+                    plain.append(segment)
+                answer_from = ROUTED[2] if out.data[15] == 0 else VIP
+                reply = frames.Tcp(
+                    GATEWAY_MAC, PROBE_MAC, answer_from, PROBE, 80, segment.sport, 9, segment.seq + 1, 0x12, b""
+                )
+                rig.balancer.packet_in(1, GATEWAY_PORT, frames.build_tcp(reply))
+    assert plain, "no plain probe of the backend's own address"
+    status = rig.core.backends.health.status("web", ROUTED[2])
+    assert status.healthy and status.last_result.startswith("ok")
