@@ -249,6 +249,13 @@ class Status:
     def mac_traffic(self, ip: str) -> tuple[dict, dict]:
         """What went to and came from a backend address's MAC (over all its pools)."""
         b = self._balancer
-        name = next(iter(b.config.pools_by_backend.get(ip, ())), None)
-        mac = b.backends.place(b.config.pools[name].backends[ip])[0] if name else None
-        return b.traffic.of("backend", mac), b.traffic.of("reply", mac)
+        backends = [b.config.pools[name].backends[ip] for name in sorted(b.config.pools_by_backend.get(ip, ()))]
+        mac = b.backends.place(backends[0])[0] if backends else None
+        routed = [backend.uid for backend in backends if backend.forwarding == "dscp"]
+        if not routed:
+            return b.traffic.of("backend", mac), b.traffic.of("reply", mac)
+        # a dscp backend: what was routed to it, in each of its pools (its replies are its gateway's)
+        sent = [b.traffic.of("routed", uid) for uid in routed]
+        total = {name: sum(part[name] for part in sent) for name in sent[0] if name != "rates"}
+        total["rates"] = {name: round(sum(part["rates"][name] for part in sent), 3) for name in sent[0]["rates"]}
+        return total, b.traffic.of("reply", mac)

@@ -223,3 +223,20 @@ def test_a_dscp_backend_is_also_checked_plainly_at_its_own_address(tmp_path):
     assert plain, "no plain probe of the backend's own address"
     status = rig.core.backends.health.status("web", ROUTED[2])
     assert status.healthy and status.last_result.startswith("ok")
+
+
+def test_metrics_show_what_was_routed_to_each_dscp_backend(tmp_path):
+    from ryu_dsr.rest.metrics import render
+
+    rig = rig_with_routes(tmp_path)
+    switch = rig.connect()
+    service(rig)
+    vip_mac = rig.core.config.vips["www"].mac
+    sent: dict[str, int] = {}
+    for n in range(100):
+        out = switch.send(syn(f"10.5.0.{n + 1}", VIP, 21000 + n, 80, CLIENT_MAC, vip_mac), 1)[0].packet
+        sent[out["ipv4_dst"]] = sent.get(out["ipv4_dst"], 0) + 1
+    rig.balancer.traffic_read(1, switch.flow_stats((Table.DECIDE, Table.CHOSEN, Table.REPLIES)))
+    text = render(rig.status).decode()
+    for ip in ROUTED:
+        assert f'ryu_dsr_backend_packets_total{{backend="{ip}"}} {sent.get(ip, 0)}' in text, text
