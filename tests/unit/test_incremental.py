@@ -267,3 +267,38 @@ def test_deletes_are_strict_and_come_in_bounded_steps(tmp_path):
     assert sum(map(len, batches)) > 40 * 256 and len(batches) > 2
     assert max(map(len, batches)) <= 4000
     assert {c >> 56 for c in switch.installed().values()} == {Kind.BASE}
+
+
+def fleet(n_vips: int, n_pools: int, per_pool: int = 10) -> dict:
+    """``n_vips`` VIPs spread over ``n_pools`` pools of ``per_pool`` backends."""
+    shape = document(n_pools, per_pool)
+    shape["vips"] = [
+        {
+            "name": f"vip{i}",
+            "ip": f"172.{16 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}",
+            "protocol": "tcp",
+            "port": 80,
+            "pool": f"pool{i % n_pools}",
+        }
+        for i in range(n_vips)
+    ]
+    return shape
+
+
+def test_a_single_change_costs_the_same_at_10_and_at_10000_vips(tmp_path):
+    """Issue 28: what one weight change computes and sends does not grow
+    with the fleet. The same pool (10 backends) and the same change, beside
+    9 other VIPs and beside 9,999 over ten pools: the rules computed and the
+    flow changes sent are equal."""
+    costs = {}
+    for n_vips, n_pools in ((10, 1), (10000, 10)):
+        rig = make_rig(tmp_path / str(n_vips))
+        rig.connect()
+        rig.service.apply_document(fleet(n_vips, n_pools))
+        assert len(rig.core.config.vips) == n_vips
+        before, sent = computed(rig), len(rig.sent)
+        rig.service.patch_backend("pool0", "10.1.0.2", {"weight": 50})
+        flow_changes = sum(len(commands) for _dpid, commands in rig.sent[sent:])
+        costs[n_vips] = (computed(rig) - before, flow_changes)
+    print(f"rules computed, flow changes sent by one weight change: {costs}")
+    assert costs[10] == costs[10000] and costs[10][0] > 0, costs
