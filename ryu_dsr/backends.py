@@ -34,6 +34,9 @@ def utc_stamp(now: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
+RAMP_STEPS = 8  # a slow start's shares of the weight: 1/8, 2/8, ... 8/8
+
+
 class Backends:
     """What the controller knows of every backend now."""
 
@@ -68,6 +71,11 @@ class Backends:
         # L3DSR: dscp backends are reached through their route's gateway, found on the segment
         self.routes = parse_routes(settings.routes, "dsr.routes")
         self.behind: dict[str, set[str]] = {}  # gateway -> the dscp backends routed through it
+        # Slow start: (pool, ip) -> when the backend began to take connections beside others; the
+        # backends each pool's last plan gave connections; the ramp step each was planned at.
+        self.ramps: dict[tuple[str, str], float] = {}
+        self.usable_then: dict[str, set[str]] = {}
+        self.ramp_planned: dict[tuple[str, str], int] = {}
 
     def restore(self, found: dict[str, dict], failed: dict[int, str], config: Config) -> None:
         """Where backends were found, and which failed their checks, before
@@ -221,16 +229,77 @@ class Backends:
         candidates = [b for b in pool.backends.values() if b.weight > 0 and self.reachable(b)]
         return bool(candidates) and not any(self.health.healthy(pool.name, b.ip) for b in candidates)
 
-    def weights(self, pool: Pool) -> dict[str, int]:
-        """Backends that take new connections: found, link up, weight above 0,
-        and passing their checks unless the pool fails open. Decided from
-        ``pool`` itself, which may be a change not applied yet."""
+    def weights(self, pool: Pool, serving: bool = True) -> dict[str, int]:
+        """Backends that take new connections, with their effective weights:
+        found, link up, weight above 0, and passing their checks unless the
+        pool fails open; a backend in its slow start at a share of its
+        weight. Decided from ``pool`` itself, which may be a change not
+        applied yet. ``serving``: the pool has VIPs (a backend that starts
+        taking connections beside others then ramps)."""
         open_ = self.fails_open(pool)
-        return {
+        usable = {
             b.ip: b.weight
             for b in pool.backends.values()
             if b.weight > 0 and self.reachable(b) and (open_ or self.health.healthy(pool.name, b.ip))
         }
+        self._note_ramps(pool, usable, serving)
+        weights = {}
+        for ip, weight in usable.items():
+            step = self.ramp_step(pool, ip)
+            self.ramp_planned[(pool.name, ip)] = step
+            weights[ip] = max(1, weight * step // RAMP_STEPS)
+        return weights
+
+    def _note_ramps(self, pool: Pool, usable: dict[str, int], serving: bool) -> None:
+        """Start the slow start of the backends that begin to take
+        connections beside others of a serving pool; end those that stopped."""
+        before = self.usable_then.get(pool.name, set())
+        self.usable_then[pool.name] = set(usable)
+        for key in [key for key in self.ramps if key[0] == pool.name and key[1] not in usable]:
+            del self.ramps[key]
+            self.ramp_planned.pop(key, None)
+        if not pool.slow_start or not serving or not before & usable.keys():
+            return
+        now = self.clock()
+        for ip in usable.keys() - before:
+            self.ramps[(pool.name, ip)] = now
+            LOG.info("pool %s backend %s: slow start over %gs", pool.name, ip, pool.slow_start)
+
+    def ramp_step(self, pool: Pool, ip: str) -> int:
+        """The step (1..RAMP_STEPS) of a backend's slow start now: its share
+        of its weight in eighths, RAMP_STEPS when it ramps no more."""
+        start = self.ramps.get((pool.name, ip))
+        if start is None or not pool.slow_start:
+            return RAMP_STEPS
+        step = 1 + int((self.clock() - start) / pool.slow_start * RAMP_STEPS)
+        if step >= RAMP_STEPS:
+            del self.ramps[(pool.name, ip)]
+            return RAMP_STEPS
+        return step
+
+    def ramps_due(self, pools: dict[str, Pool]) -> set[str]:
+        """Pools with a backend whose slow start reached a new step since
+        their last plan (a pass over the ramping backends only)."""
+        due = set()
+        for name, ip in list(self.ramps):
+            pool = pools.get(name)
+            if pool is None:
+                self.ramps.pop((name, ip), None)
+                continue
+            if self.ramp_step(pool, ip) != self.ramp_planned.get((name, ip)):
+                due.add(name)
+        return due
+
+    def effective(self, pool: Pool, backend: Backend) -> tuple[int, str | None]:
+        """A backend's effective weight and why it differs from its weight."""
+        step = self.ramp_step(pool, backend.ip)
+        if step == RAMP_STEPS:
+            return backend.weight, None
+        start = self.ramps[(pool.name, backend.ip)]
+        elapsed = self.clock() - start
+        return max(1, backend.weight * step // RAMP_STEPS), (
+            f"slow start: {step}/{RAMP_STEPS} of its weight ({elapsed:.0f} s of {pool.slow_start:g} s)"
+        )
 
     def holder_ips(self, pool: Pool) -> set[str]:
         """Addresses of the pool's backends that may hold connections."""

@@ -442,6 +442,9 @@ class Balancer:
             self.switches[dpid].rules.mark([BASE_OWNER])
             self._wake(self.switches[dpid])
         self._mark(self.desired.expire())
+        for name in self.backends.ramps_due(self.config.pools):  # slow starts that reached a step
+            if not self.desired.planner.checking(name):  # one move at a time: the last one is checked first
+                self._mark(self._refresh_pool(name))
         for name in self.handovers.overdue():  # a switch did not say: its slots hand over
             self._mark(self._settle(name, carried_all=True))
         self._end_quiet()
@@ -678,7 +681,10 @@ class Balancer:
 
     def _plan_tables(self, pool: Pool):
         return self.desired.plan_tables(
-            pool, self.backends.weights(pool), self.switches.plain, self.backends.holder_ips(pool)
+            pool,
+            self.backends.weights(pool, serving=bool(self.config.vips_by_pool.get(pool.name))),
+            self.switches.plain,
+            self.backends.holder_ips(pool),
         )
 
     def _refresh_pool(self, name: str, save: bool = True, plan: bool = True) -> set[Owner]:

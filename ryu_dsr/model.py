@@ -259,15 +259,19 @@ class Pool:
     backends: dict[str, Backend] = field(default_factory=dict)
     uid: int = 0
     health_check: HealthCheck = field(default_factory=HealthCheck)
+    # Seconds over which a backend that starts taking connections (added, found,
+    # back from failing its checks) ramps from a small share to its weight; 0: off.
+    slow_start: float = 0.0
 
-    FIELDS = {"name", "description", "backends", "health_check"}
-    MUTABLE = {"description", "health_check"}
+    FIELDS = {"name", "description", "backends", "health_check", "slow_start"}
+    MUTABLE = {"description", "health_check", "slow_start"}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "health_check": self.health_check.to_json(),
+            "slow_start": self.slow_start,
             "backends": [b.to_json() for b in self.backends.values()],
         }
 
@@ -356,6 +360,8 @@ def parse_pool(body: Any, where: str = "") -> Pool:
         pool.description = parse_text(body["description"], _where(where, "description"))
     if "health_check" in body:
         pool.health_check = parse_health_check(body["health_check"], _where(where, "health_check"))
+    if "slow_start" in body:
+        pool.slow_start = parse_number(body["slow_start"], _where(where, "slow_start"), 0, 3600)
     backends = body.get("backends", [])
     if not isinstance(backends, list):
         raise InvalidInput(_where(where, "backends"), "must be a list")
@@ -599,6 +605,8 @@ class Config:
             new.description = parse_text(body["description"], "description")
         if "health_check" in body:
             new.health_check = parse_health_check(body["health_check"], "health_check", pool.health_check)
+        if "slow_start" in body:
+            new.slow_start = parse_number(body["slow_start"], "slow_start", 0, 3600)
         change = self._new_change()
         change.pools[name] = new
         return change

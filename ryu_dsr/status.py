@@ -168,7 +168,14 @@ class Status:
             "passive": b.traffic.passive(mac) if mac else None,
             "claim": b.backends.locator.claim_status(ip),
             "routed": self._routed(pool_name, backend),
+            **self._effective(pool_name, backend),
         }
+
+    def _effective(self, pool_name: str, backend: Backend) -> dict:
+        """The weight the slot table is made from now, and why it is not the
+        configured one (a slow start), or None."""
+        weight, why = self._balancer.backends.effective(self._balancer.config.pools[pool_name], backend)
+        return {"effective_weight": weight, "effective_reason": why}
 
     def _routed(self, pool_name: str, backend: Backend) -> dict | None:
         """A dscp backend: its gateway and the DSCP values it must map back,

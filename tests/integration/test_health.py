@@ -113,3 +113,31 @@ def test_a_check_every_backend_fails_fails_open_and_the_vip_keeps_serving(fabric
     assert fabric.api("PATCH", "/v1/pools/web", {"health_check": {"port": 80, "fail_open": True}})[0] == 200
     wait_for(lambda: {b["status"]["state"] for b in pool()["backends"]} == {"up"}, timeout=10, what="all up")
     assert not pool()["failing_open"]
+
+
+def test_a_backend_back_from_failure_ramps_over_slow_start(fabric):
+    """Issue 30 (slow start): a backend whose server comes back takes a small
+    share of new connections at first and its full share once the pool's
+    ``slow_start`` has passed; no request fails meanwhile."""
+    lab = fabric.lab
+    for ip in ("10.0.0.11", "10.0.0.12", "10.0.0.13"):  # every backend serving, after the tests before
+        fabric.api("PATCH", f"/v1/pools/web/backends/{ip}", {"weight": 100})
+    assert (
+        fabric.api("PATCH", "/v1/pools/web", {"health_check": {"kind": "tcp", "port": 80}, "slow_start": 16})[0] == 200
+    )
+    for name in ("b11", "b12", "b13"):
+        if fabric.servers[name].poll() is not None:
+            fabric.servers[name] = lab.serve_http(name)
+    fabric.wait_backends_up(count=3, timeout=20)
+    lab.stop(fabric.servers["b13"])
+    wait_for(lambda: backend(fabric, "10.0.0.13")["state"] == "unhealthy", 10, what="b13 out")
+    fabric.servers["b13"] = lab.serve_http("b13")
+    wait_for(lambda: backend(fabric, "10.0.0.13")["state"] == "up", 10, what="b13 back")
+    assert backend(fabric, "10.0.0.13")["effective_reason"].startswith("slow start: 1/8")
+    early = lab.requests("c1", f"http://{VIP}/", 90)
+    wait_for(lambda: backend(fabric, "10.0.0.13")["effective_reason"] is None, 40, 0.5, what="the slow start over")
+    time.sleep(1.0)
+    late = lab.requests("c1", f"http://{VIP}/", 90)
+    assert early["failed"] == late["failed"] == 0
+    share = lambda report: report["by_backend"].get("b13", 0) / 90  # noqa: E731
+    assert share(early) < 0.15 and share(late) > 0.2, (early["by_backend"], late["by_backend"])
