@@ -84,6 +84,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "backend_healthy": ("gauge", "1 when the backend's health checks pass", ("pool", "backend")),
     "backend_weight": ("gauge", "the backend's configured weight (0: draining)", ("pool", "backend")),
+    "backend_effective_weight": (
+        "gauge",
+        "the weight the pool's slot table is made from now (below the configured one in a slow start)",
+        ("pool", "backend"),
+    ),
     "backend_slots": ("gauge", "slots of the pool's table that send to the backend", ("pool", "backend")),
     "backend_handover_slots": ("gauge", "moved slots that still send the backend its connections", ("pool", "backend")),
     "backend_pinned_connections": (
@@ -227,6 +232,7 @@ def render(
                 add("backend_state", f'{{backend="{ip}",pool="{name}",state="{each}"}}', 1 if each == state else 0)
             add("backend_healthy", of_backend, 1 if status.healthy(name, ip) else 0)
             add("backend_weight", of_backend, backend.weight)
+            add("backend_effective_weight", of_backend, status.effective_weight(name, backend))
             add("backend_slots", of_backend, counts.get(ip, 0))
             add("backend_handover_slots", of_backend, handovers.get(ip, 0))
             add("backend_pinned_connections", of_backend, status.pinned(backend))

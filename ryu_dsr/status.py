@@ -171,6 +171,9 @@ class Status:
             **self._effective(pool_name, backend),
         }
 
+    def effective_weight(self, pool_name: str, backend: Backend) -> int:
+        return self._balancer.backends.effective(self._balancer.config.pools[pool_name], backend)[0]
+
     def _effective(self, pool_name: str, backend: Backend) -> dict:
         """The weight the slot table is made from now, and why it is not the
         configured one (a slow start), or None."""

@@ -47,6 +47,9 @@ def test_a_new_backend_ramps_to_its_weight_in_eighths(tmp_path):
     assert abs(counts[-1] - size / 3) <= 2, counts
     assert shares[0][1] == 12 and "slow start: 1/8 of its weight (0 s of 40 s)" == shares[0][2]
     assert shares[-1][1:] == (100, None)
+    from ryu_dsr.rest.metrics import render
+
+    assert 'ryu_dsr_backend_effective_weight{backend="10.0.0.13",pool="web"} 100' in render(rig.status).decode()
 
 
 def test_a_backend_back_from_failing_its_checks_ramps_too(tmp_path):
