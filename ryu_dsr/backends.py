@@ -58,6 +58,7 @@ class Backends:
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
+        self.open_thresholds: dict[str, int] = {}  # pool -> its panic threshold (percent), for the reasons
         self.holders: dict[str, set[int]] = {}  # pool -> uids of its backends that may hold connections (pins)
         self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
         self.timed_out_drains: set[int] = set()
@@ -222,12 +223,14 @@ class Backends:
     def fails_open(self, pool: Pool) -> bool:
         """Whether the pool fails open: its check allows it, and of the
         backends that could take new connections (found, link up, weight
-        above 0) there are some and none passes. A pass over this pool's
-        backends only."""
-        if not pool.health_check.fail_open:
+        above 0) there are some and none passes, or (a panic threshold)
+        fewer than that share of them. A pass over this pool's backends only."""
+        check = pool.health_check
+        if not check.fail_open:
             return False
         candidates = [b for b in pool.backends.values() if b.weight > 0 and self.reachable(b)]
-        return bool(candidates) and not any(self.health.healthy(pool.name, b.ip) for b in candidates)
+        passing = sum(1 for b in candidates if self.health.healthy(pool.name, b.ip))
+        return bool(candidates) and (not passing or 100 * passing < check.panic_threshold * len(candidates))
 
     def weights(self, pool: Pool, serving: bool = True) -> dict[str, int]:
         """Backends that take new connections, with their effective weights:
@@ -322,7 +325,7 @@ class Backends:
         if not self.health.healthy(pool_name, backend.ip):
             reason = self.reasons.get((pool_name, backend.ip), "health checks failed")
             if pool_name in self.failing_open and backend.weight > 0:
-                reason += "; takes new connections: no backend of the pool passes, it fails open"
+                reason += "; takes new connections: " + self._why_open(pool_name)
             return "unhealthy", reason
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
@@ -334,14 +337,21 @@ class Backends:
 
     # -- one pool brought up to date --
 
+    def _why_open(self, pool_name: str) -> str:
+        threshold = self.open_thresholds.get(pool_name, 0)
+        if threshold:
+            return f"fewer than {threshold} % of the pool's backends pass, it fails open (panic threshold)"
+        return "no backend of the pool passes, it fails open"
+
     def update_fail_open(self, pool: Pool) -> None:
         """Note (and log) whether the pool fails open now."""
         failing = self.fails_open(pool)
+        self.open_thresholds[pool.name] = pool.health_check.panic_threshold
         if failing == (pool.name in self.failing_open):
             return
         if failing:
             self.failing_open.add(pool.name)
-            LOG.warning("pool %s: no backend passes its checks: failing open, all take new connections", pool.name)
+            LOG.warning("pool %s: %s: all take new connections", pool.name, self._why_open(pool.name))
         else:
             self.failing_open.discard(pool.name)
             LOG.warning("pool %s: no longer failing open", pool.name)

@@ -182,6 +182,10 @@ class HealthCheck:
     # connections (the checks, or a saturated switch, are likelier at fault
     # than every backend at once, and an empty table serves nobody).
     fail_open: bool = True
+    # Partial fail-open (Envoy's panic threshold): below this share (percent) of
+    # the pool's backends passing, all that can take connections do; 0: only
+    # when none passes.
+    panic_threshold: int = 0
 
     FIELDS = (
         "kind",
@@ -195,6 +199,7 @@ class HealthCheck:
         "target",
         "passive",
         "fail_open",
+        "panic_threshold",
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -241,6 +246,10 @@ def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -
         if not isinstance(body["fail_open"], bool):
             raise InvalidInput(at("fail_open"), "must be true or false")
         check.fail_open = body["fail_open"]
+    if "panic_threshold" in body:
+        check.panic_threshold = parse_int(body["panic_threshold"], at("panic_threshold"), 0, 100)
+    if check.panic_threshold and not check.fail_open:
+        raise InvalidInput(at("panic_threshold"), "needs fail_open (it says when the pool fails open)")
     if check.timeout > check.interval:
         raise InvalidInput(at("timeout"), f"must not exceed the interval ({check.interval} s)")
     if check.passive == "fail" and check.kind == "none":

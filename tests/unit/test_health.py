@@ -423,3 +423,34 @@ def test_fail_open_must_be_a_boolean(tmp_path):
         rig.service.patch_pool("web", {"health_check": {"fail_open": "yes"}})
     assert error.value.field == "health_check.fail_open" and "true or false" in str(error.value)
     assert views.pool_json(rig.status, "web") == before
+
+
+def test_a_panic_threshold_fails_the_pool_open_before_every_backend_fails(tmp_path):
+    """Partial fail-open (issue 30): with ``panic_threshold: 50``, when fewer
+    than half the backends pass, all that can take connections do; with
+    half or more passing, only those."""
+    check = {"kind": "tcp", "port": 80, "interval": 0.3, "timeout": 0.2, "fall": 2, "rise": 2, "panic_threshold": 50}
+    rig, _switch = checked(tmp_path, check)
+
+    def round_answered_by(ips):
+        tick(rig, 0.3)
+        for syn in [p for _, p in probes(rig) if isinstance(p, Tcp) and p.flags == TCP_SYN]:
+            if syn.dst in ips:
+                answer(rig, syn, TCP_SYN | TCP_ACK)
+
+    def slots():
+        table = rig.balancer.desired.planner.table("web")
+        return {ip: table.count(ip) for ip in BACKENDS}
+
+    for _ in range(3):  # two of three stop answering: a third passes, under the threshold
+        round_answered_by({"10.0.0.11"})
+    assert rig.balancer.backends.fails_open(rig.balancer.config.pools["web"])
+    assert all(count > 0 for count in slots().values())  # all take new connections
+    reason = views.backend_json(rig.status, "web", "10.0.0.12")["status"]["reason"]
+    assert "fewer than 50 % of the pool's backends pass, it fails open (panic threshold)" in reason
+    for _ in range(3):  # a second one answers again: two of three pass, above the threshold
+        round_answered_by({"10.0.0.11", "10.0.0.12"})
+    assert not rig.balancer.backends.fails_open(rig.balancer.config.pools["web"])
+    assert slots()["10.0.0.13"] == 0 and slots()["10.0.0.11"] > 0 and slots()["10.0.0.12"] > 0
+    with pytest.raises(InvalidInput, match="needs fail_open"):
+        rig.service.patch_pool("web", {"health_check": {"fail_open": False}})
