@@ -183,19 +183,26 @@ def test_a_dscp_backend_shows_its_gateway_and_the_values_it_must_map(tmp_path):
     assert rig.status.backend_status("web", LOCAL[0])["routed"] is None
 
 
-def test_a_poll_counts_each_routed_backend_apart_behind_one_gateway(tmp_path):
-    from ryu_dsr.rest import views
-
+def polled_after_connections(tmp_path, n: int):
+    """The service, ``n`` new connections through it, one counter poll;
+    (rig, connections per destination address the switch wrote)."""
     rig = rig_with_routes(tmp_path)
     switch = rig.connect()
     service(rig)
     vip_mac = rig.core.config.vips["www"].mac
     sent: dict[str, int] = {}
-    for n in range(200):
-        packet = syn(f"10.4.{n // 200}.{n % 200 + 1}", VIP, 20000 + n, 80, CLIENT_MAC, vip_mac)
+    for i in range(n):
+        packet = syn(f"10.4.{i // 200}.{i % 200 + 1}", VIP, 20000 + i, 80, CLIENT_MAC, vip_mac)
         out = switch.send(packet, 1)[0].packet
         sent[out["ipv4_dst"]] = sent.get(out["ipv4_dst"], 0) + 1
     rig.balancer.traffic_read(1, switch.flow_stats((Table.DECIDE, Table.CHOSEN, Table.REPLIES)))
+    return rig, sent
+
+
+def test_a_poll_counts_each_routed_backend_apart_behind_one_gateway(tmp_path):
+    from ryu_dsr.rest import views
+
+    rig, sent = polled_after_connections(tmp_path, 200)
     per_backend = views.pool_stats(rig.status, "web")["backends"]
     assert {ip: per_backend[ip]["packets"] for ip in ROUTED} == {ip: sent.get(ip, 0) for ip in ROUTED}
     assert per_backend[LOCAL[0]]["packets"] == sent.get(VIP, 0)  # the local one: by its MAC, as before
@@ -228,15 +235,7 @@ def test_a_dscp_backend_is_also_checked_plainly_at_its_own_address(tmp_path):
 def test_metrics_show_what_was_routed_to_each_dscp_backend(tmp_path):
     from ryu_dsr.rest.metrics import render
 
-    rig = rig_with_routes(tmp_path)
-    switch = rig.connect()
-    service(rig)
-    vip_mac = rig.core.config.vips["www"].mac
-    sent: dict[str, int] = {}
-    for n in range(100):
-        out = switch.send(syn(f"10.5.0.{n + 1}", VIP, 21000 + n, 80, CLIENT_MAC, vip_mac), 1)[0].packet
-        sent[out["ipv4_dst"]] = sent.get(out["ipv4_dst"], 0) + 1
-    rig.balancer.traffic_read(1, switch.flow_stats((Table.DECIDE, Table.CHOSEN, Table.REPLIES)))
+    rig, sent = polled_after_connections(tmp_path, 100)
     text = render(rig.status).decode()
     for ip in ROUTED:
         assert f'ryu_dsr_backend_packets_total{{backend="{ip}"}} {sent.get(ip, 0)}' in text, text
