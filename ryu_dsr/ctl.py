@@ -108,7 +108,9 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
         rows.append(
             [
                 b["ip"],
-                b["weight"],
+                b["weight"]
+                if st.get("effective_weight", b["weight"]) == b["weight"]
+                else f"{st['effective_weight']} of {b['weight']}",
                 st["state"],
                 st["slots"],
                 st["handover_slots"],

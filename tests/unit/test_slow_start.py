@@ -95,3 +95,14 @@ def test_slow_start_is_checked_naming_the_field(tmp_path):
     rig.service.create_pool({"name": "web"})
     rig.service.patch_pool("web", {"slow_start": 30})
     assert views.pool_json(rig.status, "web")["slow_start"] == 30
+
+
+def test_dsrctl_shows_a_ramping_backend_s_effective_weight(tmp_path):
+    from ryu_dsr import ctl
+
+    rig = make_rig(tmp_path)
+    serving(rig, slow_start=40)
+    rig.service.add_backend("web", {"ip": "10.0.0.13"})
+    rig.resolve_all()
+    rows = {row[0]: row[1] for row in ctl._backend_rows(views.pool_json(rig.status, "web"))}
+    assert rows == {"10.0.0.11": 100, "10.0.0.12": 100, "10.0.0.13": "12 of 100"}
