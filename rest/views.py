@@ -104,14 +104,14 @@ def status_view(status: Status, query: dict[str, str], pause: Callable[[], None]
     config = status.config
     pools = []
     for name in page.take((), config.pool_order):
-        traffic = pool_stats(status, name)
+        traffic = pool_stats(status, name, vips=False)  # each VIP's below, a pause after each
         pool = pool_json(status, name)
         for backend in pool["backends"]:
             backend["traffic"] = traffic["backends"][backend["ip"]]
         up = pool_backends_up(status, name)
         vips = []
-        for vip in traffic["vips"]:
-            vips.append(vip_json(status, vip, up) | {"traffic": traffic["vips"][vip]})
+        for vip in sorted(config.vips_by_pool.get(name, ())):
+            vips.append(vip_json(status, vip, up) | {"traffic": status.vip_traffic(vip)})
             pause()
         pools.append(pool | {"vips": vips})
         pause()
