@@ -182,7 +182,8 @@ class Nd:
 
 
 def solicited_node(ip: str) -> str:
-    """The solicited-node multicast address of ``ip`` (ff02::1:ffXX:XXXX)."""
+    """The solicited-node multicast address of ``ip``: ff02::1:ff00:0/104
+    with the address's low 24 bits."""
     low = ipaddress.IPv6Address(ip).packed[13:]
     return str(ipaddress.IPv6Address(bytes.fromhex("ff0200000000000000000001ff") + low))
 

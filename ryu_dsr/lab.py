@@ -357,6 +357,18 @@ class Lab:
         self.procs.append(proc)
         return proc
 
+    def capture(self, host: str, expression: str, log: str, *options: str) -> subprocess.Popen:
+        """tcpdump on ``host``'s eth0 (line-buffered, numeric, ``options``
+        more), its output in ``log``; returns once it listens."""
+        proc = self.spawn(host, "tcpdump", "-i", "eth0", "-l", "-n", *options, expression, log=log)
+        path = self.run_dir / log
+        deadline = time.time() + 10
+        while "listening on" not in (path.read_text(errors="replace") if path.exists() else ""):
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"tcpdump on {host} did not start: {path.read_text(errors='replace')}")
+            time.sleep(0.05)
+        return proc
+
     def requests(self, host: str, url: str, count: int, *extra: str, timeout: float = 120) -> dict:
         """``count`` GETs of ``url`` from ``host`` (tools/dsr_client.py),
         each on a new connection; returns its JSON report."""

@@ -54,21 +54,12 @@ def pcap_frames(path) -> list[bytes]:
     return out
 
 
-def capture(lab, host: str, name: str, expression: str):
-    """tcpdump on ``host``'s eth0 into a pcap file, running once it listens."""
-    proc = lab.spawn(
-        host, "tcpdump", "-i", "eth0", "-U", "-n", "-w", str(lab.run_dir / name), expression, log=name + ".log"
-    )
-    wait_for(lambda: "listening on" in (lab.run_dir / (name + ".log")).read_text(errors="replace"), 10, what="tcpdump")
-    return proc
-
-
 def test_the_switch_answers_a_solicitation_for_the_vip_and_the_client_kernel_takes_it(fabric):
     lab = fabric.lab
     create_service(fabric)
     vip_mac = fabric.api("GET", "/v1/vips/www6")[1]["mac"]
     lab.run("c1", "ip", "-6", "neigh", "flush", "dev", "eth0")
-    dump = capture(lab, "c1", "na.pcap", "icmp6 and ip6[40] == 136")
+    dump = lab.capture("c1", "icmp6 and ip6[40] == 136", "na.pcap.log", "-U", "-w", str(lab.run_dir / "na.pcap"))
     lab.run("c1", "ping", "-6", "-c", "1", "-W", "1", VIP6, check=False)  # makes the kernel solicit the VIP
     time.sleep(0.3)
     lab.stop(dump)
@@ -88,10 +79,7 @@ def test_the_switch_answers_a_solicitation_for_the_vip_and_the_client_kernel_tak
 def test_http_over_ipv6_is_spread_over_the_backends_and_answered_directly(fabric):
     lab = fabric.lab
     macs = {lab.hosts[name].mac: name for name in BACKENDS6}
-    dump = lab.spawn(
-        "c1", "tcpdump", "-i", "eth0", "-l", "-n", "-e", f"ip6 src {VIP6} and tcp src port 80", log="replies6.log"
-    )
-    wait_for(lambda: "listening on" in (lab.run_dir / "replies6.log").read_text(errors="replace"), 10, what="tcpdump")
+    dump = lab.capture("c1", f"ip6 src {VIP6} and tcp src port 80", "replies6.log", "-e")
     report = lab.requests("c1", f"http://[{VIP6}]/", 90)
     time.sleep(0.3)
     lab.stop(dump)
@@ -244,8 +232,7 @@ def test_packets_with_an_extension_header_are_hashed_by_their_transport_ports(fa
     5-tuple hash see the ports as for any packet, and the connections work
     and spread."""
     lab = fabric.lab
-    dump = lab.spawn("b12", "tcpdump", "-i", "eth0", "-l", "-n", "-c", "1", "ip6[6] == 60", log="dstopts.log")
-    wait_for(lambda: "listening on" in (lab.run_dir / "dstopts.log").read_text(errors="replace"), 10, what="tcpdump")
+    dump = lab.capture("b12", "ip6[6] == 60", "dstopts.log", "-c", "1")
     report = __import__("json").loads(lab.run("c1", sys.executable, "-c", WITH_OPTIONS, VIP6, "60"))
     assert report["failed"] == 0, report
     assert len(report["by_backend"]) >= 2 and set(report["by_backend"]) <= set(BACKENDS6) | {"b14"}, report

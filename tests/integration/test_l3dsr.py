@@ -82,22 +82,8 @@ def test_a_pool_of_routed_and_local_backends_serves_one_vip_by_dsr(lab):
     wait_no_hold(BASE)
     time.sleep(0.5)
     r1 = lab.hosts["r1"].mac
-    dump = lab.spawn("c1", "tcpdump", "-i", "eth0", "-l", "-n", "-e", f"src host {VIP} and tcp", log="l3-replies.log")
-    wait_for(lambda: "listening on" in (lab.run_dir / "l3-replies.log").read_text(errors="replace"), 10, what="tcpdump")
-    arrivals = lab.spawn(
-        "b21",
-        "tcpdump",
-        "-i",
-        "eth0",
-        "-l",
-        "-n",
-        "-v",
-        "-c",
-        "1",
-        "tcp dst port 80 and src host 10.0.0.1",
-        log="b21.log",
-    )
-    wait_for(lambda: "listening on" in (lab.run_dir / "b21.log").read_text(errors="replace"), 10, what="tcpdump")
+    dump = lab.capture("c1", f"src host {VIP} and tcp", "l3-replies.log", "-e")
+    arrivals = lab.capture("b21", "tcp dst port 80 and src host 10.0.0.1", "b21.log", "-v", "-c", "1")
     report = lab.requests("c1", f"http://{VIP}/", 120)
     time.sleep(0.3)
     lab.stop(dump)
@@ -137,20 +123,7 @@ def test_ipv6_vips_reach_routed_backends_the_same_way(lab):
         "three IPv6 routed backends up",
     )
     wait_no_hold(BASE, pool="web6")
-    arrivals = lab.spawn(
-        "b22",
-        "tcpdump",
-        "-i",
-        "eth0",
-        "-l",
-        "-n",
-        "-v",
-        "-c",
-        "1",
-        "ip6 and tcp dst port 80 and src host 2001:db8::1",
-        log="b22.log",
-    )
-    wait_for(lambda: "listening on" in (lab.run_dir / "b22.log").read_text(errors="replace"), 10, what="tcpdump")
+    arrivals = lab.capture("b22", "ip6 and tcp dst port 80 and src host 2001:db8::1", "b22.log", "-v", "-c", "1")
     report = lab.requests("c1", f"http://[{VIP6}]/", 90)
     assert report["failed"] == 0 and set(report["by_backend"]) == set(ROUTED), report
     assert set(report["clients_seen"]) == {"2001:db8::1"}, report
