@@ -205,6 +205,13 @@ def test_forged_and_relayed_discovery_frames_from_hosts_change_no_link(lab):
     wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 5, 5, 0.1, "the cut link gone")
     lab.restore_link("21")
     wait_for(lambda: len(api("GET", "/v1/topology")[1]["links"]) == 6, 10, 0.1, "the link back")
+    wait_for(
+        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web")[1]["backends"]] == ["up"] * 3,
+        20,
+        0.2,
+        "three backends up again",
+    )
     for client in CLIENTS:
-        report = lab.requests(client, URL, 15)
+        # 30 requests hashed over three backends: the chance one is missed is (2/3)**30 * 3, about 1e-5
+        report = lab.requests(client, URL, 30)
         assert report["failed"] == 0 and set(report["by_backend"]) == set(BACKENDS), report
