@@ -1,21 +1,18 @@
 """An in-memory OpenFlow switch that runs the plain rules of ryu_dsr.flows.
 
 It applies the commands the controller sends (adds, strict deletes, deletes
-by cookie, group adds) and walks a packet (a dict of header fields) through
-the tables: highest priority wins, apply-actions run in order, then
-write-metadata and goto. It knows the Nicira extensions the pipeline uses:
-register moves (low bits), resubmit (a nested walk from a table, gotos
-included, whose miss does nothing), multipath (a deterministic hash of the
-chosen fields, modulo n) and learn (installs the pin: the packet's registers
-and 5-tuple, at most ``limit`` flows per cookie). A select group with one
-bucket is what Open vSwitch makes of it: ``dp_hash`` set to a symmetric
-5-tuple hash, then the bucket runs on a copy of the packet. A TCP packet
-without ``tcp_flags`` has none set (not a SYN).
+by cookie, group adds) and walks a packet through the tables with
+``flows.walk`` (the walk the controller's trace uses too), keeping what a
+switch keeps: flow counters, learned pins (the packet's registers and
+5-tuple, at most ``limit`` flows per cookie), the connection tracker's
+labels. Its hashes are stand-ins, deterministic and spread like Open
+vSwitch's: multipath's is a CRC of the source address; the select group's
+``dp_hash`` a symmetric 5-tuple hash (TCP ports in, UDP ports out, as in
+Open vSwitch). A TCP packet without ``tcp_flags`` has none set (not a SYN).
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import zlib
 from dataclasses import dataclass, field
@@ -23,68 +20,33 @@ from dataclasses import dataclass, field
 from ryu_dsr.flows.pipeline import OWNER_MASK, REG_BACKEND, REG_SLOT, Kind, Slots, Table, kind_of
 from ryu_dsr.flows.rules import (
     Barrier,
-    DecTtl,
-    Drop,
     FlowAdd,
     FlowDelete,
     FlowDeleteByCookie,
-    Group,
     GroupAdd,
     LearnPin,
     MeterSet,
-    Move,
     Multipath,
     NormalFragments,
-    Output,
     PacketOut,
-    Resubmit,
     Rule,
     SetField,
     Track,
     match_items,
 )
+from ryu_dsr.flows.walk import L4, Emitted, Walk, addresses, as_int, default, matches
 
-IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "ipv6_src", "ipv6_dst", "ipv6_nd_target"}
-MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
-# Open vSwitch checks a set-field's prerequisites against the packet as it is then
-ND_OPTION = {"ipv6_nd_sll": 135, "ipv6_nd_tll": 136}
-L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
-ZERO_BY_DEFAULT = ("reg", "metadata", "tcp_flags", "ct_label")
+__all__ = ["Emitted", "FakeSwitch"]
 
 
-def _default(name: str):
-    return 0 if name.startswith(ZERO_BY_DEFAULT) else None
-
-
-def _as_int(name: str, value) -> int:
-    if name in IP_FIELDS:
-        return int(ipaddress.ip_address(value))
-    if name in MAC_FIELDS:
-        return int(value.replace(":", ""), 16)
-    return int(value)
-
-
-def _matches(packet: dict, match) -> bool:
-    for name, want in match:
-        if name == "in_port":
-            if packet.get("in_port") != want:
-                return False
-            continue
-        have = packet.get(name, _default(name))
-        if have is None:
-            return False
-        if isinstance(want, tuple):
-            value, mask = (_as_int(name, want[0]), _as_int(name, want[1]))
-            if _as_int(name, have) & mask != value & mask:
-                return False
-        elif _as_int(name, have) != _as_int(name, want):
-            return False
-    return True
+def _low_bits(value: int, bits: int):
+    """A learned match on the low ``bits`` of a 32-bit register."""
+    return value if bits == 32 else (value & ((1 << bits) - 1), (1 << bits) - 1)
 
 
 def _index_rule(index: dict, rule: Rule) -> None:
     """Index by every field: exact ones by value, masked ones by value & mask."""
-    names = tuple((name, _as_int(name, value[1]) if isinstance(value, tuple) else None) for name, value in rule.match)
+    names = tuple((name, as_int(name, value[1]) if isinstance(value, tuple) else None) for name, value in rule.match)
     match = {name: value[0] if isinstance(value, tuple) else value for name, value in rule.match}
     values = tuple(_key_value(name, match, mask) for name, mask in names)
     index.setdefault(names, {}).setdefault(values, []).append(rule)
@@ -93,22 +55,10 @@ def _index_rule(index: dict, rule: Rule) -> None:
 def _key_value(name: str, packet: dict, mask: int | None = None):
     if name == "in_port":
         return packet.get("in_port")
-    have = packet.get(name, _default(name))
+    have = packet.get(name, default(name))
     if have is None:
         return None
-    return _as_int(name, have) if mask is None else _as_int(name, have) & mask
-
-
-def _low_bits(value: int, bits: int):
-    """A learned match on the low ``bits`` of a 32-bit register."""
-    return value if bits == 32 else (value & ((1 << bits) - 1), (1 << bits) - 1)
-
-
-def addresses(packet: dict) -> tuple[str, str]:
-    """(source, destination) of an IPv4 or IPv6 packet."""
-    if "ipv6_src" in packet:
-        return packet["ipv6_src"], packet["ipv6_dst"]
-    return packet["ipv4_src"], packet["ipv4_dst"]
+    return as_int(name, have) if mask is None else as_int(name, have) & mask
 
 
 def multipath_hash(packet: dict, fields: str, n_links: int) -> int:
@@ -127,13 +77,7 @@ def datapath_hash(packet: dict) -> int:
 
 
 @dataclass
-class Emitted:
-    port: object  # an int, or 'controller', 'flood', 'normal'
-    packet: dict
-
-
-@dataclass
-class FakeSwitch:
+class FakeSwitch(Walk):
     ports: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     tables: dict[int, dict[tuple, Rule]] = field(default_factory=dict)
     packet_outs: list[PacketOut] = field(default_factory=list)
@@ -243,7 +187,7 @@ class FakeSwitch:
         for names, by_values in self._index(table).items():
             values = tuple(_key_value(name, packet, mask) for name, mask in names)
             for rule in by_values.get(values, ()):
-                if _matches(packet, rule.match) and (best is None or rule.priority > best.priority):
+                if matches(packet, rule.match) and (best is None or rule.priority > best.priority):
                     best = rule
         return best
 
@@ -269,71 +213,25 @@ class FakeSwitch:
             ports = L4.get(packet.get("ip_proto"), ())
             packet["_ports"] = {name: packet[name] for name in ports}
             packet.update(dict.fromkeys(ports, 0))
-        self._walk(0, packet, out)
+        self.walk(0, packet, out)
         return out
 
-    def _walk(self, table: int | None, packet: dict, out: list[Emitted]) -> None:
-        while table is not None:
-            rule = self.lookup(table, packet)
-            if rule is None:
-                break
+    def hit(self, table: int, rule: Rule | None, packet: dict, depth: int) -> None:
+        if rule is not None:
             counted = self.counts.setdefault(rule.key, [0, 0])
             counted[0] += 1
             counted[1] += packet.get("size", 100)
-            self._run(rule.actions, packet, out)
-            if rule.write_metadata is not None:
-                value, mask = rule.write_metadata
-                packet["metadata"] = (packet.get("metadata", 0) & ~mask) | (value & mask)
-            table = rule.goto
 
-    def _run(self, actions, packet: dict, out: list[Emitted]) -> None:
-        for action in actions:
-            if isinstance(action, Output):
-                self._output(action.port, packet, out)
-            elif isinstance(action, SetField):
-                wants = ND_OPTION.get(action.field)
-                if wants is not None and packet.get("icmpv6_type") != wants:
-                    raise ValueError(f"set_field {action.field} on a packet that is not ICMPv6 type {wants}")
-                packet[action.field] = action.value
-            elif isinstance(action, Move):
-                value = packet[action.src]
-                if isinstance(value, int):  # bits of a number; addresses move whole
-                    mask = (1 << action.n_bits) - 1
-                    bits = ((value >> action.src_ofs) & mask) << action.dst_ofs
-                    value = (packet.get(action.dst, 0) & ~(mask << action.dst_ofs)) | bits
-                packet[action.dst] = value
-            elif isinstance(action, Resubmit):
-                self._walk(action.table, packet, out)
-            elif isinstance(action, Group):
-                bucket = dict(packet, **packet.get("_ports", {}))  # recirculated: parsed again
-                bucket.pop("_ports", None)
-                bucket["dp_hash"] = packet.get("dp_hash") or datapath_hash(bucket)
-                self._run(self.groups[action.group_id], bucket, out)
-            elif isinstance(action, Multipath):
-                packet[action.dst] = multipath_hash(packet, action.fields, action.n_links)
-            elif isinstance(action, LearnPin):
-                self._learn(action, packet)
-            elif isinstance(action, Track):
-                self._track(action, packet, out)
-            elif isinstance(action, DecTtl):
-                if packet.get("eth_type") not in (0x0800, 0x86DD):
-                    raise ValueError("dec_ttl on a packet that is not IP")
-                packet["ttl"] = packet.get("ttl", 64) - 1
-            elif not isinstance(action, Drop):
-                raise TypeError(action)
+    def group(self, group_id: int) -> tuple:
+        return self.groups[group_id]
 
-    def _output(self, port, packet: dict, out: list[Emitted]) -> None:
-        view = {k: v for k, v in packet.items() if not k.startswith(("reg", "_")) and k not in ("metadata", "in_port")}
-        if port == "in_port":
-            out.append(Emitted(packet["in_port"], copy.deepcopy(view)))
-        elif port == "flood":
-            out += [Emitted(p, copy.deepcopy(view)) for p in self.ports if p != packet["in_port"]]
-        elif port == packet["in_port"]:
-            pass  # OpenFlow: never back out of the port it came in by, unless sent to IN_PORT
-        else:
-            out.append(Emitted(port, copy.deepcopy(view)))
+    def dp_hash(self, packet: dict) -> int:
+        return datapath_hash(packet)
 
-    def _track(self, track: Track, packet: dict, out: list[Emitted]) -> None:
+    def multipath(self, packet: dict, action: Multipath) -> int:
+        return multipath_hash(packet, action.fields, action.n_links)
+
+    def track(self, track: Track, packet: dict, out: list[Emitted], depth: int) -> None:
         """Open vSwitch's ct: commit (a label) or look up, then (with a table)
         fork: a copy goes on in that table with the connection's ct_label,
         the packet itself on with this action list, untracked."""
@@ -342,9 +240,9 @@ class FakeSwitch:
         if track.label is not None:
             self.connections[key] = track.label
         if track.table is not None:
-            self._walk(track.table, dict(packet, ct_label=self.connections.get(key, 0)), out)
+            self.walk(track.table, dict(packet, ct_label=self.connections.get(key, 0)), out, depth + 1)
 
-    def _learn(self, pin: LearnPin, packet: dict) -> None:
+    def learn(self, pin: LearnPin, packet: dict) -> None:
         l4_src, l4_dst = L4[pin.ip_proto]
         match = match_items(
             eth_type=pin.eth_type,
