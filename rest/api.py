@@ -85,6 +85,7 @@ class DsrApi:
         add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(st, pool)))
         add("GET", "/v1/config", lambda c: (200, st.config.document()))
         add("GET", "/v1/topology", lambda c: (200, st.topology()))
+        add("GET", "/v1/trace", lambda c: (200, st.trace(c.query)))
         add("PUT", "/v1/config", lambda c: (200, b.apply_document(c.body, _dry_run(c.query), c.who)))
         add("GET", "/v1/pools", lambda c: _paged(views.list_pools(st, c.query)))
         add("POST", "/v1/pools", lambda c: (201, views.pool_json(st, b.create_pool(c.body, c.who).name)))

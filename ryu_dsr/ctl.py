@@ -7,6 +7,7 @@
     dsrctl vips | vip NAME
     dsrctl vip-add NAME IP PROTOCOL PORT|all POOL [--hash 5tuple|source_ip] [--backend-port PORT] | vip-rm NAME
     dsrctl switches | topology | cluster | stats | config | apply FILE [--dry-run]
+    dsrctl trace VIP CLIENT CLIENT_PORT [--later] [--port P] [--switch DPID --in-port N | --client-mac MAC] [--check]
 
 Tables by default, ``--json`` for the API's own JSON. The API address is
 ``--api`` or ``DSRCTL_API`` (default http://127.0.0.1:8080), the token
@@ -23,6 +24,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -293,7 +295,49 @@ def run(args, client: Client) -> Any:
             raise Refused(f"{args.file}: {error}") from None
         answer = client.call("PUT", "/v1/config" + ("?dry_run=true" if args.dry_run else ""), document)
         return answer, json.dumps(answer, indent=1)
+    if c == "trace":
+        return trace(args, client)
     raise SystemExit(2)
+
+
+def trace(args, client: Client) -> tuple[dict, str]:
+    """Where the client's packet goes and why; with ``--check``, the same
+    question put to each switch's ``ofproto/trace`` (run where the switches
+    are), a difference being a fault (exit status 1)."""
+    query = {"vip": args.vip, "client": args.client, "client_port": args.client_port}
+    query["packet"] = "later" if args.later else "first"
+    for name in ("port", "switch", "in_port", "client_mac"):
+        if getattr(args, name) is not None:
+            query[name] = getattr(args, name)
+    answer = client.call("GET", "/v1/trace?" + urllib.parse.urlencode(query))
+    lines = [answer["verdict"]]
+    if answer["hash"]:
+        hashed = answer["hash"]
+        value = f" = {hashed['value']}" if hashed["value"] else ""
+        lines.append(f"hash: {hashed['by']}{value}; slot {answer['slot']['slot']} of {answer['slot']['of']}")
+    lines += [f"why: {words}" for words in answer["why"]]
+    lines += [f"note: {words}" for words in answer["notes"]]
+    lines.append("")
+    for step in answer["steps"]:
+        rule = f"{step['table']}/{step['rule']}" if step["rule"] else f"{step['table']} (miss)"
+        lines.append(f"{step['switch']:>4x} {'  ' * step['depth']}{rule}: {step['says']}")
+    if args.check:
+        from ryu_dsr import trace_check
+
+        names = trace_check.bridges()
+        faults = []
+        for hop in answer["ofproto_trace"]:
+            bridge = names.get(hop["switch"])
+            if bridge is None:
+                faults.append(f"switch {hop['switch']:#x}: no bridge of that datapath id on this machine")
+                continue
+            faults += trace_check.compare(answer, hop["switch"], trace_check.ofproto_trace(bridge, hop["flow"]))
+        answer["check"] = {"faults": faults}
+        lines.append("")
+        lines += [f"FAULT: {fault}" for fault in faults] or ["check: every switch's ofproto/trace agrees"]
+        if faults:
+            raise Refused("\n".join(lines))
+    return answer, "\n".join(lines)
 
 
 def _port(text: str) -> int:
@@ -333,6 +377,16 @@ def parser() -> argparse.ArgumentParser:
         vip.add_argument(name)
     vip.add_argument("--hash", default="5tuple", choices=("5tuple", "source_ip"))
     vip.add_argument("--backend-port", help="the port the backends listen on, when not PORT")
+    trace = sub.add_parser("trace", help="where a client's packet to a VIP goes, and why")
+    trace.add_argument("vip")
+    trace.add_argument("client", help="the client's address")
+    trace.add_argument("client_port")
+    trace.add_argument("--later", action="store_true", help="a later packet of the connection, not its first")
+    trace.add_argument("--port", help="the destination port, when not the VIP's")
+    trace.add_argument("--switch", help="where the packet enters (datapath id), with --in-port")
+    trace.add_argument("--in-port", dest="in_port")
+    trace.add_argument("--client-mac", dest="client_mac", help="where it enters: where this MAC was learned")
+    trace.add_argument("--check", action="store_true", help="compare with ovs-appctl ofproto/trace on this machine")
     apply = sub.add_parser("apply")
     apply.add_argument("file")
     apply.add_argument("--dry-run", action="store_true")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ryu_dsr import trace
 from ryu_dsr.core import Balancer, utc_stamp
 from ryu_dsr.model import Backend, Config, Vip
 
@@ -71,6 +72,10 @@ class Status:
     def polls(self) -> int:
         """Traffic polls read so far."""
         return self._balancer.traffic.polls
+
+    def trace(self, query: dict[str, str]) -> dict:
+        """Where a client's packet to a VIP goes and why (``ryu_dsr.trace``)."""
+        return trace.trace(self._balancer, trace.parse_query(self.config, query))
 
     # -- switches --
 

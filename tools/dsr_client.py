@@ -2,10 +2,11 @@
 """Make HTTP requests to a VIP and report what happened, as JSON (standard
 library only; runs inside a client namespace).
 
-    dsr_client.py URL [--count N] [--interval S] [--timeout S] [--streams N --lines L --ms M]
+    dsr_client.py URL [--count N] [--interval S] [--timeout S] [--ports] [--streams N --lines L --ms M]
 
 Plain mode: N GETs, each on a new connection. Report: ok, failed, by backend
-(the first word of each answer), clients seen by backends, errors.
+(the first word of each answer), clients seen by backends, errors; with
+--ports, [local port, backend] of each answered connection.
 Stream mode: N concurrent long-lived GET /stream connections, each reading L
 lines; a connection is intact when all L lines arrived in order.
 """
@@ -19,8 +20,11 @@ from collections import Counter
 from urllib.parse import urlparse
 
 
-def get(host: str, port: int, path: str, timeout: float) -> str:
+def get(host: str, port: int, path: str, timeout: float, ports: list | None = None) -> str:
+    """The body of GET ``path``; ``ports`` gets the connection's local port."""
     with socket.create_connection((host, port), timeout=timeout) as conn:
+        if ports is not None:
+            ports.append(conn.getsockname()[1])
         conn.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         chunks = []
         while True:
@@ -38,12 +42,14 @@ def plain(args, host, port) -> dict:
     by_backend, seen, errors = Counter(), Counter(), Counter()
     ok = failed = 0
     started = time.monotonic()
-    times = []
+    times, local = [], []
     for _ in range(args.count):
         t0 = time.monotonic()
         try:
-            words = get(host, port, "/", args.timeout).split()
+            words = get(host, port, "/", args.timeout, local).split()
             by_backend[words[0]] += 1
+            if args.ports:
+                local[-1] = [local[-1], words[0]]
             if len(words) > 1:
                 seen[words[1]] += 1
             ok += 1
@@ -61,6 +67,7 @@ def plain(args, host, port) -> dict:
         "clients_seen": dict(seen),
         "errors": dict(errors),
         "timeline": times if args.timeline else None,
+        "ports": [pair for pair in local if isinstance(pair, list)] if args.ports else None,
     }
 
 
@@ -102,6 +109,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.0)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--timeline", action="store_true")
+    parser.add_argument("--ports", action="store_true", help="report each answered connection's local port")
     parser.add_argument("--streams", type=int, default=0)
     parser.add_argument("--lines", type=int, default=50)
     parser.add_argument("--ms", type=int, default=100)

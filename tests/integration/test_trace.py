@@ -1,0 +1,87 @@
+"""Issue: where a connection goes and why. Real connections through real
+Open vSwitch: for each, the controller's trace names the backend that
+answered it, and Open vSwitch's own ofproto/trace meets the same rules and
+outputs to the same port (``dsrctl trace --check``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.parse
+
+from ryu_dsr.lab import wait_no_hold
+from tests.integration.conftest import BACKENDS, VIP, fabric_fixture
+
+fabric = fabric_fixture("dsrtr", rest_port=18120, of_port=16720)
+URL = f"http://{VIP}/"
+
+
+def trace(fabric, client_port: int, **extra) -> dict:
+    c1 = fabric.lab.hosts["c1"]
+    query = {"vip": "www", "client": c1.ip, "client_port": client_port, "client_mac": c1.mac, **extra}
+    status, answer = fabric.api("GET", "/v1/trace?" + urllib.parse.urlencode(query))
+    assert status == 200, answer
+    return answer
+
+
+def dsrctl_check(fabric, port: int) -> tuple[int, dict | str]:
+    c1 = fabric.lab.hosts["c1"]
+    args = ["trace", "www", c1.ip, str(port), "--client-mac", c1.mac, "--check"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ryu_dsr.ctl", "--api", fabric.base, "--json", *args],
+        capture_output=True,
+        text=True,
+        env=fabric.lab.env,
+        timeout=60,
+    )
+    return done.returncode, json.loads(done.stdout) if done.returncode == 0 else done.stderr
+
+
+def served(fabric, count: int) -> list[tuple[int, str]]:
+    report = fabric.lab.requests("c1", URL, count, "--ports")
+    assert report["failed"] == 0, report
+    return [(port, name) for port, name in report["ports"]]
+
+
+def test_the_trace_names_the_backend_that_answered_each_connection(fabric):
+    fabric.create_web()
+    connections = served(fabric, 40)
+    assert {name for _port, name in connections} == set(BACKENDS)
+    for port, name in connections:
+        answer = trace(fabric, port)
+        assert answer["backend"] == f"10.0.0.{BACKENDS[name]}", (port, name, answer["verdict"])
+        assert answer["hash"]["by"].startswith("the 5-tuple")
+    # the switch's own trace agrees, rule by rule and port by port
+    for port, _name in connections[:6]:
+        code, checked = dsrctl_check(fabric, port)
+        assert code == 0 and checked["check"]["faults"] == [], checked
+
+
+def test_a_vip_hashed_by_client_address_is_traced_through_open_vswitchs_multipath(fabric):
+    assert fabric.api("PATCH", "/v1/vips/www", {"hash": "source_ip"})[0] == 200
+    connections = served(fabric, 10)
+    [name] = {name for _port, name in connections}  # one client address: one backend
+    answer = trace(fabric, connections[0][0])
+    assert answer["backend"] == f"10.0.0.{BACKENDS[name]}"
+    assert answer["hash"]["by"] == "the client's address (multipath nw_src)"
+    code, checked = dsrctl_check(fabric, connections[0][0])
+    assert code == 0 and checked["check"]["faults"] == [], checked
+
+
+def test_a_drained_backend_and_a_port_no_vip_serves_are_explained_and_agree_with_the_switch(fabric):
+    assert fabric.api("PATCH", "/v1/vips/www", {"hash": "5tuple"})[0] == 200
+    assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[0] == 200
+    wait_no_hold(fabric.base)  # its slots' new connections held where they went for a moment: now they follow
+    connections = served(fabric, 20)
+    assert "b12" not in {name for _port, name in connections}
+    answer = trace(fabric, connections[0][0])
+    assert any(words.startswith("10.0.0.12 is draining") for words in answer["why"])
+    dropped = trace(fabric, 40000, port=81)
+    assert dropped["backend"] is None and "no VIP serves" in dropped["verdict"]
+    # a rule the switch lost is a fault the check reports
+    lab = fabric.lab
+    cookie = next(step["cookie"] for step in answer["steps"] if step["table"] == "SLOTS")
+    lab.ofctl("del-flows", lab.bridge, f"table=2,cookie={cookie}/-1")
+    code, said = dsrctl_check(fabric, connections[0][0])
+    assert code == 1 and "FAULT: switch 0x1: the controller expects rules" in said, said
