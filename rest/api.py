@@ -83,6 +83,7 @@ class DsrApi:
         add("GET", "/v1/status", lambda c: _paged(views.status_view(st, c.query, c.pace)))
         add("GET", "/v1/vips/{vip}/stats", lambda c, vip: (200, views.vip_stats(st, vip)))
         add("GET", "/v1/pools/{pool}/stats", lambda c, pool: (200, views.pool_stats(st, pool)))
+        add("GET", "/v1/pools/{pool}/history", lambda c, pool: (200, st.history(pool)))
         add("GET", "/v1/config", lambda c: (200, st.config.document()))
         add("GET", "/v1/topology", lambda c: (200, st.topology()))
         add("GET", "/v1/trace", lambda c: (200, st.trace(c.query)))

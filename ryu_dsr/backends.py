@@ -430,8 +430,10 @@ class Backends:
         settings = self.settings
         return all(family_of(ip).probe_source(settings.probe_mac, settings.probe_ip or None) for ip in addresses)
 
-    def note_transitions(self, pool: Pool) -> None:
-        """Log every change of a backend's state, and remember when it was."""
+    def note_transitions(self, pool: Pool) -> list[tuple[str, str | None, str, str]]:
+        """Log every change of a backend's state, and remember when it was;
+        the changes, (ip, old state or None, new state, reason)."""
+        changes = []
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
             state, reason = self.state(pool.name, backend)
@@ -441,6 +443,8 @@ class Backends:
                 LOG.info(
                     "pool %s backend %s: %s -> %s (%s)", pool.name, backend.ip, old[0] if old else "new", state, reason
                 )
+                changes.append((backend.ip, old[0] if old else None, state, reason))
+        return changes
 
     def forget(self, pool_name: str, ip: str) -> None:
         """A backend left a pool."""

@@ -37,6 +37,7 @@ from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
 from ryu_dsr.flows.rules import PacketOut
 from ryu_dsr.handovers import WATCH_SECONDS, Handovers, unpinned_packets
 from ryu_dsr.health import Transition
+from ryu_dsr.history import History
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import Backend, Change, Config, Pool
 from ryu_dsr.rulesource import RuleSource
@@ -103,6 +104,7 @@ class Balancer:
         self.l2 = L2(settings, self.clock, self.wall, self._discovery_key(saved, store))
         self.rules = RuleSource(settings, self.desired, self.backends, self.l2, self.clock, self.wall)
         self.traffic = Traffic()
+        self.history = History(bucket=max(1.0, float(settings.stats_interval)))
         self.handovers = Handovers(settings.handover_quiet, self.wall)
         self.watched_at = 0.0  # when the quiet of slots in a handover was last looked at
         self.changes = 0  # changes of desired state accepted
@@ -357,6 +359,7 @@ class Balancer:
                 self._fabric_changed()
             self.backends.health.switch_offline(dpid)
             self.traffic.switch_gone(dpid)
+            self.history.forget_switch(dpid)
             self.handovers.switch_gone(dpid)
             LOG.info("switch %016x disconnected", dpid)
 
@@ -475,6 +478,9 @@ class Balancer:
         if dpid not in self.switches:
             return
         counted = self.traffic.read(dpid, entries, self.clock())
+        switch = self.switches[dpid]
+        grown = self.traffic.rates[dpid][0]
+        self.history.polled(self.clock(), grown, dpid, len(switch.rules.installed), switch.errors)
         self.traffic.pins[dpid] = dict(pins or {})
         if took is not None:
             self.traffic.took[dpid] = took
@@ -706,7 +712,9 @@ class Balancer:
             touched |= self.desired.addresses_of(name)
         self._delete_pins(before - holders)
         self.backends.update_health_targets(pool, self.config)
-        self.backends.note_transitions(pool)
+        now = self.clock()
+        for ip, old, new, reason in self.backends.note_transitions(pool):
+            self.history.changed(now, name, ip, old, new, reason)
         return touched
 
     def _end_moves(self, name: str) -> set[Owner]:

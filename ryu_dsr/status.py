@@ -209,6 +209,44 @@ class Status:
             if (old is None or move.old == old) and b.rules.handover_of(pool_name, slot) is not None
         ]
 
+    def history(self, pool_name: str) -> dict:
+        """A pool's recent past for the charts: each backend's new
+        connections and packets per bucket, its state changes, the slot
+        map now (runs of slots by backend, and the slots in a handover), and
+        the switches' flow counts and write errors."""
+        b = self._balancer
+        pool = b.config.pool(pool_name)
+        history, now = b.history, b.clock()
+        table = b.desired.planner.table(pool_name)
+        runs: list[list] = []
+        for slot, ip in enumerate(table):
+            if runs and runs[-1][0] == ip:
+                runs[-1][2] += 1
+            else:
+                runs.append([ip, slot, 1])
+        handover = sorted(
+            slot
+            for slot, move in b.desired.planner.moves.get(pool_name, {}).items()
+            if b.rules.handover_of(pool_name, slot) is not None
+        )
+        return {
+            "pool": pool_name,
+            "window": history.window,
+            "bucket": history.bucket,
+            "backends": [
+                {
+                    "ip": ip,
+                    "weight": backend.weight,
+                    "state": b.backends.state(pool_name, backend)[0],
+                    "samples": history.backend(b.backends.place(backend)[0], now),
+                }
+                for ip, backend in pool.backends.items()
+            ],
+            "events": history.pool_events(pool_name, now),
+            "slot_map": {"slots": len(table), "runs": runs, "handover": handover},
+            "switches": [{"dpid": dpid, "samples": history.switch(dpid, now)} for dpid in sorted(b.switches)],
+        }
+
     def handover_by_backend(self, pool_name: str) -> dict[str, int]:
         """Slots of the pool in a handover now, by the backend they keep
         connections on (one pass over the pool's moves)."""

@@ -1,19 +1,22 @@
-"""Issue: where a connection goes and why. Real connections through real
-Open vSwitch: for each, the controller's trace names the backend that
-answered it, and Open vSwitch's own ofproto/trace meets the same rules and
-outputs to the same port (``dsrctl trace --check``)."""
+"""Issue: explain and show. Real connections through real Open vSwitch:
+for each, the controller's trace names the backend that answered it, and
+Open vSwitch's own ofproto/trace meets the same rules and outputs to the
+same port (``dsrctl trace --check``); the status page, in a headless
+browser, charts a drain as a falling share."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
+from html.parser import HTMLParser
 
 from ryu_dsr.lab import wait_no_hold
 from tests.integration.conftest import BACKENDS, VIP, fabric_fixture
 
-fabric = fabric_fixture("dsrtr", rest_port=18120, of_port=16720)
+fabric = fabric_fixture("dsrtr", rest_port=18120, of_port=16720, settings={"stats_interval": 1})
 URL = f"http://{VIP}/"
 
 
@@ -69,10 +72,58 @@ def test_a_vip_hashed_by_client_address_is_traced_through_open_vswitchs_multipat
     assert code == 0 and checked["check"]["faults"] == [], checked
 
 
-def test_a_drained_backend_and_a_port_no_vip_serves_are_explained_and_agree_with_the_switch(fabric):
+class Charts(HTMLParser):
+    """The charts' SVG elements, by what they carry."""
+
+    def __init__(self):
+        super().__init__()
+        self.shares, self.events, self.runs = {}, [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "path" and "data-shares" in attrs:
+            self.shares[attrs["data-backend"]] = [float(v) for v in attrs["data-shares"].split(",") if v]
+        elif tag == "line" and "data-event" in attrs:
+            self.events.append(attrs["data-event"])
+        elif tag == "rect" and "data-run" in attrs:
+            self.runs.append(attrs["data-run"])
+
+
+def chart_page(fabric) -> Charts:
+    dom = subprocess.run(
+        ["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=3000"]
+        + [f"{fabric.base}/status?chart=web"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    charts = Charts()
+    charts.feed(dom)
+    return charts
+
+
+def test_the_status_page_charts_a_drain_as_a_falling_share(fabric):
     assert fabric.api("PATCH", "/v1/vips/www", {"hash": "5tuple"})[0] == 200
+    for _ in range(3):  # three seconds of traffic over three backends
+        served(fabric, 30)
+        time.sleep(1.0)
+    before = chart_page(fabric)
+    assert set(before.shares) == {f"10.0.0.{n}" for n in BACKENDS.values()}
+    assert sum(v > 0.1 for v in before.shares["10.0.0.12"]) >= 2, before.shares
     assert fabric.api("PATCH", "/v1/pools/web/backends/10.0.0.12", {"weight": 0})[0] == 200
-    wait_no_hold(fabric.base)  # its slots' new connections held where they went for a moment: now they follow
+    wait_no_hold(fabric.base)
+    for _ in range(3):
+        served(fabric, 30)
+        time.sleep(1.0)
+    after = chart_page(fabric)
+    shares = after.shares["10.0.0.12"]
+    assert max(shares[:-3]) > 0.1 and shares[-3:] == [0.0, 0.0, 0.0], shares  # it had a share; now none
+    assert "10.0.0.12 up -> draining" in after.events
+    assert after.runs and not any(run.startswith("10.0.0.12 ") for run in after.runs)  # it holds no slot
+
+
+def test_a_drained_backend_and_a_port_no_vip_serves_are_explained_and_agree_with_the_switch(fabric):
     connections = served(fabric, 20)
     assert "b12" not in {name for _port, name in connections}
     answer = trace(fabric, connections[0][0])
