@@ -260,6 +260,12 @@ class SwitchWalk(Walk):
                 "later packets follow the pin (learned on the switch; the controller does not see pins: "
                 f"ovs-ofctl dump-flows BRIDGE table={int(Table.SLOTS)},priority={int(Slots.PIN)})"
             )
+        if rule is not None and rule.meter is not None:
+            limit = self.b.settings.packet_in_limit
+            self.hop.notes.append(
+                f"to the controller through meter {rule.meter}: at most {limit} packets a second "
+                "(packet_in_limit) from this switch; above that they are dropped"
+            )
         if table == Table.SLOTS and self.hop.slot is None:
             self.hop.slot = (packet.get(REG_POOL, 0), packet.get(REG_SLOT, 0))
         self.steps.append(Step(self.switch.dpid, table, rule, depth, self.say(table, rule, packet)))

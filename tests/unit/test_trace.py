@@ -181,3 +181,14 @@ def test_a_trace_query_is_checked_naming_the_parameter(tmp_path):
         with pytest.raises(InvalidInput, match=rule) as refused:
             rig.status.trace({**base, **change})
         assert refused.value.field == field
+
+
+def test_a_client_the_switch_has_not_learned_is_shown_to_the_controller_through_the_meter(tmp_path):
+    rig = web(tmp_path)
+    answer = rig.status.trace(
+        {"vip": "web", "client": CLIENT_IP, "client_port": "40000", "switch": "1", "in_port": "4"}
+    )  # the default source MAC, never seen on port 4
+    assert answer["backend"] in BACKENDS  # the request still goes to its backend
+    said = [step["says"] for step in answer["steps"]]
+    assert "source MAC not known here: forwarded, and shown to the controller to learn" in said
+    assert any(note.startswith("to the controller through meter 1: at most") for note in answer["notes"])
