@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ryu_dsr.agent import AgentChecker, as_check
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
 from ryu_dsr.health import Health, HealthChecker, Transition
@@ -55,6 +56,7 @@ class Backends:
         self.link_up = link_up
         self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
+        self.agents = AgentChecker(settings.probe_mac, settings.probe_ip or None)  # backends' own reports
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
@@ -215,10 +217,26 @@ class Backends:
         return mac is not None and self.link_up(dpid, port)
 
     def usable(self, pool_name: str, backend: Backend) -> bool:
-        """Found, its link up, and passing its checks (or its pool fails open)."""
-        if not self.reachable(backend):
+        """Found, its link up, its agent not saying down, and passing its
+        checks (or its pool fails open)."""
+        if not self.reachable(backend) or self.agent_says(pool_name, backend.ip) == "down":
             return False
         return pool_name in self.failing_open or self.health.healthy(pool_name, backend.ip)
+
+    def agent_says(self, pool_name: str, ip: str) -> str:
+        """What the backend's agent reports: "up" (also when there is no
+        agent, or it said nothing yet), "drain" or "down"."""
+        report = self.agents.report(pool_name, ip)
+        if report is None:
+            return "up"
+        if report.state == "up" and report.percent == 0:
+            return "drain"  # 0 % of its weight: as a weight of 0
+        return report.state
+
+    def agent_share(self, pool_name: str, ip: str) -> int:
+        """The share of its weight (percent) the backend's agent reports."""
+        report = self.agents.report(pool_name, ip)
+        return 100 if report is None else report.percent
 
     def fails_open(self, pool: Pool) -> bool:
         """Whether the pool fails open: its check allows it, and of the
@@ -243,14 +261,17 @@ class Backends:
         usable = {
             b.ip: b.weight
             for b in pool.backends.values()
-            if b.weight > 0 and self.reachable(b) and (open_ or self.health.healthy(pool.name, b.ip))
+            if b.weight > 0
+            and self.reachable(b)
+            and (open_ or self.health.healthy(pool.name, b.ip))
+            and self.agent_says(pool.name, b.ip) == "up"
         }
         self._note_ramps(pool, usable, serving)
         weights = {}
         for ip, weight in usable.items():
             step = self.ramp_step(pool, ip)
             self.ramp_planned[(pool.name, ip)] = step
-            weights[ip] = max(1, weight * step // RAMP_STEPS)
+            weights[ip] = max(1, weight * self.agent_share(pool.name, ip) // 100 * step // RAMP_STEPS)
         return weights
 
     def _note_ramps(self, pool: Pool, usable: dict[str, int], serving: bool) -> None:
@@ -295,14 +316,23 @@ class Backends:
 
     def effective(self, pool: Pool, backend: Backend) -> tuple[int, str | None]:
         """A backend's effective weight and why it differs from its weight."""
+        share = self.agent_share(pool.name, backend.ip)
+        said = self.agent_says(pool.name, backend.ip)
+        reasons = []
+        weight = backend.weight
+        if said != "up":
+            report = self.agents.report(pool.name, backend.ip)
+            return 0, f"its agent said {report.line!r}: {said}"
+        if share < 100:
+            weight = max(1, weight * share // 100) if weight else 0
+            reasons.append(f"its agent reports {share}% of its weight")
         step = self.ramp_step(pool, backend.ip)
-        if step == RAMP_STEPS:
-            return backend.weight, None
-        start = self.ramps[(pool.name, backend.ip)]
-        elapsed = self.clock() - start
-        return max(1, backend.weight * step // RAMP_STEPS), (
-            f"slow start: {step}/{RAMP_STEPS} of its weight ({elapsed:.0f} s of {pool.slow_start:g} s)"
-        )
+        if step < RAMP_STEPS:
+            start = self.ramps[(pool.name, backend.ip)]
+            elapsed = self.clock() - start
+            weight = max(1, weight * step // RAMP_STEPS)
+            reasons.append(f"slow start: {step}/{RAMP_STEPS} of its weight ({elapsed:.0f} s of {pool.slow_start:g} s)")
+        return weight, "; ".join(reasons) or None
 
     def holder_ips(self, pool: Pool) -> set[str]:
         """Addresses of the pool's backends that may hold connections."""
@@ -329,6 +359,10 @@ class Backends:
             return "unhealthy", reason
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
+        said = self.agent_says(pool_name, backend.ip)
+        if said != "up":
+            line = self.agents.report(pool_name, backend.ip).line
+            return ("draining" if said == "drain" else "unhealthy"), f"its agent said {line!r}"
         how = "configured" if backend.mac else f"found by {family_of(backend.ip).neighbour_name}"
         if gateway is not None:
             how = f"routed (dscp) through gateway {gateway}, found by {family_of(gateway).neighbour_name}"
@@ -365,7 +399,7 @@ class Backends:
         for backend in pool.backends.values():
             if not self.usable(pool.name, backend):
                 continue
-            if backend.weight == 0:
+            if backend.weight == 0 or self.agent_says(pool.name, backend.ip) == "drain":
                 self.draining_since.setdefault(backend.uid, now)
                 if backend.uid not in self.timed_out_drains:
                     holders.add(backend.uid)
@@ -398,6 +432,7 @@ class Backends:
         return ended
 
     def update_health_targets(self, pool: Pool, config: Config) -> None:
+        self._update_agent_targets(pool)
         check = pool.health_check
         vips = [config.vips[v] for v in sorted(config.vips_by_pool.get(pool.name, ()))]
         # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
@@ -421,6 +456,24 @@ class Backends:
                 pool.name, backend.ip, mac, dpid, port, check, address, addresses, dscp if routed else None
             )
             self.health.set_target(key, target)
+
+    def _update_agent_targets(self, pool: Pool) -> None:
+        """Each backend's agent is asked at its own address, where it is found."""
+        agent = pool.agent_check
+        if agent is not None:
+            self.agents.steps[pool.name] = agent.step
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            if agent is None or not self.can_probe("tcp", (backend.ip,)):
+                self.agents.forget(key)
+                continue
+            mac, dpid, port = self.place(backend)
+            if mac is None or dpid not in self.agents.online or not self.link_up(dpid, port):
+                self.agents.set_target(key, None)
+                continue
+            self.agents.set_target(
+                key, HealthTarget(pool.name, backend.ip, mac, dpid, port, as_check(agent), backend.ip)
+            )
 
     def can_probe(self, kind: str, addresses: Iterable[str]) -> bool:
         """Whether the controller has a source address for ``kind`` checks
@@ -449,6 +502,7 @@ class Backends:
     def forget(self, pool_name: str, ip: str) -> None:
         """A backend left a pool."""
         self.health.forget((pool_name, ip))
+        self.agents.forget((pool_name, ip))
         self.transitions.pop((pool_name, ip), None)
 
     def pool_gone(self, pool: Pool) -> set[int]:

@@ -279,6 +279,7 @@ class Balancer:
         switch = self.switches[dpid] = Switch(dpid, mode, description, set(ports_down))
         self._tracking(switch)
         self.backends.health.switch_online(dpid)
+        self.backends.agents.switch_online(dpid)
         discovery = self.l2.switch_up(switch, set(ports) - set(ports_down), port_macs or {})
         # Hosts this switch already forwards to stay learned: a restarted
         # controller changes nothing that is still right.
@@ -358,6 +359,7 @@ class Balancer:
             if self.l2.switch_down(dpid):
                 self._fabric_changed()
             self.backends.health.switch_offline(dpid)
+            self.backends.agents.switch_offline(dpid)
             self.traffic.switch_gone(dpid)
             self.history.forget_switch(dpid)
             self.handovers.switch_gone(dpid)
@@ -425,6 +427,7 @@ class Balancer:
             reason = "health_probe" if eth.dst == probe_mac else "learning"
         switch.packet_ins[reason] += 1
         touched |= self._health(*self.backends.health.packet_in(self.clock(), data))
+        touched |= self._agents(*self.backends.agents.packet_in(self.clock(), data))
         self._mark(touched)
 
     @event
@@ -433,6 +436,7 @@ class Balancer:
         overdue drains, discover links, end handover holds and windows."""
         self._probe(force=False)
         self._mark(self._health(*self.backends.health.tick(self.clock())))
+        self._mark(self._agents(*self.backends.agents.tick(self.clock())))
         for uid, pools in self.backends.expire_drains():
             self._delete_pins({uid})
             for name in pools:
@@ -458,6 +462,7 @@ class Balancer:
         the answers to the health probes out were not read in time, so those
         probes end with no result rather than as failures."""
         dropped = self.backends.health.drop_probes()
+        self.backends.agents.drop_probes()
         LOG.warning(
             "the controller did not run for %.1f s: %d health probe(s) out end with no result", seconds, dropped
         )
@@ -786,6 +791,18 @@ class Balancer:
                 touched |= self._refresh_pool(change.pool)
         if failed:
             self.store.write(health=failed)
+        return touched
+
+    def _agents(self, sends, changes: list[Transition]) -> set[Owner]:
+        """Agent probes out; what the backends' agents now report changes
+        their pools' effective weights (through the handover, as any
+        change of weight)."""
+        self._health(sends, [])
+        touched: set[Owner] = set()
+        for change in changes:
+            LOG.info("pool %s backend %s: %s", change.pool, change.ip, change.reason)
+            if change.pool in self.config.pools:
+                touched |= self._refresh_pool(change.pool)
         return touched
 
 

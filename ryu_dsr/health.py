@@ -97,7 +97,9 @@ class HealthChecker:
     targets: dict[tuple[str, str], Target] = field(default_factory=dict)
     online: set[int] = field(default_factory=set)  # dpids of connected switches: probes go only through them
     _due: list[tuple[float, tuple[str, str]]] = field(default_factory=list)  # heap of (when, key)
-    _next_sport: int = FIRST_PORT
+    first_port: int = FIRST_PORT  # the source ports its probes take (another checker takes others)
+    last_port: int = LAST_PORT
+    _next_sport: int = 0
 
     def set_target(self, key: tuple[str, str], target: Target | None) -> None:
         """Check this backend of this pool as ``target`` says; None stops
@@ -204,8 +206,8 @@ class HealthChecker:
 
     def _take_sport(self) -> int:
         while True:
-            sport = self._next_sport
-            self._next_sport = FIRST_PORT if sport >= LAST_PORT else sport + 1
+            sport = max(self._next_sport, self.first_port)
+            self._next_sport = self.first_port if sport >= self.last_port else sport + 1
             if sport not in self.by_sport:
                 return sport
 
@@ -240,10 +242,24 @@ class HealthChecker:
         if probe is not None and probe.sport:
             self.by_sport.pop(probe.sport, None)
 
-    @staticmethod
-    def _request(probe: Probe) -> bytes:
+    def _request(self, probe: Probe) -> bytes:
+        """What a probe sends once connected."""
         host = f"[{probe.address}]" if ":" in probe.address else probe.address
         return f"GET {probe.target.check.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ryu_dsr-health\r\n\r\n".encode()
+
+    def _read(self, probe: Probe, where: str) -> tuple[bool, str] | None:
+        """What the answer so far says, (passed, why); None: wait for more."""
+        check = probe.target.check
+        line = probe.response.split(b"\r\n", 1)[0]
+        if b"\r\n" not in probe.response and len(probe.response) < 64:
+            return None  # the status line is not complete yet
+        parts = line.split()
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        ok = status == check.expect_status
+        reason = f"GET {check.path} on {where} answered {status}" if status else f"{where} sent no HTTP status line"
+        if not ok and status:
+            reason += f", expected {check.expect_status}"
+        return ok, reason
 
     # ------------------------------------------------------------- answers
 
@@ -304,18 +320,13 @@ class HealthChecker:
             return [Send(probe.target.dpid, probe.target.port, frame)], []
         if probe.stage == "request" and segment.payload:
             probe.response += segment.payload
-            line = probe.response.split(b"\r\n", 1)[0]
-            if b"\r\n" not in probe.response and len(probe.response) < 64:
-                return [], []  # the status line is not complete yet
+            read = self._read(probe, where)
+            if read is None:
+                return [], []
             self._drop(key)
             sent = len(self._request(probe))
             rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0), _tos(probe))
-            parts = line.split()
-            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-            ok = status == check.expect_status
-            reason = f"GET {check.path} on {where} answered {status}" if status else f"{where} sent no HTTP status line"
-            if not ok and status:
-                reason += f", expected {check.expect_status}"
+            ok, reason = read
             return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
                 key, check, ok, reason, now, probe.address
             )

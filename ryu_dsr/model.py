@@ -261,6 +261,44 @@ def parse_health_check(body: Any, where: str, base: HealthCheck | None = None) -
     return check
 
 
+@dataclass(frozen=True)
+class AgentCheck:
+    """A backend reports its own state and load (HAProxy's ``agent-check``):
+    the controller connects to ``port`` on the backend's address, in-band
+    like a health check, and reads one line: a share of the backend's weight
+    (``75%``), ``drain``, ``down`` (or ``fail``, ``stopped``, ``maint``),
+    ``up`` (or ``ready``), alone or together (``up 50%``). The configured
+    weight stays the ceiling; a share moves only by ``step`` percent or
+    more (hysteresis, so a noisy report does not move slots back and
+    forth); an agent that does not answer changes nothing."""
+
+    port: int
+    interval: float = 2.0
+    timeout: float = 1.0
+    step: int = 10
+
+    FIELDS = ("port", "interval", "timeout", "step")
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def parse_agent_check(body: Any, where: str) -> AgentCheck | None:
+    """An agent check from JSON; null: none."""
+    if body is None:
+        return None
+    check_object(body, where, set(AgentCheck.FIELDS))
+    if "port" not in body:
+        raise InvalidInput(_where(where, "port"), "is required: the TCP port the backend's agent answers on")
+    port = parse_int(body["port"], _where(where, "port"), 1, 65535)
+    interval = parse_number(body.get("interval", 2.0), _where(where, "interval"), 0.1, 3600)
+    timeout = parse_number(body.get("timeout", 1.0), _where(where, "timeout"), 0.01, 60)
+    if timeout > interval:
+        raise InvalidInput(_where(where, "timeout"), f"must not exceed the interval ({interval} s)")
+    step = parse_int(body.get("step", 10), _where(where, "step"), 1, 100)
+    return AgentCheck(port, interval, timeout, step)
+
+
 @dataclass
 class Pool:
     name: str
@@ -271,9 +309,10 @@ class Pool:
     # Seconds over which a backend that starts taking connections (added, found,
     # back from failing its checks) ramps from a small share to its weight; 0: off.
     slow_start: float = 0.0
+    agent_check: AgentCheck | None = None  # the backends report their own load
 
-    FIELDS = {"name", "description", "backends", "health_check", "slow_start"}
-    MUTABLE = {"description", "health_check", "slow_start"}
+    FIELDS = {"name", "description", "backends", "health_check", "slow_start", "agent_check"}
+    MUTABLE = {"description", "health_check", "slow_start", "agent_check"}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -281,6 +320,7 @@ class Pool:
             "description": self.description,
             "health_check": self.health_check.to_json(),
             "slow_start": self.slow_start,
+            "agent_check": self.agent_check.to_json() if self.agent_check else None,
             "backends": [b.to_json() for b in self.backends.values()],
         }
 
@@ -371,6 +411,8 @@ def parse_pool(body: Any, where: str = "") -> Pool:
         pool.health_check = parse_health_check(body["health_check"], _where(where, "health_check"))
     if "slow_start" in body:
         pool.slow_start = parse_number(body["slow_start"], _where(where, "slow_start"), 0, 3600)
+    if "agent_check" in body:
+        pool.agent_check = parse_agent_check(body["agent_check"], _where(where, "agent_check"))
     backends = body.get("backends", [])
     if not isinstance(backends, list):
         raise InvalidInput(_where(where, "backends"), "must be a list")
@@ -616,6 +658,8 @@ class Config:
             new.health_check = parse_health_check(body["health_check"], "health_check", pool.health_check)
         if "slow_start" in body:
             new.slow_start = parse_number(body["slow_start"], "slow_start", 0, 3600)
+        if "agent_check" in body:
+            new.agent_check = parse_agent_check(body["agent_check"], "agent_check")
         change = self._new_change()
         change.pools[name] = new
         return change

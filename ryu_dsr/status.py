@@ -174,6 +174,21 @@ class Status:
             "claim": b.backends.locator.claim_status(ip),
             "routed": self._routed(pool_name, backend),
             **self._effective(pool_name, backend),
+            "agent": self._agent(pool_name, ip),
+        }
+
+    def _agent(self, pool_name: str, ip: str) -> dict | None:
+        """What the backend's agent said last and what was applied (None: no agent check)."""
+        b = self._balancer
+        if b.config.pools[pool_name].agent_check is None:
+            return None
+        report = b.backends.agents.report(pool_name, ip)
+        health = b.backends.agents.status(pool_name, ip)
+        return {
+            "state": b.backends.agent_says(pool_name, ip),
+            "share": b.backends.agent_share(pool_name, ip),
+            "said": report.line if report else None,
+            "last_result": health.last_result if health else "not asked yet",
         }
 
     def effective_weight(self, pool_name: str, backend: Backend) -> int:
@@ -181,7 +196,7 @@ class Status:
 
     def _effective(self, pool_name: str, backend: Backend) -> dict:
         """The weight the slot table is made from now, and why it is not the
-        configured one (a slow start), or None."""
+        configured one (its agent's report, a slow start), or None."""
         weight, why = self._balancer.backends.effective(self._balancer.config.pools[pool_name], backend)
         return {"effective_weight": weight, "effective_reason": why}
 
