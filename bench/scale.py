@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ryu_dsr.flows.pipeline import HASH_GROUP, LEARN_METER, Table
 
-from ryu_dsr.lab import Lab, rest
+from ryu_dsr.lab import Lab, browse, rest
 
 REST_PORT, OF_PORT = 18095, 16695
 BASE = f"http://127.0.0.1:{REST_PORT}"
@@ -137,17 +137,8 @@ def probe(work) -> list[float]:
 def status_page_seconds(pool: str) -> float:
     """Seconds headless Chromium takes to load the status page, draw a
     pool's charts and hand back the page (its start included)."""
-    import subprocess
-
     started = time.perf_counter()
-    dom = subprocess.run(
-        ["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=1000"]
-        + [f"{BASE}/status?chart={pool}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    dom = browse(f"{BASE}/status?chart={pool}", 1000)
     took = time.perf_counter() - started
     if "data-shares" not in dom:
         raise RuntimeError("the status page drew no chart")

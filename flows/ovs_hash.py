@@ -73,43 +73,27 @@ def symmetric_l4(packet: dict) -> int:
     return _mhash_finish(hash_)
 
 
+_MIX = (4, 6, 8, 16, 19, 4)  # lookup3's mix: the rotations of its six steps
+_FINAL = (14, 11, 25, 16, 4, 14, 24)  # and of its final's seven
+
+
 def _jhash_mix(a: int, b: int, c: int) -> tuple[int, int, int]:
-    a = (a - c) & M32
-    a ^= _rot(c, 4)
-    c = (c + b) & M32
-    b = (b - a) & M32
-    b ^= _rot(a, 6)
-    a = (a + c) & M32
-    c = (c - b) & M32
-    c ^= _rot(b, 8)
-    b = (b + a) & M32
-    a = (a - c) & M32
-    a ^= _rot(c, 16)
-    c = (c + b) & M32
-    b = (b - a) & M32
-    b ^= _rot(a, 19)
-    a = (a + c) & M32
-    c = (c - b) & M32
-    c ^= _rot(b, 4)
-    b = (b + a) & M32
-    return a, b, c
+    """Step i: x -= z; x ^= rot(z, k); z += y, with (x, y, z) turning over (a, b, c)."""
+    r = [a, b, c]
+    for i, k in enumerate(_MIX):
+        x, y, z = i % 3, (i + 1) % 3, (i + 2) % 3
+        r[x] = ((r[x] - r[z]) & M32) ^ _rot(r[z], k)
+        r[z] = (r[z] + r[y]) & M32
+    return r[0], r[1], r[2]
 
 
 def _jhash_final(a: int, b: int, c: int) -> int:
-    c ^= b
-    c = (c - _rot(b, 14)) & M32
-    a ^= c
-    a = (a - _rot(c, 11)) & M32
-    b ^= a
-    b = (b - _rot(a, 25)) & M32
-    c ^= b
-    c = (c - _rot(b, 16)) & M32
-    a ^= c
-    a = (a - _rot(c, 4)) & M32
-    b ^= a
-    b = (b - _rot(a, 14)) & M32
-    c ^= b
-    return (c - _rot(b, 24)) & M32
+    """Step i: t ^= s; t -= rot(s, k), with t turning over c, a, b and s the one before."""
+    r = [a, b, c]
+    for i, k in enumerate(_FINAL):
+        t, s = (i + 2) % 3, (i + 1) % 3
+        r[t] = ((r[t] ^ r[s]) - _rot(r[s], k)) & M32
+    return r[2]
 
 
 def jhash_bytes(data: bytes, basis: int) -> int:

@@ -707,6 +707,19 @@ def parse_stamp(text: str) -> float:
 TOKENS: dict[str, str] = {}  # REST base URL -> bearer token of the controller there
 
 
+def browse(url: str, budget_ms: int = 3000) -> str:
+    """The page at ``url`` as Debian's headless Chromium leaves it once its
+    scripts ran for ``budget_ms`` of virtual time (its DOM, serialised)."""
+    return subprocess.run(
+        ["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--dump-dom", f"--virtual-time-budget={budget_ms}"]
+        + [url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 def run_at_once(threads: list) -> float:
     """Start ``threads`` together, wait for all of them; the seconds taken."""
     started = time.monotonic()

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from html.parser import HTMLParser
 
-from ryu_dsr.lab import wait_no_hold
+from ryu_dsr.lab import browse, wait_no_hold
 from tests.integration.conftest import BACKENDS, VIP, fabric_fixture
 
 fabric = fabric_fixture("dsrtr", rest_port=18120, of_port=16720, settings={"stats_interval": 1})
@@ -90,16 +90,8 @@ class Charts(HTMLParser):
 
 
 def chart_page(fabric) -> Charts:
-    dom = subprocess.run(
-        ["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=3000"]
-        + [f"{fabric.base}/status?chart=web"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
     charts = Charts()
-    charts.feed(dom)
+    charts.feed(browse(f"{fabric.base}/status?chart=web"))
     return charts
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from ryu_dsr.lab import program
+from ryu_dsr.lab import browse, program
 from tests.integration.conftest import BACKENDS, VIP, fabric_fixture, wait_for
 
 URL = f"http://{VIP}/"
@@ -114,22 +114,8 @@ def test_the_status_page_shows_the_vips_and_backends_and_its_counts_move(fabric)
                 self.field = None
 
     def page() -> Cells:
-        dom = subprocess.run(
-            [
-                "chromium-headless-shell",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--dump-dom",
-                "--virtual-time-budget=3000",
-                f"{fabric.base}/status",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
         cells = Cells()
-        cells.feed(dom)
+        cells.feed(browse(f"{fabric.base}/status"))
         return cells
 
     if fabric.api("GET", "/v1/pools/web")[0] == 404:
@@ -238,7 +224,6 @@ def test_a_change_without_the_token_is_401_and_changes_nothing(fabric):
 def test_dsrctl_runs_every_operation_and_says_why_it_fails(fabric, tmp_path):
     import json
     import os
-    import subprocess
 
     if fabric.api("GET", "/v1/pools/web")[0] == 404:
         fabric.create_web(backends=tuple(BACKENDS.values()))
