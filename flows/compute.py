@@ -22,6 +22,7 @@ from ryu_dsr.flows.pipeline import (
     REG_SLOT,
     REG_VIP,
     SLOT_BITS,
+    TCP_FIN,
     TCP_RST,
     TCP_SYN,
     TCP_SYN_ACK,
@@ -263,7 +264,7 @@ def backend_count_rules(switch: SwitchPlan, mac: str) -> list[Rule]:
     for family in FAMILIES:
         syn = match_items(**chosen, eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN)
         rules.insert(0, Rule(Table.CHOSEN, Chosen.COUNT_SYN, syn, goto=Table.ETH_SRC, owner=host))
-        for priority, flags in ((Replies.SYN_ACK, TCP_SYN_ACK), (Replies.RESET, TCP_RST)):
+        for priority, flags in ((Replies.SYN_ACK, TCP_SYN_ACK), (Replies.FIN, TCP_FIN), (Replies.RESET, TCP_RST)):
             flagged = match_items(eth_src=mac, eth_type=family.eth_type, ip_proto=6, tcp_flags=flags)
             rules.append(Rule(Table.REPLIES, priority, flagged, (), owner=host))
     return rules

@@ -125,6 +125,7 @@ class Guard(IntEnum):
 
 class Replies(IntEnum):
     SYN_ACK = 130  # a backend answering a connection from a VIP address (counted)
+    FIN = 127  # a backend closing a connection from a VIP address (counted: its active connections)
     RESET = 125  # a backend resetting a connection from a VIP address (counted)
     COUNT = 110  # anything else a backend sends from a VIP address (counted)
 
@@ -180,6 +181,7 @@ _L3L4 = {"eth_type", "ip_proto", "tcp_src", "tcp_dst", "udp_src", "udp_dst"} | _
 TCP_SYN = (0x002, 0x012)  # tcp_flags: SYN set, ACK clear
 TCP_SYN_ACK = (0x012, 0x012)  # SYN and ACK set: a connection answered
 TCP_RST = (0x004, 0x004)
+TCP_FIN = (0x001, 0x001)
 _NEIGHBOUR = set().union(*(family.neighbour_fields for family in FAMILIES))
 _ICMP = set().union(*(family.icmp_fields for family in FAMILIES))
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ryu_dsr.adaptive import adapt
 from ryu_dsr.agent import AgentChecker, as_check
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
@@ -57,6 +58,10 @@ class Backends:
         self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
         self.agents = AgentChecker(settings.probe_mac, settings.probe_ip or None)  # backends' own reports
+        # Adaptive pools: (pool, ip) -> the share of its configured weight the policy gives it, and when
+        # each adaptive pool was last looked at
+        self.shares: dict[tuple[str, str], float] = {}
+        self.adapted_at: dict[str, float] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
@@ -271,8 +276,49 @@ class Backends:
         for ip, weight in usable.items():
             step = self.ramp_step(pool, ip)
             self.ramp_planned[(pool.name, ip)] = step
-            weights[ip] = max(1, weight * self.agent_share(pool.name, ip) // 100 * step // RAMP_STEPS)
+            weight = weight * self.agent_share(pool.name, ip) // 100
+            if pool.adaptive is not None:
+                weight = round(weight * self.shares.get((pool.name, ip), 1.0))
+            weights[ip] = max(1, weight * step // RAMP_STEPS)
         return weights
+
+    # -- adaptive pools --
+
+    def adaptive_due(self, pools: dict[str, Pool]) -> list[str]:
+        """Adaptive pools whose interval has passed (a pass over those pools only)."""
+        now = self.clock()
+        due = []
+        for name in list(self.adapted_at):
+            pool = pools.get(name)
+            if pool is None or pool.adaptive is None:
+                self.adapted_at.pop(name, None)
+                for key in [key for key in self.shares if key[0] == name]:
+                    del self.shares[key]
+            elif now - self.adapted_at[name] >= pool.adaptive.interval:
+                due.append(name)
+        return due
+
+    def adapt(self, pool: Pool, active_of: Callable[[str], int]) -> bool:
+        """One step of the pool's policy from the active connections the
+        switches count (``active_of(mac)``); whether a share changed."""
+        self.adapted_at[pool.name] = self.clock()
+        serving = {
+            b.ip: b.weight * self.agent_share(pool.name, b.ip) // 100
+            for b in pool.backends.values()
+            if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
+        }
+        serving = {ip: weight for ip, weight in serving.items() if weight > 0}
+        load = {ip: active_of(self.place(pool.backends[ip])[0]) for ip in serving}
+        before = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
+        after = adapt(before, load, serving, pool.adaptive)
+        changed = [ip for ip in serving if after[ip] != before[ip]]
+        for ip in changed:
+            LOG.info(
+                "pool %s backend %s: %d active connections, its share of its weight %.2f -> %.2f",
+                *(pool.name, ip, load[ip], before[ip], after[ip]),
+            )
+            self.shares[(pool.name, ip)] = after[ip]
+        return bool(changed)
 
     def _note_ramps(self, pool: Pool, usable: dict[str, int], serving: bool) -> None:
         """Start the slow start of the backends that begin to take
@@ -326,6 +372,13 @@ class Backends:
         if share < 100:
             weight = max(1, weight * share // 100) if weight else 0
             reasons.append(f"its agent reports {share}% of its weight")
+        adapted = self.shares.get((pool.name, backend.ip), 1.0) if pool.adaptive is not None else 1.0
+        if adapted < 1.0 and weight:
+            weight = max(1, round(weight * adapted))
+            reasons.append(
+                f"least connections: {round(100 * adapted)}% of its weight "
+                "(it held more active connections per weight than the pool)"
+            )
         step = self.ramp_step(pool, backend.ip)
         if step < RAMP_STEPS:
             start = self.ramps[(pool.name, backend.ip)]
@@ -433,6 +486,8 @@ class Backends:
 
     def update_health_targets(self, pool: Pool, config: Config) -> None:
         self._update_agent_targets(pool)
+        if pool.adaptive is not None:
+            self.adapted_at.setdefault(pool.name, self.clock())
         check = pool.health_check
         vips = [config.vips[v] for v in sorted(config.vips_by_pool.get(pool.name, ()))]
         # every VIP address of the pool, probed in turn: a backend that lost one from lo fails

@@ -449,6 +449,11 @@ class Balancer:
             self.switches[dpid].rules.mark([BASE_OWNER])
             self._wake(self.switches[dpid])
         self._mark(self.desired.expire())
+        for name in self.backends.adaptive_due(self.config.pools):  # weights that follow the measured load
+            if not self.desired.planner.checking(name) and self.backends.adapt(
+                self.config.pools[name], self.traffic.active
+            ):
+                self._mark(self._refresh_pool(name))
         for name in self.backends.ramps_due(self.config.pools):  # slow starts that reached a step
             if not self.desired.planner.checking(name):  # one move at a time: the last one is checked first
                 self._mark(self._refresh_pool(name))

@@ -84,18 +84,21 @@ class Lab:
     def vsctl(self, *args: str) -> str:
         return self.ovs("ovs-vsctl", f"--db=unix:{self.run_dir}/db.sock", "--timeout=20", *args)
 
-    def ab(self, address: str, requests: int, concurrency: int, host: str = "c1") -> dict:
+    def ab(self, address: str, requests: int, concurrency: int, host: str = "c1", path: str = "/") -> dict:
         """ApacheBench without keep-alive (each request a new connection) from
-        ``host`` to http://ADDRESS/: per_second, failed (errors and non-2xx
-        answers) and done."""
-        out = self.run(
-            host, "ab", "-q", "-r", "-n", str(requests), "-c", str(concurrency), f"http://{address}/", timeout=600
-        )
+        ``host`` to http://ADDRESS/PATH: per_second, failed (errors and
+        non-2xx answers), done, and the p50 and p99 of the requests' times
+        (ms)."""
+        url = f"http://{address}{path}"
+        out = self.run(host, "ab", "-q", "-r", "-n", str(requests), "-c", str(concurrency), url, timeout=900)
         number = lambda name: float((re.search(rf"{name}:\s+([\d.]+)", out) or [0, 0])[1])  # noqa: E731
+        within = lambda share: float((re.search(rf"^\s*{share}%\s+(\d+)", out, re.M) or [0, "nan"])[1])  # noqa: E731
         return {
             "per_second": number("Requests per second"),
             "failed": int(number("Failed requests") + number("Non-2xx responses")),
             "done": int(number("Complete requests")),
+            "p50_ms": within(50),
+            "p99_ms": within(99),
         }
 
     def pin_flows(self) -> list[str]:

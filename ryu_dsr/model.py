@@ -299,6 +299,49 @@ def parse_agent_check(body: Any, where: str) -> AgentCheck | None:
     return AgentCheck(port, interval, timeout, step)
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    """Weights that follow the load the switch measures (least connections
+    in spirit, over the hashed table): every ``interval`` seconds, a
+    backend whose active connections per unit of effective weight run more
+    than ``hysteresis`` ahead of the pool's gets less weight, one behind
+    gets back toward its configured weight (the ceiling; never below
+    ``floor`` of it). All moves of one interval together shift at most
+    ``max_move`` of the pool's weight, each through the handover."""
+
+    policy: str = "least_connections"
+    interval: float = 5.0
+    max_move: float = 0.1
+    hysteresis: float = 0.25
+    floor: float = 0.1
+    min_connections: int = 8  # fewer active connections in the pool: too little to tell, nothing moves
+
+    FIELDS = ("policy", "interval", "max_move", "hysteresis", "floor", "min_connections")
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+ADAPTIVE_POLICIES = ("least_connections",)
+
+
+def parse_adaptive(body: Any, where: str) -> Adaptive | None:
+    """An adaptive policy from JSON; null: weights as configured."""
+    if body is None:
+        return None
+    check_object(body, where, set(Adaptive.FIELDS))
+    at = lambda name: _where(where, name)  # noqa: E731
+    base = Adaptive()
+    return Adaptive(
+        parse_choice(body.get("policy", base.policy), at("policy"), ADAPTIVE_POLICIES),
+        parse_number(body.get("interval", base.interval), at("interval"), 1, 3600),
+        parse_number(body.get("max_move", base.max_move), at("max_move"), 0.01, 1),
+        parse_number(body.get("hysteresis", base.hysteresis), at("hysteresis"), 0, 10),
+        parse_number(body.get("floor", base.floor), at("floor"), 0.01, 1),
+        parse_int(body.get("min_connections", base.min_connections), at("min_connections"), 1, 1_000_000),
+    )
+
+
 @dataclass
 class Pool:
     name: str
@@ -310,9 +353,10 @@ class Pool:
     # back from failing its checks) ramps from a small share to its weight; 0: off.
     slow_start: float = 0.0
     agent_check: AgentCheck | None = None  # the backends report their own load
+    adaptive: Adaptive | None = None  # weights follow the load the switch measures
 
-    FIELDS = {"name", "description", "backends", "health_check", "slow_start", "agent_check"}
-    MUTABLE = {"description", "health_check", "slow_start", "agent_check"}
+    FIELDS = {"name", "description", "backends", "health_check", "slow_start", "agent_check", "adaptive"}
+    MUTABLE = {"description", "health_check", "slow_start", "agent_check", "adaptive"}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -321,6 +365,7 @@ class Pool:
             "health_check": self.health_check.to_json(),
             "slow_start": self.slow_start,
             "agent_check": self.agent_check.to_json() if self.agent_check else None,
+            "adaptive": self.adaptive.to_json() if self.adaptive else None,
             "backends": [b.to_json() for b in self.backends.values()],
         }
 
@@ -413,6 +458,8 @@ def parse_pool(body: Any, where: str = "") -> Pool:
         pool.slow_start = parse_number(body["slow_start"], _where(where, "slow_start"), 0, 3600)
     if "agent_check" in body:
         pool.agent_check = parse_agent_check(body["agent_check"], _where(where, "agent_check"))
+    if "adaptive" in body:
+        pool.adaptive = parse_adaptive(body["adaptive"], _where(where, "adaptive"))
     backends = body.get("backends", [])
     if not isinstance(backends, list):
         raise InvalidInput(_where(where, "backends"), "must be a list")
@@ -660,6 +707,8 @@ class Config:
             new.slow_start = parse_number(body["slow_start"], "slow_start", 0, 3600)
         if "agent_check" in body:
             new.agent_check = parse_agent_check(body["agent_check"], "agent_check")
+        if "adaptive" in body:
+            new.adaptive = parse_adaptive(body["adaptive"], "adaptive")
         change = self._new_change()
         change.pools[name] = new
         return change

@@ -82,6 +82,7 @@ SAYS: dict[tuple[int, str], str] = {
     (Table.UNPINNED, "REFUSED"): "the pin limit refused this connection's pin: to the old backend",
     (Table.REPLIES, "SYN_ACK"): "a backend answering a connection (counted)",
     (Table.REPLIES, "RESET"): "a backend resetting a connection (counted)",
+    (Table.REPLIES, "FIN"): "a backend closing a connection (counted)",
     (Table.REPLIES, "COUNT"): "a backend's reply (counted)",
     (Table.GUARD, "SENDER"): "a backend of the pool, from its own port: may send from the VIP address",
     (Table.TRACKED, "LABELLED"): "the connection tracker knows this connection: to the slot's new backend",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ryu_dsr.adaptive import active
 from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
 # table, priority, cookie, MAC matched, routed backend's uid matched (or None), packets, bytes
@@ -26,6 +27,7 @@ class Counts:
     new_connections: int = 0  # requests: TCP SYN without ACK
     answered: int = 0  # replies: SYN-ACK (a connection answered)
     resets: int = 0  # replies: RST
+    finished: int = 0  # replies: FIN (a connection closed by its backend)
 
     def add(self, packets: int, size: int, flag: str = "") -> None:
         self.packets += packets
@@ -34,7 +36,7 @@ class Counts:
             setattr(self, flag, getattr(self, flag) + packets)
 
     def merge(self, other: Counts) -> None:
-        for name in ("packets", "bytes", "new_connections", "answered", "resets"):
+        for name in ("packets", "bytes", "new_connections", "answered", "resets", "finished"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self, names=("packets", "bytes", "new_connections")) -> dict:
@@ -50,6 +52,7 @@ FLAGS = {
     (Table.CHOSEN, Chosen.COUNT_SYN): "new_connections",
     (Table.REPLIES, Replies.SYN_ACK): "answered",
     (Table.REPLIES, Replies.RESET): "resets",
+    (Table.REPLIES, Replies.FIN): "finished",
 }
 
 
@@ -154,6 +157,13 @@ class Traffic:
                 for name in rate:
                     rate[name] += getattr(counts, name) / interval
         return totals.to_json(names) | {"rates": {name: round(value, 3) for name, value in rate.items()}}
+
+    def active(self, mac: str | None) -> int:
+        """A backend's active connections, as the switches counted them:
+        answered (SYN-ACK from a VIP address), neither closed (FIN) nor
+        reset (RST) since."""
+        back = self.replies.get(mac) if mac else None
+        return active(back.answered, back.finished, back.resets) if back else 0
 
     def passive(self, mac: object) -> dict | None:
         """What a backend did with the connections sent to it over the last

@@ -2,13 +2,16 @@
 """A backend's load agent for ryu_dsr's agent checks (HAProxy's agent-check
 protocol): on each TCP connection it writes one line and closes.
 
-    dsr_agent.py [--port 7777] [--bind ADDRESS] [--say TEXT | --file PATH | --command CMD]
+    dsr_agent.py [--port 7777] [--bind ADDRESS] [--say TEXT | --file PATH | --command CMD | --cgroup DIR]
 
 What it says, in order of choice:
   --say TEXT      always TEXT (``75%``, ``drain``, ``down``, ``up``)
   --file PATH     the first line of PATH, read on each connection (an operator
                   or a deploy script writes ``drain`` there; missing: ``up``)
   --command CMD   the first line CMD prints (run with the shell, at most 1 s)
+  --cgroup DIR    the CPU a cgroup (v1 ``cpu``) has left under its quota:
+                  the share of its periods not throttled, over the last
+                  seconds (a service limited to its quota, as containers are)
   (none)          the CPU left over the last seconds, as a share of the
                   weight: 100 % of an idle machine, down to 10 % of a busy
                   one, from /proc/stat (a backend with a slower CPU, or a
@@ -38,21 +41,30 @@ def cpu_times() -> tuple[int, int]:
     return idle, sum(fields)
 
 
-class CpuLeft:
-    """The share of CPU left idle, sampled in the background every second
-    and averaged over the last few samples."""
+def cgroup_periods(path: str) -> tuple[int, int]:
+    """(periods not throttled, periods) of a v1 ``cpu`` cgroup."""
+    with open(f"{path}/cpu.stat") as stat:
+        fields = dict(line.split() for line in stat if line.strip())
+    periods = int(fields["nr_periods"])
+    return periods - int(fields["nr_throttled"]), periods
 
-    def __init__(self, window: int = 5) -> None:
+
+class CpuLeft:
+    """The share of CPU left (``sample()``: (left, total) counters), sampled
+    in the background every second and averaged over the last few samples."""
+
+    def __init__(self, sample=cpu_times, window: int = 5) -> None:
         self.samples: list[float] = []
         self.window = window
+        self.sample = sample
         thread = threading.Thread(target=self._run, daemon=True)
         thread.start()
 
     def _run(self) -> None:
-        idle, total = cpu_times()
+        idle, total = self.sample()
         while True:
             time.sleep(1.0)
-            now_idle, now_total = cpu_times()
+            now_idle, now_total = self.sample()
             if now_total > total:
                 self.samples = (self.samples + [(now_idle - idle) / (now_total - total)])[-self.window :]
             idle, total = now_idle, now_total
@@ -90,8 +102,13 @@ def main() -> None:
     what.add_argument("--say")
     what.add_argument("--file")
     what.add_argument("--command")
+    what.add_argument("--cgroup")
     args = parser.parse_args()
-    cpu = CpuLeft() if args.say is None and args.file is None and args.command is None else None
+    cpu = None
+    if args.cgroup is not None:
+        cpu = CpuLeft(lambda: cgroup_periods(args.cgroup))
+    elif args.say is None and args.file is None and args.command is None:
+        cpu = CpuLeft()
     family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
     server = socket.socket(family, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,6 +7,7 @@ GET /            -> "NAME CLIENT_IP"  (which backend answered, and whom it saw)
 
 BIND "::" serves IPv4 and IPv6 on one socket.
 GET /stream?n=N&ms=M -> N lines "NAME i", one every M ms (a long-lived connection)
+GET /work?ms=M       -> "NAME CLIENT_IP" after M ms of CPU work (a server whose CPU is the limit)
 """
 
 import socket
@@ -38,6 +39,11 @@ def main() -> None:
                     self.wfile.flush()
                     time.sleep(pause)
                 return
+            if url.path == "/work":
+                spend = int(parse_qs(url.query).get("ms", ["10"])[0]) / 1000
+                until = time.thread_time() + spend
+                while time.thread_time() < until:
+                    pass
             client = self.client_address[0]
             self.wfile.write(f"{name} {client.removeprefix('::ffff:')}\n".encode())
 

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Balance by load: one weak backend of three, static weights against the
+adaptive policies, side by side in one run, on real Open vSwitch.
+
+On this machine: one userspace Open vSwitch bridge, a client and three DSR
+backends in namespaces, ryu-manager ryu_dsr. Each backend serves
+``GET /work?ms=10`` (10 ms of CPU per request) from a CPU cgroup: b11 gets
+a third of the CPU of the others (cpu.cfs_quota_us 10 % of a core against
+30 %), as a slower machine or a noisy neighbour would. All three have the
+same configured weight. For each policy in turn:
+
+  static            the configured weights
+  least_connections the pool's ``adaptive`` policy (switch-measured active
+                    connections per weight; interval 1 s, max_move 0.2)
+  agent             each backend's tools/dsr_agent.py reports the CPU its
+                    cgroup has left (``--cgroup``: periods not throttled),
+                    read by an agent check
+
+ApacheBench (16 concurrent, a new connection per request) first warms up
+(the policies settle), then is measured; beside it, 12 long-lived streams
+count connections broken. Printed: requests a second, p50 / p99 (ms),
+errors, slots that moved during the measured run, the weak backend's
+share of requests and its effective weight, streams intact.
+
+Run as root:  .venv/bin/python bench/adaptive.py [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ryu_dsr.lab import TOOLS, Lab, rest, wait_backends_up, wait_no_hold
+
+REST_PORT, OF_PORT = 18097, 16697
+BASE = f"http://127.0.0.1:{REST_PORT}"
+VIP = "10.0.0.100"
+BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
+QUOTA = {"b11": 10_000, "b12": 30_000, "b13": 30_000}  # microseconds of CPU per 100 ms period
+CGROUP = Path("/sys/fs/cgroup/cpu")
+WORK = "/work?ms=10"
+
+
+def api(method: str, path: str, body: object = None) -> object:
+    status, answer = rest(BASE, method, path, body)
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {answer}")
+    return answer
+
+
+def cgroup(name: str) -> Path:
+    return CGROUP / f"dsradapt-{name}"
+
+
+def limit(lab: Lab, name: str, pid: int) -> None:
+    """Put the backend's server (and what it starts) in a CPU cgroup of its own."""
+    path = cgroup(name)
+    path.mkdir(exist_ok=True)
+    (path / "cpu.cfs_period_us").write_text("100000")
+    (path / "cpu.cfs_quota_us").write_text(str(QUOTA[name]))
+    for task in (Path(f"/proc/{pid}/task")).iterdir():
+        (path / "tasks").write_text(task.name)
+
+
+def slot_counts() -> dict[str, int]:
+    return {b["ip"]: b["status"]["slots"] for b in api("GET", "/v1/pools/web")["backends"]}
+
+
+def run(lab: Lab, policy: str, requests: int) -> dict:
+    body: dict = {"adaptive": None, "agent_check": None}
+    if policy == "least_connections":
+        body["adaptive"] = {"interval": 1, "max_move": 0.2, "min_connections": 4}
+    if policy == "agent":
+        body["agent_check"] = {"port": 7777, "interval": 1, "timeout": 0.9, "step": 10}
+    api("PATCH", "/v1/pools/web", body)
+    time.sleep(2.0)
+    wait_no_hold(BASE, timeout=30)
+    lab.ab(VIP, requests // 2, 16, path=WORK)  # warm up: the policy settles
+    wait_no_hold(BASE, timeout=30)
+    before = slot_counts()
+    streams = lab.spawn_client(
+        "c1", f"http://{VIP}/", "--streams", "12", "--lines", "150", "--ms", "100", log=f"adaptive-{policy}.json"
+    )
+    time.sleep(0.5)
+    measured = lab.ab(VIP, requests, 16, path=WORK)
+    after = slot_counts()
+    streams.wait(120)
+    kept = lab.client_report(f"adaptive-{policy}.json")
+    weak = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]
+    return {
+        **measured,
+        "moved": sum(abs(after[ip] - before.get(ip, 0)) for ip in after) // 2,
+        "slots": sum(after.values()),
+        "weak_weight": weak["effective_weight"],
+        "weak_slots": after["10.0.0.11"],
+        "intact": f"{kept['intact']}/12",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1200)
+    parser.add_argument("--policies", default="static,least_connections,agent")
+    args = parser.parse_args()
+    lab = Lab("dsradapt")
+    try:
+        lab.start_switch(controller_port=OF_PORT)
+        lab.add_host("c1", 1)
+        for name, last in BACKENDS.items():
+            lab.add_host(name, last)
+            lab.make_backend(name, [VIP])
+            server = lab.serve_http(name)
+            limit(lab, name, server.pid)
+            lab.spawn(name, sys.executable, str(TOOLS / "dsr_agent.py"), "--cgroup", str(cgroup(name)))
+        settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": "10.0.0.250", "stats_interval": 1}
+        lab.start_controller(settings, rest_port=REST_PORT, of_port=OF_PORT)
+        lab.wait_connected()
+        pool = {
+            "name": "web",
+            "backends": [{"ip": f"10.0.0.{n}"} for n in BACKENDS.values()],
+            "health_check": {"kind": "tcp", "port": 80, "interval": 1.0, "timeout": 0.9, "fall": 3},
+        }
+        api("POST", "/v1/pools", pool)
+        api(
+            "POST",
+            "/v1/vips",
+            {"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"},
+        )
+        wait_backends_up(BASE, 3)
+        results = {policy: run(lab, policy, args.requests) for policy in args.policies.split(",")}
+    finally:
+        lab.destroy()
+        for name in BACKENDS:
+            try:
+                cgroup(name).rmdir()
+            except OSError:
+                pass
+    print(f"one backend of three with a third of the others' CPU; {args.requests} requests of 10 ms CPU, 16 at a time")
+    rows = (
+        ("requests a second", lambda r: f"{r['per_second']:.1f}"),
+        ("p50 / p99 (ms)", lambda r: f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}"),
+        ("errors", lambda r: str(r["failed"])),
+        ("slots moved while measured", lambda r: f"{r['moved']} of {r['slots']}"),
+        ("weak backend: slots / effective weight", lambda r: f"{r['weak_slots']} / {r['weak_weight']}"),
+        ("long-lived streams intact", lambda r: r["intact"]),
+    )
+    print(f"  {'':<40}" + "".join(f"{policy:>20}" for policy in results))
+    for name, cell in rows:
+        print(f"  {name:<40}" + "".join(f"{cell(r):>20}" for r in results.values()))
+    static = results.get("static")
+    for policy, r in results.items():
+        if static and policy != "static":
+            better = static["p99_ms"] / r["p99_ms"] if r["p99_ms"] else float("nan")
+            print(f"  {policy}: p99 {better:.1f}x better than static (goal: 2x), errors {r['failed']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Weights that follow the load the switch measures (least connections over
+the hashed table): the policy as a pure function, then through the
+controller and the simulator's switch."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ryu_dsr.adaptive import adapt, shift
+from ryu_dsr.model import Adaptive, InvalidInput
+from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
+from tests.simulator import syn, tcp
+
+WEIGHTS = {"a": 100, "b": 100, "c": 100}
+POLICY = Adaptive(max_move=0.1, hysteresis=0.25, floor=0.1, min_connections=8)
+
+
+def model(shares: dict[str, float], latency: dict[str, float], rate: float = 3000.0) -> dict[str, int]:
+    """Active connections of each backend (Little's law): new connections a
+    second by its share of the effective weight, times how long each lasts."""
+    effective = {ip: WEIGHTS[ip] * shares.get(ip, 1.0) for ip in WEIGHTS}
+    total = sum(effective.values())
+    return {ip: round(rate * effective[ip] / total * latency[ip]) for ip in WEIGHTS}
+
+
+def test_a_slow_backend_loses_weight_in_bounded_steps_and_gets_it_back_when_it_recovers():
+    shares: dict[str, float] = {}
+    slow = {"a": 0.3, "b": 0.1, "c": 0.1}  # a holds each connection three times as long
+    steps = []
+    for _ in range(40):
+        after = adapt(shares, model(shares, slow), WEIGHTS, POLICY)
+        steps.append(shift(shares, after, WEIGHTS))
+        shares = after
+    assert max(steps) <= POLICY.max_move + 1e-9  # never more than max_move of the weight at once
+    assert 0.3 <= shares["a"] <= 0.5 and shares["b"] == shares["c"] == 1.0, shares  # about a third
+    load = model(shares, slow)
+    assert load["a"] <= (1 + POLICY.hysteresis) * sum(load.values()) / 3  # within the hysteresis of the mean
+    well = {"a": 0.1, "b": 0.1, "c": 0.1}
+    for _ in range(40):
+        shares = adapt(shares, model(shares, well), WEIGHTS, POLICY)
+    assert shares == {"a": 1.0, "b": 1.0, "c": 1.0}  # back to its configured weight, never above
+
+
+def test_noise_within_the_hysteresis_moves_nothing():
+    rng = random.Random(7)
+    shares: dict[str, float] = {}
+    for _ in range(200):
+        load = {ip: round(40 * rng.uniform(0.85, 1.15)) for ip in WEIGHTS}  # equal backends, noisy counts
+        shares = adapt(shares, load, WEIGHTS, POLICY)
+    assert shares == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_too_few_connections_tell_nothing_and_the_floor_holds():
+    assert adapt({}, {"a": 5, "b": 0, "c": 0}, WEIGHTS, POLICY) == {"a": 1.0, "b": 1.0, "c": 1.0}
+    shares: dict[str, float] = {}
+    for _ in range(100):  # a backend that never finishes a connection
+        shares = adapt(shares, {"a": 1000, "b": 10, "c": 10}, WEIGHTS, POLICY)
+    assert shares["a"] == pytest.approx(POLICY.floor)
+
+
+def test_an_adaptive_policy_is_checked_naming_the_field(tmp_path):
+    rig = make_rig(tmp_path)
+    for bad, field, rule in (
+        ({"policy": "random"}, "adaptive.policy", "must be one of: least_connections"),
+        ({"max_move": 0}, "adaptive.max_move", "from 0.01 to 1"),
+        ({"floor": 2}, "adaptive.floor", "from 0.01 to 1"),
+        ({"interval": 0.5}, "adaptive.interval", "from 1 to 3600"),
+        ({"speed": 1}, "adaptive.speed", "unknown field"),
+    ):
+        with pytest.raises(InvalidInput, match=rule) as refused:
+            rig.service.create_pool({"name": "web", "backends": [], "adaptive": bad})
+        assert refused.value.field == field
+    assert not rig.status.config.pools
+
+
+VIP, VIP_MAC = "10.0.0.100", "02:d5:0a:00:00:64"
+
+
+def test_through_the_switch_a_backend_that_holds_its_connections_gets_fewer_new_ones(tmp_path):
+    """Counted by the switch's rules: connections answered by each backend,
+    and closed by the two fast ones; the one that closes none is steered
+    away from, in steps, through the handover."""
+    from ryu_dsr.flows.pipeline import Table
+
+    rig = make_rig(tmp_path, stats_interval=1)
+    switch = rig.connect()
+    adaptive = {"interval": 1, "max_move": 0.2, "min_connections": 8}
+    backends = [{"ip": ip} for ip in BACKENDS]
+    rig.service.create_pool(
+        {"name": "web", "backends": backends, "health_check": {"kind": "none"}, "adaptive": adaptive}
+    )
+    rig.service.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"})
+    rig.resolve_all()
+    rig.learn(CLIENT_MAC, 1)
+    rig.settle()
+    by_mac = {mac: ip for ip, (mac, _port) in BACKENDS.items()}
+    slow = "10.0.0.11"
+    port = iter(range(20000, 65000))
+    poll = (Table.DECIDE, Table.CHOSEN, Table.REPLIES)
+    rig.balancer.traffic_read(1, switch.flow_stats(poll))
+    sent = {ip: 0 for ip in BACKENDS}
+    for _ in range(12):
+        for _ in range(60):
+            sport = next(port)
+            [out] = switch.send(syn("10.0.0.2", VIP, sport, 80, CLIENT_MAC, VIP_MAC), 1)
+            ip = by_mac[out.packet["eth_dst"]]
+            sent[ip] += 1
+            mac, at = BACKENDS[ip]
+            answer = dict(tcp(VIP, "10.0.0.2", 80, sport, mac, CLIENT_MAC), tcp_flags=0x012)
+            switch.send(answer, at)
+            if ip != slow:  # the fast ones finish their connections; the slow one holds them
+                switch.send(dict(tcp(VIP, "10.0.0.2", 80, sport, mac, CLIENT_MAC), tcp_flags=0x011), at)
+        rig.clock.now += 1
+        rig.balancer.traffic_read(1, switch.flow_stats(poll))
+        rig.balancer.tick()
+        rig.pass_hold()
+    status = rig.status.backend_status("web", slow)
+    assert status["effective_weight"] < 60, status
+    assert status["effective_reason"].startswith("least connections:")
+    assert rig.status.backend_status("web", "10.0.0.12")["effective_weight"] == 100
+    late = {ip: 0 for ip in BACKENDS}
+    for _ in range(300):
+        [out] = switch.send(syn("10.0.0.3", VIP, next(port), 80, CLIENT_MAC, VIP_MAC), 1)
+        late[by_mac[out.packet["eth_dst"]]] += 1
+    assert late[slow] < 0.6 * late["10.0.0.12"], late
