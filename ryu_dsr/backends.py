@@ -61,6 +61,7 @@ class Backends:
         # Adaptive pools: (pool, ip) -> the share of its configured weight the policy gives it, and when
         # each adaptive pool was last looked at
         self.shares: dict[tuple[str, str], float] = {}
+        self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
         self.adapted_at: dict[str, float] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
@@ -554,8 +555,22 @@ class Backends:
                 changes.append((backend.ip, old[0] if old else None, state, reason))
         return changes
 
+    def note_weights(self, pool: Pool) -> list[tuple[str, int, int, str]]:
+        """Changes of effective weight since last noted (a backend that
+        takes new connections): (ip, old, new, why)."""
+        changes = []
+        for backend in pool.backends.values():
+            key = (pool.name, backend.ip)
+            weight, why = self.effective(pool, backend)
+            old = self.weights_then.get(key)
+            self.weights_then[key] = weight
+            if old is not None and old != weight:
+                changes.append((backend.ip, old, weight, why or "its configured weight"))
+        return changes
+
     def forget(self, pool_name: str, ip: str) -> None:
         """A backend left a pool."""
+        self.weights_then.pop((pool_name, ip), None)
         self.health.forget((pool_name, ip))
         self.agents.forget((pool_name, ip))
         self.transitions.pop((pool_name, ip), None)

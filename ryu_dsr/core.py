@@ -725,6 +725,8 @@ class Balancer:
         now = self.clock()
         for ip, old, new, reason in self.backends.note_transitions(pool):
             self.history.changed(now, name, ip, old, new, reason)
+        for ip, was, weight, why in self.backends.note_weights(pool):
+            self.history.changed(now, name, ip, f"weight {was}", f"weight {weight}", why)
         return touched
 
     def _end_moves(self, name: str) -> set[Owner]:

@@ -61,3 +61,13 @@ def test_rings_keep_the_window_and_touch_only_what_grew():
     samples = history.backend("02:00:00:00:00:0b", 1495.0)
     assert len(samples) == 7 and all(-60 <= ago <= 0 for ago, _c, _p in samples)  # 60 s, both ends; no older
     assert {c for _a, c, _p in samples} == {2}
+
+
+def test_a_change_of_effective_weight_is_an_event(tmp_path):
+    rig = make_rig(tmp_path)
+    rig.connect()
+    rig.setup_web()
+    rig.resolve_all()
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 40})
+    [event] = [e for e in rig.status.history("web")["events"] if e["from"] == "weight 100"]
+    assert (event["backend"], event["to"], event["reason"]) == ("10.0.0.13", "weight 40", "its configured weight")

@@ -192,3 +192,24 @@ def test_a_client_the_switch_has_not_learned_is_shown_to_the_controller_through_
     said = [step["says"] for step in answer["steps"]]
     assert "source MAC not known here: forwarded, and shown to the controller to learn" in said
     assert any(note.startswith("to the controller through meter 1: at most") for note in answer["notes"])
+
+
+def test_an_ipv6_connection_is_traced_to_the_backend_the_switch_sends_it_to(rig):
+    from tests.simulator import tcp6
+    from tests.unit.test_ipv6 import BACKENDS6, CLIENT6, VIP6, web6
+
+    rig.connect()
+    web6(rig)
+    rig.settle()
+    vip_mac = rig.core.config.vips["web6"].mac
+    seen = set()
+    for port in range(40000, 40030):
+        answer = rig.status.trace(
+            {"vip": "web6", "client": CLIENT6, "client_port": str(port), "client_mac": CLIENT_MAC, "packet": "later"}
+        )
+        packet = tcp6(CLIENT6, VIP6, port, 80, CLIENT_MAC, vip_mac)
+        [out] = rig.switches[1].send(dict(packet, dp_hash=symmetric_l4(packet)), 1)
+        assert BACKENDS6[answer["backend"]][0] == out.packet["eth_dst"]
+        seen.add(answer["backend"])
+        assert answer["ofproto_trace"][0]["flow"].startswith("in_port=1,tcp6,")
+    assert seen == set(BACKENDS6)
