@@ -62,6 +62,7 @@ class Backends:
         # each adaptive pool was last looked at
         self.shares: dict[tuple[str, str], float] = {}
         self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
+        self.load_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its active connections, smoothed
         self.adapted_at: dict[str, float] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
@@ -295,6 +296,8 @@ class Backends:
                 self.adapted_at.pop(name, None)
                 for key in [key for key in self.shares if key[0] == name]:
                     del self.shares[key]
+                for key in [key for key in self.load_seen if key[0] == name]:
+                    del self.load_seen[key]
             elif now - self.adapted_at[name] >= pool.adaptive.interval:
                 due.append(name)
         return due
@@ -309,13 +312,18 @@ class Backends:
             if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
         }
         serving = {ip: weight for ip, weight in serving.items() if weight > 0}
-        load = {ip: active_of(self.place(pool.backends[ip])[0]) for ip in serving}
+        # One count a poll is a snapshot: smoothed over the intervals (half the last, half before)
+        load = {}
+        for ip in serving:
+            now = active_of(self.place(pool.backends[ip])[0])
+            seen = self.load_seen.get((pool.name, ip))
+            load[ip] = self.load_seen[(pool.name, ip)] = now if seen is None else (seen + now) / 2
         before = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
         after = adapt(before, load, serving, pool.adaptive)
         changed = [ip for ip in serving if after[ip] != before[ip]]
         for ip in changed:
             LOG.info(
-                "pool %s backend %s: %d active connections, its share of its weight %.2f -> %.2f",
+                "pool %s backend %s: %.1f active connections, its share of its weight %.2f -> %.2f",
                 *(pool.name, ip, load[ip], before[ip], after[ip]),
             )
             self.shares[(pool.name, ip)] = after[ip]

@@ -40,7 +40,8 @@ def test_a_slow_backend_loses_weight_in_bounded_steps_and_gets_it_back_when_it_r
     well = {"a": 0.1, "b": 0.1, "c": 0.1}
     for _ in range(40):
         shares = adapt(shares, model(shares, well), WEIGHTS, POLICY)
-    assert shares == {"a": 1.0, "b": 1.0, "c": 1.0}  # back to its configured weight, never above
+    # back up to within half the hysteresis of its configured weight (where it stops: calm beats exact), never above
+    assert shares["a"] >= 1 - POLICY.hysteresis / 2 and shares["b"] == shares["c"] == 1.0, shares
 
 
 def test_noise_within_the_hysteresis_moves_nothing():
