@@ -63,6 +63,7 @@ class Backends:
         self.shares: dict[tuple[str, str], float] = {}
         self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
         self.load_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its active connections, smoothed
+        self.load_sums: dict[str, dict[str, list[float]]] = {}  # pool -> ip -> [sum, samples] since its last step
         self.adapted_at: dict[str, float] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
@@ -298,9 +299,25 @@ class Backends:
                     del self.shares[key]
                 for key in [key for key in self.load_seen if key[0] == name]:
                     del self.load_seen[key]
+                self.load_sums.pop(name, None)
             elif now - self.adapted_at[name] >= pool.adaptive.interval:
                 due.append(name)
         return due
+
+    def sample_load(self, pools: dict[str, Pool], active_of: Callable[[str], int]) -> None:
+        """After a poll: each adaptive pool's backends' active connections,
+        summed toward the mean of its interval (a pass over adaptive pools only)."""
+        for name in self.adapted_at:
+            pool = pools.get(name)
+            if pool is None or pool.adaptive is None:
+                continue
+            sums = self.load_sums.setdefault(name, {})
+            for ip, backend in pool.backends.items():
+                mac = self.place(backend)[0]
+                if mac is not None:
+                    entry = sums.setdefault(ip, [0.0, 0])
+                    entry[0] += active_of(mac)
+                    entry[1] += 1
 
     def adapt(self, pool: Pool, active_of: Callable[[str], int]) -> bool:
         """One step of the pool's policy from the active connections the
@@ -312,10 +329,13 @@ class Backends:
             if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
         }
         serving = {ip: weight for ip, weight in serving.items() if weight > 0}
-        # One count a poll is a snapshot: smoothed over the intervals (half the last, half before)
+        # A poll's count is a snapshot: the mean of the interval's polls, smoothed over
+        # the intervals (half this one, half those before)
+        sums = self.load_sums.pop(pool.name, {})
         load = {}
         for ip in serving:
-            now = active_of(self.place(pool.backends[ip])[0])
+            total, samples = sums.get(ip, (0.0, 0))
+            now = total / samples if samples else float(active_of(self.place(pool.backends[ip])[0]))
             seen = self.load_seen.get((pool.name, ip))
             load[ip] = self.load_seen[(pool.name, ip)] = now if seen is None else (seen + now) / 2
         before = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}

@@ -491,6 +491,7 @@ class Balancer:
         switch = self.switches[dpid]
         grown = self.traffic.rates[dpid][0]
         self.history.polled(self.clock(), grown, dpid, len(switch.rules.installed), switch.errors)
+        self.backends.sample_load(self.config.pools, self.traffic.active)
         self.traffic.pins[dpid] = dict(pins or {})
         if took is not None:
             self.traffic.took[dpid] = took
