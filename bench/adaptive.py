@@ -20,9 +20,12 @@ ApacheBench (16 concurrent, a new connection per request) runs twice: while
 the policy settles (6 long-lived streams open across its moves count
 connections broken; they are not in the second run, since idle
 long-lived connections are load to a least-connections policy), then
-measured. Printed: requests a second, p50 / p99 (ms), errors, slots moved
-in each run, the weak backend's slots and effective weight, streams
-intact.
+measured. Then an open loop, as real clients are: 40 new connections a
+second for 30 s whatever the answers (the pool serves about 60 a second,
+the weak backend about 9, a third of 40 is 13). Printed: requests a
+second, p50 / p99 (ms), errors, slots moved in each run, the weak
+backend's slots and effective weight, streams intact, the open loop's
+p50 / p99 and failures.
 
 Run as root:  .venv/bin/python bench/adaptive.py [--requests N]
 """
@@ -30,6 +33,7 @@ Run as root:  .venv/bin/python bench/adaptive.py [--requests N]
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -43,6 +47,7 @@ BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
 QUOTA = {"b11": 10_000, "b12": 30_000, "b13": 30_000}  # microseconds of CPU per 100 ms period
 CGROUP = Path("/sys/fs/cgroup/cpu")
 WORK = "/work?ms=10"
+OPEN_RATE = 40  # new connections a second in the open-loop run: the pool serves about 60, the weak backend 9
 
 
 def api(method: str, path: str, body: object = None) -> object:
@@ -92,6 +97,12 @@ def run(lab: Lab, policy: str, requests: int) -> dict:
     wait_no_hold(BASE, timeout=30)
     measured = lab.ab(VIP, requests, 16, path=WORK)
     after = slot_counts()
+    # open loop: a fixed rate of new connections below the pool's capacity, above the weak backend's third
+    out = lab.run(
+        "c1", sys.executable, str(TOOLS / "dsr_client.py"), f"http://{VIP}{WORK}",
+        "--rate", str(OPEN_RATE), "--duration", "30", "--timeout", "20", timeout=120,
+    )  # fmt: skip
+    paced = json.loads(out)
     weak = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]
     return {
         **measured,
@@ -101,6 +112,7 @@ def run(lab: Lab, policy: str, requests: int) -> dict:
         "weak_weight": weak["effective_weight"],
         "weak_slots": after["10.0.0.11"],
         "intact": f"{kept['intact']}/6",
+        "open": paced,
     }
 
 
@@ -150,6 +162,11 @@ def main() -> int:
         ("slots moved while settling / measured", lambda r: f"{r['moved']} / {r['moved_measured']} of {r['slots']}"),
         ("weak backend: slots / effective weight", lambda r: f"{r['weak_slots']} / {r['weak_weight']}"),
         ("long-lived streams intact while settling", lambda r: r["intact"]),
+        (
+            f"open loop, {OPEN_RATE} a second: p50 / p99 (ms)",
+            lambda r: f"{r['open']['p50_ms']:.0f} / {r['open']['p99_ms']:.0f}",
+        ),
+        ("  answered / failed", lambda r: f"{r['open']['ok']} / {r['open']['failed']}"),
     )
     print(f"  {'':<40}" + "".join(f"{policy:>20}" for policy in results))
     for name, cell in rows:
@@ -158,7 +175,11 @@ def main() -> int:
     for policy, r in results.items():
         if static and policy != "static":
             better = static["p99_ms"] / r["p99_ms"] if r["p99_ms"] else float("nan")
-            print(f"  {policy}: p99 {better:.1f}x better than static (goal: 2x), errors {r['failed']}")
+            opened = static["open"]["p99_ms"] / r["open"]["p99_ms"] if r["open"]["p99_ms"] else float("nan")
+            print(
+                f"  {policy}: p99 {better:.1f}x better than static closed loop, {opened:.1f}x open loop "
+                f"(goal: 2x), errors {r['failed']} / {r['open']['failed']}"
+            )
     return 0
 
 

@@ -3,6 +3,7 @@
 library only; runs inside a client namespace).
 
     dsr_client.py URL [--count N] [--interval S] [--timeout S] [--ports] [--streams N --lines L --ms M]
+    dsr_client.py URL --rate R [--duration S] [--timeout S]
 
 Plain mode: N GETs, each on a new connection. Report: ok, failed, by backend
 (the first word of each answer), clients seen by backends, errors; with
@@ -102,6 +103,48 @@ def streams(args, host, port) -> dict:
     }
 
 
+def paced(args, host, port, path) -> dict:
+    """Open loop: a new connection every 1/RATE s for DURATION s, each in
+    its own thread, whatever the answers before it (a slow backend does
+    not slow the offered load, as with real clients): p50 and p99 of the
+    answered, failures (timeouts included), by backend."""
+    times: list[float] = []
+    by_backend, errors = Counter(), Counter()
+    lock = threading.Lock()
+
+    def one() -> None:
+        started = time.monotonic()
+        try:
+            name = get(host, port, path, args.timeout).split()[0]
+            with lock:
+                times.append(time.monotonic() - started)
+                by_backend[name] += 1
+        except OSError as error:
+            with lock:
+                errors[type(error).__name__] += 1
+
+    threads = []
+    start = time.monotonic()
+    for i in range(int(args.rate * args.duration)):
+        time.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+        thread = threading.Thread(target=one, daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(args.timeout + 1)
+    times.sort()
+    pick = lambda q: round(1000 * times[min(len(times) - 1, int(q * len(times)))], 1) if times else None  # noqa: E731
+    return {
+        "ok": len(times),
+        "failed": sum(errors.values()),
+        "errors": dict(errors),
+        "by_backend": dict(by_backend),
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "per_second": round(len(times) / (time.monotonic() - start), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -113,10 +156,16 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=0)
     parser.add_argument("--lines", type=int, default=50)
     parser.add_argument("--ms", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: new connections a second")
+    parser.add_argument("--duration", type=float, default=30.0, help="open loop: for how long (s)")
     args = parser.parse_args()
     url = urlparse(args.url)
     host, port = url.hostname, url.port or 80
-    report = streams(args, host, port) if args.streams else plain(args, host, port)
+    path = url.path + (f"?{url.query}" if url.query else "") or "/"
+    if args.rate:
+        report = paced(args, host, port, path)
+    else:
+        report = streams(args, host, port) if args.streams else plain(args, host, port)
     print(json.dumps(report))
 
 
