@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ VIP = "10.0.0.100"
 BACKENDS = {"b11": 11, "b12": 12, "b13": 13}
 QUOTA = {"b11": 10_000, "b12": 30_000, "b13": 30_000}  # microseconds of CPU per 100 ms period
 CGROUP = Path("/sys/fs/cgroup/cpu")
+# `ip netns exec` mounts a sysfs of its own over /sys: the agents read the cpu hierarchy mounted here too
+CGROUP_VIEW = Path("/run/dsradapt-cpu")
 WORK = "/work?ms=10"
 OPEN_RATE = 40  # new connections a second in the open-loop run: the pool serves about 60, the weak backend 9
 
@@ -103,6 +106,8 @@ def run(lab: Lab, policy: str, requests: int) -> dict:
         "--rate", str(OPEN_RATE), "--duration", "30", "--timeout", "20", timeout=120,
     )  # fmt: skip
     paced = json.loads(out)
+    paced["weak_weight"] = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]["effective_weight"]
+    paced["weak_share"] = paced["by_backend"].get("b11", 0) / max(1, paced["ok"])
     weak = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]
     return {
         **measured,
@@ -122,6 +127,8 @@ def main() -> int:
     parser.add_argument("--policies", default="static,least_connections,agent")
     args = parser.parse_args()
     lab = Lab("dsradapt")
+    CGROUP_VIEW.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", "cpu", "cgroup", str(CGROUP_VIEW)], check=True)
     try:
         lab.start_switch(controller_port=OF_PORT)
         lab.add_host("c1", 1)
@@ -130,7 +137,8 @@ def main() -> int:
             lab.make_backend(name, [VIP])
             server = lab.serve_http(name)
             limit(lab, name, server.pid)
-            lab.spawn(name, sys.executable, str(TOOLS / "dsr_agent.py"), "--cgroup", str(cgroup(name)))
+            view = str(CGROUP_VIEW / cgroup(name).name)
+            lab.spawn(name, sys.executable, str(TOOLS / "dsr_agent.py"), "--cgroup", view)
         settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": "10.0.0.250", "stats_interval": 1}
         lab.start_controller(settings, rest_port=REST_PORT, of_port=OF_PORT)
         lab.wait_connected()
@@ -154,6 +162,7 @@ def main() -> int:
                 cgroup(name).rmdir()
             except OSError:
                 pass
+        subprocess.run(["umount", str(CGROUP_VIEW)], check=False)
     print(f"one backend of three with a third of the others' CPU; {args.requests} requests of 10 ms CPU, 16 at a time")
     rows = (
         ("requests a second", lambda r: f"{r['per_second']:.1f}"),
@@ -167,6 +176,10 @@ def main() -> int:
             lambda r: f"{r['open']['p50_ms']:.0f} / {r['open']['p99_ms']:.0f}",
         ),
         ("  answered / failed", lambda r: f"{r['open']['ok']} / {r['open']['failed']}"),
+        (
+            "  weak backend: share / effective weight after",
+            lambda r: f"{r['open']['weak_share']:.2f} / {r['open']['weak_weight']}",
+        ),
     )
     print(f"  {'':<40}" + "".join(f"{policy:>20}" for policy in results))
     for name, cell in rows:
