@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ryu_dsr.flows.rules import (
@@ -97,34 +98,40 @@ class Emitted:
     packet: dict
 
 
-class Walk:
+class Walk(ABC):
     """Runs packets through rules; subclasses say where rules come from."""
 
     ports: list[int]  # the switch's ports, for 'flood'
 
     # -- what subclasses provide --
 
+    @abstractmethod
     def lookup(self, table: int, packet: dict) -> Rule | None:
-        raise NotImplementedError
+        """The rule of ``table`` the packet meets (None: a miss)."""
 
+    @abstractmethod
     def group(self, group_id: int) -> tuple:
         """The actions of a select group's one bucket."""
-        raise NotImplementedError
 
+    @abstractmethod
     def dp_hash(self, packet: dict) -> int:
-        raise NotImplementedError
+        """The datapath hash a select group gives the packet."""
 
+    @abstractmethod
     def multipath(self, packet: dict, action: Multipath) -> int:
-        raise NotImplementedError
+        """The link ``action`` picks for the packet."""
 
+    @abstractmethod
     def learn(self, pin: LearnPin, packet: dict) -> None:
-        raise NotImplementedError
+        """What a learn action leaves behind (a pin, or a note of it)."""
 
+    @abstractmethod
     def track(self, track: Track, packet: dict, out: list[Emitted], depth: int) -> None:
-        raise NotImplementedError
+        """The connection tracker: commit, or look up and walk on."""
 
+    @abstractmethod
     def hit(self, table: int, rule: Rule | None, packet: dict, depth: int) -> None:
-        """A lookup's outcome (None: a miss)."""
+        """What a lookup's outcome leaves behind (None: a miss): counters, a step of a trace."""
 
     # -- the walk --
 

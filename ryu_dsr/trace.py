@@ -39,8 +39,8 @@ from ryu_dsr.flows.pipeline import (
     slot_owner,
     uid_of,
 )
-from ryu_dsr.flows.rules import LearnPin, Multipath, Rule, Track
-from ryu_dsr.flows.walk import Emitted, Walk, best
+from ryu_dsr.flows.rules import LearnPin, Multipath, Output, Rule, Track
+from ryu_dsr.flows.walk import Emitted, Walk, addresses, best
 from ryu_dsr.model import InvalidInput, Vip, parse_address, parse_dpid, parse_mac
 
 MAX_HOPS = 16  # switches a trace follows a packet through
@@ -280,25 +280,18 @@ class SwitchWalk(Walk):
         vip = config.vips[name] if name else None
         pool = self.b.desired.pool_names.get(packet.get(REG_POOL, 0), "")
         words = SAYS.get((table, band), band.lower())
-        port = next((action.port for action in rule.actions if hasattr(action, "port")), None)
+        port = next((action.port for action in rule.actions if isinstance(action, Output)), None)
         return words.format(
             vip=vip.name if vip else "",
-            address=_address(packet, table),
-            pool=pool or (config.vips[vip.name].pool if vip else ""),
+            address=addresses(packet)[1],
+            pool=pool or (vip.pool if vip else ""),
             slot=packet.get(REG_SLOT, 0),
             mac=packet.get("eth_dst"),
             port=port,
         )
 
 
-def _address(packet: dict, table: int) -> str:
-    for name in ("ipv4_dst", "ipv6_dst"):
-        if name in packet:
-            return packet[name]
-    return ""
-
-
-def packet_of(query: TraceQuery, first: bool) -> dict:
+def packet_of(query: TraceQuery) -> dict:
     vip = query.vip
     family = family_of(vip.ip)
     packet: dict[str, Any] = {"eth_src": query.client_mac or CLIENT_MAC, "eth_dst": vip.mac, "size": 64}
@@ -306,7 +299,7 @@ def packet_of(query: TraceQuery, first: bool) -> dict:
     l4 = ("tcp_src", "tcp_dst") if vip.protocol == "tcp" else ("udp_src", "udp_dst")
     packet.update({"ip_proto": vip.ip_proto, l4[0]: query.client_port, l4[1]: query.port or vip.port or 80})
     if vip.protocol == "tcp":
-        packet["tcp_flags"] = TCP_SYN if first else TCP_ACK
+        packet["tcp_flags"] = TCP_SYN if query.first else TCP_ACK
     return packet
 
 
@@ -326,17 +319,18 @@ def trace(balancer: Any, query: TraceQuery) -> dict:
         raise InvalidInput("switch", "a trace walks the rules of Open vSwitch mode; this switch is in plain mode")
     steps: list[Step] = []
     hops: list[Hop] = []
-    packet = packet_of(query, query.first)
+    packet = packet_of(query)
+    peers = _link_ends(balancer.l2.fabric.links())
     while len(hops) < MAX_HOPS:
         hop = Hop(dpid, in_port, dict(packet))
         hops.append(hop)
         walk = SwitchWalk(balancer, dpid, steps, hop)
         walked = dict(packet, in_port=in_port)
         walk.walk(0, walked, hop.outputs)
-        onward = [out for out in hop.outputs if isinstance(out.port, int) and _peer(balancer, dpid, out.port)]
+        onward = [out for out in hop.outputs if (dpid, out.port) in peers]
         if len(hop.outputs) != 1 or not onward:
             break
-        dpid, in_port = _peer(balancer, dpid, onward[0].port)
+        dpid, in_port = peers[(dpid, onward[0].port)]
         packet = onward[0].packet
         if dpid not in balancer.switches:
             hop.notes.append(f"on to switch {dpid:#x}, which is not connected")
@@ -344,13 +338,12 @@ def trace(balancer: Any, query: TraceQuery) -> dict:
     return _explain(balancer, query, hops, steps)
 
 
-def _peer(balancer: Any, dpid: int, port: int) -> tuple[int, int] | None:
-    for a, pa, b, pb in balancer.l2.fabric.links():
-        if (a, pa) == (dpid, port):
-            return b, pb
-        if (b, pb) == (dpid, port):
-            return a, pa
-    return None
+def _link_ends(links) -> dict[tuple[int, int], tuple[int, int]]:
+    """(switch, port) -> (switch, port) at the other end of its link."""
+    ends = {}
+    for a, pa, b, pb in links:
+        ends[(a, pa)], ends[(b, pb)] = (b, pb), (a, pa)
+    return ends
 
 
 def _explain(balancer: Any, query: TraceQuery, hops: list[Hop], steps: list[Step]) -> dict:
@@ -372,7 +365,7 @@ def _explain(balancer: Any, query: TraceQuery, hops: list[Hop], steps: list[Step
     elif delivered:
         out = delivered[0]
         macs = balancer.backends.ips_by_mac.get(out.packet.get("eth_dst"), ())
-        routed = out.packet.get("ipv4_dst", out.packet.get("ipv6_dst"))
+        routed = addresses(out.packet)[1]
         candidates = [ip for ip in pool.backends if ip in macs or ip == routed]
         backend = candidates[0] if candidates else None
         where = f"switch {last.dpid:#x} port {out.port}"
@@ -395,7 +388,7 @@ def _explain(balancer: Any, query: TraceQuery, hops: list[Hop], steps: list[Step
                 "switch": last.dpid,
                 "port": out.port,
                 "eth_dst": out.packet.get("eth_dst"),
-                "ip_dst": out.packet.get("ipv4_dst", out.packet.get("ipv6_dst")),
+                "ip_dst": addresses(out.packet)[1],
                 "dscp": out.packet.get("ip_dscp"),
             }
             for out in delivered
