@@ -50,6 +50,7 @@ CGROUP = Path("/sys/fs/cgroup/cpu")
 # `ip netns exec` mounts a sysfs of its own over /sys: the agents read the cpu hierarchy mounted here too
 CGROUP_VIEW = Path("/run/dsradapt-cpu")
 WORK = "/work?ms=10"
+MAX_MOVE = 0.2  # the least-connections policy: at most this part of the pool's weight moves per interval
 OPEN_RATE = 40  # new connections a second in the open-loop run: the pool serves about 60, the weak backend 9
 
 
@@ -78,13 +79,55 @@ def slot_counts() -> dict[str, int]:
     return {b["ip"]: b["status"]["slots"] for b in api("GET", "/v1/pools/web")["backends"]}
 
 
+def weak_now() -> tuple[int, int]:
+    """The weak backend's slots and effective weight, read together."""
+    status = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]
+    return status["slots"], status["effective_weight"]
+
+
+def weight_steps(since: float) -> list[tuple[float, float]]:
+    """Each change of effective weights in the pool's history since the
+    wall-clock time ``since`` (the backends changed at one moment), newest
+    first: (seconds ago, the part of the pool's effective weight it moved)."""
+    history = api("GET", "/v1/pools/web/history")
+    steps: dict[float, list[tuple[str, int, int]]] = {}
+    for event in history["events"]:
+        if str(event["from"]).startswith("weight ") and event["ago"] >= since - time.time():
+            was, now = int(event["from"].split()[1]), int(event["to"].split()[1])
+            steps.setdefault(event["ago"], []).append((event["backend"], was, now))
+    weights = {b["ip"]: b["status"]["effective_weight"] for b in api("GET", "/v1/pools/web")["backends"]}
+    out = []
+    for ago in sorted(steps, reverse=True):  # newest first: the weights before each step, replayed back
+        moved = sum(abs(now - was) for _ip, was, now in steps[ago])
+        weights.update({ip: was for ip, was, _now in steps[ago]})
+        out.append((ago, moved / max(1, sum(weights.values()))))
+    return out
+
+
+def settle(lab: Lab, requests: int, interval: float, since: float) -> int:
+    """ApacheBench in chunks until the policy made no step for two of its
+    intervals (at most five chunks more); how many chunks ran."""
+    chunks = 1
+    lab.ab(VIP, requests, 16, path=WORK)
+    while chunks < 6:
+        steps = weight_steps(since)
+        if not steps or steps[0][0] < -2 * interval:
+            break
+        lab.ab(VIP, requests // 2, 16, path=WORK)
+        chunks += 1
+    return chunks
+
+
 def run(lab: Lab, policy: str, requests: int) -> dict:
     body: dict = {"adaptive": None, "agent_check": None}
+    interval = 5.0
     if policy == "least_connections":
-        body["adaptive"] = {"interval": 5, "max_move": 0.2}
+        body["adaptive"] = {"interval": interval, "max_move": MAX_MOVE}
     if policy == "agent":
-        body["agent_check"] = {"port": 7777, "interval": 1, "timeout": 0.9, "step": 10}
+        interval = 1.0
+        body["agent_check"] = {"port": 7777, "interval": interval, "timeout": 0.9, "step": 10}
     api("PATCH", "/v1/pools/web", body)
+    since = time.time()
     time.sleep(2.0)
     wait_no_hold(BASE, timeout=30)
     before = slot_counts()
@@ -93,29 +136,33 @@ def run(lab: Lab, policy: str, requests: int) -> dict:
         "c1", f"http://{VIP}/", "--streams", "6", "--lines", "200", "--ms", "100", log=f"adaptive-{policy}.json"
     )
     time.sleep(0.5)
-    lab.ab(VIP, requests, 16, path=WORK)
+    chunks = settle(lab, requests, interval, since)
     streams.wait(120)
     kept = lab.client_report(f"adaptive-{policy}.json")
     settled = slot_counts()
     wait_no_hold(BASE, timeout=30)
     measured = lab.ab(VIP, requests, 16, path=WORK)
     after = slot_counts()
+    weak_slots, weak_weight = weak_now()
     # open loop: a fixed rate of new connections below the pool's capacity, above the weak backend's third
     out = lab.run(
         "c1", sys.executable, str(TOOLS / "dsr_client.py"), f"http://{VIP}{WORK}",
         "--rate", str(OPEN_RATE), "--duration", "30", "--timeout", "20", timeout=120,
     )  # fmt: skip
     paced = json.loads(out)
-    paced["weak_weight"] = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]["effective_weight"]
+    paced["weak_slots"], paced["weak_weight"] = weak_now()
     paced["weak_share"] = paced["by_backend"].get("b11", 0) / max(1, paced["ok"])
-    weak = api("GET", "/v1/pools/web/backends/10.0.0.11")["status"]
+    steps = weight_steps(since)
     return {
         **measured,
+        "chunks": chunks,
         "moved": sum(abs(settled[ip] - before.get(ip, 0)) for ip in settled) // 2,
         "moved_measured": sum(abs(after[ip] - settled.get(ip, 0)) for ip in after) // 2,
         "slots": sum(after.values()),
-        "weak_weight": weak["effective_weight"],
-        "weak_slots": after["10.0.0.11"],
+        "weak_weight": weak_weight,
+        "weak_slots": weak_slots,
+        "steps": len(steps),
+        "largest_step": max((moved for _ago, moved in steps), default=0.0),
         "intact": f"{kept['intact']}/6",
         "open": paced,
     }
@@ -169,7 +216,9 @@ def main() -> int:
         ("p50 / p99 (ms)", lambda r: f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}"),
         ("errors", lambda r: str(r["failed"])),
         ("slots moved while settling / measured", lambda r: f"{r['moved']} / {r['moved_measured']} of {r['slots']}"),
+        ("runs of ApacheBench while settling", lambda r: str(r["chunks"])),
         ("weak backend: slots / effective weight", lambda r: f"{r['weak_slots']} / {r['weak_weight']}"),
+        ("changes of weight / the largest's move", lambda r: f"{r['steps']} / {r['largest_step']:.2f}"),
         ("long-lived streams intact while settling", lambda r: r["intact"]),
         (
             f"open loop, {OPEN_RATE} a second: p50 / p99 (ms)",
@@ -177,8 +226,8 @@ def main() -> int:
         ),
         ("  answered / failed", lambda r: f"{r['open']['ok']} / {r['open']['failed']}"),
         (
-            "  weak backend: share / effective weight after",
-            lambda r: f"{r['open']['weak_share']:.2f} / {r['open']['weak_weight']}",
+            "  weak backend: share / slots / weight after",
+            lambda r: f"{r['open']['weak_share']:.2f} / {r['open']['weak_slots']} / {r['open']['weak_weight']}",
         ),
     )
     print(f"  {'':<40}" + "".join(f"{policy:>20}" for policy in results))

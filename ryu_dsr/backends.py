@@ -64,6 +64,11 @@ class Backends:
         self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
         self.load_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its active connections, smoothed
         self.load_sums: dict[str, dict[str, list[float]]] = {}  # pool -> ip -> [sum, samples] since its last step
+        self.rate_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its new connections a second, smoothed
+        self.answered_then: dict[
+            tuple[str, str], tuple[int, float]
+        ] = {}  # (pool, ip) -> answered, when: at its last step
+        self.held: dict[tuple[str, str], str] = {}  # (pool, ip) -> how long it held a connection, said at its last step
         self.adapted_at: dict[str, float] = {}
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
@@ -297,8 +302,9 @@ class Backends:
                 self.adapted_at.pop(name, None)
                 for key in [key for key in self.shares if key[0] == name]:
                     del self.shares[key]
-                for key in [key for key in self.load_seen if key[0] == name]:
-                    del self.load_seen[key]
+                for seen in (self.load_seen, self.rate_seen, self.answered_then, self.held):
+                    for key in [key for key in seen if key[0] == name]:
+                        del seen[key]
                 self.load_sums.pop(name, None)
             elif now - self.adapted_at[name] >= pool.adaptive.interval:
                 due.append(name)
@@ -319,10 +325,13 @@ class Backends:
                     entry[0] += active_of(mac)
                     entry[1] += 1
 
-    def adapt(self, pool: Pool, active_of: Callable[[str], int]) -> bool:
-        """One step of the pool's policy from the active connections the
-        switches count (``active_of(mac)``); whether a share changed."""
-        self.adapted_at[pool.name] = self.clock()
+    def adapt(self, pool: Pool, answered_of: Callable[[str], int]) -> bool:
+        """One step of the pool's policy from what the switches counted of
+        each backend MAC: its active connections at each poll since the last
+        step (``sample_load``) and the connections it answered so far
+        (``answered_of``); whether a share changed."""
+        now = self.clock()
+        self.adapted_at[pool.name] = now
         serving = {
             b.ip: b.weight * self.agent_share(pool.name, b.ip) // 100
             for b in pool.backends.values()
@@ -330,21 +339,38 @@ class Backends:
         }
         serving = {ip: weight for ip, weight in serving.items() if weight > 0}
         # A poll's count is a snapshot: the mean of the interval's polls, smoothed over
-        # the intervals (half this one, half those before)
+        # the intervals (half this one, half those before); the rate likewise. No poll
+        # since the last step (an interval shorter than stats_interval): nothing new to go by
         sums = self.load_sums.pop(pool.name, {})
-        load = {}
+        if not sums:
+            return False
+        load, rates = {}, {}
         for ip in serving:
+            key, mac = (pool.name, ip), self.place(pool.backends[ip])[0]
             total, samples = sums.get(ip, (0.0, 0))
-            now = total / samples if samples else float(active_of(self.place(pool.backends[ip])[0]))
-            seen = self.load_seen.get((pool.name, ip))
-            load[ip] = self.load_seen[(pool.name, ip)] = now if seen is None else (seen + now) / 2
-        before = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
-        after = adapt(before, load, serving, pool.adaptive)
-        changed = [ip for ip in serving if after[ip] != before[ip]]
+            active = total / samples if samples else 0.0
+            answered = answered_of(mac) if mac else 0
+            before, then = self.answered_then.get(key, (answered, now))
+            self.answered_then[key] = (answered, now)
+            rate = max(0, answered - before) / (now - then) if now > then else 0.0
+            seen, seen_rate = self.load_seen.get(key), self.rate_seen.get(key)
+            load[ip] = self.load_seen[key] = active if seen is None else (seen + active) / 2
+            rates[ip] = self.rate_seen[key] = rate if seen_rate is None else (seen_rate + rate) / 2
+        pool_load, pool_rate = sum(load.values()), sum(rates.values())
+        for ip in serving:
+            rest_rate = pool_rate - rates[ip]
+            if rates[ip] > 0 and rest_rate > 0:
+                self.held[(pool.name, ip)] = (
+                    f"it holds a connection {load[ip] / rates[ip]:.2f} s, "
+                    f"the rest of the pool {(pool_load - load[ip]) / rest_rate:.2f} s"
+                )
+        before_shares = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
+        after = adapt(before_shares, load, rates, serving, pool.adaptive)
+        changed = [ip for ip in serving if after[ip] != before_shares[ip]]
         for ip in changed:
             LOG.info(
-                "pool %s backend %s: %.1f active connections, its share of its weight %.2f -> %.2f",
-                *(pool.name, ip, load[ip], before[ip], after[ip]),
+                "pool %s backend %s: %.1f active connections, %.1f new a second, its share of its weight %.2f -> %.2f",
+                *(pool.name, ip, load[ip], rates[ip], before_shares[ip], after[ip]),
             )
             self.shares[(pool.name, ip)] = after[ip]
         return bool(changed)
@@ -406,7 +432,7 @@ class Backends:
             weight = max(1, round(weight * adapted))
             reasons.append(
                 f"least connections: {round(100 * adapted)}% of its weight "
-                "(it held more active connections per weight than the pool)"
+                f"({self.held.get((pool.name, backend.ip), 'it held its connections longer than the rest of the pool')})"
             )
         step = self.ramp_step(pool, backend.ip)
         if step < RAMP_STEPS:

@@ -451,7 +451,7 @@ class Balancer:
         self._mark(self.desired.expire())
         for name in self.backends.adaptive_due(self.config.pools):  # weights that follow the measured load
             if not self.desired.planner.checking(name) and self.backends.adapt(
-                self.config.pools[name], self.traffic.active
+                self.config.pools[name], self.traffic.answered
             ):
                 self._mark(self._refresh_pool(name))
         for name in self.backends.ramps_due(self.config.pools):  # slow starts that reached a step

@@ -395,9 +395,14 @@ class Lab:
         """DSR set-up of a backend host with the project's own tool."""
         self.run(host, sys.executable, str(TOOLS / "dsr_backend.py"), "apply", *[f"--vip={v}" for v in vips])
 
-    def serve_http(self, host: str, port: int = 80, bind: str = "0.0.0.0") -> subprocess.Popen:
+    def serve_http(
+        self, host: str, port: int = 80, bind: str = "0.0.0.0", hold_file: Path | None = None
+    ) -> subprocess.Popen:
+        """tools/echo_server.py on ``host``; every answer waits the
+        milliseconds ``hold_file`` holds, if given."""
+        hold = ("--hold-file", str(hold_file)) if hold_file else ()
         proc = self.spawn(
-            host, sys.executable, str(TOOLS / "echo_server.py"), host, str(port), bind, log=f"{host}-http.log"
+            host, sys.executable, str(TOOLS / "echo_server.py"), host, str(port), bind, *hold, log=f"{host}-http.log"
         )
         self._wait_listening(host, port, "HTTP server")
         return proc

@@ -303,11 +303,13 @@ def parse_agent_check(body: Any, where: str) -> AgentCheck | None:
 class Adaptive:
     """Weights that follow the load the switch measures (least connections
     in spirit, over the hashed table): every ``interval`` seconds, a
-    backend whose active connections per unit of effective weight run more
-    than ``hysteresis`` ahead of the pool's gets less weight, one behind
-    gets back toward its configured weight (the ceiling; never below
-    ``floor`` of it). All moves of one interval together shift at most
-    ``max_move`` of the pool's weight, each through the handover."""
+    backend that holds its connections more than ``hysteresis`` longer
+    than the rest of the pool (active connections over new ones a second)
+    gets the share of its weight weighted least connections would give it,
+    one as fast as the rest climbs back toward its configured weight (the
+    ceiling; never below ``floor`` of it). All moves of one interval
+    together shift at most ``max_move`` of the pool's weight, each through
+    the handover."""
 
     policy: str = "least_connections"
     interval: float = 5.0

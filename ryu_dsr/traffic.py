@@ -165,6 +165,12 @@ class Traffic:
         back = self.replies.get(mac) if mac else None
         return active(back.answered, back.finished, back.resets) if back else 0
 
+    def answered(self, mac: str | None) -> int:
+        """The connections a backend answered so far (SYN-ACK from a VIP
+        address), as the switches counted them."""
+        back = self.replies.get(mac) if mac else None
+        return back.answered if back else 0
+
     def passive(self, mac: object) -> dict | None:
         """What a backend did with the connections sent to it over the last
         poll interval, from the switch's counters: offered (SYNs to it),

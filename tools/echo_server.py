@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """A small HTTP server for DSR tests and the demo (standard library only).
 
-    echo_server.py NAME [PORT] [BIND]
+    echo_server.py NAME [PORT] [BIND] [--hold-file PATH]
 
 GET /            -> "NAME CLIENT_IP"  (which backend answered, and whom it saw)
 
-BIND "::" serves IPv4 and IPv6 on one socket.
+BIND "::" serves IPv4 and IPv6 on one socket. With --hold-file, every
+answer waits the milliseconds PATH holds, read at each request (a backend
+that keeps each connection longer than its peers: a slow disk, a slow
+dependency; write the file to change it while it runs).
 GET /stream?n=N&ms=M -> N lines "NAME i", one every M ms (a long-lived connection)
 GET /work?ms=M       -> "NAME CLIENT_IP" after M ms of CPU work (a server whose CPU is the limit)
 """
@@ -17,16 +20,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 
+def held(path: str | None) -> float:
+    """The seconds every answer waits: what the hold file says, or none."""
+    try:
+        return int(open(path).read().strip() or 0) / 1000 if path else 0.0
+    except (OSError, ValueError):
+        return 0.0
+
+
 def main() -> None:
-    name = sys.argv[1]
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 80
-    bind = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"
+    args = sys.argv[1:]
+    hold_file = None
+    if "--hold-file" in args:
+        at = args.index("--hold-file")
+        hold_file = args[at + 1]
+        del args[at : at + 2]
+    name = args[0]
+    port = int(args[1]) if len(args) > 1 else 80
+    bind = args[2] if len(args) > 2 else "0.0.0.0"
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
 
         def do_GET(self):  # noqa: N802
             url = urlparse(self.path)
+            time.sleep(held(hold_file))
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
