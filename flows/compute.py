@@ -135,6 +135,7 @@ class SwitchPlan:
     conntrack_zone: int = 0
     router_ports: tuple[int, ...] = ()  # ports whose IPv6 Router Advertisements are let through
     neighbour_answers: bool = True  # the switch can turn a solicitation into an advertisement (IPv6)
+    gre_port: int | None = None  # its GRE port (remote_ip=flow, packet_type=legacy_l3) for gre backends
 
 
 def plain_slot_bits(n_slots: int) -> int:
@@ -669,17 +670,28 @@ def _send(target: SlotTarget) -> tuple[Action, ...]:
     return (SetField("eth_dst", target.mac), SetField(REG_CHOSEN, 1))
 
 
-def routed_rules(switch: SwitchPlan, gateway_mac: str, backends: tuple[tuple[int, str], ...]) -> list[Rule]:
-    """L3DSR: in CHOSEN, for each dscp backend (uid, address) reached
-    through the gateway at ``gateway_mac``, what makes a VIP's request a
-    routed one: the backend's address written over the VIP's, the DSCP that
-    names the VIP (from the VIP's rule), the TTL or hop limit down by one;
-    the gateway's MAC is already the destination. The rule counts the
-    backend's requests. Owned with the gateway's MAC."""
+def routed_rules(switch: SwitchPlan, gateway_mac: str, backends: tuple[tuple[int, str, str], ...]) -> list[Rule]:
+    """In CHOSEN, for each routed backend (uid, address, forwarding)
+    reached through the gateway at ``gateway_mac``, what makes a VIP's
+    request a routed one. ``dscp`` (L3DSR): the backend's address written
+    over the VIP's, the DSCP that names the VIP (from the VIP's rule), the
+    TTL or hop limit down by one; the gateway's MAC is already the
+    destination. ``gre`` (as Maglev's): the request whole, out of the
+    switch's GRE port to the backend's address (Open vSwitch's tunnel
+    routes it, through the same gateway; none without a GRE port), for
+    requests to VIPs of either family. Each rule counts the backend's
+    requests. Owned with the gateway's MAC."""
     if switch.mode != "ovs":
         return []
     rules = []
-    for uid, ip in backends:
+    for uid, ip, forwarding in backends:
+        if forwarding == "gre":
+            if switch.gre_port is None:
+                continue
+            match = match_items(**{REG_CHOSEN: (1, 1), REG_BACKEND: uid}, eth_dst=gateway_mac)  # VIPs of either family
+            actions = (SetField("tun_ipv4_dst", ip), Output(switch.gre_port))
+            rules.append(Rule(Table.CHOSEN, Chosen.ROUTED, match, actions, owner=owner(Kind.HOST)))
+            continue
         family = family_of(ip)
         match = match_items(**{REG_CHOSEN: (1, 1), REG_BACKEND: uid}, eth_dst=gateway_mac, eth_type=family.eth_type)
         actions = (SetField(family.dst, ip), Move(REG_DSCP, "ip_dscp", 6), DecTtl())

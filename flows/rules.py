@@ -251,6 +251,7 @@ class PacketOut:
     data: bytes
     port: int | str | tuple[int, ...]  # where to send: a port, several, or 'flood'
     in_port: int | str = "controller"
+    tunnel: str | None = None  # out of a GRE port (``port``) to this address: the tunnel's destination set first
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ryu_dsr.flows.pipeline import Kind, Owner
 from ryu_dsr.health import Health, HealthChecker, Transition
 from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
-from ryu_dsr.model import Backend, Config, Pool
+from ryu_dsr.model import ROUTED, Backend, Config, Pool
 from ryu_dsr.routes import parse_routes, route_of
 
 LOG = logging.getLogger("ryu_dsr")
@@ -73,6 +73,7 @@ class Backends:
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
+        self.gre_switches: set[int] = set()  # switches with a GRE port (where gre backends can be sent to)
         self.open_thresholds: dict[str, int] = {}  # pool -> its panic threshold (percent), for the reasons
         self.holders: dict[str, set[int]] = {}  # pool -> uids of its backends that may hold connections (pins)
         self.draining_since: dict[int, float] = {}  # backend uid -> when its weight became 0
@@ -109,7 +110,7 @@ class Backends:
 
     def gateway(self, backend: Backend) -> str | None:
         """The gateway a dscp backend is reached through; None for l2 backends."""
-        return route_of(self.routes, backend.ip) if backend.forwarding == "dscp" else None
+        return route_of(self.routes, backend.ip) if backend.forwarding in ROUTED else None
 
     def place(self, backend: Backend) -> Place:
         """MAC, switch and port of a backend: configured values win; a dscp
@@ -227,6 +228,8 @@ class Backends:
 
     def reachable(self, backend: Backend) -> bool:
         mac, dpid, port = self.place(backend)
+        if backend.forwarding == "gre" and dpid not in self.gre_switches:
+            return False  # no tunnel where its gateway is
         return mac is not None and self.link_up(dpid, port)
 
     def usable(self, pool_name: str, backend: Backend) -> bool:
@@ -460,6 +463,9 @@ class Backends:
             return "unresolved", f"no answer to {family_of(backend.ip).neighbour_name} from the switch yet"
         if not self.link_up(dpid, port):
             return "down", f"switch {dpid:016x} port {port} is down"
+        if backend.forwarding == "gre" and dpid not in self.gre_switches:
+            name = self.settings.gre_port
+            return "down", f"switch {dpid:016x}, where its gateway is, has no GRE port ({name})"
         if not self.health.healthy(pool_name, backend.ip):
             reason = self.reasons.get((pool_name, backend.ip), "health checks failed")
             if pool_name in self.failing_open and backend.weight > 0:
@@ -473,7 +479,9 @@ class Backends:
             return ("draining" if said == "drain" else "unhealthy"), f"its agent said {line!r}"
         how = "configured" if backend.mac else f"found by {family_of(backend.ip).neighbour_name}"
         if gateway is not None:
-            how = f"routed (dscp) through gateway {gateway}, found by {family_of(gateway).neighbour_name}"
+            how = (
+                f"routed ({backend.forwarding}) through gateway {gateway}, found by {family_of(gateway).neighbour_name}"
+            )
         where = f" on switch {dpid:016x} port {port}" if dpid is not None else ""
         return "up", f"{how}: {mac}{where}"
 
@@ -551,9 +559,11 @@ class Backends:
         for backend in pool.backends.values():
             key = (pool.name, backend.ip)
             # a dscp backend: probed as its traffic goes (to its address, the DSCP naming each VIP address,
-            # answered from the VIP), and at its own address (plainly reachable through the router)
+            # answered from the VIP), and at its own address (plainly reachable through the router); a gre
+            # backend: each VIP address through the tunnel, and its own address plainly
             routed = backend.forwarding == "dscp"
-            addresses = (*every, backend.ip) if routed else every if check.target == "vip" else ()
+            tunnel = backend.forwarding == "gre"
+            addresses = (*every, backend.ip) if routed or tunnel else every if check.target == "vip" else ()
             if check.kind == "none" or not self.can_probe(check.kind, addresses or (backend.ip,)):
                 self.health.forget(key)
                 continue
@@ -563,7 +573,7 @@ class Backends:
                 continue
             address = addresses[0] if addresses else backend.ip
             target = HealthTarget(
-                pool.name, backend.ip, mac, dpid, port, check, address, addresses, dscp if routed else None
+                pool.name, backend.ip, mac, dpid, port, check, address, addresses, dscp if routed else None, tunnel
             )
             self.health.set_target(key, target)
 

@@ -268,15 +268,25 @@ class Balancer:
         ports_down: Iterable[int] = (),
         ports: Iterable[int] = (),
         port_macs: Mapping[int, str] | None = None,
+        port_names: Mapping[int, str] | None = None,
     ) -> None:
         """A switch (re)connected; ``installed`` is what it holds now (key ->
         cookie). Only the differences are sent, so a reconnect is hitless.
         ``port_macs``: the ports' own MAC addresses (frames from these are
-        the switch's own, not a host's)."""
+        the switch's own, not a host's); ``port_names``: port number -> name
+        (the one named by the gre_port setting carries gre backends' traffic,
+        and is no port of the L2 fabric)."""
         if self.settings.hash_mode != "auto":
             mode = self.settings.hash_mode
         first_plain = mode == "plain" and not self.switches.plain
         switch = self.switches[dpid] = Switch(dpid, mode, description, set(ports_down))
+        gre = [port for port, name in (port_names or {}).items() if name == self.settings.gre_port]
+        switch.gre_port = gre[0] if gre else None
+        ports = set(ports) - set(gre)
+        if gre:
+            self.backends.gre_switches.add(dpid)
+        else:
+            self.backends.gre_switches.discard(dpid)
         self._tracking(switch)
         self.backends.health.switch_online(dpid)
         self.backends.agents.switch_online(dpid)
@@ -354,6 +364,7 @@ class Balancer:
 
     @event
     def switch_disconnected(self, dpid: int) -> None:
+        self.backends.gre_switches.discard(dpid)
         if self.switches.pop(dpid, None) is not None:
             self.rules.forget(dpid)
             if self.l2.switch_down(dpid):
@@ -789,9 +800,15 @@ class Balancer:
         """Health probes out; transitions noted, saved (where a new master
         reads them) and their pools brought up to date."""
         for send in sends:
-            if send.dpid in self.switches:
-                port = send.port if send.port is not None else self.l2.flood_out(send.dpid)
-                self._out(send.dpid, [PacketOut(send.frame, port)])
+            switch = self.switches.get(send.dpid)
+            if switch is None:
+                continue
+            if send.tunnel is not None:  # a gre backend's probe of a VIP: through the switch's GRE port
+                if switch.gre_port is not None:
+                    self._out(send.dpid, [PacketOut(send.frame, switch.gre_port, tunnel=send.tunnel)])
+                continue
+            port = send.port if send.port is not None else self.l2.flood_out(send.dpid)
+            self._out(send.dpid, [PacketOut(send.frame, port)])
         failed = self.backends.checked(transitions, self.config)
         touched: set[Owner] = set()
         for change in transitions:

@@ -364,7 +364,9 @@ def parser() -> argparse.ArgumentParser:
     backend.add_argument("pool")
     backend.add_argument("ip")
     backend.add_argument("--weight", type=int)
-    backend.add_argument("--forwarding", choices=("l2", "dscp"), help="dscp: behind a router (L3DSR)")
+    backend.add_argument(
+        "--forwarding", choices=("l2", "dscp", "gre"), help="dscp, gre: behind a router (L3DSR; GRE as Maglev's)"
+    )
     rm = sub.add_parser("backend-rm")
     rm.add_argument("pool")
     rm.add_argument("ip")

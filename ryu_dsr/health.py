@@ -41,6 +41,9 @@ class Target:
     # the answer must come from the VIP (the backend's rewrite works); in
     # turn with one to its own address, plainly (it is reachable at all).
     dscp: dict[str, int] | None = None
+    # A gre backend: probes to a VIP address go whole through the switch's GRE
+    # tunnel to the backend's address (as its traffic does); to its own address, plainly.
+    tunnel: bool = False
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Send:
     dpid: int
     port: int | None
     frame: bytes
+    tunnel: str | None = None  # through the switch's GRE port to this address (``port`` unused)
 
 
 @dataclass
@@ -161,9 +165,10 @@ class HealthChecker:
             elif now >= probe.deadline:
                 sends += self._abort(probe)
                 what = f"no answer from {probe.address}" if probe.target.addresses else "no answer"
-                transitions += self._result(
-                    key, probe.target.check, False, f"{what} in {probe.target.check.timeout:g} s", now, probe.address
-                )
+                what += f" in {probe.target.check.timeout:g} s"
+                if probe.target.tunnel and probe.address != probe.target.ip:
+                    what += " through the GRE tunnel (its decapsulation: gre0 up, rp_filter off, the VIP on lo)"
+                transitions += self._result(key, probe.target.check, False, what, now, probe.address)
         while self._due and self._due[0][0] <= now:  # only the checks that are due: no pass over all
             when, key = heapq.heappop(self._due)
             target = wanted.get(key)
@@ -194,7 +199,16 @@ class HealthChecker:
         probe.seq = (int(now * 1e6) * 2654435761) & 0xFFFFFFFF
         probe.stage = "syn"
         self.by_sport[probe.sport] = key
-        return [Send(target.dpid, target.port, self._frame(self._segment(probe, TCP_SYN, probe.seq, 0), _tos(probe)))]
+        return [self._send(probe, self._frame(self._segment(probe, TCP_SYN, probe.seq, 0), _tos(probe)))]
+
+    @staticmethod
+    def _send(probe: Probe, frame: bytes) -> Send:
+        """A probe's frame out: through the GRE tunnel to a gre backend when
+        it goes to a VIP address, else out of the backend's port."""
+        target = probe.target
+        if target.tunnel and probe.address != target.ip:
+            return Send(target.dpid, None, frame, tunnel=target.ip)
+        return Send(target.dpid, target.port, frame)
 
     @staticmethod
     def _frame(segment: Tcp, tos: int = 0) -> bytes:
@@ -235,7 +249,7 @@ class HealthChecker:
         rst = self._segment(
             probe, TCP_RST, probe.seq + 1 + (len(self._request(probe)) if probe.stage == "request" else 0), 0
         )
-        return [Send(probe.target.dpid, probe.target.port, self._frame(rst, _tos(probe)))]
+        return [self._send(probe, self._frame(rst, _tos(probe)))]
 
     def _drop(self, key) -> None:
         probe = self.probes.pop(key, None)
@@ -309,7 +323,7 @@ class HealthChecker:
             if check.kind == "tcp":
                 self._drop(key)
                 rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1, 0), _tos(probe))
-                return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
+                return [self._send(probe, rst)], self._result(
                     key, check, True, f"{where} accepted a connection", now, probe.address
                 )
             probe.stage = "request"
@@ -317,7 +331,7 @@ class HealthChecker:
             frame = self._frame(
                 self._segment(probe, TCP_ACK | TCP_PSH, probe.seq + 1, server_seq, request), _tos(probe)
             )
-            return [Send(probe.target.dpid, probe.target.port, frame)], []
+            return [self._send(probe, frame)], []
         if probe.stage == "request" and segment.payload:
             probe.response += segment.payload
             read = self._read(probe, where)
@@ -327,9 +341,7 @@ class HealthChecker:
             sent = len(self._request(probe))
             rst = self._frame(self._segment(probe, TCP_RST, probe.seq + 1 + sent, 0), _tos(probe))
             ok, reason = read
-            return [Send(probe.target.dpid, probe.target.port, rst)], self._result(
-                key, check, ok, reason, now, probe.address
-            )
+            return [self._send(probe, rst)], self._result(key, check, ok, reason, now, probe.address)
         return [], []
 
     def fail(self, key: tuple[str, str], reason: str, now: float) -> list[Transition]:

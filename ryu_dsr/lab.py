@@ -339,6 +339,100 @@ class Lab:
         self.hosts[name] = host
         return host
 
+    # -- GRE (forwarding "gre"): the switch's tunnel, its underlay, and far ends --
+
+    def add_gre_port(self, name: str = "dsr-gre", bridge: str | None = None) -> int:
+        """The switch's GRE port for gre backends, as an operator adds it
+        (one port for every backend: the tunnel's destination is set per
+        flow; the request travels as an IP packet, no Ethernet header);
+        returns its OpenFlow port."""
+        bridge = bridge or self.bridge
+        ofport = 90
+        self.vsctl(
+            "add-port", bridge, name, "--", "set", "interface", name, "type=gre", "options:remote_ip=flow",
+            "options:packet_type=legacy_l3", f"ofport_request={ofport}",
+        )  # fmt: skip
+        return ofport
+
+    def add_tunnel_underlay(self, address: str, gateway: str, prefixes: list[str]) -> str:
+        """Where the switch's tunnel leaves from: Open vSwitch's userspace
+        tunnels route by their own table, through a bridge that holds the
+        tunnel's source address (``address``, on the switch's segment) and
+        is patched into the switch; routes to ``prefixes`` via ``gateway``.
+        Returns the bridge's name."""
+        phy = f"{self.prefix}-phy"
+        self.vsctl("add-br", phy, "--", "set", "bridge", phy, "datapath_type=netdev", "fail_mode=standalone")
+        self.bridges[phy] = 1
+        inner, outer = f"{self.prefix}-pu"[:15], f"{self.prefix}-ps"[:15]
+        self.vsctl("add-port", phy, inner, "--", "set", "interface", inner, "type=patch", f"options:peer={outer}")
+        self.vsctl(
+            "add-port", self.bridge, outer, "--", "set", "interface", outer, "type=patch", f"options:peer={inner}",
+            "ofport_request=91",
+        )  # fmt: skip
+        sh("ip", "addr", "add", f"{address}/24", "dev", phy)
+        sh("ip", "link", "set", phy, "up")
+        for prefix in prefixes:
+            sh("ip", "route", "add", prefix, "via", gateway, "dev", phy)
+        return phy
+
+    def add_gre_host(self, name: str, router: str, subnet: int, tunnel_source: str, advmss: int = 0) -> Host:
+        """A backend host behind ``router`` that takes GRE as an Open
+        vSwitch-based host would (this kernel has no ip_gre to do it as
+        Linux's gre0 does): its rack's bridge holds the router's side, the
+        host's namespace (192.168.SUBNET.2, default route through the
+        router, .1) and the host's tunnel end, which decapsulates GRE from
+        ``tunnel_source`` sent to the host's address and hands the inner
+        packet to the host. ``advmss``: the MSS the host advertises on its
+        default route (room for the tunnel's 24 bytes)."""
+        rack = f"{self.prefix}-k{subnet}"
+        self.vsctl("add-br", rack, "--", "set", "bridge", rack, "datapath_type=netdev", "fail_mode=standalone")
+        self.bridges[rack] = 1
+        ip, gw = f"192.168.{subnet}.2", f"192.168.{subnet}.1"
+        up, down = f"{self.prefix}-r{subnet}"[:15], f"{self.prefix}-r{subnet}p"[:15]
+        sh("ip", "link", "add", up, "type", "veth", "peer", "name", down)
+        sh("ip", "link", "set", down, "netns", self.hosts[router].ns)
+        self.run(router, "ip", "addr", "add", f"{gw}/24", "dev", down)
+        self.run(router, "ip", "link", "set", down, "up")
+        self.run(router, "sysctl", "-qw", f"net.ipv4.conf.{down}.rp_filter=0")
+        self.run(router, "ethtool", "-K", down, "tx", "off", check=False)
+        sh("ip", "link", "set", up, "up")
+        self._attach(rack, up)
+        host = self.add_host(name, subnet, mac=f"02:00:00:00:{subnet:02x}:02", bridge=rack)
+        self.run(name, "ip", "addr", "flush", "dev", "eth0")
+        self.run(name, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        route = ("advmss", str(advmss)) if advmss else ()
+        self.run(name, "ip", "route", "add", "default", "via", gw, *route)
+        host.ip = ip
+        # the host's tunnel end: its address on the rack bridge's own port (no local route, so
+        # that the switch's tunnel is routed through the router, not here), and a GRE port
+        sh("ip", "addr", "add", f"{ip}/32", "dev", rack)
+        sh("ip", "link", "set", rack, "up")
+        sh("ip", "route", "del", "local", ip, "dev", rack, "table", "local", check=False)
+        end = f"{self.prefix}-g{subnet}"[:15]
+        self.vsctl(
+            "add-port", rack, end, "--", "set", "interface", end, "type=gre", f"options:remote_ip={tunnel_source}",
+            f"options:local_ip={ip}", "options:packet_type=legacy_l3",
+        )  # fmt: skip
+        rack_mac = Path(f"/sys/class/net/{rack}/address").read_text().strip()
+        self.ofctl("add-flow", rack, "priority=0,actions=NORMAL")
+        self.ofctl("add-flow", rack, f"priority=100,in_port={end},ip,actions=mod_dl_src:{rack_mac},"
+                   f"mod_dl_dst:{host.mac},output:{host.ofport}")  # fmt: skip
+        self.set_gre_decap(name, True)
+        return host
+
+    def set_gre_decap(self, name: str, on: bool) -> None:
+        """Whether the GRE host ``name`` takes GRE sent to it (off: as a host
+        whose gre0 is down, the tunnel's packets are dropped)."""
+        subnet = int(self.hosts[name].ip.split(".")[2])
+        rack, ip = f"{self.prefix}-k{subnet}", self.hosts[name].ip
+        match = f"priority=200,ip,nw_proto=47,nw_dst={ip}"
+        if on:
+            rack_mac = Path(f"/sys/class/net/{rack}/address").read_text().strip()
+            self.ofctl("add-flow", rack, f"{match},actions=mod_dl_dst:{rack_mac},LOCAL")
+        else:
+            self.ofctl("del-flows", rack, "--strict", match)
+            self.ofctl("add-flow", rack, f"{match},actions=drop")
+
     def address6(self, ip_last: int) -> str:
         """The IPv6 address of host ``ip_last`` (its last group reads as the IPv4 one's last byte)."""
         return f"{self.subnet6}::{ip_last}"
@@ -360,10 +454,10 @@ class Lab:
         self.procs.append(proc)
         return proc
 
-    def capture(self, host: str, expression: str, log: str, *options: str) -> subprocess.Popen:
-        """tcpdump on ``host``'s eth0 (line-buffered, numeric, ``options``
-        more), its output in ``log``; returns once it listens."""
-        proc = self.spawn(host, "tcpdump", "-i", "eth0", "-l", "-n", *options, expression, log=log)
+    def capture(self, host: str, expression: str, log: str, *options: str, interface: str = "eth0") -> subprocess.Popen:
+        """tcpdump on ``host``'s ``interface`` (line-buffered, numeric,
+        ``options`` more), its output in ``log``; returns once it listens."""
+        proc = self.spawn(host, "tcpdump", "-i", interface, "-l", "-n", *options, expression, log=log)
         path = self.run_dir / log
         deadline = time.time() + 10
         while "listening on" not in (path.read_text(errors="replace") if path.exists() else ""):

@@ -18,7 +18,10 @@ from typing import Any
 from ryu_dsr.flows.family import family_of
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
-FORWARDING = ("l2", "dscp")  # how a backend is reached: on the segment, or routed with a DSCP naming the VIP
+# How a backend is reached: on the segment; routed, its address written over the VIP's and a
+# DSCP naming the VIP (L3DSR); or routed, the request carried whole in GRE (as Maglev's)
+FORWARDING = ("l2", "dscp", "gre")
+ROUTED = ("dscp", "gre")  # behind a router: reached through its route's gateway
 # DSCP values that name VIP addresses (L3DSR): all but 0 (best effort) and
 # EF, CS6 and CS7 (kept for voice and network control)
 DSCP_VALUES = tuple(v for v in range(1, 64) if v not in (46, 48, 56))
@@ -136,7 +139,7 @@ class Backend:
     dpid: int | None = None
     port: int | None = None
     uid: int = 0
-    forwarding: str = "l2"  # 'l2' (on the switch's segment) or 'dscp' (behind a router: L3DSR)
+    forwarding: str = "l2"  # 'l2' (on the switch's segment), 'dscp' or 'gre' (behind a router)
 
     FIELDS = {"ip", "weight", "mac", "location", "forwarding"}
     MUTABLE = {"weight", "mac", "location"}
@@ -439,10 +442,15 @@ def parse_backend(body: Any, where: str = "") -> Backend:
     _apply_backend_fields(backend, body, where)
     if "forwarding" in body:
         backend.forwarding = parse_choice(body["forwarding"], _where(where, "forwarding"), FORWARDING)
-    if backend.forwarding == "dscp" and (backend.mac is not None or backend.dpid is not None):
+    if backend.forwarding in ROUTED and (backend.mac is not None or backend.dpid is not None):
         raise InvalidInput(
             _where(where, "mac" if backend.mac is not None else "location"),
-            "a dscp backend is reached through its route's gateway: give it no MAC or location",
+            f"a {backend.forwarding} backend is reached through its route's gateway: give it no MAC or location",
+        )
+    if backend.forwarding == "gre" and ":" in backend.ip:
+        raise InvalidInput(
+            _where(where, "ip"),
+            "a gre backend needs an IPv4 address (the tunnel's outer header; IPv6 underlays are not built yet)",
         )
     return backend
 

@@ -420,7 +420,8 @@ def to_message(command: Command, datapath=None):
             datapath,
             buffer_id=ofp.OFP_NO_BUFFER,
             in_port=_port(command.in_port),
-            actions=[parser.OFPActionOutput(_port(port), 0) for port in _ports(command.port)],
+            actions=([parser.OFPActionSetField(tun_ipv4_dst=command.tunnel)] if command.tunnel else [])
+            + [parser.OFPActionOutput(_port(port), 0) for port in _ports(command.port)],
             data=command.data,
         )
     if isinstance(command, Barrier):

@@ -37,7 +37,7 @@ from ryu_dsr.flows.family import IPV4
 from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
-from ryu_dsr.model import Backend, Vip
+from ryu_dsr.model import ROUTED, Backend, Vip
 from ryu_dsr.settings import parse_router_ports
 from ryu_dsr.slots import HOLD
 from ryu_dsr.switches import Switch
@@ -94,6 +94,7 @@ class RuleSource:
             switch.dpid in self.l2.flood_holds,
             switch.tracking,
             switch.neighbour_answers,
+            switch.gre_port,
         )
         cached = self.switch_plans.get(switch.dpid)
         if cached is not None and cached[0] == key:
@@ -114,6 +115,7 @@ class RuleSource:
             flood=fabric.flood_ports(switch.dpid, self.clock()) if self.l2.holds_flooding(switch.dpid) else None,
             router_ports=tuple(sorted(port for dpid, port in self.router_ports if dpid == switch.dpid)),
             neighbour_answers=switch.neighbour_answers,
+            gre_port=switch.gre_port,
         )
         self.switch_plans[switch.dpid] = (key, plan)
         return plan
@@ -236,18 +238,18 @@ class RuleSource:
         return Handover(self.target_of(backend), tcp, udp, first)
 
     def target_of(self, backend: Backend) -> SlotTarget:
-        return SlotTarget(self.backends.place(backend)[0], backend.uid, backend.forwarding == "dscp")
+        return SlotTarget(self.backends.place(backend)[0], backend.uid, backend.forwarding in ROUTED)
 
-    def routed_behind(self, mac: str) -> tuple[tuple[int, str], ...]:
-        """(uid, address) of the dscp backends reached through the gateway
-        at ``mac``, in every pool that has them."""
+    def routed_behind(self, mac: str) -> tuple[tuple[int, str, str], ...]:
+        """(uid, address, forwarding) of the dscp and gre backends reached
+        through the gateway at ``mac``, in every pool that has them."""
         config = self.desired.config
         routed = []
         for ip in self.backends.ips_by_mac.get(mac, ()):
             for name in config.pools_by_backend.get(ip, ()):
                 backend = config.pools[name].backends[ip]
-                if backend.forwarding == "dscp":
-                    routed.append((backend.uid, ip))
+                if backend.forwarding in ROUTED:
+                    routed.append((backend.uid, ip, backend.forwarding))
         return tuple(sorted(routed))
 
     def host_place(self, mac: str) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.model import (
+    ROUTED,
     Backend,
     Change,
     Config,
@@ -63,22 +64,26 @@ class Service:
                 )
 
     def _check_routes(self, name: str, pool) -> None:
-        """dscp backends need a route, and a check that travels as their
-        traffic does (TCP or HTTP with the VIP's DSCP)."""
+        """dscp and gre backends need a route, and a check that travels as
+        their traffic does (TCP or HTTP with the VIP's DSCP, or through the
+        tunnel)."""
         backends = self.balancer.backends
         for i, backend in enumerate(pool.backends.values()):
-            if backend.forwarding != "dscp":
+            if backend.forwarding not in ROUTED:
                 continue
+            mode = backend.forwarding
             if backends.gateway(backend) is None:
                 raise InvalidInput(
                     f"backends[{i}].forwarding",
-                    f"pool {name}: dscp backend {backend.ip} has no route: no prefix of the dsr.routes setting holds it",
+                    f"pool {name}: {mode} backend {backend.ip} has no route: no prefix of the dsr.routes setting "
+                    "holds it",
                 )
             if pool.health_check.kind == "arp":
+                how = "with the VIP's DSCP" if mode == "dscp" else "through the tunnel"
                 raise InvalidInput(
                     "health_check.kind",
-                    f"pool {name}: dscp backends are checked as their traffic goes (tcp or http, with the VIP's "
-                    "DSCP); arp cannot reach them behind a router",
+                    f"pool {name}: {mode} backends are checked as their traffic goes (tcp or http, {how}); arp "
+                    "cannot reach them behind a router",
                 )
             if pool.health_check.kind not in ("tcp", "http"):
                 continue
@@ -88,7 +93,7 @@ class Service:
             if source is None or source.startswith("fe80:"):
                 raise InvalidInput(
                     f"backends[{i}].forwarding",
-                    f"pool {name}: dscp backend {backend.ip} is checked from a routed address: give dsr.probe_ip "
+                    f"pool {name}: {mode} backend {backend.ip} is checked from a routed address: give dsr.probe_ip "
                     f"one of its family (an unused address of the switch's segment)",
                 )
 

@@ -72,6 +72,7 @@ class Connecting:
     ports: set[int] = field(default_factory=set)
     ports_down: set[int] = field(default_factory=set)
     port_macs: dict[int, str] = field(default_factory=dict)  # the ports' own MAC addresses
+    port_names: dict[int, str] = field(default_factory=dict)  # port number -> its name
     installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
 
 

@@ -254,6 +254,13 @@ OPTIONS = (
     ),
     Option("probe_mac", str, "02:d4:00:00:00:01", "source MAC of the controller's ARP probes"),
     Option(
+        "gre_port",
+        str,
+        "dsr-gre",
+        "name of the switches' GRE port for gre backends (type=gre, options:remote_ip=flow, "
+        "options:packet_type=legacy_l3; tools/dsr_switch.py --gre adds it); a switch without it sends them nothing",
+    ),
+    Option(
         "probe_ip",
         str,
         "",

@@ -426,6 +426,9 @@ class Shell(ofp.RyuApp):
             session.connecting.port_macs.update(
                 (p.port_no, p.hw_addr) for p in ev.msg.body if ofp.is_switch_port(p.port_no)
             )
+            session.connecting.port_names.update(
+                (p.port_no, ofp.text(p.name).rstrip("\x00")) for p in ev.msg.body if ofp.is_switch_port(p.port_no)
+            )
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPFlowStatsReply, ofp.MAIN_DISPATCHER)
     def _flows(self, ev):
@@ -483,6 +486,7 @@ class Shell(ofp.RyuApp):
                 connecting.ports_down,
                 connecting.ports,
                 connecting.port_macs,
+                connecting.port_names,
             )
         )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ryu_dsr import trace
 from ryu_dsr.core import Balancer, utc_stamp
-from ryu_dsr.model import Backend, Config, Vip
+from ryu_dsr.model import ROUTED, Backend, Config, Vip
 
 
 @dataclass(frozen=True)
@@ -202,10 +202,13 @@ class Status:
 
     def _routed(self, pool_name: str, backend: Backend) -> dict | None:
         """A dscp backend: its gateway and the DSCP values it must map back,
-        VIP address by VIP address (what ``dsr_backend.py --dscp`` takes)."""
+        VIP address by VIP address (what ``dsr_backend.py --dscp`` takes); a
+        gre backend: its gateway and the tunnel."""
         gateway = self._balancer.backends.gateway(backend)
         if gateway is None:
             return None
+        if backend.forwarding == "gre":
+            return {"gateway": gateway, "tunnel": "gre"}
         config = self._balancer.config
         vips = (config.vips[name] for name in config.vips_by_pool.get(pool_name, ()))
         return {"gateway": gateway, "dscp": {vip.ip: vip.dscp for vip in sorted(vips, key=lambda v: v.ip)}}
@@ -308,7 +311,7 @@ class Status:
         backend = b.config.backend(pool_name, ip)
         mac = b.backends.place(backend)[0]
         # a dscp backend: what was routed to it; its replies are its gateway's (all it routes back)
-        sent = b.traffic.of("routed", backend.uid) if backend.forwarding == "dscp" else b.traffic.of("backend", mac)
+        sent = b.traffic.of("routed", backend.uid) if backend.forwarding in ROUTED else b.traffic.of("backend", mac)
         return sent | {
             "replies": b.traffic.of("reply", mac),
             "pinned_connections": b.traffic.pinned(backend.uid),
@@ -319,7 +322,7 @@ class Status:
         b = self._balancer
         backends = [b.config.pools[name].backends[ip] for name in sorted(b.config.pools_by_backend.get(ip, ()))]
         mac = b.backends.place(backends[0])[0] if backends else None
-        routed = [backend.uid for backend in backends if backend.forwarding == "dscp"]
+        routed = [backend.uid for backend in backends if backend.forwarding in ROUTED]
         if not routed:
             return b.traffic.of("backend", mac), b.traffic.of("reply", mac)
         # a dscp backend: what was routed to it, in each of its pools (its replies are its gateway's)

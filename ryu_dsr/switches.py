@@ -38,6 +38,7 @@ class Switch:
     # nd_options_type, userspace datapath only); False once it refused them: the controller answers
     neighbour_answers: bool = True
     tracking_reason: str = ""  # why
+    gre_port: int | None = None  # its GRE port (the gre_port setting names it), for gre backends
 
     def learn(self, mac: str, port: int, max_hosts: int) -> list[str]:
         """Learn ``mac`` on ``port``: the MACs whose forwarding changed

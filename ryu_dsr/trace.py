@@ -365,8 +365,9 @@ def _explain(balancer: Any, query: TraceQuery, hops: list[Hop], steps: list[Step
     elif delivered:
         out = delivered[0]
         macs = balancer.backends.ips_by_mac.get(out.packet.get("eth_dst"), ())
-        routed = addresses(out.packet)[1]
-        candidates = [ip for ip in pool.backends if ip in macs or ip == routed]
+        # a routed backend is named by the address written (dscp) or the tunnel's (gre): its MAC is its gateway's
+        routed = out.packet.get("tun_ipv4_dst") or addresses(out.packet)[1]
+        candidates = [ip for ip in pool.backends if ip == routed] or [ip for ip in pool.backends if ip in macs]
         backend = candidates[0] if candidates else None
         where = f"switch {last.dpid:#x} port {out.port}"
         verdict = f"to backend {backend} at {where}" if backend else f"out of {where} to {out.packet.get('eth_dst')}"
@@ -390,6 +391,7 @@ def _explain(balancer: Any, query: TraceQuery, hops: list[Hop], steps: list[Step
                 "eth_dst": out.packet.get("eth_dst"),
                 "ip_dst": addresses(out.packet)[1],
                 "dscp": out.packet.get("ip_dscp"),
+                "tunnel": out.packet.get("tun_ipv4_dst"),  # a gre backend: GRE to its address
             }
             for out in delivered
         ],

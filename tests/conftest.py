@@ -97,11 +97,14 @@ class Rig:
         if switch is not None:
             switch.apply(commands)
 
-    def connect(self, dpid: int = 1, mode: str = "ovs", ports: tuple[int, ...] = ()) -> FakeSwitch:
+    def connect(
+        self, dpid: int = 1, mode: str = "ovs", ports: tuple[int, ...] = (), port_names: dict[int, str] | None = None
+    ) -> FakeSwitch:
         """A switch connects; with ``ports`` it says which it has (a fabric:
-        new ports wait for discovery before they flood)."""
+        new ports wait for discovery before they flood), with ``port_names``
+        their names."""
         switch = self.switches.setdefault(dpid, FakeSwitch(list(ports) or [1, 2, 3, 4, 5]))
-        self.balancer.switch_connected(dpid, mode, switch.installed(), ports=ports)
+        self.balancer.switch_connected(dpid, mode, switch.installed(), ports=ports, port_names=port_names)
         return switch
 
     def in_use(self, dpid: int = 1) -> None:

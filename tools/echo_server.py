@@ -11,6 +11,7 @@ that keeps each connection longer than its peers: a slow disk, a slow
 dependency; write the file to change it while it runs).
 GET /stream?n=N&ms=M -> N lines "NAME i", one every M ms (a long-lived connection)
 GET /work?ms=M       -> "NAME CLIENT_IP" after M ms of CPU work (a server whose CPU is the limit)
+POST /               -> "NAME CLIENT_IP BYTES" once the body is read (an upload)
 """
 
 import socket
@@ -64,6 +65,20 @@ def main() -> None:
                     pass
             client = self.client_address[0]
             self.wfile.write(f"{name} {client.removeprefix('::ffff:')}\n".encode())
+
+        def do_POST(self):  # noqa: N802
+            """Reads the body whole; answers "NAME CLIENT_IP BYTES" (an upload: full-size packets to the backend)."""
+            left = int(self.headers.get("Content-Length", 0))
+            got = 0
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                got, left = got + len(chunk), left - len(chunk)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(f"{name} {self.client_address[0].removeprefix('::ffff:')} {got}\n".encode())
 
         def log_message(self, *args):
             pass

@@ -19,12 +19,15 @@ def all_rules(tmp_path, mode):
     rig = make_rig(
         tmp_path, table_size=32, pin_limit=500, routes="192.168.48.0/20 via 10.0.0.254", probe_ip="10.0.0.250"
     )
-    switch = rig.connect(mode=mode)
+    switch = rig.connect(mode=mode, port_names={6: "dsr-gre"})
     rig.setup_web(protocol="tcp")
     rig.service.create_vip({"name": "www6", "ip": "2001:db8::100", "protocol": "tcp", "port": 80, "pool": "web"})
     routed = [{"ip": f"192.168.5{n}.2", "forwarding": "dscp"} for n in (1, 2)]
     rig.service.create_pool({"name": "routed", "backends": routed, "health_check": {"kind": "none"}})
     rig.service.create_vip({"name": "l3", "ip": "10.0.0.102", "protocol": "tcp", "port": 80, "pool": "routed"})
+    tunnelled = [{"ip": "192.168.56.2", "forwarding": "gre"}]
+    rig.service.create_pool({"name": "tunnelled", "backends": tunnelled, "health_check": {"kind": "none"}})
+    rig.service.create_vip({"name": "gre", "ip": "10.0.0.103", "protocol": "tcp", "port": 80, "pool": "tunnelled"})
     rig.answer_arp("10.0.0.254", "02:00:00:00:00:fe", 5)
     rig.service.create_vip({"name": "dns", "ip": "10.0.0.53", "protocol": "udp", "pool": "web", "hash": "source_ip"})
     rig.service.create_vip(
@@ -44,7 +47,7 @@ def all_rules(tmp_path, mode):
     if mode == "ovs":  # the kinds this set is meant to hold are in it
         fields = {name for rule in rules for name, _value in rule.match}
         actions = {getattr(a, "field", type(a).__name__) for rule in rules for a in rule.actions}
-        assert {"reg7", "ipv6_nd_target", "ipv6_src"} <= fields and {"nd_reserved", "DecTtl"} <= actions
+        assert {"reg7", "ipv6_nd_target", "ipv6_src"} <= fields and {"nd_reserved", "DecTtl", "tun_ipv4_dst"} <= actions
     return rules
 
 
@@ -95,6 +98,15 @@ def test_other_commands_serialise(tmp_path):
         message = ofp.to_message(command, DATAPATH)
         message.serialize()
         assert len(message.buf) >= 8
+
+
+def test_a_probe_through_the_gre_tunnel_sets_the_tunnels_destination_before_it_goes_out():
+    import subprocess
+
+    message = ofp.to_message(PacketOut(b"\x00" * 60, 6, tunnel="192.168.56.2"), DATAPATH)
+    message.serialize()
+    printed = subprocess.run(["ovs-ofctl", "ofp-print", bytes(message.buf).hex()], capture_output=True, text=True)
+    assert "actions=set_field:192.168.56.2->tun_dst,output:6" in printed.stdout, printed
 
 
 def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensions(tmp_path):

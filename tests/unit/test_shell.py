@@ -67,7 +67,7 @@ def connect(app, switch: Switch, held: dict | None = None) -> None:
     Open vSwitch, one port, and the flows it ``held`` (rule key -> cookie)."""
     desc = SimpleNamespace(mfr_desc=b"Nicira, Inc.", hw_desc=b"Open vSwitch", sw_desc=b"3.1.0")
     app._desc(event(switch, body=desc))
-    port = SimpleNamespace(port_no=1, state=0, config=0, hw_addr="aa:00:00:00:00:01")
+    port = SimpleNamespace(port_no=1, state=0, config=0, hw_addr="aa:00:00:00:00:01", name=b"s1-eth1")
     app._ports(event(switch, body=[port]))
     flows = [
         SimpleNamespace(table_id=table, priority=priority, cookie=cookie, match=SimpleNamespace(_fields2=list(match)))

@@ -70,7 +70,14 @@ def test_a_connection_is_traced_to_the_backend_the_switch_sends_it_to(tmp_path):
         [out] = on_switch(rig, syn(CLIENT_IP, VIP, port, 80, CLIENT_MAC, VIP_MAC_WEB))
         assert answer["backend"] == backend_of(out.packet["eth_dst"])
         assert answer["delivered"] == [
-            {"switch": 1, "port": out.port, "eth_dst": out.packet["eth_dst"], "ip_dst": VIP, "dscp": None}
+            {
+                "switch": 1,
+                "port": out.port,
+                "eth_dst": out.packet["eth_dst"],
+                "ip_dst": VIP,
+                "dscp": None,
+                "tunnel": None,
+            }
         ]
         assert answer["slot"]["backend"] == answer["backend"]
         assert answer["verdict"].startswith(f"to backend {answer['backend']} at switch 0x1 port {out.port}")
