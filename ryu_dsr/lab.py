@@ -375,15 +375,14 @@ class Lab:
             sh("ip", "route", "add", prefix, "via", gateway, "dev", phy)
         return phy
 
-    def add_gre_host(self, name: str, router: str, subnet: int, tunnel_source: str, advmss: int = 0) -> Host:
+    def add_gre_host(self, name: str, router: str, subnet: int, tunnel_source: str) -> Host:
         """A backend host behind ``router`` that takes GRE as an Open
         vSwitch-based host would (this kernel has no ip_gre to do it as
         Linux's gre0 does): its rack's bridge holds the router's side, the
         host's namespace (192.168.SUBNET.2, default route through the
         router, .1) and the host's tunnel end, which decapsulates GRE from
         ``tunnel_source`` sent to the host's address and hands the inner
-        packet to the host. ``advmss``: the MSS the host advertises on its
-        default route (room for the tunnel's 24 bytes)."""
+        packet to the host."""
         rack = f"{self.prefix}-k{subnet}"
         self.vsctl("add-br", rack, "--", "set", "bridge", rack, "datapath_type=netdev", "fail_mode=standalone")
         self.bridges[rack] = 1
@@ -400,8 +399,7 @@ class Lab:
         host = self.add_host(name, subnet, mac=f"02:00:00:00:{subnet:02x}:02", bridge=rack)
         self.run(name, "ip", "addr", "flush", "dev", "eth0")
         self.run(name, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        route = ("advmss", str(advmss)) if advmss else ()
-        self.run(name, "ip", "route", "add", "default", "via", gw, *route)
+        self.run(name, "ip", "route", "add", "default", "via", gw)
         host.ip = ip
         # the host's tunnel end: its address on the rack bridge's own port (no local route, so
         # that the switch's tunnel is routed through the router, not here), and a GRE port

@@ -258,7 +258,7 @@ OPTIONS = (
         str,
         "dsr-gre",
         "name of the switches' GRE port for gre backends (type=gre, options:remote_ip=flow, "
-        "options:packet_type=legacy_l3; tools/dsr_switch.py --gre adds it); a switch without it sends them nothing",
+        "options:packet_type=legacy_l3; tools/dsr_switch.py --gre-port adds it); a switch without it sends them nothing",
     ),
     Option(
         "probe_ip",

@@ -4,6 +4,7 @@ one file to the host and run it as root).
 
     dsr_backend.py apply --vip 10.0.0.100 [--vip 2001:db8::100 ...] [--rp-filter loose]
     dsr_backend.py apply --dscp 10.0.0.100=1 [--dscp ...]     (L3DSR: a backend behind a router)
+    dsr_backend.py apply --gre --vip 10.0.0.100 [--advmss 1436]  (GRE: a backend behind a router)
     dsr_backend.py check --vip 10.0.0.100 [--vip ...]
     dsr_backend.py undo  --vip 10.0.0.100 [--vip ...]
 
@@ -26,6 +27,17 @@ priority -300, before the connection tracker) that writes the VIP over the
 destination of packets carrying DSCP N: ``ip dscp N ip daddr set VIP`` (IPv6:
 ``ip6 dscp N ip6 daddr set VIP``). The kernel fixes the checksums; replies
 leave from the VIP by the host's own routes.
+
+GRE (a pool's ``gre`` backends, behind a router; as Maglev's): the switch
+sends each request whole in GRE to the backend's own address. ``--gre``
+loads the kernel's ``ip_gre`` and brings up its fallback device ``gre0``,
+which takes GRE from any sender; the inner packet, addressed to the VIP on
+``lo``, arrives on ``gre0`` while the reply leaves by the host's own route,
+so reverse path filtering is turned off for ``all`` and ``gre0``.
+``--advmss N`` (IPv4) advertises an MSS of N on the host's default routes:
+the tunnel adds 24 bytes, so a client's full-size segment would not fit a
+1500-byte path; 1436 fits (1500 - 24 - 40). Not needed where the path
+between the switch and the backends carries 1524 bytes or more.
 
 ``apply`` is idempotent and remembers the sysctl values it replaced, so
 ``undo`` restores them. ``check`` changes nothing; exit status 0 means ready,
@@ -79,7 +91,54 @@ def wanted_sysctls(args) -> dict[str, str]:
     wanted = dict(SYSCTLS)
     if args.rp_filter == "loose":
         wanted[RP_FILTER[0]] = RP_FILTER[1]
+    if args.gre:  # the request comes in on gre0, its reply leaves by another route
+        wanted.update({"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.gre0.rp_filter": "0"})
     return wanted
+
+
+def gre0() -> str | None:
+    """The state of the kernel's fallback GRE device ("UP"...), None without it."""
+    out = subprocess.run(["ip", "-o", "link", "show", "dev", "gre0"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    return "UP" if ",UP" in out.stdout.split(">", 1)[0] or "<UP" in out.stdout else "DOWN"
+
+
+def load_gre() -> str | None:
+    """Load ip_gre and bring gre0 up; why not, or None."""
+    if gre0() is None:
+        try:
+            loaded = subprocess.run(["modprobe", "ip_gre"], capture_output=True, text=True)
+        except FileNotFoundError:
+            return "no modprobe on this host"
+        if loaded.returncode != 0 or gre0() is None:
+            return f"the kernel's ip_gre module cannot be loaded ({(loaded.stderr or loaded.stdout).strip()})"
+    subprocess.run(["ip", "link", "set", "gre0", "up"], check=True)
+    return None
+
+
+def default_routes() -> list[list[str]]:
+    """The host's IPv4 default routes, each as ``ip route`` prints it (split)."""
+    out = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True)
+    return [line.split() for line in out.stdout.splitlines() if line.strip()]
+
+
+def route_advmss(route: list[str]) -> int | None:
+    return int(route[route.index("advmss") + 1]) if "advmss" in route else None
+
+
+def set_advmss(route: list[str], advmss: int | None) -> None:
+    """Change a default route's advertised MSS (None: none), keeping what
+    names it (its gateway, device, protocol, metric, source)."""
+    words = ["default"]
+    for key in ("via", "dev", "proto", "metric", "src"):
+        if key in route:
+            words += [key, route[route.index(key) + 1]]
+    if "onlink" in route:
+        words.append("onlink")
+    if advmss:
+        words += ["advmss", str(advmss)]
+    subprocess.run(["ip", "-4", "route", "change", *words], check=True)
 
 
 def nft(*args: str, check: bool = True) -> str:
@@ -119,6 +178,20 @@ def all_vips(args) -> list[str]:
 
 def check(args) -> int:
     missing = 0
+    if args.gre:
+        state = gre0()
+        if state == "UP":
+            print("ok: gre0 up (ip_gre takes GRE from any sender)")
+        else:
+            print(f"missing: gre0 up (now {'absent: ip_gre not loaded' if state is None else 'down'})")
+            missing += 1
+    if args.advmss:
+        for route in default_routes() or [["default"]]:
+            if route_advmss(route) == args.advmss:
+                print(f"ok: advmss {args.advmss} on {' '.join(route)}")
+            else:
+                print(f"missing: advmss {args.advmss} on the default route (full-size segments would not fit)")
+                missing += 1
     have = lo_addresses()
     rules = dscp_rules() if args.dscp else {}
     for vip, dscp in args.dscp:
@@ -134,7 +207,7 @@ def check(args) -> int:
             print(f"missing: {on_lo(vip)} on lo")
             missing += 1
     for name, value in wanted_sysctls(args).items():
-        current = read_sysctl(name)
+        current = read_sysctl(name) if sysctl_path(name).exists() else "absent"
         if current == value:
             print(f"ok: {name} = {value}")
         else:
@@ -147,6 +220,17 @@ def check(args) -> int:
 def apply(args) -> int:
     path = saved_file()
     saved = json.loads(path.read_text()) if path.exists() else {}
+    if args.gre:
+        why = load_gre()
+        if why is not None:
+            print(f"missing: gre0 ({why}); nothing changed", file=sys.stderr)
+            return 1
+        print("ok: gre0 up")
+    for route in default_routes() if args.advmss else []:
+        if route_advmss(route) != args.advmss:
+            saved.setdefault("advmss", route_advmss(route) or 0)
+            set_advmss(route, args.advmss)
+            print(f"changed: advmss {args.advmss} on {' '.join(route)}")
     for name, value in wanted_sysctls(args).items():
         current = read_sysctl(name)
         if current != value:
@@ -193,6 +277,11 @@ def undo(args) -> int:
     path = saved_file()
     saved = json.loads(path.read_text()) if path.exists() else {}
     for name, value in saved.items():
+        if name == "advmss":
+            for route in default_routes():
+                set_advmss(route, value or None)
+                print(f"changed: advmss on {' '.join(route)} restored")
+            continue
         write_sysctl(name, value)
         print(f"changed: {name} = {value} (restored)")
     if path.exists():
@@ -225,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dscp", action="append", type=parse_dscp, default=[], help="VIP=N: L3DSR, requests with DSCP N are for VIP"
     )
     parser.add_argument("--rp-filter", choices=("keep", "loose"), default="keep")
+    parser.add_argument("--gre", action="store_true", help="GRE: requests come whole in GRE to this host (gre0)")
+    parser.add_argument("--advmss", type=int, default=0, help="advertise this MSS on the default routes (GRE: 1436)")
     args = parser.parse_args(argv)
+    if args.advmss and not 536 <= args.advmss <= 9000:
+        parser.error(f"--advmss: {args.advmss} is not an MSS from 536 to 9000")
     if not args.vip and not args.dscp:
         parser.error("give at least one --vip or --dscp")
     if os.geteuid() != 0 and args.action != "check":

@@ -4,7 +4,7 @@ only: copy this one file to the switch's host and run it as root).
 
     dsr_switch.py apply BRIDGE --controller tcp:CONTROLLER:6653 [--controller ...]
                   [--dpid 0000000000000001] [--datapath-type netdev|system] [--manager ptcp:6640:ADDRESS]
-                  [--conntrack-limit N [--conntrack-zone 1493]]
+                  [--conntrack-limit N [--conntrack-zone 1493]] [--gre-port dsr-gre]
     dsr_switch.py check BRIDGE [--controller tcp:CONTROLLER:6653 ...] [--dpid ...]
 
 What ryu_dsr needs of a bridge:
@@ -25,6 +25,15 @@ What ryu_dsr needs of a bridge:
 - a bound on the connection tracker's entries in that zone
   (``--conntrack-limit``: ``ovs-appctl dpctl/ct-set-limits``, which Open
   vSwitch 3.1 keeps until ovs-vswitchd restarts: run apply again then).
+
+- for gre backends (behind routers, the request carried whole in GRE):
+  one GRE port (``--gre-port``, the name the ``dsr.gre_port`` setting
+  gives, ``dsr-gre`` by default) with ``options:remote_ip=flow`` (the
+  controller sets each backend's address per flow) and
+  ``options:packet_type=legacy_l3`` (the request travels as an IP packet,
+  24 bytes of GRE and IP around it). Open vSwitch routes the tunnel by its
+  own table (``ovs-appctl ovs/route/show``: the host's routes, or
+  ``ovs/route/add``) out of a bridge that holds the tunnel's source address.
 
 ``apply`` makes the bridge if it does not exist, changes only what differs,
 and prints each change (``nothing to change`` otherwise). ``check`` changes
@@ -55,6 +64,14 @@ class Vsctl:
         if done.returncode != 0:
             raise SystemExit(f"dsr_switch: {' '.join(command)}: {done.stderr.strip()}")
         return done.stdout.strip()
+
+    def tunnel(self, name: str) -> dict | None:
+        """The interface ``name``'s bridge, type and options, or None."""
+        out = json.loads(self("--format=json", "--columns=type,options", "find", "interface", f"name={name}"))
+        if not out["data"]:
+            return None
+        kind, options = out["data"][0]
+        return {"bridge": self("port-to-br", name), "type": kind, "options": _map(options)}
 
     def bridge(self, name: str) -> dict | None:
         """The bridge's columns that matter here, or None if it does not exist."""
@@ -111,11 +128,32 @@ def _manager(text: str) -> str:
     return text
 
 
-def problems(bridge: dict | None, name: str, controllers: list[str], dpid: str | None) -> list[str]:
+GRE_OPTIONS = {"remote_ip": "flow", "packet_type": "legacy_l3"}
+
+
+def gre_problem(tunnel: dict | None, bridge: str, port: str) -> str | None:
+    """What is wrong with the bridge's GRE port for gre backends, or None."""
+    if tunnel is None or tunnel["bridge"] != bridge:
+        return f"no GRE port {port} on {bridge}: gre backends get no connection through this switch"
+    if tunnel["type"] != "gre":
+        return f"port {port} is of type {tunnel['type'] or 'system'}, not gre"
+    wrong = [f"{key}={value}" for key, value in GRE_OPTIONS.items() if tunnel["options"].get(key) != value]
+    if wrong:
+        return f"GRE port {port} needs options {', '.join(wrong)} (one port for every backend, IP packets inside)"
+    return None
+
+
+def problems(
+    bridge: dict | None, name: str, controllers: list[str], dpid: str | None, gre: tuple[dict | None, str] | None = None
+) -> list[str]:
     """What keeps the bridge from serving ryu_dsr, one line each."""
     if bridge is None:
         return [f"bridge {name} does not exist"]
     found = []
+    if gre is not None:
+        wrong = gre_problem(gre[0], name, gre[1])
+        if wrong:
+            found.append(wrong)
     if bridge["protocols"] and OPENFLOW not in bridge["protocols"]:
         found.append(f"protocols {','.join(bridge['protocols'])} lack {OPENFLOW}: ryu_dsr speaks OpenFlow 1.3")
     elif not bridge["protocols"]:
@@ -144,6 +182,7 @@ def apply(
     manager: str | None = None,
     conntrack_limit: int | None = None,
     conntrack_zone: int = 1493,
+    gre_port: str | None = None,
 ) -> list[str]:
     """Make the bridge ready; the changes made, one line each."""
     changes = []
@@ -180,6 +219,17 @@ def apply(
         if done.returncode != 0:
             raise SystemExit(f"dsr_switch: ovs-appctl dpctl/ct-set-limits: {done.stderr.strip()}")
         changes.append(f"connection tracker: zone {conntrack_zone} holds at most {conntrack_limit} entries")
+    if gre_port:
+        tunnel = vsctl.tunnel(gre_port)
+        options = [f"options:{key}={value}" for key, value in GRE_OPTIONS.items()]
+        if tunnel is None:
+            vsctl("add-port", name, gre_port, "--", "set", "interface", gre_port, "type=gre", *options)
+            changes.append(f"GRE port {gre_port}: made (remote_ip=flow, packet_type=legacy_l3)")
+        elif gre_problem(tunnel, name, gre_port):
+            if tunnel["bridge"] != name:
+                raise SystemExit(f"dsr_switch: port {gre_port} is on bridge {tunnel['bridge']}, not {name}")
+            vsctl("set", "interface", gre_port, "type=gre", *options)
+            changes.append(f"GRE port {gre_port}: type gre, remote_ip=flow, packet_type=legacy_l3")
     managers = vsctl("get-manager").split()
     if manager and manager not in managers:
         vsctl("set-manager", *managers, manager)
@@ -199,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--conntrack-limit", type=int, help="apply: most tracker entries in the handover zone")
     parser.add_argument("--conntrack-zone", type=int, default=1493, help="the handover zone (dsr.conntrack_zone)")
+    parser.add_argument("--gre-port", help="the GRE port for gre backends (dsr.gre_port, dsr-gre by default)")
     parser.add_argument("--db", help="Open vSwitch's database (default: as ovs-vsctl finds it)")
     args = parser.parse_args(argv)
     vsctl = Vsctl(args.db)
@@ -214,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             args.manager,
             args.conntrack_limit,
             args.conntrack_zone,
+            args.gre_port,
         )
         for line in made or ["nothing to change"]:
             print(line)
     bridge = vsctl.bridge(args.bridge)
-    found = problems(bridge, args.bridge, args.controller, args.dpid)
+    gre = (vsctl.tunnel(args.gre_port), args.gre_port) if args.gre_port and bridge is not None else None
+    found = problems(bridge, args.bridge, args.controller, args.dpid, gre)
     for line in found:
         print(f"problem: {line}")
     if bridge is not None:

@@ -115,3 +115,36 @@ def test_l3dsr_rules_are_applied_checked_moved_and_undone(namespace):
     assert "daddr set" not in ruleset.stdout
     bad = tool(namespace, "apply", "--dscp", "10.0.0.100=64")
     assert bad.returncode == 2 and "is not VIP=N with N from 1 to 63" in bad.stderr
+
+
+def test_gre_needs_gre0_and_the_advertised_mss_goes_on_the_default_route_and_back(namespace):
+    def run(*args):
+        return subprocess.run(["ip", "netns", "exec", NS, *args], capture_output=True, text=True, check=True).stdout
+
+    run("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    run("ip", "addr", "add", "192.168.9.2/24", "dev", "v0")
+    run("ip", "link", "set", "v0", "up")
+    run("ip", "route", "add", "default", "via", "192.168.9.1")
+    before = tool(namespace, "check", "--gre", "--vip", "10.0.0.100", "--advmss", "1436")
+    assert before.returncode == 1
+    assert "missing: gre0 up (now absent: ip_gre not loaded)" in before.stdout, before.stdout
+    assert "missing: advmss 1436 on the default route" in before.stdout
+    applied = tool(namespace, "apply", "--gre", "--vip", "10.0.0.100", "--advmss", "1436")
+    loadable = subprocess.run(["modprobe", "-n", "ip_gre"], capture_output=True).returncode == 0
+    if loadable:  # a kernel with ip_gre: gre0 up, reverse path filtering off for it
+        assert applied.returncode == 0 and "ok: gre0 up" in applied.stdout, applied
+        assert sysctl("net.ipv4.conf.gre0.rp_filter") == "0"
+    else:  # this machine's: refused, saying why, and nothing changed
+        assert applied.returncode == 1 and "the kernel's ip_gre module cannot be loaded" in applied.stderr, applied
+        assert "10.0.0.100" not in run("ip", "addr", "show", "dev", "lo")
+        assert "advmss" not in run("ip", "route", "show", "default")
+    # the advertised MSS alone (where the kernel cannot take GRE, as for a dscp backend): set, checked, undone
+    applied = tool(namespace, "apply", "--vip", "10.0.0.100", "--advmss", "1436")
+    assert applied.returncode == 0 and "changed: advmss 1436 on default via 192.168.9.1" in applied.stdout, applied
+    assert "advmss 1436" in run("ip", "route", "show", "default")
+    assert tool(namespace, "check", "--vip", "10.0.0.100", "--advmss", "1436").returncode == 0
+    assert "changed" not in tool(namespace, "apply", "--vip", "10.0.0.100", "--advmss", "1436").stdout
+    undone = tool(namespace, "undo", "--vip", "10.0.0.100")
+    assert undone.returncode == 0 and "advmss" not in run("ip", "route", "show", "default"), undone
+    bad = tool(namespace, "apply", "--vip", "10.0.0.100", "--advmss", "20")
+    assert bad.returncode == 2 and "is not an MSS from 536 to 9000" in bad.stderr

@@ -34,6 +34,12 @@ def api(method, path, body=None):
     return rest(BASE, method, path, body)
 
 
+def backend_tool(lab, host, *args):
+    """tools/dsr_backend.py on a backend (this kernel has no ip_gre: not --gre, the rack's bridge
+    decapsulates; the VIP on lo and the advertised MSS as on any GRE backend)."""
+    return lab.run(host, sys.executable, str(TOOLS / "dsr_backend.py"), *args)
+
+
 def state(ip: str) -> dict:
     return api("GET", f"/v1/pools/web/backends/{ip}")[1]["status"]
 
@@ -53,8 +59,8 @@ def lab():
         lab.add_gre_port()
         lab.add_tunnel_underlay(TUNNEL_SOURCE, "10.0.0.254", ["192.168.48.0/20"])
         for name, subnet in TUNNELLED.items():
-            lab.add_gre_host(name, "r1", subnet, TUNNEL_SOURCE, advmss=MSS)
-            lab.make_backend(name, [VIP])
+            lab.add_gre_host(name, "r1", subnet, TUNNEL_SOURCE)
+            backend_tool(lab, name, "apply", "--vip", VIP, "--advmss", str(MSS))
             lab.serve_http(name)
             lab.serve_udp(name, 53, [VIP])
         settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP, "routes": ROUTES}
@@ -116,8 +122,9 @@ def test_a_pool_of_gre_and_local_backends_serves_one_vip_by_dsr(lab):
 def test_full_size_uploads_through_the_tunnel_arrive_whole_with_the_mss_the_backends_advertise(lab):
     """The tunnel adds 24 bytes: a client's full-size segment (1500) would
     not fit the 1500-byte path behind the switch. The GRE backends
-    advertise an MSS of 1436 on their route (``advmss``), so clients send
-    segments that fit; a 2 MB upload to each backend arrives whole."""
+    advertise an MSS of 1436 on their default route (``dsr_backend.py
+    --advmss``), so clients send segments that fit; a 2 MB upload to each
+    backend arrives whole."""
     body = lab.run_dir / "upload.bin"
     body.write_bytes(bytes(2_000_000))
     syn_acks = lab.capture("c1", f"src host {VIP} and tcp[tcpflags] & tcp-syn != 0", "gre-mss.log", "-v")
@@ -150,8 +157,8 @@ def test_a_gre_backend_whose_decapsulation_stops_leaves_the_hash_saying_why(lab)
 
 
 def test_long_lived_connections_to_gre_backends_survive_an_added_and_a_drained_backend(lab):
-    lab.add_gre_host("b34", "r1", 60, TUNNEL_SOURCE, advmss=MSS)
-    lab.make_backend("b34", [VIP])
+    lab.add_gre_host("b34", "r1", 60, TUNNEL_SOURCE)
+    backend_tool(lab, "b34", "apply", "--vip", VIP, "--advmss", str(MSS))
     lab.serve_http("b34")
     streams = lab.spawn_client(
         "c1", f"http://{VIP}/", "--streams", "12", "--lines", "50", "--ms", "100", "--timeout", "5", log="gres.json"

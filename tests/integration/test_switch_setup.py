@@ -104,3 +104,23 @@ def test_missing_bridge_and_bad_arguments(lab):
     no_target = tool(lab, "apply", "dsrsw-none")
     assert no_target.returncode == 2 and "a new bridge needs --controller" in no_target.stderr
     assert "dsrsw-none" not in lab.vsctl("list-br")
+
+
+def test_a_gre_port_for_gre_backends_is_checked_made_and_mended(lab):
+    target = f"tcp:127.0.0.1:{OF_PORT}"
+    tool(lab, "apply", "dsrsw-gre", "--controller", target, "--datapath-type", "netdev")
+    missing = tool(lab, "check", "dsrsw-gre", "--gre-port", "dsrsw-gre0")
+    assert missing.returncode == 1
+    assert "problem: no GRE port dsrsw-gre0 on dsrsw-gre: gre backends get no connection" in missing.stdout
+    made = tool(lab, "apply", "dsrsw-gre", "--gre-port", "dsrsw-gre0")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "GRE port dsrsw-gre0: made (remote_ip=flow, packet_type=legacy_l3)" in made.stdout
+    options = lab.vsctl("get", "interface", "dsrsw-gre0", "type", "options")
+    assert "gre" in options and "remote_ip=flow" in options and "packet_type=legacy_l3" in options, options
+    assert tool(lab, "check", "dsrsw-gre", "--gre-port", "dsrsw-gre0").returncode == 0
+    lab.vsctl("set", "interface", "dsrsw-gre0", "options:packet_type=legacy_l2")  # as an L2 tunnel: wrong
+    wrong = tool(lab, "check", "dsrsw-gre", "--gre-port", "dsrsw-gre0")
+    assert wrong.returncode == 1 and "needs options packet_type=legacy_l3" in wrong.stdout, wrong.stdout
+    mended = tool(lab, "apply", "dsrsw-gre", "--gre-port", "dsrsw-gre0")
+    assert "GRE port dsrsw-gre0: type gre, remote_ip=flow, packet_type=legacy_l3" in mended.stdout
+    assert tool(lab, "check", "dsrsw-gre", "--gre-port", "dsrsw-gre0").returncode == 0
