@@ -607,7 +607,8 @@ class Balancer:
 
     def _locate(self, ip: str) -> set[Owner]:
         moved, touched = self.backends.locate(ip, self.config)
-        return touched | self.desired.guards_of(ip) if moved else set()
+        # not moved: a routed backend behind a gateway already found may still need its routed rule (a new uid)
+        return touched | self.desired.guards_of(ip) if moved else touched
 
     def _fabric_changed(self) -> None:
         """Links came or went: paths and the flooding tree are computed

@@ -375,14 +375,16 @@ class Lab:
             sh("ip", "route", "add", prefix, "via", gateway, "dev", phy)
         return phy
 
-    def add_gre_host(self, name: str, router: str, subnet: int, tunnel_source: str) -> Host:
+    def add_gre_host(self, name: str, router: str, subnet: int, tunnel_source: str, ip6: bool = False) -> Host:
         """A backend host behind ``router`` that takes GRE as an Open
         vSwitch-based host would (this kernel has no ip_gre to do it as
         Linux's gre0 does): its rack's bridge holds the router's side, the
         host's namespace (192.168.SUBNET.2, default route through the
         router, .1) and the host's tunnel end, which decapsulates GRE from
         ``tunnel_source`` sent to the host's address and hands the inner
-        packet to the host."""
+        packet to the host (either family: with ``ip6`` the host and the
+        router's side also hold 2001:db8:SUBNET::2 and ::1, the host's IPv6
+        default route through the router)."""
         rack = f"{self.prefix}-k{subnet}"
         self.vsctl("add-br", rack, "--", "set", "bridge", rack, "datapath_type=netdev", "fail_mode=standalone")
         self.bridges[rack] = 1
@@ -397,9 +399,13 @@ class Lab:
         sh("ip", "link", "set", up, "up")
         self._attach(rack, up)
         host = self.add_host(name, subnet, mac=f"02:00:00:00:{subnet:02x}:02", bridge=rack)
-        self.run(name, "ip", "addr", "flush", "dev", "eth0")
+        self.run(name, "ip", "-4", "addr", "flush", "dev", "eth0")  # its link-local address stays (IPv6 ND)
         self.run(name, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
         self.run(name, "ip", "route", "add", "default", "via", gw)
+        if ip6:
+            self.run(router, "ip", "-6", "addr", "add", f"2001:db8:{subnet}::1/64", "dev", down, "nodad")
+            self.run(name, "ip", "-6", "addr", "add", f"2001:db8:{subnet}::2/64", "dev", "eth0", "nodad")
+            self.run(name, "ip", "-6", "route", "add", "default", "via", f"2001:db8:{subnet}::1")
         host.ip = ip
         # the host's tunnel end: its address on the rack bridge's own port (no local route, so
         # that the switch's tunnel is routed through the router, not here), and a GRE port
@@ -413,8 +419,9 @@ class Lab:
         )  # fmt: skip
         rack_mac = Path(f"/sys/class/net/{rack}/address").read_text().strip()
         self.ofctl("add-flow", rack, "priority=0,actions=NORMAL")
-        self.ofctl("add-flow", rack, f"priority=100,in_port={end},ip,actions=mod_dl_src:{rack_mac},"
-                   f"mod_dl_dst:{host.mac},output:{host.ofport}")  # fmt: skip
+        for inner in ("ip", "ipv6"):  # the request inside, of either family
+            self.ofctl("add-flow", rack, f"priority=100,in_port={end},{inner},actions=mod_dl_src:{rack_mac},"
+                       f"mod_dl_dst:{host.mac},output:{host.ofport}")  # fmt: skip
         self.set_gre_decap(name, True)
         return host
 

@@ -28,6 +28,7 @@ TUNNELLED = {"b31": 61, "b32": 62, "b33": 63}  # behind r1, in 192.168.SUBNET.0/
 ROUTES = "192.168.48.0/20 via 10.0.0.254"
 TUNNEL_SOURCE = "10.0.0.249"
 MSS = 1436  # 1500 less the tunnel's 24 bytes and 40 of IP and TCP headers
+VIP6, PROBE6 = "2001:db8::100", "2001:db8::250"
 
 
 def api(method, path, body=None):
@@ -49,21 +50,21 @@ def lab():
     lab = Lab("dsrg")
     try:
         lab.start_switch(controller_port=OF_PORT)
-        lab.add_host("c1", 1)
+        lab.add_host("c1", 1, ip6=True)
         lab.add_host("b11", 11)
         lab.make_backend("b11", [VIP])
         lab.serve_http("b11")
         lab.serve_udp("b11", 53, [VIP])
-        lab.add_host("r1", 254)
+        lab.add_host("r1", 254, ip6=True)
         lab.make_router("r1")
         lab.add_gre_port()
         lab.add_tunnel_underlay(TUNNEL_SOURCE, "10.0.0.254", ["192.168.48.0/20"])
         for name, subnet in TUNNELLED.items():
-            lab.add_gre_host(name, "r1", subnet, TUNNEL_SOURCE)
-            backend_tool(lab, name, "apply", "--vip", VIP, "--advmss", str(MSS))
-            lab.serve_http(name)
+            lab.add_gre_host(name, "r1", subnet, TUNNEL_SOURCE, ip6=True)
+            backend_tool(lab, name, "apply", "--vip", VIP, "--vip", VIP6, "--advmss", str(MSS))
+            lab.serve_http(name, bind="::")
             lab.serve_udp(name, 53, [VIP])
-        settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": PROBE_IP, "routes": ROUTES}
+        settings = {"state_file": str(lab.run_dir / "state.db"), "probe_ip": f"{PROBE_IP},{PROBE6}", "routes": ROUTES}
         lab.start_controller(settings, rest_port=REST_PORT, of_port=OF_PORT)
         lab.wait_connected()
         yield lab
@@ -117,6 +118,34 @@ def test_a_pool_of_gre_and_local_backends_serves_one_vip_by_dsr(lab):
     out = lab.run("c1", sys.executable, str(TOOLS / "udp_load.py"), VIP, "53", "--count", "200", "--concurrency", "4")
     udp_report = json.loads(out.strip().splitlines()[-1])
     assert udp_report["failed"] == 0 and len(set(udp_report["by_backend"]) & set(TUNNELLED)) >= 2, udp_report
+
+
+def test_an_ipv6_vip_reaches_gre_backends_through_the_ipv4_tunnel(lab):
+    """The tunnel carries a request of either family: an IPv6 VIP on the
+    same GRE backends (their IPv4 addresses are the tunnel's ends), checked
+    through the tunnel from the IPv6 probe address, answered by DSR over
+    IPv6 through the router."""
+    backends = [{"ip": f"192.168.{subnet}.2", "forwarding": "gre"} for subnet in TUNNELLED.values()]
+    pool = {"name": "web6", "backends": backends, "health_check": {"kind": "tcp", "port": 80, "interval": 0.5}}
+    assert api("POST", "/v1/pools", pool)[0] == 201
+    vip = {"name": "www6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web6", "hash": "5tuple"}
+    assert api("POST", "/v1/vips", vip)[0] == 201
+    wait_for(
+        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web6")[1]["backends"]] == ["up"] * 3,
+        20,
+        0.2,
+        "three GRE backends of the IPv6 VIP up (checked through the tunnel)",
+    )
+    wait_no_hold(BASE, pool="web6")
+    tunnel = lab.capture("r1", "proto gre", "gre6-wire.log", "-v", interface="dsrg-r62p")
+    report = lab.requests("c1", f"http://[{VIP6}]/", 90)
+    time.sleep(0.3)
+    lab.stop(tunnel)
+    assert report["failed"] == 0 and set(report["by_backend"]) == set(TUNNELLED), report
+    assert set(report["clients_seen"]) == {"2001:db8::1"}, report  # the client's own address
+    seen = (lab.run_dir / "gre6-wire.log").read_text()
+    assert f"{TUNNEL_SOURCE} > 192.168.62.2: GREv0" in seen, seen
+    assert re.search(rf"2001:db8::1\.\d+ > {re.escape(VIP6)}\.80: Flags \[S\]", seen), seen  # the client's SYN inside
 
 
 def test_full_size_uploads_through_the_tunnel_arrive_whole_with_the_mss_the_backends_advertise(lab):

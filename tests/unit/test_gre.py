@@ -176,3 +176,22 @@ def test_the_trace_of_a_connection_to_a_gre_backend_names_the_tunnel(tmp_path):
             assert answer["backend"] == delivered["tunnel"] and delivered["ip_dst"] == VIP
             seen.add(delivered["tunnel"])
     assert seen == set(TUNNELLED)
+
+
+def test_a_second_pool_of_the_same_gre_backends_gets_its_own_routed_rules(tmp_path):
+    """The same backends in another pool (another VIP): their uids there are
+    new, and the gateway's rules route them too (they were not written when
+    the gateway had been found before the pool existed)."""
+    rig, switch = rig_and_switch(tmp_path)
+    service(rig)
+    backends = [{"ip": ip, "forwarding": "gre"} for ip in TUNNELLED]
+    rig.service.create_pool({"name": "api", "backends": backends, "health_check": {"kind": "none"}})
+    rig.service.create_vip({"name": "api", "ip": "10.0.0.101", "protocol": "tcp", "port": 80, "pool": "api"})
+    rig.settle()
+    api_mac = rig.core.config.vips["api"].mac
+    tunnels = set()
+    for n in range(1, 120):
+        [out] = switch.send(syn(f"10.8.0.{n}", "10.0.0.101", 8000 + n, 80, CLIENT_MAC, api_mac), 1)
+        assert out.port == GRE_PORT, out  # every one into the tunnel, none to the gateway as it is
+        tunnels.add(out.packet["tun_ipv4_dst"])
+    assert tunnels == set(TUNNELLED)
