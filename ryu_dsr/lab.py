@@ -213,6 +213,9 @@ class Lab:
         ends = (f"{self.prefix}-{name}a"[:15], f"{self.prefix}-{name}b"[:15])
         sh("ip", "link", "add", ends[0], "type", "veth", "peer", "name", ends[1])
         for end in ends:
+            # a cable's ends are switch ports, not hosts: no IPv6 chatter from the kernel on them (router
+            # solicitations and MLD reports from a peer not yet connected would make a host port of the far end)
+            sh("sysctl", "-qw", f"net.ipv6.conf.{end}.disable_ipv6=1")
             sh("ip", "link", "set", end, "up")
         self.links[name] = ends
         return self._attach(a, ends[0]), self._attach(b, ends[1])

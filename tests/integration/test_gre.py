@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from ryu_dsr.lab import TOOLS, Lab, rest, wait_no_hold
+from ryu_dsr.lab import TOOLS, Lab, rest, wait_backends_up, wait_no_hold
 from tests.integration.conftest import PROBE_IP, VIP, wait_for
 
 REST_PORT, OF_PORT = 18123, 16723
@@ -85,12 +85,7 @@ def test_a_pool_of_gre_and_local_backends_serves_one_vip_by_dsr(lab):
     assert status == 201 and created["dscp"] is None  # no DSCP: the request travels whole
     udp = {"name": "dns", "ip": VIP, "protocol": "udp", "port": 53, "pool": "web", "hash": "5tuple"}
     assert api("POST", "/v1/vips", udp)[0] == 201
-    wait_for(
-        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web")[1]["backends"]] == ["up"] * 4,
-        20,
-        0.2,
-        "four backends up (the GRE ones checked through the tunnel)",
-    )
+    wait_backends_up(BASE, 4)  # the GRE ones checked through the tunnel
     assert state("192.168.61.2")["routed"] == {"gateway": "10.0.0.254", "tunnel": "gre"}
     wait_no_hold(BASE)
     time.sleep(0.5)
@@ -130,12 +125,7 @@ def test_an_ipv6_vip_reaches_gre_backends_through_the_ipv4_tunnel(lab):
     assert api("POST", "/v1/pools", pool)[0] == 201
     vip = {"name": "www6", "ip": VIP6, "protocol": "tcp", "port": 80, "pool": "web6", "hash": "5tuple"}
     assert api("POST", "/v1/vips", vip)[0] == 201
-    wait_for(
-        lambda: [b["status"]["state"] for b in api("GET", "/v1/pools/web6")[1]["backends"]] == ["up"] * 3,
-        20,
-        0.2,
-        "three GRE backends of the IPv6 VIP up (checked through the tunnel)",
-    )
+    wait_backends_up(BASE, 3, pool="web6")  # checked through the tunnel from the IPv6 probe address
     wait_no_hold(BASE, pool="web6")
     tunnel = lab.capture("r1", "proto gre", "gre6-wire.log", "-v", interface="dsrg-r62p")
     report = lab.requests("c1", f"http://[{VIP6}]/", 90)
