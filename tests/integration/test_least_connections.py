@@ -77,7 +77,7 @@ def test_a_backend_that_holds_connections_longer_gets_fewer_new_ones_and_recover
 
     # b11 holds its connections ten times as long: its weight falls to what least connections gives it
     load = open_loop(fabric, 40, 25, "lc-load.json")
-    wait_for(lambda: status(fabric, SLOW)["effective_weight"] <= 30, 20, what="b11 down to 30 or less")
+    wait_for(lambda: status(fabric, SLOW)["effective_weight"] <= 20, 20, what="b11 down to 20 or less")
     slowed = status(fabric, SLOW)
     assert slowed["effective_reason"].startswith("least connections: "), slowed
     assert "it holds a connection" in slowed["effective_reason"], slowed
@@ -86,7 +86,7 @@ def test_a_backend_that_holds_connections_longer_gets_fewer_new_ones_and_recover
     report = lab.client_report("lc-measured.json")
     assert report["failed"] == 0 and lab.client_report("lc-load.json")["failed"] == 0, report
     share = report["by_backend"].get("b11", 0) / report["ok"]
-    assert share < 0.15, report  # static weights would give it a third
+    assert share < 0.2, report  # static weights would give it a third
     assert streams.wait(60) == 0
     kept = lab.client_report("lc-streams.json")
     assert kept["intact"] == 6, kept
