@@ -48,11 +48,6 @@ MIN_STEP = 0.02  # a share that would move less stays
 CLIMB = 0.1  # how much of its weight a backend takes back an interval (as a slow start's steps do)
 
 
-def active(answered: int, finished: int, resets: int) -> int:
-    """A backend's connections now: answered and neither closed nor reset."""
-    return max(0, answered - finished - resets)
-
-
 def adapt(
     shares: dict[str, float],
     load: dict[str, float],

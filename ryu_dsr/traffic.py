@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ryu_dsr.adaptive import active
 from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, kind_of, uid_of
 
 # table, priority, cookie, MAC matched, routed backend's uid matched (or None), packets, bytes
@@ -62,6 +61,8 @@ class Traffic:
     backends: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of requests to it
     replies: dict[str, Counts] = field(default_factory=dict)  # backend MAC -> totals of what it sent from a VIP
     routed: dict[int, Counts] = field(default_factory=dict)  # dscp backend uid -> totals of requests routed to it
+    # backend MAC -> connections open now: each poll adds what it answered and takes what it closed or reset
+    open: dict[str, int] = field(default_factory=dict)
     # dpid -> what its last poll counted ((kind, id) -> growth) and over how many seconds: rates when asked
     rates: dict[int, tuple[dict[tuple[str, object], Counts], float]] = field(default_factory=dict)
     last: dict[int, dict[tuple, tuple[int, int]]] = field(default_factory=dict)  # dpid -> flow key -> counts
@@ -125,6 +126,10 @@ class Traffic:
         last = self.last.get(dpid, {})
         for stale in last.keys() - seen:
             del last[stale]  # a flow that is gone: a new one with its key starts from 0
+        for (kind, mac), counts in grown.items():
+            if kind == "reply":  # never below none: a FIN or RST sent twice is not taken from later connections
+                opened = self.open.get(mac, 0) + counts.answered - counts.finished - counts.resets
+                self.open[mac] = max(0, opened)
         interval = now - self.polled.get(dpid, now)
         self.polled[dpid] = now
         self.polls += 1
@@ -161,9 +166,12 @@ class Traffic:
     def active(self, mac: str | None) -> int:
         """A backend's active connections, as the switches counted them:
         answered (SYN-ACK from a VIP address), neither closed (FIN) nor
-        reset (RST) since."""
-        back = self.replies.get(mac) if mac else None
-        return active(back.answered, back.finished, back.resets) if back else 0
+        reset (RST) since. Counted poll by poll and never below none: a
+        connection closed twice over (its FIN sent again, or a FIN then a
+        RST) would otherwise be taken from every later count, and over
+        thousands of connections the few such add up to more than a fast
+        backend holds at a time (it would look faster than it is)."""
+        return self.open.get(mac, 0) if mac else 0
 
     def answered(self, mac: str | None) -> int:
         """The connections a backend answered so far (SYN-ACK from a VIP

@@ -76,15 +76,16 @@ def test_a_backend_that_holds_connections_longer_gets_fewer_new_ones_and_recover
     )
 
     # b11 holds its connections ten times as long: its weight falls to what least connections gives it
-    load = open_loop(fabric, 40, 25, "lc-load.json")
-    wait_for(lambda: status(fabric, SLOW)["effective_weight"] <= 20, 20, what="b11 down to 20 or less")
+    # (while the streams last, the rest of the pool holds them too, and b11 falls less far: wlc counts them)
+    load = open_loop(fabric, 40, 35, "lc-load.json")
+    wait_for(lambda: status(fabric, SLOW)["effective_weight"] <= 20, 35, what="b11 down to 20 or less")
     slowed = status(fabric, SLOW)
     assert slowed["effective_reason"].startswith("least connections: "), slowed
     assert "it holds a connection" in slowed["effective_reason"], slowed
     measured = open_loop(fabric, 20, 8, "lc-measured.json")
     assert measured.wait(30) == 0 and load.wait(40) == 0
-    report = lab.client_report("lc-measured.json")
-    assert report["failed"] == 0 and lab.client_report("lc-load.json")["failed"] == 0, report
+    report, loaded = lab.client_report("lc-measured.json"), lab.client_report("lc-load.json")
+    assert report["failed"] == 0 and loaded["failed"] == 0, (report, loaded)
     share = report["by_backend"].get("b11", 0) / report["ok"]
     assert share < 0.2, report  # static weights would give it a third
     assert streams.wait(60) == 0

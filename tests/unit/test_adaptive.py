@@ -11,6 +11,7 @@ import pytest
 
 from ryu_dsr.adaptive import adapt, shift
 from ryu_dsr.model import Adaptive, InvalidInput
+from ryu_dsr.traffic import Traffic
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
 from tests.simulator import syn, tcp
 
@@ -170,3 +171,38 @@ def test_through_the_switch_a_backend_that_holds_its_connections_gets_fewer_new_
         [out] = switch.send(syn("10.0.0.3", VIP, next(port), 80, CLIENT_MAC, VIP_MAC), 1)
         late[by_mac[out.packet["eth_dst"]]] += 1
     assert late[slow] < 0.6 * late["10.0.0.12"], late
+
+
+def test_connections_closed_twice_over_do_not_hide_those_open_later(tmp_path):
+    """A backend's FIN sent again (a retransmission) closes no second
+    connection: after a thousand such, the five it holds open are still
+    counted as five (summed over its lifetime they would count as none, and
+    the backend would look faster than it is to least connections)."""
+    from ryu_dsr.flows.pipeline import Table
+
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.service.create_pool({"name": "web", "backends": [{"ip": ip} for ip in BACKENDS]})
+    rig.service.create_vip({"name": "www", "ip": VIP, "protocol": "tcp", "port": 80, "pool": "web"})
+    rig.resolve_all()
+    rig.learn(CLIENT_MAC, 1)
+    rig.settle()
+    mac, at = BACKENDS["10.0.0.11"]
+    poll = (Table.REPLIES,)
+    traffic = Traffic()
+    now = 0.0
+    sport = iter(range(20000, 65000))
+    for _ in range(10):
+        for _ in range(100):  # answered, and closed: its FIN sent twice
+            port = next(sport)
+            switch.send(dict(tcp(VIP, "10.0.0.2", 80, port, mac, CLIENT_MAC), tcp_flags=0x012), at)
+            for _ in range(2):
+                switch.send(dict(tcp(VIP, "10.0.0.2", 80, port, mac, CLIENT_MAC), tcp_flags=0x011), at)
+        now += 1
+        traffic.read(1, switch.flow_stats(poll), now)
+        assert traffic.active(mac) == 0
+    for _ in range(5):  # answered, still open
+        switch.send(dict(tcp(VIP, "10.0.0.2", 80, next(sport), mac, CLIENT_MAC), tcp_flags=0x012), at)
+    traffic.read(1, switch.flow_stats(poll), now + 1)
+    assert traffic.active(mac) == 5
+    assert traffic.answered(mac) == 1005
