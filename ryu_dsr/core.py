@@ -364,7 +364,7 @@ class Balancer:
 
     @event
     def switch_disconnected(self, dpid: int) -> None:
-        self.backends.gre_switches.discard(dpid)
+        # (its GRE port, as its links, is taken as it was last seen: a lost connection moves no backend)
         if self.switches.pop(dpid, None) is not None:
             self.rules.forget(dpid)
             if self.l2.switch_down(dpid):

@@ -126,6 +126,22 @@ def test_a_switch_without_the_gre_port_takes_gre_backends_out_and_sends_them_not
     assert ports == {LOCAL[2]}  # every connection to the backend on the segment
 
 
+def test_a_switch_that_drops_its_connection_keeps_its_gre_backends_in_the_hash(tmp_path):
+    """A switch not connected says nothing against its GRE port (as against
+    its links): its gre backends keep their slots until it comes back
+    without the port, so a controller's lost connection moves no one."""
+    rig, switch = rig_and_switch(tmp_path)
+    service(rig)
+    slots = rig.status.slot_counts("web")
+    assert all(rig.status.backend_status("web", ip)["state"] == "up" for ip in TUNNELLED)
+    rig.balancer.switch_disconnected(1)
+    assert all(rig.status.backend_status("web", ip)["state"] == "up" for ip in TUNNELLED)
+    assert rig.status.slot_counts("web") == slots
+    rig.connect(ports=(1, 2, 3, 4, 5, GRE_PORT), port_names={1: "eth1"})  # back, without its GRE port
+    status = rig.status.backend_status("web", TUNNELLED[0])
+    assert status["state"] == "down" and "has no GRE port (dsr-gre)" in status["reason"], status
+
+
 def test_a_gre_backend_is_checked_through_the_tunnel_and_at_its_own_address(tmp_path):
     rig, switch = rig_and_switch(tmp_path)
     service(rig, check=CHECK)
