@@ -20,9 +20,7 @@ configured weight back. A shed backend whose target moves by less than half
 the hysteresis stays where it is. A few connections make a noisy count (a
 poll sees a Poisson count of them), so a backend is taken as slower only
 when it holds more than three standard deviations over what it would hold
-at the rest's time per connection; until then it stays where it is (it
-climbs only on counts within half the hysteresis of the rest's: a slow
-backend with few connections is not given its weight back by noise).
+at the rest's time per connection; until then it is as fast as the rest.
 
 The target is computed afresh each interval from what was measured (not
 added up step after step), so it settles where ``wlc`` would instead of
@@ -82,9 +80,8 @@ def adapt(
                 target = max(policy.floor, min(1.0, 1 / ratio))
                 if abs(target - now[ip]) > now[ip] * policy.hysteresis / 2:  # settled within the hysteresis: stays
                     wanted[ip] = target
-            elif ratio <= 1 + policy.hysteresis / 2:  # as fast as the rest: back toward its weight
+            elif ratio <= 1 + policy.hysteresis / 2 or not slower:  # as fast as the rest: back toward its weight
                 wanted[ip] = min(1.0, now[ip] + CLIMB)
-            # else slower than that, but by too little or on too few connections to tell: it stays
     effective = sum(weights[ip] * now[ip] for ip in weights)
     moving = sum(abs(wanted[ip] - now[ip]) * weights[ip] for ip in weights) / effective
     scale = min(1.0, policy.max_move / moving) if moving else 1.0
