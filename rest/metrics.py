@@ -96,6 +96,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "connections held to the backend by pins (those of slots in a handover; the rest are not counted one by one)",
         ("pool", "backend"),
     ),
+    "backend_active_connections": (
+        "gauge",
+        "the backend's open connections as the switches counted them (answered from a VIP address, not yet closed or reset)",
+        ("pool", "backend"),
+    ),
     "vip_backends_up": ("gauge", "backends of the VIP's pool that take new connections", ("vip", "pool")),
     "vip_backends": ("gauge", "backends of the VIP's pool", ("vip", "pool")),
     "vip_packets": ("counter", "request packets to the VIP, counted by the switches", ("vip", "pool")),
@@ -236,6 +241,7 @@ def render(
             add("backend_slots", of_backend, counts.get(ip, 0))
             add("backend_handover_slots", of_backend, handovers.get(ip, 0))
             add("backend_pinned_connections", of_backend, status.pinned(backend))
+            add("backend_active_connections", of_backend, status.active(backend))
             pace()
         up_by_pool[name] = (up, len(pool.backends))
     vip_lines = {what: scrape.lines[f"vip_{what}"] for what in ("backends_up", "backends", *TRAFFIC)}

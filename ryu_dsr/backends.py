@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ryu_dsr.adaptive import adapt
+from ryu_dsr.adaptive import adapt, smooth
 from ryu_dsr.agent import AgentChecker, as_check
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
@@ -62,7 +62,8 @@ class Backends:
         # each adaptive pool was last looked at
         self.shares: dict[tuple[str, str], float] = {}
         self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
-        self.load_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its active connections, smoothed
+        # (pool, ip) -> its active connections, smoothed, and how many polls over how many seconds they are the mean of
+        self.load_seen: dict[tuple[str, str], tuple[float, float, float]] = {}
         self.load_sums: dict[str, dict[str, list[float]]] = {}  # pool -> ip -> [sum, samples] since its last step
         self.rate_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its new connections a second, smoothed
         self.answered_then: dict[
@@ -342,12 +343,12 @@ class Backends:
         }
         serving = {ip: weight for ip, weight in serving.items() if weight > 0}
         # A poll's count is a snapshot: the mean of the interval's polls, smoothed over
-        # the intervals (half this one, half those before); the rate likewise. No poll
+        # the intervals (half this one, half those before: ``smooth``); the rate likewise. No poll
         # since the last step (an interval shorter than stats_interval): nothing new to go by
         sums = self.load_sums.pop(pool.name, {})
         if not sums:
             return False
-        load, rates = {}, {}
+        load, rates, counted = {}, {}, {}
         for ip in serving:
             key, mac = (pool.name, ip), self.place(pool.backends[ip])[0]
             total, samples = sums.get(ip, (0.0, 0))
@@ -355,9 +356,11 @@ class Backends:
             answered = answered_of(mac) if mac else 0
             before, then = self.answered_then.get(key, (answered, now))
             self.answered_then[key] = (answered, now)
-            rate = max(0, answered - before) / (now - then) if now > then else 0.0
-            seen, seen_rate = self.load_seen.get(key), self.rate_seen.get(key)
-            load[ip] = self.load_seen[key] = active if seen is None else (seen + active) / 2
+            span = now - then
+            rate = max(0, answered - before) / span if span > 0 else 0.0
+            seen_rate = self.rate_seen.get(key)
+            smoothed = self.load_seen[key] = smooth(self.load_seen.get(key), active, samples, span)
+            load[ip], counted[ip] = smoothed[0], smoothed[1:]
             rates[ip] = self.rate_seen[key] = rate if seen_rate is None else (seen_rate + rate) / 2
         pool_load, pool_rate = sum(load.values()), sum(rates.values())
         for ip in serving:
@@ -368,7 +371,7 @@ class Backends:
                     f"the rest of the pool {(pool_load - load[ip]) / rest_rate:.2f} s"
                 )
         before_shares = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
-        after = adapt(before_shares, load, rates, serving, pool.adaptive)
+        after = adapt(before_shares, load, rates, serving, pool.adaptive, counted)
         changed = [ip for ip in serving if after[ip] != before_shares[ip]]
         for ip in changed:
             LOG.info(

@@ -117,6 +117,7 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
                 st["slots"],
                 st["handover_slots"],
                 st["pinned_connections"],
+                st.get("active_connections"),
                 st["mac"],
                 t.get("new_connections"),
                 t.get("rates", {}).get("new_connections"),
@@ -126,7 +127,19 @@ def _backend_rows(pool: dict, traffic: dict | None = None) -> list[list[Any]]:
     return rows
 
 
-BACKEND_HEADER = ["backend", "weight", "state", "slots", "handover", "pinned", "mac", "conns", "conns/s", "reason"]
+BACKEND_HEADER = [
+    "backend",
+    "weight",
+    "state",
+    "slots",
+    "handover",
+    "pinned",
+    "open",
+    "mac",
+    "conns",
+    "conns/s",
+    "reason",
+]
 
 
 def _handover_line(pool: dict) -> str:

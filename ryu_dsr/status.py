@@ -147,6 +147,10 @@ class Status:
     def pinned(self, backend: Backend) -> int:
         return self._balancer.traffic.pinned(backend.uid)
 
+    def active(self, backend: Backend) -> int:
+        """The backend's open connections as the switches counted them."""
+        return self._balancer.traffic.active(self._balancer.backends.place(backend)[0])
+
     def backend_status(self, pool_name: str, ip: str) -> dict:
         b = self._balancer
         backend = b.config.backend(pool_name, ip)
@@ -169,6 +173,7 @@ class Status:
             "slots": b.desired.planner.table(pool_name).count(ip),
             "handover_slots": len(self._active_moves(pool_name, old=ip)),
             "pinned_connections": b.traffic.pinned(backend.uid),
+            "active_connections": b.traffic.active(mac),
             "arp_for_vip": self._arp_for_vip(ip),
             "passive": b.traffic.passive(mac) if mac else None,
             "claim": b.backends.locator.claim_status(ip),

@@ -27,14 +27,16 @@ def _root():
     assert os.geteuid() == 0, "integration tests need root (network namespaces, Open vSwitch)"
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition"):
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1, what="condition"):
+    """Wait for ``predicate`` to be true; ``what`` names it (or a callable
+    that says, at the timeout, what was seen)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 def fabric_fixture(prefix: str, rest_port: int, of_port: int, **options):

@@ -100,6 +100,13 @@ def test_a_backend_that_holds_connections_longer_gets_fewer_new_ones_and_recover
     assert recovering.wait(60) == 0
     assert lab.client_report("lc-recovering.json")["failed"] == 0
 
+    # every client is done: the switches' count of open connections is back to none on every backend
+    # (each answered connection was counted closed once: a miscount would bias the policy for good)
+    def open_counts():
+        return {b["ip"]: b["status"]["active_connections"] for b in fabric.api("GET", "/v1/pools/web")[1]["backends"]}
+
+    wait_for(lambda: not any(open_counts().values()), 10, what=lambda: f"no open connection counted: {open_counts()}")
+
     # no change moved more than max_move of the pool's weight
     moved = steps(fabric)
     assert len(moved) >= 4 and max(moved) <= MAX_MOVE + 0.02, moved
