@@ -52,6 +52,7 @@ VIP = "10.0.0.100"  # pool "web": b11, b12, b13
 VIP_ONE = "10.0.0.101"  # pool "one": b11 alone
 VIP_MAPPED = "10.0.0.102"  # pool "one", port 81 translated to the backend's 80
 VIP6 = "2001:db8::100"  # pool "web" too: the service is dual-stack
+VIP6_ONE = "2001:db8::101"  # pool "one" too
 UDP_PORT = 5300
 BASE = "http://127.0.0.1:18095"
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -136,7 +137,7 @@ def main() -> int:
         lab.add_host("c1", 1, ip6=True)
         for name, last in BACKENDS.items():
             host = lab.add_host(name, last, ip6=True)
-            lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED, VIP6] if name == "b11" else [VIP, VIP6])
+            lab.make_backend(name, [VIP, VIP_ONE, VIP_MAPPED, VIP6, VIP6_ONE] if name == "b11" else [VIP, VIP6])
             lab.serve_haproxy(name)
             lab.serve_udp(name, UDP_PORT, [VIP, host.ip, VIP6, lab.address6(last)])
         settings = {
@@ -158,6 +159,7 @@ def main() -> int:
             ("one", VIP_ONE, "tcp", 80, "one"),
             ("www6", VIP6, "tcp", 80, "web"),
             ("dns6", VIP6, "udp", UDP_PORT, "web"),
+            ("one6", VIP6_ONE, "tcp", 80, "one"),
         ):
             vip = {"name": name, "ip": ip, "protocol": protocol, "port": port, "pool": pool_name, "hash": "5tuple"}
             assert rest(BASE, "POST", "/v1/vips", vip)[0] == 201
@@ -167,7 +169,7 @@ def main() -> int:
         direct = lab.hosts["b11"].ip
         direct6 = lab.address6(BACKENDS["b11"])
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
-        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81", f"[{direct6}]", f"[{VIP6}]"):  # warm up caches
+        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81", f"[{direct6}]", f"[{VIP6}]", f"[{VIP6_ONE}]"):  # warm up
             lab.ab(address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32), udp(lab, direct6, 2000, 32), udp(lab, VIP6, 2000, 32)
         cases = {
@@ -178,6 +180,7 @@ def main() -> int:
             "UDP to b11": lambda: udp(lab, direct, args.requests, 32),
             "UDP to VIP over 3": lambda: udp(lab, VIP, args.requests, 32),
             "TCP6 to b11": lambda: lab.ab(f"[{direct6}]", args.requests, args.concurrency),
+            "TCP6 to VIP over b11": lambda: lab.ab(f"[{VIP6_ONE}]", args.requests, args.concurrency),
             "TCP6 to VIP over 3": lambda: lab.ab(f"[{VIP6}]", args.requests, args.concurrency),
             "UDP6 to b11": lambda: udp(lab, direct6, args.requests, 32),
             "UDP6 to VIP over 3": lambda: udp(lab, VIP6, args.requests, 32),
@@ -190,6 +193,7 @@ def main() -> int:
             ("TCP, port translated", "TCP to VIP over b11", "TCP to VIP:81 -> b11:80"),
             ("TCP, pool of three", "TCP to b11", "TCP to VIP over 3"),
             ("UDP, pool of three", "UDP to b11", "UDP to VIP over 3"),
+            ("IPv6 TCP, pool of b11 alone", "TCP6 to b11", "TCP6 to VIP over b11"),
             ("IPv6 TCP, pool of three", "TCP6 to b11", "TCP6 to VIP over 3"),
             ("IPv6 UDP, pool of three", "UDP6 to b11", "UDP6 to VIP over 3"),
             ("TCP, 3 ab, three backends", "3 ab to 3 backends", "3 ab to VIP over 3"),
@@ -214,10 +218,11 @@ def main() -> int:
         for label, baseline, measured in rows:
             b, m = median(baseline), median(measured)
             print(f"{label:<27}{b:>9.0f}{m:>9.0f}{m / b:>7.2f}{f'{failed(baseline)}/{failed(measured)}':>9}")
-        for protocol in ("TCP", "UDP"):
-            four = median(f"{protocol} to VIP over 3") / median(f"{protocol} to b11")
-            six = median(f"{protocol}6 to VIP over 3") / median(f"{protocol}6 to b11")
-            print(f"  {protocol}: IPv6's ratio / IPv4's {six / four:.2f} (goal: within 5 %, 0.95-1.05)")
+        for protocol, pool in (("TCP", "b11"), ("TCP", "3"), ("UDP", "3")):
+            four = median(f"{protocol} to VIP over {pool}") / median(f"{protocol} to b11")
+            six = median(f"{protocol}6 to VIP over {pool}") / median(f"{protocol}6 to b11")
+            what = "pool of b11 alone" if pool == "b11" else "pool of three"
+            print(f"  {protocol}, {what}: IPv6's ratio / IPv4's {six / four:.2f} (goal: within 5 %, 0.95-1.05)")
         print(
             "  baseline/measured: the same client straight to backend b11 / through the VIP, except the second"
             "\n  (the VIP over b11, without / with port translation) and the last row;"
