@@ -169,7 +169,8 @@ def main() -> int:
         direct = lab.hosts["b11"].ip
         direct6 = lab.address6(BACKENDS["b11"])
         spread = [lab.hosts[name].ip for name in ("b11", "b12", "b13")]
-        for address in (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81", f"[{direct6}]", f"[{VIP6}]", f"[{VIP6_ONE}]"):  # warm up
+        warm = (direct, VIP, VIP_ONE, f"{VIP_MAPPED}:81", f"[{direct6}]", f"[{VIP6}]", f"[{VIP6_ONE}]")
+        for address in warm:  # warm up caches
             lab.ab(address, 2000, args.concurrency)
         udp(lab, direct, 2000, 32), udp(lab, VIP, 2000, 32), udp(lab, direct6, 2000, 32), udp(lab, VIP6, 2000, 32)
         cases = {
