@@ -109,9 +109,20 @@ def adapt(
                     wanted[ip] = target
             elif ratio <= 1 + policy.hysteresis / 2 or as_fast:  # as fast as the rest: back toward its weight
                 wanted[ip] = min(1.0, now[ip] + CLIMB)
+    return bounded(now, wanted, weights, policy.max_move)
+
+
+def bounded(
+    now: dict[str, float], wanted: dict[str, float], weights: dict[str, int], max_move: float
+) -> dict[str, float]:
+    """The shares of their configured ``weights`` the backends go to, from
+    ``now`` toward ``wanted``: every move scaled down alike so that all of
+    them shift at most ``max_move`` of the pool's effective weight; a share
+    that would move less than ``MIN_STEP`` stays (one within half of it of
+    the whole weight takes it)."""
     effective = sum(weights[ip] * now[ip] for ip in weights)
-    moving = sum(abs(wanted[ip] - now[ip]) * weights[ip] for ip in weights) / effective
-    scale = min(1.0, policy.max_move / moving) if moving else 1.0
+    moving = sum(abs(wanted[ip] - now[ip]) * weights[ip] for ip in weights) / effective if effective else 0.0
+    scale = min(1.0, max_move / moving) if moving else 1.0
     out = {}
     for ip in weights:
         share = now[ip] + (wanted[ip] - now[ip]) * scale

@@ -8,7 +8,10 @@ backend's configured weight), ``drain``, ``down`` (``fail``, ``stopped``,
 ``maint``), ``up`` (``ready``), or several of them (``up 50%``). What the
 line says is kept per (pool, backend) and changes the backend's effective
 weight; a share moves only by the pool's ``step`` or more (or to 0 % or
-100 %), so noise does not move slots. An agent that does not answer, or
+100 %), so noise does not move slots. The share applied follows the one
+reported in bounded steps (``Backends.step_agents``: at most the pool's
+``max_move`` of its weight each interval); ``drain`` and ``down`` apply at
+once. An agent that does not answer, or
 answers nonsense, changes nothing (HAProxy does the same): the health
 check says whether a backend is up.
 """
@@ -65,6 +68,9 @@ class AgentChecker(HealthChecker):
         super().__init__(probe_mac, probe_ip, first_port=FIRST_AGENT_PORT, last_port=LAST_AGENT_PORT)
         self.reports: dict[tuple[str, str], Report] = {}
         self.steps: dict[str, int] = {}  # pool -> its step (percent)
+        self.applied: dict[tuple[str, str], int] = {}  # (pool, ip) -> the share applied now (percent; absent: 100)
+        self.pending: set[str] = set()  # pools with a share applied that is not yet the one reported
+        self.stepped: dict[str, float] = {}  # pool -> when its applied shares last moved toward the reports
 
     def _request(self, probe: Probe) -> bytes:
         return b""  # the agent speaks first
@@ -99,11 +105,18 @@ class AgentChecker(HealthChecker):
             self.reports[key] = report
             return []
         self.reports[key] = report
+        self.pending.add(key[0])
         return [Transition(key[0], key[1], report.state != "down", f"agent said {report.line!r}")]
 
     def forget(self, key: tuple[str, str]) -> None:
         super().forget(key)
         self.reports.pop(key, None)
+        self.applied.pop(key, None)
+
+    def share(self, key: tuple[str, str]) -> int:
+        """The share of its weight (percent) applied now to a backend whose
+        agent reported: it follows the report in bounded steps."""
+        return self.applied.get(key, 100)
 
     def report(self, pool: str, ip: str) -> Report | None:
         return self.reports.get((pool, ip))

@@ -10,11 +10,12 @@ config). Pure: time comes in; the owners whose rules change go out.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ryu_dsr.adaptive import adapt, smooth
+from ryu_dsr.adaptive import adapt, bounded, smooth
 from ryu_dsr.agent import AgentChecker, as_check
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
@@ -251,9 +252,53 @@ class Backends:
         return report.state
 
     def agent_share(self, pool_name: str, ip: str) -> int:
-        """The share of its weight (percent) the backend's agent reports."""
-        report = self.agents.report(pool_name, ip)
-        return 100 if report is None else report.percent
+        """The share of its weight (percent) applied from what the backend's
+        agent reports (``step_agents`` moves it there in bounded steps)."""
+        return 100 if self.agents.report(pool_name, ip) is None else self.agents.share((pool_name, ip))
+
+    def agents_due(self, pools: dict[str, Pool]) -> list[str]:
+        """Pools whose agents reported a share not applied yet and whose
+        agent interval has passed since the last step (a pass over those
+        pools only)."""
+        now, due = self.clock(), []
+        for name in list(self.agents.pending):
+            pool = pools.get(name)
+            if pool is None or pool.agent_check is None:
+                self.agents.pending.discard(name)
+                self.agents.stepped.pop(name, None)
+            elif now - self.agents.stepped.get(name, -math.inf) >= pool.agent_check.interval:
+                due.append(name)
+        return due
+
+    def step_agents(self, pool: Pool) -> bool:
+        """One step of the pool's applied agent shares toward those reported:
+        together at most ``max_move`` of the pool's effective weight (as the
+        least-connections policy moves); whether a share changed."""
+        self.agents.stepped[pool.name] = self.clock()
+        serving = {
+            b.ip: b.weight
+            for b in pool.backends.values()
+            if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
+        }
+        now = {ip: self.agent_share(pool.name, ip) / 100 for ip in serving}
+        wanted = {}
+        for ip in serving:
+            report = self.agents.report(pool.name, ip)
+            wanted[ip] = now[ip] if report is None else report.percent / 100
+        after = bounded(now, wanted, serving, pool.agent_check.max_move)
+        changed = False
+        for ip in serving:
+            share = round(100 * after[ip])
+            if share != round(100 * now[ip]):
+                LOG.info(
+                    "pool %s backend %s: its agent's share applied %d%% -> %d%% (it reports %d%%)",
+                    *(pool.name, ip, round(100 * now[ip]), share, round(100 * wanted[ip])),
+                )
+                self.agents.applied[(pool.name, ip)] = share
+                changed = True
+        if not changed:  # there (or as near as a step goes): nothing more to do until a report changes
+            self.agents.pending.discard(pool.name)
+        return changed
 
     def fails_open(self, pool: Pool) -> bool:
         """Whether the pool fails open: its check allows it, and of the
@@ -430,9 +475,16 @@ class Backends:
         if said != "up":
             report = self.agents.report(pool.name, backend.ip)
             return 0, f"its agent said {report.line!r}: {said}"
+        reported = self.agents.report(pool.name, backend.ip)
+        if reported is not None and reported.percent != share and pool.agent_check is not None:
+            reasons.append(
+                f"its agent reports {reported.percent}% of its weight, {share}% applied so far "
+                f"(at most {pool.agent_check.max_move:g} of the pool's weight moves an interval)"
+            )
+        elif share < 100:
+            reasons.append(f"its agent reports {share}% of its weight")
         if share < 100:
             weight = max(1, weight * share // 100) if weight else 0
-            reasons.append(f"its agent reports {share}% of its weight")
         adapted = self.shares.get((pool.name, backend.ip), 1.0) if pool.adaptive is not None else 1.0
         if adapted < 1.0 and weight:
             weight = max(1, round(weight * adapted))

@@ -465,6 +465,9 @@ class Balancer:
                 self.config.pools[name], self.traffic.answered
             ):
                 self._mark(self._refresh_pool(name))
+        for name in self.backends.agents_due(self.config.pools):  # agents' shares, applied in bounded steps
+            if not self.desired.planner.checking(name) and self.backends.step_agents(self.config.pools[name]):
+                self._mark(self._refresh_pool(name))
         for name in self.backends.ramps_due(self.config.pools):  # slow starts that reached a step
             if not self.desired.planner.checking(name):  # one move at a time: the last one is checked first
                 self._mark(self._refresh_pool(name))

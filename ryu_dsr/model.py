@@ -273,14 +273,19 @@ class AgentCheck:
     ``up`` (or ``ready``), alone or together (``up 50%``). The configured
     weight stays the ceiling; a share moves only by ``step`` percent or
     more (hysteresis, so a noisy report does not move slots back and
-    forth); an agent that does not answer changes nothing."""
+    forth), and the shares applied move toward those reported by at most
+    ``max_move`` of the pool's effective weight each ``interval`` (a
+    report of 10 % does not move a third of the pool's slots at once);
+    ``drain`` and ``down`` apply at once. An agent that does not answer
+    changes nothing."""
 
     port: int
     interval: float = 2.0
     timeout: float = 1.0
     step: int = 10
+    max_move: float = 0.2
 
-    FIELDS = ("port", "interval", "timeout", "step")
+    FIELDS = ("port", "interval", "timeout", "step", "max_move")
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -299,7 +304,8 @@ def parse_agent_check(body: Any, where: str) -> AgentCheck | None:
     if timeout > interval:
         raise InvalidInput(_where(where, "timeout"), f"must not exceed the interval ({interval} s)")
     step = parse_int(body.get("step", 10), _where(where, "step"), 1, 100)
-    return AgentCheck(port, interval, timeout, step)
+    max_move = parse_number(body.get("max_move", 0.2), _where(where, "max_move"), 0.01, 1)
+    return AgentCheck(port, interval, timeout, step, max_move)
 
 
 @dataclass(frozen=True)

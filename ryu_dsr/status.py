@@ -192,6 +192,7 @@ class Status:
         return {
             "state": b.backends.agent_says(pool_name, ip),
             "share": b.backends.agent_share(pool_name, ip),
+            "reported": report.percent if report else None,
             "said": report.line if report else None,
             "last_result": health.last_result if health else "not asked yet",
         }
