@@ -113,6 +113,16 @@ class AgentChecker(HealthChecker):
         self.reports.pop(key, None)
         self.applied.pop(key, None)
 
+    def says(self, pool: str, ip: str) -> str:
+        """What the backend's agent reports: "up" (also when there is no
+        agent, or it said nothing yet), "drain" or "down"."""
+        report = self.reports.get((pool, ip))
+        if report is None:
+            return "up"
+        if report.state == "up" and report.percent == 0:
+            return "drain"  # 0 % of its weight: as a weight of 0
+        return report.state
+
     def share(self, key: tuple[str, str]) -> int:
         """The share of its weight (percent) applied now to a backend whose
         agent reported: it follows the report in bounded steps."""

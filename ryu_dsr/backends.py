@@ -10,12 +10,10 @@ config). Pure: time comes in; the owners whose rules change go out.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ryu_dsr.adaptive import adapt, bounded, smooth
 from ryu_dsr.agent import AgentChecker, as_check
 from ryu_dsr.flows.family import family_of
 from ryu_dsr.flows.pipeline import Kind, Owner
@@ -24,6 +22,7 @@ from ryu_dsr.health import Target as HealthTarget
 from ryu_dsr.locator import BackendLocator, Location
 from ryu_dsr.model import ROUTED, Backend, Config, Pool
 from ryu_dsr.routes import parse_routes, route_of
+from ryu_dsr.weights import Weights
 
 LOG = logging.getLogger("ryu_dsr")
 REFUSAL_LOG_SECONDS = 60.0  # a repeated warning about one host, at most this often
@@ -35,9 +34,6 @@ Place = tuple[str | None, int | None, int | None]  # a backend's MAC, switch and
 
 def utc_stamp(now: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-
-
-RAMP_STEPS = 8  # a slow start's shares of the weight: 1/8, 2/8, ... 8/8
 
 
 class Backends:
@@ -59,19 +55,8 @@ class Backends:
         self.locator = BackendLocator(settings.resolve_interval)
         self.health = HealthChecker(settings.probe_mac, settings.probe_ip or None)
         self.agents = AgentChecker(settings.probe_mac, settings.probe_ip or None)  # backends' own reports
-        # Adaptive pools: (pool, ip) -> the share of its configured weight the policy gives it, and when
-        # each adaptive pool was last looked at
-        self.shares: dict[tuple[str, str], float] = {}
-        self.weights_then: dict[tuple[str, str], int] = {}  # (pool, ip) -> effective weight last noted
-        # (pool, ip) -> its active connections, smoothed, and how many polls over how many seconds they are the mean of
-        self.load_seen: dict[tuple[str, str], tuple[float, float, float]] = {}
-        self.load_sums: dict[str, dict[str, list[float]]] = {}  # pool -> ip -> [sum, samples] since its last step
-        self.rate_seen: dict[tuple[str, str], float] = {}  # (pool, ip) -> its new connections a second, smoothed
-        self.answered_then: dict[
-            tuple[str, str], tuple[int, float]
-        ] = {}  # (pool, ip) -> answered, when: at its last step
-        self.held: dict[tuple[str, str], str] = {}  # (pool, ip) -> how long it held a connection, said at its last step
-        self.adapted_at: dict[str, float] = {}
+        # effective weights: agents' shares, least connections, slow starts
+        self.weights_now = Weights(clock, self.agents, lambda backend: self.place(backend)[0], self.usable)
         self.reasons: dict[tuple[str, str], str] = {}  # (pool, ip) -> why it became unhealthy
         self.transitions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (pool, ip) -> state, reason, since
         self.failing_open: set[str] = set()  # pools where no backend passes its checks, all taking connections
@@ -90,11 +75,6 @@ class Backends:
         # L3DSR: dscp backends are reached through their route's gateway, found on the segment
         self.routes = parse_routes(settings.routes, "dsr.routes")
         self.behind: dict[str, set[str]] = {}  # gateway -> the dscp backends routed through it
-        # Slow start: (pool, ip) -> when the backend began to take connections beside others; the
-        # backends each pool's last plan gave connections; the ramp step each was planned at.
-        self.ramps: dict[tuple[str, str], float] = {}
-        self.usable_then: dict[str, set[str]] = {}
-        self.ramp_planned: dict[tuple[str, str], int] = {}
 
     def restore(self, found: dict[str, dict], failed: dict[int, str], config: Config) -> None:
         """Where backends were found, and which failed their checks, before
@@ -237,68 +217,9 @@ class Backends:
     def usable(self, pool_name: str, backend: Backend) -> bool:
         """Found, its link up, its agent not saying down, and passing its
         checks (or its pool fails open)."""
-        if not self.reachable(backend) or self.agent_says(pool_name, backend.ip) == "down":
+        if not self.reachable(backend) or self.agents.says(pool_name, backend.ip) == "down":
             return False
         return pool_name in self.failing_open or self.health.healthy(pool_name, backend.ip)
-
-    def agent_says(self, pool_name: str, ip: str) -> str:
-        """What the backend's agent reports: "up" (also when there is no
-        agent, or it said nothing yet), "drain" or "down"."""
-        report = self.agents.report(pool_name, ip)
-        if report is None:
-            return "up"
-        if report.state == "up" and report.percent == 0:
-            return "drain"  # 0 % of its weight: as a weight of 0
-        return report.state
-
-    def agent_share(self, pool_name: str, ip: str) -> int:
-        """The share of its weight (percent) applied from what the backend's
-        agent reports (``step_agents`` moves it there in bounded steps)."""
-        return 100 if self.agents.report(pool_name, ip) is None else self.agents.share((pool_name, ip))
-
-    def agents_due(self, pools: dict[str, Pool]) -> list[str]:
-        """Pools whose agents reported a share not applied yet and whose
-        agent interval has passed since the last step (a pass over those
-        pools only)."""
-        now, due = self.clock(), []
-        for name in list(self.agents.pending):
-            pool = pools.get(name)
-            if pool is None or pool.agent_check is None:
-                self.agents.pending.discard(name)
-                self.agents.stepped.pop(name, None)
-            elif now - self.agents.stepped.get(name, -math.inf) >= pool.agent_check.interval:
-                due.append(name)
-        return due
-
-    def step_agents(self, pool: Pool) -> bool:
-        """One step of the pool's applied agent shares toward those reported:
-        together at most ``max_move`` of the pool's effective weight (as the
-        least-connections policy moves); whether a share changed."""
-        self.agents.stepped[pool.name] = self.clock()
-        serving = {
-            b.ip: b.weight
-            for b in pool.backends.values()
-            if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
-        }
-        now = {ip: self.agent_share(pool.name, ip) / 100 for ip in serving}
-        wanted = {}
-        for ip in serving:
-            report = self.agents.report(pool.name, ip)
-            wanted[ip] = now[ip] if report is None else report.percent / 100
-        after = bounded(now, wanted, serving, pool.agent_check.max_move)
-        changed = False
-        for ip in serving:
-            share = round(100 * after[ip])
-            if share != round(100 * now[ip]):
-                LOG.info(
-                    "pool %s backend %s: its agent's share applied %d%% -> %d%% (it reports %d%%)",
-                    *(pool.name, ip, round(100 * now[ip]), share, round(100 * wanted[ip])),
-                )
-                self.agents.applied[(pool.name, ip)] = share
-                changed = True
-        if not changed:  # there (or as near as a step goes): nothing more to do until a report changes
-            self.agents.pending.discard(pool.name)
-        return changed
 
     def fails_open(self, pool: Pool) -> bool:
         """Whether the pool fails open: its check allows it, and of the
@@ -326,179 +247,9 @@ class Backends:
             if b.weight > 0
             and self.reachable(b)
             and (open_ or self.health.healthy(pool.name, b.ip))
-            and self.agent_says(pool.name, b.ip) == "up"
+            and self.agents.says(pool.name, b.ip) == "up"
         }
-        self._note_ramps(pool, usable, serving)
-        weights = {}
-        for ip, weight in usable.items():
-            step = self.ramp_step(pool, ip)
-            self.ramp_planned[(pool.name, ip)] = step
-            weight = weight * self.agent_share(pool.name, ip) // 100
-            if pool.adaptive is not None:
-                weight = round(weight * self.shares.get((pool.name, ip), 1.0))
-            weights[ip] = max(1, weight * step // RAMP_STEPS)
-        return weights
-
-    # -- adaptive pools --
-
-    def adaptive_due(self, pools: dict[str, Pool]) -> list[str]:
-        """Adaptive pools whose interval has passed (a pass over those pools only)."""
-        now = self.clock()
-        due = []
-        for name in list(self.adapted_at):
-            pool = pools.get(name)
-            if pool is None or pool.adaptive is None:
-                self.adapted_at.pop(name, None)
-                for key in [key for key in self.shares if key[0] == name]:
-                    del self.shares[key]
-                for seen in (self.load_seen, self.rate_seen, self.answered_then, self.held):
-                    for key in [key for key in seen if key[0] == name]:
-                        del seen[key]
-                self.load_sums.pop(name, None)
-            elif now - self.adapted_at[name] >= pool.adaptive.interval:
-                due.append(name)
-        return due
-
-    def sample_load(self, pools: dict[str, Pool], active_of: Callable[[str], int]) -> None:
-        """After a poll: each adaptive pool's backends' active connections,
-        summed toward the mean of its interval (a pass over adaptive pools only)."""
-        for name in self.adapted_at:
-            pool = pools.get(name)
-            if pool is None or pool.adaptive is None:
-                continue
-            sums = self.load_sums.setdefault(name, {})
-            for ip, backend in pool.backends.items():
-                mac = self.place(backend)[0]
-                if mac is not None:
-                    entry = sums.setdefault(ip, [0.0, 0])
-                    entry[0] += active_of(mac)
-                    entry[1] += 1
-
-    def adapt(self, pool: Pool, answered_of: Callable[[str], int]) -> bool:
-        """One step of the pool's policy from what the switches counted of
-        each backend MAC: its active connections at each poll since the last
-        step (``sample_load``) and the connections it answered so far
-        (``answered_of``); whether a share changed."""
-        now = self.clock()
-        self.adapted_at[pool.name] = now
-        serving = {
-            b.ip: b.weight * self.agent_share(pool.name, b.ip) // 100
-            for b in pool.backends.values()
-            if b.weight > 0 and self.usable(pool.name, b) and self.agent_says(pool.name, b.ip) == "up"
-        }
-        serving = {ip: weight for ip, weight in serving.items() if weight > 0}
-        # A poll's count is a snapshot: the mean of the interval's polls, smoothed over
-        # the intervals (half this one, half those before: ``smooth``); the rate likewise. No poll
-        # since the last step (an interval shorter than stats_interval): nothing new to go by
-        sums = self.load_sums.pop(pool.name, {})
-        if not sums:
-            return False
-        load, rates, counted = {}, {}, {}
-        for ip in serving:
-            key, mac = (pool.name, ip), self.place(pool.backends[ip])[0]
-            total, samples = sums.get(ip, (0.0, 0))
-            active = total / samples if samples else 0.0
-            answered = answered_of(mac) if mac else 0
-            before, then = self.answered_then.get(key, (answered, now))
-            self.answered_then[key] = (answered, now)
-            span = now - then
-            rate = max(0, answered - before) / span if span > 0 else 0.0
-            seen_rate = self.rate_seen.get(key)
-            smoothed = self.load_seen[key] = smooth(self.load_seen.get(key), active, samples, span)
-            load[ip], counted[ip] = smoothed[0], smoothed[1:]
-            rates[ip] = self.rate_seen[key] = rate if seen_rate is None else (seen_rate + rate) / 2
-        pool_load, pool_rate = sum(load.values()), sum(rates.values())
-        for ip in serving:
-            rest_rate = pool_rate - rates[ip]
-            if rates[ip] > 0 and rest_rate > 0:
-                self.held[(pool.name, ip)] = (
-                    f"it holds a connection {load[ip] / rates[ip]:.2f} s, "
-                    f"the rest of the pool {(pool_load - load[ip]) / rest_rate:.2f} s"
-                )
-        before_shares = {ip: self.shares.get((pool.name, ip), 1.0) for ip in serving}
-        after = adapt(before_shares, load, rates, serving, pool.adaptive, counted)
-        changed = [ip for ip in serving if after[ip] != before_shares[ip]]
-        for ip in changed:
-            LOG.info(
-                "pool %s backend %s: %.1f active connections, %.1f new a second, its share of its weight %.2f -> %.2f",
-                *(pool.name, ip, load[ip], rates[ip], before_shares[ip], after[ip]),
-            )
-            self.shares[(pool.name, ip)] = after[ip]
-        return bool(changed)
-
-    def _note_ramps(self, pool: Pool, usable: dict[str, int], serving: bool) -> None:
-        """Start the slow start of the backends that begin to take
-        connections beside others of a serving pool; end those that stopped."""
-        before = self.usable_then.get(pool.name, set())
-        self.usable_then[pool.name] = set(usable)
-        for key in [key for key in self.ramps if key[0] == pool.name and key[1] not in usable]:
-            del self.ramps[key]
-            self.ramp_planned.pop(key, None)
-        if not pool.slow_start or not serving or not before & usable.keys():
-            return
-        now = self.clock()
-        for ip in usable.keys() - before:
-            self.ramps[(pool.name, ip)] = now
-            LOG.info("pool %s backend %s: slow start over %gs", pool.name, ip, pool.slow_start)
-
-    def ramp_step(self, pool: Pool, ip: str) -> int:
-        """The step (1..RAMP_STEPS) of a backend's slow start now: its share
-        of its weight in eighths, RAMP_STEPS when it ramps no more."""
-        start = self.ramps.get((pool.name, ip))
-        if start is None or not pool.slow_start:
-            return RAMP_STEPS
-        step = 1 + int((self.clock() - start) / pool.slow_start * RAMP_STEPS)
-        if step >= RAMP_STEPS:
-            del self.ramps[(pool.name, ip)]
-            return RAMP_STEPS
-        return step
-
-    def ramps_due(self, pools: dict[str, Pool]) -> set[str]:
-        """Pools with a backend whose slow start reached a new step since
-        their last plan (a pass over the ramping backends only)."""
-        due = set()
-        for name, ip in list(self.ramps):
-            pool = pools.get(name)
-            if pool is None:
-                self.ramps.pop((name, ip), None)
-                continue
-            if self.ramp_step(pool, ip) != self.ramp_planned.get((name, ip)):
-                due.add(name)
-        return due
-
-    def effective(self, pool: Pool, backend: Backend) -> tuple[int, str | None]:
-        """A backend's effective weight and why it differs from its weight."""
-        share = self.agent_share(pool.name, backend.ip)
-        said = self.agent_says(pool.name, backend.ip)
-        reasons = []
-        weight = backend.weight
-        if said != "up":
-            report = self.agents.report(pool.name, backend.ip)
-            return 0, f"its agent said {report.line!r}: {said}"
-        reported = self.agents.report(pool.name, backend.ip)
-        if reported is not None and reported.percent != share and pool.agent_check is not None:
-            reasons.append(
-                f"its agent reports {reported.percent}% of its weight, {share}% applied so far "
-                f"(at most {pool.agent_check.max_move:g} of the pool's weight moves an interval)"
-            )
-        elif share < 100:
-            reasons.append(f"its agent reports {share}% of its weight")
-        if share < 100:
-            weight = max(1, weight * share // 100) if weight else 0
-        adapted = self.shares.get((pool.name, backend.ip), 1.0) if pool.adaptive is not None else 1.0
-        if adapted < 1.0 and weight:
-            weight = max(1, round(weight * adapted))
-            reasons.append(
-                f"least connections: {round(100 * adapted)}% of its weight "
-                f"({self.held.get((pool.name, backend.ip), 'it held its connections longer than the rest of the pool')})"
-            )
-        step = self.ramp_step(pool, backend.ip)
-        if step < RAMP_STEPS:
-            start = self.ramps[(pool.name, backend.ip)]
-            elapsed = self.clock() - start
-            weight = max(1, weight * step // RAMP_STEPS)
-            reasons.append(f"slow start: {step}/{RAMP_STEPS} of its weight ({elapsed:.0f} s of {pool.slow_start:g} s)")
-        return weight, "; ".join(reasons) or None
+        return self.weights_now.apply(pool, usable, serving)
 
     def holder_ips(self, pool: Pool) -> set[str]:
         """Addresses of the pool's backends that may hold connections."""
@@ -528,7 +279,7 @@ class Backends:
             return "unhealthy", reason
         if backend.weight == 0:
             return "draining", "weight 0: no new connections"
-        said = self.agent_says(pool_name, backend.ip)
+        said = self.agents.says(pool_name, backend.ip)
         if said != "up":
             line = self.agents.report(pool_name, backend.ip).line
             return ("draining" if said == "drain" else "unhealthy"), f"its agent said {line!r}"
@@ -570,7 +321,7 @@ class Backends:
         for backend in pool.backends.values():
             if not self.usable(pool.name, backend):
                 continue
-            if backend.weight == 0 or self.agent_says(pool.name, backend.ip) == "drain":
+            if backend.weight == 0 or self.agents.says(pool.name, backend.ip) == "drain":
                 self.draining_since.setdefault(backend.uid, now)
                 if backend.uid not in self.timed_out_drains:
                     holders.add(backend.uid)
@@ -604,8 +355,7 @@ class Backends:
 
     def update_health_targets(self, pool: Pool, config: Config) -> None:
         self._update_agent_targets(pool)
-        if pool.adaptive is not None:
-            self.adapted_at.setdefault(pool.name, self.clock())
+        self.weights_now.pool_changed(pool)
         check = pool.health_check
         vips = [config.vips[v] for v in sorted(config.vips_by_pool.get(pool.name, ()))]
         # every VIP address of the pool, probed in turn: a backend that lost one from lo fails
@@ -674,22 +424,9 @@ class Backends:
                 changes.append((backend.ip, old[0] if old else None, state, reason))
         return changes
 
-    def note_weights(self, pool: Pool) -> list[tuple[str, int, int, str]]:
-        """Changes of effective weight since last noted (a backend that
-        takes new connections): (ip, old, new, why)."""
-        changes = []
-        for backend in pool.backends.values():
-            key = (pool.name, backend.ip)
-            weight, why = self.effective(pool, backend)
-            old = self.weights_then.get(key)
-            self.weights_then[key] = weight
-            if old is not None and old != weight:
-                changes.append((backend.ip, old, weight, why or "its configured weight"))
-        return changes
-
     def forget(self, pool_name: str, ip: str) -> None:
         """A backend left a pool."""
-        self.weights_then.pop((pool_name, ip), None)
+        self.weights_now.forget(pool_name, ip)
         self.health.forget((pool_name, ip))
         self.agents.forget((pool_name, ip))
         self.transitions.pop((pool_name, ip), None)

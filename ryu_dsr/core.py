@@ -460,15 +460,17 @@ class Balancer:
             self.switches[dpid].rules.mark([BASE_OWNER])
             self._wake(self.switches[dpid])
         self._mark(self.desired.expire())
-        for name in self.backends.adaptive_due(self.config.pools):  # weights that follow the measured load
-            if not self.desired.planner.checking(name) and self.backends.adapt(
+        for name in self.backends.weights_now.adaptive_due(self.config.pools):  # weights that follow the measured load
+            if not self.desired.planner.checking(name) and self.backends.weights_now.adapt(
                 self.config.pools[name], self.traffic.answered
             ):
                 self._mark(self._refresh_pool(name))
-        for name in self.backends.agents_due(self.config.pools):  # agents' shares, applied in bounded steps
-            if not self.desired.planner.checking(name) and self.backends.step_agents(self.config.pools[name]):
+        for name in self.backends.weights_now.agents_due(self.config.pools):  # agents' shares, applied in bounded steps
+            if not self.desired.planner.checking(name) and self.backends.weights_now.step_agents(
+                self.config.pools[name]
+            ):
                 self._mark(self._refresh_pool(name))
-        for name in self.backends.ramps_due(self.config.pools):  # slow starts that reached a step
+        for name in self.backends.weights_now.ramps_due(self.config.pools):  # slow starts that reached a step
             if not self.desired.planner.checking(name):  # one move at a time: the last one is checked first
                 self._mark(self._refresh_pool(name))
         for name in self.handovers.overdue():  # a switch did not say: its slots hand over
@@ -505,7 +507,7 @@ class Balancer:
         switch = self.switches[dpid]
         grown = self.traffic.rates[dpid][0]
         self.history.polled(self.clock(), grown, dpid, len(switch.rules.installed), switch.errors)
-        self.backends.sample_load(self.config.pools, self.traffic.active)
+        self.backends.weights_now.sample_load(self.config.pools, self.traffic.active)
         self.traffic.pins[dpid] = dict(pins or {})
         if took is not None:
             self.traffic.took[dpid] = took
@@ -741,7 +743,7 @@ class Balancer:
         now = self.clock()
         for ip, old, new, reason in self.backends.note_transitions(pool):
             self.history.changed(now, name, ip, old, new, reason)
-        for ip, was, weight, why in self.backends.note_weights(pool):
+        for ip, was, weight, why in self.backends.weights_now.note(pool):
             self.history.changed(now, name, ip, f"weight {was}", f"weight {weight}", why)
         return touched
 

@@ -190,20 +190,20 @@ class Status:
         report = b.backends.agents.report(pool_name, ip)
         health = b.backends.agents.status(pool_name, ip)
         return {
-            "state": b.backends.agent_says(pool_name, ip),
-            "share": b.backends.agent_share(pool_name, ip),
+            "state": b.backends.agents.says(pool_name, ip),
+            "share": b.backends.weights_now.agent_share(pool_name, ip),
             "reported": report.percent if report else None,
             "said": report.line if report else None,
             "last_result": health.last_result if health else "not asked yet",
         }
 
     def effective_weight(self, pool_name: str, backend: Backend) -> int:
-        return self._balancer.backends.effective(self._balancer.config.pools[pool_name], backend)[0]
+        return self._balancer.backends.weights_now.of(self._balancer.config.pools[pool_name], backend)[0]
 
     def _effective(self, pool_name: str, backend: Backend) -> dict:
         """The weight the slot table is made from now, and why it is not the
         configured one (its agent's report, a slow start), or None."""
-        weight, why = self._balancer.backends.effective(self._balancer.config.pools[pool_name], backend)
+        weight, why = self._balancer.backends.weights_now.of(self._balancer.config.pools[pool_name], backend)
         return {"effective_weight": weight, "effective_reason": why}
 
     def _routed(self, pool_name: str, backend: Backend) -> dict | None:

@@ -64,7 +64,9 @@ def test_a_backend_reporting_half_gets_about_half_the_share_of_its_peers(tmp_pat
     assert 0.4 < shares["10.0.0.11"] / shares["10.0.0.12"] < 0.6, shares
     status = rig.status.backend_status("web", "10.0.0.11")
     assert rig.status.config.backend("web", "10.0.0.11").weight == 100  # configuration untouched
-    effective = rig.core.backends.effective(rig.core.config.pools["web"], rig.core.config.backend("web", "10.0.0.11"))
+    effective = rig.core.backends.weights_now.of(
+        rig.core.config.pools["web"], rig.core.config.backend("web", "10.0.0.11")
+    )
     assert effective == (50, "its agent reports 50% of its weight")
     assert status["state"] == "up"
 
@@ -96,16 +98,19 @@ def test_small_moves_are_held_back_and_a_silent_agent_changes_nothing(tmp_path):
     for noisy in ("55%", "64%", "58%"):  # within the step of 10: no move
         agents_say(rig, {"10.0.0.11": noisy, "10.0.0.12": "up", "10.0.0.13": "up"})
         assert rig.core.desired.planner.table("web") == table
-    assert rig.core.backends.agent_share("web", "10.0.0.11") == 60
+    assert rig.core.backends.weights_now.agent_share("web", "10.0.0.11") == 60
     agents_say(rig, {"10.0.0.11": "45%", "10.0.0.12": "up", "10.0.0.13": "up"})
     tick(rig, 1.0)
-    assert rig.core.backends.agent_share("web", "10.0.0.11") == 45
+    assert rig.core.backends.weights_now.agent_share("web", "10.0.0.11") == 45
     moved = rig.core.desired.planner.table("web")
     assert moved != table
     for _ in range(3):  # no answer at all: the report stays, nothing moves
         tick(rig, 1.0)
         probes(rig)
-    assert rig.core.desired.planner.table("web") == moved and rig.core.backends.agent_share("web", "10.0.0.11") == 45
+    assert (
+        rig.core.desired.planner.table("web") == moved
+        and rig.core.backends.weights_now.agent_share("web", "10.0.0.11") == 45
+    )
 
 
 def test_reported_shares_are_applied_in_steps_of_at_most_max_move_and_drain_at_once(tmp_path):
@@ -117,11 +122,11 @@ def test_reported_shares_are_applied_in_steps_of_at_most_max_move_and_drain_at_o
     pool = rig.core.config.pools["web"]
     weak = rig.core.config.backend("web", "10.0.0.11")
     agents_say(rig, {"10.0.0.11": "10%", "10.0.0.12": "up", "10.0.0.13": "up"})
-    assert rig.core.backends.effective(pool, weak)[0] == 100  # reported, not applied yet
+    assert rig.core.backends.weights_now.of(pool, weak)[0] == 100  # reported, not applied yet
     weights, reasons = [], []
     for _ in range(6):
         tick(rig, 1.0)
-        weight, why = rig.core.backends.effective(pool, weak)
+        weight, why = rig.core.backends.weights_now.of(pool, weak)
         weights.append(weight)
         reasons.append(why)
     # a tenth of the pool's effective weight a step: 30 of 300, 27 of 270, 24 of 243, then the rest
