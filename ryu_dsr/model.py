@@ -456,7 +456,8 @@ def parse_backend(body: Any, where: str = "") -> Backend:
     if backend.forwarding == "gre" and ":" in backend.ip:
         raise InvalidInput(
             _where(where, "ip"),
-            "a gre backend needs an IPv4 address (the tunnel's outer header; IPv6 underlays are not built yet)",
+            "a gre backend needs an IPv4 address (the tunnel's outer header: Open vSwitch carries an IP packet"
+            " in GRE over IPv4 only, not over IPv6; the VIPs it serves may be of either family)",
         )
     return backend
 
