@@ -25,8 +25,8 @@ STEP_RULES = 4000  # rules computed and diffed per step
 @dataclass
 class RuleSync:
     installed: dict[tuple, int] = field(default_factory=dict)  # key -> cookie, as on the switch
+    # owner -> its keys; a key's owner is not kept apart: its cookie names it (``owner_of``)
     owner_keys: dict[Owner, tuple[tuple, ...]] = field(default_factory=dict)
-    key_owner: dict[tuple, Owner] = field(default_factory=dict)
     dirty: dict[int, set[Owner]] = field(default_factory=dict)  # phase -> owners to recompute
     dropped: dict[tuple, None] = field(default_factory=dict)  # keys no owner wants any more, in order
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
@@ -38,7 +38,6 @@ class RuleSync:
         or desired, is dirty, but those in ``keep`` (left alone)."""
         self.installed = {}
         self.owner_keys = {}
-        self.key_owner = {}
         self.dropped = {}
         keys: dict[Owner, list[tuple]] = {}
         for key, cookie in installed.items():
@@ -50,12 +49,16 @@ class RuleSync:
                 continue  # learned pins are never diffed
             self.installed[key] = cookie
             keys.setdefault(who, []).append(key)
-            self.key_owner[key] = who
         self.owner_keys = {who: tuple(found) for who, found in keys.items()}
         self.dirty = {}
         kept = set(keep)
         self.mark(who for who in self.owner_keys if who not in kept)
         self.mark(who for who in desired_owners if who not in kept)
+
+    def owner(self, key: tuple) -> Owner | None:
+        """Who holds a key now, from its cookie (None: no one, or a pin)."""
+        cookie = self.installed.get(key)
+        return None if cookie is None else owner_of(key, cookie)
 
     def mark(self, owners: Iterable[Owner]) -> None:
         for who in owners:
@@ -93,11 +96,9 @@ class RuleSync:
                 if self.installed.get(rule.key) != rule.cookie:
                     adds.append(FlowAdd(rule))
                     self.installed[rule.key] = rule.cookie
-                self.key_owner[rule.key] = who  # a key another owner had is now this one's
-                self.dropped.pop(rule.key, None)
+                self.dropped.pop(rule.key, None)  # (a key another owner had is now this one's: its cookie says so)
             for key in self.owner_keys.get(who, ()):
-                if key not in wanted and self.key_owner.get(key) == who:
-                    del self.key_owner[key]
+                if key not in wanted and self.owner(key) == who:
                     self.dropped[key] = None
             if wanted:
                 self.owner_keys[who] = tuple(wanted)
@@ -114,11 +115,10 @@ class RuleSync:
             # place; strict deletes (cheap for the switch, unlike a delete by
             # cookie mask, which scans every flow), a budget per step.
             for key in list(itertools.islice(self.dropped, max(budget - computed, 0) or budget)):
-                del self.dropped[key]
-                if key not in self.key_owner:
-                    self.installed.pop(key, None)
-                    table, priority, match = key
-                    commands.append(FlowDelete(table, priority, match))
+                del self.dropped[key]  # (an owner that wanted it again took it out of ``dropped``)
+                self.installed.pop(key, None)
+                table, priority, match = key
+                commands.append(FlowDelete(table, priority, match))
             if self.dropped:
                 return commands + [Barrier()]
             # Pins go after the slot rules that stop making new ones.

@@ -126,11 +126,19 @@ class Rig:
         self.balancer.packet_in(dpid, port, frame)
 
     def settle(self) -> None:
-        """Let every handover window pass: the steady state."""
+        """Let every handover window pass: the steady state. Every flow the
+        controller keeps for a switch is named by its cookie as the owner
+        that made it (the switch's index keeps no owner per flow: after a
+        restart the cookie is all there is)."""
         settings = self.balancer.settings
         self.clock.now += max(settings.handover_window, settings.udp_handover_window) + 1
         self.resolve_all()  # the backends answered their checks meanwhile
         self.balancer.tick()
+        for switch in self.core.switches.values():
+            index = switch.rules
+            for who, keys in index.owner_keys.items():
+                named = {key: index.owner(key) for key in keys}
+                assert all(owner == who for owner in named.values()), (who, named)
 
     def pass_hold(self) -> None:
         """Let the hold of the slots that just moved pass (new connections
