@@ -44,6 +44,7 @@ import threading
 import time
 from pathlib import Path
 
+from figures import quartiles
 from ryu_dsr.flows.pipeline import Kind, Slots, Table
 
 from ryu_dsr.lab import Lab, rest, run_at_once, wait_backends_up
@@ -123,14 +124,6 @@ def per_round(results: dict, baseline: str, measured: str) -> list[float]:
     """The measured case over its baseline, round by round (each pair ran
     close together): their spread says how far one round may be off."""
     return [m["per_second"] / b["per_second"] for b, m in zip(results[baseline], results[measured])]
-
-
-def quartiles(values: list[float]) -> str:
-    """The median and the quartiles, as ``0.97 (0.94-1.01)``."""
-    if len(values) < 2:
-        return f"{values[0]:.2f}" if values else "-"
-    low, mid, high = statistics.quantiles(values, n=4)
-    return f"{mid:.2f} ({low:.2f}-{high:.2f})"
 
 
 def tracking(lab: Lab) -> str:
