@@ -78,8 +78,14 @@ class Weights:
             self.adapted_at.setdefault(pool.name, self.clock())
 
     def forget(self, pool_name: str, ip: str) -> None:
-        """A backend left a pool."""
-        self.weights_then.pop((pool_name, ip), None)
+        """A backend left a pool: nothing learned of it stays (added again,
+        it starts afresh)."""
+        key = (pool_name, ip)
+        for learned in (
+            self.weights_then, self.shares, self.load_seen, self.rate_seen, self.answered_then, self.held,
+            self.ramps, self.ramp_planned,
+        ):  # fmt: skip
+            learned.pop(key, None)
 
     # -- agents --
 

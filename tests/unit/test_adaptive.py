@@ -273,3 +273,30 @@ def test_connections_closed_twice_over_do_not_hide_those_open_later(tmp_path):
     traffic.read(1, switch.flow_stats(poll), now + 1)
     assert traffic.active(mac) == 5
     assert traffic.answered(mac) == 1005
+
+
+def test_a_backend_removed_and_added_again_starts_at_its_full_weight(tmp_path):
+    """What least connections learned of a backend goes with it: added
+    again (a new server behind the old address), it takes its configured
+    weight, not the share the old one was shed to."""
+    rig = make_rig(tmp_path)
+    rig.connect()
+    adaptive = {"interval": 1, "max_move": 0.2, "min_connections": 8}
+    rig.service.create_pool(
+        {
+            "name": "web",
+            "backends": [{"ip": ip} for ip in BACKENDS],
+            "health_check": {"kind": "none"},
+            "adaptive": adaptive,
+        }
+    )
+    rig.resolve_all()
+    rig.settle()
+    weights = rig.core.backends.weights_now
+    weights.shares[("web", "10.0.0.11")] = 0.3  # as the policy leaves a slow backend
+    assert rig.status.effective_weight("web", rig.core.config.backend("web", "10.0.0.11")) == 30
+    rig.service.delete_backend("web", "10.0.0.11")
+    rig.service.add_backend("web", {"ip": "10.0.0.11"})
+    rig.resolve_all()
+    rig.settle()
+    assert rig.status.effective_weight("web", rig.core.config.backend("web", "10.0.0.11")) == 100
