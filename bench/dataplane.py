@@ -87,7 +87,7 @@ def per_round(results: dict, pair: tuple[str, str], kind: str) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)  # 9 to read a 5 % comparison (README)
+    parser.add_argument("--rounds", type=int, default=3)  # 9 to read a 5 or 10 % comparison (README)
     parser.add_argument("--seconds", type=int, default=4, help="length of each iperf3 run")
     parser.add_argument("--requests", type=int, default=20000, help="HTTP requests of each ApacheBench run")
     args = parser.parse_args()
