@@ -680,22 +680,33 @@ def routed_rules(switch: SwitchPlan, gateway_mac: str, backends: tuple[tuple[int
     switch's GRE port to the backend's address (Open vSwitch's tunnel
     routes it, through the same gateway; none without a GRE port), for
     requests to VIPs of either family. Each rule counts the backend's
-    requests. Owned with the gateway's MAC."""
+    requests, and one more of the same rules its new TCP connections
+    (SYN), as a backend on the segment has. Owned with the gateway's MAC."""
     if switch.mode != "ovs":
         return []
     rules = []
+    host = owner(Kind.HOST)
     for uid, ip, forwarding in backends:
+        chosen = {REG_CHOSEN: (1, 1), REG_BACKEND: uid}
         if forwarding == "gre":
             if switch.gre_port is None:
                 continue
-            match = match_items(**{REG_CHOSEN: (1, 1), REG_BACKEND: uid}, eth_dst=gateway_mac)  # VIPs of either family
-            actions = (SetField("tun_ipv4_dst", ip), Output(switch.gre_port))
-            rules.append(Rule(Table.CHOSEN, Chosen.ROUTED, match, actions, owner=owner(Kind.HOST)))
+            actions: tuple[Action, ...] = (SetField("tun_ipv4_dst", ip), Output(switch.gre_port))
+            rules.append(
+                Rule(Table.CHOSEN, Chosen.ROUTED, match_items(**chosen, eth_dst=gateway_mac), actions, owner=host)
+            )
+            for family in FAMILIES:  # requests to VIPs of either family
+                syn = match_items(
+                    **chosen, eth_dst=gateway_mac, eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN
+                )
+                rules.append(Rule(Table.CHOSEN, Chosen.ROUTED_SYN, syn, actions, owner=host))
             continue
         family = family_of(ip)
-        match = match_items(**{REG_CHOSEN: (1, 1), REG_BACKEND: uid}, eth_dst=gateway_mac, eth_type=family.eth_type)
         actions = (SetField(family.dst, ip), Move(REG_DSCP, "ip_dscp", 6), DecTtl())
-        rules.append(Rule(Table.CHOSEN, Chosen.ROUTED, match, actions, goto=Table.ETH_SRC, owner=owner(Kind.HOST)))
+        match = match_items(**chosen, eth_dst=gateway_mac, eth_type=family.eth_type)
+        syn = match_items(**chosen, eth_dst=gateway_mac, eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN)
+        rules.append(Rule(Table.CHOSEN, Chosen.ROUTED, match, actions, goto=Table.ETH_SRC, owner=host))
+        rules.append(Rule(Table.CHOSEN, Chosen.ROUTED_SYN, syn, actions, goto=Table.ETH_SRC, owner=host))
     return rules
 
 

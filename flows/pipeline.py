@@ -99,6 +99,7 @@ class Slots(IntEnum):
 
 
 class Chosen(IntEnum):
+    ROUTED_SYN = 140  # a routed backend's new connection: routed as ROUTED's are (counted apart)
     ROUTED = 130  # a dscp backend chosen: its address over the VIP's, the VIP's DSCP, TTL down (counted)
     COUNT_SYN = 120  # a backend's new connections (counted by the rule)
     COUNT = 110  # a backend's request packets (counted by the rule)

@@ -71,6 +71,7 @@ SAYS: dict[tuple[int, str], str] = {
     (Table.SLOTS, "HANDOVER_SYN"): "slot {slot} is in a handover: a new connection goes to the slot's new backend",
     (Table.SLOTS, "HANDOVER"): "slot {slot} is in a handover: a packet of an older connection goes to the old backend",
     (Table.SLOTS, "SLOT"): "slot {slot} of pool {pool}: its backend",
+    (Table.CHOSEN, "ROUTED_SYN"): "a new connection of a routed backend (counted): routed as its other packets",
     (Table.CHOSEN, "ROUTED"): "an L3DSR backend: destination address rewritten to it, the VIP's DSCP set, TTL down",
     (Table.CHOSEN, "COUNT_SYN"): "a new connection of a backend (counted)",
     (Table.CHOSEN, "COUNT"): "a request packet of a backend (counted)",

@@ -49,6 +49,7 @@ PASSIVE_MIN_RATE = 1.0  # new connections a second below which no answered share
 FLAGS = {
     (Table.DECIDE, Decide.COUNT_SYN): "new_connections",
     (Table.CHOSEN, Chosen.COUNT_SYN): "new_connections",
+    (Table.CHOSEN, Chosen.ROUTED_SYN): "new_connections",
     (Table.REPLIES, Replies.SYN_ACK): "answered",
     (Table.REPLIES, Replies.RESET): "resets",
     (Table.REPLIES, Replies.FIN): "finished",

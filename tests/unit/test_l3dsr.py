@@ -206,6 +206,9 @@ def test_a_poll_counts_each_routed_backend_apart_behind_one_gateway(tmp_path):
     per_backend = views.pool_stats(rig.status, "web")["backends"]
     assert {ip: per_backend[ip]["packets"] for ip in ROUTED} == {ip: sent.get(ip, 0) for ip in ROUTED}
     assert per_backend[LOCAL[0]]["packets"] == sent.get(VIP, 0)  # the local one: by its MAC, as before
+    # every packet sent was a SYN: each a new connection of the backend it was routed to
+    assert {ip: per_backend[ip]["new_connections"] for ip in ROUTED} == {ip: sent.get(ip, 0) for ip in ROUTED}
+    assert per_backend[LOCAL[0]]["new_connections"] == sent.get(VIP, 0)
 
 
 def test_a_dscp_backend_is_also_checked_plainly_at_its_own_address(tmp_path):
