@@ -24,10 +24,8 @@ them), and the two ways out of a share weigh the noise differently:
 - *Shown slower* (it sheds): it holds more than three standard deviations
   of one poll's count over what it would hold at the rest's time per
   connection (strict: equal backends must never shed on noise). A shed
-  backend then moves to its target only if the connections it holds are
-  off what ``wlc``'s balance for its share now would leave it with by more
-  than half the hysteresis and more than the noise of their count; else
-  it is settled and stays.
+  backend whose target moves by less than half the hysteresis stays where
+  it is.
 - *As fast as the rest* (it climbs): its time per connection is within
   half the hysteresis of the rest's, or its load is within one standard
   deviation of what it would hold at the rest's pace, the deviation taken
@@ -97,15 +95,12 @@ def adapt(
             ratio = mine / expected if expected > 0 else (float("inf") if mine else 1.0)
             # counts of a few connections are noisy (a poll sees a Poisson count): slower only past three
             # deviations of one poll's count; as fast as the rest within one deviation of all it was counted in
-            counts, spread = noise(counted, ip, expected, rate, rest_load, rest_rate)
+            spread = noise(counted, ip, expected, rate, rest_load, rest_rate)
             slower = mine - expected > 3 * math.sqrt(expected)
             as_fast = mine - expected <= spread
             if ratio > 1 + policy.hysteresis and slower:  # holds connections longer than the rest: wlc's share
                 target = max(policy.floor, min(1.0, 1 / ratio))
-                # at wlc's balance for its share now it would hold this many; within the hysteresis
-                # or the noise of the count of them, it is settled and stays
-                balanced = expected / now[ip]
-                if abs(mine - balanced) > max(balanced * policy.hysteresis / 2, 3 * math.sqrt(balanced / counts)):
+                if abs(target - now[ip]) > now[ip] * policy.hysteresis / 2:  # settled within the hysteresis: stays
                     wanted[ip] = target
             elif ratio <= 1 + policy.hysteresis / 2 or as_fast:  # as fast as the rest: back toward its weight
                 wanted[ip] = min(1.0, now[ip] + CLIMB)
@@ -155,10 +150,10 @@ def noise(
     rate: float,
     rest_load: float,
     rest_rate: float,
-) -> tuple[float, float]:
-    """How many independent counts a backend's load is the mean of, and the
-    standard deviation of its load less ``expected`` (what it would hold
-    at the rest's time per connection) were it as fast as the rest.
+) -> float:
+    """The standard deviation of a backend's load less ``expected`` (what
+    it would hold at the rest's time per connection) were it as fast as
+    the rest.
 
     Independent counts: one per poll, but no more than the times its
     connections turned over in the seconds they span (a connection held
@@ -172,7 +167,7 @@ def noise(
     variance = expected / counts
     if seconds > 0 and rest_load > 0:
         variance += expected**2 * (1 / (rate * seconds) + 1 / (rest_rate * seconds) + 1 / (rest_load * counts))
-    return counts, math.sqrt(variance)
+    return math.sqrt(variance)
 
 
 def shift(before: dict[str, float], after: dict[str, float], weights: dict[str, int]) -> float:
