@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sys
 
-from tests.integration.conftest import VIP, fabric_fixture
+from tests.integration.conftest import VIP, fabric_fixture, wait_for
 
 fabric = fabric_fixture("dsrz", rest_port=18097, of_port=16697)
 
@@ -211,6 +211,8 @@ def test_forged_arp_and_packets_in_the_vips_name_are_not_followed(fabric):
     assert f"{b13.mac} (10.0.0.13)" in fabric.log() and "sends ARP for VIP address" in fabric.log()
     # c1 sends UDP to another client from the VIP's address and from its own: only its own arrives
     c2 = lab.hosts.get("c2") or lab.add_host("c2", 2)
+    # a host just plugged in: its port floods only once discovery has seen it, so wait until c1 reaches it
+    wait_for(lambda: "1 received" in lab.run("c1", "ping", "-c", "1", "-W", "1", c2.ip, check=False), 15, what="c2")
     receiver = lab.spawn("c2", sys.executable, "-c", UDP_RECEIVER, log="c2-receiver.log")
     time.sleep(0.5)
     lab.run("c1", "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
