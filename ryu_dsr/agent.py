@@ -9,7 +9,7 @@ backend's configured weight), ``drain``, ``down`` (``fail``, ``stopped``,
 line says is kept per (pool, backend) and changes the backend's effective
 weight; a share moves only by the pool's ``step`` or more (or to 0 % or
 100 %), so noise does not move slots. The share applied follows the one
-reported in bounded steps (``Backends.step_agents``: at most the pool's
+reported in bounded steps (``Weights.step_agents``: at most the pool's
 ``max_move`` of its weight each interval); ``drain`` and ``down`` apply at
 once. An agent that does not answer, or
 answers nonsense, changes nothing (HAProxy does the same): the health

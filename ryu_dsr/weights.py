@@ -70,6 +70,15 @@ class Weights:
             weights[ip] = max(1, weight * step // RAMP_STEPS)
         return weights
 
+    def serving(self, pool: Pool) -> dict[str, int]:
+        """The backends that take new connections, with their configured
+        weights: weight above 0, usable, their agent saying up."""
+        return {
+            b.ip: b.weight
+            for b in pool.backends.values()
+            if b.weight > 0 and self.usable(pool.name, b) and self.agents.says(pool.name, b.ip) == "up"
+        }
+
     def pool_changed(self, pool: Pool) -> None:
         """A pool was made or changed: an adaptive one is looked at from now
         on (every interval; ``adaptive_due`` lets go of one that is not
@@ -113,11 +122,7 @@ class Weights:
         together at most ``max_move`` of the pool's effective weight (as the
         least-connections policy moves); whether a share changed."""
         self.agents.stepped[pool.name] = self.clock()
-        serving = {
-            b.ip: b.weight
-            for b in pool.backends.values()
-            if b.weight > 0 and self.usable(pool.name, b) and self.agents.says(pool.name, b.ip) == "up"
-        }
+        serving = self.serving(pool)
         now = {ip: self.agent_share(pool.name, ip) / 100 for ip in serving}
         wanted = {}
         for ip in serving:
@@ -180,11 +185,7 @@ class Weights:
         (``answered_of``); whether a share changed."""
         now = self.clock()
         self.adapted_at[pool.name] = now
-        serving = {
-            b.ip: b.weight * self.agent_share(pool.name, b.ip) // 100
-            for b in pool.backends.values()
-            if b.weight > 0 and self.usable(pool.name, b) and self.agents.says(pool.name, b.ip) == "up"
-        }
+        serving = {ip: weight * self.agent_share(pool.name, ip) // 100 for ip, weight in self.serving(pool).items()}
         serving = {ip: weight for ip, weight in serving.items() if weight > 0}
         # A poll's count is a snapshot: the mean of the interval's polls, smoothed over
         # the intervals (half this one, half those before: ``smooth``); the rate likewise. No poll
