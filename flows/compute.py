@@ -36,6 +36,7 @@ from ryu_dsr.flows.pipeline import (
     Ingress,
     Kind,
     Learn,
+    Marks,
     Replies,
     Slots,
     Table,
@@ -578,6 +579,22 @@ def slot_rules(
         refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
         rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(handover.old), owner=pool_owner))
     return rules
+
+
+def pool_mark(switch: SwitchPlan, pool_uid: int, digest: int) -> list[Rule]:
+    """A pool's mark (Open vSwitch mode): one flow in MARKS, a table no
+    packet reaches, whose metadata carries ``digest``: of what the pool's
+    slot flows were computed from and of their cookies. A controller that
+    starts finds the same digest on the switch and need not compute the
+    slot flows again."""
+    if switch.mode != "ovs":
+        return []
+    mark = match_items(metadata=pool_uid)
+    return [
+        Rule(
+            Table.MARKS, Marks.POOL, mark, write_metadata=(digest, 0xFFFFFFFFFFFFFFFF), owner=owner(Kind.MARK, pool_uid)
+        )
+    ]
 
 
 def _handover(

@@ -56,6 +56,7 @@ class Table(IntEnum):
     GUARD = 9  # who may send from a VIP address: a pool's backends, each from its own port; by resubmit only
     TRACKED = 10  # a moved slot's TCP packet after the connection tracker (handover_tracking = conntrack)
     NEIGHBOUR = NEIGHBOUR_TABLE  # an IPv6 solicitation for a VIP, made an advertisement: its option, and back
+    MARKS = 12  # one flow per pool that vouches for its slot flows (a restart skips them); no packet gets here
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -137,6 +138,10 @@ class Unpinned(IntEnum):
 
 class Answer(IntEnum):
     ANSWER = 100  # an advertisement made in INGRESS: its target link-layer option written, sent back
+
+
+class Marks(IntEnum):
+    POOL = 100  # a pool's mark: the digest of what its slot flows were made from, and of their cookies
 
 
 class Tracked(IntEnum):
@@ -257,6 +262,7 @@ CONTRACT: dict[int, TableContract] = {
         "drop (the slot's handover is over)",
         Tracked,
     ),
+    Table.MARKS: TableContract(frozenset({"metadata"}), frozenset(), "nothing: no rule goes here", Marks),
 }
 
 
@@ -293,6 +299,7 @@ class Kind(IntEnum):
     HOST = 0x05  # L2 forwarding for one host (owner: its MAC, read from the match)
     ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
     GUARD = 0x07  # one pool's backends allowed to send from its VIP addresses (GUARD table)
+    MARK = 0x08  # a pool's mark (MARKS table): what its slot flows are, so a restart need not recompute them
 
 
 OWNER_UID_BITS = 24
@@ -307,8 +314,9 @@ Owner = tuple[Kind, Any]
 BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
 # that hash into them, so a table that grows is complete before a VIP uses it.
+# A pool's mark after its slots (it vouches for what they hold).
 # GUARD before ADDRESS: an address's source rule sends into GUARD, which must allow the backends first.
-PHASE = {Kind.POOL: 0, Kind.GUARD: 1, Kind.VIP: 2, Kind.ADDRESS: 3, Kind.HOST: 4, Kind.BASE: 5}
+PHASE = {Kind.POOL: 0, Kind.MARK: 1, Kind.GUARD: 2, Kind.VIP: 3, Kind.ADDRESS: 4, Kind.HOST: 5, Kind.BASE: 6}
 
 
 def slot_owner(pool_uid: int, slot: int) -> int:
@@ -356,6 +364,8 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
         return (Kind.VIP, uid_of(cookie))
     if kind == Kind.GUARD:
         return (Kind.GUARD, uid_of(cookie))
+    if kind == Kind.MARK:
+        return (Kind.MARK, uid_of(cookie))
     if kind == Kind.POOL:
         slot = fields.get(REG_SLOT)
         if slot is None:  # plain mode: the slot is the masked client address

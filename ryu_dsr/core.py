@@ -315,6 +315,8 @@ class Balancer:
         # flooding as it is until a discovery round has shown its links.
         programmed = any(kind_of(cookie) == Kind.BASE for cookie in installed.values())
         switch.rules.load(installed, desired, keep=switch.kept | ({BASE_OWNER} if programmed else set()))
+        # Pools whose marks say their slot flows are what they would be computed to be: not computed again.
+        switch.rules.trust(self.rules.vouched(switch))
         switch.rules.setup = self.rules.setup(switch)
         self._mark(touched)
         self._wake(switch)

@@ -171,13 +171,15 @@ class Desired:
         return {(Kind.GUARD, self.config.pools[n].uid) for n in self.config.pools_by_backend.get(ip, ())}
 
     def balancing_owners(self, mode: str) -> set[Owner]:
-        """Every VIP, address, guard and slot owner (what a switch that is
-        not transit holds)."""
+        """Every VIP, address, guard, slot and pool mark owner (what a switch
+        that is not transit holds)."""
         config = self.config
         owners: set[Owner] = set()
         for name, pool in config.pools.items():
             owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self.slot_size(name, mode))}
         owners |= {(Kind.GUARD, pool.uid) for pool in config.pools.values()}
+        if mode == "ovs":
+            owners |= {(Kind.MARK, pool.uid) for pool in config.pools.values()}
         owners |= {(Kind.VIP, v.uid) for v in config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in config.vips_by_ip}
         return owners

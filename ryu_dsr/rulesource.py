@@ -10,6 +10,7 @@ switch's plan.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,14 @@ from ryu_dsr.flows.compute import (
     hash_group,
     host_rules,
     learn_meter,
+    pool_mark,
     routed_rules,
     slot_rules,
     vip_address_rules,
     vip_rules,
 )
 from ryu_dsr.flows.family import IPV4
-from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner
+from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, slot_owner
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import ROUTED, Backend, Vip
@@ -125,7 +127,7 @@ class RuleSource:
         kind, ident = who
         plan = self.switch_plan(switch)
         desired = self.desired
-        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD):
+        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD, Kind.MARK):
             return []  # nothing enters the fabric here: no balancing
         if kind == Kind.POOL:
             uid, slot = divmod(ident, MAX_SLOTS_OVS)
@@ -139,6 +141,9 @@ class RuleSource:
             protocols = desired.protocols.get(name, frozenset())
             families = desired.families.get(name, (IPV4,))
             return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, families))
+        if kind == Kind.MARK:
+            name = desired.pool_names.get(ident)
+            return checked(pool_mark(plan, ident, self.mark_digest(switch, name))) if name else []
         if kind == Kind.VIP:
             name = desired.vip_names.get(ident)
             return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []
@@ -158,6 +163,45 @@ class RuleSource:
         if who == BASE_OWNER:
             return checked(base_rules(plan))
         return []
+
+    # -- pool marks: what a restart need not compute again --
+
+    def mark_digest(self, switch: Switch, name: str) -> int:
+        """A digest of everything one pool's slot flows on this switch are
+        computed from (``slot_rules``' arguments for every slot: the switch's
+        plan, the table, each backend's target, protocols, families, the
+        handovers of moved slots) and of the cookies of the slot flows the
+        switch holds. Costs the pool's table, not its rules."""
+        desired = self.desired
+        pool = desired.config.pools[name]
+        size = desired.slot_size(name, switch.mode)
+        table = tuple(desired.planner.table(name, size))
+        targets = sorted((ip or "", self.slot_target(name, ip)) for ip in set(table))
+        ovs = switch.mode == "ovs"
+        moved = sorted(desired.planner.moves.get(name, {})) if ovs else []
+        handovers = [(slot, self.handover_of(name, slot, switch)) for slot in moved if slot < size]
+        protocols = sorted(desired.protocols.get(name, frozenset()))
+        families = [family.eth_type for family in desired.families.get(name, (IPV4,))]
+        made_from = repr((self.switch_plan(switch), pool.uid, size, table, targets, protocols, families, handovers))
+        cookies = switch.rules.cookie_sum((Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(size))
+        return int.from_bytes(hashlib.blake2b(f"{made_from}|{cookies}".encode(), digest_size=8).digest(), "big")
+
+    def vouched(self, switch: Switch) -> set[Owner]:
+        """The slot owners (and marks) of every pool whose mark on the switch
+        digests what they would be computed from now and what the switch
+        holds of them: a switch that connects need not have them computed."""
+        if switch.mode != "ovs" or switch.transit:
+            return set()
+        trusted: set[Owner] = set()
+        installed = switch.rules.installed
+        for name, pool in self.desired.config.pools.items():
+            mark = self.rules_of(switch, (Kind.MARK, pool.uid))
+            if mark and installed.get(mark[0].key) == mark[0].cookie:
+                trusted.add((Kind.MARK, pool.uid))
+                trusted.update(
+                    (Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self.desired.slot_size(name, "ovs"))
+                )
+        return trusted
 
     # -- the plans the rules are computed from --
 

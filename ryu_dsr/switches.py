@@ -189,13 +189,13 @@ class Switches(dict[int, Switch]):
 
 
 def lost_state(installed: dict[tuple, int], desired: set[Owner]) -> tuple[set[Owner], int]:
-    """The VIP, address, guard and slot owners a switch holds rules of that
+    """The VIP, address, guard, slot and mark owners a switch holds rules of that
     the desired state does not name (somebody's lost state), and the
     highest object id among them (new objects must not take theirs)."""
     kept: set[Owner] = set()
     highest = 0
     for key, cookie in installed.items():
-        if kind_of(cookie) in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD):
+        if kind_of(cookie) in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD, Kind.MARK):
             highest = max(highest, uid_of(cookie))
             who = owner_of(key, cookie)
             if who is not None and who not in desired:

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import PHASE, Owner, Table, owner_of, pin_cookie
+from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS, PHASE, Kind, Owner, Table, owner_of, pin_cookie
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
@@ -61,8 +61,37 @@ class RuleSync:
         return None if cookie is None else owner_of(key, cookie)
 
     def mark(self, owners: Iterable[Owner]) -> None:
+        """Owners to recompute. A slot's pool mark with it: the mark vouches
+        for what the pool's slot flows are."""
+        dirty = self.dirty
         for who in owners:
-            self.dirty.setdefault(PHASE.get(who[0], 9), set()).add(who)
+            kind = who[0]
+            dirty.setdefault(PHASE.get(kind, 9), set()).add(who)
+            if kind == Kind.POOL:
+                dirty.setdefault(PHASE[Kind.MARK], set()).add((Kind.MARK, who[1] // MAX_SLOTS_OVS))
+
+    def trust(self, owners: Iterable[Owner]) -> int:
+        """Owners whose flows on the switch are known to be right (a mark
+        vouched for them): not recomputed. How many were dirty."""
+        trusted = 0
+        for who in owners:
+            phase = PHASE.get(who[0], 9)
+            waiting = self.dirty.get(phase)
+            if waiting is not None and who in waiting:
+                waiting.discard(who)
+                trusted += 1
+                if not waiting:
+                    del self.dirty[phase]
+        return trusted
+
+    def cookie_sum(self, owners: Iterable[Owner]) -> int:
+        """The sum of the cookies of these owners' flows as the switch holds
+        them (modulo 2**64): what a pool's mark digests of its slot flows."""
+        installed, total = self.installed, 0
+        for who in owners:
+            for key in self.owner_keys.get(who, ()):
+                total += installed.get(key, 0)
+        return total & ALL_ONES
 
     @property
     def pending(self) -> bool:
@@ -108,7 +137,8 @@ class RuleSync:
         # Slot rules before what leads to them; in a table, higher priority
         # first, so a moved slot's handover rules are in place before its
         # new backend is (connections open on the old one never see it).
-        adds.sort(key=lambda command: (-command.rule.table, -command.rule.priority))
+        # Marks last: each vouches for flows sent before it.
+        adds.sort(key=lambda c: (c.rule.table == Table.MARKS, -c.rule.table, -c.rule.priority))
         commands: list[Command] = setup + list(adds)
         if not self.dirty:
             # Deletes come last, so a key another owner took is replaced in

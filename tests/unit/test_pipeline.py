@@ -361,12 +361,16 @@ def test_a_change_sends_only_what_differs(tmp_path):
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
     # each moved slot: two handover rules (TCP SYN, other TCP) and where a SYN
-    # goes if its pin is refused; its backend unchanged for the hold
-    assert len(sent) == 3 * moved
-    assert all(isinstance(c, FlowAdd) and c.rule.table in (Table.SLOTS, Table.UNPINNED) for c in sent)
+    # goes if its pin is refused; its backend unchanged for the hold; and,
+    # last, the pool's mark (what its slot flows are now)
+    assert len(sent) == 3 * moved + 1
+    assert all(isinstance(c, FlowAdd) and c.rule.table in (Table.SLOTS, Table.UNPINNED) for c in sent[:-1])
+    assert sent[-1].rule.table == Table.MARKS
     rig.sent.clear()
     rig.pass_hold()
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
+    assert sent[-1].rule.table == Table.MARKS
+    sent = sent[:-1]
     # then its new backend, and SYNs to it; in that order (higher priority first)
     assert len(sent) == 2 * moved
     priorities = [c.rule.priority for c in sent]

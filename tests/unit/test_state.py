@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
 import sys
 
 import pytest
+from ryu_dsr.flows.pipeline import Kind, Slots, Table
+from ryu_dsr.flows.rules import FlowAdd, FlowDelete
 from ryu_dsr.rest import views
 
 from ryu_dsr.check import main as check_main
@@ -118,6 +121,75 @@ def test_restart_restores_state_and_changes_no_flow(tmp_path):
     assert [c for c in sent if type(c).__name__ in ("FlowAdd", "FlowDelete", "FlowDeleteByCookie")] == []
     assert switch.installed() == before
     assert views.backend_json(restarted.status, "web", "10.0.0.11")["status"]["state"] == "up"
+
+
+def restarted_on(rig, tmp_path, switch) -> tuple[Rig, list]:
+    """The controller restarted on the same state file and switch; the
+    owners whose rules it computed as the switch connected."""
+    rig.balancer.store.close()
+    again = Rig(Balancer(rig.balancer.settings, SqliteStore(tmp_path / "state.db"), wall=rig.clock), rig.clock)
+    again.switches[1] = switch
+    computed, rules_of = [], again.core.rules.rules_of
+    again.core.rules.rules_of = lambda on, who: computed.append(who) or rules_of(on, who)
+    again.balancer.switch_connected(1, "ovs", switch.installed())
+    return again, computed
+
+
+def slot_owners(computed: list) -> list:
+    return [who for who in computed if who[0] == Kind.POOL]
+
+
+def test_a_restart_computes_no_slot_rule_a_pool_mark_vouches_for(tmp_path):
+    """Issue 28: a pool's mark digests what its slot flows were made from
+    and the cookies the switch holds of them; a restart that finds them
+    the same computes none of the pool's slot rules and sends nothing."""
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.settle()
+    before = switch.installed()
+    assert len([key for key in before if key[0] == Table.MARKS]) == 1
+    again, computed = restarted_on(rig, tmp_path, switch)
+    assert slot_owners(computed) == [] and computed  # the VIP's, the addresses', the hosts' rules: computed
+    assert [c for _dpid, commands in again.sent for c in commands if isinstance(c, (FlowAdd, FlowDelete))] == []
+    assert switch.installed() == before
+
+
+def test_a_slot_flow_changed_behind_the_controllers_back_is_put_right_at_a_restart(tmp_path):
+    """The mark vouches for the cookies the switch holds: a slot flow gone
+    or replaced while the controller was down makes the pool's rules
+    computed again, and the switch is put right."""
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.settle()
+    before = switch.installed()
+    slots = sorted(key for key in before if key[0] == Table.SLOTS)
+    del switch.tables[Table.SLOTS][slots[0]]  # gone
+    other = switch.tables[Table.SLOTS][slots[-1]]
+    switch.tables[Table.SLOTS][slots[-1]] = dataclasses.replace(
+        other, actions=switch.tables[Table.SLOTS][slots[1]].actions
+    )
+    assert switch.installed() != before
+    again, computed = restarted_on(rig, tmp_path, switch)
+    assert len(slot_owners(computed)) == len(rig.balancer.desired.planner.table("web"))
+    assert switch.installed() == before
+
+
+def test_a_handover_that_ended_while_the_controller_was_down_is_cleared_as_it_connects(tmp_path):
+    """The mark digests the handovers of moved slots: after their window,
+    the restarted controller computes the pool again and removes them."""
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.settle()
+    rig.in_use()
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
+    assert [key for key in switch.installed() if key[0] == Table.SLOTS and key[1] == Slots.HANDOVER]
+    rig.clock.now += max(rig.balancer.settings.handover_window, rig.balancer.settings.udp_handover_window) + 1
+    again, computed = restarted_on(rig, tmp_path, switch)
+    assert slot_owners(computed)
+    assert not [key for key in switch.installed() if key[0] == Table.SLOTS and key[1] >= Slots.HANDOVER]
 
 
 def declared(config, path):
