@@ -310,13 +310,14 @@ class Balancer:
         for name in names:
             touched |= self._refresh_pool(name)
         desired = self.rules.owners(switch)
-        switch.kept = self._foreign_owners(switch, installed, desired)
         # A switch we programmed before (a controller restart) keeps its
         # flooding as it is until a discovery round has shown its links.
         programmed = any(kind_of(cookie) == Kind.BASE for cookie in installed.values())
-        switch.rules.load(installed, desired, keep=switch.kept | ({BASE_OWNER} if programmed else set()))
-        # Pools whose marks say their slot flows are what they would be computed to be: not computed again.
-        switch.rules.trust(self.rules.vouched(switch))
+        switch.rules.load(installed, desired, keep={BASE_OWNER} if programmed else ())
+        switch.kept = self._foreign_owners(switch, installed, desired)
+        # Pools whose marks say their slot flows are what they would be
+        # computed to be are not computed again.
+        switch.rules.leave(switch.kept | self.rules.vouched(switch))
         switch.rules.setup = self.rules.setup(switch)
         self._mark(touched)
         self._wake(switch)
@@ -587,7 +588,7 @@ class Balancer:
         ids above theirs, until the operator adopts the empty state."""
         if not self.keep_foreign:
             return set()
-        kept, highest = lost_state(installed, desired)
+        kept, highest = lost_state(installed, switch.rules.owner_keys, desired)
         if kept:
             self.config.next_uid = max(self.config.next_uid, highest + 1)
             LOG.warning(

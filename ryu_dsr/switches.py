@@ -9,7 +9,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import Kind, Owner, kind_of, owner_of, uid_of
+from ryu_dsr.flows.pipeline import Kind, Owner, kind_of, uid_of
 from ryu_dsr.flows.rules import Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 from ryu_dsr.sync import RuleSync
 
@@ -188,16 +188,13 @@ class Switches(dict[int, Switch]):
         return tuple((switch.flow_mods, switch.rules.rules_computed) for switch in self.values())
 
 
-def lost_state(installed: dict[tuple, int], desired: set[Owner]) -> tuple[set[Owner], int]:
-    """The VIP, address, guard, slot and mark owners a switch holds rules of that
-    the desired state does not name (somebody's lost state), and the
-    highest object id among them (new objects must not take theirs)."""
-    kept: set[Owner] = set()
-    highest = 0
-    for key, cookie in installed.items():
-        if kind_of(cookie) in (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.PIN, Kind.GUARD, Kind.MARK):
-            highest = max(highest, uid_of(cookie))
-            who = owner_of(key, cookie)
-            if who is not None and who not in desired:
-                kept.add(who)
+def lost_state(installed: dict[tuple, int], held: Iterable[Owner], desired: set[Owner]) -> tuple[set[Owner], int]:
+    """The VIP, address, guard, slot and mark owners a switch holds rules of
+    (``held``: the owners its flows name) that the desired state does not
+    name (somebody's lost state), and the highest object id among the
+    flows (new objects must not take theirs)."""
+    lost = (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.GUARD, Kind.MARK)
+    kept = {who for who in held if who[0] in lost and who not in desired}
+    counted = {int(kind) for kind in lost} | {int(Kind.PIN)}
+    highest = max((uid_of(cookie) for cookie in installed.values() if kind_of(cookie) in counted), default=0)
     return kept, highest

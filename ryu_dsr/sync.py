@@ -11,6 +11,7 @@ a key that moves from one owner to another is replaced in place.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,25 +36,37 @@ class RuleSync:
 
     def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner], keep: Iterable[Owner] = ()) -> None:
         """Start over from what the switch holds now; every owner, installed
-        or desired, is dirty, but those in ``keep`` (left alone)."""
+        or desired, is dirty, but those in ``keep`` (left alone).
+
+        The index is a few hundred thousand objects that all live on: the
+        cyclic collector, which would walk the whole heap again and again
+        while they are made (half the time of a load of 200,000 flows), is
+        paused meanwhile, and what lives then is frozen out of its walks
+        (as the shell does every few seconds); reference counting frees as
+        ever."""
         self.installed = {}
         self.owner_keys = {}
         self.dropped = {}
         keys: dict[Owner, list[tuple]] = {}
-        for key, cookie in installed.items():
-            who = owner_of(key, cookie)
-            if who is None:
-                if key[0] != Table.SLOTS:  # a pin of the 0.1 pipeline (its own table, now DECIDE): stale
-                    self.installed[key] = cookie
-                    self.dropped[key] = None
-                continue  # learned pins are never diffed
-            self.installed[key] = cookie
-            keys.setdefault(who, []).append(key)
-        self.owner_keys = {who: tuple(found) for who, found in keys.items()}
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for key, cookie in installed.items():
+                who = owner_of(key, cookie)
+                if who is None:
+                    if key[0] != Table.SLOTS:  # a pin of the 0.1 pipeline (its own table, now DECIDE): stale
+                        self.installed[key] = cookie
+                        self.dropped[key] = None
+                    continue  # learned pins are never diffed
+                self.installed[key] = cookie
+                keys.setdefault(who, []).append(key)
+            self.owner_keys = {who: tuple(found) for who, found in keys.items()}
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         self.dirty = {}
-        kept = set(keep)
-        self.mark(who for who in self.owner_keys if who not in kept)
-        self.mark(who for who in desired_owners if who not in kept)
+        self.mark((self.owner_keys.keys() | set(desired_owners)).difference(keep))
 
     def owner(self, key: tuple) -> Owner | None:
         """Who holds a key now, from its cookie (None: no one, or a pin)."""
@@ -63,26 +76,29 @@ class RuleSync:
     def mark(self, owners: Iterable[Owner]) -> None:
         """Owners to recompute. A slot's pool mark with it: the mark vouches
         for what the pool's slot flows are."""
-        dirty = self.dirty
+        dirty, pools = self.dirty, set()
         for who in owners:
             kind = who[0]
             dirty.setdefault(PHASE.get(kind, 9), set()).add(who)
             if kind == Kind.POOL:
-                dirty.setdefault(PHASE[Kind.MARK], set()).add((Kind.MARK, who[1] // MAX_SLOTS_OVS))
+                pools.add(who[1] // MAX_SLOTS_OVS)
+        if pools:
+            dirty.setdefault(PHASE[Kind.MARK], set()).update((Kind.MARK, uid) for uid in pools)
 
-    def trust(self, owners: Iterable[Owner]) -> int:
-        """Owners whose flows on the switch are known to be right (a mark
-        vouched for them): not recomputed. How many were dirty."""
-        trusted = 0
+    def leave(self, owners: Iterable[Owner]) -> int:
+        """Owners whose flows stay as the switch holds them (a mark vouched
+        for them, or they are kept from a lost state): not recomputed. How
+        many were waiting to be."""
+        left = 0
         for who in owners:
             phase = PHASE.get(who[0], 9)
             waiting = self.dirty.get(phase)
             if waiting is not None and who in waiting:
                 waiting.discard(who)
-                trusted += 1
+                left += 1
                 if not waiting:
                     del self.dirty[phase]
-        return trusted
+        return left
 
     def cookie_sum(self, owners: Iterable[Owner]) -> int:
         """The sum of the cookies of these owners' flows as the switch holds
