@@ -581,19 +581,19 @@ def slot_rules(
     return rules
 
 
-def pool_mark(switch: SwitchPlan, pool_uid: int, digest: int) -> list[Rule]:
-    """A pool's mark (Open vSwitch mode): one flow in MARKS, a table no
-    packet reaches, whose metadata carries ``digest``: of what the pool's
-    slot flows were computed from and of their cookies. A controller that
-    starts finds the same digest on the switch and need not compute the
-    slot flows again."""
+def pool_marks(switch: SwitchPlan, pool_uid: int, slots: int, services: int) -> list[Rule]:
+    """A pool's marks (Open vSwitch mode): flows in MARKS, a table no packet
+    reaches, whose metadata carries a digest of what a part of the pool's
+    flows were computed from and of their cookies: ``slots`` of its slot
+    flows, ``services`` of its VIPs', their addresses' and its guard's. A
+    controller that starts and finds the same digest on the switch need not
+    compute those flows again."""
     if switch.mode != "ovs":
         return []
-    mark = match_items(metadata=pool_uid)
+    mark, every_bit = owner(Kind.MARK, pool_uid), 0xFFFFFFFFFFFFFFFF
     return [
-        Rule(
-            Table.MARKS, Marks.POOL, mark, write_metadata=(digest, 0xFFFFFFFFFFFFFFFF), owner=owner(Kind.MARK, pool_uid)
-        )
+        Rule(Table.MARKS, band, match_items(metadata=pool_uid), write_metadata=(digest, every_bit), owner=mark)
+        for band, digest in ((Marks.SLOTS, slots), (Marks.SERVICES, services))
     ]
 
 

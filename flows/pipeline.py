@@ -56,7 +56,7 @@ class Table(IntEnum):
     GUARD = 9  # who may send from a VIP address: a pool's backends, each from its own port; by resubmit only
     TRACKED = 10  # a moved slot's TCP packet after the connection tracker (handover_tracking = conntrack)
     NEIGHBOUR = NEIGHBOUR_TABLE  # an IPv6 solicitation for a VIP, made an advertisement: its option, and back
-    MARKS = 12  # one flow per pool that vouches for its slot flows (a restart skips them); no packet gets here
+    MARKS = 12  # flows that vouch for a pool's slot flows and its VIPs' (a restart skips them); no packet gets here
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -141,7 +141,8 @@ class Answer(IntEnum):
 
 
 class Marks(IntEnum):
-    POOL = 100  # a pool's mark: the digest of what its slot flows were made from, and of their cookies
+    SLOTS = 100  # a pool's slot flows: the digest of what they were made from, and of their cookies
+    SERVICES = 90  # the flows of a pool's VIPs, their addresses (the pool's alone) and its guard: the same
 
 
 class Tracked(IntEnum):
@@ -299,7 +300,7 @@ class Kind(IntEnum):
     HOST = 0x05  # L2 forwarding for one host (owner: its MAC, read from the match)
     ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
     GUARD = 0x07  # one pool's backends allowed to send from its VIP addresses (GUARD table)
-    MARK = 0x08  # a pool's mark (MARKS table): what its slot flows are, so a restart need not recompute them
+    MARK = 0x08  # a pool's marks (MARKS table): what its flows are, so a restart need not recompute them
 
 
 OWNER_UID_BITS = 24
@@ -314,9 +315,9 @@ Owner = tuple[Kind, Any]
 BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
 # that hash into them, so a table that grows is complete before a VIP uses it.
-# A pool's mark after its slots (it vouches for what they hold).
 # GUARD before ADDRESS: an address's source rule sends into GUARD, which must allow the backends first.
-PHASE = {Kind.POOL: 0, Kind.MARK: 1, Kind.GUARD: 2, Kind.VIP: 3, Kind.ADDRESS: 4, Kind.HOST: 5, Kind.BASE: 6}
+# A pool's marks after what they vouch for.
+PHASE = {Kind.POOL: 0, Kind.GUARD: 1, Kind.VIP: 2, Kind.ADDRESS: 3, Kind.MARK: 4, Kind.HOST: 5, Kind.BASE: 6}
 
 
 def slot_owner(pool_uid: int, slot: int) -> int:

@@ -184,6 +184,8 @@ class Balancer:
                 if vip is not None:
                     touched |= {(Kind.VIP, vip.uid), (Kind.ADDRESS, vip.ip)}
                     protocol_pools.add(vip.pool)
+                    if vip.pool in self.config.pools:  # its pool's mark digests its VIPs (one gone too)
+                        touched.add((Kind.MARK, self.config.pools[vip.pool].uid))
             if old is not None and (new is None or new.uid != old.uid):
                 self.traffic.forget("vip", old.uid)
         for name, old in old_pools.items():
@@ -280,6 +282,7 @@ class Balancer:
             mode = self.settings.hash_mode
         first_plain = mode == "plain" and not self.switches.plain
         switch = self.switches[dpid] = Switch(dpid, mode, description, set(ports_down))
+        switch.rules.marks_of = self.rules.marks_of
         gre = [port for port, name in (port_names or {}).items() if name == self.settings.gre_port]
         switch.gre_port = gre[0] if gre else None
         ports = set(ports) - set(gre)

@@ -29,7 +29,7 @@ from ryu_dsr.flows.compute import (
     hash_group,
     host_rules,
     learn_meter,
-    pool_mark,
+    pool_marks,
     routed_rules,
     slot_rules,
     vip_address_rules,
@@ -43,6 +43,11 @@ from ryu_dsr.model import ROUTED, Backend, Vip
 from ryu_dsr.settings import parse_router_ports
 from ryu_dsr.slots import HOLD
 from ryu_dsr.switches import Switch
+
+# The fields of a switch's plan the rules a pool's marks vouch for read
+# (a unit test reads ``flows.compute`` to hold these to what it reads).
+SLOT_PLAN = ("mode", "handover_tracking", "conntrack_zone", "pin_idle_timeout", "pin_fin_timeout", "pin_limit")
+SERVICES_PLAN = ("mode", "l2", "neighbour_answers", "packet_in_limit")
 
 
 class RuleSource:
@@ -143,7 +148,9 @@ class RuleSource:
             return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, families))
         if kind == Kind.MARK:
             name = desired.pool_names.get(ident)
-            return checked(pool_mark(plan, ident, self.mark_digest(switch, name))) if name else []
+            if name is None:
+                return []
+            return checked(pool_marks(plan, ident, self.slots_digest(switch, name), self.services_digest(switch, name)))
         if kind == Kind.VIP:
             name = desired.vip_names.get(ident)
             return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []
@@ -166,41 +173,103 @@ class RuleSource:
 
     # -- pool marks: what a restart need not compute again --
 
-    def mark_digest(self, switch: Switch, name: str) -> int:
+    def slots_digest(self, switch: Switch, name: str) -> int:
         """A digest of everything one pool's slot flows on this switch are
         computed from (``slot_rules``' arguments for every slot: the switch's
         plan, the table, each backend's target, protocols, families, the
         handovers of moved slots) and of the cookies of the slot flows the
         switch holds. Costs the pool's table, not its rules."""
         desired = self.desired
-        pool = desired.config.pools[name]
         size = desired.slot_size(name, switch.mode)
         table = tuple(desired.planner.table(name, size))
         targets = sorted((ip or "", self.slot_target(name, ip)) for ip in set(table))
-        ovs = switch.mode == "ovs"
-        moved = sorted(desired.planner.moves.get(name, {})) if ovs else []
+        moved = sorted(desired.planner.moves.get(name, {})) if switch.mode == "ovs" else []
         handovers = [(slot, self.handover_of(name, slot, switch)) for slot in moved if slot < size]
         protocols = sorted(desired.protocols.get(name, frozenset()))
         families = [family.eth_type for family in desired.families.get(name, (IPV4,))]
-        made_from = repr((self.switch_plan(switch), pool.uid, size, table, targets, protocols, families, handovers))
-        cookies = switch.rules.cookie_sum((Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(size))
-        return int.from_bytes(hashlib.blake2b(f"{made_from}|{cookies}".encode(), digest_size=8).digest(), "big")
+        made_from = (size, table, targets, protocols, families, handovers)
+        return self._digest(switch, SLOT_PLAN, made_from, self.slot_owners(switch, name))
+
+    def services_digest(self, switch: Switch, name: str) -> int:
+        """The same for the flows of a pool's VIPs, of the addresses only its
+        VIPs use, and of its guard: each VIP's plan, the VIPs of each such
+        address, and where each backend of the pool is (its MAC, switch,
+        port, the link's state here, whether it holds connections)."""
+        desired, config = self.desired, self.desired.config
+        pool = config.pools[name]
+        vips = [desired.vip_plan(vip_name, switch.mode) for vip_name in sorted(config.vips_by_pool.get(name, ()))]
+        addresses = [(ip, [vip.name for vip in config.address_vips(ip)]) for ip in self.own_addresses(name)]
+        holders = self.backends.holders.get(name, set())
+        backends = []
+        for ip, backend in sorted(pool.backends.items()):
+            mac = self.backends.place(backend)[0]  # (configured or found)
+            found, dpid, port = self.backends.places.get(ip, (None, None, None))
+            where = self.host_place(mac) if mac else None
+            up = switch.link_up(port) if dpid == switch.dpid and port is not None else None
+            backends.append((ip, mac, found, dpid, port, where, up, backend.uid in holders))
+        made_from = (vips, addresses, backends, switch.dpid)
+        return self._digest(switch, SERVICES_PLAN, made_from, self.service_owners(name))
+
+    def _digest(self, switch: Switch, plan_fields: tuple[str, ...], made_from: tuple, owners) -> int:
+        plan = self.switch_plan(switch)
+        used = tuple(getattr(plan, name) for name in plan_fields)  # (not the fabric's links: the L2 rules' own)
+        cookies = switch.rules.cookie_sum(owners)
+        text = f"{used!r}|{made_from!r}|{cookies}"
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+    def slot_owners(self, switch: Switch, name: str) -> list[Owner]:
+        base = slot_owner(self.desired.config.pools[name].uid, 0)
+        return [(Kind.POOL, base + slot) for slot in range(self.desired.slot_size(name, switch.mode))]
+
+    def own_addresses(self, name: str) -> list[str]:
+        """The addresses of a pool's VIPs that no other pool's VIP uses."""
+        config = self.desired.config
+        ips = {config.vips[vip].ip for vip in config.vips_by_pool.get(name, ())}
+        return sorted(ip for ip in ips if all(vip.pool == name for vip in config.vips_by_ip.get(ip, {}).values()))
+
+    def service_owners(self, name: str) -> list[Owner]:
+        config = self.desired.config
+        owners: list[Owner] = [(Kind.GUARD, config.pools[name].uid)]
+        owners += [(Kind.VIP, config.vips[vip].uid) for vip in sorted(config.vips_by_pool.get(name, ()))]
+        return owners + [(Kind.ADDRESS, ip) for ip in self.own_addresses(name)]
+
+    def marks_of(self, who: Owner) -> list[Owner]:
+        """The pool marks whose digests an owner's flows are part of: a
+        slot's pool's, a guard's, a VIP's pool's, and every pool with a VIP
+        at an address (whether the address is a pool's own changes its
+        digest too)."""
+        kind, ident = who
+        config = self.desired.config
+        if kind == Kind.POOL:
+            return [(Kind.MARK, ident // MAX_SLOTS_OVS)]
+        if kind == Kind.GUARD:
+            return [(Kind.MARK, ident)]
+        if kind == Kind.VIP:
+            name = self.desired.vip_names.get(ident)
+            pool = config.pools.get(config.vips[name].pool) if name else None
+            return [(Kind.MARK, pool.uid)] if pool else []
+        if kind == Kind.ADDRESS:
+            pools = {vip.pool for vip in config.vips_by_ip.get(ident, {}).values()}
+            return [(Kind.MARK, config.pools[name].uid) for name in pools if name in config.pools]
+        return []
 
     def vouched(self, switch: Switch) -> set[Owner]:
-        """The slot owners (and marks) of every pool whose mark on the switch
+        """The owners whose flows a pool's mark on the switch vouches for: it
         digests what they would be computed from now and what the switch
-        holds of them: a switch that connects need not have them computed."""
+        holds of them. A switch that connects need not have them computed."""
         if switch.mode != "ovs" or switch.transit:
             return set()
         trusted: set[Owner] = set()
         installed = switch.rules.installed
         for name, pool in self.desired.config.pools.items():
-            mark = self.rules_of(switch, (Kind.MARK, pool.uid))
-            if mark and installed.get(mark[0].key) == mark[0].cookie:
+            slots, services = self.rules_of(switch, (Kind.MARK, pool.uid))
+            slots_held, services_held = (installed.get(mark.key) == mark.cookie for mark in (slots, services))
+            if slots_held:
+                trusted.update(self.slot_owners(switch, name))
+            if services_held:
+                trusted.update(self.service_owners(name))
+            if slots_held and services_held:
                 trusted.add((Kind.MARK, pool.uid))
-                trusted.update(
-                    (Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self.desired.slot_size(name, "ovs"))
-                )
         return trusted
 
     # -- the plans the rules are computed from --

@@ -20,6 +20,7 @@ from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS, PHASE, Kind, Owner, Table, own
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
+VOUCHED = frozenset({Kind.VIP, Kind.ADDRESS, Kind.GUARD})  # besides slots: owners a pool's mark may vouch for
 STEP_RULES = 4000  # rules computed and diffed per step
 
 
@@ -33,6 +34,8 @@ class RuleSync:
     pins_to_delete: set[int] = field(default_factory=set)  # backend uids
     setup: list[Command] = field(default_factory=list)  # sent before any rule (the hash group)
     rules_computed: int = 0  # for tests and stats: how much work changes cost
+    # the pool marks that digest an owner's flows (recomputed with it); None: slots' pools only
+    marks_of: Callable[[Owner], Iterable[Owner]] | None = None
 
     def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner], keep: Iterable[Owner] = ()) -> None:
         """Start over from what the switch holds now; every owner, installed
@@ -74,16 +77,18 @@ class RuleSync:
         return None if cookie is None else owner_of(key, cookie)
 
     def mark(self, owners: Iterable[Owner]) -> None:
-        """Owners to recompute. A slot's pool mark with it: the mark vouches
-        for what the pool's slot flows are."""
-        dirty, pools = self.dirty, set()
+        """Owners to recompute, and the pool marks that vouch for them (a
+        mark digests what they are)."""
+        dirty, marks, marks_of = self.dirty, set(), self.marks_of
         for who in owners:
             kind = who[0]
             dirty.setdefault(PHASE.get(kind, 9), set()).add(who)
             if kind == Kind.POOL:
-                pools.add(who[1] // MAX_SLOTS_OVS)
-        if pools:
-            dirty.setdefault(PHASE[Kind.MARK], set()).update((Kind.MARK, uid) for uid in pools)
+                marks.add((Kind.MARK, who[1] // MAX_SLOTS_OVS))
+            elif marks_of is not None and kind in VOUCHED:
+                marks.update(marks_of(who))
+        if marks:
+            dirty.setdefault(PHASE[Kind.MARK], set()).update(marks)
 
     def leave(self, owners: Iterable[Owner]) -> int:
         """Owners whose flows stay as the switch holds them (a mark vouched

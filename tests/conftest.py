@@ -139,6 +139,11 @@ class Rig:
             for who, keys in index.owner_keys.items():
                 named = {key: index.owner(key) for key in keys}
                 assert all(owner == who for owner in named.values()), (who, named)
+            # Each pool's marks, computed now, are what the switch holds: a
+            # restart would find every pool's flows vouched for.
+            for pool in self.core.config.pools.values() if switch.mode == "ovs" and not switch.transit else ():
+                marks = self.core.rules.rules_of(switch, (Kind.MARK, pool.uid))
+                assert {m.key: m.cookie for m in marks} == {m.key: index.installed.get(m.key) for m in marks}, pool
 
     def pass_hold(self) -> None:
         """Let the hold of the slots that just moved pass (new connections

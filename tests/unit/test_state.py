@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ryu_dsr.flows.pipeline import Kind, Slots, Table
@@ -16,6 +18,7 @@ from ryu_dsr.rest import views
 from ryu_dsr.check import main as check_main
 from ryu_dsr.core import Balancer
 from ryu_dsr.model import Config, InvalidInput
+from ryu_dsr.rulesource import SERVICES_PLAN, SLOT_PLAN
 from ryu_dsr.settings import Settings
 from ryu_dsr.store import SqliteStore, StateFileError, plan_declared
 from tests.conftest import BACKENDS, Rig, make_rig
@@ -139,20 +142,68 @@ def slot_owners(computed: list) -> list:
     return [who for who in computed if who[0] == Kind.POOL]
 
 
-def test_a_restart_computes_no_slot_rule_a_pool_mark_vouches_for(tmp_path):
-    """Issue 28: a pool's mark digests what its slot flows were made from
-    and the cookies the switch holds of them; a restart that finds them
-    the same computes none of the pool's slot rules and sends nothing."""
+def test_a_restart_computes_no_rule_a_pool_mark_vouches_for(tmp_path):
+    """Issue 28: a pool's marks digest what its slot flows, and its VIPs',
+    their addresses' and its guard's, were made from and the cookies the
+    switch holds of them; a restart that finds them the same computes none
+    of these rules (only the hosts') and sends nothing."""
+    rig = make_rig(tmp_path)
+    switch = rig.connect()
+    rig.setup_web()
+    rig.service.create_vip({"name": "dns", "ip": "10.0.0.101", "protocol": "udp", "port": 53, "pool": "web"})
+    rig.settle()
+    before = switch.installed()
+    assert len([key for key in before if key[0] == Table.MARKS]) == 2  # the pool's slots, its services
+    again, computed = restarted_on(rig, tmp_path, switch)
+    assert {who[0] for who in computed} == {Kind.HOST, Kind.MARK}  # (computing the marks is the check)
+    assert [c for _dpid, commands in again.sent for c in commands if isinstance(c, (FlowAdd, FlowDelete))] == []
+    assert switch.installed() == before
+
+
+def test_a_change_saved_but_not_written_before_a_crash_is_written_at_the_restart(tmp_path):
+    """The services mark digests each VIP's plan (and the addresses' VIPs,
+    where the backends are): a change saved, the controller gone before the
+    switch had it, makes the restart compute the VIP's rules again, and the
+    switch gets the change."""
     rig = make_rig(tmp_path)
     switch = rig.connect()
     rig.setup_web()
     rig.settle()
-    before = switch.installed()
-    assert len([key for key in before if key[0] == Table.MARKS]) == 1
+    as_before = {table: dict(rules) for table, rules in switch.tables.items()}
+    rig.service.patch_vip("web", {"port": 8080})
+    changed = switch.installed()
+    switch.tables = as_before  # the crash: saved, not written
+    assert switch.installed() != changed
     again, computed = restarted_on(rig, tmp_path, switch)
-    assert slot_owners(computed) == [] and computed  # the VIP's, the addresses', the hosts' rules: computed
-    assert [c for _dpid, commands in again.sent for c in commands if isinstance(c, (FlowAdd, FlowDelete))] == []
-    assert switch.installed() == before
+    assert Kind.VIP in {who[0] for who in computed} and slot_owners(computed) == []
+    assert switch.installed() == changed
+
+
+def plan_fields_read(function: str, module: str = "flows/compute.py") -> set[str]:
+    """The fields of the switch's plan (``switch.x``) a function of
+    ``flows.compute`` reads, itself or through the module's functions it calls."""
+    tree = ast.parse((Path(__file__).parents[2] / module).read_text())
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    seen, fields, todo = set(), set(), [function]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "switch":
+                fields.add(node.attr)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                todo.append(node.func.id)
+    return fields
+
+
+def test_the_marks_digest_every_field_of_the_switch_plan_their_rules_read():
+    """A field a vouched-for rule reads and its mark does not digest would
+    let a restart keep flows made with its old value."""
+    assert plan_fields_read("slot_rules") == set(SLOT_PLAN)
+    services = plan_fields_read("vip_rules") | plan_fields_read("vip_address_rules") | plan_fields_read("guard_rules")
+    assert services == set(SERVICES_PLAN)
 
 
 def test_a_slot_flow_changed_behind_the_controllers_back_is_put_right_at_a_restart(tmp_path):
