@@ -581,19 +581,18 @@ def slot_rules(
     return rules
 
 
-def pool_marks(switch: SwitchPlan, pool_uid: int, slots: int, services: int) -> list[Rule]:
-    """A pool's marks (Open vSwitch mode): flows in MARKS, a table no packet
-    reaches, whose metadata carries a digest of what a part of the pool's
-    flows were computed from and of their cookies: ``slots`` of its slot
-    flows, ``services`` of its VIPs', their addresses' and its guard's. A
+def pool_mark(switch: SwitchPlan, pool_uid: int, band: Marks, digest: int) -> list[Rule]:
+    """One of a pool's marks (Open vSwitch mode): a flow in MARKS, a table
+    no packet reaches, whose metadata carries a digest of what a part of
+    the pool's flows were computed from and of their cookies (``band``:
+    its slot flows, or its VIPs', their addresses' and its guard's). A
     controller that starts and finds the same digest on the switch need not
     compute those flows again."""
     if switch.mode != "ovs":
         return []
-    mark, every_bit = owner(Kind.MARK, pool_uid), 0xFFFFFFFFFFFFFFFF
+    mark = match_items(metadata=pool_uid)
     return [
-        Rule(Table.MARKS, band, match_items(metadata=pool_uid), write_metadata=(digest, every_bit), owner=mark)
-        for band, digest in ((Marks.SLOTS, slots), (Marks.SERVICES, services))
+        Rule(Table.MARKS, band, mark, write_metadata=(digest, 0xFFFFFFFFFFFFFFFF), owner=owner(Kind.MARK, pool_uid))
     ]
 
 

@@ -326,6 +326,21 @@ def slot_owner(pool_uid: int, slot: int) -> int:
     return pool_uid * MAX_SLOTS_OVS + slot
 
 
+def slots_mark(pool_uid: int) -> Owner:
+    """The owner of the mark that vouches for a pool's slot flows."""
+    return (Kind.MARK, pool_uid)
+
+
+def services_mark(pool_uid: int) -> Owner:
+    """The owner of the mark that vouches for a pool's VIPs' flows (their
+    addresses', its guard's): apart from the slots' mark, so a change of
+    slots does not digest the VIPs again."""
+    return (Kind.MARK, pool_uid | SERVICES_MARK)
+
+
+SERVICES_MARK = 1 << 24  # (beyond every object uid: OWNER_UID_BITS)
+
+
 def owner(kind: Kind, uid: int = 0) -> int:
     """The upper 32 cookie bits naming a flow's owner."""
     if not 0 <= uid < (1 << OWNER_UID_BITS):
@@ -365,6 +380,9 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
     by_uid = _BY_UID.get(kind)
     if by_uid is not None:
         return (by_uid, (cookie >> 32) & _UID_MASK)
+    if kind == Kind.MARK:
+        uid = (cookie >> 32) & _UID_MASK
+        return services_mark(uid) if key[1] == Marks.SERVICES else slots_mark(uid)
     if kind == Kind.PIN:
         return None
     if kind == Kind.BASE:
@@ -380,4 +398,4 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
 
 _POOL = int(Kind.POOL)
 _UID_MASK = (1 << OWNER_UID_BITS) - 1
-_BY_UID = {int(kind): kind for kind in (Kind.VIP, Kind.GUARD, Kind.MARK)}  # owners named by the cookie's uid
+_BY_UID = {int(kind): kind for kind in (Kind.VIP, Kind.GUARD)}  # owners named by the cookie's uid

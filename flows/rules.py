@@ -34,6 +34,11 @@ def match_items(**fields: MatchValue) -> tuple[tuple[str, MatchValue], ...]:
     return tuple(_PAIRS.setdefault(pair, pair) for pair in sorted(fields.items()))
 
 
+def shared_pair(pair: tuple[str, MatchValue]) -> tuple[str, MatchValue]:
+    """The one (field, value) pair ``match_items`` shares between matches."""
+    return _PAIRS.setdefault(pair, pair)
+
+
 # --- actions -----------------------------------------------------------------
 
 

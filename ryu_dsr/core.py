@@ -33,7 +33,7 @@ from ryu_dsr.discovery import DISCOVERY_ETHERTYPE, new_key
 from ryu_dsr.effects import Effects
 from ryu_dsr.flows.family import family_of, neighbour_of
 from ryu_dsr.flows.frames import parse_ethernet
-from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of
+from ryu_dsr.flows.pipeline import BASE_OWNER, Kind, Owner, Table, kind_of, services_mark
 from ryu_dsr.flows.rules import PacketOut
 from ryu_dsr.handovers import WATCH_SECONDS, Handovers, unpinned_packets
 from ryu_dsr.health import Transition
@@ -185,7 +185,7 @@ class Balancer:
                     touched |= {(Kind.VIP, vip.uid), (Kind.ADDRESS, vip.ip)}
                     protocol_pools.add(vip.pool)
                     if vip.pool in self.config.pools:  # its pool's mark digests its VIPs (one gone too)
-                        touched.add((Kind.MARK, self.config.pools[vip.pool].uid))
+                        touched.add(services_mark(self.config.pools[vip.pool].uid))
             if old is not None and (new is None or new.uid != old.uid):
                 self.traffic.forget("vip", old.uid)
         for name, old in old_pools.items():

@@ -15,7 +15,7 @@ from typing import Any
 
 from ryu_dsr.flows.compute import VipPlan
 from ryu_dsr.flows.family import FAMILIES, IPV4, Family, family_of
-from ryu_dsr.flows.pipeline import Kind, Owner, slot_owner
+from ryu_dsr.flows.pipeline import Kind, Owner, services_mark, slot_owner, slots_mark
 from ryu_dsr.model import Change, Config, InvalidInput, Pool, Vip
 from ryu_dsr.slots import Planned, SlotPlanner
 from ryu_dsr.store import Saved, Store
@@ -179,7 +179,8 @@ class Desired:
             owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self.slot_size(name, mode))}
         owners |= {(Kind.GUARD, pool.uid) for pool in config.pools.values()}
         if mode == "ovs":
-            owners |= {(Kind.MARK, pool.uid) for pool in config.pools.values()}
+            owners |= {slots_mark(pool.uid) for pool in config.pools.values()}
+            owners |= {services_mark(pool.uid) for pool in config.pools.values()}
         owners |= {(Kind.VIP, v.uid) for v in config.vips.values()}
         owners |= {(Kind.ADDRESS, ip) for ip in config.vips_by_ip}
         return owners

@@ -53,6 +53,7 @@ from ryu_dsr.flows.rules import (  # noqa: F401  (Barrier, PacketOut re-exported
     SetField,
     Track,
     match_items,
+    shared_pair,
 )
 
 OF_VERSION = ofp.OFP_VERSION
@@ -518,8 +519,9 @@ def installed_key(stat) -> tuple[tuple, int]:
     """(rule key, cookie) of one flow-stats entry read from a switch, in the
     canonical form ``flows.rules`` uses."""
     raw = getattr(stat, "_raw_match", None)
-    pairs = match_fields(*raw) if raw is not None else stat.match._fields2
-    return (stat.table_id, stat.priority, match_items(**dict(pairs))), stat.cookie
+    if raw is None:
+        return (stat.table_id, stat.priority, match_items(**dict(stat.match._fields2))), stat.cookie
+    return (stat.table_id, stat.priority, tuple(sorted(match_fields(*raw)))), stat.cookie  # as match_items makes it
 
 
 _FIELD_CACHE: dict[bytes, tuple[str, object]] = {}  # one OXM TLV's bytes -> Ryu's (name, value)
@@ -542,7 +544,7 @@ def match_fields(buf, offset: int) -> list[tuple[str, object]]:
         pair = _FIELD_CACHE.get(tlv)
         if pair is None:
             number, value, mask, size = ofp.oxm_parse(buf, at)
-            pair = ofp.oxm_to_user(number, value, mask)
+            pair = shared_pair(ofp.oxm_to_user(number, value, mask))
             if len(_FIELD_CACHE) >= FIELD_CACHE_SIZE:
                 _FIELD_CACHE.clear()
             _FIELD_CACHE[tlv] = pair

@@ -29,14 +29,24 @@ from ryu_dsr.flows.compute import (
     hash_group,
     host_rules,
     learn_meter,
-    pool_marks,
+    pool_mark,
     routed_rules,
     slot_rules,
     vip_address_rules,
     vip_rules,
 )
 from ryu_dsr.flows.family import IPV4
-from ryu_dsr.flows.pipeline import BASE_OWNER, MAX_SLOTS_OVS, Kind, Owner, slot_owner
+from ryu_dsr.flows.pipeline import (
+    BASE_OWNER,
+    MAX_SLOTS_OVS,
+    SERVICES_MARK,
+    Kind,
+    Marks,
+    Owner,
+    services_mark,
+    slot_owner,
+    slots_mark,
+)
 from ryu_dsr.flows.rules import Command, NormalFragments, Rule
 from ryu_dsr.l2 import L2
 from ryu_dsr.model import ROUTED, Backend, Vip
@@ -147,10 +157,13 @@ class RuleSource:
             families = desired.families.get(name, (IPV4,))
             return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, families))
         if kind == Kind.MARK:
-            name = desired.pool_names.get(ident)
+            uid = ident & ~SERVICES_MARK
+            name = desired.pool_names.get(uid)
             if name is None:
                 return []
-            return checked(pool_marks(plan, ident, self.slots_digest(switch, name), self.services_digest(switch, name)))
+            if ident & SERVICES_MARK:
+                return checked(pool_mark(plan, uid, Marks.SERVICES, self.services_digest(switch, name)))
+            return checked(pool_mark(plan, uid, Marks.SLOTS, self.slots_digest(switch, name)))
         if kind == Kind.VIP:
             name = desired.vip_names.get(ident)
             return checked(vip_rules(plan, desired.vip_plan(name, switch.mode))) if name else []
@@ -188,7 +201,7 @@ class RuleSource:
         protocols = sorted(desired.protocols.get(name, frozenset()))
         families = [family.eth_type for family in desired.families.get(name, (IPV4,))]
         made_from = (size, table, targets, protocols, families, handovers)
-        return self._digest(switch, SLOT_PLAN, made_from, self.slot_owners(switch, name))
+        return self._digest(switch, SLOT_PLAN, made_from, switch.rules.slot_sum(desired.config.pools[name].uid))
 
     def services_digest(self, switch: Switch, name: str) -> int:
         """The same for the flows of a pool's VIPs, of the addresses only its
@@ -208,12 +221,11 @@ class RuleSource:
             up = switch.link_up(port) if dpid == switch.dpid and port is not None else None
             backends.append((ip, mac, found, dpid, port, where, up, backend.uid in holders))
         made_from = (vips, addresses, backends, switch.dpid)
-        return self._digest(switch, SERVICES_PLAN, made_from, self.service_owners(name))
+        return self._digest(switch, SERVICES_PLAN, made_from, switch.rules.cookie_sum(self.service_owners(name)))
 
-    def _digest(self, switch: Switch, plan_fields: tuple[str, ...], made_from: tuple, owners) -> int:
+    def _digest(self, switch: Switch, plan_fields: tuple[str, ...], made_from: tuple, cookies: int) -> int:
         plan = self.switch_plan(switch)
         used = tuple(getattr(plan, name) for name in plan_fields)  # (not the fabric's links: the L2 rules' own)
-        cookies = switch.rules.cookie_sum(owners)
         text = f"{used!r}|{made_from!r}|{cookies}"
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
@@ -241,16 +253,16 @@ class RuleSource:
         kind, ident = who
         config = self.desired.config
         if kind == Kind.POOL:
-            return [(Kind.MARK, ident // MAX_SLOTS_OVS)]
+            return [slots_mark(ident // MAX_SLOTS_OVS)]
         if kind == Kind.GUARD:
-            return [(Kind.MARK, ident)]
+            return [services_mark(ident)]
         if kind == Kind.VIP:
             name = self.desired.vip_names.get(ident)
             pool = config.pools.get(config.vips[name].pool) if name else None
-            return [(Kind.MARK, pool.uid)] if pool else []
+            return [services_mark(pool.uid)] if pool else []
         if kind == Kind.ADDRESS:
             pools = {vip.pool for vip in config.vips_by_ip.get(ident, {}).values()}
-            return [(Kind.MARK, config.pools[name].uid) for name in pools if name in config.pools]
+            return [services_mark(config.pools[name].uid) for name in pools if name in config.pools]
         return []
 
     def vouched(self, switch: Switch) -> set[Owner]:
@@ -260,17 +272,19 @@ class RuleSource:
         if switch.mode != "ovs" or switch.transit:
             return set()
         trusted: set[Owner] = set()
-        installed = switch.rules.installed
         for name, pool in self.desired.config.pools.items():
-            slots, services = self.rules_of(switch, (Kind.MARK, pool.uid))
-            slots_held, services_held = (installed.get(mark.key) == mark.cookie for mark in (slots, services))
-            if slots_held:
+            if self._held(switch, slots_mark(pool.uid)):
+                trusted.add(slots_mark(pool.uid))
                 trusted.update(self.slot_owners(switch, name))
-            if services_held:
+            if self._held(switch, services_mark(pool.uid)):
+                trusted.add(services_mark(pool.uid))
                 trusted.update(self.service_owners(name))
-            if slots_held and services_held:
-                trusted.add((Kind.MARK, pool.uid))
         return trusted
+
+    def _held(self, switch: Switch, mark: Owner) -> bool:
+        """Whether the switch holds a mark as it is computed now."""
+        installed = switch.rules.installed
+        return all(installed.get(rule.key) == rule.cookie for rule in self.rules_of(switch, mark))
 
     # -- the plans the rules are computed from --
 

@@ -8,6 +8,7 @@ connection lives in the session and goes with it when the switch leaves.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class Connecting:
     port_macs: dict[int, str] = field(default_factory=dict)  # the ports' own MAC addresses
     port_names: dict[int, str] = field(default_factory=dict)  # port number -> its name
     installed: dict[tuple, int] = field(default_factory=dict)  # rule key -> cookie
+    asked: float = field(default_factory=time.monotonic)  # when its flows were asked for
+    parsing: float = 0.0  # seconds spent reading the flows' keys from the replies
 
 
 @dataclass

@@ -461,9 +461,12 @@ class Shell(ofp.RyuApp):
         installed = connecting.installed if connecting is not None else session.reading
         if installed is None:
             return
+        parsing = time.monotonic()
         for stat in ev.msg.body:
             key, cookie = ofp.installed_key(stat)
             installed[key] = cookie
+        if connecting is not None:
+            connecting.parsing += time.monotonic() - parsing
         if ofp.more_replies(ev.msg):
             return
         if connecting is None:
@@ -477,6 +480,7 @@ class Shell(ofp.RyuApp):
         ovs = desc is not None and ofp.is_ovs(desc)
         description = f"{ofp.text(desc.mfr_desc)} {ofp.text(desc.sw_desc)}" if desc is not None else ""
         mode = "ovs" if ovs else "plain"
+        read = time.monotonic()
         self.writers.carry_out(
             self.balancer.switch_connected(
                 session.dpid,
@@ -488,6 +492,10 @@ class Shell(ofp.RyuApp):
                 connecting.port_macs,
                 connecting.port_names,
             )
+        )
+        LOG.info(
+            "switch %016x: %d flows read in %.2f s (%.2f s of it parsing), compared in %.2f s",
+            *(session.dpid, len(installed), read - connecting.asked, connecting.parsing, time.monotonic() - read),
         )
 
     @ofp.set_ev_cls(ofp.ofp_event.EventOFPAggregateStatsReply, ofp.MAIN_DISPATCHER)

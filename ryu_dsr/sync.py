@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS, PHASE, Kind, Owner, Table, owner_of, pin_cookie
+from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS, PHASE, Kind, Owner, Table, owner_of, pin_cookie, slots_mark
 from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
 
 ALL_ONES = (1 << 64) - 1
@@ -36,6 +36,8 @@ class RuleSync:
     rules_computed: int = 0  # for tests and stats: how much work changes cost
     # the pool marks that digest an owner's flows (recomputed with it); None: slots' pools only
     marks_of: Callable[[Owner], Iterable[Owner]] | None = None
+    # pool uid -> the sum of the cookies of its slot flows, as the switch holds them (none to be deleted)
+    slot_sums: dict[int, int] = field(default_factory=dict)
 
     def load(self, installed: dict[tuple, int], desired_owners: Iterable[Owner], keep: Iterable[Owner] = ()) -> None:
         """Start over from what the switch holds now; every owner, installed
@@ -50,6 +52,7 @@ class RuleSync:
         self.installed = {}
         self.owner_keys = {}
         self.dropped = {}
+        self.slot_sums = {}
         keys: dict[Owner, list[tuple]] = {}
         collecting = gc.isenabled()
         gc.disable()
@@ -63,6 +66,7 @@ class RuleSync:
                     continue  # learned pins are never diffed
                 self.installed[key] = cookie
                 keys.setdefault(who, []).append(key)
+                self._count(cookie, 1)
             self.owner_keys = {who: tuple(found) for who, found in keys.items()}
         finally:
             gc.freeze()
@@ -70,6 +74,18 @@ class RuleSync:
                 gc.enable()
         self.dirty = {}
         self.mark((self.owner_keys.keys() | set(desired_owners)).difference(keep))
+
+    def _count(self, cookie: int | None, sign: int) -> None:
+        """A slot flow's cookie in (1) or out (-1) of its pool's sum."""
+        if cookie is not None and cookie >> 56 == Kind.POOL:
+            uid = (cookie >> 32) & 0xFFFFFF
+            self.slot_sums[uid] = self.slot_sums.get(uid, 0) + sign * cookie
+
+    def slot_sum(self, pool_uid: int) -> int:
+        """The sum of the cookies of a pool's slot flows on the switch, but
+        those to be deleted (modulo 2**64): what its mark digests of them.
+        Kept as flows come and go, so a mark costs no pass over the slots."""
+        return self.slot_sums.get(pool_uid, 0) & ALL_ONES
 
     def owner(self, key: tuple) -> Owner | None:
         """Who holds a key now, from its cookie (None: no one, or a pin)."""
@@ -84,7 +100,7 @@ class RuleSync:
             kind = who[0]
             dirty.setdefault(PHASE.get(kind, 9), set()).add(who)
             if kind == Kind.POOL:
-                marks.add((Kind.MARK, who[1] // MAX_SLOTS_OVS))
+                marks.add(slots_mark(who[1] // MAX_SLOTS_OVS))
             elif marks_of is not None and kind in VOUCHED:
                 marks.update(marks_of(who))
         if marks:
@@ -142,14 +158,21 @@ class RuleSync:
             computed += len(rules) + 1
             wanted = set()
             for rule in rules:
-                wanted.add(rule.key)
-                if self.installed.get(rule.key) != rule.cookie:
+                key, cookie = rule.key, rule.cookie
+                wanted.add(key)
+                held = self.installed.get(key)
+                counted = None if key in self.dropped else held
+                if held != cookie:
                     adds.append(FlowAdd(rule))
-                    self.installed[rule.key] = rule.cookie
-                self.dropped.pop(rule.key, None)  # (a key another owner had is now this one's: its cookie says so)
+                    self.installed[key] = cookie
+                self.dropped.pop(key, None)  # (a key another owner had is now this one's: its cookie says so)
+                if counted != cookie:
+                    self._count(counted, -1)
+                    self._count(cookie, 1)
             for key in self.owner_keys.get(who, ()):
-                if key not in wanted and self.owner(key) == who:
+                if key not in wanted and key not in self.dropped and self.owner(key) == who:
                     self.dropped[key] = None
+                    self._count(self.installed[key], -1)
             if wanted:
                 self.owner_keys[who] = tuple(wanted)
             else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from ryu_dsr.flows.frames import build_arp
-from ryu_dsr.flows.pipeline import Kind, Slots, Table, kind_of
+from ryu_dsr.flows.pipeline import Kind, Slots, Table, kind_of, services_mark, slots_mark, uid_of
 
 from ryu_dsr.core import Balancer
 from ryu_dsr.effects import Effects
@@ -140,9 +140,22 @@ class Rig:
                 named = {key: index.owner(key) for key in keys}
                 assert all(owner == who for owner in named.values()), (who, named)
             # Each pool's marks, computed now, are what the switch holds: a
-            # restart would find every pool's flows vouched for.
+            # restart would find every pool's flows vouched for; the sums of
+            # slot cookies kept as flows come and go are the switch's own.
+            held = self.switches[switch.dpid].installed() if switch.dpid in self.switches else index.installed
+            sums: dict[int, int] = {}
+            for cookie in held.values():
+                if kind_of(cookie) == Kind.POOL:
+                    sums[uid_of(cookie)] = (sums.get(uid_of(cookie), 0) + cookie) & ((1 << 64) - 1)
+            assert sums == {
+                uid: index.slot_sum(uid) for uid in sums | index.slot_sums if index.slot_sum(uid) or uid in sums
+            }
             for pool in self.core.config.pools.values() if switch.mode == "ovs" and not switch.transit else ():
-                marks = self.core.rules.rules_of(switch, (Kind.MARK, pool.uid))
+                marks = [
+                    m
+                    for who in (slots_mark(pool.uid), services_mark(pool.uid))
+                    for m in self.core.rules.rules_of(switch, who)
+                ]
                 assert {m.key: m.cookie for m in marks} == {m.key: index.installed.get(m.key) for m in marks}, pool
 
     def pass_hold(self) -> None:
