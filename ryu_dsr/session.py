@@ -108,6 +108,10 @@ class Session:
     asked_generation: bool = False  # asked for its generation id after it refused us
     busy: bool = False  # its writer is writing
     barrier: int | None = None  # xid of the last step's barrier not answered yet
+    bundles: bool = False  # its steps are sent as bundles (Open vSwitch)
+    bundle: int | None = None  # the id of the bundle open now (a step's flow changes so far)
+    bundle_ids: int = 0  # bundles opened so far
+    outgoing: bytearray = field(default_factory=bytearray)  # a bundle's messages not handed to Ryu yet
     sent: OrderedDict[int, Any] = field(default_factory=OrderedDict)  # xid -> what it was
 
     @property

@@ -570,6 +570,7 @@ class Shell(ofp.RyuApp):
             if ofp.meter_exists(msg):  # made before (a reconnect): change it in place
                 msg.datapath.send_msg(ofp.meter_mod(what, msg.datapath, msg.datapath.ofproto.OFPMC_MODIFY))
                 return
+        if not isinstance(what, str):  # a command kept as it was (a bundle's): named now
             what = ofp.describe(what)
         self.writers.carry_out(
             self.balancer.openflow_error(session.dpid, f"{what}: error type {msg.type} code {msg.code}")

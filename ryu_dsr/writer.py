@@ -23,6 +23,7 @@ from ryu_dsr.session import Session
 LOG = logging.getLogger("ryu_dsr")
 FLUSH = "flush"  # outbox marker: compute and send what the switch needs now
 BULK_FLOW_MODS = 10000  # a write this large is followed by gc.freeze()
+SEND_BYTES = 1 << 16  # a bundle's messages go to the connection in pieces this large
 
 
 class Writers:
@@ -79,7 +80,26 @@ class Writers:
             session.outbox.put(FLUSH)
 
     def transmit(self, session: Session, command) -> None:
+        """Send one command of a step. With bundles, a step's flow changes go
+        into one bundle, committed before whatever is not a flow change (the
+        step's barrier, a meter): the switch applies them at once, and in
+        their order."""
         datapath = session.datapath
+        if session.bundles and ofp.bundled(command):
+            if session.bundle is None:
+                session.bundle_ids = session.bundle_ids + 1 & 0xFFFFFFFF
+                session.bundle = session.bundle_ids
+                self._send(session, ofp.bundle_control(datapath, session.bundle, ofp.ofp.ONF_BCT_OPEN_REQUEST))
+            datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+            session.outgoing += ofp.encode_bundle_add(command, session.bundle, xid, datapath)
+            if len(session.outgoing) >= SEND_BYTES:
+                self._flush(session)
+            session.remember(xid, ofp.sent_form(command))
+            return
+        if session.bundle is not None:
+            bundle, session.bundle = session.bundle, None
+            self._flush(session)
+            self._send(session, ofp.bundle_control(datapath, bundle, ofp.ofp.ONF_BCT_COMMIT_REQUEST))
         if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
             datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
             ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
@@ -96,6 +116,18 @@ class Writers:
             kept = isinstance(command, ofp.MeterSet) or ofp.answers_neighbours(command)  # told apart if refused
             session.remember(xid, command if kept else ofp.describe(command))
 
+    def _flush(self, session: Session) -> None:
+        """Hand what is gathered of a bundle to the connection, in one piece."""
+        if session.outgoing:
+            data, session.outgoing = bytes(session.outgoing), bytearray()
+            if not session.datapath.send(data):
+                raise ConnectionError("the switch connection is closed")
+
+    def _send(self, session: Session, message) -> None:
+        if not session.datapath.send_msg(message):
+            raise ConnectionError("the switch connection is closed")
+        session.remember(message.xid, f"bundle {message.bundle_id} ({'open' if message.type == 0 else 'commit'})")
+
     def drain(self, session: Session) -> None:
         """The one green thread that writes to a switch: what the balancer
         has for it, step by step, until it is in line."""
@@ -109,6 +141,9 @@ class Writers:
                 continue  # stepped down: what was queued is the new master's to decide
             session.busy = True
             try:
+                switch = switches().get(dpid)
+                session.bundles = switch is not None and switch.mode == "ovs"
+                session.bundle = None
                 before = switches().flow_mods(dpid)
                 while switches().pending(dpid):
                     for command in switches().step(dpid, self.balancer.rules.rules_of):
@@ -121,6 +156,11 @@ class Writers:
             except Exception as error:  # never end the writer: resync the switch instead
                 if not isinstance(error, OSError):  # not the connection: a fault of ours, with its trace
                     LOG.exception("switch %016x: the writer failed", dpid)
+                session.outgoing = bytearray()
+                if session.bundle is not None:  # half a step: the switch drops it
+                    discard = ofp.bundle_control(session.datapath, session.bundle, ofp.ofp.ONF_BCT_DISCARD_REQUEST)
+                    session.bundle = None
+                    session.datapath.send_msg(discard)
                 self.carry_out(self.balancer.write_failed(dpid, f"{type(error).__name__}: {error}"))
             finally:
                 session.busy = False

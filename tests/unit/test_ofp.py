@@ -148,6 +148,22 @@ def test_the_fast_flow_add_encoding_is_byte_for_byte_ryus(tmp_path, mode):
         assert ofp.encode_flow_add(rule, 77) == bytes(message.buf), rule
 
 
+def test_a_bundled_flow_change_is_byte_for_byte_ryus_bundle_add(tmp_path):
+    """A step's flow changes go to Open vSwitch in an ONF bundle (applied at
+    once at the commit): each as Ryu's own bundle-add message would carry it."""
+    from ryu_dsr.flows.rules import FlowDelete
+
+    commands = [FlowAdd(rule) for rule in all_rules(tmp_path, "ovs")]
+    commands += [FlowDelete(*command.rule.key) for command in commands[:20]]
+    for command in commands:
+        assert ofp.bundled(command) != ofp.answers_neighbours(command)
+        inner = ofp.to_message(command, DATAPATH)
+        message = ofp.parser.ONFBundleAddMsg(DATAPATH, 9, ofp.BUNDLE_FLAGS, inner, [])
+        message.set_xid(77)
+        message.serialize()
+        assert ofp.encode_bundle_add(command, 9, 77, DATAPATH) == bytes(message.buf), command
+
+
 @pytest.mark.parametrize("mode", ["ovs", "plain"])
 def test_flow_stats_read_lazily_equal_ryus_own_parse(tmp_path, mode):
     """The switch's flows read on connect: same key, cookie and (when read)
