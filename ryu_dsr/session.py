@@ -13,7 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-SENT_REMEMBERED = 100000  # messages remembered by xid, to name what a switch refused
+SENT_REMEMBERED = 100000  # barriers remembered by xid
+# Messages remembered by xid, to name what a switch refused: five steps of
+# flow changes (a switch answers within them; an older one is named by xid).
+NAMED = 20000
 
 
 class Confirmations:
@@ -128,7 +131,7 @@ class Session:
     def remember(self, xid: int, what: Any) -> None:
         """What went out with ``xid``, to name it if the switch refuses it."""
         self.sent[xid] = what
-        while len(self.sent) > SENT_REMEMBERED:
+        while len(self.sent) > NAMED:
             self.sent.popitem(last=False)
 
     def close(self) -> None:
