@@ -30,6 +30,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "switch_hosts": ("gauge", "MAC addresses learned on the switch", ("switch",)),
     "switch_in_line": ("gauge", "1 when the switch holds every change made so far", ("switch",)),
     "switch_flow_mods": ("counter", "flow changes sent to the switch since it connected", ("switch",)),
+    "switch_bundles": ("counter", "steps of flow changes sent to the switch as one bundle", ("switch",)),
     "switch_openflow_errors": ("counter", "OpenFlow errors the switch sent since it connected", ("switch",)),
     "switch_resyncs": ("counter", "times the switch was compared whole with its flow table", ("switch",)),
     "switch_stats_poll_seconds": (
@@ -193,6 +194,7 @@ def render(
         add("switch_hosts", dpid, switch.hosts)
         add("switch_in_line", dpid, 1 if switch.in_line else 0)
         add("switch_flow_mods", dpid, switch.flow_mods)
+        add("switch_bundles", dpid, switch.bundles)
         add("switch_openflow_errors", dpid, switch.errors)
         add("switch_resyncs", dpid, switch.resyncs)
         for reason, count in sorted(switch.packet_ins.items()):

@@ -28,6 +28,7 @@ class SwitchFacts:
     errors: int
     resyncs: int
     flow_mods: int
+    bundles: int
     kept_owners: int
     in_line: bool  # it holds every change made so far
     last_poll: tuple[float, int] | None  # seconds from request to counted, counting flows read
@@ -44,6 +45,7 @@ class SwitchFacts:
             "errors": self.errors,
             "resyncs": self.resyncs,
             "flow_mods": self.flow_mods,
+            "bundles": self.bundles,
             "kept_owners": self.kept_owners,
             "in_line": self.in_line,
             "last_poll": None
@@ -92,6 +94,7 @@ class Status:
                 errors=sw.errors,
                 resyncs=sw.resyncs,
                 flow_mods=sw.flow_mods,
+                bundles=sw.bundles,
                 kept_owners=len(sw.kept),
                 in_line=sw.in_line,
                 last_poll=b.traffic.took.get(sw.dpid),

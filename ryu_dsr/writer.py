@@ -79,13 +79,13 @@ class Writers:
         if not session.busy:
             session.outbox.put(FLUSH)
 
-    def transmit(self, session: Session, command) -> None:
-        """Send one command of a step. With bundles, a step's flow changes go
-        into one bundle, committed before whatever is not a flow change (the
-        step's barrier, a meter): the switch applies them at once, and in
-        their order."""
+    def transmit(self, session: Session, command, bundle: bool = False) -> None:
+        """Send one command of a step. With ``bundle``, a step's flow changes
+        go into one bundle, committed before whatever is not a flow change
+        (the step's barrier, a meter): the switch applies them at once, and
+        in their order."""
         datapath = session.datapath
-        if session.bundles and ofp.bundled(command):
+        if bundle and ofp.bundled(command):
             if session.bundle is None:
                 session.bundle_ids = session.bundle_ids + 1 & 0xFFFFFFFF
                 session.bundle = session.bundle_ids
@@ -100,6 +100,9 @@ class Writers:
             bundle, session.bundle = session.bundle, None
             self._flush(session)
             self._send(session, ofp.bundle_control(datapath, bundle, ofp.ofp.ONF_BCT_COMMIT_REQUEST))
+            switch = self.balancer.switches.get(session.dpid)
+            if switch is not None:
+                switch.bundles += 1
         if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
             datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
             ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
@@ -147,7 +150,7 @@ class Writers:
                 before = switches().flow_mods(dpid)
                 while switches().pending(dpid):
                     for command in switches().step(dpid, self.balancer.rules.rules_of):
-                        self.transmit(session, command)
+                        self.transmit(session, command, session.bundles)
                 if switches().flow_mods(dpid) - before > BULK_FLOW_MODS:
                     # A bulk load leaves a million long-lived objects (the
                     # switch's flow index): keep the collector from walking

@@ -54,6 +54,30 @@ def test_requests_reach_every_backend_and_replies_come_straight_from_it(fabric):
     assert source_macs == backend_macs
 
 
+def test_a_large_change_goes_to_the_switch_as_bundles_and_the_vip_keeps_serving(fabric):
+    """Issue 28: a PUT of 400 more VIPs is written in steps, each a bundle
+    Open vSwitch applies at once; the switch then holds exactly the flows
+    the controller keeps for it, and the web VIP serves on throughout."""
+    _, before = fabric.api("GET", "/v1/switches")
+    _, document = fabric.api("GET", "/v1/config")
+    extra = [
+        {"name": f"bulk{i}", "ip": f"10.9.{i // 200}.{i % 200 + 1}", "protocol": "tcp", "port": 80, "pool": "web"}
+        for i in range(400)
+    ]
+    status, _ = fabric.api("PUT", "/v1/config", {**document, "vips": document["vips"] + extra})
+    assert status == 200
+    _, after = fabric.api("GET", "/v1/switches")
+    assert after[0]["in_line"] and after[0]["bundles"] > before[0]["bundles"]
+    flows = [line for line in fabric.lab.ofctl("dump-flows", fabric.lab.bridge).splitlines() if "actions=" in line]
+    learned = [line for line in flows if "cookie=0x4" in line and "table=2" in line]  # pins: the switch's own
+    assert len(flows) - len(learned) == after[0]["flows"]
+    assert fabric.lab.requests("c1", URL, 20)["failed"] == 0
+    status, _ = fabric.api("PUT", "/v1/config", document)  # as it was
+    assert status == 200
+    _, back = fabric.api("GET", "/v1/switches")
+    assert back[0]["in_line"] and back[0]["flows"] < after[0]["flows"] - 400
+
+
 def test_the_switch_counts_each_backends_new_connections(fabric):
     """20 connections through the VIP: the switches' counters, polled every
     second, give the VIP 20 new connections and each backend as many as its
