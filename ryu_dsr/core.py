@@ -318,8 +318,8 @@ class Balancer:
         programmed = any(kind_of(cookie) == Kind.BASE for cookie in installed.values())
         switch.rules.load(installed, desired, keep={BASE_OWNER} if programmed else ())
         switch.kept = self._foreign_owners(switch, installed, desired)
-        # Pools whose marks say their slot flows are what they would be
-        # computed to be are not computed again.
+        # The flows a pool's marks on the switch vouch for (what they would
+        # be computed to be now) are not computed again.
         switch.rules.leave(switch.kept | self.rules.vouched(switch))
         switch.rules.setup = self.rules.setup(switch)
         self._mark(touched)

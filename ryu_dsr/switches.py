@@ -30,7 +30,7 @@ class Switch:
     errors: int = 0  # writes that failed and OpenFlow errors
     resyncs: int = 0
     flow_mods: int = 0  # flow adds and deletes sent since it connected
-    bundles: int = 0  # steps of flow changes sent as one bundle (a large change on Open vSwitch)
+    bundles: int = 0  # steps of flow changes sent as one bundle each (Open vSwitch)
     kept: set = field(default_factory=set)  # owners of rules from a lost state, left alone until adopted
     transit: bool = False  # every port a link: no VIP rules here
     packet_ins: Counter = field(default_factory=Counter)  # reason -> frames the switch sent the controller

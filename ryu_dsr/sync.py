@@ -123,7 +123,8 @@ class RuleSync:
 
     def cookie_sum(self, owners: Iterable[Owner]) -> int:
         """The sum of the cookies of these owners' flows as the switch holds
-        them (modulo 2**64): what a pool's mark digests of its slot flows."""
+        them (modulo 2**64): what a pool's services mark digests of its VIPs',
+        addresses' and guard's flows."""
         installed, total = self.installed, 0
         for who in owners:
             for key in self.owner_keys.get(who, ()):

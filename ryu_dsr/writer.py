@@ -87,7 +87,7 @@ class Writers:
         datapath = session.datapath
         if bundle and ofp.bundled(command):
             if session.bundle is None:
-                session.bundle_ids = session.bundle_ids + 1 & 0xFFFFFFFF
+                session.bundle_ids = (session.bundle_ids + 1) & 0xFFFFFFFF
                 session.bundle = session.bundle_ids
                 self._send(session, ofp.bundle_control(datapath, session.bundle, ofp.ofp.ONF_BCT_OPEN_REQUEST))
             datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
