@@ -8,6 +8,7 @@ from ryu_dsr.flows.rules import Barrier, FlowAdd, FlowDelete, FlowDeleteByCookie
 
 from ryu_dsr import ofp
 from tests.conftest import BACKENDS, make_rig
+from tests.connection import FakeDatapath
 
 DATAPATH = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
 
@@ -297,48 +298,6 @@ def test_the_connection_tracker_rules_serialise_read_back_and_open_vswitch_accep
     )
 
 
-class RecordingDatapath(ofproto_protocol.ProtocolDesc):
-    """A switch connection that keeps the bytes the writer sends."""
-
-    def __init__(self) -> None:
-        super().__init__(ofproto_v1_3.OFP_VERSION)
-        self.id, self.xid, self.stream = 1, 0, b""
-
-    def set_xid(self, message) -> None:
-        self.xid += 1
-        message.set_xid(self.xid)
-
-    def send_msg(self, message) -> bool:
-        if message.xid is None:
-            self.set_xid(message)
-        message.serialize()
-        return self.send(message.buf)
-
-    def send(self, data) -> bool:
-        self.stream += bytes(data)
-        return True
-
-    def messages(self) -> list[tuple[str, int]]:
-        """(what, bundle id or 0) of each message sent, in order."""
-        import struct
-
-        out, at = [], 0
-        while at < len(self.stream):
-            _version, kind, length, _xid = struct.unpack_from("!BBHI", self.stream, at)
-            if kind == ofproto_v1_3.OFPT_EXPERIMENTER:
-                _exp, exp_type, bundle, control = struct.unpack_from("!IIIH", self.stream, at + 8)
-                if exp_type == ofproto_v1_3.ONF_ET_BUNDLE_CONTROL:
-                    out.append(({0: "open", 4: "commit", 6: "discard"}[control], bundle))
-                else:
-                    out.append(("add", bundle))
-            else:
-                out.append(
-                    ({ofproto_v1_3.OFPT_FLOW_MOD: "flow", ofproto_v1_3.OFPT_BARRIER_REQUEST: "barrier"}[kind], 0)
-                )
-            at += length
-        return out
-
-
 def test_a_step_goes_as_one_bundle_committed_before_what_is_not_in_it(tmp_path):
     """A step's flow changes go into one bundle, committed before its barrier;
     a rule the switch may refuse alone (an IPv6 neighbour answer) goes on its
@@ -355,11 +314,11 @@ def test_a_step_goes_as_one_bundle_committed_before_what_is_not_in_it(tmp_path):
     answer = next(FlowAdd(rule) for rule in rules if ofp.answers_neighbours(FlowAdd(rule)))
     switch = Switch(1, "ovs")
     writers = Writers(types.SimpleNamespace(switches={1: switch}), {}, lambda: True, None, None)
-    datapath = RecordingDatapath()
+    datapath = FakeDatapath()
     session = Session(datapath, None)
     for command in [*plain[:2], answer, plain[2], FlowDelete(*plain[0].rule.key), Barrier()]:
         writers.transmit(session, command, bundle=True)
-    assert datapath.messages() == [
+    assert datapath.kinds() == [
         ("open", 1), ("add", 1), ("add", 1), ("commit", 1),
         ("flow", 0),
         ("open", 2), ("add", 2), ("add", 2), ("commit", 2),
@@ -369,4 +328,4 @@ def test_a_step_goes_as_one_bundle_committed_before_what_is_not_in_it(tmp_path):
     datapath.stream = b""
     for command in [*plain, Barrier()]:  # not on Open vSwitch: one by one
         writers.transmit(session, command, bundle=False)
-    assert datapath.messages() == [("flow", 0)] * 3 + [("barrier", 0)]
+    assert datapath.kinds() == [("flow", 0)] * 3 + [("barrier", 0)]

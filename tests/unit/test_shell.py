@@ -6,43 +6,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+from ryu.ofproto import ofproto_v1_3_parser
 from ryu_dsr.flows.pipeline import Kind, kind_of
 
 from ryu_dsr import ofp, shell
+from tests.connection import FakeDatapath
 
 VIP = {"name": "www", "ip": "10.0.0.100", "protocol": "tcp", "port": 80, "pool": "web", "hash": "5tuple"}
 
 
-class Switch:
-    """Takes what the shell sends and keeps it, as a switch's socket would."""
-
-    ofproto = ofproto_v1_3
-    ofproto_parser = ofproto_v1_3_parser
-
-    def __init__(self, dpid: int) -> None:
-        self.id = dpid
-        self.xid = 0
-        self.messages: list = []  # Ryu messages (requests, barriers)
-        self.flow_adds = 0  # encoded flow adds (sent as bytes)
-
-    def set_xid(self, msg) -> None:
-        self.xid += 1
-        msg.set_xid(self.xid)
-
-    def send_msg(self, msg) -> bool:
-        if msg.xid is None:
-            self.set_xid(msg)
-        msg.serialize()
-        self.messages.append(msg)
-        return True
-
-    def send(self, data: bytes) -> bool:
-        self.flow_adds += 1
-        return True
-
-    def sent(self, kind) -> list:
-        return [m for m in self.messages if isinstance(m, kind)]
+Switch = FakeDatapath
 
 
 def event(datapath, **fields):
