@@ -303,3 +303,25 @@ def test_a_single_change_costs_the_same_at_10_and_at_10000_vips(tmp_path):
         costs[n_vips] = (computed(rig) - before, flow_changes)
     print(f"rules computed, flow changes sent by one weight change: {costs}")
     assert costs[10] == costs[10000] and costs[10][0] > 0, costs
+
+
+def test_a_vip_made_on_a_pool_of_many_costs_what_it_does_on_a_pool_of_few(tmp_path):
+    """Cost follows the change: a VIP made on a pool that has 999 VIPs
+    plans no more VIPs than on a pool of 9 (the pool's services mark, which
+    digests every VIP of its pool, is kept for pools of at most 256 VIPs:
+    without that bound it planned 1,001)."""
+    costs = {}
+    for n_vips in (9, 999):
+        rig = make_rig(tmp_path / str(n_vips))
+        rig.connect()
+        rig.service.apply_document(fleet(n_vips, 1))
+        planned: list = []
+
+        def counted(name, mode, planned=planned, vip_plan=rig.core.desired.vip_plan):
+            planned.append(name)
+            return vip_plan(name, mode)
+
+        rig.core.desired.vip_plan = counted
+        rig.service.create_vip({"name": "new", "ip": "10.77.0.1", "protocol": "tcp", "port": 80, "pool": "pool0"})
+        costs[n_vips] = len(planned)
+    assert 0 < costs[999] <= costs[9], costs
