@@ -114,6 +114,9 @@ class Handover:
     tcp: bool  # TCP window open: SYN to the new backend, the rest to the old
     udp: bool  # UDP window open: every unpinned datagram to the old backend
     first: SlotTarget | None = None  # during the hold: where new connections keep going
+    # the move waits for the switches' counters: a hold that pins every TCP connection where it goes (one rule
+    # when new connections went to ``old``), so that one opening after the counters were read keeps its backend
+    checking: bool = False
 
 
 @dataclass(frozen=True)
@@ -612,7 +615,7 @@ def _handover(
     tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
     if tracked:
         rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)
-    elif handover.tcp and 6 in protocols:
+    elif handover.tcp and 6 in protocols and not (handover.checking and handover.first == handover.old):
         syn = match_items(eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN, **regs)
         opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
         if target is not None:

@@ -348,7 +348,11 @@ class RuleSource:
         """A slot's handover now (on ``switch``, whose tracking decides
         whether there is a hold): None unless it moved within a window from
         a backend that still holds connections. A move still checked keeps
-        the slot where it was: no handover rule yet."""
+        the slot where it was, in a hold: every TCP connection that comes
+        meanwhile is pinned where it goes, so that a slot the counters then
+        show idle can move at once without taking a connection that began
+        after they were read (the counters are read once the hold is on
+        the switch)."""
         move = self.desired.planner.move(name, slot)
         if move is None:
             return None
@@ -360,7 +364,7 @@ class RuleSource:
         leader = backends.get(move.leader)
         leading = self.target_of(leader) if leader is not None and leader.uid in holders else None
         if not move.checked:
-            return Handover(self.target_of(backend), False, False, leading or self.target_of(backend))
+            return Handover(self.target_of(backend), True, False, leading or self.target_of(backend), checking=True)
         age = self.wall() - move.since
         tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
         if not (tcp or udp):

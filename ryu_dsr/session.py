@@ -107,6 +107,7 @@ class Session:
     poll: Poll | None = None  # a read of its traffic counters
     watch: Poll | None = None  # a read of the counters of its slots in a handover
     counting: dict[int, tuple[int, dict[int, int]]] = field(default_factory=dict)  # xid -> pool uid, slot packets
+    counts_due: set[int] = field(default_factory=set)  # pools whose slot counters are read once the writes went
     role: str | None = None  # the role the switch last confirmed for us (a cluster)
     asked_generation: bool = False  # asked for its generation id after it refused us
     busy: bool = False  # its writer is writing

@@ -61,10 +61,11 @@ class Writers:
             if session is not None:
                 session.reading = {}
                 session.datapath.send_msg(ofp.flow_stats_request(session.datapath))
-        for dpid, pool_uid in sorted(effects.counts):
+        for dpid, pool_uid in sorted(effects.counts):  # read after the writes queued with them (the hold)
             session = self.sessions.get(dpid)
             if session is not None:
-                self.count_slots(session, pool_uid)
+                session.counts_due.add(pool_uid)
+                self.wake(session)
         for dpid in sorted(effects.zones):
             session = self.sessions.get(dpid)
             if session is not None:
@@ -151,6 +152,7 @@ class Writers:
                 while switches().pending(dpid):
                     for command in switches().step(dpid, self.balancer.rules.rules_of):
                         self.transmit(session, command, session.bundles)
+                self.read_counts(session)
                 if switches().flow_mods(dpid) - before > BULK_FLOW_MODS:
                     # A bulk load leaves a million long-lived objects (the
                     # switch's flow index): keep the collector from walking
@@ -171,6 +173,17 @@ class Writers:
                 session.outbox.put(FLUSH)
             elif session.outbox.qsize() == 0 and self.sessions.get(dpid) is session:
                 self.confirm(session)
+
+    def read_counts(self, session: Session) -> None:
+        """Ask for the slot counters of the pools whose moves are checked,
+        now that the writes before them went: the switch handles a
+        connection's messages in order, so the counters are read with the
+        moving slots in their hold (a connection that comes after the read
+        is pinned where it went, and cannot be moved away from its backend
+        by a slot the read shows idle)."""
+        for pool_uid in sorted(session.counts_due):
+            self.count_slots(session, pool_uid)
+        session.counts_due.clear()
 
     def confirm(self, session: Session) -> None:
         """Everything queued so far is written: a barrier stamped with the

@@ -75,10 +75,6 @@ class Rig:
     def carry_out(self, effects: Effects) -> None:
         for dpid, packet_out in effects.packet_outs:
             self._apply(dpid, [packet_out])
-        for dpid, pool_uid in sorted(effects.counts):  # asked before the writer writes, as the shell does
-            switch = self.switches.get(dpid)
-            if switch is not None and self.answer_counts:
-                self.carry_out(self.core.slots_counted(dpid, pool_uid, switch.slot_counts(pool_uid)))
         for dpid in sorted(effects.writes):  # as a shell's writer: steps until in line, a failure resyncs
             try:
                 while self.core.switches.pending(dpid):
@@ -89,6 +85,10 @@ class Rig:
                         self._apply(dpid, commands)
             except OSError as error:
                 self.carry_out(self.core.write_failed(dpid, f"{type(error).__name__}: {error}"))
+        for dpid, pool_uid in sorted(effects.counts):  # asked once the writes went (the hold), as the shell does
+            switch = self.switches.get(dpid)
+            if switch is not None and self.answer_counts:
+                self.carry_out(self.core.slots_counted(dpid, pool_uid, switch.slot_counts(pool_uid)))
         self.reads += sorted(effects.reads)
 
     def _apply(self, dpid: int, commands: list) -> None:

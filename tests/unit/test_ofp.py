@@ -329,3 +329,51 @@ def test_a_step_goes_as_one_bundle_committed_before_what_is_not_in_it(tmp_path):
     for command in [*plain, Barrier()]:  # not on Open vSwitch: one by one
         writers.transmit(session, command, bundle=False)
     assert datapath.kinds() == [("flow", 0)] * 3 + [("barrier", 0)]
+
+
+def test_a_moves_slot_counters_are_asked_for_after_the_writes_queued_with_them(tmp_path):
+    """The check of a move reads the pool's slot counters once the step
+    that puts its slots in their hold is committed on the switch (the
+    switch handles one connection's messages in order): a connection
+    opening after the read is then pinned where it went."""
+    import queue
+    import types
+
+    from ryu_dsr.effects import Effects
+    from ryu_dsr.session import Session
+    from ryu_dsr.switches import Switch
+    from ryu_dsr.writer import Writers
+
+    rules = all_rules(tmp_path, "ovs")
+    step = [FlowAdd(rule) for rule in rules if not ofp.answers_neighbours(FlowAdd(rule))][:2] + [Barrier()]
+    switch = Switch(1, "ovs")
+    steps = [step]
+    switches = types.SimpleNamespace(
+        get=lambda dpid: switch,
+        pending=lambda dpid: bool(steps),
+        step=lambda dpid, rules_of: steps.pop(),
+        flow_mods=lambda dpid: 0,
+        writable=lambda dpid: False,
+        switches={1: switch},
+    )
+    datapath = FakeDatapath()
+    session = Session(datapath, queue.Queue())
+    asked = []  # what the switch had been sent when the counters were asked for
+    writers = Writers(
+        types.SimpleNamespace(switches=switches, rules=types.SimpleNamespace(rules_of=None)),
+        {1: session},
+        lambda: True,
+        lambda session, pool_uid: asked.append((pool_uid, datapath.kinds())),
+        None,
+    )
+    writers.carry_out(Effects(writes={1}, counts={(1, 7)}))
+    assert asked == []  # not before the writer wrote
+    session.outbox.put(None)
+    writers.drain(session)
+    assert asked == [(7, [("open", 1), ("add", 1), ("add", 1), ("commit", 1), ("barrier", 0)])]
+    assert not session.counts_due
+    session.outbox = queue.Queue()
+    writers.carry_out(Effects(counts={(1, 8)}))  # nothing to write: asked at the writer's next turn
+    session.outbox.put(None)
+    writers.drain(session)
+    assert [uid for uid, _sent in asked] == [7, 8] and session.outbox.qsize() == 0

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from ryu_dsr.flows.frames import build_arp
-from ryu_dsr.flows.pipeline import Kind, Table, kind_of, pin_cookie
+from ryu_dsr.flows.pipeline import Kind, Slots, Table, Unpinned, kind_of, pin_cookie
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
 from ryu_dsr.rest import views
 
@@ -360,12 +360,19 @@ def test_a_change_sends_only_what_differs(tmp_path):
     new_table = rig.balancer.desired.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
-    # each moved slot: two handover rules (TCP SYN, other TCP) and where a SYN
-    # goes if its pin is refused; its backend unchanged for the hold; and,
-    # last, the pool's mark (what its slot flows are now)
-    assert len(sent) == 3 * moved + 1
-    assert all(isinstance(c, FlowAdd) and c.rule.table in (Table.SLOTS, Table.UNPINNED) for c in sent[:-1])
-    assert sent[-1].rule.table == Table.MARKS
+    # each moved slot: while the switch's counters are read, one rule that
+    # pins every TCP connection where it goes (its backend unchanged), then
+    # the pool's mark (what its slot flows are now); once they came back
+    # (it carried packets), the hold's two more: SYNs pinned where they
+    # went, and where one goes if its pin is refused; the mark again
+    marks = [i for i, c in enumerate(sent) if c.rule.table == Table.MARKS]
+    assert marks == [moved, 3 * moved + 1] and len(sent) == 3 * moved + 2
+    assert all(isinstance(c, FlowAdd) for c in sent)
+    assert {(c.rule.table, c.rule.priority) for c in sent[:moved]} == {(Table.SLOTS, Slots.HANDOVER)}
+    assert {(c.rule.table, c.rule.priority) for c in sent[moved + 1 : -1]} == {
+        (Table.SLOTS, Slots.HANDOVER_SYN),
+        (Table.UNPINNED, Unpinned.REFUSED),
+    }
     rig.sent.clear()
     rig.pass_hold()
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
