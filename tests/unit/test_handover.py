@@ -473,10 +473,10 @@ def test_a_connection_that_opens_between_the_read_of_the_counters_and_the_move_k
     """The check reads a slot's counter, then the move is written: a
     connection whose first packet falls between the two went to the old
     backend through a slot the counters showed idle, which then moves at
-    once. Its next packets must still reach the old backend (on real Open
-    vSwitch under 40 new connections a second this broke about one
-    connection in a thousand moves: its answer reached the client, its
-    ACK went to the new backend, which reset it)."""
+    once. Its next packets must still reach the old backend (packet
+    captures on real Open vSwitch under the least-connections test's load
+    caught it twice: the answer reached the client, the client's ACK went
+    to the new backend, which reset the connection)."""
     rig, switch = ready(tmp_path, in_use=False)
     before = list(rig.balancer.desired.planner.table("web"))
     rig.answer_counts = False
