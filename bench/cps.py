@@ -104,8 +104,10 @@ def udp(lab: Lab, address: str, requests: int, concurrency: int) -> dict:
 
 
 def slot_table(lab: Lab) -> dict:
-    """What the slot table holds now: steady rules, handover rules, pins."""
-    counts = {"slots": 0, "handover": 0, "pins": 0}
+    """What the slot table holds now: slot rules (of which in a handover:
+    those that name backends for table MOVED), the connection tracker's
+    handover rules (one set per moved slot), pins."""
+    counts = {"slots": 0, "moving": 0, "handover": 0, "pins": 0}
     for line in lab.ofctl("dump-flows", lab.bridge, f"table={int(Table.SLOTS)}").splitlines():
         cookie = re.search(r"cookie=0x([0-9a-f]+)", line)
         priority = re.search(r"priority=(\d+)", line)
@@ -117,6 +119,7 @@ def slot_table(lab: Lab) -> dict:
             counts["handover"] += 1
         else:
             counts["slots"] += 1
+            counts["moving"] += f"resubmit(,{int(Table.MOVED)})" in line
     return counts
 
 
@@ -258,8 +261,8 @@ def main() -> int:
             switch = statistics.median(switch_cpu[case]) * 1e6
             print(f"{case:<27}{median(case):>11.0f}{machine:>9.0f}{switch:>8.0f}")
         print(
-            f"slot table after: {steady['slots']} slot rules, {steady['handover']} handover rules, "
-            f"{steady['pins']} pins"
+            f"slot table after: {steady['slots']} slot rules ({steady['moving']} in a handover), "
+            f"{steady['handover']} handover rules of the tracker, {steady['pins']} pins"
         )
 
         # A backend joins while the load runs: its slots hand over.
@@ -297,8 +300,9 @@ def main() -> int:
             print(f"{protocol:<9}{label:<28}{run['per_second']:>11.0f}{run['failed']:>8}")
         after = slot_table(lab)
         print(
-            f"slot table after the change: {moved['slots']} slot rules, {moved['handover']} handover rules, "
-            f"{moved['pins']} pins; after the runs inside the window: {after['pins']} pins"
+            f"slot table after the change: {moved['slots']} slot rules ({moved['moving']} in a handover), "
+            f"{moved['handover']} handover rules of the tracker, {moved['pins']} pins; "
+            f"after the runs inside the window: {after['pins']} pins"
         )
         return 0
     finally:

@@ -13,13 +13,17 @@ from ryu_dsr.flows.pipeline import (
     HASH_GROUP,
     IP_FRAGMENT,
     LEARN_METER,
+    NO_BACKEND,
     REG_BACKEND,
     REG_CHOSEN,
     REG_DSCP,
     REG_GUARD,
     REG_LEARNED,
+    REG_OLDER_TCP,
+    REG_OLDER_UDP,
     REG_POOL,
     REG_SLOT,
+    REG_SYN_TO,
     REG_VIP,
     SLOT_BITS,
     TCP_FIN,
@@ -37,6 +41,7 @@ from ryu_dsr.flows.pipeline import (
     Kind,
     Learn,
     Marks,
+    Moved,
     Replies,
     Slots,
     Table,
@@ -114,9 +119,6 @@ class Handover:
     tcp: bool  # TCP window open: SYN to the new backend, the rest to the old
     udp: bool  # UDP window open: every unpinned datagram to the old backend
     first: SlotTarget | None = None  # during the hold: where new connections keep going
-    # the move waits for the switches' counters: a hold that pins every TCP connection where it goes (one rule
-    # when new connections went to ``old``), so that one opening after the counters were read keeps its backend
-    checking: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,9 @@ def base_rules(switch: SwitchPlan) -> list[Rule]:
         rules.append(
             Rule(Table.CHOSEN, Chosen.CHOSEN, match_items(**{REG_CHOSEN: (1, 1)}), goto=Table.ETH_SRC, owner=base)
         )
+        for family in FAMILIES:  # a new connection of a moved slot that takes none (``slot_rules``): dropped
+            syn = match_items(eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN, **{REG_SYN_TO: NO_BACKEND})
+            rules.append(Rule(Table.MOVED, Moved.NO_BACKEND, syn, (), owner=base))
     if switch.l2 == "normal":
         rules.append(Rule(Table.ETH_SRC, EthSrc.MISS, (), (Output("normal"),), owner=base))
         return rules
@@ -542,11 +547,18 @@ def slot_rules(
 
     Open vSwitch mode, steady: one rule, slot -> backend, no per-connection
     work. During a handover (the slot's backend moved and the old one still
-    holds connections): a TCP SYN goes to the new backend, other TCP packets
-    (and, in the UDP window, every datagram) to the old one, each pinning
-    its connection there by ``learn``. Plain mode: one rule per slot of
-    masked client-address bits, no handovers. ``families``: of the pool's
-    VIPs (the handover rules and pins, and plain mode's slots, match each)."""
+    holds connections) the same one rule also names, in registers, where
+    the slot's TCP SYNs go (the new backend; during the hold where new
+    connections went before) and where its other TCP packets (and, in the
+    UDP window, its datagrams) go (the old backend), and resubmits to
+    table MOVED, whose rules, one set per backend of the pool
+    (``moved_rules``), send each there and pin its connection by ``learn``.
+    A move costs one rule per slot, written again only when what it names
+    changes. With the connection tracker, a moved slot's TCP packets have
+    rules of their own after the hold (``_tracked_handover``). Plain mode:
+    one rule per slot of masked client-address bits, no handovers.
+    ``families``: of the pool's VIPs (the tracker's rules, and plain mode's
+    slots, match each)."""
     pool_owner = owner(Kind.POOL, pool_uid)
     if switch.mode == "plain":
         if target is None or target.routed:  # routing (dscp backends) needs Open vSwitch mode
@@ -567,21 +579,98 @@ def slot_rules(
             for family in families
         ]
     regs = {REG_POOL: pool_uid, REG_SLOT: slot}
-    rules = []
     hold = handover is not None and handover.first is not None
     if hold:
         target = handover.first  # new connections keep going where they went, pinned
-    if target is not None:
-        rules.append(Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), _send(target), owner=pool_owner))
+    sends = _send(target) if target is not None else ()
     if handover is None or (handover.old == target and not hold):
-        return rules
-    for family in families:
-        rules += _handover(switch, family, regs, target, handover, protocols, n_slots, pool_owner)
-    if any(isinstance(action, LearnPin) and action.result for rule in rules for action in rule.actions):
-        # a SYN whose pin the limit refused (any family): to the old backend
-        refused = match_items(**regs, **{REG_LEARNED: (0, 1)})
-        rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(handover.old), owner=pool_owner))
+        return [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), sends, owner=pool_owner)] if sends else []
+    tcp = handover.tcp and 6 in protocols
+    tracked = tcp and not hold and switch.handover_tracking == "conntrack"
+    names: dict[str, int] = {}
+    if tcp and not tracked:
+        names[REG_OLDER_TCP] = handover.old.backend_uid
+        if target is None:
+            names[REG_SYN_TO] = NO_BACKEND  # no backend for new connections: dropped
+        elif target.backend_uid != handover.old.backend_uid:
+            names[REG_SYN_TO] = target.backend_uid
+        # (else a SYN goes where the slot's other TCP packets go, pinned there by the same rule)
+    if handover.udp and 17 in protocols:
+        names[REG_OLDER_UDP] = handover.old.backend_uid
+    actions = sends + tuple(SetField(reg, uid) for reg, uid in sorted(names.items()))
+    if names:
+        actions += (Resubmit(Table.MOVED),)
+    rules = [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), actions, owner=pool_owner)] if actions else []
+    if tracked:
+        for family in families:
+            rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)
     return rules
+
+
+def moved_rules(
+    switch: SwitchPlan,
+    pool_uid: int,
+    n_slots: int,
+    backends: tuple[SlotTarget, ...],
+    protocols: frozenset[int],
+    families: tuple[Family, ...],
+) -> list[Rule]:
+    """A pool's rules of table MOVED (Open vSwitch mode): for each backend,
+    where the packets of a moved slot whose rule names it go (``slot_rules``):
+    a SYN named for it there, pinned (at the pin limit, where the slot's
+    older connections go: table UNPINNED), and an older connection's
+    packet named for it there, pinned. The same few rules per backend serve
+    every slot that moves, however many."""
+    if switch.mode != "ovs":
+        return []
+    handover_owner = owner(Kind.HANDOVER, pool_uid)
+    rules = []
+    for family in families:
+        tcp = {"eth_type": family.eth_type, "ip_proto": 6}
+        for target in backends:
+            uid = target.backend_uid
+            if 6 in protocols:
+                syn = match_items(**tcp, tcp_flags=TCP_SYN, **{REG_SYN_TO: uid})
+                pin = _pin(switch, family, 6, target, n_slots, result=REG_LEARNED)
+                rules.append(
+                    Rule(
+                        Table.MOVED,
+                        Moved.SYN,
+                        syn,
+                        (*_send(target), pin, Resubmit(Table.UNPINNED)),
+                        owner=handover_owner,
+                    )
+                )
+                older = match_items(**tcp, **{REG_OLDER_TCP: uid})
+                rules.append(
+                    Rule(
+                        Table.MOVED,
+                        Moved.OLDER,
+                        older,
+                        _older(switch, family, 6, target, n_slots),
+                        owner=handover_owner,
+                    )
+                )
+            if 17 in protocols:
+                older = match_items(eth_type=family.eth_type, ip_proto=17, **{REG_OLDER_UDP: uid})
+                rules.append(
+                    Rule(
+                        Table.MOVED,
+                        Moved.OLDER,
+                        older,
+                        _older(switch, family, 17, target, n_slots),
+                        owner=handover_owner,
+                    )
+                )
+    if 6 in protocols:
+        for target in backends:  # a SYN whose pin the limit refused: where the slot's older connections go
+            refused = match_items(**{REG_LEARNED: (0, 1), REG_OLDER_TCP: target.backend_uid})
+            rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(target), owner=handover_owner))
+    return rules
+
+
+def _older(switch: SwitchPlan, family: Family, ip_proto: int, target: SlotTarget, n_slots: int) -> tuple[Action, ...]:
+    return (*_send(target), _pin(switch, family, ip_proto, target, n_slots))
 
 
 def pool_mark(switch: SwitchPlan, pool_uid: int, band: Marks, digest: int) -> list[Rule]:
@@ -597,39 +686,6 @@ def pool_mark(switch: SwitchPlan, pool_uid: int, band: Marks, digest: int) -> li
     return [
         Rule(Table.MARKS, band, mark, write_metadata=(digest, 0xFFFFFFFFFFFFFFFF), owner=owner(Kind.MARK, pool_uid))
     ]
-
-
-def _handover(
-    switch: SwitchPlan,
-    family: Family,
-    regs: dict,
-    target: SlotTarget | None,
-    handover: Handover,
-    protocols: frozenset[int],
-    n_slots: int,
-    pool_owner: int,
-) -> list[Rule]:
-    """A moved slot's handover rules for the packets of one family."""
-    rules = []
-    hold = handover.first is not None
-    tracked = handover.tcp and 6 in protocols and not hold and switch.handover_tracking == "conntrack"
-    if tracked:
-        rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)
-    elif handover.tcp and 6 in protocols and not (handover.checking and handover.first == handover.old):
-        syn = match_items(eth_type=family.eth_type, ip_proto=6, tcp_flags=TCP_SYN, **regs)
-        opening: tuple[Action, ...] = ()  # no backend for new connections: dropped
-        if target is not None:
-            # At the pin limit the SYN goes where the connection's next
-            # packets will (the old backend), not unpinned to the new one.
-            pin = _pin(switch, family, 6, target, n_slots, result=REG_LEARNED)
-            opening = (*_send(target), pin, Resubmit(Table.UNPINNED))
-        rules.append(Rule(Table.SLOTS, Slots.HANDOVER_SYN, syn, opening, owner=pool_owner))
-    for ip_proto in sorted(protocols - ({6} if tracked else set())):
-        if handover.tcp if ip_proto == 6 else handover.udp:
-            match = match_items(eth_type=family.eth_type, ip_proto=ip_proto, **regs)
-            actions = _send(handover.old) + (_pin(switch, family, ip_proto, handover.old, n_slots),)
-            rules.append(Rule(Table.SLOTS, Slots.HANDOVER, match, actions, owner=pool_owner))
-    return rules
 
 
 def _tracked_handover(

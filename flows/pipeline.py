@@ -57,6 +57,7 @@ class Table(IntEnum):
     TRACKED = 10  # a moved slot's TCP packet after the connection tracker (handover_tracking = conntrack)
     NEIGHBOUR = NEIGHBOUR_TABLE  # an IPv6 solicitation for a VIP, made an advertisement: its option, and back
     MARKS = 12  # flows that vouch for a pool's slot flows and its VIPs' (a restart skips them); no packet gets here
+    MOVED = 13  # a moved slot's packets, by the backends its slot rule named in registers; by resubmit only
 
 
 HASH_GROUP = 1  # the select group whose datapath hash picks a VIP's slot
@@ -117,6 +118,12 @@ class EthDst(IntEnum):
     MISS = 0  # flood
 
 
+class Moved(IntEnum):
+    SYN = 130  # a new connection: to the backend REG_SYN_TO names, pinned there
+    NO_BACKEND = 129  # a new connection of a moved slot that takes none: dropped
+    OLDER = 120  # a packet of an older connection (REG_OLDER_TCP, REG_OLDER_UDP): to that backend, pinned
+
+
 class Learn(IntEnum):
     MISS = 0  # to the controller, through the meter
 
@@ -159,6 +166,12 @@ REG_LEARNED = "reg4"  # bit 0: the pin a handover's SYN asked for was learned
 REG_GUARD = "reg5"  # uid of the pool whose backends may send from the packet's VIP address
 REG_DSCP = "reg6"  # the DSCP value that names the VIP's address to dscp backends (L3DSR)
 REG_BACKEND = "reg7"  # uid of the dscp backend chosen: CHOSEN routes the packet to it
+# A moved slot's rule names backends by uid for table MOVED (0: none): where its new TCP
+# connections go, pinned (NO_BACKEND: dropped), and where other TCP packets and UDP datagrams go.
+REG_SYN_TO = "reg8"
+REG_OLDER_TCP = "reg9"
+REG_OLDER_UDP = "reg10"
+NO_BACKEND = 1 << 24  # (beyond every object uid)
 
 SLOT_BITS = 16
 # Open vSwitch's datapath hash (symmetric L3/L4) leaves UDP ports out: a UDP
@@ -218,7 +231,7 @@ CONTRACT: dict[int, TableContract] = {
     ),
     Table.SLOTS: TableContract(
         frozenset({"eth_type", "ip_proto", "metadata", "tcp_flags", REG_POOL, REG_SLOT} | _SOURCES),
-        frozenset({Table.ETH_SRC, Table.UNPINNED, Table.TRACKED}),
+        frozenset({Table.ETH_SRC, Table.UNPINNED, Table.TRACKED, Table.MOVED}),
         "nothing (Open vSwitch: resubmit returns, CHOSEN drops; plain: drop)",
         Slots,
     ),
@@ -245,8 +258,14 @@ CONTRACT: dict[int, TableContract] = {
     Table.REPLIES: TableContract(
         frozenset({"eth_src", "eth_type", "ip_proto", "tcp_flags"}), frozenset(), "nothing: resubmit returns", Replies
     ),
+    Table.MOVED: TableContract(
+        frozenset({"eth_type", "ip_proto", "tcp_flags", REG_SYN_TO, REG_OLDER_TCP, REG_OLDER_UDP}),
+        frozenset({Table.UNPINNED}),
+        "nothing: resubmit returns, the packet goes where the slot rule sent it",
+        Moved,
+    ),
     Table.UNPINNED: TableContract(
-        frozenset({REG_POOL, REG_SLOT, REG_LEARNED}),
+        frozenset({REG_POOL, REG_SLOT, REG_LEARNED, REG_OLDER_TCP}),
         frozenset(),
         "nothing: resubmit returns (the pin was learned)",
         Unpinned,
@@ -301,6 +320,7 @@ class Kind(IntEnum):
     ADDRESS = 0x06  # ARP answer, ARP guard and catch-all of one VIP address
     GUARD = 0x07  # one pool's backends allowed to send from its VIP addresses (GUARD table)
     MARK = 0x08  # a pool's marks (MARKS table): what its flows are, so a restart need not recompute them
+    HANDOVER = 0x09  # one pool's rules of table MOVED (and UNPINNED), by backend: where a moved slot's packets go
 
 
 OWNER_UID_BITS = 24
@@ -316,8 +336,17 @@ BASE_OWNER: Owner = (Kind.BASE, 0)
 # Order in which dirty owners are written: slot rules before the VIP rules
 # that hash into them, so a table that grows is complete before a VIP uses it.
 # GUARD before ADDRESS: an address's source rule sends into GUARD, which must allow the backends first.
-# A pool's marks after what they vouch for.
-PHASE = {Kind.POOL: 0, Kind.GUARD: 1, Kind.VIP: 2, Kind.ADDRESS: 3, Kind.MARK: 4, Kind.HOST: 5, Kind.BASE: 6}
+# A pool's marks after what they vouch for. A pool's handover rules before the slot rules that name them.
+PHASE = {
+    Kind.HANDOVER: -1,
+    Kind.POOL: 0,
+    Kind.GUARD: 1,
+    Kind.VIP: 2,
+    Kind.ADDRESS: 3,
+    Kind.MARK: 4,
+    Kind.HOST: 5,
+    Kind.BASE: 6,
+}
 
 
 def slot_owner(pool_uid: int, slot: int) -> int:
@@ -398,4 +427,4 @@ def owner_of(key: tuple, cookie: int) -> Owner | None:
 
 _POOL = int(Kind.POOL)
 _UID_MASK = (1 << OWNER_UID_BITS) - 1
-_BY_UID = {int(kind): kind for kind in (Kind.VIP, Kind.GUARD)}  # owners named by the cookie's uid
+_BY_UID = {int(kind): kind for kind in (Kind.VIP, Kind.GUARD, Kind.HANDOVER)}  # owners named by the cookie's uid

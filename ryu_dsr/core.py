@@ -218,7 +218,7 @@ class Balancer:
         for ip in moved | changed:
             touched |= self._locate(ip)
         if moved | changed:
-            touched.add((Kind.GUARD, new.uid))  # who may send from its addresses
+            touched |= {(Kind.GUARD, new.uid), (Kind.HANDOVER, new.uid)}  # who may send from its addresses; handovers
         if changed:
             touched |= self.desired.slots_of(name, changed) | self.desired.addresses_of(name)
         if old is not None:
@@ -692,11 +692,11 @@ class Balancer:
     @event
     def handover_read(self, dpid: int, entries: list[tuple[int, int, int, dict, int]], pins: dict[int, int]) -> None:
         """A switch's counters of slots in a handover came back: rules of
-        tables SLOTS and TRACKED (table, priority, cookie, match, packets)
+        tables MOVED and TRACKED (table, priority, cookie, match, packets)
         and each watched backend's pins' packets."""
         switch = self.switches.get(dpid)
         if switch is not None:
-            self.handovers.read(dpid, unpinned_packets(entries, switch.tracking), pins)
+            self.handovers.read(dpid, unpinned_packets(entries), pins)
 
     def _end_quiet(self) -> None:
         """End the TCP windows of moved slots whose older connections went

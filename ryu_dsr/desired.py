@@ -103,7 +103,7 @@ class Desired:
         if old_size != planned.size:
             return self.pool_owners(name, plain=plain) | self.vips_of(name)
         uid = self.config.pools[name].uid
-        touched: set[Owner] = set()
+        touched: set[Owner] = {(Kind.HANDOVER, uid)}  # (its backends, as they are now: a few rules each)
         for each, table in planned.tables.items():
             old = old_tables.get(each)
             if old is None or len(old) != len(table):
@@ -147,14 +147,14 @@ class Desired:
         """Every slot owner of a pool (of its current uid, or ``uid``), and its guard."""
         uid = self.config.pools[name].uid if uid is None else uid
         size = max(self.planner.sizes.get(name, 0), self.planner.plain_size if plain else 0)
-        return {(Kind.POOL, slot_owner(uid, slot)) for slot in range(size)} | {(Kind.GUARD, uid)}
+        return {(Kind.POOL, slot_owner(uid, slot)) for slot in range(size)} | {(Kind.GUARD, uid), (Kind.HANDOVER, uid)}
 
     def slots_of(self, name: str, ips: set[str]) -> set[Owner]:
         """The slot owners that send to these backends (their MAC changed)."""
         if not ips:
             return set()
         uid = self.config.pools[name].uid
-        touched: set[Owner] = set()
+        touched: set[Owner] = {(Kind.HANDOVER, uid)}  # (a moved slot's older connections may go to them)
         for table in self.planner.tables.get(name, {}).values():
             touched |= {(Kind.POOL, slot_owner(uid, slot)) for slot, ip in enumerate(table) if ip in ips}
         return touched
@@ -167,8 +167,10 @@ class Desired:
         return {(Kind.VIP, self.config.vips[v].uid) for v in self.config.vips_by_pool.get(name, ())}
 
     def guards_of(self, ip: str) -> set[Owner]:
-        """The guard owners of a backend's pools."""
-        return {(Kind.GUARD, self.config.pools[n].uid) for n in self.config.pools_by_backend.get(ip, ())}
+        """The owners of a backend's pools that name it where it is: their
+        guards and their handover rules."""
+        pools = [self.config.pools[n].uid for n in self.config.pools_by_backend.get(ip, ())]
+        return {(Kind.GUARD, uid) for uid in pools} | {(Kind.HANDOVER, uid) for uid in pools}
 
     def balancing_owners(self, mode: str) -> set[Owner]:
         """Every VIP, address, guard, slot and pool mark owner (what a switch
@@ -179,6 +181,7 @@ class Desired:
             owners |= {(Kind.POOL, slot_owner(pool.uid, slot)) for slot in range(self.slot_size(name, mode))}
         owners |= {(Kind.GUARD, pool.uid) for pool in config.pools.values()}
         if mode == "ovs":
+            owners |= {(Kind.HANDOVER, pool.uid) for pool in config.pools.values()}
             owners |= {slots_mark(pool.uid) for pool in config.pools.values()}
             owners |= {services_mark(pool.uid) for pool in config.pools.values()}
         owners |= {(Kind.VIP, v.uid) for v in config.vips.values()}

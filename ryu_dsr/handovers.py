@@ -9,8 +9,9 @@ could.
   moves on the switches; a switch that does not answer counts as "it did".
 - During a handover, the switches' counters of what still goes to the old
   backend are read every ``WATCH_SECONDS``: packets of older connections
-  not pinned yet (the rule that sends them to the old backend) and the old
-  backend's pins. Once both were quiet for ``handover_quiet`` seconds, the
+  not pinned yet (the rule that sends them to the old backend: with
+  ``learn`` one per old backend of a pool, shared by the slots that moved
+  from it; with the tracker one per slot) and the old backend's pins. Once both were quiet for ``handover_quiet`` seconds, the
   slot's TCP window ends; ``handover_window`` is only its upper bound.
 
 Pure: counters and time come in, decisions go out.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ryu_dsr.flows.pipeline import REG_SLOT, Slots, Table, Tracked, uid_of
+from ryu_dsr.flows.pipeline import REG_OLDER_TCP, REG_SLOT, Moved, Table, Tracked, uid_of
 
 CHECK_SECONDS = 1.0  # slot counters not back by then: the slots are taken as having carried packets
 WATCH_SECONDS = 1.0  # the counters of slots in a handover are read this often
@@ -57,8 +58,9 @@ class Handovers:
         self.quiet = quiet
         self.wall = wall
         self.checks: dict[str, Check] = {}  # pool name -> its check
-        # (pool uid, slot) -> dpid -> packets that went to the old backend unpinned (older connections)
-        self.unpinned: dict[tuple[int, int], dict[int, Activity]] = {}
+        # ("slot", pool uid, slot) or ("backend", pool uid, old backend uid) -> dpid -> packets that went
+        # to the old backend unpinned (older connections)
+        self.unpinned: dict[tuple[str, int, int], dict[int, Activity]] = {}
         self.pins: dict[int, dict[int, Activity]] = {}  # backend uid -> dpid -> its pins' packets
         self.read_at: dict[int, float] = {}  # dpid -> when its last handover counters came back
 
@@ -101,10 +103,10 @@ class Handovers:
 
     # -- during a handover --
 
-    def read(self, dpid: int, unpinned: dict[tuple[int, int], int], pins: dict[int, int]) -> None:
+    def read(self, dpid: int, unpinned: dict[tuple[str, int, int], int], pins: dict[int, int]) -> None:
         """One read of a switch's handover counters: packets sent unpinned
-        to the old backend, by (pool uid, slot), and each old backend's pins'
-        packets."""
+        to the old backend (``unpinned_packets``), and each old backend's
+        pins' packets."""
         now = self.wall()
         for key, count in unpinned.items():
             self._note(self.unpinned.setdefault(key, {}), dpid, count, now)
@@ -128,12 +130,13 @@ class Handovers:
         change of those counters, or the move itself; None while a switch
         has not been read since then."""
         last = since
-        unpinned, pins = self.unpinned.get((uid, slot), {}), self.pins.get(old, {})
+        by_slot, by_backend = self.unpinned.get(("slot", uid, slot), {}), self.unpinned.get(("backend", uid, old), {})
+        pins = self.pins.get(old, {})
         for dpid in switches:
             read = self.read_at.get(dpid)
             if read is None or read < since:
                 return None
-            for activity in (unpinned.get(dpid), pins.get(dpid)):
+            for activity in (by_slot.get(dpid), by_backend.get(dpid), pins.get(dpid)):
                 if activity is not None:
                     last = max(last, activity.changed)
         return last
@@ -169,27 +172,34 @@ class Handovers:
             by_switch.pop(dpid, None)
 
     def watching(self, backends: set[int]) -> None:
-        """Forget the pins' counters of old backends no handover waits for any more."""
+        """Forget the counters of old backends no handover waits for any more."""
         for backend in self.pins.keys() - backends:
             del self.pins[backend]
+        for key in [key for key in self.unpinned if key[0] == "backend" and key[2] not in backends]:
+            del self.unpinned[key]
 
     def ended(self, uid: int, slots: Iterable[int]) -> None:
         """Forget the counters of slots out of their handover."""
         for slot in slots:
-            self.unpinned.pop((uid, slot), None)
+            self.unpinned.pop(("slot", uid, slot), None)
 
 
-def unpinned_packets(entries: Iterable[tuple[int, int, int, dict, int]], tracking: str) -> dict[tuple[int, int], int]:
+def unpinned_packets(entries: Iterable[tuple[int, int, int, dict, int]]) -> dict[tuple[str, int, int], int]:
     """From a switch's handover rules (table, priority, cookie, match,
-    packets), the TCP packets each moved slot sent to its old backend
-    unpinned (older connections, pinned there on the way), by (pool uid,
-    slot). Which rule does that depends on how the switch keeps new
-    connections: table TRACKED's unlabelled rule with the tracker, the
-    slot's handover rule with ``learn``."""
-    to_old = (Table.TRACKED, Tracked.UNLABELLED) if tracking == "conntrack" else (Table.SLOTS, Slots.HANDOVER)
-    unpinned: dict[tuple[int, int], int] = {}
+    packets), the TCP packets sent to an old backend unpinned (older
+    connections, pinned there on the way): by ("backend", pool uid, old
+    backend uid) from table MOVED's rules (``learn``: shared by the slots
+    that moved from it), by ("slot", pool uid, slot) from table TRACKED's
+    unlabelled rules (the tracker: one per slot)."""
+    unpinned: dict[tuple[str, int, int], int] = {}
     for table, priority, cookie, match, packets in entries:
-        if (table, priority) == to_old and match.get("ip_proto") == 6 and REG_SLOT in match:
-            key = (uid_of(cookie), match[REG_SLOT])
-            unpinned[key] = unpinned.get(key, 0) + packets
+        if match.get("ip_proto") != 6:
+            continue
+        if (table, priority) == (Table.MOVED, Moved.OLDER) and REG_OLDER_TCP in match:
+            key = ("backend", uid_of(cookie), match[REG_OLDER_TCP])
+        elif (table, priority) == (Table.TRACKED, Tracked.UNLABELLED) and REG_SLOT in match:
+            key = ("slot", uid_of(cookie), match[REG_SLOT])
+        else:
+            continue
+        unpinned[key] = unpinned.get(key, 0) + packets
     return unpinned

@@ -29,6 +29,7 @@ from ryu_dsr.flows.compute import (
     hash_group,
     host_rules,
     learn_meter,
+    moved_rules,
     pool_mark,
     routed_rules,
     slot_rules,
@@ -146,7 +147,7 @@ class RuleSource:
         kind, ident = who
         plan = self.switch_plan(switch)
         desired = self.desired
-        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD, Kind.MARK):
+        if switch.transit and kind in (Kind.POOL, Kind.VIP, Kind.ADDRESS, Kind.GUARD, Kind.MARK, Kind.HANDOVER):
             return []  # nothing enters the fabric here: no balancing
         if kind == Kind.POOL:
             uid, slot = divmod(ident, MAX_SLOTS_OVS)
@@ -160,6 +161,15 @@ class RuleSource:
             protocols = desired.protocols.get(name, frozenset())
             families = desired.families.get(name, (IPV4,))
             return checked(slot_rules(plan, uid, slot, size, target, protocols, handover, families))
+        if kind == Kind.HANDOVER:
+            name = desired.pool_names.get(ident)
+            if name is None or switch.mode != "ovs":
+                return []
+            backends = desired.config.pools[name].backends.values()
+            targets = tuple(self.target_of(backend) for backend in backends if self.backends.place(backend)[0])
+            protocols = desired.protocols.get(name, frozenset())
+            families = desired.families.get(name, (IPV4,))
+            return checked(moved_rules(plan, ident, desired.slot_size(name, "ovs"), targets, protocols, families))
         if kind == Kind.MARK:
             uid = ident & ~SERVICES_MARK
             name = desired.pool_names.get(uid)
@@ -193,15 +203,18 @@ class RuleSource:
     # -- pool marks: what a restart need not compute again --
 
     def slots_digest(self, switch: Switch, name: str) -> int:
-        """A digest of everything one pool's slot flows on this switch are
-        computed from (``slot_rules``' arguments for every slot: the switch's
-        plan, the table, each backend's target, protocols, families, the
-        handovers of moved slots) and of the cookies of the slot flows the
-        switch holds. Costs the pool's table, not its rules."""
+        """A digest of everything one pool's slot flows and handover flows
+        on this switch are computed from (``slot_rules``' arguments for every
+        slot: the switch's plan, the table, each backend's target, protocols,
+        families, the handovers of moved slots; ``moved_rules``': every
+        backend's target) and of the cookies of those flows the switch holds.
+        Costs the pool's table, not its rules."""
         desired = self.desired
         size = desired.slot_size(name, switch.mode)
         table = tuple(desired.planner.table(name, size))
         targets = sorted((ip or "", self.slot_target(name, ip)) for ip in set(table))
+        backends = desired.config.pools[name].backends
+        targets += sorted((ip, self.target_of(b)) for ip, b in backends.items() if self.backends.place(b)[0])
         moved = sorted(desired.planner.moves.get(name, {})) if switch.mode == "ovs" else []
         handovers = [(slot, self.handover_of(name, slot, switch)) for slot in moved if slot < size]
         protocols = sorted(desired.protocols.get(name, frozenset()))
@@ -260,6 +273,8 @@ class RuleSource:
         config = self.desired.config
         if kind == Kind.POOL:
             return [slots_mark(ident // MAX_SLOTS_OVS)]
+        if kind == Kind.HANDOVER:
+            return [slots_mark(ident)]
         if kind == Kind.GUARD:
             return [services_mark(ident)]
         if kind == Kind.VIP:
@@ -280,7 +295,7 @@ class RuleSource:
         trusted: set[Owner] = set()
         for name, pool in self.desired.config.pools.items():
             if self._held(switch, slots_mark(pool.uid)):
-                trusted.add(slots_mark(pool.uid))
+                trusted |= {slots_mark(pool.uid), (Kind.HANDOVER, pool.uid)}
                 trusted.update(self.slot_owners(switch, name))
             if self._held(switch, services_mark(pool.uid)):
                 trusted.add(services_mark(pool.uid))
@@ -364,7 +379,7 @@ class RuleSource:
         leader = backends.get(move.leader)
         leading = self.target_of(leader) if leader is not None and leader.uid in holders else None
         if not move.checked:
-            return Handover(self.target_of(backend), True, False, leading or self.target_of(backend), checking=True)
+            return Handover(self.target_of(backend), True, False, leading or self.target_of(backend))
         age = self.wall() - move.since
         tcp, udp = age < self.settings.handover_window, age < self.settings.udp_handover_window
         if not (tcp or udp):

@@ -18,7 +18,6 @@ import sys
 import time
 
 from ryu_dsr import ofp
-from ryu_dsr.flows.family import FAMILIES
 from ryu_dsr.flows.pipeline import KIND_MASK, OWNER_MASK, Kind, Slots, Table, owner, pin_cookie
 from ryu_dsr.flows.pipeline import REG_SLOT as SLOT_REGISTER
 from ryu_dsr.handovers import WATCH_SECONDS
@@ -317,8 +316,8 @@ class Shell(ofp.RyuApp):
     def _watch_forever(self):
         """While slots are in a handover, read every WATCH_SECONDS what still
         reaches their old backends (``handovers.py``): the handover rules of
-        tables SLOTS and TRACKED, and the old backends' pins."""
-        pools = int(Kind.POOL) << 56
+        tables MOVED and TRACKED, and the old backends' pins."""
+        pools, handovers = int(Kind.POOL) << 56, int(Kind.HANDOVER) << 56
         while True:
             ofp.hub.sleep(WATCH_SECONDS)
             try:
@@ -333,10 +332,10 @@ class Shell(ofp.RyuApp):
                     continue
                 datapath = session.datapath
                 watch = session.watch = Poll(time.monotonic())
-                tables = [ofp.owned_flows_request(datapath, Table.TRACKED, pools, KIND_MASK)]
-                for family in FAMILIES:  # SLOTS' rules that match a packet's type: its handover rules, not its slots
-                    match = {"eth_type": family.eth_type}
-                    tables.append(ofp.owned_flows_request(datapath, Table.SLOTS, pools, KIND_MASK, match))
+                tables = [
+                    ofp.owned_flows_request(datapath, Table.TRACKED, pools, KIND_MASK),
+                    ofp.owned_flows_request(datapath, Table.MOVED, handovers, KIND_MASK),
+                ]
                 self._send_reads(datapath, watch, tables, backends)
 
     @staticmethod

@@ -194,7 +194,7 @@ def lost_state(installed: dict[tuple, int], held: Iterable[Owner], desired: set[
     (``held``: the owners its flows name) that the desired state does not
     name (somebody's lost state), and the highest object id among the
     flows (new objects must not take theirs)."""
-    lost = (Kind.VIP, Kind.POOL, Kind.ADDRESS, Kind.GUARD, Kind.MARK)
+    lost = (Kind.VIP, Kind.POOL, Kind.HANDOVER, Kind.ADDRESS, Kind.GUARD, Kind.MARK)
     kept = {who for who in held if who[0] in lost and who not in desired}
     counted = {int(kind) for kind in lost} | {int(Kind.PIN)}
     highest = max((uid_of(cookie) for cookie in installed.values() if kind_of(cookie) in counted), default=0)

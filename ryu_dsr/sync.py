@@ -22,6 +22,7 @@ from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDelet
 ALL_ONES = (1 << 64) - 1
 VOUCHED = frozenset({Kind.VIP, Kind.ADDRESS, Kind.GUARD})  # besides slots: owners a pool's mark may vouch for
 STEP_RULES = 4000  # rules computed and diffed per step
+SLOT_KINDS = frozenset({Kind.POOL, Kind.HANDOVER})  # the flows of a pool its slots' mark vouches for
 
 
 @dataclass
@@ -76,13 +77,14 @@ class RuleSync:
         self.mark((self.owner_keys.keys() | set(desired_owners)).difference(keep))
 
     def _count(self, cookie: int | None, sign: int) -> None:
-        """A slot flow's cookie in (1) or out (-1) of its pool's sum."""
-        if cookie is not None and cookie >> 56 == Kind.POOL:
+        """A slot flow's (or a pool's handover flow's) cookie in (1) or out
+        (-1) of its pool's sum."""
+        if cookie is not None and cookie >> 56 in SLOT_KINDS:
             uid = (cookie >> 32) & 0xFFFFFF
             self.slot_sums[uid] = self.slot_sums.get(uid, 0) + sign * cookie
 
     def slot_sum(self, pool_uid: int) -> int:
-        """The sum of the cookies of a pool's slot flows on the switch, but
+        """The sum of the cookies of a pool's slot and handover flows on the switch, but
         those to be deleted (modulo 2**64): what its mark digests of them.
         Kept as flows come and go, so a mark costs no pass over the slots."""
         return self.slot_sums.get(pool_uid, 0) & ALL_ONES
@@ -101,6 +103,8 @@ class RuleSync:
             dirty.setdefault(PHASE.get(kind, 9), set()).add(who)
             if kind == Kind.POOL:
                 marks.add(slots_mark(who[1] // MAX_SLOTS_OVS))
+            elif kind == Kind.HANDOVER:
+                marks.add(slots_mark(who[1]))
             elif marks_of is not None and kind in VOUCHED:
                 marks.update(marks_of(who))
         if marks:

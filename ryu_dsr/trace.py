@@ -32,6 +32,7 @@ from ryu_dsr.flows.pipeline import (
     REG_POOL,
     REG_SLOT,
     Kind,
+    Moved,
     Owner,
     Slots,
     Table,
@@ -70,6 +71,9 @@ SAYS: dict[tuple[int, str], str] = {
     (Table.SLOTS, "PIN"): "a learned pin of this connection",
     (Table.SLOTS, "HANDOVER_SYN"): "slot {slot} is in a handover: a new connection goes to the slot's new backend",
     (Table.SLOTS, "HANDOVER"): "slot {slot} is in a handover: a packet of an older connection goes to the old backend",
+    (Table.MOVED, "SYN"): "slot {slot} is in a handover: a new connection goes to the backend the slot names, pinned",
+    (Table.MOVED, "NO_BACKEND"): "slot {slot} is in a handover and takes no new connection: dropped",
+    (Table.MOVED, "OLDER"): "slot {slot} is in a handover: a packet of an older connection goes to the old backend",
     (Table.SLOTS, "SLOT"): "slot {slot} of pool {pool}: its backend",
     (Table.CHOSEN, "ROUTED_SYN"): "a new connection of a routed backend (counted): routed as its other packets",
     (Table.CHOSEN, "ROUTED"): "an L3DSR backend: destination address rewritten to it, the VIP's DSCP set, TTL down",
@@ -95,6 +99,7 @@ MISSES = {
     Table.CHOSEN: "no backend chosen: dropped (the pool has no backend that takes new connections)",
     Table.GUARD: "not a backend of the pool from its own port: dropped",
     Table.TRACKED: "the slot's handover is over: dropped",
+    Table.MOVED: "the slot's handover does not take this packet: where the slot rule sent it",
 }
 
 
@@ -219,6 +224,7 @@ class SwitchWalk(Walk):
                 owners += [(Kind.GUARD, config.pools[vip.pool].uid) for vip in vips]
         if packet.get(REG_POOL):
             owners.append((Kind.POOL, slot_owner(packet[REG_POOL], packet.get(REG_SLOT, 0))))
+            owners.append((Kind.HANDOVER, packet[REG_POOL]))
         owners += [(Kind.HOST, packet[name]) for name in ("eth_src", "eth_dst") if packet.get(name)]
         return owners
 
@@ -256,7 +262,7 @@ class SwitchWalk(Walk):
             self.walk(track.table, dict(packet, ct_label=0), out, depth + 1)
 
     def hit(self, table: int, rule: Rule | None, packet: dict, depth: int) -> None:
-        if table == Table.SLOTS and rule is not None and rule.priority == Slots.HANDOVER:
+        if (table, rule.priority if rule else None) in ((Table.SLOTS, Slots.HANDOVER), (Table.MOVED, Moved.OLDER)):
             self.hop.notes.append(
                 "a connection that began during the handover was pinned where its first packet went, and its "
                 "later packets follow the pin (learned on the switch; the controller does not see pins: "

@@ -145,7 +145,7 @@ class Rig:
             held = self.switches[switch.dpid].installed() if switch.dpid in self.switches else index.installed
             sums: dict[int, int] = {}
             for cookie in held.values():
-                if kind_of(cookie) == Kind.POOL:
+                if kind_of(cookie) in (Kind.POOL, Kind.HANDOVER):
                     sums[uid_of(cookie)] = (sums.get(uid_of(cookie), 0) + cookie) & ((1 << 64) - 1)
             assert sums == {
                 uid: index.slot_sum(uid) for uid in sums | index.slot_sums if index.slot_sum(uid) or uid in sums
@@ -157,6 +157,9 @@ class Rig:
                     for m in self.core.rules.rules_of(switch, who)
                 ]
                 assert {m.key: m.cookie for m in marks} == {m.key: index.installed.get(m.key) for m in marks}, pool
+                # and its handover rules (one set per backend) are what it would compute now
+                moved = self.core.rules.rules_of(switch, (Kind.HANDOVER, pool.uid))
+                assert {r.key: r.cookie for r in moved} == {r.key: held.get(r.key) for r in moved}, pool
 
     def pass_hold(self) -> None:
         """Let the hold of the slots that just moved pass (new connections

@@ -29,6 +29,7 @@ from ryu_dsr.flows.rules import (
     Multipath,
     NormalFragments,
     PacketOut,
+    Resubmit,
     Rule,
     SetField,
     Track,
@@ -103,17 +104,20 @@ class FakeSwitch(Walk):
             if isinstance(command, FlowAdd):
                 self._touch(command.rule.table)
             if isinstance(command, FlowAdd):
+                # A flow that replaces one keeps its counters: Open vSwitch forwards them (OpenFlow 1.3,
+                # without OFPFF_RESET_COUNTS), as ``ovs-ofctl add-flow`` over a flow shows.
                 self.tables.setdefault(command.rule.table, {})[command.rule.key] = command.rule
-                self.counts.pop(command.rule.key, None)  # a replaced flow's counters start again
             elif isinstance(command, FlowDelete):
                 key = (command.table, command.priority, command.match)
                 self.tables.get(command.table, {}).pop(key, None)
+                self.counts.pop(key, None)
             elif isinstance(command, FlowDeleteByCookie):
                 for table in self.tables.values():
                     for key in [
                         k for k, r in table.items() if r.cookie & command.mask == command.cookie & command.mask
                     ]:
                         del table[key]
+                        self.counts.pop(key, None)
             elif isinstance(command, GroupAdd):
                 self.groups[command.group_id] = command.actions
             elif isinstance(command, MeterSet):
@@ -150,13 +154,13 @@ class FakeSwitch(Walk):
 
     def handover_counts(self) -> list[tuple]:
         """(table, priority, cookie, match, packets) of the handover rules
-        (SLOTS rules that match a protocol, TRACKED), as the controller reads
-        them to tell when a handover can end."""
+        (TRACKED's, a pool's MOVED), as the controller reads them to tell
+        when a handover can end."""
         out = []
-        for table in (Table.SLOTS, Table.TRACKED):
+        for table, kind in ((Table.TRACKED, Kind.POOL), (Table.MOVED, Kind.HANDOVER)):
             for rule in self.tables.get(table, {}).values():
-                fields = dict(rule.match)
-                if kind_of(rule.cookie) == Kind.POOL and (table == Table.TRACKED or "ip_proto" in fields):
+                if kind_of(rule.cookie) == kind:
+                    fields = dict(rule.match)
                     out.append((table, rule.priority, rule.cookie, fields, self.counts.get(rule.key, (0, 0))[0]))
         return out
 
@@ -177,6 +181,17 @@ class FakeSwitch(Walk):
 
     def rules(self, table: int | None = None) -> list[Rule]:
         return [r for t, rules in sorted(self.tables.items()) if table in (None, t) for r in rules.values()]
+
+    def handover_rules(self) -> list[Rule]:
+        """The rules of slots in a handover: slot rules that name backends
+        for table MOVED, and (with the connection tracker) a moved slot's
+        own TCP rules."""
+        return [
+            r
+            for r in self.rules(Table.SLOTS)
+            if r.priority in (Slots.HANDOVER, Slots.HANDOVER_SYN)
+            or any(isinstance(a, Resubmit) and a.table == Table.MOVED for a in r.actions)
+        ]
 
     # -- data plane --
 

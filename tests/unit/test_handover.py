@@ -3,7 +3,7 @@ and only for its windows; walked through the simulator."""
 
 from __future__ import annotations
 
-from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Slots, Table, kind_of
+from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Table, kind_of
 from ryu_dsr.rest import views
 
 from ryu_dsr.slots import SlotMove, SlotPlanner
@@ -25,7 +25,7 @@ def slot_of(rig, packet: dict) -> int:
 
 
 def handover_rules(switch) -> list:
-    return [r for r in switch.rules(Table.SLOTS) if r.priority in (Slots.HANDOVER, Slots.HANDOVER_SYN)]
+    return switch.handover_rules()
 
 
 def reweigh(rig, hold: bool = False):
@@ -418,20 +418,28 @@ def test_the_check_and_the_quiet_of_handovers_in_isolation():
     assert handovers.overdue() == ["db"] and handovers.finish("db", [1, 2]) == {1, 2}  # silent: busy
     # quiet: every switch read since the move, counters unchanged for 10 s
     assert handovers.quiet_since(7, 5, 30, since=now[0], switches={1}) is None
-    handovers.read(1, {(7, 5): 4}, {30: 100})
+    older = ("backend", 7, 30)  # pool 7's packets of older connections sent to backend 30 unpinned (any slot)
+    handovers.read(1, {older: 4}, {30: 100})
     start = now[0]
     now[0] += 5
-    handovers.read(1, {(7, 5): 4}, {30: 100})
+    handovers.read(1, {older: 4}, {30: 100})
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == start
     now[0] += 1
-    handovers.read(1, {(7, 5): 4}, {30: 101})  # a pinned connection spoke
+    handovers.read(1, {older: 4}, {30: 101})  # a pinned connection spoke
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == now[0]
     spoke = now[0]
     now[0] += 3
-    handovers.read(1, {(7, 5): 4}, {30: 60})  # pins expired: fewer packets counted, nobody spoke
+    handovers.read(1, {older: 4}, {30: 60})  # pins expired: fewer packets counted, nobody spoke
     assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == spoke
+    now[0] += 1
+    handovers.read(1, {older: 5}, {30: 60})  # an older connection's packet, pinned on its way: every slot of 30
+    assert handovers.quiet_since(7, 5, 30, since=start - 1, switches={1}) == now[0]
+    assert handovers.quiet_since(7, 6, 30, since=start - 1, switches={1}) == now[0]
+    assert handovers.quiet_since(7, 5, 31, since=start - 1, switches={1}) == start - 1  # another old backend's
+    handovers.read(1, {("slot", 7, 9): 2}, {})  # (with the tracker: by slot)
+    assert handovers.quiet_since(7, 9, 31, since=start - 1, switches={1}) == now[0]
     handovers.watching({31})  # no handover waits for backend 30 any more: its counters go
-    assert 30 not in handovers.pins
+    assert 30 not in handovers.pins and older not in handovers.unpinned
 
 
 def test_a_second_change_during_a_check_keeps_the_busy_slots_with_the_backend_that_held_them(tmp_path):

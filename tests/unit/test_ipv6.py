@@ -340,7 +340,8 @@ def test_connections_of_both_families_are_kept_across_a_pool_change(rig):
     rig.service.add_backend("web", {"ip": "10.0.0.14"})
     rig.answer_arp("10.0.0.14", "02:00:00:00:00:0e", 5)
     rig.pass_hold()
-    assert any(r.match and dict(r.match).get("eth_type") == 0x86DD for r in switch.rules(Table.SLOTS))
+    assert switch.handover_rules()  # slots moved; their IPv6 packets go by the pool's rules of table MOVED:
+    assert any(dict(r.match).get("eth_type") == 0x86DD for r in switch.rules(Table.MOVED))
     for first, backend in connections.values():
         later = {k: v for k, v in first.items() if k != "tcp_flags"}
         assert switch.send(later, 1)[0].packet["eth_dst"] == backend  # established: kept where it was

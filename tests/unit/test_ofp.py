@@ -113,8 +113,9 @@ def test_a_probe_through_the_gre_tunnel_sets_the_tunnels_destination_before_it_g
 def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensions(tmp_path):
     import subprocess
 
-    from ryu_dsr.flows.compute import hash_group
-    from ryu_dsr.flows.pipeline import Slots, Table
+    from ryu_dsr.flows.compute import Handover, SlotTarget, SwitchPlan, hash_group, slot_rules
+    from ryu_dsr.flows.family import IPV4
+    from ryu_dsr.flows.pipeline import Moved, Table
 
     rules = all_rules(tmp_path, "ovs")
     vip = next(r for r in rules if r.table == Table.INGRESS and r.match_dict().get("ipv4_dst") == "10.0.0.100")
@@ -124,19 +125,25 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
     assert move.src_field == "_dp_hash" and move.n_bits == 5  # 32 slots
     dns = next(r for r in rules if r.table == Table.DECIDE and type(r.actions[0]).__name__ == "Multipath")
     assert ofp.to_action(dns.actions[0]).fields == ofp.HASH_FIELDS["nw_src"]
-    handover = next(r for r in rules if r.table == Table.SLOTS and r.priority == Slots.HANDOVER_SYN)
+    handover = next(r for r in rules if r.table == Table.MOVED and r.priority == Moved.SYN and len(r.actions) == 4)
     learn = ofp.to_action(handover.actions[2])
     assert learn.subtype == ofp.NXAST_LEARN2
-    # Open vSwitch's own decoder reads the flow mod and its group as meant
+    # a moved slot's rule: its new backend, the backends it names for table MOVED
+    old, new = (SlotTarget(f"02:00:00:00:00:0{n}", n) for n in (1, 2))
+    plan = SwitchPlan(mode="ovs", l2="learning", probe_mac="02:00:00:00:00:ff")
+    (moved,) = slot_rules(plan, 7, 3, 32, new, frozenset({6, 17}), Handover(old, True, True), (IPV4,))
+    # Open vSwitch's own decoder reads the flow mods and the group as meant
     group = ofp.to_message(hash_group(), DATAPATH)
     group.serialize()
-    flow, group_text = (
+    flow, slot, group_text = (
         subprocess.run(["ovs-ofctl", "ofp-print", message.hex()], capture_output=True, text=True, check=True).stdout
-        for message in (ofp.encode_flow_add(handover, 1), bytes(group.buf))
+        for message in (ofp.encode_flow_add(handover, 1), ofp.encode_flow_add(moved, 2), bytes(group.buf))
     )
     assert "learn(table=2" in flow and "limit=500" in flow and "NXM_NX_REG3[]" in flow, flow
     assert "result_dst=NXM_NX_REG4[0]" in flow and "resubmit(,6)" in flow, flow
     assert "fin_idle_timeout=20" in flow and "idle_timeout=300" in flow
+    assert "set_field:0x2->reg8" in slot and "set_field:0x1->reg9" in slot and "set_field:0x1->reg10" in slot, slot
+    assert "set_field:02:00:00:00:00:02->eth_dst" in slot and slot.rstrip().endswith("resubmit(,13)"), slot
     assert "type=select" in group_text and "resubmit(,1)" in group_text, group_text
 
 

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 from ryu_dsr.flows.frames import build_arp
-from ryu_dsr.flows.pipeline import Kind, Slots, Table, Unpinned, kind_of, pin_cookie
-from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut
+from ryu_dsr.flows.pipeline import REG_OLDER_TCP, REG_SLOT, REG_SYN_TO, Kind, Slots, Table, kind_of, pin_cookie
+from ryu_dsr.flows.rules import FlowAdd, FlowDelete, FlowDeleteByCookie, PacketOut, Resubmit, SetField
 from ryu_dsr.rest import views
 
 from ryu_dsr.model import InvalidInput
@@ -360,28 +360,28 @@ def test_a_change_sends_only_what_differs(tmp_path):
     new_table = rig.balancer.desired.planner.table("web")
     moved = sum(1 for a, b in zip(table, new_table) if a != b)
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
-    # each moved slot: while the switch's counters are read, one rule that
-    # pins every TCP connection where it goes (its backend unchanged), then
-    # the pool's mark (what its slot flows are now); once they came back
-    # (it carried packets), the hold's two more: SYNs pinned where they
-    # went, and where one goes if its pin is refused; the mark again
+    # each moved slot: while the switch's counters are read, its one rule
+    # names its old backend for every TCP packet (each connection pinned
+    # where it goes, its backend unchanged), then the pool's mark (what its
+    # slot flows are now); once they came back (it carried packets) the hold
+    # needs no other rule (the pool's TCP only): the mark again
     marks = [i for i, c in enumerate(sent) if c.rule.table == Table.MARKS]
-    assert marks == [moved, 3 * moved + 1] and len(sent) == 3 * moved + 2
+    assert marks == [moved, moved + 1] and len(sent) == moved + 2
     assert all(isinstance(c, FlowAdd) for c in sent)
-    assert {(c.rule.table, c.rule.priority) for c in sent[:moved]} == {(Table.SLOTS, Slots.HANDOVER)}
-    assert {(c.rule.table, c.rule.priority) for c in sent[moved + 1 : -1]} == {
-        (Table.SLOTS, Slots.HANDOVER_SYN),
-        (Table.UNPINNED, Unpinned.REFUSED),
-    }
+    assert {(c.rule.table, c.rule.priority) for c in sent[:moved]} == {(Table.SLOTS, Slots.SLOT)}
+    uids = {ip: backend.uid for ip, backend in rig.balancer.config.pools["web"].backends.items()}
+    older = SetField(REG_OLDER_TCP, uids["10.0.0.13"])
+    assert all(older in c.rule.actions and Resubmit(Table.MOVED) in c.rule.actions for c in sent[:moved])
     rig.sent.clear()
     rig.pass_hold()
     sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
     assert sent[-1].rule.table == Table.MARKS
     sent = sent[:-1]
-    # then its new backend, and SYNs to it; in that order (higher priority first)
-    assert len(sent) == 2 * moved
-    priorities = [c.rule.priority for c in sent]
-    assert priorities == sorted(priorities, reverse=True) and priorities[0] > priorities[-1]
+    # then each slot's one rule again: its new backend, SYNs named for it, the rest still for the old one
+    assert len(sent) == moved and all(c.rule.priority == Slots.SLOT for c in sent)
+    for c in sent:
+        new = new_table[dict(c.rule.match)[REG_SLOT]]
+        assert SetField(REG_SYN_TO, uids[new]) in c.rule.actions and older in c.rule.actions, c.rule
     assert abs(moved - size * (1 / 3 - 50 / 250)) <= 2  # 13 gives up exactly its surplus share
 
 

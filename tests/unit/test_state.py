@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ryu_dsr.flows.pipeline import Kind, Slots, Table
+from ryu_dsr.flows.pipeline import Kind, Table
 from ryu_dsr.flows.rules import FlowAdd, FlowDelete
 from ryu_dsr.rest import views
 
@@ -236,11 +236,11 @@ def test_a_handover_that_ended_while_the_controller_was_down_is_cleared_as_it_co
     rig.settle()
     rig.in_use()
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
-    assert [key for key in switch.installed() if key[0] == Table.SLOTS and key[1] == Slots.HANDOVER]
+    assert switch.handover_rules()
     rig.clock.now += max(rig.balancer.settings.handover_window, rig.balancer.settings.udp_handover_window) + 1
     again, computed = restarted_on(rig, tmp_path, switch)
     assert slot_owners(computed)
-    assert not [key for key in switch.installed() if key[0] == Table.SLOTS and key[1] >= Slots.HANDOVER]
+    assert not switch.handover_rules()
 
 
 def declared(config, path):
