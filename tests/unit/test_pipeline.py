@@ -383,6 +383,12 @@ def test_a_change_sends_only_what_differs(tmp_path):
         new = new_table[dict(c.rule.match)[REG_SLOT]]
         assert SetField(REG_SYN_TO, uids[new]) in c.rule.actions and older in c.rule.actions, c.rule
     assert abs(moved - size * (1 / 3 - 50 / 250)) <= 2  # 13 gives up exactly its surplus share
+    rig.sent.clear()
+    rig.settle()  # the window ends: each slot's one rule, its new backend alone; no rule to delete
+    sent = [c for _, cs in rig.sent for c in cs if isinstance(c, (FlowAdd, FlowDelete))]
+    assert sent[-1].rule.table == Table.MARKS and len(sent) == moved + 1
+    for c in sent[:-1]:
+        assert isinstance(c, FlowAdd) and c.rule.priority == Slots.SLOT and len(c.rule.actions) == 2, c
 
 
 def test_vip_delete_removes_its_rules_and_keeps_the_rest(tmp_path):
