@@ -29,6 +29,7 @@ from ryu_dsr.flows.pipeline import (
     BASE_OWNER,
     CONTRACT,
     HASH_GROUP,
+    REG_LEARNED,
     REG_POOL,
     REG_SLOT,
     Kind,
@@ -498,4 +499,7 @@ def ofproto_flow(packet: dict, in_port: int, dp_hash: int | None) -> str:
         parts.append(f"tcp_flags={packet.get('tcp_flags', 0):#05x}")
     if dp_hash is not None:
         parts.append(f"dp_hash={dp_hash:#x}")
+    # ofproto/trace learns nothing and writes no learn result: a pin's
+    # result bit is set beforehand, as the controller's walk takes it (learned)
+    parts.append(f"{REG_LEARNED}=0x1")
     return ",".join(parts)

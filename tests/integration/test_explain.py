@@ -28,9 +28,9 @@ def trace(fabric, client_port: int, **extra) -> dict:
     return answer
 
 
-def dsrctl_check(fabric, port: int) -> tuple[int, dict | str]:
+def dsrctl_check(fabric, port: int, later: bool = False) -> tuple[int, dict | str]:
     c1 = fabric.lab.hosts["c1"]
-    args = ["trace", "www", c1.ip, str(port), "--client-mac", c1.mac, "--check"]
+    args = ["trace", "www", c1.ip, str(port), "--client-mac", c1.mac, "--check", *(["--later"] if later else [])]
     done = subprocess.run(
         [sys.executable, "-m", "ryu_dsr.ctl", "--api", fabric.base, "--json", *args],
         capture_output=True,
@@ -113,6 +113,30 @@ def test_the_status_page_charts_a_drain_as_a_falling_share(fabric):
     assert max(shares[:-3]) > 0.1 and shares[-3:] == [0.0, 0.0, 0.0], shares  # it had a share; now none
     assert "10.0.0.12 up -> draining" in after.events
     assert after.runs and not any(run.startswith("10.0.0.12 ") for run in after.runs)  # it holds no slot
+
+
+def test_connections_of_slots_in_a_handover_are_traced_as_the_switch_takes_them(fabric):
+    """Right after the drain above, the slots that moved from 10.0.0.12 are
+    in their window: a new connection goes to the slot's new backend, a
+    later packet (an older connection's) to 10.0.0.12, each through the
+    slot rule and the pool's rule of table MOVED, as Open vSwitch's own
+    trace says rule by rule."""
+    moved = []
+    for port in range(41000, 41400):
+        answer = trace(fabric, port)
+        if answer["handover"]:
+            moved.append((port, answer))
+        if len(moved) == 3:
+            break
+    assert moved, "no slot in a handover"
+    for port, answer in moved:
+        assert answer["backend"] != "10.0.0.12"
+        assert any(step["table"] == "MOVED" for step in answer["steps"]), answer["steps"]
+        later = trace(fabric, port, packet="later")
+        assert later["backend"] == "10.0.0.12", later["verdict"]
+        for is_later in (False, True):
+            code, checked = dsrctl_check(fabric, port, later=is_later)
+            assert code == 0 and checked["check"]["faults"] == [], checked
 
 
 def test_a_drained_backend_and_a_port_no_vip_serves_are_explained_and_agree_with_the_switch(fabric):
