@@ -381,10 +381,18 @@ class Bench:
                 break
             time.sleep(0.5)
         writes = call("GET", "/v1/switches")[1][0]["flow_mods"] - sent
+        # the same change back, with no packet since: a slot that carried none since its backend was chosen
+        # moves at once
+        call("PATCH", f"/v1/pools/pool0/backends/{ip}", {"weight": weight})
+        again = 0
+        for _ in range(6):
+            again = max(again, call("GET", "/v1/pools/pool0")[1]["handover"]["slots"])
+            time.sleep(0.5)
         self.row("  a change whose slots carried packets: slots handed over", f"{handing}")
         self.row("    rules on the switch for the handover, per slot (most)", f"{most / max(handing, 1):.2f}")
         self.row("    slot rules that name backends for table MOVED (most)", f"{naming}")
         self.row("    flow changes sent, the change to the window's end, per slot", f"{writes / max(handing, 1):.2f}")
+        self.row("  the change back, no packet since: slots handed over", f"{again}")
         self.figures.update(handover_rules=most / max(handing, 1), handover_writes=writes / max(handing, 1))
 
     def observability(self, n_vips: int) -> None:

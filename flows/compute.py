@@ -583,8 +583,12 @@ def slot_rules(
     if hold:
         target = handover.first  # new connections keep going where they went, pinned
     sends = _send(target) if target is not None else ()
+    # its counter starts again when the backend it sends to changes: the check reads what it carried since
+    epoch = target.backend_uid if target is not None else 0
     if handover is None or (handover.old == target and not hold):
-        return [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), sends, owner=pool_owner)] if sends else []
+        return (
+            [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), sends, owner=pool_owner, epoch=epoch)] if sends else []
+        )
     tcp = handover.tcp and 6 in protocols
     tracked = tcp and not hold and switch.handover_tracking == "conntrack"
     names: dict[str, int] = {}
@@ -600,7 +604,9 @@ def slot_rules(
     actions = sends + tuple(SetField(reg, uid) for reg, uid in sorted(names.items()))
     if names:
         actions += (Resubmit(Table.MOVED),)
-    rules = [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), actions, owner=pool_owner)] if actions else []
+    rules = (
+        [Rule(Table.SLOTS, Slots.SLOT, match_items(**regs), actions, owner=pool_owner, epoch=epoch)] if actions else []
+    )
     if tracked:
         for family in families:
             rules += _tracked_handover(switch, family, regs, target, handover.old, n_slots, pool_owner)

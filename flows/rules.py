@@ -156,6 +156,10 @@ def _action_text(action: Action) -> str:
 # --- rules -------------------------------------------------------------------
 
 
+EPOCH_BITS = 8  # a rule's epoch's bits in its cookie (the rest of the cookie's low half digests the rule)
+EPOCH_MASK = (1 << EPOCH_BITS) - 1
+
+
 @dataclass(frozen=True)
 class Rule:
     """One flow entry.
@@ -175,6 +179,10 @@ class Rule:
     owner: int = 0  # cookie bits 63..32: kind and owner uid (``pipeline.owner``)
     idle_timeout: int = 0
     meter: int | None = None  # an OpenFlow meter the entry's packets go through first
+    # A write that changes it starts the entry's counters again (OFPFF_RESET_COUNTS; a replaced flow keeps
+    # them otherwise): a slot rule's is the backend it sends to, so its packet counter says what the slot
+    # carried since that backend was chosen. Its low bits are the cookie's (``EPOCH_BITS``).
+    epoch: int | None = None
     cookie: int = field(init=False, compare=False)
     # (table, priority, match): the entry's identity on the switch. One tuple
     # per rule, shared by every index that holds it.
@@ -188,8 +196,10 @@ class Rule:
         )
         if self.meter is not None:  # (absent from older rules' digests, which stay as they were)
             text += f"|m{self.meter}"
-        digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
-        object.__setattr__(self, "cookie", (self.owner << 32) | int.from_bytes(digest, "big"))
+        digest = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+        if self.epoch is not None:
+            digest = digest & ~EPOCH_MASK | self.epoch & EPOCH_MASK
+        object.__setattr__(self, "cookie", (self.owner << 32) | digest)
 
     def match_dict(self) -> dict[str, MatchValue]:
         return dict(self.match)
@@ -201,6 +211,13 @@ class Rule:
 @dataclass(frozen=True)
 class FlowAdd:
     rule: Rule
+    reset: bool = False  # the entry replaces one of another epoch: its counters start again
+
+
+def resets(rule: Rule, held: int | None) -> bool:
+    """Whether writing ``rule`` over a flow whose cookie is ``held`` starts
+    its counters again: it has an epoch, and the held flow's was another."""
+    return rule.epoch is not None and held is not None and (held ^ rule.cookie) & EPOCH_MASK != 0
 
 
 @dataclass(frozen=True)

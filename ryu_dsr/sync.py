@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ryu_dsr.flows.pipeline import MAX_SLOTS_OVS, PHASE, Kind, Owner, Table, owner_of, pin_cookie, slots_mark
-from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule
+from ryu_dsr.flows.rules import Barrier, Command, FlowAdd, FlowDelete, FlowDeleteByCookie, Rule, resets
 
 ALL_ONES = (1 << 64) - 1
 VOUCHED = frozenset({Kind.VIP, Kind.ADDRESS, Kind.GUARD})  # besides slots: owners a pool's mark may vouch for
@@ -168,7 +168,7 @@ class RuleSync:
                 held = self.installed.get(key)
                 counted = None if key in self.dropped else held
                 if held != cookie:
-                    adds.append(FlowAdd(rule))
+                    adds.append(FlowAdd(rule, resets(rule, held)))
                     self.installed[key] = cookie
                 self.dropped.pop(key, None)  # (a key another owner had is now this one's: its cookie says so)
                 if counted != cookie:

@@ -106,7 +106,7 @@ class Writers:
                 switch.bundles += 1
         if isinstance(command, ofp.FlowAdd):  # most of every batch: encoded without Ryu's message objects
             datapath.xid = xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
-            ok = datapath.send(ofp.encode_flow_add(command.rule, xid))
+            ok = datapath.send(ofp.encode_flow_add(command.rule, xid, command.reset))
         else:
             message = ofp.to_message(command, datapath)
             ok = datapath.send_msg(message)

@@ -104,9 +104,12 @@ class FakeSwitch(Walk):
             if isinstance(command, FlowAdd):
                 self._touch(command.rule.table)
             if isinstance(command, FlowAdd):
-                # A flow that replaces one keeps its counters: Open vSwitch forwards them (OpenFlow 1.3,
-                # without OFPFF_RESET_COUNTS), as ``ovs-ofctl add-flow`` over a flow shows.
+                # A flow that replaces one keeps its counters unless the write says to reset them: Open
+                # vSwitch forwards them (OpenFlow 1.3, without OFPFF_RESET_COUNTS), as ``ovs-ofctl add-flow``
+                # over a flow shows.
                 self.tables.setdefault(command.rule.table, {})[command.rule.key] = command.rule
+                if command.reset:
+                    self.counts.pop(command.rule.key, None)
             elif isinstance(command, FlowDelete):
                 key = (command.table, command.priority, command.match)
                 self.tables.get(command.table, {}).pop(key, None)

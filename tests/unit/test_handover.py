@@ -3,7 +3,8 @@ and only for its windows; walked through the simulator."""
 
 from __future__ import annotations
 
-from ryu_dsr.flows.pipeline import UDP_PORT_BITS, Kind, Table, kind_of
+from ryu_dsr.flows.pipeline import REG_SLOT, UDP_PORT_BITS, Kind, Table, kind_of
+from ryu_dsr.flows.rules import FlowAdd
 from ryu_dsr.rest import views
 
 from ryu_dsr.slots import SlotMove, SlotPlanner
@@ -309,6 +310,28 @@ def test_only_the_moved_slots_that_carried_packets_hand_over(tmp_path):
         if slot_of(rig, p) == idle
     )
     assert backend_of(switch.send(fresh, 1)) == after[idle] != "10.0.0.13"  # no handover rule: the new backend
+
+
+def test_a_slot_that_carried_nothing_since_its_backend_was_chosen_moves_at_once(tmp_path):
+    """Open vSwitch keeps a flow's counters when a write replaces it; the
+    write that changes a slot's backend starts them again, so the next check
+    reads what the slot carried since then, not since it was first made."""
+    rig, switch = ready(tmp_path, in_use=False)
+    before = list(rig.balancer.desired.planner.table("web"))
+    for s in range(20000, 24000):  # nearly every slot carries packets
+        switch.send(tcp("10.0.0.1", VIP, s, 80, CLIENT_MAC, VIP_MAC), 1)
+    rig.sent.clear()
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 50})
+    after = list(rig.balancer.desired.planner.table("web"))
+    moved = {s for s, (a, b) in enumerate(zip(before, after)) if a != b}
+    assert moved and set(rig.balancer.desired.planner.moves["web"]) == moved  # they carried packets: handed over
+    rig.settle()  # the windows end; no packet since
+    resets = [c for _, cs in rig.sent for c in cs if isinstance(c, FlowAdd) and c.reset]
+    assert {dict(c.rule.match)[REG_SLOT] for c in resets} == moved  # each moved slot's counter started again
+    rig.service.patch_backend("web", "10.0.0.13", {"weight": 100})
+    back = {s for s, (a, b) in enumerate(zip(after, rig.balancer.desired.planner.table("web"))) if a != b}
+    handed = set(rig.balancer.desired.planner.moves.get("web", {}))
+    assert back & moved and handed == back - moved  # those moved before carried nothing since: at once
 
 
 def test_until_the_switch_answers_nothing_moves_and_a_silent_switch_counts_as_busy(tmp_path):

@@ -150,10 +150,11 @@ def test_hash_group_handover_pins_and_multipath_encode_the_open_vswitch_extensio
 @pytest.mark.parametrize("mode", ["ovs", "plain"])
 def test_the_fast_flow_add_encoding_is_byte_for_byte_ryus(tmp_path, mode):
     for rule in all_rules(tmp_path, mode):
-        message = ofp.to_message(FlowAdd(rule), DATAPATH)
-        message.set_xid(77)
-        message.serialize()
-        assert ofp.encode_flow_add(rule, 77) == bytes(message.buf), rule
+        for reset in (False, True):  # (a write that starts the flow's counters again: OFPFF_RESET_COUNTS)
+            message = ofp.to_message(FlowAdd(rule, reset), DATAPATH)
+            message.set_xid(77)
+            message.serialize()
+            assert ofp.encode_flow_add(rule, 77, reset) == bytes(message.buf), rule
 
 
 def test_a_bundled_flow_change_is_byte_for_byte_ryus_bundle_add(tmp_path):
