@@ -86,7 +86,7 @@ def test_the_fabric_is_found_and_balances_at_the_edge(lab):
     wait_no_hold(BASE)
     wait_for(lambda: all(sw["in_line"] for sw in api("GET", "/v1/switches")[1]), 10, 0.2, "switches in line")
     time.sleep(1.0)  # Open vSwitch revalidates its datapath flows after the rewrite
-    flows = {name: lab.ofctl("dump-flows", f"dsrfab-{name}").count("table=2,") for name in (*LEAVES, *SPINES)}
+    flows = {name: lab.ofctl("dump-flows", f"dsrfab-{name}").count(" table=2,") for name in (*LEAVES, *SPINES)}
     assert all(flows[leaf] >= 256 for leaf in LEAVES) and all(flows[spine] == 0 for spine in SPINES), flows
 
     # DSR from a client on every leaf to backends on every leaf, each seeing the client's own address

@@ -64,12 +64,13 @@ def test_a_large_change_goes_to_the_switch_as_bundles_and_the_vip_keeps_serving(
         {"name": f"bulk{i}", "ip": f"10.9.{i // 200}.{i % 200 + 1}", "protocol": "tcp", "port": 80, "pool": "web"}
         for i in range(400)
     ]
-    status, _ = fabric.api("PUT", "/v1/config", {**document, "vips": document["vips"] + extra})
-    assert status == 200
+    status, answer = fabric.api("PUT", "/v1/config", {**document, "vips": document["vips"] + extra})
+    assert status == 200, answer
     _, after = fabric.api("GET", "/v1/switches")
     assert after[0]["in_line"] and after[0]["bundles"] > before[0]["bundles"]
     flows = [line for line in fabric.lab.ofctl("dump-flows", fabric.lab.bridge).splitlines() if "actions=" in line]
-    learned = [line for line in flows if "cookie=0x4" in line and "table=2" in line]  # pins: the switch's own
+    # pins: the switch's own (the flow's own cookie and table, not a learn action's)
+    learned = [line for line in flows if line.strip().startswith("cookie=0x4") and " table=2," in line]
     assert len(flows) - len(learned) == after[0]["flows"]
     assert fabric.lab.requests("c1", URL, 20)["failed"] == 0
     status, _ = fabric.api("PUT", "/v1/config", document)  # as it was
