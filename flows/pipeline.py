@@ -17,7 +17,10 @@ ports: a new connection runs at the speed of an existing one. Only a slot
 whose backend moved keeps per-connection state, for a handover window: SYN
 to the new backend, other packets of the slot to the old one, each pinned
 by ``learn`` into SLOTS itself (the pin matches the pool and slot
-registers, so other slots' lookups never reach its 5-tuple). With
+registers, so other slots' lookups never reach its 5-tuple). The slot's
+one rule names those backends in registers (``REG_SYN_TO``,
+``REG_OLDER_TCP``, ``REG_OLDER_UDP``) and resubmits to MOVED, where the
+pool's rules, a few per backend, send and pin by them. With
 ``handover_tracking = conntrack`` a moved slot's SYN is committed to the
 connection tracker with its backend's id as label instead, and the slot's
 other TCP packets go through the tracker to TRACKED, which sends them by
