@@ -647,36 +647,16 @@ def moved_rules(
                         owner=handover_owner,
                     )
                 )
-                older = match_items(**tcp, **{REG_OLDER_TCP: uid})
-                rules.append(
-                    Rule(
-                        Table.MOVED,
-                        Moved.OLDER,
-                        older,
-                        _older(switch, family, 6, target, n_slots),
-                        owner=handover_owner,
-                    )
-                )
-            if 17 in protocols:
-                older = match_items(eth_type=family.eth_type, ip_proto=17, **{REG_OLDER_UDP: uid})
-                rules.append(
-                    Rule(
-                        Table.MOVED,
-                        Moved.OLDER,
-                        older,
-                        _older(switch, family, 17, target, n_slots),
-                        owner=handover_owner,
-                    )
-                )
+            for ip_proto, register in ((6, REG_OLDER_TCP), (17, REG_OLDER_UDP)):
+                if ip_proto in protocols:
+                    older = match_items(eth_type=family.eth_type, ip_proto=ip_proto, **{register: uid})
+                    actions = (*_send(target), _pin(switch, family, ip_proto, target, n_slots))
+                    rules.append(Rule(Table.MOVED, Moved.OLDER, older, actions, owner=handover_owner))
     if 6 in protocols:
         for target in backends:  # a SYN whose pin the limit refused: where the slot's older connections go
             refused = match_items(**{REG_LEARNED: (0, 1), REG_OLDER_TCP: target.backend_uid})
             rules.append(Rule(Table.UNPINNED, Unpinned.REFUSED, refused, _send(target), owner=handover_owner))
     return rules
-
-
-def _older(switch: SwitchPlan, family: Family, ip_proto: int, target: SlotTarget, n_slots: int) -> tuple[Action, ...]:
-    return (*_send(target), _pin(switch, family, ip_proto, target, n_slots))
 
 
 def pool_mark(switch: SwitchPlan, pool_uid: int, band: Marks, digest: int) -> list[Rule]:
