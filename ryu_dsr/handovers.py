@@ -11,8 +11,9 @@ could.
   backend are read every ``WATCH_SECONDS``: packets of older connections
   not pinned yet (the rule that sends them to the old backend: with
   ``learn`` one per old backend of a pool, shared by the slots that moved
-  from it; with the tracker one per slot) and the old backend's pins. Once both were quiet for ``handover_quiet`` seconds, the
-  slot's TCP window ends; ``handover_window`` is only its upper bound.
+  from it; with the tracker one per slot) and the old backend's pins.
+  Once both were quiet for ``handover_quiet`` seconds, the slot's TCP
+  window ends; ``handover_window`` is only its upper bound.
 
 Pure: counters and time come in, decisions go out.
 """

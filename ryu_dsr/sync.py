@@ -84,9 +84,10 @@ class RuleSync:
             self.slot_sums[uid] = self.slot_sums.get(uid, 0) + sign * cookie
 
     def slot_sum(self, pool_uid: int) -> int:
-        """The sum of the cookies of a pool's slot and handover flows on the switch, but
-        those to be deleted (modulo 2**64): what its mark digests of them.
-        Kept as flows come and go, so a mark costs no pass over the slots."""
+        """The sum of the cookies of a pool's slot and handover flows on the
+        switch, but those to be deleted (modulo 2**64): what its mark
+        digests of them. Kept as flows come and go, so a mark costs no pass
+        over the slots."""
         return self.slot_sums.get(pool_uid, 0) & ALL_ONES
 
     def owner(self, key: tuple) -> Owner | None:
