@@ -277,7 +277,7 @@ class Bench:
         self.row(f"  100 single changes at {n_vips} VIPs: REST p50 / p99 (ms)", ms(at_many))
         self.row("  p99 at many VIPs / p99 at 10 VIPs", f"{percentile(at_many, 0.99) / percentile(at_ten, 0.99):.2f}x")
         self.row("  controller RSS", f"{rss_mb(self.controller.pid):.0f} MB")
-        self.busy_change(per_pool)
+        self.busy_change()
         self.figures.update(
             put_ratio=took / ofctl,
             put_bundle_ratio=took / bundled,
@@ -352,13 +352,14 @@ class Bench:
                     naming += f"resubmit(,{int(Table.MOVED)})" in line
         return flows, naming
 
-    def busy_change(self, per_pool: int) -> None:
+    def busy_change(self) -> None:
         """One weight change of a pool whose slots carried packets (SYNs to
-        its VIP from 4,000 client ports, nearly every slot of its 1,024, put into the switch by
-        ``ovs-ofctl packet-out``): its moved slots hand over. The rules the
-        switch holds for the handover beyond the steady ones, and the flow
-        changes the controller sent from the change to the window's end,
-        per slot that handed over."""
+        its VIP from 4,000 client ports: nearly every slot of its 1,024, put
+        into the switch by ``ovs-ofctl packet-out``): its moved slots hand
+        over. The rules the switch holds for the handover beyond the steady
+        ones, and the flow changes the controller sent from the change to
+        the window's end, per slot that handed over; then the change back,
+        with no packet since."""
         vip = call("GET", "/v1/vips/vip0")[1]
         frames = [
             build_tcp(Tcp("02:00:00:00:aa:01", vip["mac"], "10.200.0.1", vip["ip"], 40000 + n, 80, 1, 0, 0x02, b""))
