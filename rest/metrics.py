@@ -65,6 +65,12 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "REST and OpenFlow waited as long)",
         (),
     ),
+    "loop_late_working_seconds": (
+        "gauge",
+        "of the loop's longest lateness over the last 10-20 s, the part the controller itself worked (its CPU "
+        "time meanwhile; the rest, the machine ran something else)",
+        (),
+    ),
     "loop_stalls": ("counter", "times the controller's loop woke up more than 20 ms late", ()),
     "cluster_master": ("gauge", "1 while this controller is master of the switches (etcd cluster)", ("node",)),
     "cluster_candidates": ("gauge", "controllers standing in the etcd cluster, the master included", ()),
@@ -213,6 +219,7 @@ def render(
     add("ports_held_down", "", discovery["held_down"])
     if lateness is not None:
         add("loop_late_seconds", "", lateness.recent())
+        add("loop_late_working_seconds", "", lateness.recent_working())
         add("loop_stalls", "", lateness.stalls)
     body = cluster() if cluster is not None else None
     if body is not None and body["mode"] == "etcd":

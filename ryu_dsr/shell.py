@@ -290,10 +290,10 @@ class Shell(ofp.RyuApp):
         """Sleep a short while, again and again, and note how late each
         wake-up is: the longest stretch anything held the controller."""
         while True:
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             ofp.hub.sleep(LATENESS_NAP)
             now = time.monotonic()
-            self.lateness.woke(max(0.0, now - started - LATENESS_NAP), now)
+            self.lateness.woke(max(0.0, now - started - LATENESS_NAP), now, time.process_time() - cpu)
 
     def _poll_forever(self, interval: float):
         """Read the counting rules (tables DECIDE, CHOSEN and REPLIES) of

@@ -477,9 +477,14 @@ def test_the_controllers_own_lateness_is_kept_per_window_and_shown(tmp_path):
     assert lateness.recent() == 0.004 and lateness.stalls == 1  # aged out
     lateness.woke(0.002, now=60.0)  # a window passed with no wake-up at all: nothing carried over
     assert lateness.recent() == 0.002
+    # late 30 ms while the controller worked 4 ms of it (another process had the core): 4 ms its own
+    lateness.woke(0.030, now=61.0, working=0.004)
+    lateness.woke(0.012, now=62.0, working=0.015)  # worked 15 ms, late 12: 12 ms its own
+    assert lateness.recent() == 0.030 and lateness.recent_working() == 0.012 and lateness.stalls == 2
     rig = make_rig(tmp_path)
     text = render(rig.status, lateness=lateness).decode()
-    assert "ryu_dsr_loop_late_seconds 0.002\n" in text and "ryu_dsr_loop_stalls_total 1.0\n" in text
+    assert "ryu_dsr_loop_late_seconds 0.03\n" in text and "ryu_dsr_loop_stalls_total 2.0\n" in text
+    assert "ryu_dsr_loop_late_working_seconds 0.012\n" in text
 
 
 def test_ipv6_addresses_in_bodies_and_filters_are_written_one_way(api):
