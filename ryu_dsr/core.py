@@ -511,7 +511,7 @@ class Balancer:
             return
         counted = self.traffic.read(dpid, entries, self.clock())
         switch = self.switches[dpid]
-        grown = self.traffic.rates[dpid][0]
+        grown = self.traffic.hosts_grown[dpid]  # (the backends' growth: the charts keep nothing of VIPs)
         self.history.polled(self.clock(), grown, dpid, len(switch.rules.installed), switch.errors)
         self.backends.weights_now.sample_load(self.config.pools, self.traffic.active)
         self.traffic.pins[dpid] = dict(pins or {})

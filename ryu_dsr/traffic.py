@@ -71,8 +71,12 @@ class Traffic:
     pins: dict[int, dict[int, int]] = field(default_factory=dict)  # dpid -> backend uid -> its pins there
     took: dict[int, tuple[float, int]] = field(default_factory=dict)  # dpid -> last poll: seconds to read, flows read
     polls: int = 0
-    # dpid -> a poll's growth so far (what grew, flow keys seen, backend MACs with traffic), while it comes in
-    reading: dict[int, tuple[dict, set, set]] = field(default_factory=dict)
+    # dpid -> a poll's growth so far (what grew, flow keys seen, backend MACs with traffic, what grew of the
+    # backends alone), while it comes in
+    reading: dict[int, tuple[dict, set, set, dict]] = field(default_factory=dict)
+    # dpid -> its last poll's growth of the backends alone (to them, from them, routed): a poll's end, and
+    # the charts, walk the backends, not every VIP
+    hosts_grown: dict[int, dict[tuple[str, object], Counts]] = field(default_factory=dict)
 
     def read(self, dpid: int, entries: list[Entry], now: float) -> set:
         """One poll of a switch's DECIDE, CHOSEN and REPLIES tables; the
@@ -84,7 +88,7 @@ class Traffic:
         """One reply of a poll (the switch sends a large table in many): its
         flows are compared with the last poll now, so the work is spread
         over the replies as they come in; totals grow here too."""
-        grown, seen, busy = self.reading.setdefault(dpid, ({}, set(), set()))
+        grown, seen, busy, hosts = self.reading.setdefault(dpid, ({}, set(), set(), {}))
         last = self.last.setdefault(dpid, {})
         for table, priority, cookie, mac, routed, packets, size in entries:
             kind = kind_of(cookie)
@@ -107,6 +111,8 @@ class Traffic:
             counts = grown.get(what)
             if counts is None:
                 counts = grown[what] = Counts()
+                if what[0] != "vip":
+                    hosts[what] = counts
             totals = self._totals(what[0])
             total = totals.get(what[1])
             if total is None:
@@ -123,11 +129,12 @@ class Traffic:
         rates until the next (computed when asked, not here: a poll's end
         is no pass over every object); the backend MACs it counted traffic
         to or from."""
-        grown, seen, busy = self.reading.pop(dpid, ({}, set(), set()))
+        grown, seen, busy, hosts = self.reading.pop(dpid, ({}, set(), set(), {}))
         last = self.last.get(dpid, {})
-        for stale in last.keys() - seen:
-            del last[stale]  # a flow that is gone: a new one with its key starts from 0
-        for (kind, mac), counts in grown.items():
+        if len(last) > len(seen):  # (every key seen is in ``last``: only then is one of its keys gone)
+            for stale in last.keys() - seen:
+                del last[stale]  # a flow that is gone: a new one with its key starts from 0
+        for (kind, mac), counts in hosts.items():
             if kind == "reply":  # never below none: a FIN or RST sent twice is not taken from later connections
                 opened = self.open.get(mac, 0) + counts.answered - counts.finished - counts.resets
                 self.open[mac] = max(0, opened)
@@ -135,6 +142,7 @@ class Traffic:
         self.polled[dpid] = now
         self.polls += 1
         self.rates[dpid] = (grown, interval) if interval > 0 else ({}, 0.0)
+        self.hosts_grown[dpid] = hosts if interval > 0 else {}
         return busy
 
     def switch_gone(self, dpid: int) -> None:
@@ -142,6 +150,7 @@ class Traffic:
         reconnecting switch may have lost them)."""
         self.last.pop(dpid, None)
         self.rates.pop(dpid, None)
+        self.hosts_grown.pop(dpid, None)
         self.reading.pop(dpid, None)
         self.polled.pop(dpid, None)
         self.pins.pop(dpid, None)

@@ -3,10 +3,10 @@ traffic polls and the backends' state changes, read per pool."""
 
 from __future__ import annotations
 
-from ryu_dsr.flows.pipeline import Table
+from ryu_dsr.flows.pipeline import Chosen, Decide, Kind, Replies, Table, owner
 
 from ryu_dsr.history import History
-from ryu_dsr.traffic import Counts
+from ryu_dsr.traffic import Counts, Traffic
 from tests.conftest import BACKENDS, CLIENT_MAC, make_rig
 from tests.simulator import syn
 
@@ -71,3 +71,32 @@ def test_a_change_of_effective_weight_is_an_event(tmp_path):
     rig.service.patch_backend("web", "10.0.0.13", {"weight": 40})
     [event] = [e for e in rig.status.history("web")["events"] if e["from"] == "weight 100"]
     assert (event["backend"], event["to"], event["reason"]) == ("10.0.0.13", "weight 40", "its configured weight")
+
+
+def test_a_polls_end_walks_the_backends_not_every_vip():
+    """At 10,000 VIPs a poll's end (its growth kept, the backends' open
+    connections, the charts' samples) touches the backends that grew, not
+    every VIP; a flow gone from the switch still starts again from 0."""
+    vip_rules = [(Table.DECIDE, Decide.COUNT_SYN, owner(Kind.VIP, uid) << 32, None, None) for uid in range(1, 10001)]
+    macs = [f"02:00:00:00:00:{n:02x}" for n in range(1, 4)]
+    host = owner(Kind.HOST, 0) << 32
+    backend_rules = [(Table.CHOSEN, Chosen.COUNT_SYN, host, mac, None) for mac in macs]
+    backend_rules += [(Table.REPLIES, Replies.SYN_ACK, host, mac, None) for mac in macs]
+    traffic, history = Traffic(), History(window=60.0, bucket=5.0)
+
+    def poll(now: float, packets: int, rules: list, first: int | None = None) -> None:
+        """Every rule at ``packets``, but the first at ``first``."""
+        counts = [packets] * len(rules)
+        if first is not None:
+            counts[0] = first
+        traffic.read(1, [(*rule, n, n * 60) for rule, n in zip(rules, counts)], now)
+        history.polled(now, traffic.hosts_grown[1], 1, len(rules), 0)
+
+    poll(0.0, 0, vip_rules + backend_rules)
+    poll(10.0, 5, vip_rules + backend_rules)
+    assert len(traffic.rates[1][0]) == 10000 + 6  # every VIP's rate is there to ask for
+    assert set(traffic.hosts_grown[1]) == {(kind, mac) for kind in ("backend", "reply") for mac in macs}
+    assert set(history.backends) == set(macs) and traffic.active(macs[0]) == 5
+    poll(20.0, 7, vip_rules[1:] + backend_rules)  # VIP 1's rule is gone from the switch
+    poll(30.0, 9, vip_rules + backend_rules, first=6)  # made again: its counter starts from 0 (not 5)
+    assert traffic.of("vip", 1)["rates"]["packets"] == 0.6 and traffic.of("vip", 2)["rates"]["packets"] == 0.2
