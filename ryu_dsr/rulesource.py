@@ -165,8 +165,7 @@ class RuleSource:
             name = desired.pool_names.get(ident)
             if name is None or switch.mode != "ovs":
                 return []
-            backends = desired.config.pools[name].backends.values()
-            targets = tuple(self.target_of(backend) for backend in backends if self.backends.place(backend)[0])
+            targets = tuple(target for _ip, target in self.handover_targets(name))
             protocols = desired.protocols.get(name, frozenset())
             families = desired.families.get(name, (IPV4,))
             return checked(moved_rules(plan, ident, desired.slot_size(name, "ovs"), targets, protocols, families))
@@ -212,9 +211,7 @@ class RuleSource:
         desired = self.desired
         size = desired.slot_size(name, switch.mode)
         table = tuple(desired.planner.table(name, size))
-        targets = sorted((ip or "", self.slot_target(name, ip)) for ip in set(table))
-        backends = desired.config.pools[name].backends
-        targets += sorted((ip, self.target_of(b)) for ip, b in backends.items() if self.backends.place(b)[0])
+        targets = sorted((ip or "", self.slot_target(name, ip)) for ip in set(table)) + self.handover_targets(name)
         moved = sorted(desired.planner.moves.get(name, {})) if switch.mode == "ovs" else []
         handovers = [(slot, self.handover_of(name, slot, switch)) for slot in moved if slot < size]
         protocols = sorted(desired.protocols.get(name, frozenset()))
@@ -388,6 +385,12 @@ class RuleSource:
         # The hold (learn only): new connections stay where they went, pinned, if that backend still takes them.
         first = leading if learn and age < HOLD else None
         return Handover(self.target_of(backend), tcp, udp, first)
+
+    def handover_targets(self, name: str) -> list[tuple[str, SlotTarget]]:
+        """(address, target) of each backend of a pool with a MAC, in address
+        order: those its handover rules (``moved_rules``) send to."""
+        backends = self.desired.config.pools[name].backends
+        return [(ip, self.target_of(b)) for ip, b in sorted(backends.items()) if self.backends.place(b)[0]]
 
     def target_of(self, backend: Backend) -> SlotTarget:
         return SlotTarget(self.backends.place(backend)[0], backend.uid, backend.forwarding in ROUTED)
